@@ -1,0 +1,73 @@
+"""Which hidden state becomes a feature, and how a feature goes on the wire.
+
+Layers are numbered as Hugging Face's ``output_hidden_states`` returns them:
+0 is the embedding output, ``num_layers`` the last block's output after the
+final norm. Language Ranker's default, 0.6 of depth, comes from its Table 5.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from language_ranker.v1 import ranker_pb2 as pb
+
+from ._errors import RequestError
+
+DEFAULT_LAYER_FRACTION = 0.6
+
+# Encodings this server can produce, in the order Info reports them.
+SUPPORTED_ENCODINGS: tuple[int, ...] = (pb.ENCODING_FP16, pb.ENCODING_FP32, pb.ENCODING_INT8)
+
+_INT8_MAX = 127
+
+
+def resolve_layer(spec: pb.FeatureSpec, num_layers: int) -> int:
+    """The hidden-state index in [0, num_layers] that `spec` asks for."""
+    which = spec.WhichOneof("layer")
+    if which == "layer_index":
+        index = spec.layer_index
+        if not -(num_layers + 1) <= index <= num_layers:
+            raise RequestError(
+                "features.layer_index",
+                f"{index} is out of range for a model with {num_layers} layers "
+                f"(use 0..{num_layers}, or -{num_layers + 1}..-1 from the top)",
+            )
+        return index % (num_layers + 1)
+    fraction = spec.layer_fraction if which == "layer_fraction" else DEFAULT_LAYER_FRACTION
+    if not (math.isfinite(fraction) and 0.0 <= fraction <= 1.0):
+        raise RequestError("features.layer_fraction", f"must be in [0, 1], got {fraction}")
+    return round(fraction * num_layers)
+
+
+def resolve_encoding(encoding: int) -> int:
+    """The concrete encoding for a request's `encoding` field (unset means fp16)."""
+    if encoding == pb.ENCODING_UNSPECIFIED:
+        return pb.ENCODING_FP16
+    if encoding not in SUPPORTED_ENCODINGS:
+        raise RequestError("features.encoding", f"unknown encoding {encoding}")
+    return encoding
+
+
+def encode(values: np.ndarray, encoding: int) -> pb.Tensor:
+    """Packs a float array into a wire Tensor (raw little-endian bytes).
+
+    int8 is symmetric per vector along the last axis: ``q = round(x / s)``
+    with ``s = max|x| / 127``, so each vector keeps its own dynamic range.
+    """
+    values = np.asarray(values, dtype=np.float32)
+    shape = list(values.shape)
+    if encoding == pb.ENCODING_FP16:
+        return pb.Tensor(dtype=pb.DTYPE_FLOAT16, shape=shape, data=values.astype("<f2").tobytes())
+    if encoding == pb.ENCODING_FP32:
+        return pb.Tensor(dtype=pb.DTYPE_FLOAT32, shape=shape, data=values.astype("<f4").tobytes())
+    if encoding == pb.ENCODING_INT8:
+        rows = values.reshape(-1, shape[-1] if shape else 1)
+        scales = np.abs(rows).max(axis=1) / _INT8_MAX
+        scales = np.where(scales > 0, scales, 1.0).astype(np.float32)
+        quantised = np.clip(np.rint(rows / scales[:, None]), -_INT8_MAX, _INT8_MAX).astype(np.int8)
+        return pb.Tensor(
+            dtype=pb.DTYPE_INT8, shape=shape, data=quantised.tobytes(), scales=scales.tolist()
+        )
+    raise ValueError(f"unknown encoding {encoding}")

