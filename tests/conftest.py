@@ -1,0 +1,116 @@
+"""Shared fixtures: a tiny randomly initialised Llama with a real tokenizer,
+saved as a Hugging Face checkpoint directory, and a real gRPC server on a
+loopback port that serves it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_CORPUS = [
+    "What is two plus three? The answer is five.",
+    "Write a short poem about the sea and the wind.",
+    "def add(a, b): return a + b",
+    "The quick brown fox jumps over the lazy dog 0123456789.",
+    "Please list three colours: red, green, blue!",
+] * 20
+
+
+def build_tiny_checkpoint(directory: Path, *, eos_bias: float = 2.5) -> Path:
+    """Writes a 4-layer, 64-wide Llama and a byte-level BPE tokenizer to `directory`.
+
+    Random weights rarely pick EOS, so the EOS row of the LM head is tied to
+    one hidden dimension: responses then end early at varied lengths, which
+    the sampler tests need (mixed EOS and length finishes in one batch).
+    """
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(
+        _CORPUS,
+        trainers.BpeTrainer(
+            vocab_size=400,
+            special_tokens=specials,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+    )
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=eos_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight[eos_id].zero_()
+        model.lm_head.weight[eos_id, 0] = eos_bias
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_checkpoint: Path):
+    from central.model import load_model
+
+    return load_model(str(tiny_checkpoint))
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_model) -> Iterator:
+    """A real gRPC server on a free loopback port, serving the tiny model."""
+    from central.server import ServerConfig, start_server
+
+    running = start_server(ServerConfig(port=0), loaded=tiny_model)
+    yield running
+    running.stop(grace=0)
+
+
+@pytest.fixture()
+def central_stub(tiny_server) -> Iterator:
+    from language_ranker.v1 import ranker_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{tiny_server.port}") as channel:
+        yield pb_grpc.CentralServiceStub(channel)
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    """The real embedded default model (SmolLM2-135M-Instruct), loaded once."""
+    from central.model import load_model
+
+    return load_model("default")
