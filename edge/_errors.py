@@ -1,0 +1,119 @@
+"""Every exception the edge package raises, in one place.
+
+Apps embed the edge SDK and need to react differently to "the caller passed a bad
+vector" (a bug to fix), "this file on disk is damaged" (restore or retrain) and
+"the central service is unreachable" (retry later). One hierarchy rooted at
+``RankerError`` lets them catch everything from the SDK with a single clause and
+still tell those cases apart.
+
+    RankerError
+    ├── FeatureError              wrong size, wrong dtype, NaN/inf in a feature
+    ├── UnknownUserError          no data or ranker stored for this user
+    ├── UnknownCandidateSetError  feedback for a candidate set never recorded as shown
+    ├── CorruptModelError         unreadable / truncated ONNX, checksum mismatch
+    ├── CorruptStoreError         unreadable / truncated SQLite feedback store
+    ├── RegistryError             bad user id or ranker name, missing version, ...
+    ├── TrainingError             nothing to learn from, inconsistent training data
+    └── CentralError              talking to the central feature service failed
+        ├── ConnectionLostError   the channel broke or the service is unavailable
+        ├── DeadlineExceededError the call ran past its deadline
+        ├── ServerError           the service failed while handling a valid request
+        └── InvalidRequestError   the service rejected the request as malformed
+
+Messages name the offending value and what was expected, e.g.
+``feature has 512 values, ranker expects 576``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "CentralError",
+    "ConnectionLostError",
+    "CorruptModelError",
+    "CorruptStoreError",
+    "DeadlineExceededError",
+    "FeatureError",
+    "InvalidRequestError",
+    "RankerError",
+    "RegistryError",
+    "ServerError",
+    "TrainingError",
+    "UnknownCandidateSetError",
+    "UnknownUserError",
+]
+
+
+class RankerError(Exception):
+    """Base class of every error raised by the edge SDK."""
+
+
+class FeatureError(RankerError, ValueError):
+    """A feature vector or matrix has the wrong shape, dtype, or non-finite values."""
+
+
+class UnknownUserError(RankerError, LookupError):
+    """The user has no stored ranker or feedback."""
+
+    def __init__(self, user: str, where: str = "") -> None:
+        self.user = user
+        suffix = f" in {where}" if where else ""
+        super().__init__(f"unknown user {user!r}{suffix}")
+
+
+class UnknownCandidateSetError(RankerError, LookupError):
+    """Feedback refers to a candidate set that was never recorded as shown."""
+
+    def __init__(self, user: str, set_id: str) -> None:
+        self.user = user
+        self.set_id = set_id
+        super().__init__(
+            f"candidate set {set_id!r} was never recorded as shown to user {user!r}; "
+            "call record_shown() before recording feedback on it"
+        )
+
+
+class CorruptModelError(RankerError):
+    """An ONNX ranker cannot be loaded: damaged bytes, truncation, or checksum mismatch."""
+
+    def __init__(self, message: str, path: Path | str | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        where = f"{self.path}: " if self.path is not None else ""
+        super().__init__(f"{where}{message}")
+
+
+class CorruptStoreError(RankerError):
+    """The SQLite feedback store is damaged or is not a database at all."""
+
+    def __init__(self, path: Path | str, detail: str) -> None:
+        self.path = Path(path)
+        super().__init__(f"feedback store {self.path} is corrupt or truncated: {detail}")
+
+
+class RegistryError(RankerError):
+    """A registry operation is invalid: bad id, unknown ranker name or version."""
+
+
+class TrainingError(RankerError):
+    """Training cannot run on the data given (empty, mixed feature sizes, ...)."""
+
+
+class CentralError(RankerError):
+    """Base class of failures talking to the central feature service."""
+
+
+class ConnectionLostError(CentralError):
+    """The connection to central broke, or central is unavailable."""
+
+
+class DeadlineExceededError(CentralError):
+    """A call to central did not finish before its deadline."""
+
+
+class ServerError(CentralError):
+    """Central failed internally while serving a request."""
+
+
+class InvalidRequestError(CentralError):
+    """Central rejected the request as malformed (bad prompt, K, limits...)."""
