@@ -14,6 +14,7 @@ still tell those cases apart.
     ├── CorruptStoreError         unreadable / truncated SQLite feedback store
     ├── RegistryError             bad user id or ranker name, missing version, ...
     ├── TrainingError             nothing to learn from, inconsistent training data
+    ├── ExportError               ONNX export failed or disagrees with the torch ranker
     └── CentralError              talking to the central feature service failed
         ├── ConnectionLostError   the channel broke or the service is unavailable
         ├── DeadlineExceededError the call ran past its deadline
@@ -34,6 +35,7 @@ __all__ = [
     "CorruptModelError",
     "CorruptStoreError",
     "DeadlineExceededError",
+    "ExportError",
     "FeatureError",
     "InvalidRequestError",
     "RankerError",
@@ -97,6 +99,10 @@ class RegistryError(RankerError):
 
 class TrainingError(RankerError):
     """Training cannot run on the data given (empty, mixed feature sizes, ...)."""
+
+
+class ExportError(RankerError):
+    """Exporting a ranker to ONNX failed, or the ONNX graph disagrees with torch."""
 
 
 class CentralError(RankerError):

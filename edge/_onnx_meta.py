@@ -1,0 +1,32 @@
+"""Names shared by the exporter and the runtime: graph I/O and metadata keys.
+
+Kept in a tiny torch-free module so the runtime can validate a model against the
+same constants the exporter wrote, without importing the exporter.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FORMAT_VERSION",
+    "INPUT_CANDIDATES",
+    "INPUT_INSTRUCTION",
+    "META_CONFIG",
+    "META_FEATURE_SIZE",
+    "META_FORMAT",
+    "META_KIND",
+    "META_PREFIX",
+    "META_RELEVANCE",
+    "OUTPUT_SCORES",
+]
+
+INPUT_INSTRUCTION = "instruction"  # (B, d) float32
+INPUT_CANDIDATES = "candidates"  # (B, K, d) float32
+OUTPUT_SCORES = "scores"  # (B, K) float32
+
+META_PREFIX = "language_ranker."
+META_FORMAT = META_PREFIX + "format_version"  # "1"
+META_KIND = META_PREFIX + "kind"  # "list" | "point"
+META_FEATURE_SIZE = META_PREFIX + "feature_size"  # d as a decimal string
+META_RELEVANCE = META_PREFIX + "relevance"  # "cosine" | "linear"
+META_CONFIG = META_PREFIX + "config"  # the ranker config as JSON
+FORMAT_VERSION = "1"
