@@ -11,7 +11,8 @@ still tell those cases apart.
     ├── UnknownUserError          no data or ranker stored for this user
     ├── UnknownCandidateSetError  feedback for a candidate set never recorded as shown
     ├── CorruptModelError         unreadable / truncated ONNX, checksum mismatch
-    ├── CorruptStoreError         unreadable / truncated SQLite feedback store
+    ├── StoreError                misuse of the feedback store (duplicate set, bad index)
+    │   └── CorruptStoreError     unreadable / truncated SQLite feedback store
     ├── RegistryError             bad user id or ranker name, missing version, ...
     ├── TrainingError             nothing to learn from, inconsistent training data
     ├── ExportError               ONNX export failed or disagrees with the torch ranker
@@ -41,6 +42,7 @@ __all__ = [
     "RankerError",
     "RegistryError",
     "ServerError",
+    "StoreError",
     "TrainingError",
     "UnknownCandidateSetError",
     "UnknownUserError",
@@ -85,7 +87,11 @@ class CorruptModelError(RankerError):
         super().__init__(f"{where}{message}")
 
 
-class CorruptStoreError(RankerError):
+class StoreError(RankerError):
+    """The feedback store refused an event: duplicate set id, candidate index out of range."""
+
+
+class CorruptStoreError(StoreError):
     """The SQLite feedback store is damaged or is not a database at all."""
 
     def __init__(self, path: Path | str, detail: str) -> None:
