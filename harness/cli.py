@@ -1,0 +1,76 @@
+"""`ranker-eval`: generate (or reuse) candidates, score every method, write the report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from harness.config import FULL, RunConfig, quick
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ranker-eval", description=__doc__)
+    p.add_argument("--out", type=Path, default=Path("ranker-eval-report"), help="report directory")
+    p.add_argument(
+        "--cache", type=Path, default=Path(".cache/ranker-eval"), help="candidate cache directory"
+    )
+    p.add_argument("--quick", action="store_true", help="tiny budgets (CI smoke test)")
+    p.add_argument("--model", action="append", help="restrict to these models (repeatable)")
+    p.add_argument("--budget-minutes", type=float, help="override the generation budget")
+    p.add_argument(
+        "--phase",
+        choices=("all", "generate", "evaluate"),
+        default="all",
+        help="generate only fills the cache; evaluate only reads it",
+    )
+    p.add_argument("--json", action="store_true", help="print the headline numbers as JSON")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every generated problem")
+    return p
+
+
+def _config(args: argparse.Namespace) -> RunConfig:
+    import dataclasses
+
+    config = quick(args.model[0] if args.model else "default") if args.quick else FULL
+    if args.model and not args.quick:
+        config = dataclasses.replace(
+            config, models=tuple(m for m in config.models if m.model in args.model)
+        )
+    if args.budget_minutes is not None:
+        config = dataclasses.replace(config, budget_minutes=args.budget_minutes)
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(message)s",
+    )
+    config = _config(args)
+    from harness.collect import collect_model
+
+    start = time.monotonic()
+    budget_s = 60.0 * config.budget_minutes / max(len(config.models), 1)
+    if args.phase == "generate":
+        for plan in config.models:
+            collect_model(plan, config, args.cache, budget_s)
+        return 0
+    from harness.evaluate import evaluate_run
+    from harness.report import write_report
+
+    results = evaluate_run(config, args.cache, budget_s, generate=args.phase == "all")
+    results["runtime_s"] = time.monotonic() - start
+    results["command"] = "ranker-eval " + " ".join(sys.argv[1:] if argv is None else argv)
+    write_report(results, args.out)
+    if args.json:
+        print(json.dumps(results["headline"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""Scoring every method on the cached candidates: headline table, curves, sweeps, transfer.
+
+All numbers in the report come from here. Each method picks one candidate
+per test problem from the same cached pool; "hits" are that candidate's
+programmatic labels. Best-of-K curves subsample the pool (random K-subsets,
+several repeats per problem); the headline uses the whole pool in sampling
+order, where "first sample" is literally the first sample.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.collect import Split, collect_model
+from harness.config import RunConfig
+from harness.methods.base import MethodCost, Selector
+from harness.methods.baselines import FirstSample, Oracle, SelfConsistency, max_likelihood
+from harness.methods.data import Pool, load_pool
+from harness.methods.rankers import TrainedRanker, fit_ranker, timed_scoring
+from harness.methods.reward_model import RewardModelConfig, fit_reward_model
+from harness.methods.swift import registered as swift_heads
+from harness.metrics import k_grid, paired_difference, subsets, verdict, wilson
+
+log = logging.getLogger(__name__)
+MAIN_FRACTION = 0.6
+GENERATED = ("math", "function", "sentiment")
+
+
+def _hits(method: Selector, pool: Pool, chosen_sets: np.ndarray) -> np.ndarray:
+    """(R, G) labels of the chosen candidates for each repeat."""
+    rows = np.arange(pool.size)
+    return np.stack([pool.labels[rows, method.choose(pool, s)] for s in chosen_sets])
+
+
+def _accuracy(hits: np.ndarray) -> dict[str, float]:
+    low, high = wilson(float(hits.sum()), len(hits))
+    return {"acc": float(hits.mean()), "low": low, "high": high, "n": len(hits)}
+
+
+def _full(pool: Pool) -> np.ndarray:
+    return subsets(pool.k, pool.k, 1, pool.size, 0)
+
+
+def _curves(
+    methods: list[Selector], pool: Pool, flat: dict[str, np.ndarray], config: RunConfig
+) -> dict[str, Any]:
+    """Best-of-K accuracy per method for K = 1, 2, 4, ..., pool size."""
+    grid = k_grid(pool.k)
+    out: dict[str, Any] = {"k": grid, "methods": {}}
+    for method in methods:
+        out["methods"][method.name] = [
+            float(
+                _hits(
+                    method, pool, subsets(pool.k, k, config.curve_repeats, pool.size, config.seed)
+                ).mean()
+            )
+            for k in grid
+        ]
+    for name, hits in flat.items():
+        out["methods"][name] = [float(hits.mean())] * len(grid)
+    return out
+
+
+def _layer_sweep(train: Pool, test: Pool, config: RunConfig) -> dict[str, Any]:
+    """Test accuracy of both rankers trained at each stored layer."""
+    sweep: dict[str, Any] = {}
+    for index, fraction in enumerate(config.layer_fractions):
+        row = {}
+        for kind in ("list", "point"):
+            ranker = fit_ranker(kind, train, index, config.ranker_steps, config.seed)
+            row[ranker.name] = _accuracy(_hits(ranker, test, _full(test))[0])
+        sweep[str(fraction)] = row
+    return sweep
+
+
+def _diagnostics(
+    train: Pool, test: Pool, rankers: list[TrainedRanker], config: RunConfig, main: int
+) -> dict[str, Any]:
+    """Why a ranker might lose: data size, label balance, fit vs generalisation."""
+    mixed = (train.labels.max(1) > 0) & (train.labels.min(1) < 1)
+    half = train.subset(np.arange(max(1, train.size // 2)))
+    half_acc = {}
+    for kind in ("list", "point"):
+        r = fit_ranker(kind, half, main, config.ranker_steps, config.seed)
+        half_acc[r.name] = float(_hits(r, test, _full(test))[0].mean())
+    seeds = {}
+    for kind in ("list", "point"):
+        accs = [
+            float(
+                _hits(fit_ranker(kind, train, main, config.ranker_steps, s), test, _full(test))[
+                    0
+                ].mean()
+            )
+            for s in (config.seed + 1, config.seed + 2)
+        ]
+        seeds[kind] = accs
+    return {
+        "train_problems": train.size,
+        "test_problems": test.size,
+        "train_mixed_groups": int(mixed.sum()),
+        "train_positive_rate": float(train.labels.mean()),
+        "test_positive_rate": float(test.labels.mean()),
+        "train_fit": {r.name: r.train_fit for r in rankers},
+        "half_data_acc": half_acc,
+        "other_seeds_acc": {
+            "ListRanker": seeds["list"],
+            "PointRanker": seeds["point"],
+        },
+    }
+
+
+def evaluate_task(
+    split: Split, config: RunConfig, main: int
+) -> tuple[dict[str, Any], list[TrainedRanker]]:
+    """Every method on one (model, task): headline, costs, comparisons, curves, sweeps."""
+    train, test = load_pool(split, "train"), load_pool(split, "test")
+    rankers = [
+        fit_ranker(kind, train, main, config.ranker_steps, config.seed)
+        for kind in ("list", "point")
+    ]
+    for r in rankers:
+        r.cost.score_s = timed_scoring(r, test)
+    free: list[Selector] = [FirstSample(), SelfConsistency(), max_likelihood(test)]
+    costs: dict[str, MethodCost] = {m.name: MethodCost(0, 0.0, 0.0) for m in free}
+    start = time.perf_counter()
+    for m in free:
+        m.choose(test, _full(test)[0])
+    for m in free:
+        costs[m.name].score_s = (time.perf_counter() - start) / len(free)
+    trained: list[Selector] = [*rankers]
+    for r in rankers:
+        costs[r.name] = r.cost
+    rm = fit_reward_model(
+        train,
+        RewardModelConfig(epochs=config.rm_epochs, max_pairs=config.rm_max_pairs, seed=config.seed),
+    )
+    if rm is not None:
+        selector = rm.score(test)
+        trained.append(selector)
+        costs[selector.name] = rm.cost
+        del rm
+    for name, factory in swift_heads().items():
+        selector, cost = factory(train, test, config.seed)
+        selector.name = name
+        trained.append(selector)
+        costs[name] = cost
+    oracle = Oracle()
+    methods: list[Selector] = [*free, *trained, oracle]
+    flat = {"greedy": test.greedy}
+    if test.beam is not None:
+        flat["beam search"] = test.beam
+    per_problem = {m.name: _hits(m, test, _full(test))[0] for m in methods}
+    per_problem.update(flat)
+    headline = {name: _accuracy(h) for name, h in per_problem.items()}
+    comparisons: dict[str, Any] = {}
+    for r in rankers:
+        for base in per_problem:
+            if base in (r.name, "oracle"):
+                continue
+            mean, low, high = paired_difference(
+                per_problem[r.name], per_problem[base], config.bootstrap, config.seed
+            )
+            comparisons[f"{r.name} vs {base}"] = {
+                "diff": mean,
+                "low": low,
+                "high": high,
+                "verdict": verdict(low, high),
+            }
+    result = {
+        "task": split.task.name,
+        "k": test.k,
+        "temperature": split.task.temperature,
+        "max_new_tokens": split.task.max_new_tokens,
+        "generation_s": train.gen_seconds + test.gen_seconds,
+        "headline": headline,
+        "costs": {k: asdict(v) for k, v in costs.items()},
+        "comparisons": comparisons,
+        "curves": _curves(methods, test, flat, config),
+        "layer_sweep": _layer_sweep(train, test, config),
+        "diagnostics": _diagnostics(train, test, rankers, config, main),
+        "examples": _examples(test),
+    }
+    return result, rankers
+
+
+def _examples(test: Pool) -> list[dict[str, Any]]:
+    """A few candidates of the first test problem, so readers see what is being ranked."""
+    if not test.size:
+        return []
+    return [
+        {"text": t[:160], "label": float(y)}
+        for t, y in zip(test.texts[0][:4], test.labels[0][:4], strict=True)
+    ]
+
+
+def _transfer(trained: dict[str, list[TrainedRanker]], pools: dict[str, Pool]) -> dict[str, Any]:
+    """Ranker trained on task A (rows) scored on task B's test pool (columns)."""
+    out: dict[str, Any] = {}
+    for source, rankers in trained.items():
+        for ranker in rankers:
+            row = out.setdefault(ranker.name, {}).setdefault(source, {})
+            for target, pool in pools.items():
+                row[target] = _accuracy(_hits(ranker, pool, _full(pool))[0])
+    return out
+
+
+def evaluate_run(config: RunConfig, root: Path, budget_s: float, generate: bool) -> dict[str, Any]:
+    """Generates what the budget allows (or only reads the cache), then scores everything."""
+    torch.set_num_threads(config.threads)
+    main = config.layer_fractions.index(MAIN_FRACTION)
+    models = []
+    for plan in config.models:
+        loaded, splits = collect_model(plan, config, root, budget_s if generate else 0.0)
+        info = {
+            "model": loaded.name,
+            "layers": [round(f * loaded.num_layers) for f in config.layer_fractions],
+            "num_layers": loaded.num_layers,
+            "hidden_size": loaded.hidden_size,
+            "chat": loaded.has_chat_template,
+            "tasks": [],
+        }
+        del loaded
+        gc.collect()
+        trained: dict[str, list[TrainedRanker]] = {}
+        test_pools: dict[str, Pool] = {}
+        for split in splits:
+            if not split.train or not split.test:
+                log.warning("%s: nothing cached for %s, skipped", info["model"], split.task.name)
+                continue
+            task_result, rankers = evaluate_task(split, config, main)
+            info["tasks"].append(task_result)
+            if split.task.name in GENERATED:
+                trained[split.task.name] = rankers
+                test_pools[split.task.name] = load_pool(split, "test")
+        info["transfer"] = _transfer(trained, test_pools)
+        models.append(info)
+    return {"config": _plain(config), "models": models, "headline": _headline(models)}
+
+
+def _plain(config: RunConfig) -> dict[str, Any]:
+    return asdict(config)
+
+
+def _headline(models: list[dict[str, Any]]) -> dict[str, Any]:
+    keep = (
+        "first sample",
+        "greedy",
+        "beam search",
+        "self-consistency",
+        "text RM (MiniLM)",
+        "ListRanker",
+        "PointRanker",
+        "oracle",
+    )
+    return {
+        m["model"]: {
+            t["task"]: {
+                name: round(t["headline"][name]["acc"], 4) for name in keep if name in t["headline"]
+            }
+            for t in m["tasks"]
+        }
+        for m in models
+    }

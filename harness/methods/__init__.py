@@ -1,0 +1,1 @@
+"""Selection methods scored on the cached candidates."""
