@@ -33,6 +33,7 @@ from edge._errors import (
 from edge._types import Candidate, Generation
 from edge.checkpoint import Checkpoint
 from edge.data import Group, GroupDataset, Pair
+from edge.personal import PersonalRanker, Shown
 from edge.registry import Registry, VersionInfo
 from edge.runtime import Ranker, Ranking, RankingSession
 from edge.store import FeedbackEvent, FeedbackStore, ShownSet, events_to_dataset
@@ -101,6 +102,7 @@ __all__ = [
     "ListRankerConfig",
     "Pair",
     "ParityReport",
+    "PersonalRanker",
     "PointRanker",
     "PointRankerConfig",
     "Ranker",
@@ -110,6 +112,7 @@ __all__ = [
     "Registry",
     "RegistryError",
     "ServerError",
+    "Shown",
     "ShownSet",
     "StoreError",
     "TrainConfig",
