@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
+from transformers.cache_utils import DynamicLayer
 
+from central.decoding import GrowingLayer, onednn_linears
 from central.prompting import render_prompt
-from central.sampler import Cancelled, SampledCandidate, SamplingConfig, sample
+from central.sampler import Cancelled, SampledCandidate, SamplingConfig, _draw, sample
 from language_ranker.v1 import ranker_pb2 as pb
 
 LAYER = 2
@@ -98,3 +102,91 @@ def test_should_stop_cancels_between_steps(tiny_model) -> None:
     with pytest.raises(Cancelled):
         list(sample(tiny_model, ids, config, LAYER, should_stop=stop_after_one_step))
     assert len(calls) == 2
+
+
+# ---------------------------------------------------------------- fast paths
+
+
+@pytest.mark.parametrize("layer", [0, 2, 4])
+def test_hooked_features_equal_output_hidden_states_at_first_middle_and_last_layer(
+    tiny_model, layer: int
+) -> None:
+    """Index 0 is the embeddings, 1..N-1 block outputs, N after the final norm."""
+    assert tiny_model.num_layers == 4
+    ids = render_prompt(tiny_model, pb.Prompt(text="What is two plus three?"))
+    config = SamplingConfig(k=6, max_new_tokens=10, seed=3)
+    events = list(sample(tiny_model, ids, config, layer))
+    direct = _forward(tiny_model, ids)
+    np.testing.assert_allclose(events[0], direct.hidden_states[layer][0, -1], atol=1e-5)
+    for candidate in events[1:]:
+        out = _forward(tiny_model, ids + candidate.token_ids)
+        expected = out.hidden_states[layer][0, -1].numpy()
+        np.testing.assert_allclose(candidate.feature, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_features_off_samples_the_same_tokens_without_features(tiny_model) -> None:
+    ids = render_prompt(tiny_model, pb.Prompt(text="Write a poem."))
+    config = SamplingConfig(k=8, max_new_tokens=10, seed=21)
+    with_features = list(sample(tiny_model, ids, config, LAYER))
+    without = list(sample(tiny_model, ids, config, LAYER, features=False))
+    assert without[0].shape == (0,)
+    assert len(without) == len(with_features)
+    for plain, full in zip(without[1:], with_features[1:], strict=True):
+        assert (plain.index, plain.token_ids) == (full.index, full.token_ids)
+        assert plain.finished_by_eos == full.finished_by_eos
+        assert plain.cumulative_logprob == pytest.approx(full.cumulative_logprob, abs=1e-5)
+        assert plain.feature.shape == (0,)
+
+
+def test_features_stay_exact_when_the_kv_cache_grows_past_its_first_buffer(tiny_model) -> None:
+    """No EOS, so all rows run 100 steps: the cache buffer is reallocated on the way."""
+    endless = dataclasses.replace(tiny_model, eos_token_ids=frozenset())
+    ids = render_prompt(endless, pb.Prompt(text="List colours."))
+    events = list(sample(endless, ids, SamplingConfig(k=3, max_new_tokens=100, seed=4), LAYER))
+    assert [len(c.token_ids) for c in events[1:]] == [100, 100, 100]
+    for candidate in events[1:]:
+        out = _forward(endless, ids + candidate.token_ids)
+        expected = out.hidden_states[LAYER][0, -1].numpy()
+        np.testing.assert_allclose(candidate.feature, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_growing_layer_holds_what_a_dynamic_layer_holds() -> None:
+    grown, plain = GrowingLayer(), DynamicLayer()
+    for length in (5, 1, 70, 1, 200):
+        k, v = torch.randn(2, 3, length, 4), torch.randn(2, 3, length, 4)
+        got, want = grown.update(k, v), plain.update(k, v)
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    rows = torch.tensor([1, 1, 0])
+    grown.reorder_cache(rows)
+    plain.reorder_cache(rows)
+    torch.testing.assert_close(grown.keys, plain.keys, rtol=0, atol=0)
+    assert grown.get_seq_length() == plain.get_seq_length() == 277
+
+
+def test_inverse_cdf_draw_follows_the_probabilities_and_skips_zero_mass() -> None:
+    generator = torch.Generator().manual_seed(0)
+    probs = torch.zeros(3, 1000)  # not a multiple of the block size: padding is never drawn
+    probs[0, [3, 500, 999]] = torch.tensor([0.2, 0.3, 0.5])
+    probs[1, 257] = 1.0
+    probs[2] = torch.softmax(torch.randn(1000), dim=-1)
+    counts = torch.zeros_like(probs)
+    draws = 20_000
+    for _ in range(draws):
+        counts[torch.arange(3), _draw(probs, generator)] += 1
+    assert set(counts[0].nonzero()[:, 0].tolist()) == {3, 500, 999}
+    assert counts[1, 257] == draws
+    torch.testing.assert_close(counts / draws, probs, atol=0.015, rtol=0)
+
+
+def test_onednn_linears_only_apply_inside_the_block(tiny_model) -> None:
+    model = tiny_model.model
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    x = torch.randint(0, 100, (2, 5))
+    with torch.inference_mode():
+        stock = model(x).logits
+        with pytest.raises(RuntimeError), onednn_linears(model):
+            fast = model(x).logits
+            raise RuntimeError("leave the block by an exception")
+    assert all("forward" not in m.__dict__ for m in linears)
+    torch.testing.assert_close(fast, stock, rtol=1e-4, atol=1e-5)
