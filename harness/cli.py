@@ -27,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
         default="all",
         help="generate only fills the cache; evaluate only reads it",
     )
+    p.add_argument(
+        "--jobs", type=int, default=1, help="models run in parallel, one process (and core) each"
+    )
     p.add_argument("--json", action="store_true", help="print the headline numbers as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="log every generated problem")
     return p
@@ -55,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     from harness.collect import collect_model
 
     start = time.monotonic()
-    budget_s = 60.0 * config.budget_minutes / max(len(config.models), 1)
+    # The budget is wall-clock: models that run side by side each get all of it.
+    n_models = max(len(config.models), 1)
+    budget_s = 60.0 * config.budget_minutes * min(args.jobs, n_models) / n_models
     if args.phase == "generate":
         for plan in config.models:
             collect_model(plan, config, args.cache, budget_s)
@@ -63,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     from harness.evaluate import evaluate_run
     from harness.report import write_report
 
-    results = evaluate_run(config, args.cache, budget_s, generate=args.phase == "all")
+    results = evaluate_run(
+        config, args.cache, budget_s, generate=args.phase == "all", jobs=args.jobs
+    )
     results["runtime_s"] = time.monotonic() - start
     results["command"] = "ranker-eval " + " ".join(sys.argv[1:] if argv is None else argv)
     write_report(results, args.out)

@@ -38,7 +38,7 @@ class RunConfig:
     seed: int = 0  # problem generation, sampling, training and subsampling seeds
     ranker_steps: int = 300  # optimizer steps per ranker (small data needs several epochs)
     rm_epochs: int = 2  # passes of the text reward model over its training pairs
-    rm_max_pairs: int = 2000  # cap on (prompt, response) training pairs for the text RM
+    rm_max_pairs: int = 512  # cap on (prompt, response) training pairs for the text RM
     curve_repeats: int = 20  # random K-subsets per problem for the Best-of-K curves
     bootstrap: int = 1000  # bootstrap resamples for intervals on differences
     threads: int = 1  # torch threads (1 is fastest on this shared 2-core box)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import gc
 import logging
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,10 +22,10 @@ import numpy as np
 import torch
 
 from harness.collect import Split, collect_model
-from harness.config import RunConfig
+from harness.config import ModelPlan, RunConfig
 from harness.methods.base import MethodCost, Selector
 from harness.methods.baselines import FirstSample, Oracle, SelfConsistency, max_likelihood
-from harness.methods.data import Pool, load_pool
+from harness.methods.data import Pool, concat_pools, load_pool
 from harness.methods.rankers import TrainedRanker, fit_ranker, timed_scoring
 from harness.methods.reward_model import RewardModelConfig, fit_reward_model
 from harness.methods.swift import registered as swift_heads
@@ -212,36 +214,60 @@ def _transfer(trained: dict[str, list[TrainedRanker]], pools: dict[str, Pool]) -
     return out
 
 
-def evaluate_run(config: RunConfig, root: Path, budget_s: float, generate: bool) -> dict[str, Any]:
-    """Generates what the budget allows (or only reads the cache), then scores everything."""
+def evaluate_model(
+    plan: ModelPlan, config: RunConfig, root: Path, budget_s: float, generate: bool
+) -> dict[str, Any]:
+    """One model: generate what its budget allows (or read the cache), then score everything."""
     torch.set_num_threads(config.threads)
     main = config.layer_fractions.index(MAIN_FRACTION)
-    models = []
-    for plan in config.models:
-        loaded, splits = collect_model(plan, config, root, budget_s if generate else 0.0)
-        info = {
-            "model": loaded.name,
-            "layers": [round(f * loaded.num_layers) for f in config.layer_fractions],
-            "num_layers": loaded.num_layers,
-            "hidden_size": loaded.hidden_size,
-            "chat": loaded.has_chat_template,
-            "tasks": [],
-        }
-        del loaded
-        gc.collect()
-        trained: dict[str, list[TrainedRanker]] = {}
-        test_pools: dict[str, Pool] = {}
-        for split in splits:
-            if not split.train or not split.test:
-                log.warning("%s: nothing cached for %s, skipped", info["model"], split.task.name)
-                continue
-            task_result, rankers = evaluate_task(split, config, main)
-            info["tasks"].append(task_result)
-            if split.task.name in GENERATED:
-                trained[split.task.name] = rankers
-                test_pools[split.task.name] = load_pool(split, "test")
-        info["transfer"] = _transfer(trained, test_pools)
-        models.append(info)
+    loaded, splits = collect_model(plan, config, root, budget_s if generate else 0.0)
+    info: dict[str, Any] = {
+        "model": loaded.name,
+        "layers": [round(f * loaded.num_layers) for f in config.layer_fractions],
+        "num_layers": loaded.num_layers,
+        "hidden_size": loaded.hidden_size,
+        "chat": loaded.has_chat_template,
+        "tasks": [],
+    }
+    del loaded  # the LLM is not needed to score cached candidates; free its memory
+    gc.collect()
+    trained: dict[str, list[TrainedRanker]] = {}
+    test_pools: dict[str, Pool] = {}
+    train_pools: dict[str, Pool] = {}
+    for split in splits:
+        if not split.train or not split.test:
+            log.warning("%s: nothing cached for %s, skipped", info["model"], split.task.name)
+            continue
+        task_result, rankers = evaluate_task(split, config, main)
+        info["tasks"].append(task_result)
+        if split.task.name in GENERATED:
+            trained[split.task.name] = rankers
+            test_pools[split.task.name] = load_pool(split, "test")
+            train_pools[split.task.name] = load_pool(split, "train")
+    if len(train_pools) > 1:  # more data: one ranker trained on every family's train split
+        union = concat_pools(list(train_pools.values()))
+        trained["all tasks"] = [
+            fit_ranker(kind, union, main, config.ranker_steps, config.seed)
+            for kind in ("list", "point")
+        ]
+    info["transfer"] = _transfer(trained, test_pools)
+    return info
+
+
+def evaluate_run(
+    config: RunConfig, root: Path, budget_s: float, generate: bool, jobs: int = 1
+) -> dict[str, Any]:
+    """All models, `jobs` at a time in worker processes (one torch thread each)."""
+    if jobs <= 1 or len(config.models) <= 1:
+        models = [evaluate_model(p, config, root, budget_s, generate) for p in config.models]
+    else:
+        ctx = multiprocessing.get_context("spawn")  # torch and fork do not mix
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            futures = [
+                pool.submit(evaluate_model, p, config, root, budget_s, generate)
+                for p in config.models
+            ]
+            models = [f.result() for f in futures]
     return {"config": _plain(config), "models": models, "headline": _headline(models)}
 
 

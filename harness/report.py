@@ -76,6 +76,24 @@ def _comparisons(model: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _verdicts(model: dict[str, Any]) -> list[str]:
+    """One line per ranker: how many baseline comparisons it wins, ties and loses."""
+    lines = []
+    for ranker in RANKERS:
+        counts = {"wins": [], "tie": [], "loses": []}
+        for t in model["tasks"]:
+            for name, c in t["comparisons"].items():
+                if name.startswith(f"{ranker} vs "):
+                    counts[c["verdict"]].append(f"{t['task']}/{name.split(' vs ', 1)[1]}")
+        lines.append(
+            f"- {ranker}: wins {len(counts['wins'])}, ties {len(counts['tie'])}, "
+            f"loses {len(counts['loses'])} of {sum(map(len, counts.values()))} comparisons"
+            + (f"; wins: {', '.join(counts['wins'])}" if counts["wins"] else "")
+            + (f"; loses: {', '.join(counts['loses'])}" if counts["loses"] else "")
+        )
+    return lines
+
+
 def _costs(model: dict[str, Any]) -> list[str]:
     names = [m for m in SUMMARY if any(m in t["costs"] for t in model["tasks"])]
     rows = []
@@ -222,7 +240,7 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         )
         lines += [f"Generation time: {gen}.", "", "### Accuracy at full K", ""]
         lines += _summary(model)
-        lines += ["", "### Do the rankers beat each baseline?"]
+        lines += ["", "### Do the rankers beat each baseline?", "", *_verdicts(model)]
         lines += _comparisons(model)
         lines += ["", "### Cost", "", *_costs(model)]
         curves = f"curves-{slug}.png"

@@ -74,3 +74,20 @@ def load_pool(split: Split, which: str) -> Pool:
         beam=np.array([r.beam[1] for r in records], dtype=np.float32) if has_beam else None,
         gen_seconds=float(sum(r.seconds for r in records)),
     )
+
+
+def concat_pools(pools: list[Pool]) -> Pool:
+    """Several tasks' pools as one (same model and K): the multi-task training set."""
+    return Pool(
+        problems=[p for pool in pools for p in pool.problems],
+        prompts=[p for pool in pools for p in pool.prompts],
+        instruction=np.concatenate([p.instruction for p in pools]),
+        candidates=np.concatenate([p.candidates for p in pools]),
+        labels=np.concatenate([p.labels for p in pools]),
+        logprobs=np.concatenate([p.logprobs for p in pools]),
+        texts=[t for pool in pools for t in pool.texts],
+        answers=[a for pool in pools for a in pool.answers],
+        greedy=np.concatenate([p.greedy for p in pools]),
+        beam=None,
+        gen_seconds=sum(p.gen_seconds for p in pools),
+    )
