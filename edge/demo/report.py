@@ -17,6 +17,14 @@ def format_table(result: DemoResult) -> str:
     ]
     for name, acc in result.methods.items():
         lines.append(f"{name:34s} {acc.rate:9.1%}   [{acc.low:.1%}, {acc.high:.1%}]")
+    gain = result.gain_over_first
+    if gain:
+        low, high = gain["ci95"]
+        lines += [
+            "",
+            f"learned ranker - first sample: {gain['difference']:+.1%} "
+            f"(paired 95% bootstrap interval [{low:+.1%}, {high:+.1%}])",
+        ]
     lines += ["", "phase timings:"]
     lines += [f"  {name:34s} {seconds:8.1f} s" for name, seconds in result.phase_seconds.items()]
     if result.learn_seconds:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from edge.cli import main
-from edge.demo.run import DemoConfig, run_demo, wilson_interval
+from edge.demo.run import DemoConfig, paired_gain, run_demo, wilson_interval
 from edge.demo.tasks import first_number, split_problems
 
 
@@ -25,6 +25,14 @@ def test_wilson_interval_brackets_the_rate() -> None:
     assert wilson_interval(0, 10)[0] == 0.0
 
 
+def test_paired_gain_is_the_mean_difference_with_an_interval_around_it() -> None:
+    gain = paired_gain([True] * 30 + [False] * 10, [True] * 10 + [False] * 30)
+    assert gain["difference"] == 0.5
+    low, high = gain["ci95"]
+    assert 0.2 < low < 0.5 < high < 0.8
+    assert paired_gain([True, False], [True, False])["ci95"] == [0.0, 0.0]
+
+
 def test_demo_runs_every_phase_against_a_running_central(tiny_server, tmp_path: Path) -> None:
     config = DemoConfig(
         central=f"127.0.0.1:{tiny_server.port}", k=4, train_prompts=4, test_prompts=3,
@@ -36,6 +44,7 @@ def test_demo_runs_every_phase_against_a_running_central(tiny_server, tmp_path: 
     assert set(result.methods) >= {"first sample", "learned ranker (onnxruntime)"}
     assert all(acc.total == 3 for acc in result.methods.values())
     assert "feedback stream + learning" in result.phase_seconds
+    assert -1.0 <= result.gain_over_first["difference"] <= 1.0
 
 
 def test_cli_json_output(tiny_server, tmp_path: Path, capsys) -> None:
