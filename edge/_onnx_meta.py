@@ -10,6 +10,8 @@ __all__ = [
     "FORMAT_VERSION",
     "INPUT_CANDIDATES",
     "INPUT_INSTRUCTION",
+    "INPUT_MASK",
+    "INPUT_TOKENS",
     "META_CONFIG",
     "META_FEATURE_SIZE",
     "META_FORMAT",
@@ -22,10 +24,12 @@ __all__ = [
 INPUT_INSTRUCTION = "instruction"  # (B, d) float32
 INPUT_CANDIDATES = "candidates"  # (B, K, d) float32
 OUTPUT_SCORES = "scores"  # (B, K) float32
+INPUT_TOKENS = "tokens"  # (B, K, T, d) float32, per-token features (SWIFT graphs)
+INPUT_MASK = "mask"  # (B, K, T) float32, 1 for a real token, 0 for padding (SWIFT graphs)
 
 META_PREFIX = "language_ranker."
 META_FORMAT = META_PREFIX + "format_version"  # "1"
-META_KIND = META_PREFIX + "kind"  # "list" | "point"
+META_KIND = META_PREFIX + "kind"  # "list" | "point" | "swift"
 META_FEATURE_SIZE = META_PREFIX + "feature_size"  # d as a decimal string
 META_RELEVANCE = META_PREFIX + "relevance"  # "cosine" | "linear"
 META_CONFIG = META_PREFIX + "config"  # the ranker config as JSON

@@ -1,4 +1,4 @@
-"""Tiny rankers over LLM hidden states (torch): ListRanker and PointRanker.
+"""Tiny rankers over LLM hidden states (torch): ListRanker, PointRanker and SWIFT.
 
 ``build_ranker`` makes a seeded ranker from a kind and config; ``from_checkpoint``
 rebuilds one from weights stored by the registry.
@@ -15,6 +15,7 @@ from edge.checkpoint import Checkpoint
 from edge.rankers._base import RankerModule, count_parameters
 from edge.rankers.list import ListRanker, ListRankerConfig
 from edge.rankers.point import PointRanker, PointRankerConfig
+from edge.rankers.swift import SwiftConfig, SwiftRanker
 
 __all__ = [
     "RANKER_KINDS",
@@ -24,17 +25,20 @@ __all__ = [
     "PointRankerConfig",
     "RankerConfig",
     "RankerModule",
+    "SwiftConfig",
+    "SwiftRanker",
     "build_ranker",
     "count_parameters",
     "from_checkpoint",
     "make_config",
 ]
 
-RankerConfig = ListRankerConfig | PointRankerConfig
+RankerConfig = ListRankerConfig | PointRankerConfig | SwiftConfig
 
 RANKER_KINDS: dict[str, tuple[type[RankerModule], type[Any]]] = {
     "list": (ListRanker, ListRankerConfig),
     "point": (PointRanker, PointRankerConfig),
+    "swift": (SwiftRanker, SwiftConfig),  # per-token features: see edge.swift_train
 }
 
 

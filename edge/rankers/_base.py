@@ -30,6 +30,9 @@ class RankerModule(nn.Module):
 
     kind: ClassVar[str]
     config: Any
+    # True for heads that read per-token features (SWIFT): the client then asks
+    # central for them; last-token heads never pay for the extra bandwidth.
+    needs_token_features: ClassVar[bool] = False
 
     def forward(self, instruction: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
