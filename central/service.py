@@ -26,6 +26,15 @@ from .features import SUPPORTED_ENCODINGS, encode, resolve_encoding, resolve_lay
 from .model import LoadedModel
 from .prompting import render_prompt, response_ids
 from .sampler import Cancelled, SampledCandidate, SamplingConfig, sample
+from .token_features import (
+    DEFAULT_CHUNK_BYTES,
+    MAX_TOP_LOGPROBS,
+    TokenRequest,
+    compute_token_features,
+    default_token_layers,
+    resolve_token_spec,
+    token_chunks,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +49,8 @@ class ServiceLimits:
     max_new_tokens: int = 1024  # largest SamplingParams.max_new_tokens accepted
     max_feature_responses: int = 256  # most responses in one Features request
     features_batch: int = 8  # responses per forward pass in Features
+    token_chunk_bytes: int = DEFAULT_CHUNK_BYTES  # payload of one TokenFeatures message
+    token_batch: int = 4  # responses per forward pass when computing per-token features
 
 
 class CentralServicer(pb_grpc.CentralServiceServicer):
@@ -64,6 +75,8 @@ class CentralServicer(pb_grpc.CentralServiceServicer):
             default_layer_index=resolve_layer(pb.FeatureSpec(), m.num_layers),
             has_chat_template=m.has_chat_template,
             max_new_tokens_limit=self.limits.max_new_tokens,
+            default_token_layers=default_token_layers(m.num_layers),
+            max_top_logprobs=MAX_TOP_LOGPROBS,
         )
 
     # ------------------------------------------------------------ Generate
@@ -74,14 +87,17 @@ class CentralServicer(pb_grpc.CentralServiceServicer):
         started = time.perf_counter()
         try:
             prompt_ids, config, layer, encoding = self._validate_generate(request)
+            tokens = resolve_token_spec(request.token_features, self.loaded.num_layers)
         except RequestError as error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except UnsupportedError as error:
             context.abort(grpc.StatusCode.UNIMPLEMENTED, str(error))
 
         generated = 0
+        responses: dict[int, list[int]] = {}
         with self._model_lock:
-            events = sample(self.loaded, prompt_ids, config, layer, should_stop=_stopper(context))
+            stop = _stopper(context)
+            events = sample(self.loaded, prompt_ids, config, layer, should_stop=stop)
             try:
                 instruction = next(events)
                 yield pb.GenerateResponse(
@@ -89,11 +105,15 @@ class CentralServicer(pb_grpc.CentralServiceServicer):
                         feature=encode(instruction, encoding),
                         layer_index=layer,
                         prompt_tokens=len(prompt_ids),
+                        token_features=tokens.layout(self.loaded.hidden_size) if tokens else None,
                     )
                 )
                 for candidate in events:
                     generated += len(candidate.token_ids)
+                    responses[candidate.index] = candidate.token_ids
                     yield pb.GenerateResponse(candidate=self._candidate(candidate, encoding))
+                if tokens is not None:
+                    yield from self._token_features(prompt_ids, responses, tokens, stop)
             except Cancelled:
                 log.info("generation stopped: client cancelled or deadline passed")
                 return
@@ -104,6 +124,30 @@ class CentralServicer(pb_grpc.CentralServiceServicer):
                 seconds=time.perf_counter() - started,
             )
         )
+
+    def _token_features(
+        self,
+        prompt_ids: list[int],
+        responses: dict[int, list[int]],
+        request: TokenRequest,
+        should_stop: Callable[[], bool],
+    ) -> Iterator[pb.GenerateResponse]:
+        """Per-token features of every candidate, in index order, chunked."""
+        order = sorted(responses)
+        computed = compute_token_features(
+            self.loaded,
+            prompt_ids,
+            [responses[i] for i in order],
+            request,
+            batch_size=self.limits.token_batch,
+        )
+        for position, values in computed:
+            if should_stop():
+                raise Cancelled
+            for chunk in token_chunks(
+                order[position], values, request.encoding, self.limits.token_chunk_bytes
+            ):
+                yield pb.GenerateResponse(token_features=chunk)
 
     def _candidate(self, candidate: SampledCandidate, encoding: int) -> pb.Candidate:
         tokenizer = self.loaded.tokenizer
@@ -128,8 +172,6 @@ class CentralServicer(pb_grpc.CentralServiceServicer):
         config = _sampling_config(request.k, request.sampling, limits.max_new_tokens)
         layer = resolve_layer(request.features, self.loaded.num_layers)
         encoding = resolve_encoding(request.features.encoding)
-        if request.token_features.enabled:
-            raise UnsupportedError("token_features: per-token features are not implemented yet")
         prompt_ids = render_prompt(self.loaded, request.prompt)
         self._check_context(len(prompt_ids), config.max_new_tokens)
         return prompt_ids, config, layer, encoding

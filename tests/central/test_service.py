@@ -187,9 +187,3 @@ def test_features_rpc_rejects_bad_input(central_stub) -> None:
     with pytest.raises(grpc.RpcError) as raised:
         central_stub.Features(too_long, timeout=5)
     assert raised.value.details().startswith("responses[1]:")
-
-
-def test_token_features_are_unimplemented_for_now(central_stub) -> None:
-    with pytest.raises(grpc.RpcError) as raised:
-        _generate(central_stub, token_features=pb.TokenFeatureSpec(enabled=True))
-    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED

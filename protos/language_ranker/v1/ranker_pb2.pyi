@@ -85,16 +85,28 @@ class FeatureSpec(_message.Message):
     def __init__(self, layer_fraction: _Optional[float] = ..., layer_index: _Optional[int] = ..., encoding: _Optional[_Union[Encoding, str]] = ...) -> None: ...
 
 class TokenFeatureSpec(_message.Message):
-    __slots__ = ("enabled", "layers", "encoding", "top_logprobs")
+    __slots__ = ("enabled", "layers", "encoding", "top_logprobs", "all_layers")
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     TOP_LOGPROBS_FIELD_NUMBER: _ClassVar[int]
+    ALL_LAYERS_FIELD_NUMBER: _ClassVar[int]
     enabled: bool
     layers: _containers.RepeatedScalarFieldContainer[int]
     encoding: Encoding
     top_logprobs: int
-    def __init__(self, enabled: _Optional[bool] = ..., layers: _Optional[_Iterable[int]] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., top_logprobs: _Optional[int] = ...) -> None: ...
+    all_layers: bool
+    def __init__(self, enabled: _Optional[bool] = ..., layers: _Optional[_Iterable[int]] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., top_logprobs: _Optional[int] = ..., all_layers: _Optional[bool] = ...) -> None: ...
+
+class TokenFeatureLayout(_message.Message):
+    __slots__ = ("layers", "top_logprobs", "feature_size")
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    TOP_LOGPROBS_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    layers: _containers.RepeatedScalarFieldContainer[int]
+    top_logprobs: int
+    feature_size: int
+    def __init__(self, layers: _Optional[_Iterable[int]] = ..., top_logprobs: _Optional[int] = ..., feature_size: _Optional[int] = ...) -> None: ...
 
 class SamplingParams(_message.Message):
     __slots__ = ("temperature", "top_p", "top_k", "max_new_tokens", "seed")
@@ -125,14 +137,16 @@ class GenerateRequest(_message.Message):
     def __init__(self, prompt: _Optional[_Union[Prompt, _Mapping]] = ..., k: _Optional[int] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., features: _Optional[_Union[FeatureSpec, _Mapping]] = ..., token_features: _Optional[_Union[TokenFeatureSpec, _Mapping]] = ...) -> None: ...
 
 class InstructionFeature(_message.Message):
-    __slots__ = ("feature", "layer_index", "prompt_tokens")
+    __slots__ = ("feature", "layer_index", "prompt_tokens", "token_features")
     FEATURE_FIELD_NUMBER: _ClassVar[int]
     LAYER_INDEX_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FEATURES_FIELD_NUMBER: _ClassVar[int]
     feature: Tensor
     layer_index: int
     prompt_tokens: int
-    def __init__(self, feature: _Optional[_Union[Tensor, _Mapping]] = ..., layer_index: _Optional[int] = ..., prompt_tokens: _Optional[int] = ...) -> None: ...
+    token_features: TokenFeatureLayout
+    def __init__(self, feature: _Optional[_Union[Tensor, _Mapping]] = ..., layer_index: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., token_features: _Optional[_Union[TokenFeatureLayout, _Mapping]] = ...) -> None: ...
 
 class Candidate(_message.Message):
     __slots__ = ("index", "text", "token_ids", "num_tokens", "finish_reason", "cumulative_logprob", "feature")
@@ -209,7 +223,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("model_name", "num_layers", "hidden_size", "encodings", "context_length", "max_k", "default_layer_index", "has_chat_template", "max_new_tokens_limit")
+    __slots__ = ("model_name", "num_layers", "hidden_size", "encodings", "context_length", "max_k", "default_layer_index", "has_chat_template", "max_new_tokens_limit", "default_token_layers", "max_top_logprobs")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     NUM_LAYERS_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -219,6 +233,8 @@ class InfoResponse(_message.Message):
     DEFAULT_LAYER_INDEX_FIELD_NUMBER: _ClassVar[int]
     HAS_CHAT_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     MAX_NEW_TOKENS_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_TOKEN_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOP_LOGPROBS_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     num_layers: int
     hidden_size: int
@@ -228,4 +244,6 @@ class InfoResponse(_message.Message):
     default_layer_index: int
     has_chat_template: bool
     max_new_tokens_limit: int
-    def __init__(self, model_name: _Optional[str] = ..., num_layers: _Optional[int] = ..., hidden_size: _Optional[int] = ..., encodings: _Optional[_Iterable[_Union[Encoding, str]]] = ..., context_length: _Optional[int] = ..., max_k: _Optional[int] = ..., default_layer_index: _Optional[int] = ..., has_chat_template: _Optional[bool] = ..., max_new_tokens_limit: _Optional[int] = ...) -> None: ...
+    default_token_layers: _containers.RepeatedScalarFieldContainer[int]
+    max_top_logprobs: int
+    def __init__(self, model_name: _Optional[str] = ..., num_layers: _Optional[int] = ..., hidden_size: _Optional[int] = ..., encodings: _Optional[_Iterable[_Union[Encoding, str]]] = ..., context_length: _Optional[int] = ..., max_k: _Optional[int] = ..., default_layer_index: _Optional[int] = ..., has_chat_template: _Optional[bool] = ..., max_new_tokens_limit: _Optional[int] = ..., default_token_layers: _Optional[_Iterable[int]] = ..., max_top_logprobs: _Optional[int] = ...) -> None: ...
