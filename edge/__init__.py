@@ -39,6 +39,7 @@ from edge.runtime import Ranker, Ranking, RankingSession
 from edge.store import FeedbackEvent, FeedbackStore, ShownSet, events_to_dataset
 
 if TYPE_CHECKING:
+    from edge.async_client import AsyncCentralClient
     from edge.client import CentralClient
     from edge.export import ParityReport, check_parity, export_onnx
     from edge.learner import Learner, LearnerConfig, LearnReport
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
 # name -> submodule holding it; imported on first access (these need torch or grpc).
 _LAZY: dict[str, str] = {
     "CentralClient": "edge.client",
+    "AsyncCentralClient": "edge.async_client",
     "ListRanker": "edge.rankers",
     "ListRankerConfig": "edge.rankers",
     "PointRanker": "edge.rankers",
@@ -79,6 +81,7 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "AsyncCentralClient",
     "Candidate",
     "CentralClient",
     "CentralError",

@@ -106,18 +106,7 @@ class CentralClient:
             raise ConnectionLostError(f"central at {self.target} is not reachable") from error
 
     def info(self) -> ModelInfo:
-        reply = self._call(self._stub.Info, pb.InfoRequest())
-        names = {v: k for k, v in ENCODINGS.items()}
-        return ModelInfo(
-            model_name=reply.model_name,
-            num_layers=reply.num_layers,
-            hidden_size=reply.hidden_size,
-            context_length=reply.context_length,
-            max_k=reply.max_k,
-            default_layer_index=reply.default_layer_index,
-            has_chat_template=reply.has_chat_template,
-            encodings=tuple(names[e] for e in reply.encodings if e in names),
-        )
+        return _info(self._call(self._stub.Info, pb.InfoRequest()))
 
     def stream(
         self,
@@ -139,18 +128,10 @@ class CentralClient:
         `layer` is a fraction of depth (a float) or a layer index (an int);
         None uses the server's default (0.6 of depth).
         """
-        request = pb.GenerateRequest(
-            prompt=_prompt(prompt, raw),
-            k=k,
-            sampling=pb.SamplingParams(
-                temperature=temperature,
-                top_p=top_p,
-                top_k=top_k,
-                max_new_tokens=max_new_tokens,
-                seed=seed,
-            ),
-            features=_feature_spec(layer, encoding),
-        )
+        request = _generate_request(
+            prompt, k, temperature=temperature, top_p=top_p, top_k=top_k,
+            max_new_tokens=max_new_tokens, seed=seed, layer=layer, encoding=encoding, raw=raw,
+        )  # fmt: skip
         responses = self._stub.Generate(
             request, timeout=self._timeout(timeout), metadata=self._metadata
         )
@@ -217,6 +198,45 @@ class CentralClient:
 
     def _timeout(self, timeout: float | None) -> float | None:
         return self.timeout if timeout is None else timeout
+
+
+def _info(reply: pb.InfoResponse) -> ModelInfo:
+    names = {v: k for k, v in ENCODINGS.items()}
+    return ModelInfo(
+        model_name=reply.model_name,
+        num_layers=reply.num_layers,
+        hidden_size=reply.hidden_size,
+        context_length=reply.context_length,
+        max_k=reply.max_k,
+        default_layer_index=reply.default_layer_index,
+        has_chat_template=reply.has_chat_template,
+        encodings=tuple(names[e] for e in reply.encodings if e in names),
+    )
+
+
+def _generate_request(
+    prompt: Prompt,
+    k: int,
+    *,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    top_k: int = 0,
+    max_new_tokens: int | None = None,
+    seed: int | None = None,
+    layer: float | int | None = None,
+    encoding: str = "fp16",
+    raw: bool = False,
+) -> pb.GenerateRequest:
+    """The wire request; unset sampling fields stay unset so the server's defaults apply."""
+    return pb.GenerateRequest(
+        prompt=_prompt(prompt, raw),
+        k=k,
+        sampling=pb.SamplingParams(
+            temperature=temperature, top_p=top_p, top_k=top_k,
+            max_new_tokens=max_new_tokens, seed=seed,
+        ),
+        features=_feature_spec(layer, encoding),
+    )  # fmt: skip
 
 
 def _prompt(prompt: Prompt, raw: bool) -> pb.Prompt:
