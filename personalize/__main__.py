@@ -1,0 +1,5 @@
+"""``python -m personalize``: see personalize.cli."""
+
+from personalize.cli import main
+
+raise SystemExit(main())
