@@ -20,6 +20,10 @@ class Candidate:
     finish_reason: FinishReason  # "eos" (the model stopped) or "length" (hit the limit)
     cumulative_logprob: float  # sum of token log-probabilities under the model
     feature: np.ndarray = field(repr=False)  # (hidden,) float32, last token of prompt+response
+    # (T, D) float32 per-token features (SWIFT), one row per response token; None unless
+    # the request asked for them (CentralClient.generate(token_features=...) or a ranker
+    # with needs_token_features)
+    token_features: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,11 @@ class Generation:
     def features(self) -> np.ndarray:
         """The candidates' features stacked, shape (K, hidden)."""
         return np.stack([c.feature for c in self.candidates])
+
+    @property
+    def token_features(self) -> list[np.ndarray]:
+        """Each candidate's (T_k, D) per-token features; empty when they were not requested."""
+        return [c.token_features for c in self.candidates if c.token_features is not None]
 
     @property
     def texts(self) -> list[str]:

@@ -10,6 +10,7 @@ and turns gRPC failures into the edge exception hierarchy::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +26,20 @@ from edge._errors import (
     InvalidRequestError,
     ServerError,
 )
+from edge._token_wire import CandidateTokens, TokenAssembler, TokenFeatureRequest, token_spec
 from edge._types import Candidate, Generation
 from edge._wire import ENCODINGS, decode_tensor
 from language_ranker.v1 import ranker_pb2 as pb
 from language_ranker.v1 import ranker_pb2_grpc as pb_grpc
 
-__all__ = ["CentralClient", "Instruction", "ModelInfo", "Prompt"]
+__all__ = [
+    "CandidateTokens",
+    "CentralClient",
+    "Instruction",
+    "ModelInfo",
+    "Prompt",
+    "TokenFeatureRequest",
+]
 
 # A plain string, or chat messages as {"role": ..., "content": ...} dicts.
 Prompt = str | Sequence[dict[str, str]]
@@ -50,6 +59,7 @@ class ModelInfo:
     default_layer_index: int  # layer used when a request names none
     has_chat_template: bool  # whether plain prompts are wrapped as a user message
     encodings: tuple[str, ...]  # feature encodings the server can produce
+    default_token_layers: tuple[int, ...] = ()  # per-token layers when a request names none
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,8 @@ class Instruction:
     feature: np.ndarray  # (hidden,) float32, hidden state of the last prompt token
     layer_index: int  # layer the features come from
     prompt_tokens: int  # prompt length after the chat template
+    token_layers: tuple[int, ...] = ()  # per-token features: layers concatenated (hidden mode)
+    token_feature_size: int = 0  # per-token features: values per token; 0 when not requested
 
 
 class CentralClient:
@@ -122,16 +134,27 @@ class CentralClient:
         encoding: str = "fp16",
         raw: bool = False,
         timeout: float | None = None,
-    ) -> Iterator[Instruction | Candidate]:
+        token_features: TokenFeatureRequest | bool | None = None,
+        ranker: object | None = None,
+    ) -> Iterator[Instruction | Candidate | CandidateTokens]:
         """Yields the Instruction, then each Candidate as the server finishes it.
 
         `layer` is a fraction of depth (a float) or a layer index (an int);
         None uses the server's default (0.6 of depth).
+
+        Per-token features (SWIFT) are asked for only with `token_features`
+        (True for the server's defaults) or when `ranker` says it needs them
+        (`needs_token_features`); they then follow the candidates as one
+        `CandidateTokens` per candidate, reassembled from the server's chunks.
         """
+        if token_features is None and ranker is not None:
+            token_features = TokenFeatureRequest.for_ranker(ranker, encoding)
         request = _generate_request(
             prompt, k, temperature=temperature, top_p=top_p, top_k=top_k,
             max_new_tokens=max_new_tokens, seed=seed, layer=layer, encoding=encoding, raw=raw,
+            token_features=token_spec(token_features),
         )  # fmt: skip
+        assembler = TokenAssembler()
         responses = self._stub.Generate(
             request, timeout=self._timeout(timeout), metadata=self._metadata
         )
@@ -142,25 +165,37 @@ class CentralClient:
                     yield _instruction(response.instruction)
                 elif event == "candidate":
                     yield _candidate(response.candidate)
+                elif event == "token_features" and request.token_features.enabled:
+                    done = assembler.add(response.token_features)
+                    if done is not None:
+                        yield done
         except grpc.RpcError as error:
             raise _translate(error, self.target) from error
         finally:
             responses.cancel()  # stops generation on the server if we stop early
+        if assembler.pending:
+            raise ServerError(f"stream ended inside the token features of {assembler.pending}")
 
     def generate(self, prompt: Prompt, k: int, **options: Any) -> Generation:
         """All K candidates, sorted by index, with the shared instruction feature.
 
-        Takes the same keyword options as `stream`.
+        Takes the same keyword options as `stream`; with per-token features
+        requested, each candidate carries its (T, D) `token_features`.
         """
         instruction: Instruction | None = None
         candidates: list[Candidate] = []
+        tokens: dict[int, np.ndarray] = {}
         for event in self.stream(prompt, k, **options):
             if isinstance(event, Instruction):
                 instruction = event
+            elif isinstance(event, CandidateTokens):
+                tokens[event.index] = event.features
             else:
                 candidates.append(event)
         if instruction is None or len(candidates) != k:
             raise ServerError(f"stream ended early: got {len(candidates)} of {k} candidates")
+        if instruction.token_feature_size:
+            candidates = _with_tokens(candidates, tokens)
         return Generation(
             prompt=prompt if isinstance(prompt, str) else str(list(prompt)),
             instruction=instruction.feature,
@@ -211,6 +246,7 @@ def _info(reply: pb.InfoResponse) -> ModelInfo:
         default_layer_index=reply.default_layer_index,
         has_chat_template=reply.has_chat_template,
         encodings=tuple(names[e] for e in reply.encodings if e in names),
+        default_token_layers=tuple(reply.default_token_layers),
     )
 
 
@@ -226,8 +262,13 @@ def _generate_request(
     layer: float | int | None = None,
     encoding: str = "fp16",
     raw: bool = False,
+    token_features: pb.TokenFeatureSpec | None = None,
 ) -> pb.GenerateRequest:
-    """The wire request; unset sampling fields stay unset so the server's defaults apply."""
+    """The wire request; unset sampling fields stay unset so the server's defaults apply.
+
+    Without `token_features` the request is byte for byte what it was before
+    per-token features existed.
+    """
     return pb.GenerateRequest(
         prompt=_prompt(prompt, raw),
         k=k,
@@ -236,7 +277,16 @@ def _generate_request(
             max_new_tokens=max_new_tokens, seed=seed,
         ),
         features=_feature_spec(layer, encoding),
+        token_features=token_features,
     )  # fmt: skip
+
+
+def _with_tokens(candidates: list[Candidate], tokens: dict[int, np.ndarray]) -> list[Candidate]:
+    """Candidates carrying their per-token features; every one must have arrived."""
+    missing = sorted({c.index for c in candidates} - tokens.keys())
+    if missing:
+        raise ServerError(f"stream ended without the token features of candidates {missing}")
+    return [dataclasses.replace(c, token_features=tokens[c.index]) for c in candidates]
 
 
 def _prompt(prompt: Prompt, raw: bool) -> pb.Prompt:
@@ -264,6 +314,8 @@ def _instruction(message: pb.InstructionFeature) -> Instruction:
         feature=decode_tensor(message.feature),
         layer_index=message.layer_index,
         prompt_tokens=message.prompt_tokens,
+        token_layers=tuple(message.token_features.layers),
+        token_feature_size=message.token_features.feature_size,
     )
 
 
