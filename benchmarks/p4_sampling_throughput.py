@@ -55,7 +55,7 @@ def main() -> None:
     parser = base_parser(__doc__)
     parser.add_argument("--ks", default="1,16,64", help="comma-separated K values")
     parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=3, help="repetitions (K >= 64: one)")
     parser.add_argument("--long-prompt", action="store_true", help="a ~150-token prompt")
     args = parser.parse_args()
     reps = 1 if args.quick else args.reps
@@ -66,7 +66,7 @@ def main() -> None:
     ids = prompt_ids(loaded, LONG_PROMPT) if args.long_prompt else prompt_ids(loaded)
     layer = round(0.6 * loaded.num_layers)
     print(f"model {loaded.name}, prompt {len(ids)} tokens, {args.tokens} new tokens,")
-    print(f"threads {threads}, {reps} interleaved repetitions per K (median)")
+    print(f"threads {threads}, {reps} interleaved repetitions per K < 64, 1 at K >= 64 (median)")
     results: dict[str, Any] = {}
     for k in ks:
         assert ours(loaded, ids, k, args.tokens, layer) == k * args.tokens
@@ -76,7 +76,7 @@ def main() -> None:
                 "ours": lambda k=k: ours(loaded, ids, k, args.tokens, layer),
                 "hf_generate": lambda k=k: hf_generate(loaded, ids, k, args.tokens),
             },
-            reps,
+            1 if k >= 64 else reps,  # K=64 runs ~1 min each here; keep the script short
             warmup=False,  # the assertions above warmed both up
         )
         tokens = k * args.tokens
