@@ -42,3 +42,44 @@ def test_parity_failure_is_reported(list_ranker: RankerModule, point_ranker) -> 
     other = export_onnx(point_ranker, exporter="torchscript")
     with pytest.raises(ExportError, match="differ from torch"):
         check_parity(list_ranker, other, ks=(3,))
+
+
+@pytest.mark.parametrize("kind", ["list", "point"])
+@pytest.mark.parametrize("relevance", ["cosine", "linear"])
+def test_template_export_swaps_weights_into_one_traced_graph(kind: str, relevance: str) -> None:
+    import torch
+
+    from edge.export import _TEMPLATES
+    from edge.rankers import build_ranker, make_config
+
+    # A fresh ranker: its LayerNorms hold equal values, which the exporter would merge.
+    model = build_ranker(make_config(kind, 32, relevance=relevance), seed=3)
+    first = export_onnx(model, exporter="template")
+    assert check_parity(model, first, ks=(1, 2, 5, 17)).ok
+    template = _TEMPLATES.get(model)
+    assert template is not None
+    with torch.no_grad():  # every weight moves, the two LayerNorms differently
+        for i, tensor in enumerate(model.state_dict().values()):
+            tensor.add_(0.01 * (i + 1) * torch.randn(tensor.shape))
+    second = export_onnx(model, exporter="template", metadata={"app.user": "u1"})
+    assert _TEMPLATES.get(model) is template  # reused, not re-traced
+    assert check_parity(model, second, ks=(1, 2, 5, 17)).ok
+    traced = export_onnx(model, exporter="torchscript")
+    inst = np.random.default_rng(0).standard_normal((2, 32)).astype(np.float32)
+    cand = np.random.default_rng(1).standard_normal((2, 6, 32)).astype(np.float32)
+    np.testing.assert_allclose(
+        RankingSession.load(second).score_batch(inst, cand),
+        RankingSession.load(traced).score_batch(inst, cand),
+        atol=1e-4,
+    )
+    meta = {p.key: p.value for p in onnx.load_from_string(second).metadata_props}
+    assert meta[META_KIND] == kind and meta["app.user"] == "u1"
+
+
+def test_parity_tolerance_scales_with_scores(point_ranker: RankerModule) -> None:
+    data = export_onnx(point_ranker, exporter="torchscript")
+    report = check_parity(point_ranker, data, ks=(2,), atol=0.0, rtol=1e-3)
+    assert report.tolerance(2) == pytest.approx(1e-3 * report.max_abs_score[2])
+    assert report.ok
+    with pytest.raises(ExportError, match="rtol"):
+        check_parity(point_ranker, data, ks=(2,), atol=-1.0)

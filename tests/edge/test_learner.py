@@ -91,3 +91,62 @@ def test_tasks_are_separate_rankers(parts: tuple[FeedbackStore, Registry]) -> No
     assert registry.rankers("dan") == ["math"]
     assert learner.learn("dan", "chat").updated
     assert registry.rankers("dan") == ["chat", "math"]
+
+
+def test_per_event_config_learns_one_event_at_a_time(parts: tuple[FeedbackStore, Registry]) -> None:
+    store, registry = parts
+    learner = Learner(store, registry, LearnerConfig.per_event(kind="point"))
+    assert learner.config.exporter == "template" and learner.config.replay_size == 32
+    _record(store, "erin", 0, 40)
+    assert learner.learn("erin", "chat").updated
+    data = planted_dataset(30, 4, D, seed=77).blocks[0]
+    for g in range(30):  # then one update per event, each a new version
+        store.record_shown(
+            "erin", f"late-{g}", data.instructions[g], data.candidates[g], task="chat"
+        )
+        event = store.thumbs("erin", f"late-{g}", int(np.argmax(data.labels[g])), up=True)
+        report = learner.learn("erin", "chat")
+        assert report.updated and report.new_events == 1 and report.cursor == event
+        assert report.started_from == "user" and report.version.version == g + 2
+    ranker = registry.open("erin", "chat")
+    test = planted_dataset(100, 4, D, seed=555).blocks[0]
+    hits = ranker.score_batch(test.instructions, test.candidates).argmax(1) == test.labels.argmax(1)
+    assert hits.mean() > 0.6  # chance is 0.25
+
+
+def test_bad_export_never_becomes_current(
+    parts: tuple[FeedbackStore, Registry], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import edge.learner as learner_mod
+    from edge import ExportError
+    from edge.export import export_onnx
+
+    store, registry = parts
+    learner = Learner(store, registry, LearnerConfig.per_event(kind="list"))
+    _record(store, "fay", 0, 5)
+    good = learner.learn("fay", "chat")
+    _record(store, "fay", 500, 1)
+    other = build_ranker(make_config("point", D), seed=9)  # loads, but scores differently
+    monkeypatch.setattr(learner_mod, "export_onnx", lambda *a, **kw: export_onnx(other))
+    with pytest.raises(ExportError):
+        learner.learn("fay", "chat")
+    assert registry.current("fay", "chat").version == good.version.version
+    assert registry.current("fay", "chat").metadata["cursor"] == good.cursor
+    monkeypatch.undo()
+    retried = learner.learn("fay", "chat")  # the same events are learned on the next try
+    assert retried.new_events == 2 and retried.version.version == good.version.version + 1
+
+
+def test_warm_model_is_not_used_after_a_rollback(parts: tuple[FeedbackStore, Registry]) -> None:
+    store, registry = parts
+    learner = Learner(store, registry, LearnerConfig.per_event(kind="point"))
+    _record(store, "gus", 0, 5)
+    learner.learn("gus", "chat")
+    _record(store, "gus", 100, 5)
+    learner.learn("gus", "chat")
+    registry.rollback("gus", "chat")  # back to v1: the warm model (v2's weights) must not be used
+    v1 = Checkpoint.from_bytes(registry.load_weights("gus", "chat", 1))
+    model, origin = learner._initial("gus", "chat", D)
+    assert origin == "user"
+    for key, value in model.to_checkpoint().weights.items():
+        np.testing.assert_array_equal(value, v1.weights[key])
