@@ -91,7 +91,6 @@ def resolve_token_spec(spec: pb.TokenFeatureSpec, num_layers: int) -> TokenReque
     return TokenRequest(tuple(i % (num_layers + 1) for i in layers), 0, encoding)
 
 
-@torch.inference_mode()
 def compute_token_features(
     loaded: LoadedModel,
     prompt_ids: Sequence[int],
@@ -104,7 +103,29 @@ def compute_token_features(
     The prompt is prefilled once; each batch of responses runs on a copy of
     that cache, replicated to the batch.
     """
+    for position, (values,) in compute_token_features_many(
+        loaded, prompt_ids, responses, [request], batch_size
+    ):
+        yield position, values
+
+
+@torch.inference_mode()
+def compute_token_features_many(
+    loaded: LoadedModel,
+    prompt_ids: Sequence[int],
+    responses: Sequence[Sequence[int]],
+    requests: Sequence[TokenRequest],
+    batch_size: int = 4,
+) -> Iterator[tuple[int, tuple[np.ndarray, ...]]]:
+    """Several kinds of per-token features from the same forward passes.
+
+    One pass yields both the hidden states and the logits, so asking for the
+    hidden-state and the logits-only features together (as the quality
+    harness does) costs one pass instead of two.
+    """
     model = loaded.model
+    hidden = any(not r.logits_mode for r in requests)
+    logits = any(r.logits_mode for r in requests)
     prefill = model(input_ids=torch.tensor([list(prompt_ids)]), use_cache=True, logits_to_keep=1)
     prompt_logits = prefill.logits[0, -1].float()
     pad = int(next(iter(loaded.eos_token_ids)))
@@ -113,10 +134,7 @@ def compute_token_features(
         longest = max(len(r) for r in batch)
         if longest == 0:
             for offset, _ in enumerate(batch):
-                yield (
-                    start + offset,
-                    np.zeros((0, request.feature_size(loaded.hidden_size)), np.float32),
-                )
+                yield start + offset, tuple(_empty(loaded, r) for r in requests)
             continue
         cache = copy.deepcopy(prefill.past_key_values)
         cache.reorder_cache(torch.zeros(len(batch), dtype=torch.long))
@@ -125,20 +143,26 @@ def compute_token_features(
             input_ids=ids,
             past_key_values=cache,
             use_cache=True,
-            output_hidden_states=not request.logits_mode,
-            logits_to_keep=0 if request.logits_mode else 1,
+            output_hidden_states=hidden,
+            logits_to_keep=0 if logits else 1,
         )
         for row, response in enumerate(batch):
             n = len(response)
-            if request.logits_mode:
-                # Token j was drawn from the logits at the position before it.
-                logits = torch.cat([prompt_logits[None], out.logits[row, : max(n - 1, 0)].float()])
-                values = _logit_features(logits[:n], ids[row, :n], request.top_logprobs)
-            else:
-                values = torch.cat(
-                    [out.hidden_states[i][row, :n].float() for i in request.layers], -1
-                )
-            yield start + row, values.numpy()
+            values = []
+            for request in requests:
+                if request.logits_mode:
+                    # Token j was drawn from the logits at the position before it.
+                    steps = out.logits[row, : max(n - 1, 0)].float()
+                    dist = torch.cat([prompt_logits[None], steps])[:n]
+                    values.append(_logit_features(dist, ids[row, :n], request.top_logprobs))
+                else:
+                    states = [out.hidden_states[i][row, :n].float() for i in request.layers]
+                    values.append(torch.cat(states, -1))
+            yield start + row, tuple(v.numpy() for v in values)
+
+
+def _empty(loaded: LoadedModel, request: TokenRequest) -> np.ndarray:
+    return np.zeros((0, request.feature_size(loaded.hidden_size)), np.float32)
 
 
 def _logit_features(logits: torch.Tensor, tokens: torch.Tensor, top: int) -> torch.Tensor:

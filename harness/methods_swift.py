@@ -110,35 +110,48 @@ class _Extractor:
             raise ValueError(f"{loaded.name} does not reproduce the cached features ({error:.3f})")
 
     def features(self, pool: Pool, top_logprobs: int) -> list[list[np.ndarray]]:
-        """Per problem, K arrays (T_k, D) float16."""
+        """Per problem, K arrays (T_k, D) float16: hidden states (0) or logits-only (k > 0).
+
+        Both kinds come from one forward pass per batch and are kept for the
+        pool, so the second SWIFT variant costs no extra pass.
+        """
         key = (_pool_key(pool), top_logprobs)
         if key not in self._memo:
             if len(self._memo) >= 4:  # a task's train and test pools, in both modes
-                self._memo.pop(next(iter(self._memo)))
-            self._memo[key] = self._extract(pool, top_logprobs)
+                for old in list(self._memo)[:2]:
+                    self._memo.pop(old)
+            hidden, logits = self._extract(pool)
+            self._memo[(key[0], 0)] = hidden
+            self._memo[(key[0], self.config.top_logprobs)] = logits
         return self._memo[key]
 
-    def _extract(self, pool: Pool, top_logprobs: int) -> list[list[np.ndarray]]:
-        from central.features import resolve_encoding
+    def _extract(self, pool: Pool) -> tuple[list[list[np.ndarray]], list[list[np.ndarray]]]:
         from central.prompting import response_ids
-        from central.token_features import TokenRequest, compute_token_features
+        from central.token_features import TokenRequest, compute_token_features_many
         from central.token_features import default_token_layers as layers_for
         from harness.generation import prompt_ids
         from harness.tasks import get_task
         from language_ranker.v1 import ranker_pb2 as pb
 
         loaded = self.model_for(pool)
-        layers = () if top_logprobs else tuple(layers_for(loaded.num_layers))
-        request = TokenRequest(layers, top_logprobs, resolve_encoding(pb.ENCODING_FP16))
-        out: list[list[np.ndarray]] = []
+        requests = [
+            TokenRequest(tuple(layers_for(loaded.num_layers)), 0, pb.ENCODING_FP16),
+            TokenRequest((), self.config.top_logprobs, pb.ENCODING_FP16),
+        ]
+        hidden: list[list[np.ndarray]] = []
+        logits: list[list[np.ndarray]] = []
         for problem, texts in zip(pool.problems, pool.texts, strict=True):
             prompt = prompt_ids(loaded, get_task(_task_name(problem.uid)), problem)
             responses = [response_ids(loaded, t) for t in texts]
-            rows = compute_token_features(
-                loaded, prompt, responses, request, batch_size=self.config.batch_size
-            )
-            out.append([v.astype(np.float16) for _, v in rows])
-        return out
+            rows = [
+                values
+                for _, values in compute_token_features_many(
+                    loaded, prompt, responses, requests, batch_size=self.config.batch_size
+                )
+            ]
+            hidden.append([h.astype(np.float16) for h, _ in rows])
+            logits.append([lg.astype(np.float16) for _, lg in rows])
+        return hidden, logits
 
 
 def _fit_and_score(

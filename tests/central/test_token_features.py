@@ -234,3 +234,18 @@ def test_new_messages_parse_in_a_client_built_from_the_old_contract(tmp_path: Pa
     assert seen["roundtrip"]  # unknown new fields survive in an old client
     old_request = pb.GenerateRequest.FromString(bytes.fromhex(seen["request"]))
     assert not old_request.token_features.enabled  # an old request means no token features
+
+
+def test_one_pass_for_several_kinds_equals_separate_passes(tiny_model) -> None:
+    from central.token_features import compute_token_features, compute_token_features_many
+
+    prompt = render_prompt(tiny_model, PROMPT)
+    responses = [[5, 6, 7], [], [8], [9, 10, 11, 12, 13]]
+    kinds = [TokenRequest((1, 4), 0, pb.ENCODING_FP16), TokenRequest((), 3, pb.ENCODING_FP16)]
+    together = list(compute_token_features_many(tiny_model, prompt, responses, kinds, 3))
+    for k, request in enumerate(kinds):
+        alone = list(compute_token_features(tiny_model, prompt, responses, request, 2))
+        assert [p for p, _ in alone] == [p for p, _ in together] == [0, 1, 2, 3]
+        for (_, a), (_, both) in zip(alone, together, strict=True):
+            assert a.shape == both[k].shape == (a.shape[0], request.feature_size(64))
+            np.testing.assert_allclose(a, both[k], atol=1e-4)
