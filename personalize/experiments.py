@@ -39,17 +39,18 @@ log = logging.getLogger(__name__)
 class StudyConfig:
     """What the study runs; ``quick()`` is the CI-sized variant."""
 
-    seeds: tuple[int, ...] = (0, 1, 2)  # one simulated feedback session per user per seed
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # one simulated feedback session per user per seed
     sim: SimConfig = field(default_factory=SimConfig)  # budgets, update cadence, learner
     noise: float = 0.1  # probability a user's reaction is random
     cold_budgets: tuple[int, ...] = (0, 10, 25, 50, 100)  # events scored in the cold-start run
-    drift_users: tuple[str, str] = ("concise", "formal")  # taste before and after the switch
+    side_seeds: tuple[int, ...] = (0, 1, 2)  # seeds of the cold-start, drift, forgetting runs
+    drift_users: tuple[str, str] = ("concise", "concrete")  # taste before and after the switch
     drift_switch: int = 100  # event after which the drifting user's taste changes
     drift_budgets: tuple[int, ...] = (0, 50, 100, 110, 125, 150, 200)  # events scored
     drift_replays: tuple[int, ...] = (256, 0)  # replay sizes compared under drift
-    forgetting_user: str = "formal"  # taste learned after the correctness task
+    forgetting_user: str = "concise"  # taste learned after the correctness task
     forgetting_replays: tuple[int, ...] = (256, 0)  # replay sizes compared for forgetting
-    forgetting_train: int = 60  # correctness problems taught before the taste
+    forgetting_train: int = 40  # correctness problems taught before the taste
     ceiling_steps: int = 300  # optimiser steps of the full-label learnability check
 
 
@@ -209,30 +210,39 @@ class Study:
         start = time.perf_counter()
         cfg = self.config
         sim = replace(cfg.sim, budgets=cfg.cold_budgets)
-        seed = cfg.seeds[0]
+        seeds = self._side_seeds()
         out: dict[str, Any] = {}
         for user in self.users:
-            others = [(self._home("curves", u.name, seed), u.name) for u in self.users if u != user]
-            events = collect_events(others, max(cfg.sim.budgets), cfg.sim.ranker_name)
-            root = self.work / "server-loo" / user.name
-            base: GlobalRanker = train_global(events, root, cfg.sim, seed)
-            home = self._home("cold", user.name, seed)
-            result = run_user(
-                user, self.train, self.test, home, seed, sim,
-                base=base.checkpoint, base_ranker=base.ranker,
-            )  # fmt: skip
-            scratch = self._personal[user.name][seed]
+            warm: list[dict[int, np.ndarray]] = []
+            for seed in seeds:
+                others = [
+                    (self._home("curves", u.name, seed), u.name) for u in self.users if u != user
+                ]
+                events = collect_events(others, max(cfg.sim.budgets), cfg.sim.ranker_name)
+                root = self.work / "server-loo" / f"seed{seed}" / user.name
+                base: GlobalRanker = train_global(events, root, cfg.sim, seed)
+                home = self._home("cold", user.name, seed)
+                warm.append(run_user(
+                    user, self.train, self.test, home, seed, sim,
+                    base=base.checkpoint, base_ranker=base.ranker,
+                ).picks)  # fmt: skip
+            scratch = [self._personal[user.name][s] for s in seeds]
             out[user.name] = {
-                "seed": seed,
+                "seeds": list(seeds),
                 "from_global": {
-                    b: _est(self._hits(user.name, [result.picks[b]])) for b in cfg.cold_budgets
+                    b: _est(self._hits(user.name, [w[b] for w in warm])) for b in cfg.cold_budgets
                 },
                 "from_scratch": {
-                    b: _est(self._hits(user.name, [scratch[b]])) for b in cfg.cold_budgets
+                    b: _est(self._hits(user.name, [w[b] for w in scratch]))
+                    for b in cfg.cold_budgets
                 },
             }
         self.results["cold_start"] = out
         self.results["seconds"]["cold_start"] = time.perf_counter() - start
+
+    def _side_seeds(self) -> tuple[int, ...]:
+        """Seeds of the side studies: those with a curve run (cold start reuses its stores)."""
+        return tuple(s for s in self.config.side_seeds if s in self._global)
 
     def drift(self) -> None:
         """A user switches taste at ``drift_switch``; scored against the old and new taste."""
@@ -241,20 +251,27 @@ class Study:
         start = time.perf_counter()
         cfg = self.config
         by_name = {u.name: u for u in self.users}
-        before, after = (by_name[n] for n in cfg.drift_users)
+        names = cfg.drift_users if set(cfg.drift_users) <= by_name.keys() else list(by_name)[:2]
+        before, after = (by_name[n] for n in names)
         user = drifting(before, after, cfg.drift_switch, "drifter")
-        seed = cfg.seeds[0]
+        seeds = self._side_seeds()
         out: dict[str, Any] = {
             "before": before.name,
             "after": after.name,
             "switch": cfg.drift_switch,
+            "seeds": list(seeds),
         }
         for replay in cfg.drift_replays:
             sim = replace(cfg.sim, budgets=cfg.drift_budgets, replay_size=replay)
-            home = self._home(f"drift-r{replay}", "drifter", seed)
-            result = run_user(user, self.train, self.test, home, seed, sim)
+            runs = [
+                run_user(
+                    user, self.train, self.test, self._home(f"drift-r{replay}", "drifter", seed),
+                    seed, sim,
+                ).picks
+                for seed in seeds
+            ]  # fmt: skip
             out[f"replay_{replay}"] = {
-                name: {b: _est(self._hits(name, [result.picks[b]])) for b in cfg.drift_budgets}
+                name: {b: _est(self._hits(name, [r[b] for r in runs])) for b in cfg.drift_budgets}
                 for name in (before.name, after.name)
             }
         self.results["drift"] = out
@@ -270,32 +287,40 @@ class Study:
         start = time.perf_counter()
         cfg = self.config
         taught, held = correctness.split(min(cfg.forgetting_train, len(correctness) // 2))
-        user = next(u for u in self.users if u.name == cfg.forgetting_user)
-        seed = cfg.seeds[0]
+        user = next((u for u in self.users if u.name == cfg.forgetting_user), self.users[0])
+        seeds = self._side_seeds()
         out: dict[str, Any] = {
             "user": user.name,
+            "seeds": list(seeds),
             "taught_problems": len(taught),
             "held_out_problems": int((held.labels.max(1) > 0.5).sum()),
             "first_sample": first_sample_accuracy(held),
         }
         for replay in cfg.forgetting_replays:
             sim = replace(cfg.sim, replay_size=replay)
-            skill: dict[int, float] = {}
+            skills: list[dict[int, float]] = []
+            picks: list[dict[int, np.ndarray]] = []
+            for seed in seeds:
+                skill: dict[int, float] = {}
 
-            def prelude(device: Device) -> None:
-                teach(device, taught)
-                device.learn()
+                def prelude(device: Device) -> None:
+                    teach(device, taught)
+                    device.learn()
 
-            def probe(event: int, device: Device, skill: dict[int, float] = skill) -> None:
-                skill[event] = accuracy(device.rank, held)
+                def probe(event: int, device: Device, skill: dict[int, float] = skill) -> None:
+                    skill[event] = accuracy(device.rank, held)
 
-            home = self._home(f"forget-r{replay}", user.name, seed)
-            result = run_user(
-                user, self.train, self.test, home, seed, sim, prelude=prelude, probe=probe
-            )
+                home = self._home(f"forget-r{replay}", user.name, seed)
+                picks.append(run_user(
+                    user, self.train, self.test, home, seed, sim, prelude=prelude, probe=probe
+                ).picks)  # fmt: skip
+                skills.append(skill)
             out[f"replay_{replay}"] = {
-                "correctness": skill,
-                "taste": {b: _est(self._hits(user.name, [result.picks[b]])) for b in sim.budgets},
+                "correctness": {b: float(np.mean([s[b] for s in skills])) for b in sim.budgets},
+                "correctness_by_seed": {b: [s[b] for s in skills] for b in sim.budgets},
+                "taste": {
+                    b: _est(self._hits(user.name, [p[b] for p in picks])) for b in sim.budgets
+                },
             }
         self.results["forgetting"] = out
         self.results["seconds"]["forgetting"] = time.perf_counter() - start

@@ -169,7 +169,13 @@ def _drift_lines(results: dict[str, Any], budgets: list[int]) -> list[str]:
     if not drift:
         return ["Drift was skipped (time budget)."]
     head = " | ".join(f"{b} ev" for b in budgets)
-    lines = [f"| replay | scored against | {head} |", "|" + "---|" * (2 + len(budgets))]
+    lines = [
+        f"User `drifter` has the `{drift['before']}` taste up to event {drift['switch']}, then "
+        f"`{drift['after']}`; seeds {drift['seeds']}; percent top-1 agreement with each taste.",
+        "",
+        f"| replay | scored against | {head} |",
+        "|" + "---|" * (2 + len(budgets)),
+    ]
     for key, sec in drift.items():
         if not key.startswith("replay_"):
             continue
@@ -188,7 +194,8 @@ def _forgetting_lines(results: dict[str, Any], budgets: list[int]) -> list[str]:
         f"quality harness's cache, same model and layer): {f['taught_problems']} problems, every "
         f"candidate thumbed right/wrong, one update. Held-out problems with a right answer: "
         f"{f['held_out_problems']}; first-sample accuracy on them "
-        f"{100 * f['first_sample']:.0f}%. Then the user gives taste feedback.",
+        f"{100 * f['first_sample']:.0f}%. Then the user gives taste feedback. Percent of held-out "
+        f"problems whose top pick is right, mean over seeds {f['seeds']}:",
         "",
         "| replay | " + " | ".join(f"{b} ev" for b in budgets) + " | taste @ last |",
         "|" + "---|" * (2 + len(budgets)),
@@ -258,6 +265,19 @@ def _render(results: dict[str, Any], budgets: list[int]) -> str:
         f"Produced by `{meta['command']}` in **{meta['runtime_s'] / 60:.1f} min** on "
         f"{meta['machine']} (pool generation not included: {meta['pool_note']}).",
         "",
+        "## Reproduce",
+        "",
+        "1. `python -m personalize -v pool --prompts 320` samples the pool once "
+        "(cached under `.cache/personalize/`, resumable, never committed).",
+        f"2. `{meta['command']}` runs every phase through the real edge SDK and rewrites this "
+        "directory. `--budget-minutes` is the time budget: once spent, the remaining optional "
+        "phases (extra seeds, ceiling, cold start, drift, forgetting) are skipped and listed "
+        "under Notes.",
+        "3. The forgetting check reads the quality harness's arithmetic cache "
+        "(`python -m harness.cli --phase generate --model default --cache .cache/ranker-eval`).",
+        "4. CI quick mode: `pytest tests/personalize` (`test_quick.py` runs the same `run_study` "
+        "with `quick_config()` on a tiny-model pool, in well under a minute on an idle CPU).",
+        "",
         "## Setup",
         "",
         f"- Pool: {meta['pool']['prompts']} general-assistant prompts "
@@ -287,6 +307,8 @@ def _render(results: dict[str, Any], budgets: list[int]) -> str:
         *_user_tables(results, budgets),
         "## Cold start: new user from the global ranker vs from scratch",
         "",
+        "Percent top-1 agreement, seeds "
+        f"{next(iter(results.get('cold_start', {}).values()), {}).get('seeds')}. "
         "The global ranker here is trained on the *other* users' feedback "
         f"({meta['budgets'][-1]} events each); before the first update the new user is served "
         "by it (from scratch: the first sample).",

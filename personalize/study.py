@@ -33,6 +33,7 @@ def quick_config() -> StudyConfig:
     """CI size: one seed, budgets up to 6 events, every phase still exercised."""
     return StudyConfig(
         seeds=(0,),
+        side_seeds=(0,),
         sim=SimConfig(budgets=(0, 6), update_every=6, min_steps=5),
         cold_budgets=(0, 6),
         drift_switch=3,
