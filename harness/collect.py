@@ -98,6 +98,8 @@ def _collect_task(
         if cache.has(problem.uid):
             continue
         if time.monotonic() > deadline:
+            if budget_s <= 0:  # evaluate-only: reading the cache is all that was asked
+                break
             log.warning("%s/%s: budget spent, stopping generation", loaded.name, task.name)
             break
         record = generate_problem(loaded, task, problem, gen)
