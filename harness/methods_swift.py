@@ -211,7 +211,7 @@ class _Methods:
         self.config = config
         self.extractor = _Extractor(config)
         self._swift: dict[tuple[str, int, int], tuple[np.ndarray, MethodCost]] = {}
-        self._rm: dict[tuple[str, int], np.ndarray | None] = {}  # keys: train + test pool
+        self._rm: dict[tuple[str, int], tuple[np.ndarray, MethodCost] | None] = {}
 
     def swift(self, train: Pool, test: Pool, seed: int, top: int) -> tuple[np.ndarray, MethodCost]:
         key = (_pool_key(train) + _pool_key(test), seed, top)
@@ -221,6 +221,11 @@ class _Methods:
         return self._swift[key]
 
     def rm_scores(self, train: Pool, test: Pool, seed: int) -> np.ndarray | None:
+        """The text RM's test scores (fit as the FULL preset fits it); None without its encoder."""
+        fitted = self._fit_rm(train, test, seed)
+        return None if fitted is None else fitted[0]
+
+    def _fit_rm(self, train: Pool, test: Pool, seed: int) -> tuple[np.ndarray, MethodCost] | None:
         from harness.methods.reward_model import RewardModelConfig, fit_reward_model
 
         key = (_pool_key(train) + _pool_key(test), seed)
@@ -229,7 +234,7 @@ class _Methods:
                 epochs=self.config.rm_epochs, max_pairs=self.config.rm_max_pairs, seed=seed
             )
             rm = fit_reward_model(train, config)
-            self._rm = {key: None if rm is None else rm.score(test).scores}
+            self._rm = {key: None if rm is None else (rm.score(test).scores, rm.cost)}
         return self._rm[key]
 
     def hidden(self, train: Pool, test: Pool, seed: int) -> tuple[PointwiseSelector, MethodCost]:
@@ -245,11 +250,17 @@ class _Methods:
             from edge.fusion import minmax_fusion, rank_fusion
 
             scores, cost = self.swift(train, test, seed, 0)
-            rm = self.rm_scores(train, test, seed)
-            if rm is None:  # no encoder package: fusion degenerates to SWIFT alone
+            fitted = self._fit_rm(train, test, seed)
+            if fitted is None:  # no encoder package: fusion degenerates to SWIFT alone
                 return PointwiseSelector(f"SWIFT+RM ({method})", scores), cost
+            rm, rm_cost = fitted
             fused = rank_fusion(scores, rm) if method == "rank" else minmax_fusion(scores, rm)
-            return PointwiseSelector(f"SWIFT+RM ({method})", fused), cost
+            both = MethodCost(
+                cost.params + rm_cost.params,
+                cost.train_s + rm_cost.train_s,
+                cost.score_s + rm_cost.score_s,
+            )
+            return PointwiseSelector(f"SWIFT+RM ({method})", fused), both
 
         return factory
 
