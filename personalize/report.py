@@ -62,14 +62,16 @@ def _plot_curves(results: dict[str, Any], budgets: list[int], path: Path) -> Non
         ax.set_xscale("symlog", linthresh=10)
         ax.set_xticks(budgets)
         ax.set_xticklabels([str(b) for b in budgets])
+        ax.set_xlim(0, budgets[-1] * 1.1)
         ax.set_ylim(0, 1.05)
         ax.set_title(f"{name} ({sec['decisive_prompts']} test prompts)", fontsize=10)
         ax.set_xlabel("feedback events")
         ax.set_ylabel("top-1 = user's preferred")
     for ax in list(axes.flat)[len(users) :]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

@@ -150,6 +150,7 @@ def run_study(
         f"`{name}` " + interpret(sec, results.get("ceiling", {}).get(name), top)
         for name, sec in results["users"].items()
     ]
+    results["notes"] += _method_notes(pool)
     results["meta"] = _meta(pool, train, test, config)
     results["meta"]["command"] = command
     results["meta"]["runtime_s"] = time.perf_counter() - started
@@ -157,6 +158,18 @@ def run_study(
     from personalize.report import write_report
 
     return write_report(results, out)
+
+
+def _method_notes(pool: Pool) -> list[str]:
+    """Facts about the pool that bound what the judges can mean (computed, not typed in)."""
+    return [
+        f"Only {pool.finished.mean():.0%} of the candidates ended with EOS within "
+        f"{pool.settings.max_new_tokens} new tokens, so `concise` mostly rewards fewer (longer) "
+        "words in a truncated answer rather than an answer that stops early.",
+        "Cold start uses a `PersonalRanker` subclass that serves the base (global) ranker until "
+        "the user's first own version; the edge `PersonalRanker` alone shows the first sample "
+        "until then, even when given a base.",
+    ]
 
 
 def _pool_note(pool_dir: Path) -> str:
