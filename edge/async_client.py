@@ -21,11 +21,13 @@ from edge.client import (
     Instruction,
     ModelInfo,
     Prompt,
+    _auth_metadata,
     _candidate,
     _feature_spec,
     _generate_request,
     _info,
     _instruction,
+    _open_channel,
     _prompt,
     _translate,
 )
@@ -52,15 +54,8 @@ class AsyncCentralClient:
     ) -> None:
         self.target = target
         self.timeout = timeout
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        options = [("grpc.max_receive_message_length", max_receive_bytes)]
-        if tls or root_certificates is not None:
-            if isinstance(root_certificates, Path):
-                root_certificates = root_certificates.read_bytes()
-            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
-            self._channel = aio.secure_channel(target, credentials, options=options)
-        else:
-            self._channel = aio.insecure_channel(target, options=options)
+        self._metadata = _auth_metadata(token)
+        self._channel = _open_channel(aio, target, tls, root_certificates, max_receive_bytes)
         self._stub = pb_grpc.CentralServiceStub(self._channel)
 
     async def __aenter__(self) -> AsyncCentralClient:

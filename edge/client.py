@@ -90,15 +90,8 @@ class CentralClient:
         bearer token; `root_certificates` (PEM) enables TLS for a private CA."""
         self.target = target
         self.timeout = timeout
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        options = [("grpc.max_receive_message_length", max_receive_bytes)]
-        if tls or root_certificates is not None:
-            if isinstance(root_certificates, Path):
-                root_certificates = root_certificates.read_bytes()
-            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
-            self._channel = grpc.secure_channel(target, credentials, options=options)
-        else:
-            self._channel = grpc.insecure_channel(target, options=options)
+        self._metadata = _auth_metadata(token)
+        self._channel = _open_channel(grpc, target, tls, root_certificates, max_receive_bytes)
         self._stub = pb_grpc.CentralServiceStub(self._channel)
 
     def __enter__(self) -> CentralClient:
@@ -233,6 +226,28 @@ class CentralClient:
 
     def _timeout(self, timeout: float | None) -> float | None:
         return self.timeout if timeout is None else timeout
+
+
+def _auth_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+def _open_channel(
+    api: Any,
+    target: str,
+    tls: bool,
+    root_certificates: bytes | Path | None,
+    max_receive_bytes: int,
+) -> Any:
+    """A channel from `api` (`grpc` or `grpc.aio`, which share these calls);
+    TLS when asked for or when private root certificates are given."""
+    options = [("grpc.max_receive_message_length", max_receive_bytes)]
+    if not (tls or root_certificates is not None):
+        return api.insecure_channel(target, options=options)
+    if isinstance(root_certificates, Path):
+        root_certificates = root_certificates.read_bytes()
+    credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+    return api.secure_channel(target, credentials, options=options)
 
 
 def _info(reply: pb.InfoResponse) -> ModelInfo:

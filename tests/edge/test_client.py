@@ -113,3 +113,15 @@ def test_breaking_out_of_a_stream_cancels_generation(client, tiny_server) -> Non
     lock = tiny_server.servicer._model_lock
     assert lock.acquire(timeout=10)
     lock.release()
+
+
+def test_tls_with_private_root_certificates(tiny_model, tmp_path) -> None:
+    from tests.central.test_server import _self_signed
+
+    cert, key = _self_signed(tmp_path)
+    running = start_server(ServerConfig(port=0, tls_cert=cert, tls_key=key), loaded=tiny_model)
+    try:
+        with CentralClient(f"localhost:{running.port}", root_certificates=cert) as client:
+            assert client.generate("hi", k=1, max_new_tokens=2).features.shape == (1, 64)
+    finally:
+        running.stop(grace=0)
