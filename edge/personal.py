@@ -71,7 +71,9 @@ class PersonalRanker:
         learner: LearnerConfig | None = None,
         base: Checkpoint | None = None,
     ) -> None:
-        """`base` is a global or task ranker a new user starts from (else: from scratch)."""
+        """`base` is a global or task ranker (weights) a new user's training starts
+        from; a global ranker saved in the registry under `name` both ranks for a
+        new user and is where their training starts."""
         self.central = central
         self.home = Path(home).expanduser()
         self.home.mkdir(parents=True, exist_ok=True)
@@ -81,14 +83,23 @@ class PersonalRanker:
         self.registry = Registry(self.home / REGISTRY_DIR)
         self._learner_config = learner
         self._base = base
+        self._ranker_is_global = False
         self._ranker: Ranker | None = None
         if self.registry.has(user, name):
             self._ranker = self.registry.open(user, name, fallback=True)
+        elif self.registry.has(None, name):
+            # A new user ranks with the shared (global) ranker of this name until
+            # their own first update, instead of showing the first sample.
+            self._ranker = self.registry.open(None, name, fallback=True)
+            self._ranker_is_global = True
 
     @property
     def version(self) -> int | None:
-        """The ranker version in use, None before the first `learn`."""
-        return None if self._ranker is None else int(self._ranker.version)  # type: ignore[arg-type]
+        """The user's own ranker version in use; None before their first `learn`
+        (while there is no ranker, or the shared global one ranks)."""
+        if self._ranker is None or self._ranker_is_global:
+            return None
+        return int(self._ranker.version)  # type: ignore[arg-type]
 
     def rank(self, generation: Generation) -> Ranking:
         """Orders a generation best first; index order while there is no ranker yet."""
@@ -148,8 +159,9 @@ class PersonalRanker:
 
     def _swap(self, version: int) -> None:
         fresh = self.registry.open(self.user, self.name, version)
-        if self._ranker is None:
+        if self._ranker is None or self._ranker_is_global:
             self._ranker = fresh
+            self._ranker_is_global = False
         else:
             self._ranker.swap(fresh.session, version)
 

@@ -10,6 +10,7 @@ import pytest
 from edge.client import CentralClient
 from edge.learner import LearnerConfig
 from edge.personal import PersonalRanker
+from edge.registry import Registry
 from edge.train import TrainConfig
 
 
@@ -71,3 +72,33 @@ def test_users_learn_only_from_their_own_feedback(central, tmp_path: Path) -> No
     _teach(bob, 1)
     assert bob.learn().new_events == 4
     assert alice.learn().new_events == 12
+
+
+def test_a_new_user_ranks_with_the_global_ranker_until_their_first_update(
+    central, tmp_path: Path
+) -> None:
+    from edge.export import export_onnx
+    from edge.rankers import build_ranker, make_config
+
+    shared = build_ranker(make_config("point", 64), seed=3)
+    Registry(tmp_path / "rankers").save_global(
+        "chat", export_onnx(shared, exporter="torchscript"),
+        weights=shared.to_checkpoint().to_bytes(),
+    )  # fmt: skip
+    user = PersonalRanker(central, tmp_path, "dave", "chat", learner=_fast())
+    shown = user.generate("Write a poem", k=4, max_new_tokens=4, seed=0)
+    global_order = tuple(int(i) for i in np.argsort(-_global_scores(shared, shown), kind="stable"))
+    assert shown.order == global_order and user.version is None
+    _teach(user, 2)
+    report = user.learn()
+    assert report.started_from == "global" and user.version == 1
+
+
+def _global_scores(model, shown) -> np.ndarray:
+    import torch
+
+    g = shown.generation
+    with torch.no_grad():
+        return model.eval()(
+            torch.from_numpy(g.instruction)[None], torch.from_numpy(g.features)[None]
+        )[0].numpy()
