@@ -41,9 +41,9 @@ class DemoConfig:
     central: str | None = None  # address of a running central; None starts one
     model: str = "default"  # model a started central serves
     k: int = 8  # candidates per prompt
-    train_prompts: int = 96  # prompts in the feedback stream
+    train_prompts: int = 256  # prompts in the feedback stream
     test_prompts: int = 64  # held-out prompts, disjoint from the training ones
-    learn_every: int = 16  # prompts between incremental updates
+    learn_every: int = 32  # prompts between incremental updates
     max_new_tokens: int = 12  # the task wants a short answer
     temperature: float = 1.0  # sampling temperature; diversity is what a ranker needs
     kind: str = "list"  # ranker kind: "list" or "point"
