@@ -211,6 +211,17 @@ def export_onnx(
         raise
     except Exception as exc:
         raise ExportError(f"{exporter} export of {model.kind} ranker failed: {exc}") from exc
+    return finish_export(proto, model, metadata, path)
+
+
+def finish_export(
+    proto: onnx.ModelProto,
+    model: RankerModule,
+    metadata: Mapping[str, object] | None,
+    path: str | Path | None,
+) -> bytes:
+    """Stamps the ranker's metadata (plus `metadata`) on an exported graph,
+    serialises it and, when `path` is given, writes it there atomically."""
     entries = {**ranker_metadata(model), **dict(metadata or {})}
     del proto.metadata_props[:]
     for key, value in sorted(entries.items()):

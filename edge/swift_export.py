@@ -23,7 +23,7 @@ import torch
 
 from edge._errors import ExportError
 from edge._onnx_meta import INPUT_MASK, INPUT_TOKENS, OUTPUT_SCORES
-from edge.export import Exporter, ParityReport, _write, ranker_metadata
+from edge.export import Exporter, ParityReport, finish_export
 from edge.rankers.swift import SwiftRanker
 
 __all__ = ["check_swift_parity", "export_swift_onnx"]
@@ -97,14 +97,7 @@ def export_swift_onnx(
         raise
     except Exception as exc:
         raise ExportError(f"{exporter} export of the SWIFT head failed: {exc}") from exc
-    entries = {**ranker_metadata(model), **dict(metadata or {})}
-    del proto.metadata_props[:]
-    for key, value in sorted(entries.items()):
-        proto.metadata_props.add(key=key, value=str(value))
-    data = proto.SerializeToString()
-    if path is not None:
-        _write(Path(path), data)
-    return data
+    return finish_export(proto, model, metadata, path)
 
 
 def check_swift_parity(
