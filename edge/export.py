@@ -71,37 +71,57 @@ def _example(model: RankerModule) -> tuple[torch.Tensor, torch.Tensor]:
     )
 
 
-def _export_dynamo(model: RankerModule) -> onnx.ModelProto:
-    batch, k = torch.export.Dim("batch"), torch.export.Dim("k")
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    program = torch.onnx.export(
-        model,
-        _example(model),
-        dynamo=True,
-        input_names=[INPUT_INSTRUCTION, INPUT_CANDIDATES],
-        output_names=[OUTPUT_SCORES],
-        dynamic_shapes={"instruction": {0: batch}, "candidates": {0: batch, 1: k}},
-        verbose=False,
-    )
-    if program is None:
-        raise ExportError("torch.onnx.export returned no program")
-    return program.model_proto
+# Dynamic axes of the list/point graphs: input name (= forward argument) -> {dim: axis}.
+_RANKER_AXES: dict[str, dict[int, str]] = {
+    INPUT_INSTRUCTION: {0: "batch"},
+    INPUT_CANDIDATES: {0: "batch", 1: "k"},
+}
 
 
-def _export_torchscript(model: RankerModule, *, fold: bool = True) -> onnx.ModelProto:
+def trace_onnx(
+    model: torch.nn.Module,
+    example: tuple[torch.Tensor, ...],
+    input_axes: dict[str, dict[int, str]],
+    exporter: Exporter,
+    *,
+    fold: bool = True,
+) -> onnx.ModelProto:
+    """Traces `model` on `example` into an ONNX graph with named dynamic axes.
+
+    `input_axes` maps each input's name, which is also its forward argument's
+    name, to its dynamic dimensions; the output `scores` is (batch, k) for
+    every ranker. "dynamo" uses torch.export, anything else the legacy tracer
+    (`fold` turns its constant folding off, which templates need).
+    """
+    if exporter == "dynamo":
+        dims = {
+            axis: torch.export.Dim(axis) for axes in input_axes.values() for axis in axes.values()
+        }
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        program = torch.onnx.export(
+            model,
+            example,
+            dynamo=True,
+            input_names=list(input_axes),
+            output_names=[OUTPUT_SCORES],
+            dynamic_shapes={
+                name: {dim: dims[axis] for dim, axis in axes.items()}
+                for name, axes in input_axes.items()
+            },
+            verbose=False,
+        )
+        if program is None:
+            raise ExportError("torch.onnx.export returned no program")
+        return program.model_proto
     buf = io.BytesIO()
     torch.onnx.export(
         model,
-        _example(model),
+        example,
         buf,
         dynamo=False,
-        input_names=[INPUT_INSTRUCTION, INPUT_CANDIDATES],
+        input_names=list(input_axes),
         output_names=[OUTPUT_SCORES],
-        dynamic_axes={
-            INPUT_INSTRUCTION: {0: "batch"},
-            INPUT_CANDIDATES: {0: "batch", 1: "k"},
-            OUTPUT_SCORES: {0: "batch", 1: "k"},
-        },
+        dynamic_axes={**input_axes, OUTPUT_SCORES: {0: "batch", 1: "k"}},
         opset_version=18,
         do_constant_folding=fold,
     )
@@ -159,7 +179,7 @@ def _trace_template(model: RankerModule) -> onnx.ModelProto | None:
     with torch.no_grad():
         for tensor in scrambled.state_dict().values():
             tensor.copy_(torch.randn(tensor.shape, generator=gen))
-    proto = _export_torchscript(scrambled, fold=False)
+    proto = trace_onnx(scrambled, _example(scrambled), _RANKER_AXES, "torchscript", fold=False)
     shapes = {i.name: tuple(i.dims) for i in proto.graph.initializer}
     wanted = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     return proto if shapes == wanted else None
@@ -183,7 +203,7 @@ def _export_proto(model: RankerModule, exporter: Exporter) -> onnx.ModelProto:
         if template is not None:  # else a shape the name check rejected: trace it fully
             return _fill_template(template, model)
     frozen = copy.deepcopy(model).eval()
-    return _export_dynamo(frozen) if exporter == "dynamo" else _export_torchscript(frozen)
+    return trace_onnx(frozen, _example(frozen), _RANKER_AXES, exporter)
 
 
 def export_onnx(

@@ -11,19 +11,16 @@ layers, top-k) so the runtime knows what to ask central for.
 from __future__ import annotations
 
 import copy
-import io
-import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
 
 from edge._errors import ExportError
-from edge._onnx_meta import INPUT_MASK, INPUT_TOKENS, OUTPUT_SCORES
-from edge.export import Exporter, ParityReport, finish_export
+from edge._onnx_meta import INPUT_MASK, INPUT_TOKENS
+from edge.export import Exporter, ParityReport, finish_export, trace_onnx
 from edge.rankers.swift import SwiftRanker
 
 __all__ = ["check_swift_parity", "export_swift_onnx"]
@@ -40,40 +37,11 @@ def _example(model: SwiftRanker) -> tuple[torch.Tensor, torch.Tensor]:
     return tokens, mask
 
 
-def _export_dynamo(model: SwiftRanker) -> onnx.ModelProto:
-    batch, k, t = torch.export.Dim("batch"), torch.export.Dim("k"), torch.export.Dim("t")
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    program = torch.onnx.export(
-        model,
-        _example(model),
-        dynamo=True,
-        input_names=[INPUT_TOKENS, INPUT_MASK],
-        output_names=[OUTPUT_SCORES],
-        dynamic_shapes={"tokens": {0: batch, 1: k, 2: t}, "mask": {0: batch, 1: k, 2: t}},
-        verbose=False,
-    )
-    if program is None:
-        raise ExportError("torch.onnx.export returned no program")
-    return program.model_proto
-
-
-def _export_torchscript(model: SwiftRanker) -> onnx.ModelProto:
-    buf = io.BytesIO()
-    torch.onnx.export(
-        model,
-        _example(model),
-        buf,
-        dynamo=False,
-        input_names=[INPUT_TOKENS, INPUT_MASK],
-        output_names=[OUTPUT_SCORES],
-        dynamic_axes={
-            INPUT_TOKENS: {0: "batch", 1: "k", 2: "t"},
-            INPUT_MASK: {0: "batch", 1: "k", 2: "t"},
-            OUTPUT_SCORES: {0: "batch", 1: "k"},
-        },
-        opset_version=18,
-    )
-    return onnx.load_from_string(buf.getvalue())
+# Dynamic axes of SWIFT graphs: every dimension but the feature width.
+_SWIFT_AXES: dict[str, dict[int, str]] = {
+    INPUT_TOKENS: {0: "batch", 1: "k", 2: "t"},
+    INPUT_MASK: {0: "batch", 1: "k", 2: "t"},
+}
 
 
 def export_swift_onnx(
@@ -92,7 +60,7 @@ def export_swift_onnx(
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            proto = _export_dynamo(frozen) if exporter == "dynamo" else _export_torchscript(frozen)
+            proto = trace_onnx(frozen, _example(frozen), _SWIFT_AXES, exporter)
     except ExportError:
         raise
     except Exception as exc:
