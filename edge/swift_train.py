@@ -33,6 +33,7 @@ from edge._features import check_finite
 from edge.losses import listwise_kl, pointwise_bce
 from edge.rankers.swift import SwiftConfig, SwiftRanker, TokenSource
 from edge.token_features import pad_groups
+from edge.train import optimizer_step
 
 __all__ = [
     "SwiftTrainConfig",
@@ -263,12 +264,7 @@ def _loop(
             loss, n = batch_loss(model, data.batch(idx), config.loss)
             if n == 0:
                 continue
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            losses.append(float(loss.detach()))
+            losses.append(optimizer_step(model, optimizer, loss, config.max_grad_norm))
         if validation is None or not len(validation):
             continue
         model.eval()

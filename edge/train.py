@@ -118,6 +118,21 @@ def block_loss(
     return (kl * n_kl + bce * n_bce) / n, n
 
 
+def optimizer_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    max_grad_norm: float | None,
+) -> float:
+    """One update from `loss` (gradient norm clipped when asked); returns the loss."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    return float(loss.detach())
+
+
 def _optimizer(model: RankerModule, config: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "sgd":
@@ -182,12 +197,7 @@ def _loop(
                 if n == 0:
                     bar.update()
                     continue
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                optimizer.step()
-                losses.append(float(loss.detach()))
+                losses.append(optimizer_step(model, optimizer, loss, config.max_grad_norm))
                 bar.update()
                 bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
         bar.close()
