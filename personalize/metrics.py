@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge.stats import bootstrap_ci
+
 __all__ = [
     "Estimate",
     "bootstrap",
@@ -70,10 +72,8 @@ def bootstrap(per_prompt: np.ndarray, n: int = 2000, seed: int = 0) -> Estimate:
     values = np.asarray(per_prompt, dtype=np.float64)
     if values.size == 0:
         return Estimate(float("nan"), float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(n, len(values)))].mean(1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return Estimate(float(values.mean()), float(low), float(high))
+    low, high = bootstrap_ci(values, n, seed)
+    return Estimate(float(values.mean()), low, high)
 
 
 def paired_gain(a: np.ndarray, b: np.ndarray, n: int = 2000, seed: int = 0) -> Estimate:

@@ -29,6 +29,7 @@ from edge.client import CentralClient
 from edge.demo.launch import local_central
 from edge.demo.tasks import Problem, split_problems
 from edge.personal import PersonalRanker
+from edge.stats import paired_difference, wilson
 
 USER = "demo-user"
 RANKER_NAME = "larger-number"
@@ -61,7 +62,7 @@ class Accuracy:
     high: float = field(init=False)
 
     def __post_init__(self) -> None:
-        self.low, self.high = wilson_interval(self.correct, self.total)
+        self.low, self.high = wilson(self.correct, self.total)
 
     @property
     def rate(self) -> float:
@@ -95,28 +96,14 @@ class DemoResult:
         return out
 
 
-def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval for a proportion (sound for small samples)."""
-    if trials == 0:
-        return (math.nan, math.nan)
-    p = successes / trials
-    denominator = 1 + z * z / trials
-    centre = (p + z * z / (2 * trials)) / denominator
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
 def paired_gain(
     chosen: Sequence[bool], baseline: Sequence[bool], *, seed: int = 0, resamples: int = 4000
 ) -> dict[str, float | list[float]]:
     """Mean accuracy difference on the same prompts, with a 95% paired bootstrap interval."""
-    diff = np.asarray(chosen, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
-    if diff.size == 0:
-        return {"difference": math.nan, "ci95": [math.nan, math.nan]}
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, diff.size, size=(resamples, diff.size))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return {"difference": float(diff.mean()), "ci95": [float(low), float(high)]}
+    difference, low, high = paired_difference(
+        np.asarray(chosen), np.asarray(baseline), resamples, seed
+    )
+    return {"difference": difference, "ci95": [low, high]}
 
 
 class _Timer:

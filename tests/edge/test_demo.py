@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from edge.cli import main
-from edge.demo.run import DemoConfig, paired_gain, run_demo, wilson_interval
+from edge.demo.run import DemoConfig, paired_gain, run_demo
 from edge.demo.tasks import first_number, split_problems
 
 
@@ -17,12 +17,6 @@ def test_problems_are_checkable_and_train_test_disjoint() -> None:
     assert problem.check(problem.answer) and problem.check(f"The answer is {problem.answer}.")
     assert not problem.check("I do not know")
     assert first_number("1,234 and 5") == 1234
-
-
-def test_wilson_interval_brackets_the_rate() -> None:
-    low, high = wilson_interval(5, 20)
-    assert low < 0.25 < high and low >= 0 and high <= 1
-    assert wilson_interval(0, 10)[0] == 0.0
 
 
 def test_paired_gain_is_the_mean_difference_with_an_interval_around_it() -> None:
