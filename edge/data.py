@@ -21,7 +21,7 @@ import numpy as np
 from edge._errors import FeatureError, TrainingError
 from edge._features import check_finite
 
-__all__ = ["Block", "BlockKind", "Group", "GroupDataset", "Pair", "label_kind"]
+__all__ = ["Block", "BlockKind", "Group", "GroupDataset", "Pair", "label_kind", "training_features"]
 
 BlockKind = Literal["binary", "graded", "pair"]
 
@@ -82,7 +82,7 @@ class Block:
         return int(self.instructions.shape[0])
 
 
-def _features(array: np.ndarray, what: str) -> np.ndarray:
+def training_features(array: object, what: str) -> np.ndarray:
     """Keep float16/float32 (halving memory for fp16 features), cast other floats."""
     array = np.asarray(array)
     if array.dtype.kind != "f":
@@ -110,8 +110,8 @@ class GroupDataset:
         cls, instructions: np.ndarray, candidates: np.ndarray, labels: np.ndarray
     ) -> GroupDataset:
         """Wrap (G, d), (G, K, d) and (G, K) arrays as one block, without copying."""
-        inst = _features(instructions, "instructions")
-        cand = _features(candidates, "candidates")
+        inst = training_features(instructions, "instructions")
+        cand = training_features(candidates, "candidates")
         lab = np.asarray(labels, dtype=np.float32)
         check_finite(lab, "labels")
         if inst.ndim != 2:
@@ -164,16 +164,16 @@ class GroupDataset:
 
 
 def _stack(groups: Sequence[Group], kind: str) -> Block:
-    inst = _features(np.stack([g.instruction for g in groups]), "instruction")
-    cand = _features(np.stack([g.candidates for g in groups]), "candidates")
+    inst = training_features(np.stack([g.instruction for g in groups]), "instruction")
+    cand = training_features(np.stack([g.candidates for g in groups]), "candidates")
     labels = np.stack([np.asarray(g.labels, dtype=np.float32) for g in groups])
     check_finite(labels, "labels")
     return Block(inst, cand, labels, "binary" if kind == "binary" else "graded")
 
 
 def _stack_pairs(pairs: Sequence[Pair]) -> Block:
-    inst = _features(np.stack([p.instruction for p in pairs]), "instruction")
-    cand = _features(
+    inst = training_features(np.stack([p.instruction for p in pairs]), "instruction")
+    cand = training_features(
         np.stack([np.stack([p.preferred, p.rejected]) for p in pairs]), "pair candidates"
     )
     labels = np.tile(np.array([1.0, 0.0], dtype=np.float32), (len(pairs), 1))

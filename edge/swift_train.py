@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from edge._errors import FeatureError, TrainingError
 from edge._features import check_finite
+from edge.data import training_features
 from edge.losses import listwise_kl, pointwise_bce
 from edge.rankers.swift import SwiftConfig, SwiftRanker, TokenSource
 from edge.token_features import pad_groups
@@ -110,14 +111,11 @@ class TokenDataset:
 
 def _token_array(array: object, what: str) -> np.ndarray:
     out = np.asarray(array)
-    if out.dtype.kind != "f" or out.ndim != 2:
+    if out.ndim != 2:
         raise FeatureError(
             f"{what}: expected a float (tokens, d) array, got {out.dtype} {out.shape}"
         )
-    if out.dtype not in (np.float16, np.float32):
-        out = out.astype(np.float32)
-    check_finite(out, what)
-    return out
+    return training_features(out, what)
 
 
 @dataclass
