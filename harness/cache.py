@@ -31,6 +31,7 @@ class CacheKey:
     task: str  # task id
     k: int  # candidates per problem
     temperature: float  # sampling temperature
+    max_new_tokens: int  # token limit per response
     seed: int  # base seed
     layers: tuple[int, ...]  # hidden-state indices stored, in order
 
@@ -52,7 +53,11 @@ class CandidateCache:
         meta = self.path / "settings.json"
         wanted = {**asdict(key), "layers": list(key.layers)}
         if meta.exists():
-            if json.loads(meta.read_text()) != wanted:
+            stored = json.loads(meta.read_text())
+            # Pools from before the token limit was recorded used the task's
+            # default limit, which is what a key without a plan override holds.
+            stored.setdefault("max_new_tokens", key.max_new_tokens)
+            if stored != wanted:
                 raise ValueError(f"{self.path} holds candidates from other settings")
         else:
             meta.write_text(json.dumps(wanted, indent=1))

@@ -30,6 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--jobs", type=int, default=1, help="models run in parallel, one process (and core) each"
     )
+    p.add_argument(
+        "--no-swift", action="store_true", help="skip SWIFT (it re-runs the model per token)"
+    )
     p.add_argument("--json", action="store_true", help="print the headline numbers as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="log every generated problem")
     return p
@@ -43,6 +46,8 @@ def _config(args: argparse.Namespace) -> RunConfig:
         config = dataclasses.replace(
             config, models=tuple(m for m in config.models if m.model in args.model)
         )
+    if args.no_swift:
+        config = dataclasses.replace(config, swift=False)
     if args.budget_minutes is not None:
         config = dataclasses.replace(config, budget_minutes=args.budget_minutes)
     return config

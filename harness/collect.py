@@ -9,6 +9,7 @@ a rerun with the same settings nearly free.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -51,12 +52,21 @@ def _weight(task: Task, plan: TaskPlan) -> float:
     return (plan.n_train + plan.n_test) * plan.k * task.max_new_tokens
 
 
+def planned_task(plan: TaskPlan) -> Task:
+    """The task with the plan's token limit, if it sets one."""
+    task = get_task(plan.task)
+    if plan.max_new_tokens is None:
+        return task
+    return dataclasses.replace(task, max_new_tokens=plan.max_new_tokens)  # type: ignore[type-var]
+
+
 def cache_key(loaded: LoadedModel, task: Task, plan: TaskPlan, config: RunConfig) -> CacheKey:
     return CacheKey(
         model=loaded.name,
         task=task.name,
         k=plan.k,
         temperature=task.temperature,
+        max_new_tokens=task.max_new_tokens,
         seed=config.seed,
         layers=tuple(layer_indices(loaded, config.layer_fractions)),
     )
@@ -72,7 +82,7 @@ def collect_model(
     """Generates what is missing for every task of `plan`; returns the cached splits."""
     torch.set_num_threads(config.threads)
     loaded = loaded or load_model(plan.model)
-    tasks = [(get_task(p.task), p) for p in plan.tasks]
+    tasks = [(planned_task(p), p) for p in plan.tasks]
     total = sum(_weight(t, p) for t, p in tasks)
     splits = []
     for task, task_plan in tasks:
@@ -92,7 +102,8 @@ def _collect_task(
 ) -> Split:
     cache = CandidateCache(root, cache_key(loaded, task, task_plan, config))
     train, test = task_problems(task, task_plan, config.seed)
-    gen = GenerationConfig(k=task_plan.k, beam_width=plan.beam_width, seed=config.seed)
+    beam_width = plan.beam_width if task_plan.beam else 0
+    gen = GenerationConfig(k=task_plan.k, beam_width=beam_width, seed=config.seed)
     deadline = time.monotonic() + budget_s
     for problem in _interleaved(train, test):
         if cache.has(problem.uid):

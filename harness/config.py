@@ -18,6 +18,8 @@ class TaskPlan:
     n_train: int  # problems the trained methods learn from
     n_test: int  # problems every method is scored on (disjoint from train)
     k: int  # candidates per problem
+    max_new_tokens: int | None = None  # None: the task's own (chat code answers need more)
+    beam: bool = True  # False skips beam search here (on long code answers it costs more than K)
 
 
 @dataclass(frozen=True)
@@ -43,19 +45,23 @@ class RunConfig:
     bootstrap: int = 1000  # bootstrap resamples for intervals on differences
     threads: int = 1  # torch threads (1 is fastest on this shared 2-core box)
     layer_fractions: tuple[float, ...] = field(default=(0.1, 0.3, 0.6, 1.0))  # layer sweep
+    swift: bool = True  # fit SWIFT too (re-extracts per-token features with the model)
 
 
-def _plans(n_train: int, n_test: int, k: int, code: tuple[int, int, int]) -> tuple[TaskPlan, ...]:
+def _plans(n_train: int, n_test: int, k: int, code: TaskPlan) -> tuple[TaskPlan, ...]:
     generated = tuple(TaskPlan(t, n_train, n_test, k) for t in ("math", "function", "sentiment"))
-    return (*generated, TaskPlan("code", *code))
+    return (*generated, code)
 
 
+# HumanEval: all 164 problems, split in halves. The chat model rewrites the
+# whole function, docstring included, inside a fence, so it gets 256 tokens;
+# the base model continues the body and is cut at its stop strings, so 128.
 FULL = RunConfig(
     models=(
-        ModelPlan("default", _plans(36, 36, 32, (5, 5, 4))),
-        ModelPlan("gemma3-270m", _plans(30, 30, 16, (4, 4, 4))),
+        ModelPlan("default", _plans(40, 40, 64, TaskPlan("code", 82, 82, 8, 256, beam=False))),
+        ModelPlan("gemma3-270m", _plans(30, 30, 16, TaskPlan("code", 82, 82, 8, 128, beam=False))),
     ),
-    budget_minutes=80.0,
+    budget_minutes=85.0,
 )
 
 

@@ -13,6 +13,7 @@ import gc
 import logging
 import multiprocessing
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -23,17 +24,22 @@ import torch
 
 from harness.collect import Split, collect_model
 from harness.config import ModelPlan, RunConfig
-from harness.methods.base import MethodCost, Selector
+from harness.methods.base import MethodCost, PointwiseSelector, Selector
 from harness.methods.baselines import FirstSample, Oracle, SelfConsistency, max_likelihood
 from harness.methods.data import Pool, concat_pools, load_pool
 from harness.methods.rankers import TrainedRanker, fit_ranker, timed_scoring
 from harness.methods.reward_model import RewardModelConfig, fit_reward_model
-from harness.methods.swift import registered as swift_heads
 from harness.metrics import k_grid, paired_difference, subsets, verdict, wilson
+from harness.report import COMPARED
+from harness.tasks import Task
 
 log = logging.getLogger(__name__)
 MAIN_FRACTION = 0.6
 GENERATED = ("math", "function", "sentiment")
+
+# Methods that need the LLM itself (SWIFT's per-token features, the LoRA RM):
+# (train pool, test pool, task, seed) -> fitted selectors with their costs.
+ModelMethod = Callable[[Pool, Pool, Task, int], list[tuple[PointwiseSelector, MethodCost]]]
 
 
 def _hits(method: Selector, pool: Pool, chosen_sets: np.ndarray) -> np.ndarray:
@@ -119,8 +125,28 @@ def _diagnostics(
     }
 
 
+def _fusions(trained: list[Selector]) -> list[Selector]:
+    """SWIFT fused with the text RM (`edge.fusion`), when both were fitted."""
+    from edge.fusion import minmax_fusion, rank_fusion
+
+    by_name = {m.name: m for m in trained if isinstance(m, PointwiseSelector)}
+    swift, rm = by_name.get("SWIFT"), by_name.get("text RM (MiniLM)")
+    if swift is None or rm is None:
+        return []
+    return [
+        PointwiseSelector("SWIFT+RM (rank)", rank_fusion(swift.scores, rm.scores)),
+        PointwiseSelector("SWIFT+RM (minmax)", minmax_fusion(swift.scores, rm.scores)),
+    ]
+
+
+def _sum_costs(*costs: MethodCost) -> MethodCost:
+    return MethodCost(
+        sum(c.params for c in costs), sum(c.train_s for c in costs), sum(c.score_s for c in costs)
+    )
+
+
 def evaluate_task(
-    split: Split, config: RunConfig, main: int
+    split: Split, config: RunConfig, main: int, model_methods: tuple[ModelMethod, ...] = ()
 ) -> tuple[dict[str, Any], list[TrainedRanker]]:
     """Every method on one (model, task): headline, costs, comparisons, curves, sweeps."""
     train, test = load_pool(split, "train"), load_pool(split, "test")
@@ -149,11 +175,13 @@ def evaluate_task(
         trained.append(selector)
         costs[selector.name] = rm.cost
         del rm
-    for name, factory in swift_heads().items():
-        selector, cost = factory(train, test, config.seed)
-        selector.name = name
-        trained.append(selector)
-        costs[name] = cost
+    for method in model_methods:
+        for selector, cost in method(train, test, split.task, config.seed):
+            trained.append(selector)
+            costs[selector.name] = cost
+    for fused in _fusions(trained):
+        trained.append(fused)
+        costs[fused.name] = _sum_costs(costs["SWIFT"], costs["text RM (MiniLM)"])
     oracle = Oracle()
     methods: list[Selector] = [*free, *trained, oracle]
     flat = {"greedy": test.greedy}
@@ -163,14 +191,14 @@ def evaluate_task(
     per_problem.update(flat)
     headline = {name: _accuracy(h) for name, h in per_problem.items()}
     comparisons: dict[str, Any] = {}
-    for r in rankers:
+    for name in (n for n in COMPARED if n in per_problem):
         for base in per_problem:
-            if base in (r.name, "oracle"):
+            if base in (name, "oracle"):
                 continue
             mean, low, high = paired_difference(
-                per_problem[r.name], per_problem[base], config.bootstrap, config.seed
+                per_problem[name], per_problem[base], config.bootstrap, config.seed
             )
-            comparisons[f"{r.name} vs {base}"] = {
+            comparisons[f"{name} vs {base}"] = {
                 "diff": mean,
                 "low": low,
                 "high": high,
@@ -221,6 +249,7 @@ def evaluate_model(
     torch.set_num_threads(config.threads)
     main = config.layer_fractions.index(MAIN_FRACTION)
     loaded, splits = collect_model(plan, config, root, budget_s if generate else 0.0)
+    model_methods = _model_methods(plan, config)
     info: dict[str, Any] = {
         "model": loaded.name,
         "layers": [round(f * loaded.num_layers) for f in config.layer_fractions],
@@ -238,7 +267,7 @@ def evaluate_model(
         if not split.train or not split.test:
             log.warning("%s: nothing cached for %s, skipped", info["model"], split.task.name)
             continue
-        task_result, rankers = evaluate_task(split, config, main)
+        task_result, rankers = evaluate_task(split, config, main, model_methods)
         info["tasks"].append(task_result)
         if split.task.name in GENERATED:
             trained[split.task.name] = rankers
@@ -252,6 +281,16 @@ def evaluate_model(
         ]
     info["transfer"] = _transfer(trained, test_pools)
     return info
+
+
+def _model_methods(plan: ModelPlan, config: RunConfig) -> tuple[ModelMethod, ...]:
+    """The methods that need the LLM, as the config enables them."""
+    methods: list[ModelMethod] = []
+    if config.swift:
+        from harness.methods.swift import SwiftMethods
+
+        methods.append(SwiftMethods(plan.model))
+    return tuple(methods)
 
 
 def evaluate_run(
@@ -284,6 +323,7 @@ def _headline(models: list[dict[str, Any]]) -> dict[str, Any]:
         "text RM (MiniLM)",
         "ListRanker",
         "PointRanker",
+        "SWIFT",
         "oracle",
     )
     return {

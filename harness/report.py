@@ -13,13 +13,15 @@ from typing import Any
 
 SUMMARY = (
     "first sample", "greedy", "beam search", "self-consistency", "max mean log-prob",
-    "text RM (MiniLM)", "ListRanker", "PointRanker", "oracle",
+    "text RM (MiniLM)", "LoRA RM", "ListRanker", "PointRanker", "SWIFT", "SWIFT (logits)",
+    "SWIFT+RM (rank)", "SWIFT+RM (minmax)", "oracle",
 )  # fmt: skip
 BASELINES = (
     "first sample", "greedy", "beam search", "self-consistency", "max mean log-prob",
-    "text RM (MiniLM)",
+    "text RM (MiniLM)", "LoRA RM",
 )  # fmt: skip
-RANKERS = ("ListRanker", "PointRanker")
+RANKERS = ("ListRanker", "PointRanker")  # the last-token rankers (layer sweep, diagnostics)
+COMPARED = (*RANKERS, "SWIFT")  # each gets a table of differences against every baseline
 
 
 def _pct(x: float) -> str:
@@ -56,9 +58,13 @@ def _diff(c: dict[str, Any]) -> str:
     return f"{100 * c['diff']:+.1f} [{low:+.1f}, {high:+.1f}] **{c['verdict']}**"
 
 
+def _compared(model: dict[str, Any]) -> list[str]:
+    return [m for m in COMPARED if any(m in t["headline"] for t in model["tasks"])]
+
+
 def _comparisons(model: dict[str, Any]) -> list[str]:
     lines: list[str] = []
-    for ranker in RANKERS:
+    for ranker in _compared(model):
         present = [
             b
             for b in BASELINES
@@ -79,7 +85,7 @@ def _comparisons(model: dict[str, Any]) -> list[str]:
 def _verdicts(model: dict[str, Any]) -> list[str]:
     """One line per ranker: how many baseline comparisons it wins, ties and loses."""
     lines = []
-    for ranker in RANKERS:
+    for ranker in _compared(model):
         counts = {"wins": [], "tie": [], "loses": []}
         for t in model["tasks"]:
             for name, c in t["comparisons"].items():

@@ -1,28 +1,22 @@
-"""SWIFT in the harness: registered through the hook, scored on the same cached candidates."""
+"""SWIFT in the harness: scored on the same cached candidates as every other method."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-import harness.methods.swift as hook
 from harness.cli import main
-from harness.methods_swift import SwiftHarnessConfig, install
+from harness.methods.data import Pool
+from harness.methods.swift import SWIFT_NAMES, SwiftMethods
+from harness.tasks import get_task
 
 
-def test_swift_is_scored_on_the_harness_candidates(
-    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_swift_is_scored_and_compared_like_the_rankers(
+    tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(hook, "_FACTORIES", {})  # registrations stay inside this test
-    install(SwiftHarnessConfig(models={64: str(tiny_checkpoint)}, epochs=3, fusion=True))
-    assert set(hook.registered()) == {
-        "SWIFT",
-        "SWIFT (logits)",
-        "SWIFT+RM (rank)",
-        "SWIFT+RM (minmax)",
-    }
     out, cache = tmp_path / "report", tmp_path / "cache"
     args = ["--quick", "--model", str(tiny_checkpoint), "--out", str(out), "--cache", str(cache)]
     assert main(args) == 0
@@ -30,21 +24,23 @@ def test_swift_is_scored_on_the_harness_candidates(
     (model,) = results["models"]
     for task in model["tasks"]:
         headline = task["headline"]
-        for name in hook.registered():
+        for name in (*SWIFT_NAMES, "SWIFT+RM (rank)", "SWIFT+RM (minmax)"):
             assert 0.0 <= headline[name]["acc"] <= 1.0
             assert name in task["curves"]["methods"]
+        assert "SWIFT vs first sample" in task["comparisons"]
         assert task["costs"]["SWIFT"]["params"] == 2 * 4 * 64 + 2  # Linear(4 layers x 64, 2)
         assert task["costs"]["SWIFT (logits)"]["params"] == 2 * (2 + 8) + 2
+    report = (out / "README.md").read_text()
+    assert "**SWIFT minus baseline**" in report
+
+    assert main([*args, "--phase", "evaluate", "--no-swift"]) == 0
+    (model,) = json.loads((out / "results.json").read_text())["models"]
+    assert all("SWIFT" not in t["headline"] for t in model["tasks"])
 
 
 def test_a_model_that_does_not_match_the_cache_is_refused(tiny_checkpoint: Path) -> None:
-    import numpy as np
-
-    from harness.methods.data import Pool
-    from harness.methods_swift import _Extractor
-    from harness.tasks import get_task
-
-    problems = get_task("math").problems(1, 0)
+    task = get_task("math")
+    problems = task.problems(1, 0)
     pool = Pool(
         problems=problems,
         prompts=[p.question for p in problems],
@@ -58,6 +54,5 @@ def test_a_model_that_does_not_match_the_cache_is_refused(tiny_checkpoint: Path)
         beam=None,
         gen_seconds=0.0,
     )
-    extractor = _Extractor(SwiftHarnessConfig(models={64: str(tiny_checkpoint)}))
     with pytest.raises(ValueError, match="does not reproduce"):
-        extractor.features(pool, 0)
+        SwiftMethods(str(tiny_checkpoint))(pool, pool, task, 0)
