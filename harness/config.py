@@ -46,6 +46,7 @@ class RunConfig:
     threads: int = 1  # torch threads (1 is fastest on this shared 2-core box)
     layer_fractions: tuple[float, ...] = field(default=(0.1, 0.3, 0.6, 1.0))  # layer sweep
     swift: bool = True  # fit SWIFT too (re-extracts per-token features with the model)
+    lora_steps: int = 120  # LoRA-on-base reward model optimizer steps; 0 skips it
 
 
 def _plans(n_train: int, n_test: int, k: int, code: TaskPlan) -> tuple[TaskPlan, ...]:
@@ -81,4 +82,5 @@ def quick(model: str) -> RunConfig:
         rm_max_pairs=64,
         curve_repeats=3,
         bootstrap=100,
+        lora_steps=3,
     )

@@ -290,6 +290,11 @@ def _model_methods(plan: ModelPlan, config: RunConfig) -> tuple[ModelMethod, ...
         from harness.methods.swift import SwiftMethods
 
         methods.append(SwiftMethods(plan.model))
+    if config.lora_steps > 0:
+        from harness.methods.lora_rm import LoraRewardConfig, LoraRewardMethod
+
+        lora = LoraRewardConfig(steps=config.lora_steps, seed=config.seed)
+        methods.append(LoraRewardMethod(plan.model, lora))
     return tuple(methods)
 
 
@@ -321,6 +326,7 @@ def _headline(models: list[dict[str, Any]]) -> dict[str, Any]:
         "beam search",
         "self-consistency",
         "text RM (MiniLM)",
+        "LoRA RM",
         "ListRanker",
         "PointRanker",
         "SWIFT",

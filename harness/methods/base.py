@@ -14,7 +14,7 @@ from harness.methods.data import Pool
 class MethodCost:
     """What a method costs (the paper's Table: parameters and CPU time)."""
 
-    params: int  # trainable parameters (0 for training-free methods)
+    params: int  # parameters run to score a candidate, frozen ones included (0: training-free)
     train_s: float  # wall-clock training time
     score_s: float  # wall-clock time to score the whole test pool once
 
