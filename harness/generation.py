@@ -74,17 +74,23 @@ def prompt_ids(loaded: LoadedModel, task: Task, problem: Problem) -> list[int]:
 
 
 def cut_at_stop(loaded: LoadedModel, token_ids: list[int], stop: tuple[str, ...]) -> list[int]:
-    """Longest token prefix whose text contains none of `stop` (base models ramble on)."""
+    """Longest token prefix whose text ends before the first stop string (base models ramble on).
+
+    Cutting at a token boundary alone is not enough: with the stop "\\ndef " the
+    tokens "\\n", "def" come before the one that completes the stop and would be
+    kept, leaving a dangling `def` that makes a correct function a syntax error.
+    """
     if not stop:
         return token_ids
     text = loaded.tokenizer.decode(token_ids)
-    if not any(s in text for s in stop):
+    starts = [text.find(s) for s in stop if s in text]
+    if not starts:
         return token_ids
-    for end in range(1, len(token_ids) + 1):
-        prefix = loaded.tokenizer.decode(token_ids[:end])
-        if any(s in prefix for s in stop):
-            return token_ids[: end - 1]
-    return token_ids
+    kept = text[: min(starts)]
+    end = 0
+    while end < len(token_ids) and kept.startswith(loaded.tokenizer.decode(token_ids[: end + 1])):
+        end += 1
+    return token_ids[:end]
 
 
 @torch.inference_mode()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from central.sampler import SampledCandidate, SamplingConfig, sample
-from harness.generation import extract_features, prompt_ids
+from harness.generation import cut_at_stop, extract_features, prompt_ids
 from harness.tasks import get_task
 
 
@@ -21,3 +22,21 @@ def test_reextraction_reproduces_in_pass_features(tiny_model) -> None:
     np.testing.assert_allclose(instruction[1], items[0], atol=2e-2, rtol=2e-2)
     for row, cand in enumerate(cands):
         np.testing.assert_allclose(features[row, 1], cand.feature, atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize(
+    ("text", "stop", "expected"),
+    [
+        ("    return 1\n\ndef other(x):\n    pass", ("\ndef ", "\n#"), "    return 1\n"),
+        ("get_weather(city='Paris')\nget_time()", ("\n",), "get_weather(city='Paris')"),
+        ("    return 2\nif __name__ == '__main__':", ("\ndef ", "\nif __name__"), "    return 2"),
+        ("no stop here", ("\ndef ",), "no stop here"),
+    ],
+)
+def test_cut_at_stop_leaves_no_part_of_the_stop(
+    tiny_model, text: str, stop: tuple[str, ...], expected: str
+) -> None:
+    ids = tiny_model.tokenizer(text, add_special_tokens=False)["input_ids"]
+    cut = tiny_model.tokenizer.decode(cut_at_stop(tiny_model, ids, stop))
+    assert expected.startswith(cut) and len(expected) - len(cut) <= 1  # a shared "\n" may go
+    assert not any(s.strip() and s.strip() in cut for s in stop)
