@@ -20,6 +20,19 @@ BASELINES = (
     "first sample", "greedy", "beam search", "self-consistency", "max mean log-prob",
     "text RM (MiniLM)", "LoRA RM",
 )  # fmt: skip
+METHODS = (
+    "Methods: **first sample** (candidate 0 of the pool); **greedy** and **beam search** "
+    "(deterministic decodes, not drawn from the pool); **self-consistency** (majority over "
+    "extracted answers); **max mean log-prob** (the model's own mean token log-probability); "
+    "**text RM (MiniLM)** (all-MiniLM-L6-v2 fine-tuned on question + response, 22.7M "
+    "parameters); **LoRA RM** (the generating LLM itself with rank-8 adapters on q/v and a "
+    "value head at EOS, {lora_steps} steps; it re-reads every candidate with the full LLM); "
+    "**ListRanker** / **PointRanker** (the paper's heads over the last-token hidden state at "
+    "0.6 of depth, exported to ONNX); **SWIFT** (per-token hidden states of the last 4 layers, "
+    "gated mean) and **SWIFT (logits)** (per-token [log p, entropy, top-8 log-probs]); "
+    "**SWIFT+RM** (SWIFT fused with the text RM by rank or min-max, `edge.fusion`); "
+    "**oracle** (any correct candidate)."
+)
 RANKERS = ("ListRanker", "PointRanker")  # the last-token rankers (layer sweep, diagnostics)
 COMPARED = (*RANKERS, "SWIFT")  # each gets a table of differences against every baseline
 
@@ -225,6 +238,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         "programmatic check, in %, with a Wilson 95% interval. Comparisons are paired over",
         "problems (every method selects from the same candidates): **wins** / **loses** when",
         "the bootstrap 95% interval of the difference excludes 0, else **tie**.",
+        "",
+        METHODS.format(lora_steps=results.get("config", {}).get("lora_steps", "?")),
         "",
     ]
     for model in results["models"]:
