@@ -50,6 +50,20 @@ def resolve_encoding(encoding: int) -> int:
     return encoding
 
 
+_FP16_MAX = float(np.finfo(np.float16).max)  # 65504
+
+
+def to_float16(values: np.ndarray) -> np.ndarray:
+    """fp16 that saturates at +-65504 instead of overflowing to inf.
+
+    Some models keep a few "massive activation" channels far outside the
+    fp16 range (Gemma-3-270M reaches ~1e5 on some tokens). A plain cast turns
+    them into inf, which no ranker can use and the SDK rightly refuses; a
+    saturated value keeps its sign and stays the largest in its vector.
+    """
+    return np.clip(np.asarray(values, dtype=np.float32), -_FP16_MAX, _FP16_MAX).astype("<f2")
+
+
 def encode(values: np.ndarray, encoding: int) -> pb.Tensor:
     """Packs a float array into a wire Tensor (raw little-endian bytes).
 
@@ -59,7 +73,7 @@ def encode(values: np.ndarray, encoding: int) -> pb.Tensor:
     values = np.asarray(values, dtype=np.float32)
     shape = list(values.shape)
     if encoding == pb.ENCODING_FP16:
-        return pb.Tensor(dtype=pb.DTYPE_FLOAT16, shape=shape, data=values.astype("<f2").tobytes())
+        return pb.Tensor(dtype=pb.DTYPE_FLOAT16, shape=shape, data=to_float16(values).tobytes())
     if encoding == pb.ENCODING_FP32:
         return pb.Tensor(dtype=pb.DTYPE_FLOAT32, shape=shape, data=values.astype("<f4").tobytes())
     if encoding == pb.ENCODING_INT8:

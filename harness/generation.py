@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from central.features import to_float16
 from central.model import LoadedModel
 from central.prompting import render_prompt
 from central.sampler import SampledCandidate, SamplingConfig, sample
@@ -119,7 +120,7 @@ def extract_features(
         for row, response in enumerate(responses):
             if response:
                 result[row] = torch.stack([hidden[i][row, len(response) - 1] for i in layers])
-    return instruction.numpy().astype(np.float16), result.numpy().astype(np.float16)
+    return to_float16(instruction.numpy()), to_float16(result.numpy())
 
 
 def _sampled(

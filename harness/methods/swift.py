@@ -80,6 +80,7 @@ class _Extractor:
 
     def features(self, pool: Pool, task: Task) -> tuple[TokenPool, TokenPool]:
         """(hidden-state, logits-only) per-token features of every candidate in `pool`."""
+        from central.features import to_float16
         from central.prompting import response_ids
         from central.token_features import (
             TokenRequest,
@@ -106,8 +107,8 @@ class _Extractor:
                     loaded, prompt, responses, requests, batch_size=self.config.batch_size
                 )
             ]
-            hidden.append([h.astype(np.float16) for h, _ in rows])
-            logits.append([lg.astype(np.float16) for _, lg in rows])
+            hidden.append([to_float16(h) for h, _ in rows])
+            logits.append([to_float16(lg) for _, lg in rows])
         return hidden, logits
 
 

@@ -22,6 +22,14 @@ def test_fp16_is_two_bytes_per_value_and_round_trips(vector: np.ndarray) -> None
     np.testing.assert_allclose(decode(tensor), vector, rtol=1e-3, atol=1e-3)
 
 
+def test_fp16_saturates_massive_activations_instead_of_overflowing_to_inf() -> None:
+    # Gemma-3-270M has channels near 1e5 on some tokens: beyond fp16's 65504.
+    values = np.array([1.5e5, -2.0e5, 3.0, 65504.0], dtype=np.float32)
+    out = decode(encode(values, pb.ENCODING_FP16))
+    assert np.isfinite(out).all()
+    np.testing.assert_array_equal(out, [65504.0, -65504.0, 3.0, 65504.0])
+
+
 def test_fp32_is_exact(vector: np.ndarray) -> None:
     tensor = encode(vector, pb.ENCODING_FP32)
     assert len(tensor.data) == 4 * 576
