@@ -19,7 +19,8 @@ import tempfile
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -223,15 +224,22 @@ def export_onnx(
     All give dynamic B and K.
     Extra ``metadata`` (e.g. user and version) is added to ``metadata_props``.
     """
+    with exporting(f"{exporter} export of {model.kind} ranker"):
+        proto = _export_proto(model, exporter)
+    return finish_export(proto, model, metadata, path)
+
+
+@contextmanager
+def exporting(what: str) -> Iterator[None]:
+    """Tracer warnings silenced, no autograd; any failure becomes an `ExportError` naming `what`."""
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            proto = _export_proto(model, exporter)
+            yield
     except ExportError:
         raise
     except Exception as exc:
-        raise ExportError(f"{exporter} export of {model.kind} ranker failed: {exc}") from exc
-    return finish_export(proto, model, metadata, path)
+        raise ExportError(f"{what} failed: {exc}") from exc
 
 
 def finish_export(

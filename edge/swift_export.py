@@ -11,7 +11,6 @@ layers, top-k) so the runtime knows what to ask central for.
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import torch
 
 from edge._errors import ExportError
 from edge._onnx_meta import INPUT_MASK, INPUT_TOKENS
-from edge.export import Exporter, ParityReport, finish_export, trace_onnx
+from edge.export import Exporter, ParityReport, exporting, finish_export, trace_onnx
 from edge.rankers.swift import SwiftRanker
 
 __all__ = ["check_swift_parity", "export_swift_onnx"]
@@ -57,14 +56,8 @@ def export_swift_onnx(
     and a few elementwise ops, and it exports in well under a second.
     """
     frozen = copy.deepcopy(model).eval()
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            proto = trace_onnx(frozen, _example(frozen), _SWIFT_AXES, exporter)
-    except ExportError:
-        raise
-    except Exception as exc:
-        raise ExportError(f"{exporter} export of the SWIFT head failed: {exc}") from exc
+    with exporting(f"{exporter} export of the SWIFT head"):
+        proto = trace_onnx(frozen, _example(frozen), _SWIFT_AXES, exporter)
     return finish_export(proto, model, metadata, path)
 
 
