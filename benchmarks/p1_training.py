@@ -2,10 +2,10 @@
 
 The paper's MBPP volume: 374 problems x 100 sampled candidates, one epoch
 (the paper reports 67 s on its CPU). Features are synthetic but shaped like
-the real thing: `edge.synthetic.planted_dataset` (anisotropic Gaussian
+the real thing: `edge.training.synthetic.planted_dataset` (anisotropic Gaussian
 hidden states with a planted good direction), stored float16 as they arrive
 from central and widened per batch by the trainer. ListRanker and
-PointRanker train with `edge.train` defaults (one epoch, AdamW, 128
+PointRanker train with `edge.training.loop` defaults (one epoch, AdamW, 128
 candidates per step, i.e. one 100-candidate group per step, one thread).
 
 Baseline in the same process: the quality harness's text reward model
@@ -36,8 +36,8 @@ TARGET_S, TARGET_RATIO = 10.0, 100.0
 
 def ranker_epoch(kind: str, data: Any) -> dict[str, float]:
     """Seconds for one epoch of a fresh ranker, and its held-out top-1 accuracy."""
-    from edge.rankers import build_ranker, make_config
-    from edge.train import TrainConfig, top1_accuracy, train
+    from edge.training.loop import TrainConfig, top1_accuracy, train
+    from edge.training.rankers import build_ranker, make_config
 
     model = build_ranker(make_config(kind, DIM), seed=0)
     started, cpu = time.perf_counter(), time.process_time()
@@ -63,7 +63,7 @@ def rm_fraction(pool: Any, pairs: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    from edge.synthetic import planted_dataset
+    from edge.training.synthetic import planted_dataset
 
     parser = base_parser(__doc__)
     parser.add_argument("--rm-pairs", type=int, default=96, help="RM pairs timed per repetition")

@@ -4,7 +4,7 @@ What an app calls: `RankingSession.rank(instruction, candidates)` (feature
 validation, one onnxruntime run on one intra-op thread, argsort) on a
 ListRanker and a PointRanker exported by the learner's default exporter
 (`torchscript`), at 4096-d (the paper's 8B models) and 576-d (SmolLM2-135M).
-Features are synthetic (`edge.synthetic.planted_dataset`, float32 as the
+Features are synthetic (`edge.training.synthetic.planted_dataset`, float32 as the
 client decodes them); latency does not depend on their values.
 
 Baseline in the same process: the quality harness's text reward model
@@ -35,9 +35,9 @@ TARGET_P50_MS, TARGET_RATIO = 0.5, 1000.0
 
 
 def sessions(dim: int) -> dict[str, Any]:
-    from edge.export import export_onnx
-    from edge.rankers import build_ranker, make_config
-    from edge.runtime import RankingSession
+    from edge.runtime.scoring import RankingSession
+    from edge.training.export import export_onnx
+    from edge.training.rankers import build_ranker, make_config
 
     return {
         f"{kind}@{dim}": RankingSession.load(
@@ -79,7 +79,7 @@ def fit_rm(pool: Any) -> Any:
 
 
 def main() -> None:
-    from edge.synthetic import planted_dataset
+    from edge.training.synthetic import planted_dataset
 
     args = base_parser(__doc__).parse_args()
     set_threads(args.threads)

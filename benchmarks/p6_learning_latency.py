@@ -49,14 +49,14 @@ class Feed:
 
     @classmethod
     def planted(cls, groups: int, dim: int, seed: int) -> Feed:
-        from edge.synthetic import planted_dataset
+        from edge.training.synthetic import planted_dataset
 
         block = planted_dataset(groups, K, dim, seed=seed, dtype=np.float16).blocks[0]
         return cls(block.instructions, block.candidates, block.labels)
 
     def generation(self) -> tuple[Any, int]:
         """The next group as an edge Generation, and its good candidate's index."""
-        from edge._types import Candidate, Generation
+        from edge.runtime.types import Candidate, Generation
 
         g = self.next
         self.next += 1
@@ -69,7 +69,7 @@ class Feed:
 
 
 def personal(home: Path, config: Any) -> Any:
-    from edge.personal import PersonalRanker
+    from edge.app.personal import PersonalRanker
 
     return PersonalRanker(None, home, user="alice", name="chat", learner=config)  # type: ignore[arg-type]
 
@@ -123,10 +123,10 @@ def interleaved_steps(steps: dict[str, Step], reps: int) -> dict[str, list[float
 @contextlib.contextmanager
 def stage_timer(totals: dict[str, list[float]]) -> Iterator[None]:
     """Time the Learner's stages by wrapping the functions it calls (restored on exit)."""
-    import edge.learner as learner_mod
-    from edge.personal import PersonalRanker
-    from edge.registry import Registry
-    from edge.store import FeedbackStore
+    import edge.training.learner as learner_mod
+    from edge.app.personal import PersonalRanker
+    from edge.app.registry import Registry
+    from edge.app.store import FeedbackStore
 
     targets: list[tuple[Any, str, str]] = [
         (FeedbackStore, "thumbs", "feedback event (SQLite commit)"),
@@ -162,7 +162,7 @@ def _timing(fn: Callable[..., Any], label: str, totals: dict[str, list[float]]) 
 
 
 def held_out_accuracy(me: Any, dim: int) -> float:
-    from edge.synthetic import planted_dataset
+    from edge.training.synthetic import planted_dataset
 
     test = planted_dataset(200, K, dim, seed=555).blocks[0]
     assert me._ranker is not None
@@ -172,7 +172,7 @@ def held_out_accuracy(me: Any, dim: int) -> float:
 
 def quality(dim: int, sets: int, root: Path) -> dict[str, float]:
     """Held-out accuracy after `sets` shown sets with thumbs up + down, learning per event."""
-    from edge.learner import LearnerConfig
+    from edge.training.learner import LearnerConfig
 
     out: dict[str, float] = {}
     for name, config in (("default", LearnerConfig()), ("per_event", LearnerConfig.per_event())):
@@ -191,9 +191,9 @@ def quality(dim: int, sets: int, root: Path) -> dict[str, float]:
 
 
 def bench_dim(dim: int, reps: int, history: int, quality_sets: int, root: Path) -> dict[str, Any]:
-    import edge.export as export_mod
-    import edge.learner as learner_mod
-    from edge.learner import LearnerConfig
+    import edge.training.export as export_mod
+    import edge.training.learner as learner_mod
+    from edge.training.learner import LearnerConfig
 
     configs = {"default": LearnerConfig(), "per_event": LearnerConfig.per_event()}
     steps, users = {}, {}

@@ -6,7 +6,7 @@ Real candidates: the quality harness's candidate cache
 task) and its main layer (0.6 of depth). The cache stores features as
 float16 already, so "fp16" below is bit-identical to what the harness
 trains on; "int8" sends those values through the exact wire path:
-`central.features.encode(x, ENCODING_INT8)` then `edge._wire.decode_tensor`
+`central.features.encode(x, ENCODING_INT8)` then `edge.runtime.wire.decode_tensor`
 (one fp32 scale per vector, max|x| / 127).
 
 For every cached (model, task) pool and seed, the harness's ListRanker and
@@ -37,7 +37,7 @@ MIN_PROBLEMS = 8  # pools with fewer cached train or test problems are skipped
 def through_wire(values: np.ndarray, encoding: str) -> np.ndarray:
     """``values`` encoded as central sends them and decoded as the edge client does."""
     from central.features import encode
-    from edge._wire import ENCODINGS, decode_tensor
+    from edge.runtime.wire import ENCODINGS, decode_tensor
 
     return decode_tensor(encode(values, ENCODINGS[encoding]))
 

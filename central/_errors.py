@@ -6,6 +6,8 @@ The service maps each to a gRPC status: `RequestError` to INVALID_ARGUMENT,
 
 from __future__ import annotations
 
+__all__ = ["CentralError", "ModelLoadError", "RequestError", "UnsupportedError"]
+
 
 class CentralError(Exception):
     """Base class of every error the central package raises on purpose."""

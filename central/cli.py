@@ -13,6 +13,8 @@ from ._errors import ModelLoadError
 from .server import TOKEN_ENV, ServerConfig, serve_forever
 from .service import ServiceLimits
 
+__all__ = ["main"]
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ranker-central", description=__doc__)

@@ -33,6 +33,8 @@ import torch
 from torch import nn
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
+__all__ = ["GrowingLayer", "LayerCapture", "new_cache", "onednn_linears"]
+
 # ------------------------------------------------------------------ linears
 
 _ONEDNN_OK: bool | None = None  # probed once: is the oneDNN linear op usable here?

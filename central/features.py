@@ -15,6 +15,8 @@ from language_ranker.v1 import ranker_pb2 as pb
 
 from ._errors import RequestError
 
+__all__ = ["encode", "resolve_encoding", "resolve_layer", "to_float16"]
+
 DEFAULT_LAYER_FRACTION = 0.6
 
 # Encodings this server can produce, in the order Info reports them.

@@ -21,6 +21,8 @@ from typing import Any
 
 from ._errors import ModelLoadError
 
+__all__ = ["LoadedModel", "default_cache_dir", "load_model", "resolve_model_path"]
+
 # Never reach for a model hub: every model comes from local files.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")

@@ -7,6 +7,8 @@ from language_ranker.v1 import ranker_pb2 as pb
 from ._errors import RequestError
 from .model import LoadedModel
 
+__all__ = ["render_prompt", "response_ids"]
+
 _ROLES = frozenset({"system", "user", "assistant"})
 
 

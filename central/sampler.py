@@ -36,6 +36,8 @@ import torch
 from .decoding import LayerCapture, new_cache, onednn_linears
 from .model import LoadedModel
 
+__all__ = ["Cancelled", "SampledCandidate", "SamplingConfig", "sample"]
+
 
 @dataclass(frozen=True)
 class SamplingConfig:

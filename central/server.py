@@ -28,6 +28,14 @@ from language_ranker.v1 import ranker_pb2_grpc as pb_grpc
 from .model import LoadedModel, load_model
 from .service import CentralServicer, ServiceLimits
 
+__all__ = [
+    "BearerTokenInterceptor",
+    "RunningServer",
+    "ServerConfig",
+    "serve_forever",
+    "start_server",
+]
+
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CentralService"].full_name

@@ -36,6 +36,8 @@ from .token_features import (
     token_chunks,
 )
 
+__all__ = ["CentralServicer", "ServiceLimits"]
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_NEW_TOKENS = 128

@@ -33,6 +33,15 @@ from ._errors import RequestError
 from .features import encode, resolve_encoding
 from .model import LoadedModel
 
+__all__ = [
+    "TokenRequest",
+    "compute_token_features",
+    "compute_token_features_many",
+    "default_token_layers",
+    "resolve_token_spec",
+    "token_chunks",
+]
+
 DEFAULT_TOKEN_LAYERS = 4  # a request without layers gets the last four hidden states
 DEFAULT_CHUNK_BYTES = 256 * 1024  # target payload of one TokenFeatures message
 MAX_TOP_LOGPROBS = 64  # largest top-k accepted in logits-only mode

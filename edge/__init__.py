@@ -1,88 +1,185 @@
 """Language Ranker edge SDK: rank, store feedback, and learn per-user rankers on device.
 
-Importing ``edge`` never imports torch: ranking with an exported ONNX ranker
-(``Ranker``, ``RankingSession``, ``Registry.open``) and recording feedback
-(``FeedbackStore``) need only numpy and onnxruntime. The training side
-(``ListRanker``, ``PointRanker``, ``train``, ``export_onnx``, ``Learner``, ...) is
-loaded on first attribute access, so apps that ship inference only can leave
-torch out. The central client is loaded lazily as well (it needs grpc).
+The package is laid out along the torch boundary:
+
+    edge/
+      runtime/   no torch: CentralClient (sync and asyncio), wire decoding,
+                 onnxruntime scoring (Ranker, RankingSession)
+      app/       no torch: FeedbackStore (SQLite), Registry (versions),
+                 PersonalRanker, datasets and checkpoints as numpy
+      training/  torch: ListRanker / PointRanker, losses, train, ONNX export, Learner
+      swift/     SWIFT, the token-level head: torch to train and export,
+                 torch-free scoring
+      eval/      no torch: statistics and score fusion
+      _errors.py the one exception hierarchy every room raises
+
+Every public name is importable from here and is loaded on first use, so
+``import edge`` loads neither onnxruntime, grpc nor torch until the code that
+needs them runs; an app that only ranks never needs the ``train`` extra.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from edge._errors import (
-    CentralError,
-    ConnectionLostError,
-    CorruptModelError,
-    CorruptStoreError,
-    DeadlineExceededError,
-    ExportError,
-    FeatureError,
-    InvalidRequestError,
-    RankerError,
-    RegistryError,
-    ServerError,
-    StoreError,
-    TrainingError,
-    UnknownCandidateSetError,
-    UnknownUserError,
-)
-from edge._types import Candidate, Generation
-from edge.checkpoint import Checkpoint
-from edge.data import Group, GroupDataset, Pair
-from edge.personal import PersonalRanker, Shown
-from edge.registry import Registry, VersionInfo
-from edge.runtime import Ranker, Ranking, RankingSession
-from edge.store import FeedbackEvent, FeedbackStore, ShownSet, events_to_dataset
+from edge._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from edge.async_client import AsyncCentralClient
-    from edge.client import CentralClient
-    from edge.export import ParityReport, check_parity, export_onnx
-    from edge.learner import Learner, LearnerConfig, LearnReport
-    from edge.rankers import (
+    from edge._errors import (
+        CentralError,
+        ConnectionLostError,
+        CorruptModelError,
+        CorruptStoreError,
+        DeadlineExceededError,
+        ExportError,
+        FeatureError,
+        InvalidRequestError,
+        RankerError,
+        RegistryError,
+        ServerError,
+        StoreError,
+        TrainingError,
+        UnknownCandidateSetError,
+        UnknownUserError,
+    )
+    from edge.app import (
+        Checkpoint,
+        FeedbackEvent,
+        FeedbackStore,
+        Group,
+        GroupDataset,
+        Pair,
+        PersonalRanker,
+        Registry,
+        Shown,
+        ShownSet,
+        VersionInfo,
+        events_to_dataset,
+    )
+    from edge.runtime import (
+        AsyncCentralClient,
+        Candidate,
+        CandidateTokens,
+        CentralClient,
+        Generation,
+        Instruction,
+        ModelInfo,
+        Prompt,
+        Ranker,
+        Ranking,
+        RankingSession,
+        TokenFeatureRequest,
+    )
+    from edge.swift import (
+        SwiftTrainConfig,
+        SwiftTrainResult,
+        TokenDataset,
+        TokenGroup,
+        TokenRankingSession,
+        check_swift_parity,
+        export_swift_onnx,
+        train_swift,
+    )
+    from edge.training import (
+        Learner,
+        LearnerConfig,
+        LearnReport,
         ListRanker,
         ListRankerConfig,
+        ParityReport,
         PointRanker,
         PointRankerConfig,
+        SwiftConfig,
+        SwiftRanker,
+        TrainConfig,
+        TrainResult,
         build_ranker,
+        check_parity,
         count_parameters,
+        evaluate_loss,
+        export_onnx,
         from_checkpoint,
         make_config,
+        top1_accuracy,
+        train,
     )
-    from edge.train import TrainConfig, TrainResult, evaluate_loss, top1_accuracy, train
 
-# name -> submodule holding it; imported on first access (these need torch or grpc).
-_LAZY: dict[str, str] = {
-    "CentralClient": "edge.client",
-    "AsyncCentralClient": "edge.async_client",
-    "ListRanker": "edge.rankers",
-    "ListRankerConfig": "edge.rankers",
-    "PointRanker": "edge.rankers",
-    "PointRankerConfig": "edge.rankers",
-    "build_ranker": "edge.rankers",
-    "count_parameters": "edge.rankers",
-    "from_checkpoint": "edge.rankers",
-    "make_config": "edge.rankers",
-    "TrainConfig": "edge.train",
-    "TrainResult": "edge.train",
-    "evaluate_loss": "edge.train",
-    "top1_accuracy": "edge.train",
-    "train": "edge.train",
-    "ParityReport": "edge.export",
-    "check_parity": "edge.export",
-    "export_onnx": "edge.export",
-    "LearnReport": "edge.learner",
-    "Learner": "edge.learner",
-    "LearnerConfig": "edge.learner",
+# public name -> the room (package) that exports it; imported on first use
+_EXPORTS: dict[str, str] = {
+    "AsyncCentralClient": "edge.runtime",
+    "Candidate": "edge.runtime",
+    "CandidateTokens": "edge.runtime",
+    "CentralClient": "edge.runtime",
+    "CentralError": "edge._errors",
+    "Checkpoint": "edge.app",
+    "ConnectionLostError": "edge._errors",
+    "CorruptModelError": "edge._errors",
+    "CorruptStoreError": "edge._errors",
+    "DeadlineExceededError": "edge._errors",
+    "ExportError": "edge._errors",
+    "FeatureError": "edge._errors",
+    "FeedbackEvent": "edge.app",
+    "FeedbackStore": "edge.app",
+    "Generation": "edge.runtime",
+    "Group": "edge.app",
+    "GroupDataset": "edge.app",
+    "Instruction": "edge.runtime",
+    "InvalidRequestError": "edge._errors",
+    "LearnReport": "edge.training",
+    "Learner": "edge.training",
+    "LearnerConfig": "edge.training",
+    "ListRanker": "edge.training",
+    "ListRankerConfig": "edge.training",
+    "ModelInfo": "edge.runtime",
+    "Pair": "edge.app",
+    "ParityReport": "edge.training",
+    "PersonalRanker": "edge.app",
+    "PointRanker": "edge.training",
+    "PointRankerConfig": "edge.training",
+    "Prompt": "edge.runtime",
+    "Ranker": "edge.runtime",
+    "RankerError": "edge._errors",
+    "Ranking": "edge.runtime",
+    "RankingSession": "edge.runtime",
+    "Registry": "edge.app",
+    "RegistryError": "edge._errors",
+    "ServerError": "edge._errors",
+    "Shown": "edge.app",
+    "ShownSet": "edge.app",
+    "StoreError": "edge._errors",
+    "SwiftConfig": "edge.training",
+    "SwiftRanker": "edge.training",
+    "SwiftTrainConfig": "edge.swift",
+    "SwiftTrainResult": "edge.swift",
+    "TokenDataset": "edge.swift",
+    "TokenFeatureRequest": "edge.runtime",
+    "TokenGroup": "edge.swift",
+    "TokenRankingSession": "edge.swift",
+    "TrainConfig": "edge.training",
+    "TrainResult": "edge.training",
+    "TrainingError": "edge._errors",
+    "UnknownCandidateSetError": "edge._errors",
+    "UnknownUserError": "edge._errors",
+    "VersionInfo": "edge.app",
+    "build_ranker": "edge.training",
+    "check_parity": "edge.training",
+    "check_swift_parity": "edge.swift",
+    "count_parameters": "edge.training",
+    "evaluate_loss": "edge.training",
+    "events_to_dataset": "edge.app",
+    "export_onnx": "edge.training",
+    "export_swift_onnx": "edge.swift",
+    "from_checkpoint": "edge.training",
+    "make_config": "edge.training",
+    "top1_accuracy": "edge.training",
+    "train": "edge.training",
+    "train_swift": "edge.swift",
 }
 
 __all__ = [
     "AsyncCentralClient",
     "Candidate",
+    "CandidateTokens",
     "CentralClient",
     "CentralError",
     "Checkpoint",
@@ -97,17 +194,20 @@ __all__ = [
     "Generation",
     "Group",
     "GroupDataset",
+    "Instruction",
     "InvalidRequestError",
     "LearnReport",
     "Learner",
     "LearnerConfig",
     "ListRanker",
     "ListRankerConfig",
+    "ModelInfo",
     "Pair",
     "ParityReport",
     "PersonalRanker",
     "PointRanker",
     "PointRankerConfig",
+    "Prompt",
     "Ranker",
     "RankerError",
     "Ranking",
@@ -118,6 +218,14 @@ __all__ = [
     "Shown",
     "ShownSet",
     "StoreError",
+    "SwiftConfig",
+    "SwiftRanker",
+    "SwiftTrainConfig",
+    "SwiftTrainResult",
+    "TokenDataset",
+    "TokenFeatureRequest",
+    "TokenGroup",
+    "TokenRankingSession",
     "TrainConfig",
     "TrainResult",
     "TrainingError",
@@ -126,26 +234,17 @@ __all__ = [
     "VersionInfo",
     "build_ranker",
     "check_parity",
+    "check_swift_parity",
     "count_parameters",
     "evaluate_loss",
     "events_to_dataset",
     "export_onnx",
+    "export_swift_onnx",
     "from_checkpoint",
     "make_config",
     "top1_accuracy",
     "train",
+    "train_swift",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    """Import torch/grpc-dependent names on first use (PEP 562)."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'edge' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from edge._errors import RankerError
 
+__all__ = ["main"]
+
 _DEFAULT_HOME = Path("~/.language-ranker").expanduser()
 
 
@@ -74,8 +76,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from edge.client import CentralClient
-    from edge.personal import PersonalRanker
+    from edge.app.personal import PersonalRanker
+    from edge.runtime.client import CentralClient
 
     with CentralClient(args.central) as central:
         user = PersonalRanker(central, args.home, args.user, args.name)
@@ -89,7 +91,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _versions(args: argparse.Namespace) -> int:
-    from edge.registry import Registry
+    from edge.app.registry import Registry
 
     registry = Registry(args.home / "rankers")
     current = registry.current(args.user, args.name).version
@@ -100,9 +102,9 @@ def _versions(args: argparse.Namespace) -> int:
 
 
 def _learn(args: argparse.Namespace) -> int:
-    from edge.learner import Learner
-    from edge.registry import Registry
-    from edge.store import FeedbackStore
+    from edge.app.registry import Registry
+    from edge.app.store import FeedbackStore
+    from edge.training.learner import Learner
 
     with FeedbackStore(args.home / "feedback.sqlite3") as store:
         report = Learner(store, Registry(args.home / "rankers")).learn(args.user, args.name)
@@ -117,7 +119,7 @@ def _learn(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from edge.registry import Registry
+    from edge.app.registry import Registry
 
     info = Registry(args.home / "rankers").rollback(args.user, args.name)
     print(f"current version is now v{info.version}")

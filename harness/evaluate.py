@@ -126,12 +126,12 @@ def _diagnostics(
 
 
 def _fusions(trained: list[Selector]) -> list[Selector]:
-    """SWIFT fused with the text RM (`edge.fusion`), when both were fitted.
+    """SWIFT fused with the text RM (`edge.eval.fusion`), when both were fitted.
 
     Ranks are taken over the whole pool; on a Best-of-K subset the fused
     order is the whole-pool order restricted to the subset.
     """
-    from edge.fusion import minmax_fusion, rank_fusion
+    from edge.eval.fusion import minmax_fusion, rank_fusion
 
     by_name = {m.name: m for m in trained if isinstance(m, PointwiseSelector)}
     swift, rm = by_name.get("SWIFT"), by_name.get("text RM (MiniLM)")

@@ -1,4 +1,4 @@
-"""Intervals (shared with the SDK in `edge.stats`), verdicts and Best-of-K subsampling.
+"""Intervals (shared with the SDK in `edge.eval.stats`), verdicts and Best-of-K subsampling.
 
 With 30-40 test problems per task a point estimate alone says little, so
 every accuracy in the report carries a 95% interval, and every "ranker beats
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.stats import Z95, bootstrap_ci, paired_difference, wilson
+from edge.eval.stats import Z95, bootstrap_ci, paired_difference, wilson
 
 __all__ = ["Z95", "bootstrap_ci", "k_grid", "paired_difference", "subsets", "verdict", "wilson"]
 

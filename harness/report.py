@@ -30,7 +30,7 @@ METHODS = (
     "**ListRanker** / **PointRanker** (the paper's heads over the last-token hidden state at "
     "0.6 of depth, exported to ONNX); **SWIFT** (per-token hidden states of the last 4 layers, "
     "gated mean) and **SWIFT (logits)** (per-token [log p, entropy, top-8 log-probs]); "
-    "**SWIFT+RM** (SWIFT fused with the text RM by rank or min-max, `edge.fusion`); "
+    "**SWIFT+RM** (SWIFT fused with the text RM by rank or min-max, `edge.eval.fusion`); "
     "**oracle** (any correct candidate)."
 )
 RANKERS = ("ListRanker", "PointRanker")  # the last-token rankers (layer sweep, diagnostics)

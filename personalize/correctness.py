@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge._types import Candidate, Generation
-from edge.personal import PersonalRanker
-from edge.runtime import Ranking
+from edge.app.personal import PersonalRanker
+from edge.runtime.scoring import Ranking
+from edge.runtime.types import Candidate, Generation
 
 __all__ = [
     "CorrectnessSet",

@@ -1,7 +1,7 @@
 """On-device costs, measured on this CPU: learning time, size on disk, runtime memory.
 
 Memory is measured in a fresh subprocess that imports only what an app ships
-(numpy, onnxruntime, ``edge.runtime``: no torch), so the number is the
+(numpy, onnxruntime, ``edge.runtime.scoring``: no torch), so the number is the
 resident-set growth from loading the rankers, not this process's history.
 """
 
@@ -17,8 +17,8 @@ from typing import Any, cast
 
 import numpy as np
 
-from edge.checkpoint import Checkpoint
-from edge.rankers import count_parameters, from_checkpoint
+from edge.app.checkpoint import Checkpoint
+from edge.training.rankers import count_parameters, from_checkpoint
 from personalize.pool import Pool
 from personalize.simulate import Device, SimConfig, generation, learner_config, run_user
 from personalize.users import SimUser
@@ -28,7 +28,7 @@ __all__ = ["measure_costs", "runtime_memory"]
 _MEMORY_SCRIPT = """
 import json, sys, time
 import numpy as np
-import edge.runtime as rt
+import edge.runtime.scoring as rt
 
 def rss_kib():
     for line in open("/proc/self/status"):

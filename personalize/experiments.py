@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.train import TrainConfig
+from edge.training.loop import TrainConfig
 from personalize import metrics
 from personalize.correctness import (
     CorrectnessSet,
@@ -181,9 +181,9 @@ class Study:
         """
         if not self._time_left("ceiling"):
             return
-        from edge.data import GroupDataset
-        from edge.rankers import build_ranker, make_config
-        from edge.train import train
+        from edge.app.dataset import GroupDataset
+        from edge.training.loop import train
+        from edge.training.rankers import build_ranker, make_config
 
         out: dict[str, Any] = {}
         for user in self.users:

@@ -12,14 +12,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.checkpoint import Checkpoint
-from edge.export import export_onnx
-from edge.personal import STORE_FILE
-from edge.rankers import build_ranker, make_config
-from edge.registry import Registry
-from edge.runtime import Ranker
-from edge.store import FeedbackEvent, FeedbackStore, events_to_dataset
-from edge.train import train
+from edge.app.checkpoint import Checkpoint
+from edge.app.personal import STORE_FILE
+from edge.app.registry import Registry
+from edge.app.store import FeedbackEvent, FeedbackStore, events_to_dataset
+from edge.runtime.scoring import Ranker
+from edge.training.export import export_onnx
+from edge.training.loop import train
+from edge.training.rankers import build_ranker, make_config
 from personalize.simulate import SimConfig, learner_config
 
 __all__ = ["GlobalRanker", "collect_events", "train_global"]

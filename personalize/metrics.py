@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.stats import bootstrap_ci
+from edge.eval.stats import bootstrap_ci
 
 __all__ = [
     "Estimate",

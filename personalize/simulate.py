@@ -20,12 +20,12 @@ from typing import Any, cast
 
 import numpy as np
 
-from edge._types import Candidate, Generation
-from edge.checkpoint import Checkpoint
-from edge.learner import LearnerConfig
-from edge.personal import PersonalRanker
-from edge.runtime import Ranker, Ranking
-from edge.train import TrainConfig
+from edge.app.checkpoint import Checkpoint
+from edge.app.personal import PersonalRanker
+from edge.runtime.scoring import Ranker, Ranking
+from edge.runtime.types import Candidate, Generation
+from edge.training.learner import LearnerConfig
+from edge.training.loop import TrainConfig
 from personalize.pool import Pool
 from personalize.users import Reaction, SimUser
 

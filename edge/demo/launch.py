@@ -13,6 +13,8 @@ from contextlib import contextmanager
 
 from edge._errors import ConnectionLostError
 
+__all__ = ["local_central"]
+
 _READY_PREFIX = "ranker-central: serving"
 
 

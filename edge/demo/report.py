@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from edge.demo.run import DemoResult
 
+__all__ = ["format_table"]
+
 
 def format_table(result: DemoResult) -> str:
     lines = [

@@ -24,12 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from edge._types import Generation
-from edge.client import CentralClient
+from edge.app.personal import PersonalRanker
 from edge.demo.launch import local_central
 from edge.demo.tasks import Problem, split_problems
-from edge.personal import PersonalRanker
-from edge.stats import paired_difference, wilson
+from edge.eval.stats import paired_difference, wilson
+from edge.runtime.client import CentralClient
+from edge.runtime.types import Generation
+
+__all__ = ["Accuracy", "DemoConfig", "DemoResult", "paired_gain", "run_demo"]
 
 USER = "demo-user"
 RANKER_NAME = "larger-number"
@@ -206,7 +208,7 @@ def _baselines(
 
 
 def _learner_config(config: DemoConfig) -> Any:
-    from edge.learner import LearnerConfig
+    from edge.training.learner import LearnerConfig
 
     learner = LearnerConfig(kind=config.kind)  # type: ignore[arg-type]
     learner.train.seed = config.seed

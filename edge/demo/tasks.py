@@ -12,6 +12,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+__all__ = ["Problem", "first_number", "larger_number", "make_problems", "split_problems"]
+
 _NUMBER = re.compile(r"-?\d+")
 
 

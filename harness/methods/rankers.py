@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from edge.data import GroupDataset
-from edge.rankers import build_ranker, count_parameters, make_config
-from edge.train import TrainConfig, train
+from edge.app.dataset import GroupDataset
+from edge.training.loop import TrainConfig, train
+from edge.training.rankers import build_ranker, count_parameters, make_config
 from harness.methods.base import MethodCost, argmax_in_subset
 from harness.methods.data import Pool
 

@@ -10,7 +10,7 @@ other method. Two variants come out of one forward pass per batch:
 - `SWIFT`: hidden states of the last 4 layers (the service default);
 - `SWIFT (logits)`: logits-only mode, [log p, entropy, top-8 log-probs].
 
-Fusion with the text reward model (`edge.fusion`) is done by the caller,
+Fusion with the text reward model (`edge.eval.fusion`) is done by the caller,
 which already has the reward model's scores.
 """
 
@@ -144,9 +144,9 @@ class SwiftMethods:
     ) -> tuple[PointwiseSelector, MethodCost]:
         """Train on `train_tokens`, export to ONNX, score `test_tokens` with onnxruntime."""
         from central.token_features import default_token_layers
-        from edge.swift_export import export_swift_onnx
-        from edge.swift_runtime import TokenRankingSession
-        from edge.swift_train import SwiftTrainConfig, TokenDataset, build_swift, train_swift
+        from edge.swift.export import export_swift_onnx
+        from edge.swift.scoring import TokenRankingSession
+        from edge.swift.train import SwiftTrainConfig, TokenDataset, build_swift, train_swift
 
         config = self.config
         order = np.random.default_rng(seed).permutation(train.size)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from edge.export import export_onnx
-from edge.rankers import RankerModule, build_ranker, make_config
+from edge.training.export import export_onnx
+from edge.training.rankers import RankerModule, build_ranker, make_config
 
 D = 32  # feature size used by most tests
 

@@ -5,7 +5,7 @@ import pytest
 
 import edge
 from edge import _errors
-from edge.data import Group, GroupDataset
+from edge.app.dataset import Group, GroupDataset
 
 
 def test_every_public_name_resolves() -> None:

@@ -9,9 +9,9 @@ from typing import Any, cast
 import numpy as np
 import pytest
 
-import edge.learner
-from edge.personal import PersonalRanker
-from edge.store import FeedbackStore
+import edge.training.learner
+from edge.app.personal import PersonalRanker
+from edge.app.store import FeedbackStore
 from personalize.experiments import Study, StudyConfig
 from personalize.pool import Pool
 from personalize.simulate import SimConfig, generation, learner_config
@@ -34,14 +34,14 @@ def test_learner_reads_only_its_users_rows_in_a_shared_store(
     pool: Pool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[str] = []
-    real = edge.learner.events_to_dataset
+    real = edge.training.learner.events_to_dataset
 
     def spy(events: Any, **kw: Any) -> Any:
         events = list(events)
         seen.extend(e.user for e in events)
         return real(events, **kw)
 
-    monkeypatch.setattr(edge.learner, "events_to_dataset", spy)
+    monkeypatch.setattr(edge.training.learner, "events_to_dataset", spy)
     alice, bob = _device(tmp_path, "alice"), _device(tmp_path, "bob")  # one store, one registry
     # Bob's features have another size: if any of his rows reached Alice's training
     # data, building her dataset would fail on mixed feature sizes.

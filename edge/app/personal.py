@@ -1,0 +1,169 @@
+"""The few-call API an app uses: generate, rank, show, record feedback, learn.
+
+One `PersonalRanker` is one user's ranker of one name ("chat", "math", ...)
+over one central model. Feedback goes to a SQLite store and rankers to a
+versioned registry, both under `home`; several users and several ranker names
+can share the same home.
+
+    central = CentralClient("127.0.0.1:50051")
+    me = PersonalRanker(central, home="~/.ranker", user="alice", name="math")
+    shown = me.generate("Which number is larger, 47 or 74?", k=8)
+    print(shown.best.text)                  # the ranker's pick (first sample until trained)
+    me.thumbs(shown, shown.best.index, up=False)
+    me.learn()                              # train, export to ONNX, hot-swap
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edge.app.registry import Registry
+from edge.app.store import FeedbackStore
+from edge.runtime.scoring import Ranker, Ranking
+from edge.runtime.types import Candidate, Generation
+
+if TYPE_CHECKING:
+    from edge.app.checkpoint import Checkpoint
+    from edge.runtime.client import CentralClient, Prompt
+    from edge.training.learner import LearnerConfig, LearnReport
+
+__all__ = ["PersonalRanker", "Shown"]
+
+STORE_FILE = "feedback.sqlite3"
+REGISTRY_DIR = "rankers"
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A generation as shown to the user, ranked best first."""
+
+    set_id: str  # names this candidate set in the feedback store
+    generation: Generation  # the K candidates and their features
+    order: tuple[int, ...]  # candidate indices, best first
+    ranker_version: int | None  # which ranker version ranked them; None: no ranker yet
+
+    @property
+    def best(self) -> Candidate:
+        """The candidate to show first."""
+        return self.generation.candidates[self.order[0]]
+
+    @property
+    def ranked(self) -> list[Candidate]:
+        return [self.generation.candidates[i] for i in self.order]
+
+
+class PersonalRanker:
+    """One user's ranker: ranks with onnxruntime, learns from that user's feedback only."""
+
+    def __init__(
+        self,
+        central: CentralClient,
+        home: str | Path,
+        user: str,
+        name: str = "chat",
+        *,
+        learner: LearnerConfig | None = None,
+        base: Checkpoint | None = None,
+    ) -> None:
+        """`base` is a global or task ranker (weights) a new user's training starts
+        from; a global ranker saved in the registry under `name` both ranks for a
+        new user and is where their training starts."""
+        self.central = central
+        self.home = Path(home).expanduser()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.user = user
+        self.name = name
+        self.store = FeedbackStore(self.home / STORE_FILE)
+        self.registry = Registry(self.home / REGISTRY_DIR)
+        self._learner_config = learner
+        self._base = base
+        self._ranker_is_global = False
+        self._ranker: Ranker | None = None
+        if self.registry.has(user, name):
+            self._ranker = self.registry.open(user, name, fallback=True)
+        elif self.registry.has(None, name):
+            # A new user ranks with the shared (global) ranker of this name until
+            # their own first update, instead of showing the first sample.
+            self._ranker = self.registry.open(None, name, fallback=True)
+            self._ranker_is_global = True
+
+    @property
+    def version(self) -> int | None:
+        """The user's own ranker version in use; None before their first `learn`
+        (while there is no ranker, or the shared global one ranks)."""
+        if self._ranker is None or self._ranker_is_global:
+            return None
+        return int(self._ranker.version)  # type: ignore[arg-type]
+
+    def rank(self, generation: Generation) -> Ranking:
+        """Orders a generation best first; index order while there is no ranker yet."""
+        if self._ranker is None:
+            k = len(generation.candidates)
+            return Ranking(order=np.arange(k), scores=np.zeros(k, np.float32))
+        return self._ranker.rank(generation.instruction, generation.features)
+
+    def generate(self, prompt: Prompt, k: int = 8, **options: Any) -> Shown:
+        """Samples K candidates from central, ranks them, and records them as shown."""
+        generation = self.central.generate(prompt, k, **options)
+        return self.show(generation)
+
+    def show(self, generation: Generation) -> Shown:
+        """Ranks a generation the app already has and records it as shown."""
+        ranking = self.rank(generation)
+        set_id = uuid.uuid4().hex
+        self.store.record_shown(
+            self.user,
+            set_id,
+            generation.instruction,
+            generation.features,
+            texts=generation.texts,
+            task=self.name,
+        )
+        return Shown(set_id, generation, tuple(int(i) for i in ranking.order), self.version)
+
+    def thumbs(self, shown: Shown, candidate: int, *, up: bool) -> int:
+        """Thumbs up or down on one shown candidate; returns the event id."""
+        return self.store.thumbs(self.user, shown.set_id, candidate, up)
+
+    def pick(self, shown: Shown, chosen: int, rejected: Sequence[int] | None = None) -> int:
+        """The user preferred `chosen` over `rejected` (default: all other candidates)."""
+        return self.store.pick(self.user, shown.set_id, chosen, rejected)
+
+    def score(self, shown: Shown, candidate: int, value: float) -> int:
+        """A real-valued rating of one candidate."""
+        return self.store.score(self.user, shown.set_id, candidate, value)
+
+    def learn(self) -> LearnReport:
+        """Trains on feedback since the last update (plus replay), saves a new
+        version and hot-swaps to it. Needs torch (the `train` extra)."""
+        from edge.training.learner import Learner
+
+        report = Learner(self.store, self.registry, self._learner_config, base=self._base).learn(
+            self.user, self.name
+        )
+        if report.updated and report.version is not None:
+            self._swap(report.version.version)
+        return report
+
+    def rollback(self) -> int:
+        """Returns to the previous saved version, in the registry and in the runtime."""
+        info = self.registry.rollback(self.user, self.name)
+        self._swap(info.version)
+        return info.version
+
+    def _swap(self, version: int) -> None:
+        fresh = self.registry.open(self.user, self.name, version)
+        if self._ranker is None or self._ranker_is_global:
+            self._ranker = fresh
+            self._ranker_is_global = False
+        else:
+            self._ranker.swap(fresh.session, version)
+
+    def close(self) -> None:
+        self.store.close()

@@ -1,0 +1,279 @@
+"""Versioned per-user rankers on disk, with checksums and rollback (torch-free).
+
+Layout under ``root``::
+
+    users/<user>/<name>/manifest.json       versions, checksums, the current one
+    users/<user>/<name>/v000001.onnx        what the runtime loads
+    users/<user>/<name>/v000001.weights.npz what the next incremental update starts from
+    global/<name>/...                        the same for shared (global/task) rankers
+
+Every file is written with ``atomic_write`` and the manifest is updated last, so
+a crash at any point leaves the previous version current and intact; a version
+file that never made it into the manifest is simply ignored (and its number is
+skipped). Loading verifies the sha256 recorded in the manifest, so a damaged
+file raises CorruptModelError naming it instead of ranking with garbage. Pass
+``user=None`` to address the global rankers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge._errors import CorruptModelError, RegistryError, UnknownUserError
+from edge.app._atomic import atomic_write, file_lock
+from edge.runtime.scoring import Ranker, RankingSession
+
+__all__ = ["Registry", "VersionInfo", "validate_id"]
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}$")
+_MANIFEST = "manifest.json"
+_FORMAT = 1
+
+
+def validate_id(value: str, what: str) -> str:
+    """Accept ids usable as one path component; reject traversal and separators."""
+    if not isinstance(value, str) or not _ID.match(value) or ".." in value:
+        raise RegistryError(
+            f"invalid {what} {value!r}: use 1-128 characters from letters, digits and "
+            "_ . @ + -, starting with a letter or digit, without '..'"
+        )
+    return value
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One saved version of a ranker, as recorded in its manifest."""
+
+    user: str | None  # owner, None for a global ranker
+    name: str  # ranker name, e.g. "chat" or "math"
+    version: int  # 1, 2, ... in save order
+    model_file: str  # ONNX file name inside the ranker directory
+    model_sha256: str  # checksum verified on every load
+    weights_file: str | None = None  # trainable weights (.npz), None if not saved
+    weights_sha256: str | None = None  # checksum of the weights file
+    created: float = 0.0  # unix time of the save
+    metadata: dict[str, Any] = field(default_factory=dict)  # e.g. store cursor, metrics
+
+
+class Registry:
+    """Per-user, per-name versioned rankers under one root directory."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    # -- paths ---------------------------------------------------------------------
+    def _dir(self, user: str | None, name: str) -> Path:
+        validate_id(name, "ranker name")
+        if user is None:
+            return self.root / "global" / name
+        return self.root / "users" / validate_id(user, "user id") / name
+
+    def _user_dir(self, user: str) -> Path:
+        return self.root / "users" / validate_id(user, "user id")
+
+    def model_path(self, user: str | None, name: str, version: int | None = None) -> Path:
+        info = self.version(user, name, version)
+        return self._dir(user, name) / info.model_file
+
+    # -- manifest ------------------------------------------------------------------
+    def _read_manifest(self, user: str | None, name: str) -> dict[str, Any]:
+        path = self._dir(user, name) / _MANIFEST
+        if not path.exists():
+            if user is not None and not self._user_dir(user).exists():
+                raise UnknownUserError(user, f"registry {self.root}")
+            who = "global" if user is None else f"user {user!r}"
+            raise RegistryError(f"no ranker named {name!r} for {who} in {self.root}")
+        try:
+            manifest = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CorruptModelError(f"unreadable manifest ({exc})", path) from exc
+        if not (
+            isinstance(manifest, dict)
+            and isinstance(manifest.get("versions"), list)
+            and isinstance(manifest.get("current"), int)
+        ):
+            raise CorruptModelError("manifest lacks 'versions' or 'current'", path)
+        return manifest
+
+    def _infos(self, user: str | None, name: str, manifest: Mapping[str, Any]) -> list[VersionInfo]:
+        try:
+            return [VersionInfo(user=user, name=name, **v) for v in manifest["versions"]]
+        except TypeError as exc:
+            path = self._dir(user, name) / _MANIFEST
+            raise CorruptModelError(
+                f"manifest has a malformed version entry ({exc})", path
+            ) from exc
+
+    def _write_manifest(
+        self, user: str | None, name: str, versions: list[VersionInfo], current: int
+    ) -> None:
+        body = {
+            "format": _FORMAT,
+            "user": user,
+            "name": name,
+            "current": current,
+            "versions": [
+                {k: v for k, v in asdict(info).items() if k not in ("user", "name")}
+                for info in versions
+            ],
+        }
+        data = json.dumps(body, indent=1, sort_keys=True).encode()
+        atomic_write(self._dir(user, name) / _MANIFEST, data)
+
+    # -- queries -------------------------------------------------------------------
+    def users(self) -> list[str]:
+        base = self.root / "users"
+        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.exists() else []
+
+    def rankers(self, user: str | None) -> list[str]:
+        """Names of the rankers saved for ``user`` (None: the global ones)."""
+        base = self.root / "global" if user is None else self._user_dir(user)
+        if not base.exists():
+            if user is None:
+                return []
+            raise UnknownUserError(user, f"registry {self.root}")
+        return sorted(p.name for p in base.iterdir() if (p / _MANIFEST).exists())
+
+    def has(self, user: str | None, name: str) -> bool:
+        return (self._dir(user, name) / _MANIFEST).exists()
+
+    def versions(self, user: str | None, name: str) -> list[VersionInfo]:
+        return self._infos(user, name, self._read_manifest(user, name))
+
+    def version(self, user: str | None, name: str, version: int | None = None) -> VersionInfo:
+        """The given version's record, or the current one when ``version`` is None."""
+        manifest = self._read_manifest(user, name)
+        wanted = manifest["current"] if version is None else version
+        for info in self._infos(user, name, manifest):
+            if info.version == wanted:
+                return info
+        raise RegistryError(f"ranker {name!r} of {user!r} has no version {wanted}")
+
+    def current(self, user: str | None, name: str) -> VersionInfo:
+        return self.version(user, name)
+
+    # -- save / rollback -----------------------------------------------------------
+    def save(
+        self,
+        user: str | None,
+        name: str,
+        model: bytes,
+        *,
+        weights: bytes | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> VersionInfo:
+        """Store a new version (ONNX bytes, optional weights) and make it current."""
+        if not model:
+            raise RegistryError("refusing to save an empty model")
+        directory = self._dir(user, name)
+        with file_lock(directory / ".lock"):
+            versions = self.versions(user, name) if self.has(user, name) else []
+            number = self._next_number(directory, versions)
+            stem = f"v{number:06d}"
+            info = VersionInfo(
+                user=user,
+                name=name,
+                version=number,
+                model_file=f"{stem}.onnx",
+                model_sha256=_sha256(model),
+                weights_file=f"{stem}.weights.npz" if weights is not None else None,
+                weights_sha256=_sha256(weights) if weights is not None else None,
+                created=time.time(),
+                metadata=dict(metadata or {}),
+            )
+            atomic_write(directory / info.model_file, model)
+            if weights is not None and info.weights_file is not None:
+                atomic_write(directory / info.weights_file, weights)
+            self._write_manifest(user, name, [*versions, info], number)
+        return info
+
+    def save_global(
+        self, name: str, model: bytes, *, weights: bytes | None = None, **kw: Any
+    ) -> VersionInfo:
+        """Save a shared ranker that new users' rankers start from."""
+        return self.save(None, name, model, weights=weights, **kw)
+
+    @staticmethod
+    def _next_number(directory: Path, versions: list[VersionInfo]) -> int:
+        """One past the highest number in the manifest *or* on disk (orphans of a crash)."""
+        on_disk = [
+            int(p.name[1:7]) for p in directory.glob("v[0-9]*.onnx") if p.name[1:7].isdigit()
+        ]
+        return max([0, *(v.version for v in versions), *on_disk]) + 1
+
+    def rollback(self, user: str | None, name: str, to: int | None = None) -> VersionInfo:
+        """Make an earlier version current (default: the one before the current one)."""
+        directory = self._dir(user, name)
+        with file_lock(directory / ".lock"):
+            manifest = self._read_manifest(user, name)
+            versions = self._infos(user, name, manifest)
+            current = manifest["current"]
+            older = [v.version for v in versions if v.version < current]
+            target = to if to is not None else (max(older) if older else None)
+            if target is None:
+                raise RegistryError(f"ranker {name!r} of {user!r} has no version before {current}")
+            if target not in {v.version for v in versions}:
+                raise RegistryError(f"ranker {name!r} of {user!r} has no version {target}")
+            self._write_manifest(user, name, versions, target)
+        return self.version(user, name, target)
+
+    # -- loading -------------------------------------------------------------------
+    def _verified(self, directory: Path, file: str, sha: str | None) -> bytes:
+        path = directory / file
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise CorruptModelError("file listed in the manifest is missing", path) from exc
+        if sha is not None and _sha256(data) != sha:
+            raise CorruptModelError(
+                f"checksum mismatch: sha256 {_sha256(data)[:12]}..., manifest says {sha[:12]}...",
+                path,
+            )
+        return data
+
+    def load_model(self, user: str | None, name: str, version: int | None = None) -> bytes:
+        """ONNX bytes of a version (default: current), checksum-verified."""
+        info = self.version(user, name, version)
+        return self._verified(self._dir(user, name), info.model_file, info.model_sha256)
+
+    def load_weights(self, user: str | None, name: str, version: int | None = None) -> bytes | None:
+        """Weights archive of a version (None if it was saved without), verified."""
+        info = self.version(user, name, version)
+        if info.weights_file is None:
+            return None
+        return self._verified(self._dir(user, name), info.weights_file, info.weights_sha256)
+
+    def open(
+        self, user: str | None, name: str, version: int | None = None, *, fallback: bool = False
+    ) -> Ranker:
+        """A runtime Ranker for a version (default: current).
+
+        With ``fallback=True`` a corrupt current version is skipped for the newest
+        older one that verifies and loads, so an app keeps ranking after a bad write.
+        """
+        info = self.version(user, name, version)
+        candidates = [info]
+        if fallback:
+            older = [v for v in self.versions(user, name) if v.version < info.version]
+            candidates += sorted(older, key=lambda v: v.version, reverse=True)
+        error: CorruptModelError | None = None
+        for cand in candidates:
+            try:
+                data = self.load_model(user, name, cand.version)
+                path = str(self._dir(user, name) / cand.model_file)
+                return Ranker(RankingSession(data, path), version=cand.version)
+            except CorruptModelError as exc:
+                error = error or exc
+        assert error is not None
+        raise error

@@ -1,0 +1,490 @@
+"""SQLite store of what users were shown and how they reacted (torch-free).
+
+An app first records a *shown* candidate set (instruction feature, K candidate
+features, optional texts) and later feedback on it: a thumbs up/down on one
+candidate, a pick of one over others, or a real-valued score. Feedback keeps a
+reference to its set, so the features needed for training are stored once.
+
+Durability: WAL journal, ``synchronous=FULL`` and one transaction per event, so
+an acknowledged event survives a crash and a rejected one leaves no trace.
+Features are raw float16/float32 bytes with their shape in columns, never
+pickles, so a store file cannot execute code. Every query filters by user id:
+one user's calls never see another user's rows. The feedback row id is a
+monotonically increasing *cursor* that incremental learning resumes from.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from edge._errors import (
+    CorruptStoreError,
+    StoreError,
+    UnknownCandidateSetError,
+    UnknownUserError,
+)
+from edge.app.dataset import Group, GroupDataset, Pair
+from edge.app.registry import validate_id
+from edge.runtime.features import as_candidates, as_vector
+
+__all__ = ["FeedbackEvent", "FeedbackKind", "FeedbackStore", "ShownSet", "events_to_dataset"]
+
+FeedbackKind = Literal["thumb", "pick", "score"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS shown (
+    row_id INTEGER PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    set_id TEXT NOT NULL,
+    task TEXT NOT NULL,
+    created REAL NOT NULL,
+    dtype TEXT NOT NULL CHECK (dtype IN ('float16', 'float32')),
+    feature_size INTEGER NOT NULL,
+    k INTEGER NOT NULL,
+    instruction BLOB NOT NULL,
+    candidates BLOB NOT NULL,
+    texts TEXT,
+    UNIQUE (user_id, set_id)
+);
+CREATE TABLE IF NOT EXISTS feedback (
+    event_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id TEXT NOT NULL,
+    shown_id INTEGER NOT NULL REFERENCES shown (row_id),
+    kind TEXT NOT NULL CHECK (kind IN ('thumb', 'pick', 'score')),
+    candidate INTEGER NOT NULL,
+    value REAL,
+    rejected TEXT,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_by_user ON feedback (user_id, event_id);
+"""
+_SCHEMA_VERSION = "1"
+_CORRUPTION_HINTS = ("malformed", "not a database", "encrypted", "disk image", "corrupt")
+
+
+@dataclass(frozen=True)
+class ShownSet:
+    """A candidate set as it was shown to a user."""
+
+    user: str  # who saw it
+    set_id: str  # the app's id for this set (unique per user)
+    task: str  # which ranker it belongs to, e.g. "chat" or "math"
+    instruction: np.ndarray = field(repr=False)  # (d,) as stored (float16 or float32)
+    candidates: np.ndarray = field(repr=False)  # (K, d) as stored
+    texts: tuple[str, ...] | None = None  # candidate texts, if the app stored them
+    created: float = 0.0  # unix time it was recorded
+
+    @property
+    def k(self) -> int:
+        return int(self.candidates.shape[0])
+
+
+@dataclass(frozen=True)
+class FeedbackEvent:
+    """One reaction of a user to a shown set."""
+
+    event_id: int  # increasing cursor; events(since=c) returns ids > c
+    kind: FeedbackKind  # "thumb", "pick" or "score"
+    candidate: int  # thumbed / chosen / scored candidate index within the set
+    value: float | None  # thumb: 1.0 up / 0.0 down; score: the value; pick: None
+    rejected: tuple[int, ...]  # pick: indices passed over; empty otherwise
+    created: float  # unix time of the event
+    shown: ShownSet = field(repr=False)  # the set it refers to, with its features
+
+    @property
+    def user(self) -> str:
+        return self.shown.user
+
+    @property
+    def set_id(self) -> str:
+        return self.shown.set_id
+
+
+def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    if isinstance(exc, sqlite3.IntegrityError):
+        return False
+    text = str(exc).lower()
+    return type(exc) is sqlite3.DatabaseError or any(h in text for h in _CORRUPTION_HINTS)
+
+
+class FeedbackStore:
+    """Shown candidate sets and feedback events in one SQLite file."""
+
+    def __init__(self, path: str | Path, *, timeout: float = 10.0) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self._conn = self._open(timeout)
+
+    # -- connection ------------------------------------------------------------------
+    def _open(self, timeout: float) -> sqlite3.Connection:
+        """Connect, check integrity *before* writing anything, then ensure the schema."""
+        if self.path.is_dir():
+            raise CorruptStoreError(self.path, "is a directory")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            status = conn.execute("PRAGMA quick_check").fetchone()[0]
+            if status != "ok":
+                raise CorruptStoreError(self.path, f"integrity check says {status!r}")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.executescript(_SCHEMA)
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (_SCHEMA_VERSION,),
+            )
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise CorruptStoreError(self.path, str(exc)) from exc
+        except CorruptStoreError:
+            conn.close()
+            raise
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> FeedbackStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _query(self) -> Iterator[sqlite3.Connection]:
+        """Run reads under the lock, turning corruption into CorruptStoreError."""
+        with self._lock:
+            try:
+                yield self._conn
+            except sqlite3.DatabaseError as exc:
+                if _is_corruption(exc):
+                    raise CorruptStoreError(self.path, str(exc)) from exc
+                raise
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction: committed as a whole or rolled back as a whole."""
+        with self._query() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    # -- writing ---------------------------------------------------------------------
+    def record_shown(
+        self,
+        user: str,
+        set_id: str,
+        instruction: np.ndarray,
+        candidates: np.ndarray,
+        *,
+        texts: Sequence[str] | None = None,
+        task: str = "default",
+    ) -> ShownSet:
+        """Record that ``user`` was shown these K candidates; feedback may follow."""
+        validate_id(user, "user id")
+        validate_id(task, "task")
+        if not isinstance(set_id, str) or not set_id:
+            raise StoreError(f"set id must be a non-empty string, got {set_id!r}")
+        dtype = np.float16 if np.asarray(candidates).dtype == np.float16 else np.float32
+        inst = as_vector(instruction, None).astype(dtype)
+        cand = as_candidates(candidates, inst.shape[0]).astype(dtype)
+        if texts is not None and len(texts) != cand.shape[0]:
+            raise StoreError(f"got {len(texts)} texts for {cand.shape[0]} candidates")
+        created = time.time()
+        with self._transaction() as conn:
+            try:
+                conn.execute(
+                    "INSERT INTO shown (user_id, set_id, task, created, dtype, feature_size, k,"
+                    " instruction, candidates, texts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        user,
+                        set_id,
+                        task,
+                        created,
+                        np.dtype(dtype).name,
+                        int(cand.shape[1]),
+                        int(cand.shape[0]),
+                        inst.tobytes(),
+                        cand.tobytes(),
+                        json.dumps(list(texts)) if texts is not None else None,
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise StoreError(
+                    f"candidate set {set_id!r} was already recorded for user {user!r}"
+                ) from exc
+        return ShownSet(user, set_id, task, inst, cand, tuple(texts) if texts else None, created)
+
+    def _shown_row(self, conn: sqlite3.Connection, user: str, set_id: str) -> tuple[int, int]:
+        row = conn.execute(
+            "SELECT row_id, k FROM shown WHERE user_id = ? AND set_id = ?", (user, set_id)
+        ).fetchone()
+        if row is None:
+            raise UnknownCandidateSetError(user, set_id)
+        return int(row[0]), int(row[1])
+
+    def _insert_event(
+        self,
+        user: str,
+        set_id: str,
+        kind: FeedbackKind,
+        candidate: int,
+        value: float | None,
+        rejected: Sequence[int] = (),
+    ) -> int:
+        validate_id(user, "user id")
+        with self._transaction() as conn:
+            row_id, k = self._shown_row(conn, user, set_id)
+            for index in (candidate, *rejected):
+                if not isinstance(index, int | np.integer) or not 0 <= int(index) < k:
+                    raise StoreError(
+                        f"candidate index {index!r} is out of range for set {set_id!r} "
+                        f"of {k} candidates"
+                    )
+            cur = conn.execute(
+                "INSERT INTO feedback (user_id, shown_id, kind, candidate, value, rejected,"
+                " created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    user,
+                    row_id,
+                    kind,
+                    int(candidate),
+                    value,
+                    json.dumps([int(r) for r in rejected]) if kind == "pick" else None,
+                    time.time(),
+                ),
+            )
+            return int(cur.lastrowid or 0)
+
+    def thumbs(self, user: str, set_id: str, candidate: int, up: bool) -> int:
+        """Thumbs up (label 1) or down (label 0) on one candidate; returns the event id."""
+        return self._insert_event(user, set_id, "thumb", candidate, 1.0 if up else 0.0)
+
+    def pick(
+        self, user: str, set_id: str, chosen: int, rejected: Sequence[int] | None = None
+    ) -> int:
+        """The user chose ``chosen`` over ``rejected`` (default: every other candidate)."""
+        with self._query() as conn:
+            _, k = self._shown_row(conn, user, set_id)
+        others = [i for i in range(k) if i != chosen] if rejected is None else list(rejected)
+        if chosen in others:
+            raise StoreError(f"candidate {chosen} cannot be both chosen and rejected")
+        if not others:
+            raise StoreError("a pick needs at least one rejected candidate")
+        return self._insert_event(user, set_id, "pick", chosen, None, others)
+
+    def score(self, user: str, set_id: str, candidate: int, value: float) -> int:
+        """A real-valued rating of one candidate (e.g. 1-5 stars); returns the event id."""
+        value = float(value)
+        if not np.isfinite(value):
+            raise StoreError(f"score must be finite, got {value}")
+        return self._insert_event(user, set_id, "score", candidate, value)
+
+    # -- reading ---------------------------------------------------------------------
+    def users(self) -> list[str]:
+        with self._query() as conn:
+            rows = conn.execute("SELECT DISTINCT user_id FROM shown ORDER BY user_id")
+            return [r[0] for r in rows]
+
+    def _check_user(self, conn: sqlite3.Connection, user: str) -> None:
+        if conn.execute("SELECT 1 FROM shown WHERE user_id = ? LIMIT 1", (user,)).fetchone():
+            return
+        raise UnknownUserError(user, f"feedback store {self.path}")
+
+    def shown(self, user: str, set_id: str) -> ShownSet:
+        with self._query() as conn:
+            row = conn.execute(
+                f"SELECT {_SHOWN_COLS} FROM shown WHERE user_id = ? AND set_id = ?",
+                (user, set_id),
+            ).fetchone()
+        if row is None:
+            raise UnknownCandidateSetError(user, set_id)
+        return self._decode_shown(row)
+
+    def _select_events(
+        self, where: str, params: Sequence[object], limit: int | None = None
+    ) -> list[FeedbackEvent]:
+        sql = (
+            "SELECT f.event_id, f.kind, f.candidate, f.value, f.rejected, f.created, "
+            f"{_SHOWN_COLS_S} FROM feedback f JOIN shown s ON s.row_id = f.shown_id "
+            f"WHERE {where} ORDER BY f.event_id"
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+
+        with self._query() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [self._decode_event(r) for r in rows]
+
+    def events(
+        self, user: str, *, since: int = 0, task: str | None = None, limit: int | None = None
+    ) -> list[FeedbackEvent]:
+        """The user's events with id > ``since``, oldest first (``since=0``: all)."""
+        with self._query() as conn:
+            self._check_user(conn, user)
+        where, params = "f.user_id = ? AND s.user_id = ? AND f.event_id > ?", [user, user, since]
+        if task is not None:
+            where += " AND s.task = ?"
+            params.append(task)
+        return self._select_events(where, params, limit)
+
+    def sample_events(
+        self,
+        user: str,
+        n: int,
+        *,
+        up_to: int | None = None,
+        task: str | None = None,
+        seed: int = 0,
+    ) -> list[FeedbackEvent]:
+        """Up to ``n`` of the user's events with id <= ``up_to``, uniformly at random.
+
+        This is the replay buffer of incremental learning: old examples mixed into
+        each update so the ranker does not forget them.
+        """
+        if n <= 0:
+            return []
+        where = "f.user_id = ?"
+        params: list[object] = [user]
+        if up_to is not None:
+            where += " AND f.event_id <= ?"
+            params.append(up_to)
+        if task is not None:
+            where += " AND s.task = ?"
+            params.append(task)
+        with self._query() as conn:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    f"SELECT f.event_id FROM feedback f JOIN shown s ON s.row_id = f.shown_id"
+                    f" WHERE {where}",
+                    params,
+                )
+            ]
+        if not ids:
+            return []
+        chosen = np.random.default_rng(seed).choice(ids, size=min(n, len(ids)), replace=False)
+        marks = ",".join("?" * len(chosen))
+        return self._select_events(
+            f"f.user_id = ? AND f.event_id IN ({marks})", [user, *map(int, chosen)]
+        )
+
+    def last_cursor(self, user: str, task: str | None = None) -> int:
+        """Id of the user's newest event (0 when none)."""
+        sql = "SELECT MAX(f.event_id) FROM feedback f JOIN shown s ON s.row_id = f.shown_id"
+        sql += " WHERE f.user_id = ?" + (" AND s.task = ?" if task is not None else "")
+        params = (user, task) if task is not None else (user,)
+        with self._query() as conn:
+            row = conn.execute(sql, params).fetchone()
+        return int(row[0] or 0)
+
+    # -- decoding --------------------------------------------------------------------
+    def _decode_shown(self, row: Sequence[object]) -> ShownSet:
+        user, set_id, task, created, dtype, d, k, inst_b, cand_b, texts = row
+        try:
+            dt = np.dtype(str(dtype))
+            inst = np.frombuffer(inst_b, dtype=dt).reshape(int(d))  # type: ignore[arg-type]
+            cand = np.frombuffer(cand_b, dtype=dt).reshape(int(k), int(d))  # type: ignore[arg-type]
+            text_list = tuple(json.loads(texts)) if texts is not None else None  # type: ignore[arg-type]
+        except (ValueError, TypeError) as exc:
+            raise CorruptStoreError(
+                self.path, f"set {set_id!r} has damaged features: {exc}"
+            ) from exc
+        return ShownSet(str(user), str(set_id), str(task), inst, cand, text_list, float(created))  # type: ignore[arg-type]
+
+    def _decode_event(self, row: Sequence[object]) -> FeedbackEvent:
+        event_id, kind, candidate, value, rejected, created = row[:6]
+        shown = self._decode_shown(row[6:])
+        return FeedbackEvent(
+            event_id=int(event_id),  # type: ignore[arg-type]
+            kind=kind,  # type: ignore[arg-type]
+            candidate=int(candidate),  # type: ignore[arg-type]
+            value=None if value is None else float(value),  # type: ignore[arg-type]
+            rejected=tuple(json.loads(rejected)) if rejected else (),  # type: ignore[arg-type]
+            created=float(created),  # type: ignore[arg-type]
+            shown=shown,
+        )
+
+
+_SHOWN_FIELDS = (
+    "user_id",
+    "set_id",
+    "task",
+    "created",
+    "dtype",
+    "feature_size",
+    "k",
+    "instruction",
+    "candidates",
+    "texts",
+)
+_SHOWN_COLS = ", ".join(_SHOWN_FIELDS)
+_SHOWN_COLS_S = ", ".join(f"s.{c}" for c in _SHOWN_FIELDS)
+
+
+def events_to_dataset(
+    events: Iterable[FeedbackEvent], *, unlabelled: Literal["ignore", "negative"] = "ignore"
+) -> GroupDataset:
+    """Turn feedback events into training data for ``edge.training.loop``.
+
+    Per shown set (the latest event wins for a candidate rated twice):
+    - thumbs -> one binary group of the thumbed candidates (label 1 up, 0 down);
+      with ``unlabelled="negative"`` every other shown candidate joins as a 0;
+    - scores -> one graded group of the scored candidates (MSE);
+    - picks  -> one preference pair per rejected candidate (Bradley-Terry).
+    Duplicate events (the same event id twice, e.g. new + replayed) count once.
+    """
+    by_set: dict[tuple[str, str], list[FeedbackEvent]] = {}
+    seen: set[int] = set()
+    for ev in sorted(events, key=lambda e: e.event_id):
+        if ev.event_id in seen:
+            continue
+        seen.add(ev.event_id)
+        by_set.setdefault((ev.user, ev.set_id), []).append(ev)
+    groups: list[Group] = []
+    pairs: list[Pair] = []
+    for evs in by_set.values():
+        shown = evs[0].shown
+        thumbs = {e.candidate: float(e.value or 0.0) for e in evs if e.kind == "thumb"}
+        scores = {e.candidate: float(e.value or 0.0) for e in evs if e.kind == "score"}
+        if thumbs:
+            if unlabelled == "negative":
+                thumbs = {i: thumbs.get(i, 0.0) for i in range(shown.k)}
+            groups.append(_group(shown, thumbs))
+        if scores:
+            groups.append(_group(shown, scores))
+        for e in evs:
+            if e.kind == "pick":
+                pairs += [
+                    Pair(shown.instruction, shown.candidates[e.candidate], shown.candidates[r])
+                    for r in e.rejected
+                ]
+    return GroupDataset.from_groups(groups, pairs)
+
+
+def _group(shown: ShownSet, labels: dict[int, float]) -> Group:
+    idx = sorted(labels)
+    return Group(
+        shown.instruction,
+        shown.candidates[idx],
+        np.array([labels[i] for i in idx], dtype=np.float32),
+    )

@@ -1,0 +1,144 @@
+"""Ranking on device and talking to central: no torch.
+
+Everything here needs only numpy, onnxruntime and grpc, so an app that only
+ranks ships this room (and ``edge.app``) without torch:
+
+- ``client``, ``async_client`` (one base in ``client_base``): CentralClient and
+  its asyncio twin, returning candidates with numpy features;
+- ``wire``, ``token_wire``: decoding the wire's tensors and per-token chunks;
+- ``scoring``: onnxruntime scoring with hot swap (``Ranker``, ``RankingSession``);
+- ``types``, ``features``, ``onnx_meta``: the values apps get, feature checks,
+  and the metadata keys every exported ranker carries.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from edge._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from edge.runtime.async_client import (
+        AsyncCentralClient,
+    )
+    from edge.runtime.client import (
+        CentralClient,
+        Instruction,
+        ModelInfo,
+        Prompt,
+    )
+    from edge.runtime.features import (
+        as_candidates,
+        as_vector,
+        check_finite,
+    )
+    from edge.runtime.onnx_meta import (
+        FORMAT_VERSION,
+        INPUT_CANDIDATES,
+        INPUT_INSTRUCTION,
+        INPUT_MASK,
+        INPUT_TOKENS,
+        META_CONFIG,
+        META_FEATURE_SIZE,
+        META_FORMAT,
+        META_KIND,
+        META_PREFIX,
+        META_RELEVANCE,
+        OUTPUT_SCORES,
+    )
+    from edge.runtime.scoring import (
+        ModelSource,
+        Ranker,
+        Ranking,
+        RankingSession,
+    )
+    from edge.runtime.token_wire import (
+        CandidateTokens,
+        TokenAssembler,
+        TokenFeatureRequest,
+        token_spec,
+    )
+    from edge.runtime.types import (
+        Candidate,
+        FinishReason,
+        Generation,
+    )
+    from edge.runtime.wire import (
+        ENCODINGS,
+        decode_tensor,
+    )
+
+# public name -> the module that defines it (imported on first use)
+_EXPORTS: dict[str, str] = {
+    "AsyncCentralClient": "edge.runtime.async_client",
+    "Candidate": "edge.runtime.types",
+    "CandidateTokens": "edge.runtime.token_wire",
+    "CentralClient": "edge.runtime.client",
+    "ENCODINGS": "edge.runtime.wire",
+    "FORMAT_VERSION": "edge.runtime.onnx_meta",
+    "FinishReason": "edge.runtime.types",
+    "Generation": "edge.runtime.types",
+    "INPUT_CANDIDATES": "edge.runtime.onnx_meta",
+    "INPUT_INSTRUCTION": "edge.runtime.onnx_meta",
+    "INPUT_MASK": "edge.runtime.onnx_meta",
+    "INPUT_TOKENS": "edge.runtime.onnx_meta",
+    "Instruction": "edge.runtime.client",
+    "META_CONFIG": "edge.runtime.onnx_meta",
+    "META_FEATURE_SIZE": "edge.runtime.onnx_meta",
+    "META_FORMAT": "edge.runtime.onnx_meta",
+    "META_KIND": "edge.runtime.onnx_meta",
+    "META_PREFIX": "edge.runtime.onnx_meta",
+    "META_RELEVANCE": "edge.runtime.onnx_meta",
+    "ModelInfo": "edge.runtime.client",
+    "ModelSource": "edge.runtime.scoring",
+    "OUTPUT_SCORES": "edge.runtime.onnx_meta",
+    "Prompt": "edge.runtime.client",
+    "Ranker": "edge.runtime.scoring",
+    "Ranking": "edge.runtime.scoring",
+    "RankingSession": "edge.runtime.scoring",
+    "TokenAssembler": "edge.runtime.token_wire",
+    "TokenFeatureRequest": "edge.runtime.token_wire",
+    "as_candidates": "edge.runtime.features",
+    "as_vector": "edge.runtime.features",
+    "check_finite": "edge.runtime.features",
+    "decode_tensor": "edge.runtime.wire",
+    "token_spec": "edge.runtime.token_wire",
+}
+
+__all__ = [
+    "ENCODINGS",
+    "FORMAT_VERSION",
+    "INPUT_CANDIDATES",
+    "INPUT_INSTRUCTION",
+    "INPUT_MASK",
+    "INPUT_TOKENS",
+    "META_CONFIG",
+    "META_FEATURE_SIZE",
+    "META_FORMAT",
+    "META_KIND",
+    "META_PREFIX",
+    "META_RELEVANCE",
+    "OUTPUT_SCORES",
+    "AsyncCentralClient",
+    "Candidate",
+    "CandidateTokens",
+    "CentralClient",
+    "FinishReason",
+    "Generation",
+    "Instruction",
+    "ModelInfo",
+    "ModelSource",
+    "Prompt",
+    "Ranker",
+    "Ranking",
+    "RankingSession",
+    "TokenAssembler",
+    "TokenFeatureRequest",
+    "as_candidates",
+    "as_vector",
+    "check_finite",
+    "decode_tensor",
+    "token_spec",
+]
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

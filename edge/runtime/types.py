@@ -1,0 +1,52 @@
+"""The values the edge SDK hands to apps: candidates with decoded features."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+__all__ = ["Candidate", "FinishReason", "Generation"]
+
+FinishReason = Literal["eos", "length"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One sampled response with its feature vector."""
+
+    index: int  # position among the K candidates of its generation, 0-based
+    text: str  # the response text, end-of-sequence token excluded
+    token_ids: tuple[int, ...]  # generated token ids, end-of-sequence excluded
+    finish_reason: FinishReason  # "eos" (the model stopped) or "length" (hit the limit)
+    cumulative_logprob: float  # sum of token log-probabilities under the model
+    feature: np.ndarray = field(repr=False)  # (hidden,) float32, last token of prompt+response
+    # (T, D) float32 per-token features (SWIFT), one row per response token; None unless
+    # the request asked for them (CentralClient.generate(token_features=...) or a ranker
+    # with needs_token_features)
+    token_features: np.ndarray | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """K candidates for one prompt, plus the instruction feature they share."""
+
+    prompt: str  # the prompt as the app gave it
+    instruction: np.ndarray = field(repr=False)  # (hidden,) float32, last prompt token
+    candidates: tuple[Candidate, ...] = ()  # sorted by index
+    layer_index: int = 0  # hidden-state layer the features come from
+
+    @property
+    def features(self) -> np.ndarray:
+        """The candidates' features stacked, shape (K, hidden)."""
+        return np.stack([c.feature for c in self.candidates])
+
+    @property
+    def token_features(self) -> list[np.ndarray]:
+        """Each candidate's (T_k, D) per-token features; empty when they were not requested."""
+        return [c.token_features for c in self.candidates if c.token_features is not None]
+
+    @property
+    def texts(self) -> list[str]:
+        return [c.text for c in self.candidates]

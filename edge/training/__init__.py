@@ -1,0 +1,147 @@
+"""Training list and point rankers with torch on the CPU, and exporting them to ONNX.
+
+Everything here needs the ``train`` extra (torch, onnx):
+
+- ``rankers``: the torch modules, one file per family, built from a config;
+- ``losses``, ``loop``: listwise KL, BCE, MSE, pairwise; the seeded training loop;
+- ``export``: ONNX export with dynamic K and a parity check against torch;
+- ``learner``: incremental learning from the feedback store with replay;
+- ``synthetic``: planted datasets for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from edge._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from edge.training.export import (
+        Exporter,
+        ParityReport,
+        check_parity,
+        export_onnx,
+        exporting,
+        finish_export,
+        ranker_metadata,
+        trace_onnx,
+    )
+    from edge.training.learner import (
+        Learner,
+        LearnerConfig,
+        LearnReport,
+    )
+    from edge.training.loop import (
+        TrainConfig,
+        TrainResult,
+        block_loss,
+        evaluate_loss,
+        optimizer_step,
+        top1_accuracy,
+        train,
+    )
+    from edge.training.losses import (
+        listwise_kl,
+        mse,
+        pairwise_logistic,
+        pointwise_bce,
+    )
+    from edge.training.rankers import (
+        RANKER_KINDS,
+        ListRanker,
+        ListRankerConfig,
+        PointRanker,
+        PointRankerConfig,
+        RankerConfig,
+        RankerModule,
+        SwiftConfig,
+        SwiftRanker,
+        build_ranker,
+        count_parameters,
+        from_checkpoint,
+        make_config,
+    )
+    from edge.training.synthetic import (
+        planted_dataset,
+    )
+
+# public name -> the module that defines it (imported on first use)
+_EXPORTS: dict[str, str] = {
+    "Exporter": "edge.training.export",
+    "LearnReport": "edge.training.learner",
+    "Learner": "edge.training.learner",
+    "LearnerConfig": "edge.training.learner",
+    "ListRanker": "edge.training.rankers",
+    "ListRankerConfig": "edge.training.rankers",
+    "ParityReport": "edge.training.export",
+    "PointRanker": "edge.training.rankers",
+    "PointRankerConfig": "edge.training.rankers",
+    "RANKER_KINDS": "edge.training.rankers",
+    "RankerConfig": "edge.training.rankers",
+    "RankerModule": "edge.training.rankers",
+    "SwiftConfig": "edge.training.rankers",
+    "SwiftRanker": "edge.training.rankers",
+    "TrainConfig": "edge.training.loop",
+    "TrainResult": "edge.training.loop",
+    "block_loss": "edge.training.loop",
+    "build_ranker": "edge.training.rankers",
+    "check_parity": "edge.training.export",
+    "count_parameters": "edge.training.rankers",
+    "evaluate_loss": "edge.training.loop",
+    "export_onnx": "edge.training.export",
+    "exporting": "edge.training.export",
+    "finish_export": "edge.training.export",
+    "from_checkpoint": "edge.training.rankers",
+    "listwise_kl": "edge.training.losses",
+    "make_config": "edge.training.rankers",
+    "mse": "edge.training.losses",
+    "optimizer_step": "edge.training.loop",
+    "pairwise_logistic": "edge.training.losses",
+    "planted_dataset": "edge.training.synthetic",
+    "pointwise_bce": "edge.training.losses",
+    "ranker_metadata": "edge.training.export",
+    "top1_accuracy": "edge.training.loop",
+    "trace_onnx": "edge.training.export",
+    "train": "edge.training.loop",
+}
+
+__all__ = [
+    "RANKER_KINDS",
+    "Exporter",
+    "LearnReport",
+    "Learner",
+    "LearnerConfig",
+    "ListRanker",
+    "ListRankerConfig",
+    "ParityReport",
+    "PointRanker",
+    "PointRankerConfig",
+    "RankerConfig",
+    "RankerModule",
+    "SwiftConfig",
+    "SwiftRanker",
+    "TrainConfig",
+    "TrainResult",
+    "block_loss",
+    "build_ranker",
+    "check_parity",
+    "count_parameters",
+    "evaluate_loss",
+    "export_onnx",
+    "exporting",
+    "finish_export",
+    "from_checkpoint",
+    "listwise_kl",
+    "make_config",
+    "mse",
+    "optimizer_step",
+    "pairwise_logistic",
+    "planted_dataset",
+    "pointwise_bce",
+    "ranker_metadata",
+    "top1_accuracy",
+    "trace_onnx",
+    "train",
+]
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,336 @@
+"""Export a trained ranker to ONNX with dynamic batch and K, and check parity (torch).
+
+The exported graph is what ships to the app: two float32 inputs
+``instruction (B, d)`` and ``candidates (B, K, d)``, one output ``scores (B, K)``,
+with B and K symbolic. The example input uses B=2, K=3 on purpose: an example
+with a size of 1 lets the tracer specialise that dimension and silently produce
+a graph that only accepts K=1. Metadata (``language_ranker.*`` keys in
+``metadata_props``) records the kind and feature size so the runtime can reject
+mismatched features before running the graph.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import logging
+import tempfile
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+
+from edge._errors import ExportError
+from edge.runtime.onnx_meta import (
+    FORMAT_VERSION,
+    INPUT_CANDIDATES,
+    INPUT_INSTRUCTION,
+    META_CONFIG,
+    META_FEATURE_SIZE,
+    META_FORMAT,
+    META_KIND,
+    META_RELEVANCE,
+    OUTPUT_SCORES,
+)
+from edge.training.rankers import RankerModule
+
+__all__ = [
+    "Exporter",
+    "ParityReport",
+    "check_parity",
+    "export_onnx",
+    "exporting",
+    "finish_export",
+    "ranker_metadata",
+    "trace_onnx",
+]
+
+Exporter = Literal["dynamo", "torchscript", "template"]
+_EXAMPLE_BATCH, _EXAMPLE_K = 2, 3
+_TEMPLATE_CAPACITY = 8  # traced graphs kept per process (one per ranker shape in use)
+
+
+def ranker_metadata(model: RankerModule) -> dict[str, str]:
+    """The ``language_ranker.*`` metadata entries describing ``model``."""
+    config = asdict(model.config)
+    return {
+        META_FORMAT: FORMAT_VERSION,
+        META_KIND: model.kind,
+        META_FEATURE_SIZE: str(model.feature_size),
+        META_RELEVANCE: str(config.get("relevance", "")),
+        META_CONFIG: json.dumps(config, sort_keys=True),
+    }
+
+
+def _example(model: RankerModule) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    d = model.feature_size
+    return (
+        torch.randn(_EXAMPLE_BATCH, d, generator=gen),
+        torch.randn(_EXAMPLE_BATCH, _EXAMPLE_K, d, generator=gen),
+    )
+
+
+# Dynamic axes of the list/point graphs: input name (= forward argument) -> {dim: axis}.
+_RANKER_AXES: dict[str, dict[int, str]] = {
+    INPUT_INSTRUCTION: {0: "batch"},
+    INPUT_CANDIDATES: {0: "batch", 1: "k"},
+}
+
+
+def trace_onnx(
+    model: torch.nn.Module,
+    example: tuple[torch.Tensor, ...],
+    input_axes: dict[str, dict[int, str]],
+    exporter: Exporter,
+    *,
+    fold: bool = True,
+) -> onnx.ModelProto:
+    """Traces `model` on `example` into an ONNX graph with named dynamic axes.
+
+    `input_axes` maps each input's name, which is also its forward argument's
+    name, to its dynamic dimensions; the output `scores` is (batch, k) for
+    every ranker. "dynamo" uses torch.export, anything else the legacy tracer
+    (`fold` turns its constant folding off, which templates need).
+    """
+    if exporter == "dynamo":
+        dims = {
+            axis: torch.export.Dim(axis) for axes in input_axes.values() for axis in axes.values()
+        }
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        program = torch.onnx.export(
+            model,
+            example,
+            dynamo=True,
+            input_names=list(input_axes),
+            output_names=[OUTPUT_SCORES],
+            dynamic_shapes={
+                name: {dim: dims[axis] for dim, axis in axes.items()}
+                for name, axes in input_axes.items()
+            },
+            verbose=False,
+        )
+        if program is None:
+            raise ExportError("torch.onnx.export returned no program")
+        return program.model_proto
+    buf = io.BytesIO()
+    torch.onnx.export(
+        model,
+        example,
+        buf,
+        dynamo=False,
+        input_names=list(input_axes),
+        output_names=[OUTPUT_SCORES],
+        dynamic_axes={**input_axes, OUTPUT_SCORES: {0: "batch", 1: "k"}},
+        opset_version=18,
+        do_constant_folding=fold,
+    )
+    return onnx.load_from_string(buf.getvalue())
+
+
+class _Templates:
+    """Traced graphs per ranker shape, whose initializers are exactly the state_dict.
+
+    Re-tracing is most of an export's cost, yet an incremental update changes
+    only the weights. A template is traced once per (kind, config) and later
+    exports copy it and overwrite its initializers by name. Two things could
+    bake weights into the graph under other names, so the template is traced
+    (1) without constant folding (folding would e.g. pre-transpose a weight into
+    an anonymous initializer) and (2) from a copy with distinct random weights,
+    because the exporter merges initializers of equal value (a fresh model's
+    two LayerNorms would otherwise share one). A template is only kept when its
+    initializer names equal the model's state_dict keys, shapes included.
+    """
+
+    def __init__(self) -> None:
+        self._graphs: OrderedDict[str, onnx.ModelProto | None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(model: RankerModule) -> str:
+        return json.dumps([model.kind, asdict(model.config)], sort_keys=True)
+
+    def get(self, model: RankerModule) -> onnx.ModelProto | None:
+        """The template for ``model``'s shape (traced on first use); None: not reusable."""
+        key = self.key(model)
+        with self._lock:
+            if key in self._graphs:
+                self._graphs.move_to_end(key)
+                return self._graphs[key]
+        graph = _trace_template(model)
+        with self._lock:
+            self._graphs[key] = graph
+            while len(self._graphs) > _TEMPLATE_CAPACITY:
+                self._graphs.popitem(last=False)
+        return graph
+
+    def clear(self) -> None:
+        with self._lock:
+            self._graphs.clear()
+
+
+_TEMPLATES = _Templates()
+
+
+def _trace_template(model: RankerModule) -> onnx.ModelProto | None:
+    """Trace a weight-agnostic graph of ``model``'s shape; None if names do not line up."""
+    scrambled = copy.deepcopy(model).eval()
+    gen = torch.Generator().manual_seed(12345)
+    with torch.no_grad():
+        for tensor in scrambled.state_dict().values():
+            tensor.copy_(torch.randn(tensor.shape, generator=gen))
+    proto = trace_onnx(scrambled, _example(scrambled), _RANKER_AXES, "torchscript", fold=False)
+    shapes = {i.name: tuple(i.dims) for i in proto.graph.initializer}
+    wanted = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return proto if shapes == wanted else None
+
+
+def _fill_template(template: onnx.ModelProto, model: RankerModule) -> onnx.ModelProto:
+    """A copy of ``template`` carrying ``model``'s current weights."""
+    proto = onnx.ModelProto()
+    proto.CopyFrom(template)
+    state = model.state_dict()
+    for init in proto.graph.initializer:
+        values = state[init.name].detach().cpu().numpy().astype(np.float32, copy=False)
+        init.CopyFrom(numpy_helper.from_array(values, init.name))
+    return proto
+
+
+def _export_proto(model: RankerModule, exporter: Exporter) -> onnx.ModelProto:
+    """Filling a template only reads the weights; tracing runs on a frozen copy."""
+    if exporter == "template":
+        template = _TEMPLATES.get(model)
+        if template is not None:  # else a shape the name check rejected: trace it fully
+            return _fill_template(template, model)
+    frozen = copy.deepcopy(model).eval()
+    return trace_onnx(frozen, _example(frozen), _RANKER_AXES, exporter)
+
+
+def export_onnx(
+    model: RankerModule,
+    path: str | Path | None = None,
+    *,
+    exporter: Exporter = "dynamo",
+    metadata: Mapping[str, str] | None = None,
+) -> bytes:
+    """Export ``model`` to ONNX bytes (also written to ``path`` when given).
+
+    ``exporter="dynamo"`` uses the maintained torch.export-based exporter;
+    ``"torchscript"`` the legacy one, about 10x faster to run, which matters when
+    a phone re-exports after every incremental update; ``"template"`` traces with
+    the legacy exporter once per ranker shape and afterwards only swaps the
+    weights into that graph (no tracing: milliseconds, for per-event updates).
+    All give dynamic B and K.
+    Extra ``metadata`` (e.g. user and version) is added to ``metadata_props``.
+    """
+    with exporting(f"{exporter} export of {model.kind} ranker"):
+        proto = _export_proto(model, exporter)
+    return finish_export(proto, model, metadata, path)
+
+
+@contextmanager
+def exporting(what: str) -> Iterator[None]:
+    """Tracer warnings silenced, no autograd; any failure becomes an `ExportError` naming `what`."""
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            yield
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"{what} failed: {exc}") from exc
+
+
+def finish_export(
+    proto: onnx.ModelProto,
+    model: RankerModule,
+    metadata: Mapping[str, object] | None,
+    path: str | Path | None,
+) -> bytes:
+    """Stamps the ranker's metadata (plus `metadata`) on an exported graph,
+    serialises it and, when `path` is given, writes it there atomically."""
+    entries = {**ranker_metadata(model), **dict(metadata or {})}
+    del proto.metadata_props[:]
+    for key, value in sorted(entries.items()):
+        proto.metadata_props.add(key=key, value=str(value))
+    data = proto.SerializeToString()
+    if path is not None:
+        _write(Path(path), data)
+    return data
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as tmp:
+        tmp.write(data)
+    Path(tmp.name).replace(path)
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """Largest absolute score difference torch vs onnxruntime, per K tried."""
+
+    max_abs_diff: dict[int, float]  # K -> max |torch - onnxruntime| over the batch
+    atol: float  # the absolute tolerance the check used
+    rtol: float = 0.0  # plus this fraction of the largest |torch score| at that K
+    max_abs_score: dict[int, float] = field(default_factory=dict)  # K -> max |torch score|
+
+    def tolerance(self, k: int) -> float:
+        return self.atol + self.rtol * self.max_abs_score.get(k, 0.0)
+
+    @property
+    def ok(self) -> bool:
+        return all(v <= self.tolerance(k) for k, v in self.max_abs_diff.items())
+
+
+def check_parity(
+    model: RankerModule,
+    onnx_model: bytes | str | Path,
+    ks: Sequence[int] = (1, 2, 5, 17),
+    *,
+    batch: int = 2,
+    atol: float = 1e-4,
+    rtol: float = 0.0,
+    seed: int = 0,
+) -> ParityReport:
+    """Score random inputs at each K with torch and onnxruntime; raise if they differ.
+
+    Catches the classic export bug (a dimension frozen to the example size) as well
+    as numerical drift between kernels. ``rtol`` scales the tolerance with the
+    scores: at 4096-d, float32 sums over d in another order differ by ~1e-5 of
+    the score, which exceeds a purely absolute 1e-4 once scores reach ~10.
+    """
+    from edge.runtime.scoring import RankingSession
+
+    session = RankingSession.load(onnx_model)
+    rng = np.random.default_rng(seed)
+    d = model.feature_size
+    diffs: dict[int, float] = {}
+    peaks: dict[int, float] = {}
+    was_training = model.training
+    model.eval()  # in place rather than on a copy: copying a 4096-d ranker costs ~5 ms
+    try:
+        for k in ks:
+            inst = rng.standard_normal((batch, d)).astype(np.float32)
+            cand = rng.standard_normal((batch, k, d)).astype(np.float32)
+            with torch.no_grad():
+                expected = model(torch.from_numpy(inst), torch.from_numpy(cand)).numpy()
+            got = session.score_batch(inst, cand)
+            diffs[k] = float(np.abs(expected - got).max())
+            peaks[k] = float(np.abs(expected).max())
+    finally:
+        model.train(was_training)
+    report = ParityReport(diffs, atol, rtol, peaks)
+    if not report.ok:
+        raise ExportError(f"ONNX scores differ from torch beyond atol={atol}, rtol={rtol}: {diffs}")
+    return report

@@ -1,0 +1,75 @@
+"""ListRanker: candidates attend to each other and to the instruction.
+
+``[i~, r~_1..r~_K] = Trans(Proj([i, r_1..r_K]))`` with one pre-norm transformer
+block (one attention head), then ``s_k = relevance(i~, r~_k)``. Attention lets a
+candidate's score depend on the rest of the list (e.g. agreement among samples,
+as self-consistency exploits), which is why the paper's listwise variant is the
+stronger of the two on MATH.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from edge.training.rankers._base import RankerModule
+from edge.training.rankers._relevance import Relevance, RelevanceKind
+
+__all__ = ["ListRanker", "ListRankerConfig"]
+
+
+@dataclass
+class ListRankerConfig:
+    """Shape and head of a ListRanker (defaults: the paper's, ~0.30M params at 4096-d)."""
+
+    feature_size: int  # d, hidden size of the LLM features (576 SmolLM2-135M, 4096 Llama-8B)
+    hidden_size: int = 64  # width of the shared projection and of the transformer block
+    ffn_size: int = 128  # inner width of the block's feed-forward layer
+    relevance: RelevanceKind = "cosine"  # "cosine" for binary labels, "linear" for real ones
+    temperature: float = 0.1  # cosine scores are divided by this (sharper softmax/sigmoid)
+    dropout: float = 0.0  # dropout in the block during training; 0 disables
+
+
+class _Block(nn.Module):
+    """One pre-norm transformer block with a single attention head.
+
+    Written out by hand rather than with nn.MultiheadAttention so the exported ONNX
+    graph is a handful of MatMul/Softmax nodes with no fixed sequence length.
+    """
+
+    def __init__(self, dim: int, ffn: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn), nn.GELU(), nn.Linear(ffn, dim))
+        self.dropout = nn.Dropout(dropout)
+        self.scale = 1.0 / math.sqrt(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(self.norm1(x)).chunk(3, dim=-1)
+        attn = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * self.scale, dim=-1)
+        x = x + self.dropout(self.out(torch.matmul(attn, v)))
+        return x + self.dropout(self.ffn(self.norm2(x)))
+
+
+class ListRanker(RankerModule):
+    kind: ClassVar[str] = "list"
+
+    def __init__(self, config: ListRankerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.proj = nn.Linear(config.feature_size, config.hidden_size)
+        self.block = _Block(config.hidden_size, config.ffn_size, config.dropout)
+        self.relevance = Relevance(config.hidden_size, config.relevance, config.temperature)
+
+    def forward(self, instruction: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """(B, d), (B, K, d) float32 -> (B, K) scores, higher is better."""
+        seq = torch.cat([instruction.unsqueeze(1), candidates], dim=1)  # (B, 1 + K, d)
+        hidden = self.block(self.proj(seq))
+        return self.relevance(hidden[:, 0], hidden[:, 1:])

@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge import CorruptModelError, RegistryError, UnknownUserError
+from edge.app.registry import Registry
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def model_v1(onnx_file: Path) -> bytes:
+    return onnx_file.read_bytes()
+
+
+def test_save_versions_load_and_list(tmp_path: Path, model_v1: bytes) -> None:
+    reg = Registry(tmp_path)
+    a = reg.save("alice", "chat", model_v1, weights=b"w1", metadata={"cursor": 3})
+    b = reg.save("alice", "chat", model_v1 + b"", metadata={"cursor": 5})
+    reg.save("alice", "math", model_v1)
+    reg.save("bob", "chat", model_v1)
+    assert (a.version, b.version) == (1, 2)
+    assert (tmp_path / "users/alice/chat/v000001.onnx").exists()
+    assert reg.users() == ["alice", "bob"]
+    assert reg.rankers("alice") == ["chat", "math"]
+    assert [v.version for v in reg.versions("alice", "chat")] == [1, 2]
+    assert reg.current("alice", "chat").metadata == {"cursor": 5}
+    assert reg.load_model("alice", "chat", 1) == model_v1
+    assert reg.load_weights("alice", "chat", 1) == b"w1"
+    assert reg.load_weights("alice", "chat") is None
+    ranker = reg.open("alice", "chat")
+    assert ranker.version == 2 and ranker.feature_size == 32
+
+
+def test_rollback_moves_current_and_keeps_files(tmp_path: Path, model_v1: bytes) -> None:
+    reg = Registry(tmp_path)
+    for _ in range(3):
+        reg.save("u", "chat", model_v1)
+    assert reg.rollback("u", "chat").version == 2
+    assert reg.current("u", "chat").version == 2
+    assert reg.rollback("u", "chat", to=1).version == 1
+    with pytest.raises(RegistryError, match="no version before 1"):
+        reg.rollback("u", "chat")
+    assert [v.version for v in reg.versions("u", "chat")] == [1, 2, 3]
+    assert reg.save("u", "chat", model_v1).version == 4
+
+
+def test_corrupt_latest_version_is_detected_and_older_survive(
+    tmp_path: Path, model_v1: bytes
+) -> None:
+    reg = Registry(tmp_path)
+    reg.save("u", "chat", model_v1)
+    reg.save("u", "chat", model_v1)
+    latest = reg.model_path("u", "chat")
+    latest.write_bytes(model_v1[: len(model_v1) // 2])  # torn write / disk damage
+    with pytest.raises(CorruptModelError, match=r"v000002\.onnx.*checksum mismatch"):
+        reg.load_model("u", "chat")
+    with pytest.raises(CorruptModelError, match="v000002"):
+        reg.open("u", "chat")
+    assert reg.load_model("u", "chat", 1) == model_v1
+    assert reg.open("u", "chat", fallback=True).version == 1
+    assert reg.rollback("u", "chat").version == 1
+    assert reg.open("u", "chat").version == 1
+
+
+def test_ids_are_validated_against_path_traversal(tmp_path: Path, model_v1: bytes) -> None:
+    reg = Registry(tmp_path / "root")
+    for bad in ["../evil", "a/b", "", ".hidden", "x" * 200, "a\\b", "..", "a..b"]:
+        with pytest.raises(RegistryError, match="invalid user id"):
+            reg.save(bad, "chat", model_v1)
+        with pytest.raises(RegistryError, match="invalid ranker name"):
+            reg.save("ok", bad, model_v1)
+    assert not (tmp_path / "evil").exists()
+
+
+def test_unknown_user_and_unknown_ranker(tmp_path: Path, model_v1: bytes) -> None:
+    reg = Registry(tmp_path)
+    with pytest.raises(UnknownUserError, match="'nobody'"):
+        reg.current("nobody", "chat")
+    with pytest.raises(UnknownUserError):
+        reg.rankers("nobody")
+    reg.save("u", "chat", model_v1)
+    with pytest.raises(RegistryError, match="no ranker named 'math'"):
+        reg.load_model("u", "math")
+    with pytest.raises(RegistryError, match="no version 9"):
+        reg.load_model("u", "chat", 9)
+
+
+def test_global_rankers_live_apart_from_users(tmp_path: Path, model_v1: bytes) -> None:
+    reg = Registry(tmp_path)
+    reg.save_global("math", model_v1, weights=b"global-weights")
+    assert reg.rankers(None) == ["math"]
+    assert reg.users() == []
+    assert reg.load_weights(None, "math") == b"global-weights"
+
+
+def test_corrupt_manifest_is_reported(tmp_path: Path, model_v1: bytes) -> None:
+    reg = Registry(tmp_path)
+    reg.save("u", "chat", model_v1)
+    manifest = tmp_path / "users/u/chat/manifest.json"
+    manifest.write_text(manifest.read_text()[:20])
+    with pytest.raises(CorruptModelError, match=r"manifest\.json"):
+        reg.versions("u", "chat")
+
+
+_CRASH = textwrap.dedent(
+    """
+    import os, sys
+    from edge.app.registry import Registry
+
+    root, target, model = sys.argv[1], sys.argv[2], sys.argv[3]
+    real_replace = os.replace
+
+    def crashing_replace(src, dst):
+        if str(dst).endswith(target):
+            os._exit(17)  # the process dies between write+fsync and the rename
+        return real_replace(src, dst)
+
+    os.replace = crashing_replace
+    Registry(root).save("u", "chat", open(model, "rb").read() + b"", weights=b"new")
+    """
+)
+
+
+@pytest.mark.parametrize("crash_at", [".onnx", "manifest.json"])
+def test_crash_during_save_keeps_last_good_version(
+    tmp_path: Path, model_v1: bytes, onnx_file: Path, crash_at: str
+) -> None:
+    reg = Registry(tmp_path)
+    reg.save("u", "chat", model_v1, weights=b"old", metadata={"cursor": 1})
+    before = (tmp_path / "users/u/chat/manifest.json").read_bytes()
+    proc = subprocess.run(
+        [sys.executable, "-c", _CRASH, str(tmp_path), crash_at, str(onnx_file)],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 17, proc.stderr
+    assert (tmp_path / "users/u/chat/manifest.json").read_bytes() == before
+    fresh = Registry(tmp_path)
+    assert fresh.current("u", "chat").version == 1
+    assert fresh.load_model("u", "chat") == model_v1
+    assert fresh.load_weights("u", "chat") == b"old"
+    ranker = fresh.open("u", "chat")
+    assert ranker.score(np.zeros(32, np.float32), np.ones((3, 32), np.float32)).shape == (3,)
+    # The next save works and never reuses a number a crashed save may have written.
+    info = fresh.save("u", "chat", model_v1)
+    assert info.version >= 2
+    assert json.loads((tmp_path / "users/u/chat/manifest.json").read_text())["current"] == (
+        info.version
+    )

@@ -1,0 +1,208 @@
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge import (
+    CorruptStoreError,
+    FeatureError,
+    StoreError,
+    UnknownCandidateSetError,
+    UnknownUserError,
+)
+from edge.app.store import FeedbackStore, events_to_dataset
+
+D = 16
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _features(k: int = 4, seed: int = 0, dtype: type = np.float32) -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(seed)
+    return (
+        rng.standard_normal(D).astype(dtype),
+        rng.standard_normal((k, D)).astype(dtype),
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FeedbackStore:
+    with FeedbackStore(tmp_path / "feedback.db") as s:
+        yield s
+
+
+def test_record_and_read_back_features_exactly(store: FeedbackStore) -> None:
+    inst, cand = _features()
+    store.record_shown("alice", "s1", inst, cand, texts=["a", "b", "c", "d"], task="chat")
+    shown = store.shown("alice", "s1")
+    np.testing.assert_array_equal(shown.instruction, inst)
+    np.testing.assert_array_equal(shown.candidates, cand)
+    assert shown.texts == ("a", "b", "c", "d") and shown.task == "chat"
+    inst16, cand16 = _features(3, dtype=np.float16)
+    store.record_shown("alice", "s2", inst16, cand16)
+    assert store.shown("alice", "s2").candidates.dtype == np.float16
+    np.testing.assert_array_equal(store.shown("alice", "s2").candidates, cand16)
+
+
+def test_feedback_kinds_and_cursor(store: FeedbackStore) -> None:
+    store.record_shown("u", "s1", *_features())
+    e1 = store.thumbs("u", "s1", 2, up=True)
+    e2 = store.pick("u", "s1", 0, [1, 3])
+    e3 = store.score("u", "s1", 1, 4.5)
+    assert e1 < e2 < e3 == store.last_cursor("u")
+    events = store.events("u")
+    assert [e.kind for e in events] == ["thumb", "pick", "score"]
+    assert events[0].value == 1.0 and events[1].rejected == (1, 3) and events[2].value == 4.5
+    assert [e.event_id for e in store.events("u", since=e1)] == [e2, e3]
+    assert store.events("u", since=e3) == []
+    assert len(store.events("u", limit=2)) == 2
+    default_pick = store.pick("u", "s1", 3)
+    assert store.events("u", since=e3)[0].rejected == (0, 1, 2)
+    assert default_pick > e3
+
+
+def test_users_are_isolated(store: FeedbackStore) -> None:
+    store.record_shown("alice", "shared-id", *_features(seed=1))
+    store.record_shown("bob", "shared-id", *_features(seed=2))
+    store.thumbs("alice", "shared-id", 0, up=True)
+    store.thumbs("bob", "shared-id", 1, up=False)
+    alice = store.events("alice")
+    assert len(alice) == 1 and alice[0].user == "alice" and alice[0].candidate == 0
+    np.testing.assert_array_equal(alice[0].shown.instruction, _features(seed=1)[0])
+    assert all(e.user == "bob" for e in store.events("bob"))
+    assert all(e.user == "alice" for e in store.sample_events("alice", 10))
+    store.record_shown("carol", "only-carol", *_features())
+    with pytest.raises(UnknownCandidateSetError):
+        store.thumbs("alice", "only-carol", 0, up=True)
+    assert store.users() == ["alice", "bob", "carol"]
+
+
+def test_bad_input_raises_specific_errors_and_keeps_data(store: FeedbackStore) -> None:
+    inst, cand = _features()
+    store.record_shown("u", "s1", inst, cand)
+    store.thumbs("u", "s1", 0, up=True)
+    with pytest.raises(UnknownCandidateSetError, match="'never-shown'"):
+        store.thumbs("u", "never-shown", 0, up=True)
+    with pytest.raises(UnknownUserError, match="'ghost'"):
+        store.events("ghost")
+    with pytest.raises(FeatureError, match="feature has 8 values, ranker expects 16"):
+        store.record_shown("u", "s2", inst, cand[:, :8])
+    with pytest.raises(FeatureError, match="dtype int32"):
+        store.record_shown("u", "s3", inst.astype(np.int32), cand)
+    nan = cand.copy()
+    nan[1, 1] = np.nan
+    with pytest.raises(FeatureError, match="nan"):
+        store.record_shown("u", "s4", inst, nan)
+    with pytest.raises(StoreError, match="already recorded"):
+        store.record_shown("u", "s1", inst, cand)
+    with pytest.raises(StoreError, match="out of range"):
+        store.thumbs("u", "s1", 9, up=True)
+    with pytest.raises(StoreError, match="finite"):
+        store.score("u", "s1", 0, float("inf"))
+    # Nothing stored before was lost, and no half-written rows were left behind.
+    events = store.events("u")
+    assert [(e.kind, e.candidate) for e in events] == [("thumb", 0)]
+    np.testing.assert_array_equal(store.shown("u", "s1").candidates, cand)
+    with pytest.raises(UnknownCandidateSetError):
+        store.shown("u", "s2")
+
+
+_WRITER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from edge.app.store import FeedbackStore
+
+    store = FeedbackStore(sys.argv[1])
+    rng = np.random.default_rng(0)
+    store.record_shown("u", "s1", rng.standard_normal(16), rng.standard_normal((3, 16)))
+    store.thumbs("u", "s1", 1, up=True)
+    store.pick("u", "s1", 1, [2])
+    import os
+    os._exit(0)  # no close(): the events must already be durable
+    """
+)
+
+
+def test_feedback_survives_process_restart(tmp_path: Path) -> None:
+    path = tmp_path / "fb.db"
+    proc = subprocess.run(
+        [sys.executable, "-c", _WRITER, str(path)],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    with FeedbackStore(path) as store:
+        events = store.events("u")
+        assert [e.kind for e in events] == ["thumb", "pick"]
+        rng = np.random.default_rng(0)
+        expected_inst = rng.standard_normal(16).astype(np.float32)
+        np.testing.assert_array_equal(events[0].shown.instruction, expected_inst)
+
+
+def _filled(path: Path, sets: int = 60) -> None:
+    with FeedbackStore(path) as store:
+        for i in range(sets):
+            store.record_shown("u", f"s{i}", *_features(k=8, seed=i))
+            store.thumbs("u", f"s{i}", i % 8, up=True)
+
+
+def test_truncated_database_raises_corrupt_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "fb.db"
+    _filled(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(CorruptStoreError, match=r"fb\.db"):
+        store = FeedbackStore(path)
+        store.events("u")
+    assert path.stat().st_size == len(data) // 3  # the damaged file is left for recovery
+
+
+def test_garbage_database_raises_corrupt_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"this is not sqlite" * 300)
+    with pytest.raises(CorruptStoreError, match=r"junk\.db"):
+        FeedbackStore(path)
+    assert path.read_bytes() == b"this is not sqlite" * 300
+
+
+def test_damaged_feature_blob_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "fb.db"
+    _filled(path, sets=2)
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE shown SET candidates = x'0102' WHERE set_id = 's1'")
+    with FeedbackStore(path) as store:
+        with pytest.raises(CorruptStoreError, match="'s1' has damaged features"):
+            store.events("u")
+        np.testing.assert_array_equal(store.shown("u", "s0").candidates, _features(8, 0)[1])
+
+
+def test_events_to_dataset(store: FeedbackStore) -> None:
+    store.record_shown("u", "thumbs", *_features(k=4, seed=1))
+    store.thumbs("u", "thumbs", 0, up=True)
+    store.thumbs("u", "thumbs", 2, up=False)
+    store.thumbs("u", "thumbs", 2, up=True)  # latest wins
+    store.record_shown("u", "picked", *_features(k=3, seed=2))
+    store.pick("u", "picked", 1)
+    store.record_shown("u", "rated", *_features(k=3, seed=3))
+    store.score("u", "rated", 0, 2.5)
+    store.score("u", "rated", 2, 4.0)
+    events = store.events("u")
+    data = events_to_dataset(events + events[:2])  # duplicates (replay overlap) count once
+    kinds = {b.kind: b for b in data.blocks}
+    assert set(kinds) == {"binary", "graded", "pair"}
+    np.testing.assert_array_equal(kinds["binary"].labels, [[1.0, 1.0]])
+    np.testing.assert_array_equal(kinds["graded"].labels, [[2.5, 4.0]])
+    assert len(kinds["pair"]) == 2
+    shown = store.shown("u", "picked")
+    np.testing.assert_array_equal(kinds["pair"].candidates[0, 0], shown.candidates[1])
+    full = events_to_dataset(events, unlabelled="negative")
+    binary = next(b for b in full.blocks if b.kind == "binary")
+    np.testing.assert_array_equal(binary.labels, [[1.0, 0.0, 1.0, 0.0]])

@@ -1,0 +1,127 @@
+"""The edge client against a real central server on loopback (tiny model)."""
+
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pytest
+
+from central.server import ServerConfig, start_server
+from edge._errors import (
+    ConnectionLostError,
+    DeadlineExceededError,
+    InvalidRequestError,
+    ServerError,
+)
+from edge.runtime.client import CentralClient, Instruction
+from edge.runtime.types import Candidate
+
+
+@pytest.fixture()
+def client(tiny_server):
+    with CentralClient(f"127.0.0.1:{tiny_server.port}", timeout=30) as c:
+        yield c
+
+
+def test_info(client) -> None:
+    info = client.info()
+    assert (info.num_layers, info.hidden_size, info.max_k) == (4, 64, 64)
+    assert set(info.encodings) == {"fp16", "fp32", "int8"}
+
+
+def test_generate_returns_k_candidates_with_numpy_features(client) -> None:
+    generation = client.generate("What is two plus three?", k=5, max_new_tokens=8, seed=0)
+    assert [c.index for c in generation.candidates] == [0, 1, 2, 3, 4]
+    assert generation.instruction.shape == (64,) and generation.instruction.dtype == np.float32
+    assert generation.features.shape == (5, 64)
+    assert generation.layer_index == 2
+    assert all(c.finish_reason in ("eos", "length") for c in generation.candidates)
+
+
+def test_stream_yields_the_instruction_first_then_candidates_as_they_finish(client) -> None:
+    events = list(client.stream("Write a poem", k=6, max_new_tokens=8, seed=3))
+    assert isinstance(events[0], Instruction)
+    assert all(isinstance(e, Candidate) for e in events[1:]) and len(events) == 7
+    lengths = [len(e.token_ids) + (e.finish_reason == "length") for e in events[1:]]
+    assert lengths == sorted(lengths)
+
+
+@pytest.mark.parametrize("encoding", ["fp32", "int8"])
+def test_encodings_decode_close_to_fp16(client, encoding: str) -> None:
+    base = client.generate("Write a poem", k=2, max_new_tokens=4, seed=1, encoding="fp32")
+    other = client.generate("Write a poem", k=2, max_new_tokens=4, seed=1, encoding=encoding)
+    scale = np.abs(base.features).max()
+    assert np.abs(base.features - other.features).max() <= scale / 127
+
+
+def test_chat_prompt_and_explicit_layer(client) -> None:
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    generation = client.generate(chat, k=1, max_new_tokens=4, layer=4)
+    assert generation.layer_index == 4
+    fraction = client.generate("Hi", k=1, max_new_tokens=4, layer=0.25)
+    assert fraction.layer_index == 1
+
+
+def test_features_for_given_responses(client) -> None:
+    instruction, features = client.features("List colours", ["red", "green and blue"])
+    assert instruction.shape == (64,) and features.shape == (2, 64)
+    assert not np.allclose(features[0], features[1])
+
+
+def test_invalid_request_raises_invalid_request_error_naming_the_field(client) -> None:
+    with pytest.raises(InvalidRequestError, match=r"^k: must be between 1 and 64"):
+        client.generate("hi", k=100)
+    with pytest.raises(InvalidRequestError, match=r"sampling\.temperature"):
+        client.generate("hi", k=1, temperature=-1.0)
+
+
+def test_deadline_raises_deadline_exceeded(client) -> None:
+    with pytest.raises(DeadlineExceededError):
+        client.generate("Write a poem", k=32, max_new_tokens=200, timeout=0.01)
+
+
+def test_unreachable_server_raises_connection_lost() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    with CentralClient(f"127.0.0.1:{port}", timeout=5) as client:
+        with pytest.raises(ConnectionLostError):
+            client.info()
+        with pytest.raises(ConnectionLostError):
+            client.wait_ready(timeout=0.5)
+
+
+def test_token_is_sent_as_bearer_and_a_wrong_token_is_a_server_error(tiny_model) -> None:
+    running = start_server(ServerConfig(port=0, auth_token="tok"), loaded=tiny_model)
+    try:
+        with CentralClient(f"127.0.0.1:{running.port}", token="tok") as good:
+            assert good.info().hidden_size == 64
+        with (
+            CentralClient(f"127.0.0.1:{running.port}", token="bad") as bad,
+            pytest.raises(ServerError, match="UNAUTHENTICATED"),
+        ):
+            bad.info()
+    finally:
+        running.stop(grace=0)
+
+
+def test_breaking_out_of_a_stream_cancels_generation(client, tiny_server) -> None:
+    for event in client.stream("Write a poem", k=32, max_new_tokens=200, seed=0):
+        assert isinstance(event, Instruction)
+        break
+    lock = tiny_server.servicer._model_lock
+    assert lock.acquire(timeout=10)
+    lock.release()
+
+
+def test_tls_with_private_root_certificates(tiny_model, tmp_path) -> None:
+    from tests.central.test_server import _self_signed
+
+    cert, key = _self_signed(tmp_path)
+    running = start_server(ServerConfig(port=0, tls_cert=cert, tls_key=key), loaded=tiny_model)
+    try:
+        with CentralClient(f"localhost:{running.port}", root_certificates=cert) as client:
+            assert client.generate("hi", k=1, max_new_tokens=2).features.shape == (1, 64)
+    finally:
+        running.stop(grace=0)

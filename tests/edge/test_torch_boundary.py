@@ -1,0 +1,89 @@
+"""The torch-free rooms import, and work, where torch cannot be imported.
+
+An app that only ranks ships ``edge.runtime``, ``edge.app`` and ``edge.eval``
+(and SWIFT's scoring) without torch. Each of their modules is imported in a
+fresh interpreter with ``sys.modules["torch"] = None``, which makes any
+``import torch`` fail; the torch rooms are checked to fail there, so the
+blocker is known to work.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+TORCH_FREE_ROOMS = ("edge.runtime", "edge.app", "edge.eval")
+# SWIFT's room mixes both sides; these are the modules an app ranks with.
+TORCH_FREE_MODULES = (
+    "edge",
+    "edge._errors",
+    "edge._lazy",
+    "edge.swift.scoring",
+    "edge.swift.tokens",
+)
+TORCH_MODULES = ("edge.training.rankers", "edge.training.loop", "edge.swift.head")
+
+
+def _torch_free_modules() -> list[str]:
+    names = list(TORCH_FREE_MODULES)
+    for room in TORCH_FREE_ROOMS:
+        names.append(room)
+        package = importlib.import_module(room)
+        names += [info.name for info in pkgutil.walk_packages(package.__path__, f"{room}.")]
+    return names
+
+
+def _run_blocked(code: str) -> subprocess.CompletedProcess[str]:
+    prelude = "import sys\nsys.modules['torch'] = None\n"
+    return subprocess.run(
+        [sys.executable, "-c", prelude + code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+
+
+def test_torch_free_rooms_import_without_torch() -> None:
+    modules = _torch_free_modules()
+    code = (
+        "import importlib\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "assert sys.modules['torch'] is None\n"
+        "print(len(" + repr(modules) + "))\n"
+    )
+    proc = _run_blocked(code)
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout.strip()) == len(modules) > 20
+
+
+@pytest.mark.parametrize("module", TORCH_MODULES)
+def test_blocker_really_blocks_the_torch_rooms(module: str) -> None:
+    proc = _run_blocked(f"import {module}\n")
+    assert proc.returncode != 0
+    assert "torch" in proc.stderr
+
+
+def test_every_public_name_of_the_torch_free_rooms_resolves_without_torch() -> None:
+    code = (
+        "import importlib\n"
+        f"for room in {TORCH_FREE_ROOMS!r}:\n"
+        "    package = importlib.import_module(room)\n"
+        "    for name in package.__all__:\n"
+        "        getattr(package, name)\n"
+        "import edge\n"
+        "edge.Ranker, edge.FeedbackStore, edge.Registry, edge.PersonalRanker, edge.CentralClient\n"
+        "edge.TokenRankingSession\n"
+        "print('ok')\n"
+    )
+    proc = _run_blocked(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"

@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge import UnknownUserError
+from edge.app.checkpoint import Checkpoint
+from edge.app.registry import Registry
+from edge.app.store import FeedbackStore
+from edge.training.learner import Learner, LearnerConfig
+from edge.training.rankers import build_ranker, make_config
+from edge.training.synthetic import planted_dataset
+
+D = 16
+
+
+def _record(store: FeedbackStore, user: str, start: int, count: int, task: str = "chat") -> None:
+    """Show planted groups and give a thumbs up to the good one, down to another."""
+    data = planted_dataset(count, 4, D, seed=start)
+    block = data.blocks[0]
+    for g in range(count):
+        set_id = f"{task}-{start + g}"
+        store.record_shown(user, set_id, block.instructions[g], block.candidates[g], task=task)
+        good = int(np.argmax(block.labels[g]))
+        store.thumbs(user, set_id, good, up=True)
+        store.thumbs(user, set_id, (good + 1) % 4, up=False)
+
+
+@pytest.fixture
+def parts(tmp_path: Path) -> tuple[FeedbackStore, Registry]:
+    with FeedbackStore(tmp_path / "fb.db") as store:
+        yield store, Registry(tmp_path / "reg")
+
+
+def test_learn_from_scratch_then_incrementally(parts: tuple[FeedbackStore, Registry]) -> None:
+    store, registry = parts
+    learner = Learner(store, registry, LearnerConfig(kind="point"))
+    with pytest.raises(UnknownUserError):
+        learner.learn("alice", "chat")
+    _record(store, "alice", 0, 60)
+    first = learner.learn("alice", "chat")
+    assert first.updated and first.started_from == "scratch"
+    assert first.version is not None and first.version.version == 1
+    assert first.new_events == 120 and first.replayed_events == 0
+    assert first.cursor == store.last_cursor("alice")
+    assert first.loss_after < first.loss_before
+    assert registry.current("alice", "chat").metadata["cursor"] == first.cursor
+
+    nothing = learner.learn("alice", "chat")
+    assert not nothing.updated and nothing.version is None
+    assert len(registry.versions("alice", "chat")) == 1
+
+    _record(store, "alice", 1000, 10)
+    second = learner.learn("alice", "chat")
+    assert second.started_from == "user" and second.version.version == 2
+    assert second.new_events == 20 and second.replayed_events > 0
+
+    # The saved version ranks held-out planted groups well, with onnxruntime only.
+    ranker = registry.open("alice", "chat")
+    test = planted_dataset(100, 4, D, seed=555).blocks[0]
+    hits = [
+        ranker.rank(test.instructions[g], test.candidates[g]).best == np.argmax(test.labels[g])
+        for g in range(100)
+    ]
+    assert np.mean(hits) > 0.6  # chance is 0.25
+
+
+def test_new_user_starts_from_base_or_global(parts: tuple[FeedbackStore, Registry]) -> None:
+    store, registry = parts
+    base = build_ranker(make_config("list", D, hidden_size=16), seed=4)
+    _record(store, "bob", 0, 5)
+    report = Learner(store, registry, base=base.to_checkpoint()).learn("bob", "chat")
+    assert report.started_from == "base"
+    weights = registry.load_weights("bob", "chat")
+    assert weights is not None
+    assert Checkpoint.from_bytes(weights).config["hidden_size"] == 16
+
+    registry.save_global("chat", b"unused-onnx", weights=base.to_checkpoint().to_bytes())
+    _record(store, "carol", 0, 5)
+    assert Learner(store, registry).learn("carol", "chat").started_from == "global"
+
+
+def test_tasks_are_separate_rankers(parts: tuple[FeedbackStore, Registry]) -> None:
+    store, registry = parts
+    _record(store, "dan", 0, 5, task="chat")
+    _record(store, "dan", 0, 5, task="math")
+    learner = Learner(store, registry, LearnerConfig(kind="point"))
+    assert learner.learn("dan", "math").new_events == 10
+    assert registry.rankers("dan") == ["math"]
+    assert learner.learn("dan", "chat").updated
+    assert registry.rankers("dan") == ["chat", "math"]
+
+
+def test_per_event_config_learns_one_event_at_a_time(parts: tuple[FeedbackStore, Registry]) -> None:
+    store, registry = parts
+    learner = Learner(store, registry, LearnerConfig.per_event(kind="point"))
+    assert learner.config.exporter == "template" and learner.config.replay_size == 32
+    _record(store, "erin", 0, 40)
+    assert learner.learn("erin", "chat").updated
+    data = planted_dataset(30, 4, D, seed=77).blocks[0]
+    for g in range(30):  # then one update per event, each a new version
+        store.record_shown(
+            "erin", f"late-{g}", data.instructions[g], data.candidates[g], task="chat"
+        )
+        event = store.thumbs("erin", f"late-{g}", int(np.argmax(data.labels[g])), up=True)
+        report = learner.learn("erin", "chat")
+        assert report.updated and report.new_events == 1 and report.cursor == event
+        assert report.started_from == "user" and report.version.version == g + 2
+    ranker = registry.open("erin", "chat")
+    test = planted_dataset(100, 4, D, seed=555).blocks[0]
+    hits = ranker.score_batch(test.instructions, test.candidates).argmax(1) == test.labels.argmax(1)
+    assert hits.mean() > 0.6  # chance is 0.25
+
+
+def test_bad_export_never_becomes_current(
+    parts: tuple[FeedbackStore, Registry], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import edge.training.learner as learner_mod
+    from edge import ExportError
+    from edge.training.export import export_onnx
+
+    store, registry = parts
+    learner = Learner(store, registry, LearnerConfig.per_event(kind="list"))
+    _record(store, "fay", 0, 5)
+    good = learner.learn("fay", "chat")
+    _record(store, "fay", 500, 1)
+    other = build_ranker(make_config("point", D), seed=9)  # loads, but scores differently
+    monkeypatch.setattr(learner_mod, "export_onnx", lambda *a, **kw: export_onnx(other))
+    with pytest.raises(ExportError):
+        learner.learn("fay", "chat")
+    assert registry.current("fay", "chat").version == good.version.version
+    assert registry.current("fay", "chat").metadata["cursor"] == good.cursor
+    monkeypatch.undo()
+    retried = learner.learn("fay", "chat")  # the same events are learned on the next try
+    assert retried.new_events == 2 and retried.version.version == good.version.version + 1
+
+
+def test_warm_model_is_not_used_after_a_rollback(parts: tuple[FeedbackStore, Registry]) -> None:
+    store, registry = parts
+    learner = Learner(store, registry, LearnerConfig.per_event(kind="point"))
+    _record(store, "gus", 0, 5)
+    learner.learn("gus", "chat")
+    _record(store, "gus", 100, 5)
+    learner.learn("gus", "chat")
+    registry.rollback("gus", "chat")  # back to v1: the warm model (v2's weights) must not be used
+    v1 = Checkpoint.from_bytes(registry.load_weights("gus", "chat", 1))
+    model, origin = learner._initial("gus", "chat", D)
+    assert origin == "user"
+    for key, value in model.to_checkpoint().weights.items():
+        np.testing.assert_array_equal(value, v1.weights[key])
