@@ -26,6 +26,23 @@ class Candidate:
     # the request asked for them (CentralClient.generate(token_features=...) or a ranker
     # with needs_token_features)
     token_features: np.ndarray | None = field(default=None, repr=False)
+    # (hidden,) float32 mean of the feature layer's hidden state over the response tokens
+    # (prompt and end-of-sequence excluded); None when the request did not ask for it or the
+    # server predates it (representation v2)
+    mean_feature: np.ndarray | None = field(default=None, repr=False)
+    # mean entropy (nats) of the model's next-token distribution over the response tokens at
+    # temperature 1; None when the server did not send it
+    mean_entropy: float | None = None
+
+    @property
+    def num_tokens(self) -> int:
+        """Generated tokens, end-of-sequence excluded."""
+        return len(self.token_ids)
+
+    @property
+    def mean_logprob(self) -> float:
+        """Average token log-probability at temperature 1 (0.0 for an empty response)."""
+        return self.cumulative_logprob / len(self.token_ids) if self.token_ids else 0.0
 
 
 @dataclass(frozen=True)
