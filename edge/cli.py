@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,44 +13,76 @@ from edge._errors import RankerError
 __all__ = ["main"]
 
 _DEFAULT_HOME = Path("~/.language-ranker").expanduser()
+TOKEN_ENV = "RANKER_CENTRAL_TOKEN"  # the variable ranker-central reads its token from
+
+
+_FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ranker-edge", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="the whole loop for one simulated user")
+    demo = commands.add_parser(
+        "demo", help="the whole loop for simulated users", formatter_class=_FORMATTER
+    )
     demo.add_argument("--central", help="address of a running central (default: start one)")
     demo.add_argument("--model", default="default", help="model for a started central")
     demo.add_argument("--k", type=int, default=8, help="candidates per prompt")
-    demo.add_argument("--train-prompts", type=int, default=256)
-    demo.add_argument("--test-prompts", type=int, default=64)
-    demo.add_argument("--learn-every", type=int, default=32)
-    demo.add_argument("--kind", choices=["list", "point"], default="list")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--home", type=Path, help="keep feedback and rankers here")
+    demo.add_argument("--train-prompts", type=int, default=256, help="prompts given feedback")
+    demo.add_argument("--test-prompts", type=int, default=64, help="held-out prompts scored")
+    demo.add_argument("--learn-every", type=int, default=32, help="prompts between updates")
+    demo.add_argument(
+        "--kind", choices=["list", "point"], default="list", help="ranker family trained"
+    )
+    demo.add_argument("--seed", type=int, default=0, help="seeds prompts, sampling and training")
+    demo.add_argument("--home", type=Path, help="keep feedback and rankers here (default: temp)")
     demo.add_argument("--json", action="store_true", help="print the results as JSON")
 
-    generate = commands.add_parser("generate", help="sample K candidates and rank them")
-    generate.add_argument("prompt")
-    generate.add_argument("--central", default="127.0.0.1:50051")
-    generate.add_argument("--k", type=int, default=4)
-    generate.add_argument("--max-new-tokens", type=int, default=64)
+    generate = commands.add_parser(
+        "generate", help="sample K candidates and rank them", formatter_class=_FORMATTER
+    )
+    generate.add_argument("prompt", help="the prompt sent to central")
+    generate.add_argument("--central", default="127.0.0.1:50051", help="central's address")
+    _connection_args(generate)
+    generate.add_argument("--k", type=int, default=4, help="candidates to sample")
+    generate.add_argument("--max-new-tokens", type=int, default=64, help="tokens per candidate")
     _user_args(generate)
 
-    versions = commands.add_parser("versions", help="list a user's ranker versions")
-    _user_args(versions)
-    learn = commands.add_parser("learn", help="update a user's ranker from new feedback")
-    _user_args(learn)
-    rollback = commands.add_parser("rollback", help="make the previous version current")
-    _user_args(rollback)
+    for command, text in (
+        ("versions", "list a user's ranker versions"),
+        ("learn", "update a user's ranker from new feedback"),
+        ("rollback", "make the previous version current"),
+    ):
+        _user_args(commands.add_parser(command, help=text, formatter_class=_FORMATTER))
     return parser
 
 
+def _connection_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--token-file", type=Path, help=f"file holding central's bearer token (or ${TOKEN_ENV})"
+    )
+    parser.add_argument("--tls", action="store_true", help="TLS with the system's CA roots")
+    parser.add_argument("--tls-ca", type=Path, help="PEM file of a private CA (implies --tls)")
+
+
 def _user_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--home", type=Path, default=_DEFAULT_HOME)
-    parser.add_argument("--user", default="me")
+    parser.add_argument("--home", type=Path, default=_DEFAULT_HOME, help="feedback and rankers")
+    parser.add_argument("--user", default="me", help="whose feedback and ranker")
     parser.add_argument("--name", default="chat", help="ranker name, e.g. chat or math")
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """The bearer token from --token-file or the environment; an empty one is an error."""
+    if args.token_file is None:
+        return os.environ.get(TOKEN_ENV) or None
+    try:
+        token = args.token_file.read_text().strip()
+    except OSError as error:
+        raise RankerError(f"--token-file {args.token_file}: {error.strerror}") from error
+    if not token:
+        raise RankerError(f"--token-file {args.token_file} is empty")
+    return token
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +112,10 @@ def _generate(args: argparse.Namespace) -> int:
     from edge.app.personal import PersonalRanker
     from edge.runtime.client import CentralClient
 
-    with CentralClient(args.central) as central:
+    tls = args.tls or args.tls_ca is not None
+    with CentralClient(
+        args.central, token=_token(args), tls=tls, root_certificates=args.tls_ca
+    ) as central:
         user = PersonalRanker(central, args.home, args.user, args.name)
         shown = user.generate(args.prompt, args.k, max_new_tokens=args.max_new_tokens)
         version = f"v{shown.ranker_version}" if shown.ranker_version else "no ranker yet"
@@ -91,9 +127,10 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _versions(args: argparse.Namespace) -> int:
+    from edge.app.personal import REGISTRY_DIR
     from edge.app.registry import Registry
 
-    registry = Registry(args.home / "rankers")
+    registry = Registry(args.home / REGISTRY_DIR)
     current = registry.current(args.user, args.name).version
     for info in registry.versions(args.user, args.name):
         mark = "*" if info.version == current else " "
@@ -102,13 +139,14 @@ def _versions(args: argparse.Namespace) -> int:
 
 
 def _learn(args: argparse.Namespace) -> int:
+    from edge.app.personal import REGISTRY_DIR, STORE_FILE
     from edge.app.registry import Registry
     from edge.app.store import FeedbackStore
     from edge.training.learner import Learner
 
-    with FeedbackStore(args.home / "feedback.sqlite3") as store:
-        report = Learner(store, Registry(args.home / "rankers")).learn(args.user, args.name)
-    if report.updated:
+    with FeedbackStore(args.home / STORE_FILE) as store:
+        report = Learner(store, Registry(args.home / REGISTRY_DIR)).learn(args.user, args.name)
+    if report.updated and report.version is not None:
         print(
             f"v{report.version.version}: {report.new_events} new events, "
             f"loss {report.loss_before:.4f} -> {report.loss_after:.4f} in {report.seconds:.2f} s"
@@ -119,9 +157,10 @@ def _learn(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
+    from edge.app.personal import REGISTRY_DIR
     from edge.app.registry import Registry
 
-    info = Registry(args.home / "rankers").rollback(args.user, args.name)
+    info = Registry(args.home / REGISTRY_DIR).rollback(args.user, args.name)
     print(f"current version is now v{info.version}")
     return 0
 

@@ -21,10 +21,12 @@ def format_table(result: DemoResult) -> str:
         lines.append(f"{name:34s} {acc.rate:9.1%}   [{acc.low:.1%}, {acc.high:.1%}]")
     gain = result.gain_over_first
     if gain:
-        low, high = gain["ci95"]
+        interval, difference = gain["ci95"], gain["difference"]
+        assert isinstance(interval, list) and isinstance(difference, float)
+        low, high = interval
         lines += [
             "",
-            f"learned ranker - first sample: {gain['difference']:+.1%} "
+            f"learned ranker - first sample: {difference:+.1%} "
             f"(paired 95% bootstrap interval [{low:+.1%}, {high:+.1%}])",
         ]
     lines += ["", "phase timings:"]

@@ -16,6 +16,7 @@ import pytest
 from harness.cli import main
 
 
+@pytest.mark.slow  # fine-tunes the MiniLM text reward model (about a minute)
 def test_quick_mode_end_to_end(
     tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
