@@ -16,6 +16,7 @@ still tell those cases apart.
     ├── RegistryError             bad user id or ranker name, missing version, ...
     ├── TrainingError             nothing to learn from, inconsistent training data
     ├── ExportError               ONNX export failed or disagrees with the torch ranker
+    ├── MissingDependencyError    a part needs an extra that is not installed (also ImportError)
     └── CentralError              talking to the central feature service failed
         ├── ConnectionLostError   the channel broke or the service is unavailable
         ├── DeadlineExceededError the call ran past its deadline
@@ -28,6 +29,7 @@ Messages name the offending value and what was expected, e.g.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "ExportError",
     "FeatureError",
     "InvalidRequestError",
+    "MissingDependencyError",
     "RankerError",
     "RegistryError",
     "ServerError",
@@ -46,6 +49,7 @@ __all__ = [
     "TrainingError",
     "UnknownCandidateSetError",
     "UnknownUserError",
+    "require_extra",
 ]
 
 
@@ -109,6 +113,27 @@ class TrainingError(RankerError):
 
 class ExportError(RankerError):
     """Exporting a ranker to ONNX failed, or the ONNX graph disagrees with torch."""
+
+
+class MissingDependencyError(RankerError, ImportError):
+    """A part of the SDK needs an optional extra (``train``: torch, onnx) that is not installed."""
+
+    def __init__(self, what: str, module: str, extra: str) -> None:
+        self.module = module
+        self.extra = extra
+        super().__init__(
+            f"{what} needs {module}, which is not installed: "
+            f"pip install 'language-ranker[{extra}]'",
+            name=module,
+        )
+
+
+def require_extra(module: str, *, extra: str, what: str) -> None:
+    """Import ``module`` or raise MissingDependencyError naming the extra that provides it."""
+    try:
+        importlib.import_module(module)
+    except ImportError as error:
+        raise MissingDependencyError(what, module, extra) from error
 
 
 class CentralError(RankerError):

@@ -15,7 +15,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
+
+from edge._errors import MissingDependencyError
+
+try:
+    import torch
+except ImportError as error:  # a torch-free install: say which extra provides it
+    raise MissingDependencyError("edge.swift.export", "torch", "train") from error
 
 from edge._errors import ExportError
 from edge.runtime.onnx_meta import INPUT_MASK, INPUT_TOKENS

@@ -28,14 +28,21 @@ the head is still exactly one linear layer per token.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 import numpy as np
-import torch
+
+from edge._errors import MissingDependencyError
+
+try:
+    import torch
+except ImportError as error:  # a torch-free install: say which extra provides it
+    raise MissingDependencyError("edge.swift.head", "torch", "train") from error
 from torch import nn
 
-from edge.training.rankers._base import RankerModule
+from edge.training.rankers._base import RankerModule, Step
 
 __all__ = ["SwiftConfig", "SwiftRanker", "TokenSource"]
 
@@ -66,10 +73,22 @@ class SwiftConfig:
 
 
 class SwiftRanker(RankerModule):
-    """``(tokens (B, K, T, d), mask (B, K, T)) -> scores (B, K)``: gated mean token reward."""
+    """``(tokens (B, K, T, d), mask (B, K, T)) -> scores (B, K)``: gated mean token reward.
+
+    Its own input family: it reads per-token features, so it is trained,
+    exported and scored by the functions of ``edge.swift``, and the Language
+    Ranker ones (``edge.training.train``, ``export_onnx``...) refuse it.
+    """
 
     kind: ClassVar[str] = "swift"
     needs_token_features: ClassVar[bool] = True
+    entry_points: ClassVar[Mapping[Step, str]] = {
+        "train": "edge.swift.train_swift()",
+        "export": "edge.swift.export_swift_onnx()",
+        "parity": "edge.swift.check_swift_parity()",
+    }
+    shift: torch.Tensor  # (d,) buffer: per-dimension mean of the training tokens
+    scale: torch.Tensor  # (d,) buffer: their standard deviation (1 where constant)
 
     def __init__(self, config: SwiftConfig) -> None:
         super().__init__()
@@ -80,7 +99,7 @@ class SwiftRanker(RankerModule):
         self.register_buffer("shift", torch.zeros(d))
         self.register_buffer("scale", torch.ones(d))
 
-    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, K, T, d), (B, K, T) float32 -> (B, K) scores, higher is better."""
         real = mask > 0.5
         x = torch.where(real.unsqueeze(-1), (tokens - self.shift) / self.scale, 0.0)

@@ -25,7 +25,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-import torch
+
+from edge._errors import MissingDependencyError
+
+try:
+    import torch
+except ImportError as error:  # a torch-free install: say which extra provides it
+    raise MissingDependencyError("edge.swift.train", "torch", "train") from error
 import torch.nn.functional as F
 
 from edge._errors import FeatureError, TrainingError

@@ -13,7 +13,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from edge._errors import require_extra
 from edge._lazy import lazy_exports
+
+# Every module of this room needs torch: say which extra provides it, once, here.
+require_extra("torch", extra="train", what="edge.training")
 
 if TYPE_CHECKING:
     from edge.training.export import (

@@ -66,10 +66,25 @@ def test_torch_free_rooms_import_without_torch() -> None:
 
 
 @pytest.mark.parametrize("module", TORCH_MODULES)
-def test_blocker_really_blocks_the_torch_rooms(module: str) -> None:
+def test_torch_rooms_name_the_extra_to_install(module: str) -> None:
     proc = _run_blocked(f"import {module}\n")
     assert proc.returncode != 0
-    assert "torch" in proc.stderr
+    assert "MissingDependencyError" in proc.stderr
+    assert "pip install 'language-ranker[train]'" in proc.stderr
+
+
+def test_lazy_names_name_the_extra_and_stay_import_errors() -> None:
+    code = (
+        "import edge\n"
+        "try:\n"
+        "    edge.ListRanker\n"
+        "except ImportError as error:\n"
+        "    assert isinstance(error, edge.MissingDependencyError), type(error)\n"
+        "    print(error)\n"
+    )
+    proc = _run_blocked(code)
+    assert proc.returncode == 0, proc.stderr
+    assert "edge.training needs torch" in proc.stdout
 
 
 def test_every_public_name_of_the_torch_free_rooms_resolves_without_torch() -> None:
