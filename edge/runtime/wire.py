@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from edge._errors import ServerError
@@ -9,7 +11,7 @@ from language_ranker.v1 import ranker_pb2 as pb
 
 __all__ = ["ENCODINGS", "decode_tensor"]
 
-_DTYPES = {
+_DTYPES: dict[int, np.dtype[Any]] = {
     pb.DTYPE_FLOAT16: np.dtype("<f2"),
     pb.DTYPE_FLOAT32: np.dtype("<f4"),
     pb.DTYPE_INT8: np.dtype("i1"),
