@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["Candidate", "FinishReason", "Generation"]
+__all__ = ["Candidate", "FinishReason", "Generation", "Usage"]
 
 FinishReason = Literal["eos", "length"]
 
@@ -46,6 +46,15 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class Usage:
+    """What one Generate call cost central: the last event of its stream."""
+
+    prompt_tokens: int  # prompt length after the chat template
+    generated_tokens: int  # response tokens over all K candidates
+    seconds: float  # wall time central spent on the request
+
+
+@dataclass(frozen=True)
 class Generation:
     """K candidates for one prompt, plus the instruction feature they share."""
 
@@ -53,6 +62,7 @@ class Generation:
     instruction: np.ndarray = field(repr=False)  # (hidden,) float32, last prompt token
     candidates: tuple[Candidate, ...] = ()  # sorted by index
     layer_index: int = 0  # hidden-state layer the features come from
+    usage: Usage | None = None  # what the call cost central; None when the stream sent none
 
     @property
     def features(self) -> np.ndarray:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge import ServerError
-from edge.runtime.client import CandidateTokens, CentralClient, Instruction, _generate_request
+from edge.runtime.client import CandidateTokens, CentralClient, Instruction
 from edge.runtime.token_wire import TokenAssembler, TokenFeatureRequest, token_spec
 from edge.swift.export import check_swift_parity, export_swift_onnx
 from edge.swift.scoring import TokenRankingSession
@@ -24,12 +24,14 @@ def client(tiny_server):
 
 
 def test_requests_without_token_features_are_unchanged_on_the_wire() -> None:
-    plain = _generate_request("hi", 3, seed=1).SerializeToString()
-    assert (
-        _generate_request("hi", 3, seed=1, token_features=token_spec(None)).SerializeToString()
-        == plain
-    )
-    assert token_spec(False) is None
+    point = build_ranker(make_config("point", 64))
+    with CentralClient("127.0.0.1:1") as unconnected:  # building a request needs no server
+        build = unconnected.build_generate_request
+        plain = build("hi", 3, seed=1).SerializeToString()
+        for off in (None, False):
+            assert build("hi", 3, seed=1, token_features=off).SerializeToString() == plain
+        assert build("hi", 3, seed=1, ranker=point).SerializeToString() == plain
+    assert token_spec(None) is None and token_spec(False) is None
     assert not pb.GenerateRequest.FromString(plain).HasField("token_features")
 
 
