@@ -122,7 +122,7 @@ class ClientBase:
     loops that call the stub.
     """
 
-    _grpc: ClassVar[Any] = grpc  # the module whose channels this client opens
+    _grpc: ClassVar[Any]  # grpc or grpc.aio: the module whose channels the client opens
 
     def __init__(
         self,

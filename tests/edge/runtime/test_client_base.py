@@ -1,0 +1,113 @@
+"""The shared half of both clients, on hand-built wire messages: stream decoding and assembly.
+
+The parity and server tests cover what a real server sends; these cover what
+it could send but rarely does: a stream cut inside the per-token features,
+a candidate missing, fields a newer or older proto does not have.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge._errors import ServerError
+from edge.runtime.client_base import ClientBase, _optional_float, _optional_tensor
+from edge.runtime.types import Candidate, Usage
+from language_ranker.v1 import ranker_pb2 as pb
+
+
+def _tensor(*shape: int, value: float = 1.0) -> pb.Tensor:
+    data = np.full(shape, value, np.float32)
+    return pb.Tensor(dtype=pb.DTYPE_FLOAT32, shape=list(shape), data=data.tobytes())
+
+
+def _stream(token_size: int = 0) -> list[pb.GenerateResponse]:
+    """A two-candidate stream as central sends it, per-token features when token_size > 0."""
+    layout = pb.TokenFeatureLayout(feature_size=token_size) if token_size else None
+    instruction = pb.InstructionFeature(
+        feature=_tensor(4), layer_index=2, prompt_tokens=5, token_features=layout
+    )
+    responses = [pb.GenerateResponse(instruction=instruction)]
+    for index, tokens in ((1, [7]), (0, [3, 4, 5])):  # in the order they finished
+        candidate = pb.Candidate(
+            index=index, text=f"c{index}", token_ids=tokens, feature=_tensor(4, value=index)
+        )
+        responses.append(pb.GenerateResponse(candidate=candidate))
+    if token_size:
+        chunks = [(0, 0, 2, False), (0, 2, 1, True), (1, 0, 1, True)]
+        for index, offset, rows, last in chunks:
+            chunk = pb.TokenFeatures(
+                index=index, token_offset=offset, features=_tensor(rows, token_size),
+                last_chunk=last,
+            )  # fmt: skip
+            responses.append(pb.GenerateResponse(token_features=chunk))
+    usage = pb.Usage(prompt_tokens=5, generated_tokens=4, seconds=0.5)
+    return [*responses, pb.GenerateResponse(usage=usage)]
+
+
+def _is_chunk_of(response: pb.GenerateResponse, index: int) -> bool:
+    return (
+        response.WhichOneof("event") == "token_features" and response.token_features.index == index
+    )
+
+
+def _decode(responses: list[pb.GenerateResponse], token_features: bool) -> list[object]:
+    request = pb.GenerateRequest(token_features=pb.TokenFeatureSpec(enabled=token_features))
+    decoder = ClientBase._stream_decoder(request)
+    events = [decoder.decode(r) for r in responses]
+    decoder.finish()
+    return [e for e in events if e is not None]
+
+
+def test_a_stream_assembles_into_a_generation_with_token_features_and_usage() -> None:
+    builder = ClientBase._generation_builder("hi", 2)
+    for event in _decode(_stream(token_size=3), token_features=True):
+        builder.add(event)
+    generation = builder.build()
+    assert [c.index for c in generation.candidates] == [0, 1]
+    assert [c.token_features.shape for c in generation.candidates] == [(3, 3), (1, 3)]
+    assert generation.usage == Usage(prompt_tokens=5, generated_tokens=4, seconds=0.5)
+    assert generation.layer_index == 2 and generation.features.dtype == np.float32
+    np.testing.assert_array_equal(generation.features[:, 0], [0.0, 1.0])
+
+
+def test_token_chunks_nobody_asked_for_are_dropped() -> None:
+    events = _decode(_stream(token_size=3), token_features=False)
+    assert [type(e).__name__ for e in events] == ["Instruction", "Candidate", "Candidate", "Usage"]
+
+
+def test_a_stream_cut_inside_token_features_is_a_server_error() -> None:
+    responses = [r for r in _stream(token_size=3) if not _is_chunk_of(r, 1)][
+        :-2
+    ]  # cut after 0's first chunk
+    with pytest.raises(ServerError, match=r"inside the token features of \[0\]"):
+        _decode(responses, token_features=True)
+
+
+def test_missing_candidates_or_their_token_features_are_server_errors() -> None:
+    events = _decode(_stream(), token_features=False)
+    short = ClientBase._generation_builder("hi", 3)
+    for event in events:
+        short.add(event)
+    with pytest.raises(ServerError, match="got 2 of 3 candidates"):
+        short.build()
+    no_tokens_for_1 = [r for r in _stream(token_size=3) if not _is_chunk_of(r, 1)]
+    builder = ClientBase._generation_builder("hi", 2)
+    for event in _decode(no_tokens_for_1, token_features=True):
+        builder.add(event)
+    with pytest.raises(ServerError, match=r"token features of candidates \[1\]"):
+        builder.build()
+
+
+def test_optional_fields_are_none_when_unset_or_unknown_to_this_proto() -> None:
+    """How representation-v2 fields decode: None from servers (or protos) without them."""
+    assert _optional_float(pb.SamplingParams(), "temperature") is None
+    assert _optional_float(pb.SamplingParams(temperature=0.5), "temperature") == 0.5
+    assert _optional_float(pb.SamplingParams(), "no_such_field") is None
+    assert _optional_tensor(pb.InstructionFeature(), "feature") is None
+    feature = _optional_tensor(pb.InstructionFeature(feature=_tensor(2)), "feature")
+    assert feature is not None and feature.dtype == np.float32 and feature.shape == (2,)
+    candidate = _decode(_stream(), token_features=False)[1]
+    assert isinstance(candidate, Candidate)
+    if "mean_feature" not in pb.Candidate.DESCRIPTOR.fields_by_name:
+        assert candidate.mean_feature is None and candidate.mean_entropy is None
