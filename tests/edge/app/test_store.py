@@ -206,3 +206,129 @@ def test_events_to_dataset(store: FeedbackStore) -> None:
     full = events_to_dataset(events, unlabelled="negative")
     binary = next(b for b in full.blocks if b.kind == "binary")
     np.testing.assert_array_equal(binary.labels, [[1.0, 0.0, 1.0, 0.0]])
+
+
+# -- representation v2: mean vectors, scalars, signals, and the schema-1 migration ----
+_SCHEMA_1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE shown (
+    row_id INTEGER PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    set_id TEXT NOT NULL,
+    task TEXT NOT NULL,
+    created REAL NOT NULL,
+    dtype TEXT NOT NULL CHECK (dtype IN ('float16', 'float32')),
+    feature_size INTEGER NOT NULL,
+    k INTEGER NOT NULL,
+    instruction BLOB NOT NULL,
+    candidates BLOB NOT NULL,
+    texts TEXT,
+    UNIQUE (user_id, set_id)
+);
+CREATE TABLE feedback (
+    event_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id TEXT NOT NULL,
+    shown_id INTEGER NOT NULL REFERENCES shown (row_id),
+    kind TEXT NOT NULL CHECK (kind IN ('thumb', 'pick', 'score')),
+    candidate INTEGER NOT NULL,
+    value REAL,
+    rejected TEXT,
+    created REAL NOT NULL
+);
+CREATE INDEX feedback_by_user ON feedback (user_id, event_id);
+INSERT INTO meta (key, value) VALUES ('schema_version', '1');
+"""
+
+
+def _schema_1_store(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A store exactly as the first release wrote it: one set with texts, two events."""
+    inst, cand = _features(k=3, seed=5)
+    with sqlite3.connect(path) as conn:
+        conn.executescript(_SCHEMA_1)
+        conn.execute(
+            "INSERT INTO shown (user_id, set_id, task, created, dtype, feature_size, k,"
+            " instruction, candidates, texts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ("u", "old", "chat", 1.0, "float32", D, 3, inst.tobytes(), cand.tobytes(),
+             '["- a\\n- b", "Plain.", "Yes!"]'),
+        )  # fmt: skip
+        conn.execute(
+            "INSERT INTO feedback (user_id, shown_id, kind, candidate, value, rejected, created)"
+            " VALUES ('u', 1, 'thumb', 0, 1.0, NULL, 2.0), ('u', 1, 'pick', 2, NULL, '[1]', 3.0)"
+        )
+    return inst, cand
+
+
+def test_a_schema_1_store_migrates_in_place_and_its_events_stay_usable(tmp_path: Path) -> None:
+    from edge.runtime.signals import SIGNALS_VERSION, text_signals
+
+    path = tmp_path / "old.db"
+    inst, cand = _schema_1_store(path)
+    with FeedbackStore(path) as store:
+        assert store.schema_version == 2
+        old = store.events("u")
+        assert [(e.kind, e.candidate, e.rejected) for e in old] == [
+            ("thumb", 0, ()),
+            ("pick", 2, (1,)),
+        ]
+        shown = old[0].shown
+        np.testing.assert_array_equal(shown.candidates, cand)
+        np.testing.assert_array_equal(shown.instruction, inst)
+        assert shown.mean_candidates is None and shown.num_tokens is None
+        assert shown.signals is None and old[0].signals_version is None
+        # Signals are recomputed from the stored texts (scalars unknown: 0).
+        np.testing.assert_array_equal(
+            shown.signal_block(), text_signals(["- a\n- b", "Plain.", "Yes!"])
+        )
+        # New events on the migrated store record the current signals version.
+        store.thumbs("u", "old", 1, up=False)
+        assert store.events("u", since=old[-1].event_id)[0].signals_version == SIGNALS_VERSION
+    with sqlite3.connect(path) as conn:
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(shown)")}
+        assert {"mean_candidates", "scalars", "signals", "signals_version"} <= columns
+    with FeedbackStore(path) as again:  # opening a migrated store changes nothing
+        assert again.schema_version == 2 and len(again.events("u")) == 3
+
+
+def test_a_store_from_a_newer_release_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    _schema_1_store(path)
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match=r"schema version 99.*newer release"):
+        FeedbackStore(path)
+    assert path.read_bytes() == before
+
+
+def test_a_generation_is_stored_with_mean_vectors_scalars_and_signals(
+    store: FeedbackStore,
+) -> None:
+    from edge.runtime.signals import SIGNALS_VERSION, signals
+    from edge.runtime.types import Candidate, Generation
+
+    inst, cand = _features(k=2, seed=3)
+    mean = cand[::-1].copy()
+    cands = (
+        Candidate(0, "- one\n- two", (5, 6, 7), "eos", -1.5, cand[0], mean_feature=mean[0],
+                  mean_entropy=0.7),
+        Candidate(1, "A long answer!", (5,), "length", -0.25, cand[1], mean_feature=mean[1]),
+    )  # fmt: skip
+    store.record_generation("u", "g", Generation("p", inst, cands), task="chat")
+    store.thumbs("u", "g", 0, up=True)
+    (event,) = store.events("u")
+    assert event.signals_version == SIGNALS_VERSION
+    shown = event.shown
+    np.testing.assert_array_equal(shown.mean_candidates, mean)
+    assert shown.num_tokens == (3, 1) and shown.cumulative_logprobs == (-1.5, -0.25)
+    assert shown.mean_entropies == (0.7, None) and shown.finish_reasons == ("eos", "length")
+    assert shown.texts == ("- one\n- two", "A long answer!")
+    assert shown.signals_version == SIGNALS_VERSION
+    np.testing.assert_array_equal(shown.signals, signals(cands))
+    np.testing.assert_array_equal(shown.signal_block(), signals(cands))
+    # Without mean vectors on every candidate, none are stored.
+    partial = (cands[0], Candidate(1, "x", (), "eos", 0.0, cand[1]))
+    assert store.record_generation("u", "h", Generation("p", inst, partial)).mean_candidates is None
+    with pytest.raises(StoreError, match="got 1 num_tokens values for 2 candidates"):
+        store.record_shown("u", "bad", inst, cand[:2], num_tokens=[1])
+    with pytest.raises(FeatureError, match="mean candidate features"):
+        store.record_shown("u", "bad", inst, cand[:2], mean_candidates=cand[:2, :5])
