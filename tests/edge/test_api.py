@@ -17,7 +17,8 @@ def test_every_public_name_resolves() -> None:
 
 def test_one_error_hierarchy() -> None:
     for name in _errors.__all__:
-        assert issubclass(getattr(_errors, name), edge.RankerError), name
+        if name.endswith("Error"):
+            assert issubclass(getattr(_errors, name), edge.RankerError), name
     for sub in ("ConnectionLostError", "DeadlineExceededError", "ServerError"):
         assert issubclass(getattr(edge, sub), edge.CentralError)
     assert issubclass(edge.InvalidRequestError, edge.CentralError)
