@@ -10,6 +10,12 @@ if [ -z "${VIRTUAL_ENV:-}" ]; then
   . "$root/.venv/bin/activate"
 fi
 pip_install() { python -m pip install --quiet --disable-pip-version-check "$@"; }
+# bubblewrap isolates the generated code the harness runs (harness/sandbox.py);
+# without it that code is refused. Installed only where we may (root, apt).
+if ! command -v bwrap >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; } ||
+    echo "setup: could not install bubblewrap; the harness will refuse generated code" >&2
+fi
 # The CPU build of torch first: a bare `torch` requirement would otherwise
 # pull the CUDA build (several GB).
 python -c "import torch" 2>/dev/null || pip_install "torch==2.13.0"
