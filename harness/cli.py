@@ -34,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
         "--no-swift", action="store_true", help="skip SWIFT (it re-runs the model per token)"
     )
     p.add_argument("--json", action="store_true", help="print the headline numbers as JSON")
+    p.add_argument(
+        "--unsafe-exec",
+        action="store_true",
+        help="run generated code (HumanEval) unisolated where bubblewrap is unusable; "
+        "only for trusted models on a throwaway machine",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log every generated problem")
     return p
 
@@ -50,7 +56,23 @@ def _config(args: argparse.Namespace) -> RunConfig:
         config = dataclasses.replace(config, swift=False)
     if args.budget_minutes is not None:
         config = dataclasses.replace(config, budget_minutes=args.budget_minutes)
+    if args.unsafe_exec:
+        config = dataclasses.replace(config, unsafe_exec=True)
     return config
+
+
+def _isolation_refusal(config: RunConfig, phase: str) -> str | None:
+    """Why generating code answers would be refused, checked before any model loads."""
+    runs_code = any(t.task == "code" for m in config.models for t in m.tasks)
+    if phase == "evaluate" or not runs_code or config.unsafe_exec:
+        return None  # evaluate only reads cached labels
+    from harness.sandbox import SandboxUnavailable, require_isolation
+
+    try:
+        require_isolation()
+    except SandboxUnavailable as error:
+        return str(error)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(message)s",
     )
     config = _config(args)
+    refusal = _isolation_refusal(config, args.phase)
+    if refusal is not None:
+        print(f"ranker-eval: error: {refusal}", file=sys.stderr)
+        return 2
     from harness.collect import collect_model
 
     start = time.monotonic()

@@ -22,6 +22,7 @@ from harness.cache import CacheKey, CandidateCache
 from harness.config import ModelPlan, RunConfig, TaskPlan
 from harness.generation import GenerationConfig, generate_problem, layer_indices
 from harness.tasks import Problem, Task, get_task, split_problems
+from harness.tasks.humaneval import HumanEvalTask
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,12 @@ def _weight(task: Task, plan: TaskPlan) -> float:
     return (plan.n_train + plan.n_test) * plan.k * task.max_new_tokens
 
 
-def planned_task(plan: TaskPlan) -> Task:
-    """The task with the plan's token limit, if it sets one."""
+def planned_task(plan: TaskPlan, config: RunConfig) -> Task:
+    """The task with the plan's token limit, if it sets one, and the run's code-execution policy."""
     task = get_task(plan.task)
+    if isinstance(task, HumanEvalTask) and config.unsafe_exec:
+        sandbox = dataclasses.replace(task.sandbox, allow_unsafe=True)
+        task = dataclasses.replace(task, sandbox=sandbox)
     if plan.max_new_tokens is None:
         return task
     return dataclasses.replace(task, max_new_tokens=plan.max_new_tokens)  # type: ignore[type-var]
@@ -82,7 +86,7 @@ def collect_model(
     """Generates what is missing for every task of `plan`; returns the cached splits."""
     torch.set_num_threads(config.threads)
     loaded = loaded or load_model(plan.model)
-    tasks = [(planned_task(p), p) for p in plan.tasks]
+    tasks = [(planned_task(p, config), p) for p in plan.tasks]
     total = sum(_weight(t, p) for t, p in tasks)
     splits = []
     for task, task_plan in tasks:

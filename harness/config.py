@@ -47,6 +47,7 @@ class RunConfig:
     layer_fractions: tuple[float, ...] = field(default=(0.1, 0.3, 0.6, 1.0))  # layer sweep
     swift: bool = True  # fit SWIFT too (re-extracts per-token features with the model)
     lora_steps: int = 120  # LoRA-on-base reward model optimizer steps; 0 skips it
+    unsafe_exec: bool = False  # run generated code unisolated where bubblewrap is unusable
 
 
 def _plans(n_train: int, n_test: int, k: int, code: TaskPlan) -> tuple[TaskPlan, ...]:

