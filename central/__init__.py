@@ -11,18 +11,18 @@ Typical use is the `ranker-central serve` command; embedding it::
 
 from __future__ import annotations
 
-from ._errors import CentralError, ModelLoadError, RequestError, UnsupportedError
+from ._errors import ModelLoadError, RequestError, ServiceError
 from .features import DEFAULT_LAYER_FRACTION, encode, resolve_layer
 from .model import DEFAULT_MODEL, EMBEDDED_MODELS, LoadedModel, load_model
 from .sampler import SampledCandidate, SamplingConfig, sample
 from .server import RunningServer, ServerConfig, start_server
-from .service import CentralServicer, ServiceLimits
+from .service import CentralServicer
+from .validation import ServiceLimits
 
 __all__ = [
     "DEFAULT_LAYER_FRACTION",
     "DEFAULT_MODEL",
     "EMBEDDED_MODELS",
-    "CentralError",
     "CentralServicer",
     "LoadedModel",
     "ModelLoadError",
@@ -31,8 +31,8 @@ __all__ = [
     "SampledCandidate",
     "SamplingConfig",
     "ServerConfig",
+    "ServiceError",
     "ServiceLimits",
-    "UnsupportedError",
     "encode",
     "load_model",
     "resolve_layer",

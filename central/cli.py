@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ._errors import ModelLoadError
 from .server import TOKEN_ENV, ServerConfig, serve_forever
-from .service import ServiceLimits
+from .validation import ServiceLimits
 
 __all__ = ["main"]
 

@@ -15,25 +15,28 @@ changing any result beyond float rounding:
   takes ~0.55x the time of the stock path;
 - `GrowingLayer` / `new_cache`: a KV cache layer that appends into spare
   capacity (doubling when full) instead of reallocating every step;
-- `LayerCapture`: one forward hook on the module that produces the
+- `LayerCapture`: one forward hook on each module that produces a
   requested hidden state, instead of `output_hidden_states` collecting all
-  of them; it can also stop the forward pass right there, which makes the
-  extra "collect the last token's feature" step cost only the layers below
-  the feature layer.
+  of them; it can also stop the forward pass once the deepest one is in
+  hand, which makes the extra "collect the last token's feature" step cost
+  only the layers below the feature layer.
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
-from transformers.cache_utils import DynamicCache, DynamicLayer
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
-__all__ = ["GrowingLayer", "LayerCapture", "new_cache", "onednn_linears"]
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+__all__ = ["GrowingLayer", "LayerCapture", "new_cache", "onednn_linears", "select_rows"]
 
 # ------------------------------------------------------------------ linears
 
@@ -125,8 +128,9 @@ def onednn_linears(model: nn.Module) -> Iterator[None]:
     """Within the block, the model's linears run on oneDNN (when usable).
 
     The switch is an instance-level `forward` on each module, undone on
-    exit, so only the sampler's own passes take it: `Features` and anyone
-    else holding the model keep the stock path.
+    exit, so only passes run by `forward.Forward` take it: anyone else
+    holding the model (a test's reference pass, a training loop) keeps the
+    stock path.
     """
     if not _onednn_usable():
         yield
@@ -168,51 +172,57 @@ class GrowingLayer(DynamicLayer):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         start, added = self._length, key_states.shape[-2]
-        self._reserve(key_states, value_states, start + added)
-        assert self._key_buffer is not None and self._value_buffer is not None
-        self._key_buffer[:, :, start : start + added].copy_(key_states)
-        self._value_buffer[:, :, start : start + added].copy_(value_states)
-        self._set_length(start + added)
-        return self.keys, self.values
+        key_buffer, value_buffer = self._reserve(key_states, value_states, start + added)
+        key_buffer[:, :, start : start + added].copy_(key_states)
+        value_buffer[:, :, start : start + added].copy_(value_states)
+        return self._set_length(start + added)
 
-    def _reserve(self, key_states: torch.Tensor, value_states: torch.Tensor, needed: int) -> None:
-        """Makes the buffers hold at least `needed` positions (doubling, to amortise)."""
-        have = 0 if self._key_buffer is None else self._key_buffer.shape[-2]
-        if needed <= have:
-            return
-        capacity = max(needed + _FIRST_SPARE, 2 * have)
+    def _reserve(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, needed: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The buffers, grown to hold at least `needed` positions (doubling, to amortise)."""
+        if self._key_buffer is not None and self._value_buffer is not None:
+            if needed <= self._key_buffer.shape[-2]:
+                return self._key_buffer, self._value_buffer
+            capacity = max(needed + _FIRST_SPARE, 2 * self._key_buffer.shape[-2])
+        else:
+            capacity = needed + _FIRST_SPARE
         keys = _with_length(key_states, capacity)
         values = _with_length(value_states, capacity)
-        if self._length:
-            keys[:, :, : self._length].copy_(self.keys)
-            values[:, :, : self._length].copy_(self.values)
+        if self._key_buffer is not None and self._value_buffer is not None and self._length:
+            keys[:, :, : self._length].copy_(self._key_buffer[:, :, : self._length])
+            values[:, :, : self._length].copy_(self._value_buffer[:, :, : self._length])
         self._key_buffer, self._value_buffer = keys, values
+        return keys, values
 
-    def _set_length(self, length: int) -> None:
+    def _set_length(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Points `keys`/`values` at the first `length` positions and returns them."""
         assert self._key_buffer is not None and self._value_buffer is not None
         self._length = length
-        self.keys = self._key_buffer[:, :, :length]
-        self.values = self._value_buffer[:, :, :length]
+        keys = self._key_buffer[:, :, :length]
+        values = self._value_buffer[:, :, :length]
+        self.keys, self.values = keys, values
+        return keys, values
 
     def get_seq_length(self) -> int:
         return self._length
 
-    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+    def reorder_cache(self, beam_idx: torch.Tensor) -> None:
         """Selects (or repeats) batch rows; this is how rows are shared and dropped."""
-        if self._key_buffer is None:
+        if self._key_buffer is None or self._value_buffer is None:
             return
         index = beam_idx.to(self._key_buffer.device)
         self._key_buffer = self._key_buffer.index_select(0, index)
-        self._value_buffer = self._value_buffer.index_select(0, index)  # type: ignore[union-attr]
+        self._value_buffer = self._value_buffer.index_select(0, index)
         self._set_length(self._length)
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self.reorder_cache(torch.as_tensor(indices, dtype=torch.long))  # type: ignore[arg-type]
+        self.reorder_cache(torch.as_tensor(indices, dtype=torch.long))
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         if self._key_buffer is not None:
             rows = torch.arange(self._key_buffer.shape[0]).repeat_interleave(repeats)
-            self.reorder_cache(rows)  # type: ignore[arg-type]
+            self.reorder_cache(rows)
 
     def crop(self, tokens_to_remove: int) -> None:
         if tokens_to_remove > 0:
@@ -232,7 +242,7 @@ def _with_length(like: torch.Tensor, length: int) -> torch.Tensor:
     return like.new_empty(batch, heads, length, dim)
 
 
-def new_cache(model: nn.Module) -> DynamicCache:
+def new_cache(model: PreTrainedModel) -> DynamicCache:
     """A `DynamicCache` for `model` whose full-attention layers are `GrowingLayer`s.
 
     Other layer kinds (sliding-window layers of Gemma 3, say) keep their own
@@ -246,77 +256,99 @@ def new_cache(model: nn.Module) -> DynamicCache:
     return cache
 
 
+def select_rows(cache: Cache, rows: torch.Tensor | Sequence[int]) -> None:
+    """Keeps (or repeats) the cache's batch rows `rows`, in that order.
+
+    Every row change goes through here: `Cache.reorder_cache` is annotated
+    with the legacy `torch.LongTensor` class, which no tensor has statically,
+    so the one cast that satisfies it lives in one place.
+    """
+    index = torch.as_tensor(rows, dtype=torch.long)
+    cache.reorder_cache(cast(torch.LongTensor, index))
+
+
 # ------------------------------------------------------------------ features
 
 
 class _Captured(Exception):
-    """Raised by a hook to end a forward pass once the feature is in hand."""
+    """Raised by a hook to end a forward pass once every requested state is in hand."""
 
 
 class LayerCapture:
-    """Captures `output_hidden_states[layer]` of every pass with one hook.
+    """Captures `output_hidden_states[i]` for each requested `i`, one hook per layer.
 
     Hugging Face numbers hidden states as: 0 = the input of the first
     decoder layer (the embeddings), i in 1..N-1 = the output of decoder
     layer i-1, N = the decoder's `last_hidden_state` (after the final norm).
-    The hook sits on exactly the module that produces that tensor. Models
+    Each hook sits on exactly the module that produces that tensor. Models
     without a `layers` list on their decoder are not hooked; the caller then
     falls back to `output_hidden_states`.
     """
 
-    def __init__(self, model: nn.Module, layer: int) -> None:
+    def __init__(self, model: PreTrainedModel, layers: Sequence[int]) -> None:
         self.model = model
-        self.layer = layer
-        self.hidden: torch.Tensor | None = None  # (batch, seq, hidden) of the last pass
-        self.stop_after = False  # when True, the pass ends right after capturing
-        self._target, self._kind = _hook_target(model, layer)
+        self.layers = tuple(dict.fromkeys(layers))  # requested indices, duplicates dropped
+        self.hidden: dict[int, torch.Tensor] = {}  # layer -> (batch, seq, hidden), last pass
+        self.stop_after = False  # when True, the pass ends once every layer is captured
+        self._targets = [_hook_target(model, layer) for layer in self.layers]
 
     @property
     def supported(self) -> bool:
-        return self._target is not None
+        return all(target is not None for target, _ in self._targets)
 
     @contextmanager
     def active(self) -> Iterator[LayerCapture]:
-        """Installs the hook for the duration of the block."""
-        assert self._target is not None
-        if self._kind == "input":
-            handle = self._target.register_forward_pre_hook(self._on_input, with_kwargs=True)
-        else:
-            handle = self._target.register_forward_hook(self._on_output)
+        """Installs the hooks for the duration of the block."""
+        handles = []
+        for layer, (target, kind) in zip(self.layers, self._targets, strict=True):
+            assert target is not None, "check `supported` before hooking"
+            if kind == "input":
+                handles.append(
+                    target.register_forward_pre_hook(self._on_input(layer), with_kwargs=True)
+                )
+            else:
+                handles.append(target.register_forward_hook(self._on_output(layer)))
         try:
             yield self
         finally:
-            handle.remove()
+            for handle in handles:
+                handle.remove()
 
     def run(self, **inputs: Any) -> Any:
         """One forward pass; returns its output, or None when `stop_after` cut it short."""
-        self.hidden = None
+        self.hidden = {}
         try:
             return self.model(**inputs)
         except _Captured:
             return None
 
-    def _on_input(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        self._keep(args[0] if args else kwargs["hidden_states"])
+    def _on_input(self, layer: int) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            self._keep(layer, args[0] if args else kwargs["hidden_states"])
 
-    def _on_output(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        if isinstance(output, tuple):
-            output = output[0]
-        elif not isinstance(output, torch.Tensor):  # a ModelOutput from the decoder
-            output = output.last_hidden_state
-        self._keep(output)
+        return hook
 
-    def _keep(self, hidden: torch.Tensor) -> None:
-        self.hidden = hidden
-        if self.stop_after:
+    def _on_output(self, layer: int) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            if isinstance(output, tuple):
+                output = output[0]
+            elif not isinstance(output, torch.Tensor):  # a ModelOutput from the decoder
+                output = output.last_hidden_state
+            self._keep(layer, output)
+
+        return hook
+
+    def _keep(self, layer: int, hidden: torch.Tensor) -> None:
+        self.hidden[layer] = hidden
+        if self.stop_after and len(self.hidden) == len(self.layers):
             raise _Captured
 
 
-def _hook_target(model: nn.Module, layer: int) -> tuple[nn.Module | None, str]:
+def _hook_target(model: PreTrainedModel, layer: int) -> tuple[nn.Module | None, str]:
     """The module (and whether its input or output) that yields hidden state `layer`."""
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
     blocks = getattr(decoder, "layers", None)
-    if decoder is None or not isinstance(blocks, nn.ModuleList) or not len(blocks):
+    if not isinstance(decoder, nn.Module) or not isinstance(blocks, nn.ModuleList) or not blocks:
         return None, ""
     if getattr(model.config.get_text_config(), "tie_last_hidden_states", True) is False:
         return None, ""  # hidden_states[N] is then not last_hidden_state: leave it to HF

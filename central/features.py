@@ -8,6 +8,7 @@ final norm. Language Ranker's default, 0.6 of depth, comes from its Table 5.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -15,14 +16,38 @@ from language_ranker.v1 import ranker_pb2 as pb
 
 from ._errors import RequestError
 
-__all__ = ["encode", "resolve_encoding", "resolve_layer", "to_float16"]
+__all__ = [
+    "FeatureRequest",
+    "encode",
+    "resolve_encoding",
+    "resolve_features",
+    "resolve_layer",
+    "to_float16",
+]
 
 DEFAULT_LAYER_FRACTION = 0.6
 
 # Encodings this server can produce, in the order Info reports them.
-SUPPORTED_ENCODINGS: tuple[int, ...] = (pb.ENCODING_FP16, pb.ENCODING_FP32, pb.ENCODING_INT8)
+SUPPORTED_ENCODINGS: tuple[pb.Encoding, ...] = (
+    pb.ENCODING_FP16,
+    pb.ENCODING_FP32,
+    pb.ENCODING_INT8,
+)
 
 _INT8_MAX = 127
+
+
+@dataclass(frozen=True)
+class FeatureRequest:
+    """A validated FeatureSpec: what to capture and how to send it."""
+
+    layer: int  # hidden-state index in [0, num_layers]
+    encoding: int  # wire encoding (pb.ENCODING_*), never UNSPECIFIED
+
+
+def resolve_features(spec: pb.FeatureSpec, num_layers: int) -> FeatureRequest:
+    """The layer and encoding `spec` asks for, checked against the model's depth."""
+    return FeatureRequest(resolve_layer(spec, num_layers), resolve_encoding(spec.encoding))
 
 
 def resolve_layer(spec: pb.FeatureSpec, num_layers: int) -> int:

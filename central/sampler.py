@@ -28,15 +28,15 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
-from .decoding import LayerCapture, new_cache, onednn_linears
+from .decoding import new_cache, select_rows
+from .forward import Forward, Pass
 from .model import LoadedModel
 
-__all__ = ["Cancelled", "SampledCandidate", "SamplingConfig", "sample"]
+__all__ = ["Cancelled", "SampledCandidate", "SamplingConfig", "sample", "sample_stream"]
 
 
 @dataclass(frozen=True)
@@ -69,46 +69,6 @@ class Cancelled(Exception):
 NO_FEATURE = np.empty(0, dtype=np.float32)  # the feature when features are off
 
 
-class _Forward:
-    """Runs the model one pass at a time and reads the feature layer's last position.
-
-    With `features` off no hook is installed: the pass is exactly what plain
-    generation costs (the baseline the feature capture is measured against).
-    """
-
-    def __init__(self, loaded: LoadedModel, layer: int, features: bool) -> None:
-        self.model = loaded.model
-        self.layer = layer
-        self.capture = LayerCapture(loaded.model, layer) if features else None
-
-    def __call__(
-        self, input_ids: torch.Tensor, cache: Any, *, collect_only: bool = False
-    ) -> tuple[np.ndarray, torch.Tensor | None]:
-        """(last-position features (batch, hidden), next-token logits (batch, vocab) or None).
-
-        `collect_only` ends the pass at the feature layer: no logits then.
-        """
-        inputs = {"input_ids": input_ids, "past_key_values": cache, "use_cache": True}
-        inputs["logits_to_keep"] = 1  # the LM head on the last position only
-        with onednn_linears(self.model):
-            if self.capture is None:
-                no_features = np.empty((input_ids.shape[0], 0), dtype=np.float32)
-                return no_features, self.model(**inputs).logits[:, -1].float()
-            if not self.capture.supported:  # no hookable layer list: let HF collect them
-                out = self.model(**inputs, output_hidden_states=True)
-                return _last(out.hidden_states[self.layer]), out.logits[:, -1].float()
-            self.capture.stop_after = collect_only
-            with self.capture.active():
-                out = self.capture.run(**inputs)
-        assert self.capture.hidden is not None
-        logits = None if out is None else out.logits[:, -1].float()
-        return _last(self.capture.hidden), logits
-
-
-def _last(hidden: torch.Tensor) -> np.ndarray:
-    return hidden[:, -1].float().numpy()
-
-
 def sample(
     loaded: LoadedModel,
     prompt_ids: list[int],
@@ -123,10 +83,31 @@ def sample(
     Raises `Cancelled` (between steps) as soon as `should_stop()` is true.
     With `features=False` nothing is captured and every feature is
     `NO_FEATURE` (an empty array): plain generation, for benchmarks and
-    callers that only want text.
+    callers that only want text. `sample_stream` is the typed view of the same
+    stream.
     """
     with torch.inference_mode():
         yield from _sample(loaded, prompt_ids, config, layer, should_stop, features)
+
+
+def sample_stream(
+    loaded: LoadedModel,
+    prompt_ids: list[int],
+    config: SamplingConfig,
+    layer: int,
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+    features: bool = True,
+) -> tuple[np.ndarray, Iterator[SampledCandidate]]:
+    """`sample` split into its two parts: (instruction feature, candidates as they finish).
+
+    The prompt is prefilled before this returns; the candidates are sampled
+    as the iterator is consumed.
+    """
+    events = sample(loaded, prompt_ids, config, layer, should_stop=should_stop, features=features)
+    instruction = next(events)
+    assert isinstance(instruction, np.ndarray)
+    return instruction, (c for c in events if isinstance(c, SampledCandidate))
 
 
 def _sample(
@@ -140,16 +121,16 @@ def _sample(
     generator = torch.Generator().manual_seed(
         config.seed if config.seed is not None else secrets.randbits(63)
     )
-    forward = _Forward(loaded, layer, features)
+    forward = Forward(loaded, [layer] if features else [])
     cache = new_cache(loaded.model)
-    hidden, logits = forward(torch.tensor([prompt_ids]), cache)
-    instruction = hidden[0].copy() if features else NO_FEATURE
+    prefill = forward(torch.tensor([prompt_ids]), cache)
+    instruction = _last(prefill, layer)[0].copy() if features else NO_FEATURE
     yield instruction
 
     k = config.k
-    cache.reorder_cache(torch.zeros(k, dtype=torch.long))  # share the prefill across rows
-    assert logits is not None
-    logits = logits.expand(k, -1)
+    select_rows(cache, [0] * k)  # share the prefill across rows
+    assert prefill.logits is not None
+    logits = prefill.logits.expand(k, -1)
     rows = list(range(k))  # candidate index of each batch row
     tokens: list[list[int]] = [[] for _ in range(k)]
     logprobs = [0.0] * k
@@ -174,20 +155,25 @@ def _sample(
         if not keep:
             return
         if len(keep) < len(rows):
-            kept = torch.tensor(keep, dtype=torch.long)
-            cache.reorder_cache(kept)
-            next_ids = next_ids[kept]
+            select_rows(cache, keep)
+            next_ids = next_ids[torch.tensor(keep)]
         rows = [rows[b] for b in keep]
-        done = len(tokens[rows[0]]) >= config.max_new_tokens  # all rows have the same length
-        if done and not features:
-            last_hidden = np.broadcast_to(NO_FEATURE, (len(rows), 0))
-        else:
-            last_hidden, logits = forward(next_ids[:, None], cache, collect_only=done)
-        if done:
+        if len(tokens[rows[0]]) >= config.max_new_tokens:  # all rows have the same length
+            if features:  # the last tokens are not fed yet: one pass up to the feature layer
+                last_hidden = _last(forward(next_ids[:, None], cache, logits="none"), layer)
             for b, row in enumerate(rows):
                 yield _finished(row, tokens[row], False, logprobs[row], last_hidden[b])
             return
-        assert logits is not None
+        step = forward(next_ids[:, None], cache)
+        if features:
+            last_hidden = _last(step, layer)
+        assert step.logits is not None
+        logits = step.logits
+
+
+def _last(step: Pass, layer: int) -> np.ndarray:
+    """(batch, hidden) state of each row's newest token at `layer`."""
+    return step.hidden[layer][:, -1].numpy()
 
 
 def _finished(

@@ -26,7 +26,8 @@ from language_ranker.v1 import ranker_pb2 as pb
 from language_ranker.v1 import ranker_pb2_grpc as pb_grpc
 
 from .model import LoadedModel, load_model
-from .service import CentralServicer, ServiceLimits
+from .service import CentralServicer
+from .validation import ServiceLimits
 
 __all__ = [
     "BearerTokenInterceptor",

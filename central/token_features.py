@@ -4,7 +4,8 @@ What a SWIFT head reads is one vector per response token: hidden states at
 a few layers, or (logits-only mode) a fixed-width summary of the output
 distribution each token was drawn from. They are computed *after* sampling,
 in one batched pass over the finished responses on top of the prompt's KV
-cache, rather than inside the sampler's decode loop:
+cache (`forward.PrefilledPrompt`), rather than inside the sampler's decode
+loop:
 
 - the sampler stays exactly as fast for everyone who does not ask (no extra
   copies per step, no change to its early stop at the feature layer, which
@@ -20,7 +21,6 @@ position, so each token's vector is what a single-sequence pass would give
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -31,6 +31,7 @@ from language_ranker.v1 import ranker_pb2 as pb
 
 from ._errors import RequestError
 from .features import encode, resolve_encoding
+from .forward import PrefilledPrompt
 from .model import LoadedModel
 
 __all__ = [
@@ -118,7 +119,6 @@ def compute_token_features(
         yield position, values
 
 
-@torch.inference_mode()
 def compute_token_features_many(
     loaded: LoadedModel,
     prompt_ids: Sequence[int],
@@ -132,46 +132,19 @@ def compute_token_features_many(
     hidden-state and the logits-only features together (as the quality
     harness does) costs one pass instead of two.
     """
-    model = loaded.model
-    hidden = any(not r.logits_mode for r in requests)
+    layers = sorted({layer for r in requests for layer in r.layers})
     logits = any(r.logits_mode for r in requests)
-    prefill = model(input_ids=torch.tensor([list(prompt_ids)]), use_cache=True, logits_to_keep=1)
-    prompt_logits = prefill.logits[0, -1].float()
-    pad = int(next(iter(loaded.eos_token_ids)))
-    for start in range(0, len(responses), batch_size):
-        batch = [list(r) for r in responses[start : start + batch_size]]
-        longest = max(len(r) for r in batch)
-        if longest == 0:
-            for offset, _ in enumerate(batch):
-                yield start + offset, tuple(_empty(loaded, r) for r in requests)
-            continue
-        cache = copy.deepcopy(prefill.past_key_values)
-        cache.reorder_cache(torch.zeros(len(batch), dtype=torch.long))
-        ids = torch.tensor([r + [pad] * (longest - len(r)) for r in batch])
-        out = model(
-            input_ids=ids,
-            past_key_values=cache,
-            use_cache=True,
-            output_hidden_states=hidden,
-            logits_to_keep=0 if logits else 1,
-        )
-        for row, response in enumerate(batch):
-            n = len(response)
-            values = []
-            for request in requests:
-                if request.logits_mode:
-                    # Token j was drawn from the logits at the position before it.
-                    steps = out.logits[row, : max(n - 1, 0)].float()
-                    dist = torch.cat([prompt_logits[None], steps])[:n]
-                    values.append(_logit_features(dist, ids[row, :n], request.top_logprobs))
-                else:
-                    states = [out.hidden_states[i][row, :n].float() for i in request.layers]
-                    values.append(torch.cat(states, -1))
-            yield start + row, tuple(v.numpy() for v in values)
-
-
-def _empty(loaded: LoadedModel, request: TokenRequest) -> np.ndarray:
-    return np.zeros((0, request.feature_size(loaded.hidden_size)), np.float32)
+    prompt = PrefilledPrompt(loaded, prompt_ids, layers, logits=logits)
+    for position, passed in enumerate(prompt.feed(responses, batch_size)):
+        tokens = torch.tensor(list(responses[position]), dtype=torch.long)
+        values = []
+        for request in requests:
+            if request.logits_mode:
+                assert passed.logits is not None
+                values.append(_logit_features(passed.logits, tokens, request.top_logprobs))
+            else:
+                values.append(torch.cat([passed.hidden[i] for i in request.layers], -1))
+        yield position, tuple(v.numpy() for v in values)
 
 
 def _logit_features(logits: torch.Tensor, tokens: torch.Tensor, top: int) -> torch.Tensor:
@@ -209,5 +182,9 @@ def token_chunks(
         )
 
 
+# Bytes per value of each encoding (int8's per-vector scale is counted apart).
+_ITEMSIZE: dict[int, int] = {pb.ENCODING_FP16: 2, pb.ENCODING_FP32: 4, pb.ENCODING_INT8: 1}
+
+
 def _itemsize(encoding: int) -> int:
-    return {pb.ENCODING_FP16: 2, pb.ENCODING_FP32: 4, pb.ENCODING_INT8: 1}[encoding]
+    return _ITEMSIZE[encoding]

@@ -19,6 +19,7 @@ import torch
 
 from central.features import to_float16
 from central.model import LoadedModel
+from central.pooling import pool_responses
 from central.prompting import render_prompt
 from central.sampler import SampledCandidate, SamplingConfig, sample
 from harness.tasks import Problem, Task
@@ -94,33 +95,20 @@ def cut_at_stop(loaded: LoadedModel, token_ids: list[int], stop: tuple[str, ...]
     return token_ids[:end]
 
 
-@torch.inference_mode()
 def extract_features(
     loaded: LoadedModel, prompt: list[int], responses: list[list[int]], layers: list[int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """(L, d) instruction and (K, L, d) response features, last token of each sequence.
 
-    The prompt is prefilled once; the responses are right-padded and fed in
-    one batch on a copy of its cache. Causal attention means padding after a
-    response cannot change the positions before it, so no mask is needed.
+    `central.pooling.pool_responses` prefills the prompt once and feeds the
+    responses in one right-padded batch on a copy of its cache: the same
+    forward primitive the service's Features RPC runs.
     """
-    out = loaded.model(input_ids=torch.tensor([prompt]), use_cache=True, output_hidden_states=True)
-    instruction = torch.stack([out.hidden_states[i][0, -1] for i in layers]).float()
-    k = len(responses)
-    result = instruction.unsqueeze(0).repeat(k, 1, 1)  # empty responses keep the prompt's
-    longest = max((len(r) for r in responses), default=0)
-    if longest:
-        cache = out.past_key_values
-        cache.reorder_cache(torch.zeros(k, dtype=torch.long))
-        pad = int(next(iter(loaded.eos_token_ids)))
-        batch = torch.tensor([r + [pad] * (longest - len(r)) for r in responses])
-        hidden = loaded.model(
-            input_ids=batch, past_key_values=cache, use_cache=True, output_hidden_states=True
-        ).hidden_states
-        for row, response in enumerate(responses):
-            if response:
-                result[row] = torch.stack([hidden[i][row, len(response) - 1] for i in layers])
-    return to_float16(instruction.numpy()), to_float16(result.numpy())
+    instruction, pooled = pool_responses(
+        loaded, prompt, responses, layers, batch_size=max(len(responses), 1)
+    )
+    features = np.stack([p.last for p in pooled]) if pooled else np.zeros((0, *instruction.shape))
+    return to_float16(instruction), to_float16(features)
 
 
 def _sampled(

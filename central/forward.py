@@ -1,0 +1,161 @@
+"""The one forward primitive: every pass central runs over the model goes through here.
+
+`Forward` runs one pass over new tokens on top of a KV cache and hands back
+the hidden states at the requested layers and, as asked, the logits of the
+last position, of every position, or none. It is what makes a pass cheap
+(see `decoding`): linears on oneDNN, the requested hidden states read by one
+hook each instead of `output_hidden_states` collecting all of them, and,
+when no logits are wanted, the pass ends at the deepest requested layer (the
+layers above it and the LM head are skipped).
+
+Two kinds of callers use it:
+
+- the sampler (Generate): the prompt's prefill, then one pass per decode
+  step over the K rows' newest tokens, its features read in the same pass;
+- `PrefilledPrompt.feed`: responses the caller already has, appended to a
+  prefilled prompt in right-padded batches: the Features RPC, per-token
+  features (SWIFT) and the quality harness's layer sweep.
+
+Causal attention means right padding after a response cannot change any of
+its real positions, so a batch needs no attention mask and each row is what
+a pass over that sequence alone gives (up to float rounding).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from .decoding import LayerCapture, new_cache, onednn_linears, select_rows
+from .model import LoadedModel
+
+__all__ = ["Forward", "Pass", "PrefilledPrompt", "ResponsePass"]
+
+Logits = Literal["none", "last", "all"]  # which positions' logits a pass computes
+
+_PAD = 0  # id right-padding a batch; any id will do, no real position attends to it
+
+
+@dataclass(frozen=True)
+class Pass:
+    """What one forward pass produced."""
+
+    hidden: dict[int, torch.Tensor]  # layer -> (batch, new tokens, hidden) float32
+    # "last": (batch, vocab); "all": (batch, new tokens, vocab); "none": None. float32
+    logits: torch.Tensor | None
+
+
+class Forward:
+    """Runs the model one pass at a time, reading hidden states at `layers`.
+
+    With no layers no hook is installed: the pass is exactly what plain
+    generation costs (the baseline the feature capture is measured against).
+    """
+
+    def __init__(self, loaded: LoadedModel, layers: Sequence[int] = ()) -> None:
+        self.model = loaded.model
+        self.layers = tuple(dict.fromkeys(layers))  # distinct layers, in request order
+        self._capture = LayerCapture(loaded.model, self.layers) if self.layers else None
+
+    def __call__(self, input_ids: torch.Tensor, cache: Any, *, logits: Logits = "last") -> Pass:
+        """One pass of `input_ids` (batch, new tokens) on top of `cache`, which it extends."""
+        inputs = {
+            "input_ids": input_ids,
+            "past_key_values": cache,
+            "use_cache": True,
+            "logits_to_keep": 0 if logits == "all" else 1,  # the LM head where it is read
+        }
+        with onednn_linears(self.model):
+            if self._capture is None:
+                return Pass({}, _read_logits(self.model(**inputs), logits))
+            if not self._capture.supported:  # no hookable layer list: let HF collect them
+                out = self.model(**inputs, output_hidden_states=True)
+                hidden = {layer: out.hidden_states[layer].float() for layer in self.layers}
+                return Pass(hidden, _read_logits(out, logits))
+            self._capture.stop_after = logits == "none"
+            with self._capture.active():
+                out = self._capture.run(**inputs)
+        hidden = {layer: h.float() for layer, h in self._capture.hidden.items()}
+        return Pass(hidden, None if out is None else _read_logits(out, logits))
+
+
+def _read_logits(out: Any, logits: Logits) -> torch.Tensor | None:
+    if logits == "none":
+        return None
+    return (out.logits[:, -1] if logits == "last" else out.logits).float()
+
+
+@dataclass(frozen=True)
+class ResponsePass:
+    """One response as the model saw it, fed after the prompt."""
+
+    num_tokens: int  # the response's tokens, end-of-sequence excluded
+    hidden: dict[int, torch.Tensor]  # layer -> (num_tokens, hidden) float32, one row a token
+    # (num_tokens, vocab) float32: the next-token logits each token was drawn from (the
+    # first from the prompt's last position); None unless logits were asked for
+    logits: torch.Tensor | None
+
+    def last(self, layer: int) -> torch.Tensor | None:
+        """(hidden,) state of the response's last token at `layer`; None when it is empty."""
+        return self.hidden[layer][-1] if self.num_tokens else None
+
+
+class PrefilledPrompt:
+    """A prompt run through the model once, ready to have responses appended to it.
+
+    The prompt's KV cache is computed once; each batch of responses runs on
+    a copy of it, replicated to the batch.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        prompt_ids: Sequence[int],
+        layers: Sequence[int],
+        *,
+        logits: bool = False,
+    ) -> None:
+        self.loaded = loaded
+        self.num_tokens = len(prompt_ids)
+        self._forward = Forward(loaded, layers)
+        self._logits = logits
+        self._cache = new_cache(loaded.model)
+        with torch.inference_mode():
+            out = self._forward(
+                torch.tensor([list(prompt_ids)]), self._cache, logits="last" if logits else "none"
+            )
+        # layer -> (hidden,) state of the prompt's last token
+        self.hidden = {layer: h[0, -1] for layer, h in out.hidden.items()}
+        # (vocab,) logits at the prompt's last position (what the first token is drawn from)
+        self.last_logits = None if out.logits is None else out.logits[0]
+
+    @torch.inference_mode()
+    def feed(self, responses: Sequence[Sequence[int]], batch_size: int) -> Iterator[ResponsePass]:
+        """One `ResponsePass` per response, in order, `batch_size` responses per pass."""
+        for start in range(0, len(responses), batch_size):
+            yield from self._batch([list(r) for r in responses[start : start + batch_size]])
+
+    def _batch(self, batch: list[list[int]]) -> Iterator[ResponsePass]:
+        longest = max(len(r) for r in batch)
+        if longest == 0:  # nothing to feed: no rows, of the right widths
+            hidden = {layer: torch.zeros(0, self.loaded.hidden_size) for layer in self.hidden}
+            logits = None if self.last_logits is None else self.last_logits[None][:0]
+            yield from (ResponsePass(0, hidden, logits) for _ in batch)
+            return
+        cache = copy.deepcopy(self._cache)  # the prompt's own cache stays for the next batch
+        select_rows(cache, [0] * len(batch))
+        ids = torch.tensor([r + [_PAD] * (longest - len(r)) for r in batch])
+        out = self._forward(ids, cache, logits="all" if self._logits else "none")
+        for row, response in enumerate(batch):
+            n = len(response)
+            hidden = {layer: h[row, :n] for layer, h in out.hidden.items()}
+            drawn_from = None
+            if out.logits is not None and self.last_logits is not None:
+                # Token j was drawn from the logits at the position before it.
+                steps = out.logits[row, : max(n - 1, 0)]
+                drawn_from = torch.cat([self.last_logits[None], steps])[:n]
+            yield ResponsePass(n, hidden, drawn_from)
