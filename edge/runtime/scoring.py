@@ -25,6 +25,7 @@ from edge.runtime.features import as_candidates, as_vector, check_finite
 from edge.runtime.onnx_meta import (
     INPUT_CANDIDATES,
     INPUT_INSTRUCTION,
+    INPUT_TOKENS,
     META_FEATURE_SIZE,
     META_KIND,
     OUTPUT_SCORES,
@@ -99,10 +100,13 @@ class RankingSession:
         where = None if self.source == "<bytes>" else self.source
         missing = {INPUT_INSTRUCTION, INPUT_CANDIDATES} - inputs.keys()
         if missing or OUTPUT_SCORES not in outputs:
+            kind = self.metadata.get(META_KIND, "unknown")
+            per_token = INPUT_TOKENS in inputs
+            hint = "; score it with edge.swift.TokenRankingSession" if per_token else ""
             raise CorruptModelError(
-                f"not a ranker graph: inputs {sorted(inputs)}, outputs {sorted(outputs)}; "
-                f"expected inputs {INPUT_INSTRUCTION!r}, {INPUT_CANDIDATES!r} and output "
-                f"{OUTPUT_SCORES!r}",
+                f"not a ranker graph: a {kind!r} ranker with inputs {sorted(inputs)}, outputs "
+                f"{sorted(outputs)}; expected inputs {INPUT_INSTRUCTION!r}, {INPUT_CANDIDATES!r} "
+                f"and output {OUTPUT_SCORES!r}{hint}",
                 where,
             )
         graph_d = inputs[INPUT_CANDIDATES].shape[-1]

@@ -27,6 +27,7 @@ from edge._errors import ExportError
 from edge.runtime.onnx_meta import INPUT_MASK, INPUT_TOKENS
 from edge.swift.head import SwiftRanker
 from edge.training.export import Exporter, ParityReport, exporting, finish_export, trace_onnx
+from edge.training.rankers import RankerModule, require_family
 
 __all__ = ["check_swift_parity", "export_swift_onnx"]
 
@@ -50,7 +51,7 @@ _SWIFT_AXES: dict[str, dict[int, str]] = {
 
 
 def export_swift_onnx(
-    model: SwiftRanker,
+    model: RankerModule,
     path: str | Path | None = None,
     *,
     exporter: Exporter = "torchscript",
@@ -59,8 +60,10 @@ def export_swift_onnx(
     """Export ``model`` to ONNX bytes (also written to ``path`` when given).
 
     The legacy exporter is the default here: the graph is a single linear map
-    and a few elementwise ops, and it exports in well under a second.
+    and a few elementwise ops, and it exports in well under a second. A list or
+    point ranker is refused (``ExportError``): ``edge.training.export_onnx``.
     """
+    model = require_family(model, SwiftRanker, "export", "export_swift_onnx()")
     frozen = copy.deepcopy(model).eval()
     with exporting(f"{exporter} export of the SWIFT head"):
         proto = trace_onnx(frozen, _example(frozen), _SWIFT_AXES, exporter)
@@ -68,7 +71,7 @@ def export_swift_onnx(
 
 
 def check_swift_parity(
-    model: SwiftRanker,
+    model: RankerModule,
     onnx_model: bytes | str | Path,
     shapes: Sequence[tuple[int, int]] = ((1, 1), (2, 7), (5, 3), (17, 40)),
     *,
@@ -83,9 +86,11 @@ def check_swift_parity(
     spreads would blow scores up far beyond anything real and test only float rounding.
 
     The report is keyed by ``K * 1000 + T`` so one dict covers both dimensions.
+    A list or point ranker is refused (``ExportError``): ``edge.training.check_parity``.
     """
     from edge.swift.scoring import TokenRankingSession
 
+    model = require_family(model, SwiftRanker, "parity", "check_swift_parity()")
     session = TokenRankingSession.load(onnx_model)
     rng = np.random.default_rng(seed)
     frozen = copy.deepcopy(model).eval()

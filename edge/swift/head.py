@@ -42,7 +42,7 @@ except ImportError as error:  # a torch-free install: say which extra provides i
     raise MissingDependencyError("edge.swift.head", "torch", "train") from error
 from torch import nn
 
-from edge.training.rankers._base import RankerModule, Step
+from edge.training._contract import RankerModule, Step
 
 __all__ = ["SwiftConfig", "SwiftRanker", "TokenSource"]
 

@@ -22,10 +22,12 @@ import onnxruntime as ort
 from edge._errors import CorruptModelError, FeatureError, RankerError
 from edge.runtime.features import check_finite
 from edge.runtime.onnx_meta import (
+    INPUT_CANDIDATES,
     INPUT_MASK,
     INPUT_TOKENS,
     META_CONFIG,
     META_FEATURE_SIZE,
+    META_KIND,
     OUTPUT_SCORES,
 )
 from edge.runtime.scoring import ModelSource, Ranking, _options, _read
@@ -64,10 +66,14 @@ class TokenRankingSession:
         inputs = {i.name: i for i in self._session.get_inputs()}
         outputs = {o.name for o in self._session.get_outputs()}
         if {INPUT_TOKENS, INPUT_MASK} - inputs.keys() or OUTPUT_SCORES not in outputs:
+            kind = self.metadata.get(META_KIND, "unknown")
+            hint = (
+                "; score it with edge.runtime.RankingSession" if INPUT_CANDIDATES in inputs else ""
+            )
             raise CorruptModelError(
-                f"not a token-level ranker graph: inputs {sorted(inputs)}, outputs "
-                f"{sorted(outputs)}; expected {INPUT_TOKENS!r}, {INPUT_MASK!r} -> "
-                f"{OUTPUT_SCORES!r}",
+                f"not a token-level ranker graph: a {kind!r} ranker with inputs "
+                f"{sorted(inputs)}, outputs {sorted(outputs)}; expected {INPUT_TOKENS!r}, "
+                f"{INPUT_MASK!r} -> {OUTPUT_SCORES!r}{hint}",
                 where,
             )
         meta = self.metadata.get(META_FEATURE_SIZE, "")

@@ -41,6 +41,7 @@ from edge.swift.head import SwiftConfig, SwiftRanker, TokenSource
 from edge.swift.tokens import pad_groups
 from edge.training.loop import optimizer_step
 from edge.training.losses import listwise_kl, pointwise_bce
+from edge.training.rankers import RankerModule, require_family
 
 __all__ = [
     "SwiftTrainConfig",
@@ -49,6 +50,7 @@ __all__ = [
     "TokenGroup",
     "batch_loss",
     "build_swift",
+    "evaluate_swift_loss",
     "score_groups",
     "swift_top1",
     "train_swift",
@@ -197,9 +199,10 @@ def _pairwise(scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor,
 
 
 def batch_loss(
-    model: SwiftRanker, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], loss: SwiftLoss
+    model: RankerModule, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], loss: SwiftLoss
 ) -> tuple[torch.Tensor, int]:
     """Loss of one padded batch and how many groups carried signal."""
+    model = require_family(model, SwiftRanker, "train", "batch_loss()")
     tokens, mask, labels = batch
     scores = model(tokens, mask)
     if loss == "pairwise":
@@ -207,6 +210,20 @@ def batch_loss(
     if loss == "listwise":
         return listwise_kl(scores, labels)
     return pointwise_bce(scores, labels)
+
+
+def evaluate_swift_loss(
+    model: RankerModule, data: TokenDataset, config: SwiftTrainConfig | None = None
+) -> float:
+    """Mean training loss (``config.loss``) over ``data``, weighted by groups, without updating."""
+    model = require_family(model, SwiftRanker, "train", "evaluate_swift_loss()")
+    config = config or SwiftTrainConfig()
+    was_training = model.training
+    model.eval()
+    try:
+        return _mean_loss(model, data, config)
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
@@ -220,13 +237,18 @@ def _mean_loss(model: SwiftRanker, data: TokenDataset, config: SwiftTrainConfig)
 
 
 def train_swift(
-    model: SwiftRanker,
+    model: RankerModule,
     data: TokenDataset,
     config: SwiftTrainConfig | None = None,
     *,
     validation: TokenDataset | None = None,
 ) -> SwiftTrainResult:
-    """Train ``model`` in place; with ``validation``, keep the best epoch (early stopping)."""
+    """Train ``model`` in place; with ``validation``, keep the best epoch (early stopping).
+
+    A list or point ranker is refused with a ``TrainingError`` pointing to
+    ``edge.training.train``.
+    """
+    model = require_family(model, SwiftRanker, "train", "train_swift()")
     config = config or SwiftTrainConfig()
     if not len(data):
         raise TrainingError("nothing to train on: the token dataset has no groups")
@@ -289,9 +311,10 @@ def _loop(
 
 @torch.no_grad()
 def score_groups(
-    model: SwiftRanker, data: TokenDataset, batch_candidates: int = 256
+    model: RankerModule, data: TokenDataset, batch_candidates: int = 256
 ) -> list[np.ndarray]:
     """(K,) float32 scores per group, in dataset order (torch; the runtime does the same)."""
+    model = require_family(model, SwiftRanker, "train", "score_groups()")
     was_training = model.training
     model.eval()
     out: list[np.ndarray | None] = [None] * len(data)
@@ -303,7 +326,7 @@ def score_groups(
     return [s for s in out if s is not None]
 
 
-def swift_top1(model: SwiftRanker, data: TokenDataset) -> float:
+def swift_top1(model: RankerModule, data: TokenDataset) -> float:
     """Fraction of groups whose top-scored candidate has the group's best label."""
     scores = score_groups(model, data)
     hits = [

@@ -3,10 +3,12 @@
 Everything here needs the ``train`` extra (torch, onnx):
 
 - ``rankers``: the torch modules, one file per family, built from a config;
+  ``RANKER_KINDS`` is the table of kinds (SWIFT's head lives in ``edge.swift``);
 - ``losses``, ``loop``: listwise KL, BCE, MSE, pairwise; the seeded training loop;
 - ``export``: ONNX export with dynamic K and a parity check against torch;
 - ``learner``: incremental learning from the feedback store with replay;
-- ``synthetic``: planted datasets for tests and benchmarks.
+- ``synthetic``: planted datasets for tests and benchmarks;
+- ``conformance``: ``check_ranker(kind)``, the contract every kind passes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from edge._lazy import lazy_exports
 require_extra("torch", extra="train", what="edge.training")
 
 if TYPE_CHECKING:
+    from edge.training.conformance import (
+        ConformanceReport,
+        check_ranker,
+    )
     from edge.training.export import (
         Exporter,
         ParityReport,
@@ -58,19 +64,26 @@ if TYPE_CHECKING:
         PointRankerConfig,
         RankerConfig,
         RankerModule,
+        Step,
         SwiftConfig,
         SwiftRanker,
+        VectorRanker,
         build_ranker,
         count_parameters,
         from_checkpoint,
+        kinds_of,
         make_config,
+        require_family,
+        require_kind,
     )
     from edge.training.synthetic import (
         planted_dataset,
+        planted_token_dataset,
     )
 
 # public name -> the module that defines it (imported on first use)
 _EXPORTS: dict[str, str] = {
+    "ConformanceReport": "edge.training.conformance",
     "Exporter": "edge.training.export",
     "LearnReport": "edge.training.learner",
     "Learner": "edge.training.learner",
@@ -83,27 +96,34 @@ _EXPORTS: dict[str, str] = {
     "RANKER_KINDS": "edge.training.rankers",
     "RankerConfig": "edge.training.rankers",
     "RankerModule": "edge.training.rankers",
+    "Step": "edge.training.rankers",
     "SwiftConfig": "edge.training.rankers",
     "SwiftRanker": "edge.training.rankers",
     "TrainConfig": "edge.training.loop",
     "TrainResult": "edge.training.loop",
+    "VectorRanker": "edge.training.rankers",
     "block_loss": "edge.training.loop",
     "build_ranker": "edge.training.rankers",
     "check_parity": "edge.training.export",
+    "check_ranker": "edge.training.conformance",
     "count_parameters": "edge.training.rankers",
     "evaluate_loss": "edge.training.loop",
     "export_onnx": "edge.training.export",
     "exporting": "edge.training.export",
     "finish_export": "edge.training.export",
     "from_checkpoint": "edge.training.rankers",
+    "kinds_of": "edge.training.rankers",
     "listwise_kl": "edge.training.losses",
     "make_config": "edge.training.rankers",
     "mse": "edge.training.losses",
     "optimizer_step": "edge.training.loop",
     "pairwise_logistic": "edge.training.losses",
     "planted_dataset": "edge.training.synthetic",
+    "planted_token_dataset": "edge.training.synthetic",
     "pointwise_bce": "edge.training.losses",
     "ranker_metadata": "edge.training.export",
+    "require_family": "edge.training.rankers",
+    "require_kind": "edge.training.rankers",
     "top1_accuracy": "edge.training.loop",
     "trace_onnx": "edge.training.export",
     "train": "edge.training.loop",
@@ -111,6 +131,7 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "RANKER_KINDS",
+    "ConformanceReport",
     "Exporter",
     "LearnReport",
     "Learner",
@@ -122,27 +143,34 @@ __all__ = [
     "PointRankerConfig",
     "RankerConfig",
     "RankerModule",
+    "Step",
     "SwiftConfig",
     "SwiftRanker",
     "TrainConfig",
     "TrainResult",
+    "VectorRanker",
     "block_loss",
     "build_ranker",
     "check_parity",
+    "check_ranker",
     "count_parameters",
     "evaluate_loss",
     "export_onnx",
     "exporting",
     "finish_export",
     "from_checkpoint",
+    "kinds_of",
     "listwise_kl",
     "make_config",
     "mse",
     "optimizer_step",
     "pairwise_logistic",
     "planted_dataset",
+    "planted_token_dataset",
     "pointwise_bce",
     "ranker_metadata",
+    "require_family",
+    "require_kind",
     "top1_accuracy",
     "trace_onnx",
     "train",

@@ -1,15 +1,30 @@
-"""What every ranker module shares: the projection, the I/O contract, checkpoints.
+"""The ranker contract: what every kind shares, and the input families a kind chooses from.
 
-Both rankers map ``(instruction (B, d), candidates (B, K, d)) -> scores (B, K)``
-with float32 tensors and no other inputs, which is exactly the ONNX graph the
-runtime expects; keeping one signature lets export, training and the runtime
-treat the two kinds interchangeably.
+Every kind has a name, a config dataclass, a parameter count and numpy
+checkpoints; that is ``RankerModule``. What a kind *reads* differs, so
+``RankerModule`` declares no ``forward`` and each kind derives from the base
+of its input family instead:
+
+- ``VectorRanker`` (list, point): one vector per instruction and per candidate,
+  ``(instruction (B, d), candidates (B, K, d)) -> scores (B, K)``;
+- ``edge.swift.SwiftRanker``: one vector per response token,
+  ``(tokens (B, K, T, d), mask (B, K, T)) -> scores (B, K)``.
+
+A family's forward arguments are exactly the inputs of its exported ONNX
+graph. Each family is trained, exported and checked by its own functions, named
+in ``entry_points``; a function handed a ranker of another family refuses it
+(``require_family``) with the error of its step, naming the kind and the
+function that serves it, before any tensor reaches the wrong ``forward``.
+
+This module sits outside ``edge.training.rankers`` because ``edge.swift.head``
+derives from it while the kinds table there imports ``edge.swift.head``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -17,7 +32,10 @@ from torch import nn
 
 from edge.app.checkpoint import Checkpoint
 
-__all__ = ["RankerModule", "count_parameters"]
+__all__ = ["RankerModule", "Step", "VectorRanker", "count_parameters"]
+
+# The steps of a ranker's life that differ between input families.
+Step = Literal["train", "export", "parity"]
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -26,16 +44,15 @@ def count_parameters(module: nn.Module) -> int:
 
 
 class RankerModule(nn.Module):
-    """Base class: subclasses set ``kind`` and implement ``forward``."""
+    """Base of every kind: subclass ``VectorRanker`` (or another family) and set ``kind``."""
 
     kind: ClassVar[str]
     config: Any
     # True for heads that read per-token features (SWIFT): the client then asks
     # central for them; last-token heads never pay for the extra bandwidth.
     needs_token_features: ClassVar[bool] = False
-
-    def forward(self, instruction: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    # The function serving each step for this family, named when another refuses it.
+    entry_points: ClassVar[Mapping[Step, str]] = {}
 
     @property
     def feature_size(self) -> int:
@@ -58,3 +75,21 @@ class RankerModule(nn.Module):
             k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in ckpt.weights.items()
         }
         self.load_state_dict(state, strict=True)
+
+
+class VectorRanker(RankerModule):
+    """Scores candidates from one feature vector each: ``(B, d), (B, K, d) -> (B, K)``.
+
+    Both float32 tensors and no other inputs, which is exactly the ONNX graph
+    ``edge.runtime.RankingSession`` runs; list and point rankers share this
+    signature so training, export and the runtime treat them interchangeably.
+    """
+
+    entry_points: ClassVar[Mapping[Step, str]] = {
+        "train": "edge.training.train()",
+        "export": "edge.training.export_onnx()",
+        "parity": "edge.training.check_parity()",
+    }
+
+    def forward(self, instruction: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError

@@ -12,7 +12,6 @@ mismatched features before running the graph.
 from __future__ import annotations
 
 import copy
-import io
 import json
 import logging
 import tempfile
@@ -31,6 +30,7 @@ import torch
 from onnx import numpy_helper
 
 from edge._errors import ExportError
+from edge.app._atomic import atomic_write
 from edge.runtime.onnx_meta import (
     FORMAT_VERSION,
     INPUT_CANDIDATES,
@@ -42,7 +42,7 @@ from edge.runtime.onnx_meta import (
     META_RELEVANCE,
     OUTPUT_SCORES,
 )
-from edge.training.rankers import RankerModule
+from edge.training.rankers import RankerModule, VectorRanker, require_family
 
 __all__ = [
     "Exporter",
@@ -72,7 +72,7 @@ def ranker_metadata(model: RankerModule) -> dict[str, str]:
     }
 
 
-def _example(model: RankerModule) -> tuple[torch.Tensor, torch.Tensor]:
+def _example(model: VectorRanker) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
     d = model.feature_size
     return (
@@ -123,19 +123,21 @@ def trace_onnx(
         if program is None:
             raise ExportError("torch.onnx.export returned no program")
         return program.model_proto
-    buf = io.BytesIO()
-    torch.onnx.export(
-        model,
-        example,
-        buf,
-        dynamo=False,
-        input_names=list(input_axes),
-        output_names=[OUTPUT_SCORES],
-        dynamic_axes={**input_axes, OUTPUT_SCORES: {0: "batch", 1: "k"}},
-        opset_version=18,
-        do_constant_folding=fold,
-    )
-    return onnx.load_from_string(buf.getvalue())
+    # The legacy exporter writes to a path (its signature takes no file object).
+    with tempfile.TemporaryDirectory(prefix="ranker-export-") as tmp:
+        path = Path(tmp) / "graph.onnx"
+        torch.onnx.export(
+            model,
+            example,
+            path,
+            dynamo=False,
+            input_names=list(input_axes),
+            output_names=[OUTPUT_SCORES],
+            dynamic_axes={**input_axes, OUTPUT_SCORES: {0: "batch", 1: "k"}},
+            opset_version=18,
+            do_constant_folding=fold,
+        )
+        return onnx.load_from_string(path.read_bytes())
 
 
 class _Templates:
@@ -157,10 +159,10 @@ class _Templates:
         self._lock = threading.Lock()
 
     @staticmethod
-    def key(model: RankerModule) -> str:
+    def key(model: VectorRanker) -> str:
         return json.dumps([model.kind, asdict(model.config)], sort_keys=True)
 
-    def get(self, model: RankerModule) -> onnx.ModelProto | None:
+    def get(self, model: VectorRanker) -> onnx.ModelProto | None:
         """The template for ``model``'s shape (traced on first use); None: not reusable."""
         key = self.key(model)
         with self._lock:
@@ -182,7 +184,7 @@ class _Templates:
 _TEMPLATES = _Templates()
 
 
-def _trace_template(model: RankerModule) -> onnx.ModelProto | None:
+def _trace_template(model: VectorRanker) -> onnx.ModelProto | None:
     """Trace a weight-agnostic graph of ``model``'s shape; None if names do not line up."""
     scrambled = copy.deepcopy(model).eval()
     gen = torch.Generator().manual_seed(12345)
@@ -195,7 +197,7 @@ def _trace_template(model: RankerModule) -> onnx.ModelProto | None:
     return proto if shapes == wanted else None
 
 
-def _fill_template(template: onnx.ModelProto, model: RankerModule) -> onnx.ModelProto:
+def _fill_template(template: onnx.ModelProto, model: VectorRanker) -> onnx.ModelProto:
     """A copy of ``template`` carrying ``model``'s current weights."""
     proto = onnx.ModelProto()
     proto.CopyFrom(template)
@@ -206,7 +208,7 @@ def _fill_template(template: onnx.ModelProto, model: RankerModule) -> onnx.Model
     return proto
 
 
-def _export_proto(model: RankerModule, exporter: Exporter) -> onnx.ModelProto:
+def _export_proto(model: VectorRanker, exporter: Exporter) -> onnx.ModelProto:
     """Filling a template only reads the weights; tracing runs on a frozen copy."""
     if exporter == "template":
         template = _TEMPLATES.get(model)
@@ -232,10 +234,13 @@ def export_onnx(
     weights into that graph (no tracing: milliseconds, for per-event updates).
     All give dynamic B and K.
     Extra ``metadata`` (e.g. user and version) is added to ``metadata_props``.
+    A SWIFT head is refused (``ExportError``): ``edge.swift.export_swift_onnx``
+    exports it.
     """
-    with exporting(f"{exporter} export of {model.kind} ranker"):
-        proto = _export_proto(model, exporter)
-    return finish_export(proto, model, metadata, path)
+    ranker = require_family(model, VectorRanker, "export", "export_onnx()")
+    with exporting(f"{exporter} export of {ranker.kind} ranker"):
+        proto = _export_proto(ranker, exporter)
+    return finish_export(proto, ranker, metadata, path)
 
 
 @contextmanager
@@ -258,22 +263,16 @@ def finish_export(
     path: str | Path | None,
 ) -> bytes:
     """Stamps the ranker's metadata (plus `metadata`) on an exported graph,
-    serialises it and, when `path` is given, writes it there atomically."""
+    serialises it and, when `path` is given, writes it there atomically and
+    durably (`atomic_write`: a crash leaves the old file or the whole new one)."""
     entries = {**ranker_metadata(model), **dict(metadata or {})}
     del proto.metadata_props[:]
     for key, value in sorted(entries.items()):
         proto.metadata_props.add(key=key, value=str(value))
     data = proto.SerializeToString()
     if path is not None:
-        _write(Path(path), data)
+        atomic_write(Path(path), data)
     return data
-
-
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as tmp:
-        tmp.write(data)
-    Path(tmp.name).replace(path)
 
 
 @dataclass(frozen=True)
@@ -309,9 +308,11 @@ def check_parity(
     as numerical drift between kernels. ``rtol`` scales the tolerance with the
     scores: at 4096-d, float32 sums over d in another order differ by ~1e-5 of
     the score, which exceeds a purely absolute 1e-4 once scores reach ~10.
+    A SWIFT head is refused (``ExportError``): ``edge.swift.check_swift_parity``.
     """
     from edge.runtime.scoring import RankingSession
 
+    model = require_family(model, VectorRanker, "parity", "check_parity()")
     session = RankingSession.load(onnx_model)
     rng = np.random.default_rng(seed)
     d = model.feature_size

@@ -28,7 +28,15 @@ from edge.app.registry import Registry, VersionInfo
 from edge.app.store import FeedbackStore, events_to_dataset
 from edge.training.export import Exporter, check_parity, export_onnx
 from edge.training.loop import TrainConfig, evaluate_loss, train
-from edge.training.rankers import RankerModule, build_ranker, from_checkpoint, make_config
+from edge.training.rankers import (
+    RankerModule,
+    VectorRanker,
+    build_ranker,
+    from_checkpoint,
+    make_config,
+    require_family,
+    require_kind,
+)
 
 __all__ = ["LearnReport", "Learner", "LearnerConfig"]
 
@@ -45,7 +53,7 @@ def _default_train() -> TrainConfig:
 class LearnerConfig:
     """How a Learner builds, trains and exports per-user rankers."""
 
-    kind: Literal["list", "point"] = "list"  # ranker kind for users starting from scratch
+    kind: str = "list"  # ranker kind for users starting from scratch: a list or point kind
     ranker_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"hidden_size": 32}
     train: TrainConfig = field(default_factory=_default_train)  # optimiser settings per update
     replay_size: int = 256  # older events mixed into each update (0 disables replay)
@@ -54,6 +62,10 @@ class LearnerConfig:
     exporter: Exporter = "torchscript"  # fast on-device export; "dynamo"/"template" also work
     parity_ks: tuple[int, ...] = (2, 5)  # K values checked torch vs onnxruntime after export
     parity_rtol: float = 1e-4  # parity tolerance relative to the scores (see check_parity)
+
+    def __post_init__(self) -> None:
+        # Feedback holds one vector per candidate: per-token kinds (SWIFT) cannot learn from it.
+        require_kind(self.kind, VectorRanker, "train", "Learner")
 
     @classmethod
     def per_event(cls, **overrides: Any) -> LearnerConfig:
@@ -108,17 +120,17 @@ class _WarmModels:
     """
 
     def __init__(self, capacity: int = 4) -> None:
-        self._models: OrderedDict[str, RankerModule] = OrderedDict()
+        self._models: OrderedDict[str, VectorRanker] = OrderedDict()
         self._capacity = capacity
         self._lock = threading.Lock()
 
-    def take(self, sha256: str | None) -> RankerModule | None:
+    def take(self, sha256: str | None) -> VectorRanker | None:
         if sha256 is None:
             return None
         with self._lock:
             return self._models.pop(sha256, None)
 
-    def put(self, sha256: str | None, model: RankerModule) -> None:
+    def put(self, sha256: str | None, model: VectorRanker) -> None:
         if sha256 is None:
             return
         with self._lock:
@@ -144,6 +156,8 @@ class Learner:
         self.store = store
         self.registry = registry
         self.config = config or LearnerConfig()
+        if base is not None:
+            require_kind(base.kind, VectorRanker, "train", "Learner")
         self.base = base  # global/task ranker new users start from
 
     def _cursor(self, user: str, name: str) -> int:
@@ -151,7 +165,12 @@ class Learner:
             return 0
         return int(self.registry.current(user, name).metadata.get("cursor", 0))
 
-    def _initial(self, user: str, name: str, feature_size: int) -> tuple[RankerModule, StartedFrom]:
+    def _initial(self, user: str, name: str, feature_size: int) -> tuple[VectorRanker, StartedFrom]:
+        """The weights to continue from, refused when they are not a list or point ranker."""
+        model, origin = self._start(user, name, feature_size)
+        return require_family(model, VectorRanker, "train", f"Learner ({origin} weights)"), origin
+
+    def _start(self, user: str, name: str, feature_size: int) -> tuple[RankerModule, StartedFrom]:
         if self.registry.has(user, name):
             warm = _WARM.take(self.registry.current(user, name).weights_sha256)
             if warm is not None:

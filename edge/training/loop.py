@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from edge._errors import TrainingError
 from edge.app.dataset import Block, GroupDataset
 from edge.training.losses import listwise_kl, mse, pairwise_logistic, pointwise_bce
-from edge.training.rankers import RankerModule
+from edge.training.rankers import RankerModule, VectorRanker, require_family
 
 __all__ = [
     "TrainConfig",
@@ -95,7 +95,7 @@ def _tensors(block: Block, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor,
     return inst, cand, torch.from_numpy(np.ascontiguousarray(block.labels[idx]))
 
 
-def _binary_mode(model: RankerModule, config: TrainConfig) -> str:
+def _binary_mode(model: VectorRanker, config: TrainConfig) -> str:
     if config.binary_loss != "auto":
         return config.binary_loss
     return "listwise" if model.kind == "list" else "pointwise"
@@ -109,6 +109,7 @@ def block_loss(
     Listwise mode falls back to BCE for groups with only positives or only
     negatives (a single thumbs-up), so such feedback still teaches something.
     """
+    model = require_family(model, VectorRanker, "train", "block_loss()")
     inst, cand, labels = _tensors(block, idx)
     scores = model(inst, cand)
     if block.kind == "pair":
@@ -141,7 +142,7 @@ def optimizer_step(
     return float(loss.detach())
 
 
-def _optimizer(model: RankerModule, config: TrainConfig) -> torch.optim.Optimizer:
+def _optimizer(model: VectorRanker, config: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -160,7 +161,12 @@ def _epochs_needed(data: GroupDataset, config: TrainConfig) -> int:
 def train(
     model: RankerModule, data: GroupDataset, config: TrainConfig | None = None
 ) -> TrainResult:
-    """Train ``model`` in place on ``data``; returns per-step losses and timing."""
+    """Train ``model`` in place on ``data``; returns per-step losses and timing.
+
+    Takes list and point rankers; a SWIFT head (per-token features) is refused
+    with a ``TrainingError`` pointing to ``edge.swift.train_swift``.
+    """
+    model = require_family(model, VectorRanker, "train", "train()")
     config = config or TrainConfig()
     if data.num_groups == 0:
         raise TrainingError("nothing to train on: the dataset has no groups or pairs")
@@ -188,7 +194,7 @@ def train(
 
 
 def _loop(
-    model: RankerModule,
+    model: VectorRanker,
     data: GroupDataset,
     plans: list[list[tuple[int, np.ndarray]]],
     optimizer: torch.optim.Optimizer,
@@ -223,6 +229,7 @@ def evaluate_loss(
     model: RankerModule, data: GroupDataset, config: TrainConfig | None = None
 ) -> float:
     """Mean training loss over ``data`` without updating (weighted by groups)."""
+    model = require_family(model, VectorRanker, "train", "evaluate_loss()")
     config = config or TrainConfig()
     mode = _binary_mode(model, config)
     was_training = model.training
@@ -242,6 +249,7 @@ def top1_accuracy(model: RankerModule, data: GroupDataset) -> float:
 
     Pairs count as groups of two where the preferred one must win.
     """
+    model = require_family(model, VectorRanker, "train", "top1_accuracy()")
     was_training = model.training
     model.eval()
     hits, count = 0, 0

@@ -1,19 +1,23 @@
 """Tiny rankers over LLM hidden states (torch): ListRanker, PointRanker and SWIFT.
 
+``RANKER_KINDS`` is the one table of kinds: adding a kind is adding its entry
+(and the conformance check, ``edge.training.check_ranker``, then covers it).
 ``build_ranker`` makes a seeded ranker from a kind and config; ``from_checkpoint``
-rebuilds one from weights stored by the registry.
+rebuilds one from weights stored by the registry. ``require_family`` and
+``require_kind`` are how a function of one input family refuses the others.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
+from edge._errors import ExportError, RankerError, TrainingError
 from edge.app.checkpoint import Checkpoint
 from edge.swift.head import SwiftConfig, SwiftRanker
-from edge.training.rankers._base import RankerModule, count_parameters
+from edge.training._contract import RankerModule, Step, VectorRanker, count_parameters
 from edge.training.rankers.list import ListRanker, ListRankerConfig
 from edge.training.rankers.point import PointRanker, PointRankerConfig
 
@@ -25,28 +29,80 @@ __all__ = [
     "PointRankerConfig",
     "RankerConfig",
     "RankerModule",
+    "Step",
     "SwiftConfig",
     "SwiftRanker",
+    "VectorRanker",
     "build_ranker",
     "count_parameters",
     "from_checkpoint",
+    "kinds_of",
     "make_config",
+    "require_family",
+    "require_kind",
 ]
+
+Family = TypeVar("Family", bound=RankerModule)
 
 RankerConfig = ListRankerConfig | PointRankerConfig | SwiftConfig
 
+# kind -> (module class, config class); the module's base says its input family.
 RANKER_KINDS: dict[str, tuple[type[RankerModule], type[Any]]] = {
     "list": (ListRanker, ListRankerConfig),
     "point": (PointRanker, PointRankerConfig),
     "swift": (SwiftRanker, SwiftConfig),  # per-token features: see edge.swift.train
 }
 
+# The error each step raises when it refuses a kind.
+_STEP_ERRORS: dict[Step, type[RankerError]] = {
+    "train": TrainingError,
+    "export": ExportError,
+    "parity": ExportError,
+}
+
+
+def kinds_of(family: type[RankerModule]) -> list[str]:
+    """The registered kinds whose module belongs to ``family``, in table order."""
+    return [kind for kind, (cls, _) in RANKER_KINDS.items() if issubclass(cls, family)]
+
+
+def _refusal(
+    kind: str, module: type[RankerModule], family: type[RankerModule], step: Step, caller: str
+) -> RankerError:
+    takes = " or ".join(repr(k) for k in kinds_of(family)) or family.__name__
+    serves = module.entry_points.get(step)
+    instead = f"; {kind!r} needs {serves}" if serves else f", not {kind!r}"
+    return _STEP_ERRORS[step](f"{caller} takes {takes} rankers{instead}")
+
+
+def require_family(model: RankerModule, family: type[Family], step: Step, caller: str) -> Family:
+    """``model`` itself when it belongs to ``family``; else the step's error naming its kind.
+
+    Called first thing by every function that feeds a ranker its family's
+    tensors, so a ranker of another family is refused with, e.g.,
+    ``TrainingError: train() takes 'list' or 'point' rankers; 'swift' needs
+    edge.swift.train_swift()`` instead of failing deep inside ``forward``.
+    """
+    if isinstance(model, family):
+        return model
+    raise _refusal(model.kind, type(model), family, step, caller)
+
+
+def require_kind(kind: str, family: type[RankerModule], step: Step, caller: str) -> None:
+    """Like ``require_family`` for a kind named in a config, before any ranker is built."""
+    if kind not in RANKER_KINDS:
+        raise ValueError(f"unknown ranker kind {kind!r}, expected one of {sorted(RANKER_KINDS)}")
+    module = RANKER_KINDS[kind][0]
+    if not issubclass(module, family):
+        raise _refusal(kind, module, family, step, caller)
+
 
 def make_config(kind: str, feature_size: int, **overrides: Any) -> RankerConfig:
     """Default config of ``kind`` for features of ``feature_size`` values."""
     if kind not in RANKER_KINDS:
         raise ValueError(f"unknown ranker kind {kind!r}, expected one of {sorted(RANKER_KINDS)}")
-    return RANKER_KINDS[kind][1](feature_size=feature_size, **overrides)
+    config: RankerConfig = RANKER_KINDS[kind][1](feature_size=feature_size, **overrides)
+    return config
 
 
 def build_ranker(config: RankerConfig, seed: int = 0) -> RankerModule:

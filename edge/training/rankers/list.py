@@ -16,7 +16,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from edge.training.rankers._base import RankerModule
+from edge.training._contract import VectorRanker
 from edge.training.rankers._relevance import Relevance, RelevanceKind
 
 __all__ = ["ListRanker", "ListRankerConfig"]
@@ -58,7 +58,7 @@ class _Block(nn.Module):
         return x + self.dropout(self.ffn(self.norm2(x)))
 
 
-class ListRanker(RankerModule):
+class ListRanker(VectorRanker):
     kind: ClassVar[str] = "list"
 
     def __init__(self, config: ListRankerConfig) -> None:

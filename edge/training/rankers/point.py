@@ -14,7 +14,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from edge.training.rankers._base import RankerModule
+from edge.training._contract import VectorRanker
 from edge.training.rankers._relevance import Relevance, RelevanceKind
 
 __all__ = ["PointRanker", "PointRankerConfig"]
@@ -32,7 +32,7 @@ class PointRankerConfig:
     dropout: float = 0.0  # dropout after the projection during training; 0 disables
 
 
-class PointRanker(RankerModule):
+class PointRanker(VectorRanker):
     kind: ClassVar[str] = "point"
 
     def __init__(self, config: PointRankerConfig) -> None:

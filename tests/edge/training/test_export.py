@@ -83,3 +83,25 @@ def test_parity_tolerance_scales_with_scores(point_ranker: RankerModule) -> None
     assert report.ok
     with pytest.raises(ExportError, match="rtol"):
         check_parity(point_ranker, data, ks=(2,), atol=-1.0)
+
+
+def test_export_replaces_the_file_atomically_and_durably(
+    point_ranker: RankerModule, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    path = tmp_path / "models" / "p.onnx"
+    path.parent.mkdir()
+    path.write_bytes(b"the previous version")
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    data = export_onnx(point_ranker, path, exporter="torchscript")
+    assert path.read_bytes() == data
+    assert synced, "the exported file was not fsynced"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["p.onnx"]  # no temp file left

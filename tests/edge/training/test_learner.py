@@ -82,6 +82,22 @@ def test_new_user_starts_from_base_or_global(parts: tuple[FeedbackStore, Registr
     assert Learner(store, registry).learn("carol", "chat").started_from == "global"
 
 
+def test_swift_weights_are_refused_by_name_wherever_they_come_from(
+    parts: tuple[FeedbackStore, Registry],
+) -> None:
+    from edge import TrainingError
+
+    store, registry = parts
+    swift = build_ranker(make_config("swift", D)).to_checkpoint()
+    with pytest.raises(TrainingError, match="Learner takes 'list' or 'point' rankers; 'swift'"):
+        Learner(store, registry, base=swift)
+    registry.save_global("chat", b"unused-onnx", weights=swift.to_bytes())
+    _record(store, "gus", 0, 3)
+    with pytest.raises(TrainingError, match=r"Learner \(global weights\) .* 'swift' needs"):
+        Learner(store, registry).learn("gus", "chat")
+    assert not registry.has("gus", "chat")
+
+
 def test_tasks_are_separate_rankers(parts: tuple[FeedbackStore, Registry]) -> None:
     store, registry = parts
     _record(store, "dan", 0, 5, task="chat")
