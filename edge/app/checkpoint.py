@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +45,9 @@ class Checkpoint:
         ).encode()
         buf = io.BytesIO()
         arrays = {_CONFIG_KEY: np.frombuffer(header, dtype=np.uint8), **self.weights}
-        np.savez(buf, **arrays)
+        # numpy's stubs type **kwds as if a weight could be named allow_pickle.
+        save: Callable[..., None] = np.savez
+        save(buf, **arrays)
         return buf.getvalue()
 
     @classmethod

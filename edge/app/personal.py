@@ -10,7 +10,13 @@ can share the same home.
     shown = me.generate("Which number is larger, 47 or 74?", k=8)
     print(shown.best.text)                  # the ranker's pick (first sample until trained)
     me.thumbs(shown, shown.best.index, up=False)
-    me.learn()                              # train, export to ONNX, hot-swap
+    me.learn()                              # fit, compose the ONNX ranker, hot-swap
+
+Learning needs no torch by default: ``edge.app.personal_learner`` fits a small
+per-user head over the candidates' vectors and on-device signals with numpy,
+on top of the global ranker of the same name when the registry has one, in
+milliseconds per event. ``learner=LearnerConfig(...)`` (``edge.training``,
+needs torch) instead trains a whole List/Point ranker per user, as before.
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edge.app.personal_learner import PersonalLearner, UpdateReport
 from edge.app.registry import Registry
 from edge.app.store import FeedbackStore
+from edge.app.taste_fit import TasteConfig
 from edge.runtime.scoring import Ranker, Ranking
 from edge.runtime.types import Candidate, Generation
 
@@ -68,12 +76,15 @@ class PersonalRanker:
         user: str,
         name: str = "chat",
         *,
-        learner: LearnerConfig | None = None,
+        learner: TasteConfig | LearnerConfig | None = None,
         base: Checkpoint | None = None,
     ) -> None:
-        """`base` is a global or task ranker (weights) a new user's training starts
-        from; a global ranker saved in the registry under `name` both ranks for a
-        new user and is where their training starts."""
+        """`learner`: a TasteConfig (or None) learns with numpy, a torch head on top of
+        the registry's global ranker of `name` (see edge.app.personal_learner); a
+        LearnerConfig trains a whole torch ranker per user (edge.training.learner).
+        `base` is a torch ranker checkpoint a new user's torch training starts from
+        (it selects the torch learner). Either way a global ranker saved in the
+        registry under `name` ranks for a new user until their first update."""
         self.central = central
         self.home = Path(home).expanduser()
         self.home.mkdir(parents=True, exist_ok=True)
@@ -83,6 +94,9 @@ class PersonalRanker:
         self.registry = Registry(self.home / REGISTRY_DIR)
         self._learner_config = learner
         self._base = base
+        self._torch_learner = base is not None or not (
+            learner is None or isinstance(learner, TasteConfig)
+        )
         self._ranker_is_global = False
         self._ranker: Ranker | None = None
         if self.registry.has(user, name):
@@ -99,14 +113,18 @@ class PersonalRanker:
         (while there is no ranker, or the shared global one ranks)."""
         if self._ranker is None or self._ranker_is_global:
             return None
-        return int(self._ranker.version)  # type: ignore[arg-type]
+        version = self._ranker.version
+        return version if isinstance(version, int) else None
 
     def rank(self, generation: Generation) -> Ranking:
-        """Orders a generation best first; index order while there is no ranker yet."""
+        """Orders a generation best first; index order while there is no ranker yet.
+
+        The ranker is fed every input its graph declares: the candidates' vectors,
+        their mean vectors, and the on-device signals of their texts."""
         if self._ranker is None:
             k = len(generation.candidates)
             return Ranking(order=np.arange(k), scores=np.zeros(k, np.float32))
-        return self._ranker.rank(generation.instruction, generation.features)
+        return self._ranker.rank_generation(generation)
 
     def generate(self, prompt: Prompt, k: int = 8, **options: Any) -> Shown:
         """Samples K candidates from central, ranks them, and records them as shown."""
@@ -117,14 +135,7 @@ class PersonalRanker:
         """Ranks a generation the app already has and records it as shown."""
         ranking = self.rank(generation)
         set_id = uuid.uuid4().hex
-        self.store.record_shown(
-            self.user,
-            set_id,
-            generation.instruction,
-            generation.features,
-            texts=generation.texts,
-            task=self.name,
-        )
+        self.store.record_generation(self.user, set_id, generation, task=self.name)
         return Shown(set_id, generation, tuple(int(i) for i in ranking.order), self.version)
 
     def thumbs(self, shown: Shown, candidate: int, *, up: bool) -> int:
@@ -139,14 +150,20 @@ class PersonalRanker:
         """A real-valued rating of one candidate."""
         return self.store.score(self.user, shown.set_id, candidate, value)
 
-    def learn(self) -> LearnReport:
-        """Trains on feedback since the last update (plus replay), saves a new
-        version and hot-swaps to it. Needs torch (the `train` extra)."""
-        from edge.training.learner import Learner
+    def learn(self) -> UpdateReport | LearnReport:
+        """Learns the feedback recorded since the last update, saves a new version
+        and hot-swaps to it. Torch-free unless a LearnerConfig or `base` was given."""
+        report: UpdateReport | LearnReport
+        if self._torch_learner:
+            from edge.training.learner import Learner, LearnerConfig
 
-        report = Learner(self.store, self.registry, self._learner_config, base=self._base).learn(
-            self.user, self.name
-        )
+            config = self._learner_config
+            torch_config = config if isinstance(config, LearnerConfig) else None
+            learner = Learner(self.store, self.registry, torch_config, base=self._base)
+            report = learner.learn(self.user, self.name)
+        else:
+            taste = self._learner_config if isinstance(self._learner_config, TasteConfig) else None
+            report = PersonalLearner(self.store, self.registry, taste).learn(self.user, self.name)
         if report.updated and report.version is not None:
             self._swap(report.version.version)
         return report

@@ -13,15 +13,29 @@ file that never made it into the manifest is simply ignored (and its number is
 skipped). Loading verifies the sha256 recorded in the manifest, so a damaged
 file raises CorruptModelError naming it instead of ranking with garbage. Pass
 ``user=None`` to address the global rankers.
+
+Over time and under concurrency:
+
+- every write to a ranker's directory happens under one lock file (``.lock``),
+  between processes too; ``save(expect_current=n)`` is a compare-and-swap that
+  refuses to save when another writer made a different version current, and
+  ``locked(user, name)`` is the lock a learner holds across read-fit-save, so
+  two learners of one user never lose each other's update;
+- ``keep`` bounds the versions kept (default 10): older ones are pruned at each
+  save, never the current version nor the one ``rollback`` would return to;
+- temp files of an interrupted write and version files no manifest lists (a
+  crash between writing and committing, or between committing and pruning) are
+  removed when the directory is next opened or saved to.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +49,9 @@ __all__ = ["Registry", "VersionInfo", "validate_id"]
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}$")
 _MANIFEST = "manifest.json"
 _FORMAT = 1
+_LOCK = ".lock"  # held for every write to a ranker directory
+_LEARN_LOCK = ".learn.lock"  # held by a learner across read-fit-save (see Registry.locked)
+_VERSION_FILE = re.compile(r"^v(\d{6})\.(?:onnx|weights\.npz)$")
 
 
 def validate_id(value: str, what: str) -> str:
@@ -69,8 +86,11 @@ class VersionInfo:
 class Registry:
     """Per-user, per-name versioned rankers under one root directory."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, keep: int = 10) -> None:
+        if keep < 1:
+            raise RegistryError(f"keep must be at least 1 version, got {keep}")
         self.root = Path(root)
+        self.keep = keep  # versions kept per ranker (plus current and its rollback target)
 
     # -- paths ---------------------------------------------------------------------
     def _dir(self, user: str | None, name: str) -> Path:
@@ -116,13 +136,19 @@ class Registry:
             ) from exc
 
     def _write_manifest(
-        self, user: str | None, name: str, versions: list[VersionInfo], current: int
+        self,
+        user: str | None,
+        name: str,
+        versions: list[VersionInfo],
+        current: int,
+        last_number: int = 0,
     ) -> None:
         body = {
             "format": _FORMAT,
             "user": user,
             "name": name,
             "current": current,
+            "last_number": max([last_number, *(v.version for v in versions)]),
             "versions": [
                 {k: v for k, v in asdict(info).items() if k not in ("user", "name")}
                 for info in versions
@@ -172,14 +198,28 @@ class Registry:
         *,
         weights: bytes | None = None,
         metadata: Mapping[str, Any] | None = None,
+        expect_current: int | None = None,
     ) -> VersionInfo:
-        """Store a new version (ONNX bytes, optional weights) and make it current."""
+        """Store a new version (ONNX bytes, optional weights) and make it current.
+
+        With ``expect_current`` (0: no version yet) the save is a compare-and-swap:
+        it raises RegistryError, writing nothing, when the current version is
+        another one, e.g. because a second learner saved in the meantime.
+        """
         if not model:
             raise RegistryError("refusing to save an empty model")
         directory = self._dir(user, name)
-        with file_lock(directory / ".lock"):
-            versions = self.versions(user, name) if self.has(user, name) else []
-            number = self._next_number(directory, versions)
+        with file_lock(directory / _LOCK):
+            manifest = self._read_manifest(user, name) if self.has(user, name) else {}
+            versions = self._infos(user, name, manifest) if manifest else []
+            current = int(manifest.get("current", 0))
+            if expect_current is not None and current != expect_current:
+                raise RegistryError(
+                    f"ranker {name!r} of {user!r}: version {current} is current, expected "
+                    f"{expect_current}; another writer saved first"
+                )
+            number = self._next_number(directory, versions, manifest.get("last_number", 0))
+            self._clean_locked(directory, versions)
             stem = f"v{number:06d}"
             info = VersionInfo(
                 user=user,
@@ -195,7 +235,9 @@ class Registry:
             atomic_write(directory / info.model_file, model)
             if weights is not None and info.weights_file is not None:
                 atomic_write(directory / info.weights_file, weights)
-            self._write_manifest(user, name, [*versions, info], number)
+            kept = self._pruned([*versions, info], number)
+            self._write_manifest(user, name, kept, number, number)
+            self._clean_locked(directory, kept)  # the pruned versions' files
         return info
 
     def save_global(
@@ -205,12 +247,49 @@ class Registry:
         return self.save(None, name, model, weights=weights, **kw)
 
     @staticmethod
-    def _next_number(directory: Path, versions: list[VersionInfo]) -> int:
-        """One past the highest number in the manifest *or* on disk (orphans of a crash)."""
+    def _next_number(directory: Path, versions: list[VersionInfo], last_number: object) -> int:
+        """One past the highest number ever used: manifest, high-water mark, or on disk."""
         on_disk = [
-            int(p.name[1:7]) for p in directory.glob("v[0-9]*.onnx") if p.name[1:7].isdigit()
+            int(m.group(1)) for p in directory.glob("v*") if (m := _VERSION_FILE.match(p.name))
         ]
-        return max([0, *(v.version for v in versions), *on_disk]) + 1
+        last = last_number if isinstance(last_number, int) else 0
+        return max([0, last, *(v.version for v in versions), *on_disk]) + 1
+
+    def _pruned(self, versions: list[VersionInfo], current: int) -> list[VersionInfo]:
+        """The newest ``keep`` versions, plus the current one and its rollback target."""
+        numbers = sorted(v.version for v in versions)
+        older = [n for n in numbers if n < current]
+        keep = set(numbers[-self.keep :]) | {current, *older[-1:]}
+        return [v for v in versions if v.version in keep]
+
+    # -- maintenance ---------------------------------------------------------------
+    def clean(self, user: str | None, name: str) -> list[Path]:
+        """Remove interrupted writes' temp files and unlisted version files; return them."""
+        directory = self._dir(user, name)
+        if not self.has(user, name):
+            return []
+        with file_lock(directory / _LOCK):
+            return self._clean_locked(directory, self.versions(user, name))
+
+    @staticmethod
+    def _clean_locked(directory: Path, versions: list[VersionInfo]) -> list[Path]:
+        """Delete what no manifest entry names (the caller holds the directory lock)."""
+        listed = {f for v in versions for f in (v.model_file, v.weights_file) if f}
+        removed = []
+        for path in directory.iterdir() if directory.exists() else ():
+            orphan = _VERSION_FILE.match(path.name) and path.name not in listed
+            if orphan or (path.name.startswith(".") and path.name.endswith(".tmp")):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(path)
+        return removed
+
+    @contextlib.contextmanager
+    def locked(self, user: str | None, name: str) -> Iterator[None]:
+        """Exclusive between processes and threads: what a learner holds to read,
+        fit and save without another learner of the same ranker in between."""
+        with file_lock(self._dir(user, name) / _LEARN_LOCK):
+            yield
 
     def rollback(self, user: str | None, name: str, to: int | None = None) -> VersionInfo:
         """Make an earlier version current (default: the one before the current one)."""
@@ -225,7 +304,8 @@ class Registry:
                 raise RegistryError(f"ranker {name!r} of {user!r} has no version before {current}")
             if target not in {v.version for v in versions}:
                 raise RegistryError(f"ranker {name!r} of {user!r} has no version {target}")
-            self._write_manifest(user, name, versions, target)
+            last = manifest.get("last_number", 0)
+            self._write_manifest(user, name, versions, target, last if isinstance(last, int) else 0)
         return self.version(user, name, target)
 
     # -- loading -------------------------------------------------------------------
@@ -254,6 +334,25 @@ class Registry:
             return None
         return self._verified(self._dir(user, name), info.weights_file, info.weights_sha256)
 
+    def last_good_weights(self, user: str | None, name: str) -> tuple[VersionInfo, bytes] | None:
+        """The newest weights, from the current version back, whose checksum verifies.
+
+        What a learner continues from: a damaged or missing weights file of the
+        current version falls back to the version before it, as ``open(fallback=True)``
+        does for ranking. None when no version at or before the current one has
+        intact weights.
+        """
+        current = self.current(user, name).version
+        older = [v for v in self.versions(user, name) if v.version <= current and v.weights_file]
+        for info in sorted(older, key=lambda v: v.version, reverse=True):
+            try:
+                weights = self.load_weights(user, name, info.version)
+            except CorruptModelError:
+                continue
+            if weights is not None:
+                return info, weights
+        return None
+
     def open(
         self, user: str | None, name: str, version: int | None = None, *, fallback: bool = False
     ) -> Ranker:
@@ -261,7 +360,9 @@ class Registry:
 
         With ``fallback=True`` a corrupt current version is skipped for the newest
         older one that verifies and loads, so an app keeps ranking after a bad write.
+        Leftovers of interrupted writes in the ranker's directory are removed first.
         """
+        self.clean(user, name)
         info = self.version(user, name, version)
         candidates = [info]
         if fallback:

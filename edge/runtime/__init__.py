@@ -6,7 +6,9 @@ ranks ships this room (and ``edge.app``) without torch:
 - ``client``, ``async_client`` (one base in ``client_base``): CentralClient and
   its asyncio twin, returning candidates with numpy features;
 - ``wire``, ``token_wire``: decoding the wire's tensors and per-token chunks;
-- ``scoring``: onnxruntime scoring with hot swap (``Ranker``, ``RankingSession``);
+- ``scoring``: onnxruntime scoring with hot swap (``Ranker``, ``RankingSession``),
+  feeding every input a graph declares;
+- ``signals``: the versioned on-device signals of a candidate's text and scalars;
 - ``types``, ``features``, ``onnx_meta``: the values apps get, feature checks,
   and the metadata keys every exported ranker carries.
 """
@@ -44,6 +46,8 @@ if TYPE_CHECKING:
         INPUT_CANDIDATES,
         INPUT_INSTRUCTION,
         INPUT_MASK,
+        INPUT_MEAN_CANDIDATES,
+        INPUT_SIGNALS,
         INPUT_TOKENS,
         META_CONFIG,
         META_FEATURE_SIZE,
@@ -51,6 +55,9 @@ if TYPE_CHECKING:
         META_KIND,
         META_PREFIX,
         META_RELEVANCE,
+        META_REPRESENTATION,
+        META_SIGNAL_NAMES,
+        META_SIGNALS_VERSION,
         OUTPUT_SCORES,
     )
     from edge.runtime.scoring import (
@@ -58,6 +65,12 @@ if TYPE_CHECKING:
         Ranker,
         Ranking,
         RankingSession,
+    )
+    from edge.runtime.signals import (
+        SIGNAL_NAMES,
+        SIGNALS_VERSION,
+        candidate_signals,
+        text_signals,
     )
     from edge.runtime.token_wire import (
         CandidateTokens,
@@ -92,6 +105,8 @@ _EXPORTS: dict[str, str] = {
     "INPUT_CANDIDATES": "edge.runtime.onnx_meta",
     "INPUT_INSTRUCTION": "edge.runtime.onnx_meta",
     "INPUT_MASK": "edge.runtime.onnx_meta",
+    "INPUT_MEAN_CANDIDATES": "edge.runtime.onnx_meta",
+    "INPUT_SIGNALS": "edge.runtime.onnx_meta",
     "INPUT_TOKENS": "edge.runtime.onnx_meta",
     "Instruction": "edge.runtime.client_base",
     "META_CONFIG": "edge.runtime.onnx_meta",
@@ -100,6 +115,9 @@ _EXPORTS: dict[str, str] = {
     "META_KIND": "edge.runtime.onnx_meta",
     "META_PREFIX": "edge.runtime.onnx_meta",
     "META_RELEVANCE": "edge.runtime.onnx_meta",
+    "META_REPRESENTATION": "edge.runtime.onnx_meta",
+    "META_SIGNALS_VERSION": "edge.runtime.onnx_meta",
+    "META_SIGNAL_NAMES": "edge.runtime.onnx_meta",
     "ModelInfo": "edge.runtime.client_base",
     "ModelSource": "edge.runtime.scoring",
     "OUTPUT_SCORES": "edge.runtime.onnx_meta",
@@ -108,14 +126,18 @@ _EXPORTS: dict[str, str] = {
     "Ranker": "edge.runtime.scoring",
     "Ranking": "edge.runtime.scoring",
     "RankingSession": "edge.runtime.scoring",
+    "SIGNALS_VERSION": "edge.runtime.signals",
+    "SIGNAL_NAMES": "edge.runtime.signals",
     "StreamEvent": "edge.runtime.client_base",
     "TokenAssembler": "edge.runtime.token_wire",
     "TokenFeatureRequest": "edge.runtime.token_wire",
     "Usage": "edge.runtime.types",
     "as_candidates": "edge.runtime.features",
     "as_vector": "edge.runtime.features",
+    "candidate_signals": "edge.runtime.signals",
     "check_finite": "edge.runtime.features",
     "decode_tensor": "edge.runtime.wire",
+    "text_signals": "edge.runtime.signals",
     "token_spec": "edge.runtime.token_wire",
 }
 
@@ -125,6 +147,8 @@ __all__ = [
     "INPUT_CANDIDATES",
     "INPUT_INSTRUCTION",
     "INPUT_MASK",
+    "INPUT_MEAN_CANDIDATES",
+    "INPUT_SIGNALS",
     "INPUT_TOKENS",
     "META_CONFIG",
     "META_FEATURE_SIZE",
@@ -132,7 +156,12 @@ __all__ = [
     "META_KIND",
     "META_PREFIX",
     "META_RELEVANCE",
+    "META_REPRESENTATION",
+    "META_SIGNALS_VERSION",
+    "META_SIGNAL_NAMES",
     "OUTPUT_SCORES",
+    "SIGNALS_VERSION",
+    "SIGNAL_NAMES",
     "AsyncCentralClient",
     "Candidate",
     "CandidateTokens",
@@ -156,8 +185,10 @@ __all__ = [
     "Usage",
     "as_candidates",
     "as_vector",
+    "candidate_signals",
     "check_finite",
     "decode_tensor",
+    "text_signals",
     "token_spec",
 ]
 

@@ -1,6 +1,14 @@
 """Ranking with an exported ranker, using onnxruntime only (no torch).
 
-This is the part an app ships: numpy + onnxruntime. Sessions run on one intra-op
+This is the part an app ships: numpy + onnxruntime. A graph always takes
+``instruction`` (B, d) and ``candidates`` (B, K, d); it may also declare the
+representation v2 inputs ``mean_candidates`` (B, K, d), the mean over each
+response's tokens, and ``signals`` (B, K, S), the on-device signals of
+``edge.runtime.signals``. The session feeds exactly the inputs its graph
+declares: ``score_generation`` builds them from a ``Generation`` (computing
+the signals, and refusing a graph that was trained on another signals
+version), and ``score`` takes them as keyword arguments. A missing or
+mis-sized input raises FeatureError naming it. Sessions run on one intra-op
 thread because one ranking is a handful of small matmuls where thread hand-off
 costs more than it saves, and the app's UI thread should not compete with a
 pool. ``Ranker`` adds a thread-safe hot swap: a new version is loaded and
@@ -13,7 +21,7 @@ Importing this module must never import torch (checked by the test suite).
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +33,16 @@ from edge.runtime.features import as_candidates, as_vector, check_finite
 from edge.runtime.onnx_meta import (
     INPUT_CANDIDATES,
     INPUT_INSTRUCTION,
+    INPUT_MEAN_CANDIDATES,
+    INPUT_SIGNALS,
     INPUT_TOKENS,
     META_FEATURE_SIZE,
     META_KIND,
+    META_SIGNALS_VERSION,
     OUTPUT_SCORES,
 )
+from edge.runtime.signals import SIGNAL_NAMES, SIGNALS_VERSION, candidate_signals
+from edge.runtime.types import Candidate, Generation
 
 __all__ = ["ModelSource", "Ranker", "Ranking", "RankingSession"]
 
@@ -69,6 +82,14 @@ def _options(threads: int) -> ort.SessionOptions:
     return opts
 
 
+# What each optional input is, for error messages that say how to provide it.
+_OPTIONAL_INPUTS: dict[str, str] = {
+    INPUT_MEAN_CANDIDATES: "the mean over each response's tokens (Candidate.mean_feature; "
+    "ask central for mean features)",
+    INPUT_SIGNALS: "the on-device signals (edge.runtime.signals.candidate_signals)",
+}
+
+
 class RankingSession:
     """One loaded ONNX ranker: validates features and scores candidates."""
 
@@ -86,6 +107,22 @@ class RankingSession:
         self.metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)
         self.feature_size = self._check_io()
         self.kind: str | None = self.metadata.get(META_KIND)
+        # The optional v2 inputs the graph declares, each with its last dimension if fixed.
+        self.extra_inputs: dict[str, int | None] = {
+            i.name: _last_dim(i.shape)
+            for i in self._session.get_inputs()
+            if i.name in _OPTIONAL_INPUTS
+        }
+        unknown = {i.name for i in self._session.get_inputs()} - {
+            INPUT_INSTRUCTION,
+            INPUT_CANDIDATES,
+            *self.extra_inputs,
+        }
+        if unknown:
+            raise CorruptModelError(
+                f"graph declares inputs {sorted(unknown)} this runtime cannot provide",
+                self._where,
+            )
 
     @classmethod
     def load(cls, model: ModelSource, *, threads: int = 1) -> RankingSession:
@@ -93,11 +130,27 @@ class RankingSession:
         data, source = _read(model)
         return cls(data, source, threads=threads)
 
+    @property
+    def _where(self) -> str | None:
+        return None if self.source == "<bytes>" else self.source
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """Every input the graph reads: instruction, candidates, then any v2 inputs."""
+        return (INPUT_INSTRUCTION, INPUT_CANDIDATES, *self.extra_inputs)
+
+    @property
+    def signals_version(self) -> int | None:
+        """The SIGNALS_VERSION the graph was built for (None: it reads no signals)."""
+        if INPUT_SIGNALS not in self.extra_inputs:
+            return None
+        value = self.metadata.get(META_SIGNALS_VERSION, "")
+        return int(value) if value.isdigit() else None
+
     def _check_io(self) -> int | None:
         """Check the graph has the ranker I/O contract; return d when it is known."""
         inputs = {i.name: i for i in self._session.get_inputs()}
         outputs = {o.name for o in self._session.get_outputs()}
-        where = None if self.source == "<bytes>" else self.source
         missing = {INPUT_INSTRUCTION, INPUT_CANDIDATES} - inputs.keys()
         if missing or OUTPUT_SCORES not in outputs:
             kind = self.metadata.get(META_KIND, "unknown")
@@ -107,20 +160,31 @@ class RankingSession:
                 f"not a ranker graph: a {kind!r} ranker with inputs {sorted(inputs)}, outputs "
                 f"{sorted(outputs)}; expected inputs {INPUT_INSTRUCTION!r}, {INPUT_CANDIDATES!r} "
                 f"and output {OUTPUT_SCORES!r}{hint}",
-                where,
+                self._where,
             )
-        graph_d = inputs[INPUT_CANDIDATES].shape[-1]
-        graph_d = graph_d if isinstance(graph_d, int) else None
+        graph_d = _last_dim(inputs[INPUT_CANDIDATES].shape)
         meta = self.metadata.get(META_FEATURE_SIZE)
         meta_d = int(meta) if meta is not None and meta.isdigit() else None
         if graph_d is not None and meta_d is not None and graph_d != meta_d:
             raise CorruptModelError(
-                f"metadata says feature size {meta_d} but the graph takes {graph_d}", where
+                f"metadata says feature size {meta_d} but the graph takes {graph_d}", self._where
             )
         return meta_d if meta_d is not None else graph_d
 
-    def score_batch(self, instructions: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        """Score B groups at once: (B, d) and (B, K, d) -> (B, K) float32."""
+    # -- scoring ---------------------------------------------------------------------
+    def score_batch(
+        self,
+        instructions: np.ndarray,
+        candidates: np.ndarray,
+        *,
+        mean_candidates: np.ndarray | None = None,
+        signals: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Score B groups at once: (B, d) and (B, K, d) -> (B, K) float32.
+
+        ``mean_candidates`` (B, K, d) and ``signals`` (B, K, S) are needed only
+        when the graph declares them (see ``extra_inputs``); otherwise ignored.
+        """
         inst = np.asarray(instructions)
         cand = np.asarray(candidates)
         if inst.dtype.kind != "f" or cand.dtype.kind != "f":
@@ -141,31 +205,134 @@ class RankingSession:
                     f"{self.feature_size}"
                 )
             check_finite(arr, what)
-        return self._run(inst, cand)
+        extras = self._extras(cand.shape, mean_candidates, signals)
+        return self._run({INPUT_INSTRUCTION: inst, INPUT_CANDIDATES: cand, **extras})
 
-    def score(self, instruction: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        """Score one group: instruction (d,), candidates (K, d) -> (K,) float32."""
+    def score(
+        self,
+        instruction: np.ndarray,
+        candidates: np.ndarray,
+        *,
+        mean_candidates: np.ndarray | None = None,
+        signals: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Score one group: instruction (d,), candidates (K, d) -> (K,) float32.
+
+        ``mean_candidates`` (K, d) and ``signals`` (K, S) as in ``score_batch``.
+        """
         inst = as_vector(instruction, self.feature_size)
         cand = as_candidates(candidates, self.feature_size)
         if self.feature_size is None and cand.shape[1] != inst.shape[0]:
             raise FeatureError(
                 f"candidate feature has {cand.shape[1]} values, instruction has {inst.shape[0]}"
             )
-        return self._run(inst[None], cand[None])[0]
+        extras = self._extras(
+            cand[None].shape,
+            None if mean_candidates is None else np.asarray(mean_candidates)[None],
+            None if signals is None else np.asarray(signals)[None],
+        )
+        feeds = {INPUT_INSTRUCTION: inst[None], INPUT_CANDIDATES: cand[None], **extras}
+        return self._run(feeds)[0]
 
-    def rank(self, instruction: np.ndarray, candidates: np.ndarray) -> Ranking:
+    def rank(
+        self,
+        instruction: np.ndarray,
+        candidates: np.ndarray,
+        *,
+        mean_candidates: np.ndarray | None = None,
+        signals: np.ndarray | None = None,
+    ) -> Ranking:
         """Order one group's candidates best first (stable for ties)."""
-        scores = self.score(instruction, candidates)
+        scores = self.score(
+            instruction, candidates, mean_candidates=mean_candidates, signals=signals
+        )
         return Ranking(order=np.argsort(-scores, kind="stable"), scores=scores)
 
-    def _run(self, inst: np.ndarray, cand: np.ndarray) -> np.ndarray:
-        try:
-            (out,) = self._session.run(
-                [OUTPUT_SCORES], {INPUT_INSTRUCTION: inst, INPUT_CANDIDATES: cand}
+    def score_generation(self, generation: Generation) -> np.ndarray:
+        """Score a generation's candidates, feeding every input the graph declares."""
+        cands = generation.candidates
+        if not cands:
+            raise FeatureError("candidate features are empty: at least one candidate is needed")
+        return self.score(
+            generation.instruction,
+            generation.features,
+            mean_candidates=self._mean_of(cands),
+            signals=self._signals_of(cands),
+        )
+
+    def rank_generation(self, generation: Generation) -> Ranking:
+        """Order a generation's candidates best first (stable for ties)."""
+        scores = self.score_generation(generation)
+        return Ranking(order=np.argsort(-scores, kind="stable"), scores=scores)
+
+    # -- the optional inputs ---------------------------------------------------------
+    def _mean_of(self, cands: Sequence[Candidate]) -> np.ndarray | None:
+        if INPUT_MEAN_CANDIDATES not in self.extra_inputs:
+            return None
+        for c in cands:
+            if c.mean_feature is None:
+                raise FeatureError(
+                    f"ranker input {INPUT_MEAN_CANDIDATES!r} is missing: candidate {c.index} "
+                    f"has no mean_feature, and this ranker reads "
+                    f"{_OPTIONAL_INPUTS[INPUT_MEAN_CANDIDATES]}"
+                )
+        return np.stack([np.asarray(c.mean_feature) for c in cands])
+
+    def _signals_of(self, cands: Sequence[Candidate]) -> np.ndarray | None:
+        if INPUT_SIGNALS not in self.extra_inputs:
+            return None
+        wanted = self.signals_version
+        if wanted != SIGNALS_VERSION:
+            raise FeatureError(
+                f"ranker input {INPUT_SIGNALS!r}: the ranker was built for signals version "
+                f"{wanted}, this runtime computes version {SIGNALS_VERSION}; retrain or "
+                "pass signals= computed the ranker's way"
             )
+        return candidate_signals(cands)
+
+    def _extras(
+        self,
+        shape: tuple[int, ...],
+        mean_candidates: np.ndarray | None,
+        signal_values: np.ndarray | None,
+    ) -> dict[str, np.ndarray]:
+        """Validated arrays for the optional inputs the graph declares, by name."""
+        b, k, d = shape
+        given = {INPUT_MEAN_CANDIDATES: mean_candidates, INPUT_SIGNALS: signal_values}
+        feeds: dict[str, np.ndarray] = {}
+        for name, size in self.extra_inputs.items():
+            value = given[name]
+            if value is None:
+                raise FeatureError(
+                    f"ranker input {name!r} is missing: this ranker reads {_OPTIONAL_INPUTS[name]}"
+                )
+            arr = np.asarray(value)
+            if arr.dtype.kind != "f":
+                raise FeatureError(f"ranker input {name!r} has dtype {arr.dtype}, expected float")
+            if name == INPUT_SIGNALS and size is None:
+                size = len(SIGNAL_NAMES)
+            last = d if name == INPUT_MEAN_CANDIDATES else size
+            if arr.shape != (b, k, last):
+                got = arr.shape[1:] if arr.shape[:1] == (1,) and b == 1 else arr.shape
+                want = (k, last) if b == 1 else (b, k, last)
+                raise FeatureError(f"ranker input {name!r} has shape {got}, expected {want}")
+            arr = np.ascontiguousarray(arr, dtype=np.float32)
+            check_finite(arr, f"ranker input {name!r}")
+            feeds[name] = arr
+        return feeds
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        try:
+            (out,) = self._session.run([OUTPUT_SCORES], feeds)
         except Exception as exc:
             raise RankerError(f"onnxruntime failed to score ({self.source}): {exc}") from exc
         return np.asarray(out, dtype=np.float32)
+
+
+def _last_dim(shape: Sequence[object]) -> int | None:
+    """The fixed size of an input's last axis, None when symbolic or unknown."""
+    last = shape[-1] if len(shape) else None
+    return last if isinstance(last, int) else None
 
 
 @dataclass(frozen=True)
@@ -234,11 +401,44 @@ class Ranker:
             self._active = self._history.pop()
             return self._active.version
 
-    def score(self, instruction: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        return self._active.session.score(instruction, candidates)
+    def score(
+        self,
+        instruction: np.ndarray,
+        candidates: np.ndarray,
+        *,
+        mean_candidates: np.ndarray | None = None,
+        signals: np.ndarray | None = None,
+    ) -> np.ndarray:
+        return self._active.session.score(
+            instruction, candidates, mean_candidates=mean_candidates, signals=signals
+        )
 
-    def score_batch(self, instructions: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        return self._active.session.score_batch(instructions, candidates)
+    def score_batch(
+        self,
+        instructions: np.ndarray,
+        candidates: np.ndarray,
+        *,
+        mean_candidates: np.ndarray | None = None,
+        signals: np.ndarray | None = None,
+    ) -> np.ndarray:
+        return self._active.session.score_batch(
+            instructions, candidates, mean_candidates=mean_candidates, signals=signals
+        )
 
-    def rank(self, instruction: np.ndarray, candidates: np.ndarray) -> Ranking:
-        return self._active.session.rank(instruction, candidates)
+    def rank(
+        self,
+        instruction: np.ndarray,
+        candidates: np.ndarray,
+        *,
+        mean_candidates: np.ndarray | None = None,
+        signals: np.ndarray | None = None,
+    ) -> Ranking:
+        return self._active.session.rank(
+            instruction, candidates, mean_candidates=mean_candidates, signals=signals
+        )
+
+    def score_generation(self, generation: Generation) -> np.ndarray:
+        return self._active.session.score_generation(generation)
+
+    def rank_generation(self, generation: Generation) -> Ranking:
+        return self._active.session.rank_generation(generation)

@@ -55,7 +55,7 @@ import numpy as np
 from edge._errors import FeatureError
 from edge.runtime.types import Candidate
 
-__all__ = ["SIGNALS_VERSION", "SIGNAL_NAMES", "signals", "text_signals"]
+__all__ = ["SIGNALS_VERSION", "SIGNAL_NAMES", "candidate_signals", "text_signals"]
 
 SIGNALS_VERSION = 1
 
@@ -182,7 +182,7 @@ def text_signals(
     return out
 
 
-def signals(candidates: Sequence[Candidate]) -> np.ndarray:
+def candidate_signals(candidates: Sequence[Candidate]) -> np.ndarray:
     """Signals of K candidates as they come from central: (K, S) float32."""
     return text_signals(
         [c.text for c in candidates],

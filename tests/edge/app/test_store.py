@@ -303,7 +303,7 @@ def test_a_store_from_a_newer_release_is_refused_untouched(tmp_path: Path) -> No
 def test_a_generation_is_stored_with_mean_vectors_scalars_and_signals(
     store: FeedbackStore,
 ) -> None:
-    from edge.runtime.signals import SIGNALS_VERSION, signals
+    from edge.runtime.signals import SIGNALS_VERSION, candidate_signals
     from edge.runtime.types import Candidate, Generation
 
     inst, cand = _features(k=2, seed=3)
@@ -323,8 +323,8 @@ def test_a_generation_is_stored_with_mean_vectors_scalars_and_signals(
     assert shown.mean_entropies == (0.7, None) and shown.finish_reasons == ("eos", "length")
     assert shown.texts == ("- one\n- two", "A long answer!")
     assert shown.signals_version == SIGNALS_VERSION
-    np.testing.assert_array_equal(shown.signals, signals(cands))
-    np.testing.assert_array_equal(shown.signal_block(), signals(cands))
+    np.testing.assert_array_equal(shown.signals, candidate_signals(cands))
+    np.testing.assert_array_equal(shown.signal_block(), candidate_signals(cands))
     # Without mean vectors on every candidate, none are stored.
     partial = (cands[0], Candidate(1, "x", (), "eos", 0.0, cand[1]))
     assert store.record_generation("u", "h", Generation("p", inst, partial)).mean_candidates is None

@@ -7,7 +7,7 @@ import pytest
 
 import edge.runtime.signals as signals_module
 from edge import FeatureError
-from edge.runtime.signals import SIGNAL_NAMES, SIGNALS_VERSION, signals, text_signals
+from edge.runtime.signals import SIGNAL_NAMES, SIGNALS_VERSION, candidate_signals, text_signals
 from edge.runtime.types import Candidate
 
 
@@ -54,7 +54,7 @@ def test_candidate_scalars_enter_as_likelihood_entropy_and_truncation() -> None:
     features = np.zeros(4, np.float32)
     sure = Candidate(0, "yes", (1, 2), "eos", -0.5, features, mean_entropy=0.25)
     unsure = Candidate(1, "maybe so", (1, 2, 3, 4), "length", -12.0, features)
-    table = signals([sure, unsure])
+    table = candidate_signals([sure, unsure])
     np.testing.assert_allclose(_column(table, "mean_logprob"), [-0.25, -3.0])
     np.testing.assert_allclose(_column(table, "cumulative_logprob"), [-0.5, -12.0])
     np.testing.assert_allclose(_column(table, "log_tokens"), np.log1p([2, 4]), rtol=1e-6)
@@ -70,7 +70,7 @@ def test_candidate_scalars_enter_as_likelihood_entropy_and_truncation() -> None:
         finish_reasons=["eos", "length"],
     )
     np.testing.assert_array_equal(again, table)
-    np.testing.assert_array_equal(signals([sure, unsure]), table)  # deterministic
+    np.testing.assert_array_equal(candidate_signals([sure, unsure]), table)  # deterministic
 
 
 def test_a_scalar_list_of_the_wrong_length_is_refused() -> None:

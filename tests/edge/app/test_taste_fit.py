@@ -1,0 +1,152 @@
+"""The numpy pairwise fit: preferences from feedback, exact gradients, warm updates converge."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge import TrainingError
+from edge.app.taste_fit import Pairs, Reaction, TasteConfig, TasteFit, preference_pairs
+from edge.runtime.signals import SIGNAL_NAMES
+
+S = len(SIGNAL_NAMES)
+
+
+def _pairs(p: Pairs) -> set[tuple[int, int, float]]:
+    return {(int(w), int(lo), round(float(x), 6)) for w, lo, x in zip(*p, strict=True)}
+
+
+def test_each_kind_of_feedback_states_preferences_within_its_set() -> None:
+    pick = [Reaction("pick", 2, None, (0, 3))]
+    assert _pairs(preference_pairs(pick, 4, 1.0)) == {(2, 0, 1.0), (2, 3, 1.0)}
+    scores = [Reaction("score", 0, 1.0), Reaction("score", 1, 5.0), Reaction("score", 2, 3.0)]
+    assert _pairs(preference_pairs(scores, 3, 1.0)) == {(1, 0, 1.0), (1, 2, 1.0), (2, 0, 1.0)}
+    both = [Reaction("thumb", 0, 1.0), Reaction("thumb", 1, 0.0), Reaction("thumb", 2, 0.0)]
+    assert _pairs(preference_pairs(both, 4, 1.0)) == {(0, 1, 1.0), (0, 2, 1.0)}
+    # A lone thumb is compared with the unrated answers, at implicit_weight in total.
+    up = [Reaction("thumb", 1, 1.0)]
+    assert _pairs(preference_pairs(up, 5, 2.0)) == {(1, j, 0.5) for j in (0, 2, 3, 4)}
+    down = [Reaction("thumb", 1, 0.0)]
+    assert _pairs(preference_pairs(down, 3, 1.0)) == {(0, 1, 0.5), (2, 1, 0.5)}
+    # The latest thumb on a candidate wins; no preference, no pairs.
+    changed = [Reaction("thumb", 0, 0.0), Reaction("thumb", 0, 1.0), Reaction("thumb", 1, 0.0)]
+    assert _pairs(preference_pairs(changed, 2, 1.0)) == {(0, 1, 1.0)}
+    assert len(preference_pairs([Reaction("score", 0, 1.0)], 1, 1.0).weights) == 0
+
+
+def _planted(sets: int, d: int, seed: int) -> tuple[np.ndarray, ...]:
+    """Sets of 6 candidates whose utility is one direction of the mean vectors plus one
+    signal; the last-token vectors carry a large shared offset and noise only."""
+    rng = np.random.default_rng(seed)
+    direction = np.random.default_rng(7).standard_normal(d)
+    direction /= np.linalg.norm(direction)
+    last = rng.standard_normal((sets, 6, d)) + 30.0 * rng.standard_normal((sets, 1, d))
+    mean = rng.standard_normal((sets, 6, d))
+    sig = rng.standard_normal((sets, 6, S))
+    utility = 2.0 * mean @ direction + 1.5 * sig[..., 4]
+    return last.astype(np.float32), mean.astype(np.float32), sig.astype(np.float32), utility
+
+
+def _fill(fit: TasteFit, data: tuple[np.ndarray, ...], start: int, stop: int) -> None:
+    last, mean, sig, utility = data
+    for i in range(start, stop):
+        fit.add_set(str(i), last[i], mean[i], sig[i])
+        worst = tuple(int(j) for j in np.argsort(utility[i])[:3])
+        fit.set_reactions(str(i), [Reaction("pick", int(np.argmax(utility[i])), None, worst)])
+
+
+def _objective_and_gradient(fit: TasteFit, v: np.ndarray) -> tuple[float, np.ndarray]:
+    """The documented objective and its gradient, written out independently."""
+    pairs, s = fit.pairs(), fit._scale()
+    x = fit._x[: fit.num_rows].astype(np.float64)
+    margins = x[pairs.winners] @ v - x[pairs.losers] @ v
+    value = (pairs.weights * np.logaddexp(0, -margins)).sum() + 0.5 * fit.config.l2 * (
+        (v / s) ** 2
+    ).sum()
+    coef = -pairs.weights / (1 + np.exp(margins))
+    grad = (x[pairs.winners] - x[pairs.losers]).T @ coef + fit.config.l2 * v / s**2
+    return float(value), grad
+
+
+def test_the_fit_reaches_the_optimum_of_the_documented_objective() -> None:
+    data = _planted(40, 24, seed=0)
+    fit = TasteFit(24, ("last", "mean", "signals"), TasteConfig(tolerance=1e-9))
+    _fill(fit, data, 0, 40)
+    start, _ = _objective_and_gradient(fit, fit.v.copy())
+    report = fit.fit(200)
+    value, grad = _objective_and_gradient(fit, fit.v)
+    assert value < start
+    assert np.linalg.norm(fit._scale() * grad) < 1e-6 * start
+    np.testing.assert_allclose(report.loss * fit.pairs().weights.sum(), value, rtol=1e-6)
+    # A small move in any direction cannot lower the objective.
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        nudge = 1e-4 * rng.standard_normal(fit.width) * fit._scale()
+        assert _objective_and_gradient(fit, fit.v + nudge)[0] >= value - 1e-9
+
+
+def test_one_update_per_event_tracks_the_full_refit() -> None:
+    data = _planted(120, 64, seed=2)
+    warm = TasteFit(64, ("last", "mean", "signals"), TasteConfig(passes=1))
+    for i in range(120):
+        _fill(warm, data, i, i + 1)
+        warm.fit()
+    cold = TasteFit(64, ("last", "mean", "signals"), TasteConfig(tolerance=1e-9))
+    _fill(cold, data, 0, 120)
+    cold.fit(300)
+    gap = warm._objective(warm.pairs()) - cold._objective(cold.pairs())
+    assert 0 <= gap < 1e-3 * cold._objective(cold.pairs())
+    test = _planted(300, 64, seed=3)
+    scores = warm.head().score(test[0], test[1], test[2])
+    assert (scores.argmax(1) == test[3].argmax(1)).mean() > 0.6  # chance: 1/6
+
+
+def test_a_taste_in_one_signal_is_not_drowned_by_wide_vectors() -> None:
+    rng = np.random.default_rng(4)
+    d, sets = 2048, 30
+    fit = TasteFit(d, ("last", "signals"), TasteConfig())
+    for i in range(sets):
+        sig = rng.standard_normal((6, S)).astype(np.float32)
+        best = int(np.argmax(sig[:, 0]))
+        fit.add_set(str(i), rng.standard_normal((6, d)).astype(np.float32), None, sig)
+        fit.set_reactions(str(i), [Reaction("pick", best, None, tuple(set(range(6)) - {best}))])
+    fit.fit(50)
+    head = fit.head()
+    test_sig = rng.standard_normal((200, 6, S)).astype(np.float32)
+    test_vec = rng.standard_normal((200, 6, d)).astype(np.float32)
+    picked = head.score(test_vec, None, test_sig).argmax(1)
+    assert (picked == test_sig[..., 0].argmax(1)).mean() > 0.7  # chance: 1/6
+    assert np.argmax(np.abs(head.weights["signals"])) == 0
+    # 2,048 noise dimensions could fit 150 pairs perfectly; scaled as one block they
+    # stay a small term next to the one informative signal.
+    assert (test_sig @ head.weights["signals"]).std() > 5 * (test_vec @ head.weights["last"]).std()
+
+
+def test_at_zero_weights_the_head_adds_nothing_and_the_global_offset_is_respected() -> None:
+    fit = TasteFit(8, ("last",), TasteConfig())
+    rows = np.eye(8, dtype=np.float32)[:3]
+    fit.add_set("a", rows, global_scores=np.array([5.0, 0.0, 0.0]))
+    assert fit.head().score(rows).tolist() == [0.0, 0.0, 0.0]
+    # The user agrees with the global ranker: nothing to learn, the weights stay ~0.
+    fit.set_reactions("a", [Reaction("pick", 0, None, (1, 2))])
+    fit.fit(20)
+    assert np.abs(fit.v).max() < 0.05
+    # The user disagrees: the head must overcome the global offset of 5.
+    fit.set_reactions("a", [Reaction("pick", 1, None, (0, 2))] * 30)
+    fit.fit(50)
+    total = fit.head().score(rows) + np.array([5.0, 0.0, 0.0])
+    assert int(np.argmax(total)) == 1
+
+
+def test_bad_input_is_refused() -> None:
+    fit = TasteFit(8, ("last", "mean"), TasteConfig())
+    with pytest.raises(TrainingError, match="needs the 'last' block"):
+        TasteFit(8, ("mean",), TasteConfig())
+    with pytest.raises(TrainingError, match="l2 must be positive"):
+        TasteConfig(l2=0)
+    fit.add_set("a", np.zeros((3, 8), np.float32))
+    with pytest.raises(TrainingError, match="already in the fit"):
+        fit.add_set("a", np.zeros((3, 8), np.float32))
+    with pytest.raises(TrainingError, match="out of range"):
+        fit.set_reactions("a", [Reaction("thumb", 3, 1.0)])
+    assert fit.fit().passes == 0  # no pairs yet: nothing to do
