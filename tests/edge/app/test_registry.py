@@ -157,3 +157,79 @@ def test_crash_during_save_keeps_last_good_version(
     assert json.loads((tmp_path / "users/u/chat/manifest.json").read_text())["current"] == (
         info.version
     )
+
+
+# -- over time and under concurrency ----------------------------------------------------
+def _files(root: Path) -> set[str]:
+    return {p.name for p in (root / "users/u/chat").iterdir() if not p.name.startswith(".")}
+
+
+def test_versions_are_pruned_but_never_the_current_one_or_its_rollback_target(
+    tmp_path: Path, model_v1: bytes
+) -> None:
+    reg = Registry(tmp_path, keep=3)
+    for i in range(6):
+        reg.save("u", "chat", model_v1, weights=f"w{i}".encode())
+    assert [v.version for v in reg.versions("u", "chat")] == [4, 5, 6]
+    assert _files(tmp_path) == {"manifest.json"} | {
+        f"v{n:06d}.{ext}" for n in (4, 5, 6) for ext in ("onnx", "weights.npz")
+    }
+    reg.rollback("u", "chat", to=4)
+    for _ in range(3):
+        reg.save("u", "chat", model_v1)
+    # 7, 8, 9 are the newest three; 9 is current and 8 its rollback target; 4, 5, 6 go.
+    assert [v.version for v in reg.versions("u", "chat")] == [7, 8, 9]
+    assert reg.rollback("u", "chat").version == 8
+    reg.save("u", "chat", model_v1)  # current 10, rollback target 9, plus 8
+    with pytest.raises(RegistryError, match="keep must be at least 1"):
+        Registry(tmp_path, keep=0)
+    single = Registry(tmp_path, keep=1)
+    single.save("u", "chat", model_v1)
+    assert [v.version for v in single.versions("u", "chat")] == [10, 11]
+    assert single.rollback("u", "chat").version == 10
+
+
+def test_a_save_is_a_compare_and_swap_when_asked(tmp_path: Path, model_v1: bytes) -> None:
+    reg = Registry(tmp_path)
+    assert reg.save("u", "chat", model_v1, expect_current=0).version == 1
+    with pytest.raises(RegistryError, match="version 1 is current, expected 0"):
+        reg.save("u", "chat", model_v1, expect_current=0)
+    reg.save("u", "chat", model_v1, expect_current=1)
+    before = _files(tmp_path)
+    with pytest.raises(RegistryError, match="version 2 is current, expected 1; another writer"):
+        reg.save("u", "chat", model_v1, weights=b"late", expect_current=1)
+    assert _files(tmp_path) == before and reg.current("u", "chat").version == 2
+
+
+def test_leftovers_of_interrupted_writes_are_removed_on_open(
+    tmp_path: Path, model_v1: bytes
+) -> None:
+    reg = Registry(tmp_path)
+    reg.save("u", "chat", model_v1, weights=b"w")
+    directory = tmp_path / "users/u/chat"
+    (directory / ".v000002.onnx.x1y2.tmp").write_bytes(b"half a model")
+    (directory / ".manifest.json.abc.tmp").write_bytes(b"{")
+    (directory / "v000007.onnx").write_bytes(model_v1)  # saved, never committed
+    (directory / "v000007.weights.npz").write_bytes(b"w7")
+    (directory / "notes.txt").write_text("not ours: left alone")
+    assert reg.open("u", "chat").version == 1
+    assert {p.name for p in directory.iterdir()} == {
+        ".lock", "manifest.json", "notes.txt", "v000001.onnx", "v000001.weights.npz",
+    }  # fmt: skip
+    # A version number once written is not handed out again.
+    assert reg.save("u", "chat", model_v1).version == 2
+
+
+def test_learning_continues_from_the_newest_intact_weights(tmp_path: Path, model_v1: bytes) -> None:
+    reg = Registry(tmp_path)
+    reg.save("u", "chat", model_v1, weights=b"one")
+    reg.save("u", "chat", model_v1)  # a version saved without weights
+    reg.save("u", "chat", model_v1, weights=b"three")
+    info, weights = reg.last_good_weights("u", "chat") or (None, None)
+    assert info is not None and (info.version, weights) == (3, b"three")
+    (tmp_path / "users/u/chat/v000003.weights.npz").write_bytes(b"thr")  # damaged
+    info, weights = reg.last_good_weights("u", "chat") or (None, None)
+    assert info is not None and (info.version, weights) == (1, b"one")
+    reg.rollback("u", "chat", to=1)
+    (tmp_path / "users/u/chat/v000001.weights.npz").unlink()
+    assert reg.last_good_weights("u", "chat") is None
