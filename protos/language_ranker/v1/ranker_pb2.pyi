@@ -21,6 +21,12 @@ class DType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DTYPE_FLOAT32: _ClassVar[DType]
     DTYPE_INT8: _ClassVar[DType]
 
+class FeatureVector(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FEATURE_VECTOR_UNSPECIFIED: _ClassVar[FeatureVector]
+    FEATURE_VECTOR_LAST: _ClassVar[FeatureVector]
+    FEATURE_VECTOR_MEAN: _ClassVar[FeatureVector]
+
 class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     FINISH_REASON_UNSPECIFIED: _ClassVar[FinishReason]
@@ -34,6 +40,9 @@ DTYPE_UNSPECIFIED: DType
 DTYPE_FLOAT16: DType
 DTYPE_FLOAT32: DType
 DTYPE_INT8: DType
+FEATURE_VECTOR_UNSPECIFIED: FeatureVector
+FEATURE_VECTOR_LAST: FeatureVector
+FEATURE_VECTOR_MEAN: FeatureVector
 FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_EOS: FinishReason
 FINISH_REASON_LENGTH: FinishReason
@@ -75,14 +84,18 @@ class Prompt(_message.Message):
     def __init__(self, text: _Optional[str] = ..., chat: _Optional[_Union[Chat, _Mapping]] = ..., raw: _Optional[bool] = ...) -> None: ...
 
 class FeatureSpec(_message.Message):
-    __slots__ = ("layer_fraction", "layer_index", "encoding")
+    __slots__ = ("layer_fraction", "layer_index", "encoding", "vectors", "mean_entropy")
     LAYER_FRACTION_FIELD_NUMBER: _ClassVar[int]
     LAYER_INDEX_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_ENTROPY_FIELD_NUMBER: _ClassVar[int]
     layer_fraction: float
     layer_index: int
     encoding: Encoding
-    def __init__(self, layer_fraction: _Optional[float] = ..., layer_index: _Optional[int] = ..., encoding: _Optional[_Union[Encoding, str]] = ...) -> None: ...
+    vectors: _containers.RepeatedScalarFieldContainer[FeatureVector]
+    mean_entropy: bool
+    def __init__(self, layer_fraction: _Optional[float] = ..., layer_index: _Optional[int] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., vectors: _Optional[_Iterable[_Union[FeatureVector, str]]] = ..., mean_entropy: _Optional[bool] = ...) -> None: ...
 
 class TokenFeatureSpec(_message.Message):
     __slots__ = ("enabled", "layers", "encoding", "top_logprobs", "all_layers")
@@ -149,7 +162,7 @@ class InstructionFeature(_message.Message):
     def __init__(self, feature: _Optional[_Union[Tensor, _Mapping]] = ..., layer_index: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., token_features: _Optional[_Union[TokenFeatureLayout, _Mapping]] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("index", "text", "token_ids", "num_tokens", "finish_reason", "cumulative_logprob", "feature")
+    __slots__ = ("index", "text", "token_ids", "num_tokens", "finish_reason", "cumulative_logprob", "feature", "mean_feature", "mean_entropy")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +170,8 @@ class Candidate(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     CUMULATIVE_LOGPROB_FIELD_NUMBER: _ClassVar[int]
     FEATURE_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FEATURE_FIELD_NUMBER: _ClassVar[int]
+    MEAN_ENTROPY_FIELD_NUMBER: _ClassVar[int]
     index: int
     text: str
     token_ids: _containers.RepeatedScalarFieldContainer[int]
@@ -164,7 +179,9 @@ class Candidate(_message.Message):
     finish_reason: FinishReason
     cumulative_logprob: float
     feature: Tensor
-    def __init__(self, index: _Optional[int] = ..., text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., num_tokens: _Optional[int] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., cumulative_logprob: _Optional[float] = ..., feature: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    mean_feature: Tensor
+    mean_entropy: float
+    def __init__(self, index: _Optional[int] = ..., text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., num_tokens: _Optional[int] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., cumulative_logprob: _Optional[float] = ..., feature: _Optional[_Union[Tensor, _Mapping]] = ..., mean_feature: _Optional[_Union[Tensor, _Mapping]] = ..., mean_entropy: _Optional[float] = ...) -> None: ...
 
 class TokenFeatures(_message.Message):
     __slots__ = ("index", "token_offset", "features", "last_chunk")
@@ -211,19 +228,23 @@ class FeaturesRequest(_message.Message):
     def __init__(self, prompt: _Optional[_Union[Prompt, _Mapping]] = ..., responses: _Optional[_Iterable[str]] = ..., features: _Optional[_Union[FeatureSpec, _Mapping]] = ...) -> None: ...
 
 class FeaturesResponse(_message.Message):
-    __slots__ = ("instruction", "features")
+    __slots__ = ("instruction", "features", "mean_features", "mean_entropies")
     INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    MEAN_ENTROPIES_FIELD_NUMBER: _ClassVar[int]
     instruction: InstructionFeature
     features: _containers.RepeatedCompositeFieldContainer[Tensor]
-    def __init__(self, instruction: _Optional[_Union[InstructionFeature, _Mapping]] = ..., features: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ...) -> None: ...
+    mean_features: _containers.RepeatedCompositeFieldContainer[Tensor]
+    mean_entropies: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, instruction: _Optional[_Union[InstructionFeature, _Mapping]] = ..., features: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., mean_features: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., mean_entropies: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class InfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("model_name", "num_layers", "hidden_size", "encodings", "context_length", "max_k", "default_layer_index", "has_chat_template", "max_new_tokens_limit", "default_token_layers", "max_top_logprobs")
+    __slots__ = ("model_name", "num_layers", "hidden_size", "encodings", "context_length", "max_k", "default_layer_index", "has_chat_template", "max_new_tokens_limit", "default_token_layers", "max_top_logprobs", "feature_vectors", "mean_entropy")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     NUM_LAYERS_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -235,6 +256,8 @@ class InfoResponse(_message.Message):
     MAX_NEW_TOKENS_LIMIT_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_TOKEN_LAYERS_FIELD_NUMBER: _ClassVar[int]
     MAX_TOP_LOGPROBS_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_ENTROPY_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     num_layers: int
     hidden_size: int
@@ -246,4 +269,6 @@ class InfoResponse(_message.Message):
     max_new_tokens_limit: int
     default_token_layers: _containers.RepeatedScalarFieldContainer[int]
     max_top_logprobs: int
-    def __init__(self, model_name: _Optional[str] = ..., num_layers: _Optional[int] = ..., hidden_size: _Optional[int] = ..., encodings: _Optional[_Iterable[_Union[Encoding, str]]] = ..., context_length: _Optional[int] = ..., max_k: _Optional[int] = ..., default_layer_index: _Optional[int] = ..., has_chat_template: _Optional[bool] = ..., max_new_tokens_limit: _Optional[int] = ..., default_token_layers: _Optional[_Iterable[int]] = ..., max_top_logprobs: _Optional[int] = ...) -> None: ...
+    feature_vectors: _containers.RepeatedScalarFieldContainer[FeatureVector]
+    mean_entropy: bool
+    def __init__(self, model_name: _Optional[str] = ..., num_layers: _Optional[int] = ..., hidden_size: _Optional[int] = ..., encodings: _Optional[_Iterable[_Union[Encoding, str]]] = ..., context_length: _Optional[int] = ..., max_k: _Optional[int] = ..., default_layer_index: _Optional[int] = ..., has_chat_template: _Optional[bool] = ..., max_new_tokens_limit: _Optional[int] = ..., default_token_layers: _Optional[_Iterable[int]] = ..., max_top_logprobs: _Optional[int] = ..., feature_vectors: _Optional[_Iterable[_Union[FeatureVector, str]]] = ..., mean_entropy: _Optional[bool] = ...) -> None: ...
