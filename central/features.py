@@ -1,8 +1,11 @@
-"""Which hidden state becomes a feature, and how a feature goes on the wire.
+"""Which hidden states become a candidate's features, and how they go on the wire.
 
 Layers are numbered as Hugging Face's ``output_hidden_states`` returns them:
 0 is the embedding output, ``num_layers`` the last block's output after the
 final norm. Language Ranker's default, 0.6 of depth, comes from its Table 5.
+At that layer a candidate carries the last token's state (the paper's
+feature, and the v1 wire's only one) and, when asked, the mean over the
+response's tokens and the mean next-token entropy (representation v2).
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from language_ranker.v1 import ranker_pb2 as pb
 from ._errors import RequestError
 
 __all__ = [
+    "DEFAULT_LAYER_FRACTION",
+    "SUPPORTED_ENCODINGS",
+    "SUPPORTED_VECTORS",
     "FeatureRequest",
     "encode",
     "resolve_encoding",
@@ -37,17 +43,42 @@ SUPPORTED_ENCODINGS: tuple[pb.Encoding, ...] = (
 _INT8_MAX = 127
 
 
+# The vectors a candidate can carry (FeatureSpec.vectors), in the order Info reports them.
+SUPPORTED_VECTORS: tuple[pb.FeatureVector, ...] = (
+    pb.FEATURE_VECTOR_LAST,
+    pb.FEATURE_VECTOR_MEAN,
+)
+
+
 @dataclass(frozen=True)
 class FeatureRequest:
     """A validated FeatureSpec: what to capture and how to send it."""
 
     layer: int  # hidden-state index in [0, num_layers]
     encoding: int  # wire encoding (pb.ENCODING_*), never UNSPECIFIED
+    last: bool = True  # send the last token's state (Candidate.feature)
+    mean: bool = False  # send the mean over the response's tokens (Candidate.mean_feature)
+    mean_entropy: bool = False  # send the mean next-token entropy (Candidate.mean_entropy)
 
 
 def resolve_features(spec: pb.FeatureSpec, num_layers: int) -> FeatureRequest:
-    """The layer and encoding `spec` asks for, checked against the model's depth."""
-    return FeatureRequest(resolve_layer(spec, num_layers), resolve_encoding(spec.encoding))
+    """What `spec` asks for, checked against the model's depth.
+
+    No `vectors` means the last token's state alone: the v1 request.
+    """
+    layer = resolve_layer(spec, num_layers)
+    encoding = resolve_encoding(spec.encoding)
+    vectors = set(spec.vectors) or {pb.FEATURE_VECTOR_LAST}
+    unknown = sorted(vectors - set(SUPPORTED_VECTORS))
+    if unknown:
+        raise RequestError("features.vectors", f"unknown vector {unknown[0]}")
+    return FeatureRequest(
+        layer=layer,
+        encoding=encoding,
+        last=pb.FEATURE_VECTOR_LAST in vectors,
+        mean=pb.FEATURE_VECTOR_MEAN in vectors,
+        mean_entropy=spec.mean_entropy,
+    )
 
 
 def resolve_layer(spec: pb.FeatureSpec, num_layers: int) -> int:

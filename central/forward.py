@@ -19,6 +19,11 @@ Two kinds of callers use it:
 Causal attention means right padding after a response cannot change any of
 its real positions, so a batch needs no attention mask and each row is what
 a pass over that sequence alone gives (up to float rounding).
+
+An empty response (the model ended at once) is fed as one end-of-sequence
+token (`empty_response_tokens`), in the sampler and here alike: its vectors
+are that token's state, which cannot be mistaken for the prompt's own last
+state (the instruction feature), as they were before representation v2.
 """
 
 from __future__ import annotations
@@ -33,11 +38,26 @@ import torch
 from .decoding import LayerCapture, new_cache, onednn_linears, select_rows
 from .model import LoadedModel
 
-__all__ = ["Forward", "Pass", "PrefilledPrompt", "ResponsePass"]
+__all__ = ["Forward", "Pass", "PrefilledPrompt", "ResponsePass", "empty_response_tokens"]
 
 Logits = Literal["none", "last", "all"]  # which positions' logits a pass computes
 
 _PAD = 0  # id right-padding a batch; any id will do, no real position attends to it
+
+
+def empty_response_tokens(loaded: LoadedModel) -> list[int]:
+    """What stands for a response with no tokens: the end-of-sequence token, once.
+
+    It is the tokenizer's own end-of-sequence token (the one a chat model
+    ends its turn with) whichever of the model's end tokens was sampled, so
+    an empty response's vectors depend on the prompt alone.
+    """
+    eos = loaded.tokenizer.eos_token_id
+    if eos is None:
+        if not loaded.eos_token_ids:
+            raise ValueError(f"model {loaded.name} has no end-of-sequence token")
+        eos = min(loaded.eos_token_ids)
+    return [int(eos)]
 
 
 @dataclass(frozen=True)
@@ -91,17 +111,18 @@ def _read_logits(out: Any, logits: Logits) -> torch.Tensor | None:
 
 @dataclass(frozen=True)
 class ResponsePass:
-    """One response as the model saw it, fed after the prompt."""
+    """One response as the model saw it, fed after the prompt.
+
+    One row per fed token: the response's tokens, or for an empty response
+    the one end-of-sequence token that stands for it (`num_tokens` is 0 then,
+    and the first `num_tokens` rows are always the response's own).
+    """
 
     num_tokens: int  # the response's tokens, end-of-sequence excluded
-    hidden: dict[int, torch.Tensor]  # layer -> (num_tokens, hidden) float32, one row a token
-    # (num_tokens, vocab) float32: the next-token logits each token was drawn from (the
-    # first from the prompt's last position); None unless logits were asked for
+    hidden: dict[int, torch.Tensor]  # layer -> (fed tokens, hidden) float32
+    # (fed tokens, vocab) float32: the next-token logits each fed token was drawn from
+    # (the first from the prompt's last position); None unless logits were asked for
     logits: torch.Tensor | None
-
-    def last(self, layer: int) -> torch.Tensor | None:
-        """(hidden,) state of the response's last token at `layer`; None when it is empty."""
-        return self.hidden[layer][-1] if self.num_tokens else None
 
 
 class PrefilledPrompt:
@@ -140,22 +161,17 @@ class PrefilledPrompt:
             yield from self._batch([list(r) for r in responses[start : start + batch_size]])
 
     def _batch(self, batch: list[list[int]]) -> Iterator[ResponsePass]:
-        longest = max(len(r) for r in batch)
-        if longest == 0:  # nothing to feed: no rows, of the right widths
-            hidden = {layer: torch.zeros(0, self.loaded.hidden_size) for layer in self.hidden}
-            logits = None if self.last_logits is None else self.last_logits[None][:0]
-            yield from (ResponsePass(0, hidden, logits) for _ in batch)
-            return
+        fed = [r or empty_response_tokens(self.loaded) for r in batch]
+        longest = max(len(tokens) for tokens in fed)
         cache = copy.deepcopy(self._cache)  # the prompt's own cache stays for the next batch
         select_rows(cache, [0] * len(batch))
-        ids = torch.tensor([r + [_PAD] * (longest - len(r)) for r in batch])
+        ids = torch.tensor([tokens + [_PAD] * (longest - len(tokens)) for tokens in fed])
         out = self._forward(ids, cache, logits="all" if self._logits else "none")
-        for row, response in enumerate(batch):
-            n = len(response)
+        for row, (response, tokens) in enumerate(zip(batch, fed, strict=True)):
+            n = len(tokens)
             hidden = {layer: h[row, :n] for layer, h in out.hidden.items()}
             drawn_from = None
             if out.logits is not None and self.last_logits is not None:
                 # Token j was drawn from the logits at the position before it.
-                steps = out.logits[row, : max(n - 1, 0)]
-                drawn_from = torch.cat([self.last_logits[None], steps])[:n]
-            yield ResponsePass(n, hidden, drawn_from)
+                drawn_from = torch.cat([self.last_logits[None], out.logits[row, : n - 1]])
+            yield ResponsePass(len(response), hidden, drawn_from)

@@ -5,6 +5,12 @@ this module computes the same vectors for given responses (the Features RPC,
 the quality harness), with one batched pass over prompt + responses through
 `forward.PrefilledPrompt`. Tests check that both agree with a plain forward
 pass.
+
+Per response and layer: the last token's state, the mean state over the
+response's tokens and, when logits are computed, the mean entropy of the
+next-token distributions the tokens were drawn from. An empty response
+counts as its one end-of-sequence token (see `forward`), so all three are
+defined for it and none is the prompt's.
 """
 
 from __future__ import annotations
@@ -15,10 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .forward import PrefilledPrompt
+from .forward import PrefilledPrompt, ResponsePass
 from .model import LoadedModel
 
-__all__ = ["Pooled", "pool_responses"]
+__all__ = ["Pooled", "entropy", "pool_responses"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,20 @@ class Pooled:
     """One response's vectors at each requested layer."""
 
     last: np.ndarray  # (layers, hidden) float32, hidden state of the last token
+    mean: np.ndarray  # (layers, hidden) float32, mean hidden state over the response's tokens
+    mean_entropy: float | None  # nats, temperature 1; None when logits were not computed
+
+
+def entropy(logp: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
+    """Entropy in nats of each row of log-probabilities `logp` (..., vocab).
+
+    `probs` is `logp.exp()` when the caller has it already (the sampler does).
+    """
+    probs = logp.exp() if probs is None else probs
+    values = -torch.linalg.vecdot(probs, logp)
+    if values.isnan().any():  # a masked token: probability 0 times log-probability -inf
+        values = -torch.linalg.vecdot(probs, logp.clamp(min=torch.finfo(logp.dtype).min))
+    return values
 
 
 def pool_responses(
@@ -34,16 +54,26 @@ def pool_responses(
     responses: Sequence[Sequence[int]],
     layers: Sequence[int],
     *,
+    mean_entropy: bool = False,
     batch_size: int = 8,
 ) -> tuple[np.ndarray, list[Pooled]]:
-    """((layers, hidden) instruction feature, one `Pooled` per response, in order)."""
-    prompt = PrefilledPrompt(loaded, prompt_ids, layers)
-    instruction = torch.stack([prompt.hidden[layer] for layer in layers])
-    pooled = []
-    for passed in prompt.feed(responses, batch_size):
-        last = [passed.last(layer) for layer in layers]
-        rows = [
-            prompt.hidden[layer] if v is None else v for layer, v in zip(layers, last, strict=True)
-        ]
-        pooled.append(Pooled(last=torch.stack(rows).numpy()))
-    return instruction.numpy(), pooled
+    """((layers, hidden) instruction feature, one `Pooled` per response, in order).
+
+    `mean_entropy` runs the passes through the LM head (every position's
+    logits); without it they stop at the deepest layer asked for.
+    """
+    prompt = PrefilledPrompt(loaded, prompt_ids, layers, logits=mean_entropy)
+    instruction = torch.stack([prompt.hidden[layer] for layer in layers]).numpy()
+    return instruction, [_pool(p, layers) for p in prompt.feed(responses, batch_size)]
+
+
+def _pool(passed: ResponsePass, layers: Sequence[int]) -> Pooled:
+    states = [passed.hidden[layer] for layer in layers]  # each (fed tokens, hidden)
+    drawn_from = passed.logits
+    return Pooled(
+        last=torch.stack([s[-1] for s in states]).numpy(),
+        mean=torch.stack([s.mean(dim=0) for s in states]).numpy(),
+        mean_entropy=None
+        if drawn_from is None
+        else float(entropy(torch.log_softmax(drawn_from, dim=-1)).mean()),
+    )

@@ -5,12 +5,20 @@ batched decode step per token. Every step already computes the hidden state
 of the token it feeds, so features cost nothing extra (the authors' code
 runs a second forward pass instead):
 
+- the mean over the response's tokens is a running sum per row, one add a
+  step, divided by the token count when the row finishes;
 - a response that ends with EOS: the token before EOS was fed in the step
   that produced EOS, so its hidden state is in hand;
 - a response that hits ``max_new_tokens``: its last token has not been fed
   yet, so those rows take one final step that only collects hidden states
   (and stops at the feature layer: the layers above it and the LM head are
-  skipped).
+  skipped);
+- a response that ends at once (EOS first) has no token of its own: it
+  stands for the end-of-sequence token fed once after the prompt
+  (`forward.empty_response_tokens`), one collect-only pass on a copy of the
+  prompt's cache, shared by every row that ends so;
+- the mean entropy (on request) is a running sum of the entropy of each
+  distribution a token was drawn from, at temperature 1.
 
 All rows share the prompt and advance together, so they always have the
 same length: no padding, and "the last token" is the last position for
@@ -25,16 +33,19 @@ per vocabulary entry.
 
 from __future__ import annotations
 
+import copy
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from .decoding import new_cache, select_rows
-from .forward import Forward, Pass
+from .forward import Forward, Pass, empty_response_tokens
 from .model import LoadedModel
+from .pooling import entropy
 
 __all__ = ["Cancelled", "SampledCandidate", "SamplingConfig", "sample", "sample_stream"]
 
@@ -58,8 +69,10 @@ class SampledCandidate:
     index: int  # 0..k-1, the row this response was sampled in
     token_ids: list[int]  # generated ids, EOS excluded
     finished_by_eos: bool  # False when max_new_tokens was reached
-    cumulative_logprob: float  # sum of log p(token) at temperature 1
+    cumulative_logprob: float  # sum of log p(token) at temperature 1, EOS included
     feature: np.ndarray  # (hidden,) float32, hidden state of the last token
+    mean_feature: np.ndarray  # (hidden,) float32, mean hidden state over the response's tokens
+    mean_entropy: float | None  # nats, temperature 1; None unless asked for
 
 
 class Cancelled(Exception):
@@ -77,17 +90,20 @@ def sample(
     *,
     should_stop: Callable[[], bool] = lambda: False,
     features: bool = True,
+    entropy: bool = False,
 ) -> Iterator[np.ndarray | SampledCandidate]:
     """Yields the instruction feature, then each candidate as it finishes.
 
     Raises `Cancelled` (between steps) as soon as `should_stop()` is true.
     With `features=False` nothing is captured and every feature is
     `NO_FEATURE` (an empty array): plain generation, for benchmarks and
-    callers that only want text. `sample_stream` is the typed view of the same
-    stream.
+    callers that only want text. `entropy` adds each candidate's mean
+    next-token entropy (a dot product over the vocabulary a step: a few
+    percent of a step, so only on request). `sample_stream` is the typed
+    view of the same stream.
     """
     with torch.inference_mode():
-        yield from _sample(loaded, prompt_ids, config, layer, should_stop, features)
+        yield from _sample(loaded, prompt_ids, config, layer, should_stop, features, entropy)
 
 
 def sample_stream(
@@ -98,16 +114,72 @@ def sample_stream(
     *,
     should_stop: Callable[[], bool] = lambda: False,
     features: bool = True,
+    entropy: bool = False,
 ) -> tuple[np.ndarray, Iterator[SampledCandidate]]:
     """`sample` split into its two parts: (instruction feature, candidates as they finish).
 
     The prompt is prefilled before this returns; the candidates are sampled
     as the iterator is consumed.
     """
-    events = sample(loaded, prompt_ids, config, layer, should_stop=should_stop, features=features)
+    events = sample(
+        loaded,
+        prompt_ids,
+        config,
+        layer,
+        should_stop=should_stop,
+        features=features,
+        entropy=entropy,
+    )
     instruction = next(events)
     assert isinstance(instruction, np.ndarray)
     return instruction, (c for c in events if isinstance(c, SampledCandidate))
+
+
+class _Rows:
+    """The rows still being sampled, and what each has gathered so far.
+
+    Batch row b holds candidate `index[b]`. Token ids and sums of scalars are
+    kept per candidate; the hidden-state tensors per batch row, shrinking
+    with the batch.
+    """
+
+    def __init__(self, k: int, width: int) -> None:
+        self.index = list(range(k))  # candidate index of each batch row
+        self.tokens: list[list[int]] = [[] for _ in range(k)]  # response ids, EOS excluded
+        self.logprob = [0.0] * k  # sum of log p of each token drawn, EOS included
+        self.entropy = [0.0] * k  # sum of the entropies the response's tokens were drawn from
+        self.last = torch.zeros(k, width)  # state of each row's newest fed token
+        self.total = torch.zeros(k, width)  # sum of the states of each row's fed tokens
+
+    def drew(self, b: int, token: int, logprob: float, entropy: float) -> None:
+        row = self.index[b]
+        self.tokens[row].append(token)
+        self.logprob[row] += logprob
+        self.entropy[row] += entropy
+
+    def keep(self, rows: list[int]) -> None:
+        """Keeps batch rows `rows` (in order) and drops the others."""
+        if len(rows) < len(self.index):
+            self.index = [self.index[b] for b in rows]
+            self.last, self.total = self.last[rows], self.total[rows]
+
+    def fed(self, newest: torch.Tensor) -> None:
+        """`newest` (rows, hidden): the feature-layer state of the token each row was just fed."""
+        self.last = newest
+        self.total += newest
+
+    def finished(self, b: int, by_eos: bool, entropy: bool) -> SampledCandidate:
+        row = self.index[b]
+        n = max(len(self.tokens[row]), 1)  # 0 only with features off (nothing to average)
+        return SampledCandidate(
+            index=row,
+            token_ids=list(self.tokens[row]),
+            finished_by_eos=by_eos,
+            cumulative_logprob=self.logprob[row],
+            feature=self.last[b].numpy().copy(),
+            mean_feature=(self.total[b] / n).numpy(),
+            mean_entropy=self.entropy[row] / n if entropy else None,
+        )
 
 
 def _sample(
@@ -117,99 +189,129 @@ def _sample(
     layer: int,
     should_stop: Callable[[], bool],
     features: bool,
+    entropy: bool,
 ) -> Iterator[np.ndarray | SampledCandidate]:
     generator = torch.Generator().manual_seed(
         config.seed if config.seed is not None else secrets.randbits(63)
     )
+    entropy = entropy and features
     forward = Forward(loaded, [layer] if features else [])
     cache = new_cache(loaded.model)
     prefill = forward(torch.tensor([prompt_ids]), cache)
-    instruction = _last(prefill, layer)[0].copy() if features else NO_FEATURE
+    instruction = _newest(prefill, layer)[0].numpy().copy() if features else NO_FEATURE
     yield instruction
 
-    k = config.k
-    select_rows(cache, [0] * k)  # share the prefill across rows
+    rows = _Rows(config.k, instruction.shape[0])
     assert prefill.logits is not None
-    logits = prefill.logits.expand(k, -1)
-    rows = list(range(k))  # candidate index of each batch row
-    tokens: list[list[int]] = [[] for _ in range(k)]
-    logprobs = [0.0] * k
-    # Hidden state of the last fed token per row; before any response token
-    # that is the prompt's last token (an empty response's feature).
-    last_hidden = np.broadcast_to(instruction, (k, instruction.shape[0]))
-    eos = loaded.eos_token_ids
-
-    while rows:
+    logits = prefill.logits.expand(config.k, -1)
+    shared = True  # the cache holds the prompt once, for every row, until the first step
+    at_once: np.ndarray | None = None  # the state standing for an empty response, once needed
+    while rows.index:
         if should_stop():
             raise Cancelled
-        next_ids, step_logprobs = _pick(logits, config, generator)
+        next_ids, logprobs, entropies = _pick(logits, config, generator, entropy)
         picked = next_ids.tolist()
         keep: list[int] = []
-        for b, row in enumerate(rows):
-            logprobs[row] += step_logprobs[b]
-            if picked[b] in eos:
-                yield _finished(row, tokens[row], True, logprobs[row], last_hidden[b])
-            else:
-                tokens[row].append(picked[b])
+        for b, row in enumerate(rows.index):
+            if picked[b] not in loaded.eos_token_ids:
+                rows.drew(b, picked[b], logprobs[b], entropies[b])
                 keep.append(b)
+                continue
+            rows.logprob[row] += logprobs[b]
+            if rows.tokens[row] or not features:
+                yield rows.finished(b, True, entropy)
+                continue
+            # Ended at once: only in the first step, while the cache is still the prompt's.
+            if at_once is None:
+                at_once = _empty_response_state(loaded, forward, cache, layer)
+            yield _ended_at_once(row, rows.logprob[row], at_once, entropies[b] if entropy else None)
         if not keep:
             return
-        if len(keep) < len(rows):
-            select_rows(cache, keep)
-            next_ids = next_ids[torch.tensor(keep)]
-        rows = [rows[b] for b in keep]
-        if len(tokens[rows[0]]) >= config.max_new_tokens:  # all rows have the same length
-            if features:  # the last tokens are not fed yet: one pass up to the feature layer
-                last_hidden = _last(forward(next_ids[:, None], cache, logits="none"), layer)
-            for b, row in enumerate(rows):
-                yield _finished(row, tokens[row], False, logprobs[row], last_hidden[b])
+        if shared or len(keep) < len(rows.index):
+            select_rows(cache, [0] * len(keep) if shared else keep)
+            next_ids = next_ids[keep]
+            rows.keep(keep)
+            shared = False
+        if len(rows.tokens[rows.index[0]]) >= config.max_new_tokens:  # all rows are this long
+            if features:  # the newest tokens are not fed yet: one pass up to the feature layer
+                rows.fed(_newest(forward(next_ids[:, None], cache, logits="none"), layer))
+            for b in range(len(rows.index)):
+                yield rows.finished(b, False, entropy)
             return
         step = forward(next_ids[:, None], cache)
         if features:
-            last_hidden = _last(step, layer)
+            rows.fed(_newest(step, layer))
         assert step.logits is not None
         logits = step.logits
 
 
-def _last(step: Pass, layer: int) -> np.ndarray:
+def _newest(step: Pass, layer: int) -> torch.Tensor:
     """(batch, hidden) state of each row's newest token at `layer`."""
-    return step.hidden[layer][:, -1].numpy()
+    return step.hidden[layer][:, -1]
 
 
-def _finished(
-    row: int, token_ids: list[int], by_eos: bool, logprob: float, hidden: np.ndarray
+def _empty_response_state(
+    loaded: LoadedModel, forward: Forward, prompt_cache: Any, layer: int
+) -> np.ndarray:
+    """(hidden,) state of the end-of-sequence token fed once after the prompt.
+
+    Runs on a copy of the one-row prompt cache, which the rows still need,
+    and stops at the feature layer.
+    """
+    alone = copy.deepcopy(prompt_cache)
+    ids = torch.tensor([empty_response_tokens(loaded)])
+    return _newest(forward(ids, alone, logits="none"), layer)[0].numpy().copy()
+
+
+def _ended_at_once(
+    row: int, logprob: float, state: np.ndarray, entropy: float | None
 ) -> SampledCandidate:
+    """A candidate whose first token was EOS: its vectors are the EOS state (see `forward`)."""
     return SampledCandidate(
         index=row,
-        token_ids=list(token_ids),
-        finished_by_eos=by_eos,
+        token_ids=[],
+        finished_by_eos=True,
         cumulative_logprob=logprob,
-        feature=np.array(hidden, dtype=np.float32),
+        feature=state,
+        mean_feature=state,
+        mean_entropy=entropy,
     )
 
 
 def _pick(
-    logits: torch.Tensor, config: SamplingConfig, generator: torch.Generator
-) -> tuple[torch.Tensor, list[float]]:
-    """Next token per row and its log-probability at temperature 1."""
+    logits: torch.Tensor, config: SamplingConfig, generator: torch.Generator, with_entropy: bool
+) -> tuple[torch.Tensor, list[float], list[float]]:
+    """Next token per row, its log-probability and (when asked) the entropy, at temperature 1."""
     logp = torch.log_softmax(logits, dim=-1)
-    next_ids = _pick_tokens(logits, config, generator, logp)
-    return next_ids, logp.gather(1, next_ids[:, None])[:, 0].tolist()
+    probs = logp.exp() if with_entropy or _draws_from_model(config, logits.shape[-1]) else None
+    next_ids = _pick_tokens(logits, config, generator, probs)
+    chosen = logp.gather(1, next_ids[:, None])[:, 0].tolist()
+    entropies = entropy(logp, probs).tolist() if with_entropy else [0.0] * len(chosen)
+    return next_ids, chosen, entropies
+
+
+def _draws_from_model(config: SamplingConfig, vocab: int) -> bool:
+    """True when sampling draws from the model's own distribution (temperature 1, no filter)."""
+    unfiltered = config.top_p >= 1.0 and not 0 < config.top_k < vocab
+    return config.temperature == 1.0 and unfiltered
 
 
 def _pick_tokens(
     logits: torch.Tensor,
     config: SamplingConfig,
     generator: torch.Generator,
-    logp: torch.Tensor | None = None,
+    model_probs: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Next token per row: greedy at temperature 0, else temperature/top-k/top-p sampling."""
+    """Next token per row: greedy at temperature 0, else temperature/top-k/top-p sampling.
+
+    `model_probs`, the softmax of `logits` when the caller has it, is drawn
+    from directly when sampling is unmodified.
+    """
     if config.temperature == 0.0:
         return logits.argmax(dim=-1)
     vocab = logits.shape[-1]
-    unfiltered = config.top_p >= 1.0 and not 0 < config.top_k < vocab
-    if logp is not None and config.temperature == 1.0 and unfiltered:
-        return _draw(logp.exp(), generator)  # the model's own distribution: reuse logp
+    if model_probs is not None and _draws_from_model(config, vocab):
+        return _draw(model_probs, generator)
     scores = logits / config.temperature
     if 0 < config.top_k < vocab:
         kth = torch.topk(scores, config.top_k, dim=-1).values[:, -1:]

@@ -25,9 +25,15 @@ from language_ranker.v1 import ranker_pb2 as pb
 from language_ranker.v1 import ranker_pb2_grpc as pb_grpc
 
 from ._errors import RequestError
-from .features import SUPPORTED_ENCODINGS, encode, resolve_layer
+from .features import (
+    SUPPORTED_ENCODINGS,
+    SUPPORTED_VECTORS,
+    FeatureRequest,
+    encode,
+    resolve_layer,
+)
 from .model import LoadedModel
-from .pooling import pool_responses
+from .pooling import Pooled, pool_responses
 from .sampler import Cancelled, SampledCandidate, sample_stream
 from .token_features import (
     MAX_TOP_LOGPROBS,
@@ -73,6 +79,8 @@ class CentralServicer(pb_grpc.CentralServiceServicer):
             max_new_tokens_limit=self.limits.max_new_tokens,
             default_token_layers=default_token_layers(m.num_layers),
             max_top_logprobs=MAX_TOP_LOGPROBS,
+            feature_vectors=list(SUPPORTED_VECTORS),
+            mean_entropy=True,
         )
 
     def Generate(
@@ -100,7 +108,12 @@ class CentralServicer(pb_grpc.CentralServiceServicer):
         """Instruction, candidates as they finish, then token features; returns tokens generated."""
         features = job.features
         instruction, candidates = sample_stream(
-            self.loaded, job.prompt_ids, job.sampling, features.layer, should_stop=should_stop
+            self.loaded,
+            job.prompt_ids,
+            job.sampling,
+            features.layer,
+            should_stop=should_stop,
+            entropy=features.mean_entropy,
         )
         layout = job.tokens.layout(self.loaded.hidden_size) if job.tokens else None
         yield pb.GenerateResponse(
@@ -111,7 +124,7 @@ class CentralServicer(pb_grpc.CentralServiceServicer):
         responses: dict[int, list[int]] = {}
         for candidate in candidates:
             responses[candidate.index] = candidate.token_ids
-            yield pb.GenerateResponse(candidate=self._candidate(candidate, features.encoding))
+            yield pb.GenerateResponse(candidate=self._candidate(candidate, features))
         if job.tokens is not None:
             yield from self._token_features(job.prompt_ids, responses, job.tokens, should_stop)
         return sum(len(ids) for ids in responses.values())
@@ -140,7 +153,9 @@ class CentralServicer(pb_grpc.CentralServiceServicer):
             ):
                 yield pb.GenerateResponse(token_features=chunk)
 
-    def _candidate(self, candidate: SampledCandidate, encoding: int) -> pb.Candidate:
+    def _candidate(self, candidate: SampledCandidate, features: FeatureRequest) -> pb.Candidate:
+        """The wire candidate, carrying the vectors the request asked for (v1: `feature` only)."""
+        encoding = features.encoding
         return pb.Candidate(
             index=candidate.index,
             text=self.loaded.tokenizer.decode(candidate.token_ids, skip_special_tokens=True),
@@ -150,7 +165,9 @@ class CentralServicer(pb_grpc.CentralServiceServicer):
             if candidate.finished_by_eos
             else pb.FINISH_REASON_LENGTH,
             cumulative_logprob=candidate.cumulative_logprob,
-            feature=encode(candidate.feature, encoding),
+            feature=encode(candidate.feature, encoding) if features.last else None,
+            mean_feature=encode(candidate.mean_feature, encoding) if features.mean else None,
+            mean_entropy=candidate.mean_entropy if features.mean_entropy else None,
         )
 
     def Features(
@@ -161,18 +178,29 @@ class CentralServicer(pb_grpc.CentralServiceServicer):
             return self._features(job)
 
     def _features(self, job: FeaturesJob) -> pb.FeaturesResponse:
-        layer, encoding = job.features.layer, job.features.encoding
+        features = job.features
+        layer, encoding = features.layer, features.encoding
         instruction, pooled = pool_responses(
             self.loaded,
             job.prompt_ids,
             job.responses,
             [layer],
+            mean_entropy=features.mean_entropy,
             batch_size=self.limits.features_batch,
         )
         return pb.FeaturesResponse(
             instruction=_instruction(instruction[0], job.prompt_ids, layer, encoding),
-            features=[encode(p.last[0], encoding) for p in pooled],
+            features=[encode(p.last[0], encoding) for p in pooled] if features.last else [],
+            mean_features=[encode(p.mean[0], encoding) for p in pooled] if features.mean else [],
+            mean_entropies=_entropies(pooled) if features.mean_entropy else [],
         )
+
+
+def _entropies(pooled: list[Pooled]) -> list[float]:
+    """Each response's mean entropy (`pool_responses` computed them: mean_entropy=True)."""
+    known = [p.mean_entropy for p in pooled if p.mean_entropy is not None]
+    assert len(known) == len(pooled), "pool_responses ran without logits"
+    return known
 
 
 def _instruction(

@@ -136,14 +136,15 @@ def compute_token_features_many(
     logits = any(r.logits_mode for r in requests)
     prompt = PrefilledPrompt(loaded, prompt_ids, layers, logits=logits)
     for position, passed in enumerate(prompt.feed(responses, batch_size)):
+        n = passed.num_tokens  # an empty response has no token features (no row for its EOS)
         tokens = torch.tensor(list(responses[position]), dtype=torch.long)
         values = []
         for request in requests:
             if request.logits_mode:
                 assert passed.logits is not None
-                values.append(_logit_features(passed.logits, tokens, request.top_logprobs))
+                values.append(_logit_features(passed.logits[:n], tokens, request.top_logprobs))
             else:
-                values.append(torch.cat([passed.hidden[i] for i in request.layers], -1))
+                values.append(torch.cat([passed.hidden[i][:n] for i in request.layers], -1))
         yield position, tuple(v.numpy() for v in values)
 
 

@@ -10,6 +10,7 @@ import torch
 from transformers.cache_utils import DynamicLayer
 
 from central.decoding import GrowingLayer, onednn_linears
+from central.forward import empty_response_tokens
 from central.prompting import render_prompt
 from central.sampler import Cancelled, SampledCandidate, SamplingConfig, _draw, sample
 from language_ranker.v1 import ranker_pb2 as pb
@@ -28,6 +29,11 @@ def _forward(model, ids: list[int]):
         return model.model(torch.tensor([ids]), output_hidden_states=True)
 
 
+def _fed(model, candidate: SampledCandidate) -> list[int]:
+    """What the model was fed for a response: its tokens, or EOS once for an empty one."""
+    return candidate.token_ids or empty_response_tokens(model)
+
+
 def test_features_equal_a_direct_forward_pass_for_eos_and_length_finishes(tiny_model) -> None:
     ids, instruction, candidates = _run(
         tiny_model, "What is two plus three?", k=12, max_new_tokens=10, seed=3
@@ -39,11 +45,73 @@ def test_features_equal_a_direct_forward_pass_for_eos_and_length_finishes(tiny_m
     direct = _forward(tiny_model, ids)
     np.testing.assert_allclose(instruction, direct.hidden_states[LAYER][0, -1], atol=1e-5)
     for candidate in candidates:
-        out = _forward(tiny_model, ids + candidate.token_ids)
+        out = _forward(tiny_model, ids + _fed(tiny_model, candidate))
         expected = out.hidden_states[LAYER][0, -1].numpy()
         np.testing.assert_allclose(candidate.feature, expected, rtol=1e-4, atol=1e-5)
         if not candidate.finished_by_eos:
             assert len(candidate.token_ids) == 10
+
+
+def _entropy(logits: torch.Tensor) -> torch.Tensor:
+    logp = torch.log_softmax(logits, dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+@pytest.mark.parametrize("ends", ["model", "often"])
+def test_in_pass_mean_and_entropy_equal_a_plain_forward_pass(tiny_model, ends: str) -> None:
+    """The running sums over the decode steps give a plain pass's mean over the response.
+
+    "often" counts a third of the vocabulary as end tokens, so some responses
+    end at once (EOS first) and others after a few tokens, in one batch.
+    """
+    model = tiny_model
+    if ends == "often":
+        model = dataclasses.replace(tiny_model, eos_token_ids=frozenset(range(2, 140)))
+    ids = render_prompt(model, pb.Prompt(text="What is two plus three?"))
+    config = SamplingConfig(k=12, max_new_tokens=6, seed=3)
+    events = list(sample(model, ids, config, LAYER, entropy=True))
+    candidates = events[1:]
+    lengths = {len(c.token_ids) for c in candidates}
+    assert len(lengths) > 1 and (ends == "model" or 0 in lengths)
+    for c in candidates:
+        fed = _fed(model, c)
+        out = _forward(model, ids + fed)
+        states = out.hidden_states[LAYER][0, len(ids) :]
+        np.testing.assert_allclose(c.mean_feature, states.mean(0), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(c.feature, states[-1], rtol=1e-4, atol=1e-5)
+        drawn_from = out.logits[0, len(ids) - 1 : len(ids) - 1 + len(fed)]
+        assert c.mean_entropy == pytest.approx(float(_entropy(drawn_from).mean()), abs=1e-4)
+
+
+def test_a_response_that_ends_at_once_is_the_eos_state_not_the_prompts(tiny_model) -> None:
+    """Every row picks an end token first (greedy), so every candidate is empty."""
+    top = 2  # the tiny model's most likely first token after this prompt is its EOS
+    ids = render_prompt(tiny_model, pb.Prompt(text="Write a poem."))
+    with torch.inference_mode():
+        first = tiny_model.model(torch.tensor([ids])).logits[0, -1]
+    assert int(first.argmax()) == top == tiny_model.tokenizer.eos_token_id
+    config = SamplingConfig(k=3, max_new_tokens=5, temperature=0.0)
+    events = list(sample(tiny_model, ids, config, LAYER, entropy=True))
+    instruction, candidates = events[0], events[1:]
+    eos_state = _forward(tiny_model, [*ids, top]).hidden_states[LAYER][0, -1].numpy()
+    assert [c.token_ids for c in candidates] == [[], [], []]
+    for c in candidates:
+        assert c.finished_by_eos
+        assert not np.allclose(c.feature, instruction, atol=1e-3)
+        np.testing.assert_allclose(c.feature, eos_state, rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(c.mean_feature, c.feature)
+        assert c.cumulative_logprob == pytest.approx(float(torch.log_softmax(first, -1)[top]))
+        assert c.mean_entropy == pytest.approx(float(_entropy(first)), abs=1e-4)
+
+
+def test_entropy_is_only_computed_when_asked(tiny_model) -> None:
+    ids = render_prompt(tiny_model, pb.Prompt(text="Write a poem."))
+    config = SamplingConfig(k=4, max_new_tokens=6, seed=2)
+    plain = list(sample(tiny_model, ids, config, LAYER))[1:]
+    asked = list(sample(tiny_model, ids, config, LAYER, entropy=True))[1:]
+    assert all(c.mean_entropy is None for c in plain)
+    assert all(c.mean_entropy is not None and c.mean_entropy > 0 for c in asked)
+    assert [c.token_ids for c in plain] == [c.token_ids for c in asked]  # same random stream
 
 
 def test_cumulative_logprob_matches_the_model(tiny_model) -> None:
@@ -119,7 +187,7 @@ def test_hooked_features_equal_output_hidden_states_at_first_middle_and_last_lay
     direct = _forward(tiny_model, ids)
     np.testing.assert_allclose(events[0], direct.hidden_states[layer][0, -1], atol=1e-5)
     for candidate in events[1:]:
-        out = _forward(tiny_model, ids + candidate.token_ids)
+        out = _forward(tiny_model, ids + _fed(tiny_model, candidate))
         expected = out.hidden_states[layer][0, -1].numpy()
         np.testing.assert_allclose(candidate.feature, expected, rtol=1e-4, atol=1e-5)
 
@@ -135,7 +203,7 @@ def test_features_off_samples_the_same_tokens_without_features(tiny_model) -> No
         assert (plain.index, plain.token_ids) == (full.index, full.token_ids)
         assert plain.finished_by_eos == full.finished_by_eos
         assert plain.cumulative_logprob == pytest.approx(full.cumulative_logprob, abs=1e-5)
-        assert plain.feature.shape == (0,)
+        assert plain.feature.shape == plain.mean_feature.shape == (0,)
 
 
 def test_features_stay_exact_when_the_kv_cache_grows_past_its_first_buffer(tiny_model) -> None:
@@ -146,8 +214,9 @@ def test_features_stay_exact_when_the_kv_cache_grows_past_its_first_buffer(tiny_
     assert [len(c.token_ids) for c in events[1:]] == [100, 100, 100]
     for candidate in events[1:]:
         out = _forward(endless, ids + candidate.token_ids)
-        expected = out.hidden_states[LAYER][0, -1].numpy()
-        np.testing.assert_allclose(candidate.feature, expected, rtol=1e-4, atol=1e-5)
+        states = out.hidden_states[LAYER][0, len(ids) :].numpy()
+        np.testing.assert_allclose(candidate.feature, states[-1], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(candidate.mean_feature, states.mean(0), rtol=1e-4, atol=1e-5)
 
 
 def test_growing_layer_holds_what_a_dynamic_layer_holds() -> None:
