@@ -192,7 +192,10 @@ class PersonalLearner:
             return self._skipped(user, name, saved_cursor, started, len(pending))
         touched = {e.shown.set_id for e in new if e.event_id > saved_cursor}
         before = rows.fit.loss(touched)
-        fit = rows.fit.fit(None if warm.memory_kept else self.config.cold_passes)
+        passes = self.config.cold_passes
+        if warm.memory_kept:  # warm: a pass per new event follows the optimum
+            passes = min(passes, self.config.passes * len(pending))
+        fit = rows.fit.fit(passes)
         after = rows.fit.loss(touched)
         head = rows.fit.head()
         info = self._save(user, name, head, glob, current, rows, fit, len(pending))

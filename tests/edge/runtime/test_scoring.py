@@ -199,3 +199,54 @@ def test_ranking_works_where_torch_cannot_be_imported(onnx_file: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("best ")
+
+
+def _generation(k: int, seed: int = 0, mean: bool = True):
+    from edge.runtime.types import Candidate, Generation
+
+    rng = np.random.default_rng(seed)
+    cands = tuple(
+        Candidate(i, f"answer {i}!" * (i + 1), (1,) * (i + 1), "eos", -1.0 * i,
+                  rng.standard_normal(D).astype(np.float32),
+                  mean_feature=rng.standard_normal(D).astype(np.float32) if mean else None)
+        for i in range(k)
+    )  # fmt: skip
+    return Generation("p", rng.standard_normal(D).astype(np.float32), cands)
+
+
+def test_a_graph_without_v2_inputs_ranks_generations_and_ignores_extra_arrays(
+    onnx_file: Path,
+) -> None:
+    ranker = Ranker(onnx_file)
+    assert ranker.session.extra_inputs == {}
+    assert ranker.session.input_names == ("instruction", "candidates")
+    g = _generation(5, mean=False)  # an older server: no mean vectors, and none needed
+    plain = ranker.rank(g.instruction, g.features)
+    ranking = ranker.rank_generation(g)
+    np.testing.assert_array_equal(ranking.scores, plain.scores)
+    np.testing.assert_array_equal(ranking.order, plain.order)
+    extra = ranker.score(g.instruction, g.features, signals=np.zeros((5, 3), np.float32))
+    np.testing.assert_array_equal(extra, plain.scores)
+
+
+def test_the_ranker_feeds_declared_inputs_through_swaps(onnx_file: Path) -> None:
+    from edge.app.taste import TasteHead, compose_ranker
+    from edge.runtime.signals import candidate_signals
+
+    rng = np.random.default_rng(3)
+    weights = {"last": np.zeros(D, np.float32), "mean": rng.standard_normal(D).astype(np.float32)}
+    head = TasteHead(weights)  # type: ignore[arg-type]
+    ranker = Ranker(onnx_file, version=1)
+    ranker.swap(compose_ranker(head, onnx_file.read_bytes()), version=2)
+    assert ranker.session.input_names == ("instruction", "candidates", "mean_candidates")
+    g = _generation(4)
+    means = np.stack([c.mean_feature for c in g.candidates])
+    base = RankingSession.load(onnx_file).score(g.instruction, g.features)
+    np.testing.assert_allclose(ranker.score_generation(g), base + means @ weights["mean"],
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    batch = ranker.score_batch(g.instruction[None], g.features[None], mean_candidates=means[None])
+    np.testing.assert_allclose(batch[0], ranker.score_generation(g), atol=1e-6)
+    with pytest.raises(FeatureError, match="'mean_candidates' is missing"):
+        ranker.rank(g.instruction, g.features, signals=candidate_signals(g.candidates))
+    assert ranker.rollback() == 1
+    assert ranker.rank_generation(_generation(4, mean=False)).scores.shape == (4,)
