@@ -180,7 +180,7 @@ class PersonalLearner:
         if rows is not None and self._stale(rows, new, glob_sha):
             rows = None
         if rows is None:
-            new = self._events(user, name, since=0)[-self.config.history :]
+            new = _same_size_as_newest(self._events(user, name, since=0))[-self.config.history :]
             if not new:
                 return self._skipped(user, name, saved_cursor, started)
             rows = self._empty_rows(new, glob)
@@ -246,10 +246,13 @@ class PersonalLearner:
 
     def _stale(self, rows: _UserRows, new: Sequence[FeedbackEvent], glob_sha: str | None) -> bool:
         """Whether held rows must be rebuilt from the store: the global ranker changed
-        (the offsets did), the blocks did, or the history outgrew twice its limit."""
+        (the offsets did), the blocks or the feature size did (another model), or the
+        history outgrew twice its limit."""
+        d = rows.fit.feature_size
         return (
             rows.global_sha256 != glob_sha
             or (bool(new) and self._blocks(new) != rows.fit.blocks)
+            or any(e.shown.candidates.shape[1] != d for e in new)
             or len(rows.event_ids) + len(new) > 2 * self.config.history
         )
 
@@ -275,11 +278,6 @@ class PersonalLearner:
             rows.fit.set_reactions(set_id, rows.reactions[set_id])
 
     def _add_set(self, fit: TasteFit, shown: ShownSet, glob: _Global | None) -> None:
-        if shown.candidates.shape[1] != fit.feature_size:
-            raise FeatureError(
-                f"set {shown.set_id!r} has features of {shown.candidates.shape[1]} values, "
-                f"the user's earlier sets {fit.feature_size}"
-            )
         signals = shown.signal_block()
         fit.add_set(
             shown.set_id,
@@ -381,6 +379,15 @@ class _Warm:
     origin: StartedFrom  # where the weights came from
     version: int | None  # the saved version they came from, if any
     memory_kept: bool  # True: the in-memory fit continues (few passes suffice)
+
+
+def _same_size_as_newest(events: list[FeedbackEvent]) -> list[FeedbackEvent]:
+    """The events whose features have the newest event's size: after a switch to
+    another model, the user's taste is learned again over that model's features."""
+    if not events:
+        return events
+    d = events[-1].shown.candidates.shape[1]
+    return [e for e in events if e.shown.candidates.shape[1] == d]
 
 
 def _global_scores(glob: _Global | None, shown: ShownSet, signals: np.ndarray) -> np.ndarray:

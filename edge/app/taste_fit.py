@@ -178,8 +178,12 @@ class TasteFit:
         self._count = dict.fromkeys(self.blocks, 0)  # deviations summed per block
         self.v = np.zeros(width)  # head weights in raw feature space
         self._scale_cache: np.ndarray | None = None  # _scale() until the statistics change
-        self._dirs = np.zeros((width, 0))  # memory: past steps (columns)
-        self._dir_rows = np.zeros((0, 0))  # rows @ each past step
+        # Memory: the last ``config.memory`` steps (columns, overwritten oldest first)
+        # and the rows times each of them.
+        self._dirs = np.zeros((width, config.memory))
+        self._dir_rows = np.zeros((0, config.memory))
+        self._filled = 0  # columns of the memory in use
+        self._next = 0  # column the next step overwrites
 
     # -- data ------------------------------------------------------------------------
     @property
@@ -198,7 +202,7 @@ class TasteFit:
         if need <= len(self._x):
             return
         capacity = max(need, 2 * len(self._x), 64)
-        for name, width in (("_x", self.width), ("_dir_rows", self._dirs.shape[1])):
+        for name, width in (("_x", self.width), ("_dir_rows", self.config.memory)):
             old = getattr(self, name)
             new = np.zeros((capacity, width), old.dtype)
             new[: self._rows] = old[: self._rows]
@@ -251,8 +255,11 @@ class TasteFit:
         g = np.zeros(k) if global_scores is None else np.asarray(global_scores, np.float64)
         self._g[start : start + k] = g
         self._h[start : start + k] = rows @ self.v.astype(np.float32)
-        if self._dirs.shape[1]:
-            self._dir_rows[start : start + k] = rows @ self._dirs.astype(np.float32)
+        if self._filled:
+            used = self._filled
+            self._dir_rows[start : start + k, :used] = rows @ self._dirs[:, :used].astype(
+                np.float32
+            )
         self._rows += k
         self._sets[set_id] = _Set(start, k)
 
@@ -297,8 +304,7 @@ class TasteFit:
                 if block in head.weights:
                     self.v[lo:hi] = head.weights[block]
         self._h[: self._rows] = self._x[: self._rows] @ self.v.astype(np.float32)
-        self._dirs = np.zeros((self.width, 0))
-        self._dir_rows = np.zeros((len(self._x), 0))
+        self._filled = self._next = 0
 
     def set_global_scores(self, set_id: str, scores: np.ndarray) -> None:
         entry = self._sets[set_id]
@@ -349,22 +355,25 @@ class TasteFit:
         started = time.perf_counter()
         pairs = self.pairs()
         total_weight = float(pairs.weights.sum())
-        passes, grad_norm = 0, 0.0
-        if total_weight > 0:
-            s = self._scale()
-            penalty = 1.0 / s**2
-            limit = self.config.passes if max_passes is None else max_passes
-            x = self._x[: self._rows]
-            for passes in range(1, limit + 1):  # noqa: B007 (passes is reported)
-                r = self._row_gradient(pairs, self._margins(pairs)).astype(np.float32)
-                grad = (r @ x).astype(np.float64) + self.config.l2 * penalty * self.v
-                grad_norm = float(np.linalg.norm(s * grad)) / total_weight
-                if grad_norm <= self.config.tolerance:
-                    break
-                direction = -(s**2) * grad
-                self._step(pairs, direction, x @ direction.astype(np.float32), penalty)
-        loss = self._objective(pairs) / total_weight if total_weight else float("nan")
-        return FitReport(passes, loss, grad_norm, time.perf_counter() - started)
+        if total_weight == 0:
+            return FitReport(0, float("nan"), 0.0, time.perf_counter() - started)
+        s = self._scale()
+        penalty = 1.0 / s**2
+        limit = self.config.passes if max_passes is None else max_passes
+        x = self._x[: self._rows]
+        passes, grad_norm, objective = 0, 0.0, None
+        for passes in range(1, limit + 1):  # noqa: B007 (passes is reported)
+            r = self._row_gradient(pairs, self._margins(pairs)).astype(np.float32)
+            grad = (r @ x).astype(np.float64) + self.config.l2 * penalty * self.v
+            grad_norm = float(np.linalg.norm(s * grad)) / total_weight
+            if grad_norm <= self.config.tolerance:
+                objective = None
+                break
+            direction = -(s**2) * grad
+            objective = self._step(pairs, direction, x @ direction.astype(np.float32), penalty)
+        if objective is None:
+            objective = self._objective(pairs)
+        return FitReport(passes, objective / total_weight, grad_norm, time.perf_counter() - started)
 
     def _objective(self, pairs: Pairs) -> float:
         s = self._scale()
@@ -373,28 +382,38 @@ class TasteFit:
 
     def _step(
         self, pairs: Pairs, direction: np.ndarray, direction_rows: np.ndarray, penalty: np.ndarray
-    ) -> None:
-        """Minimise exactly over v + [direction, memory] @ a, then remember the step."""
-        dirs = np.column_stack([direction, self._dirs])
-        rows = np.column_stack([direction_rows, self._dir_rows[: self._rows]])
-        a = _newton_in_span(
-            rows[pairs.winners] - rows[pairs.losers],
-            self._margins(pairs),
-            pairs.weights,
-            self.config.l2 * (dirs.T @ (penalty * self.v)),
-            self.config.l2 * (dirs.T @ (dirs * penalty[:, None])),
-        )
-        step, step_rows = dirs @ a, rows @ a
+    ) -> float:
+        """Minimise exactly over v + [direction, memory] @ a, remember the step, and
+        return the objective reached."""
+        used = self._filled
+        dirs = self._dirs[:, :used]
+        memory_rows = self._dir_rows[: self._rows, :used]
+        w, lo = pairs.winners, pairs.losers
+        diffs = np.empty((len(w), used + 1))
+        diffs[:, 0] = direction_rows[w] - direction_rows[lo]
+        diffs[:, 1:] = memory_rows[w] - memory_rows[lo]
+        # The L2 term restricted to the span: linear and quadratic coefficients.
+        pv, pd = penalty * self.v, penalty * direction
+        span_pd = dirs.T @ pd
+        quadratic = np.empty((used + 1, used + 1))
+        quadratic[0, 0] = direction @ pd
+        quadratic[0, 1:] = quadratic[1:, 0] = span_pd
+        quadratic[1:, 1:] = dirs.T @ (dirs * penalty[:, None])
+        linear = np.concatenate([[direction @ pv], dirs.T @ pv])
+        l2 = self.config.l2
+        a, value = _newton_in_span(diffs, self._margins(pairs), pairs.weights, l2 * linear,
+                                   l2 * quadratic)  # fmt: skip
+        step = direction * a[0] + dirs @ a[1:]
+        step_rows = direction_rows * a[0] + memory_rows @ a[1:]
+        objective = value + 0.5 * l2 * float(self.v @ pv)
         self.v += step
         self._h[: self._rows] += step_rows
-        if self.config.memory:
-            keep = self.config.memory
-            self._dirs = np.column_stack([step, self._dirs])[:, :keep]
-            full = np.zeros((len(self._x), min(keep, self._dirs.shape[1])))
-            full[: self._rows] = np.column_stack([step_rows, self._dir_rows[: self._rows]])[
-                :, :keep
-            ]
-            self._dir_rows = full
+        if self.config.memory:  # overwrite the oldest remembered step
+            self._dirs[:, self._next] = step
+            self._dir_rows[: self._rows, self._next] = step_rows
+            self._next = (self._next + 1) % self.config.memory
+            self._filled = min(self._filled + 1, self.config.memory)
+        return objective
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -408,43 +427,43 @@ def _newton_in_span(
     linear: np.ndarray,
     quadratic: np.ndarray,
     iterations: int = 30,
-) -> np.ndarray:
-    """argmin over a of  sum w * softplus(-(m + diffs @ a)) + linear . a + a Q a / 2.
+) -> tuple[np.ndarray, float]:
+    """argmin over a of  sum w * softplus(-(m + diffs @ a)) + linear . a + a Q a / 2,
+    and the minimum.
 
     ``diffs`` (N, c) is each pair's winner-minus-loser row products with the c
     directions; ``linear`` and ``quadratic`` are the L2 penalty's terms. A
-    damped Newton method on c <= memory + 1 unknowns: a few ms at most.
+    damped Newton method on c <= memory + 1 unknowns.
     """
     c = diffs.shape[1]
-    a = np.zeros(c)
-    ridge = 1e-10 * max(1.0, float(np.trace(quadratic)) / max(c, 1))
+    a, m = np.zeros(c), margins
+    ridge = 1e-10 * max(1.0, float(np.trace(quadratic)) / max(c, 1)) * np.eye(c)
     enough = 1e-11 * max(1.0, float(weights.sum()))  # predicted decrease at which to stop
-
-    def value(at: np.ndarray) -> float:
-        m = margins + diffs @ at
-        penalty = linear @ at + 0.5 * at @ quadratic @ at
-        return float((weights * np.logaddexp(0.0, -m)).sum() + penalty)
-
-    current = value(a)
+    current = float((weights * np.logaddexp(0.0, -m)).sum())
     for _ in range(iterations):
-        m = margins + diffs @ a
         p = _sigmoid(-m)
         grad = -(diffs.T @ (weights * p)) + linear + quadratic @ a
         hess = diffs.T @ (diffs * (weights * p * (1 - p))[:, None]) + quadratic
         try:
-            step = np.linalg.solve(hess + ridge * np.eye(c), -grad)
+            step = np.linalg.solve(hess + ridge, -grad)
         except np.linalg.LinAlgError:
             step = np.linalg.lstsq(hess, -grad, rcond=None)[0]
         decrease = float(grad @ step)
         if -decrease <= enough:
             break
         t = 1.0
-        while t > 1e-6:
-            trial = value(a + t * step)
-            if trial <= current + 1e-4 * t * decrease:
+        while t > 1e-6:  # backtracking; the full Newton step is nearly always taken
+            trial = a + t * step
+            trial_m = margins + diffs @ trial
+            value = float(
+                (weights * np.logaddexp(0.0, -trial_m)).sum()
+                + linear @ trial
+                + 0.5 * trial @ quadratic @ trial
+            )
+            if value <= current + 1e-4 * t * decrease:
                 break
             t *= 0.5
         else:
             break
-        a, current = a + t * step, trial
-    return a
+        a, m, current = trial, trial_m, value
+    return a, current

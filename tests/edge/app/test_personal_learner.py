@@ -148,9 +148,19 @@ def test_a_head_is_never_mixed_with_another_feature_size(tmp_path: Path) -> None
             g, liked = generation(seed)
             store.record_generation("erin", f"s{seed}", g, task="chat")
             store.pick("erin", f"s{seed}", liked[0])
-        report = PersonalLearner(store, registry).learn("erin", "chat")
-    assert report.updated and report.started_from == "scratch" and report.warm_version is None
-    assert RankingSession(registry.load_model("erin", "chat")).feature_size == D
+        learner = PersonalLearner(store, registry)
+        report = learner.learn("erin", "chat")
+        assert report.updated and report.started_from == "scratch" and report.warm_version is None
+        assert RankingSession(registry.load_model("erin", "chat")).feature_size == D
+        # The app switches to a model with 16-d features: its taste is learned anew.
+        for seed in range(2, 5):
+            g, liked = generation(seed, d=16)
+            store.record_generation("erin", f"s{seed}", g, task="chat")
+            store.pick("erin", f"s{seed}", liked[0])
+        report = learner.learn("erin", "chat")
+    assert report.updated and report.started_from == "scratch"
+    assert RankingSession(registry.load_model("erin", "chat")).feature_size == 16
+    assert registry.current("erin", "chat").metadata["events"] == 3
 
 
 _SCRIPT_PRELUDE = (
