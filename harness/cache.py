@@ -43,6 +43,14 @@ class CacheKey:
         )
 
 
+# Representation v2 arrays; a record cached before them loads with None in their place.
+_V2_ARRAYS = ("means", "cumulative", "entropies", "num_tokens")
+
+
+def _v2_arrays(record: ProblemRecord) -> dict[str, np.ndarray | None]:
+    return {name: getattr(record, name) for name in _V2_ARRAYS}
+
+
 class CandidateCache:
     """Reads and writes the per-problem records of one (model, task, settings)."""
 
@@ -75,6 +83,7 @@ class CandidateCache:
             candidates=record.candidates,
             labels=record.labels,
             logprobs=record.logprobs,
+            **{name: value for name, value in _v2_arrays(record).items() if value is not None},
         )
         os.replace(tmp, arrays)
         texts = {
@@ -98,6 +107,7 @@ class CandidateCache:
                 candidates=arrays["candidates"],
                 labels=arrays["labels"],
                 logprobs=arrays["logprobs"],
+                **{name: arrays.get(name) for name in _V2_ARRAYS},
                 texts=texts["texts"],
                 answers=texts["answers"],
                 greedy=(texts["greedy"][0], bool(texts["greedy"][1])),

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.config import FULL, RunConfig, quick
+from harness.config import PRESETS, RunConfig, quick
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -19,7 +19,14 @@ def _parser() -> argparse.ArgumentParser:
         "--cache", type=Path, default=Path(".cache/ranker-eval"), help="candidate cache directory"
     )
     p.add_argument("--quick", action="store_true", help="tiny budgets (CI smoke test)")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="full",
+        help="which plan: the full comparison or the representation study's pools",
+    )
     p.add_argument("--model", action="append", help="restrict to these models (repeatable)")
+    p.add_argument("--task", action="append", help="restrict to these tasks (repeatable)")
     p.add_argument("--budget-minutes", type=float, help="override the generation budget")
     p.add_argument(
         "--phase",
@@ -47,10 +54,20 @@ def _parser() -> argparse.ArgumentParser:
 def _config(args: argparse.Namespace) -> RunConfig:
     import dataclasses
 
-    config = quick(args.model[0] if args.model else "default") if args.quick else FULL
+    config = (
+        quick(args.model[0] if args.model else "default") if args.quick else PRESETS[args.preset]
+    )
     if args.model and not args.quick:
         config = dataclasses.replace(
             config, models=tuple(m for m in config.models if m.model in args.model)
+        )
+    if args.task:
+        config = dataclasses.replace(
+            config,
+            models=tuple(
+                dataclasses.replace(m, tasks=tuple(t for t in m.tasks if t.task in args.task))
+                for m in config.models
+            ),
         )
     if args.no_swift:
         config = dataclasses.replace(config, swift=False)

@@ -67,6 +67,24 @@ FULL = RunConfig(
 )
 
 
+# The representation study (last / mean / last+mean, with and without signals):
+# SmolLM2's generated families at K=16, no beam search (not a free baseline there).
+REPRESENTATION = RunConfig(
+    models=(
+        ModelPlan(
+            "default",
+            tuple(TaskPlan(t, 40, 40, 16, beam=False) for t in ("math", "function", "sentiment")),
+            beam_width=0,
+        ),
+    ),
+    budget_minutes=60.0,
+    swift=False,
+    lora_steps=0,
+)
+
+PRESETS = {"full": FULL, "representation": REPRESENTATION}
+
+
 def quick(model: str) -> RunConfig:
     """Tiny budgets: a few problems of each family, small K, fast training."""
     plans = (

@@ -48,6 +48,11 @@ class ProblemRecord:
     candidates: np.ndarray  # (K, L, d) float16 last-token features of each response
     labels: np.ndarray  # (K,) float32 1.0 when the response is correct
     logprobs: np.ndarray  # (K,) float32 mean token log-probability of the sampled response
+    # Representation v2 (records cached before it lack these: they load as None)
+    means: np.ndarray | None  # (K, L, d) float16 mean state over each response's tokens
+    cumulative: np.ndarray | None  # (K,) float32 summed token log-probability (temperature 1)
+    entropies: np.ndarray | None  # (K,) float32 mean next-token entropy over the response, nats
+    num_tokens: np.ndarray | None  # (K,) int32 sampled tokens, end-of-sequence excluded
     texts: list[str]  # K response texts (cut at the stop string for base models)
     answers: list[str]  # K extracted answers (self-consistency votes on these)
     greedy: tuple[str, bool]  # greedy response and its label
@@ -97,24 +102,32 @@ def cut_at_stop(loaded: LoadedModel, token_ids: list[int], stop: tuple[str, ...]
 
 def extract_features(
     loaded: LoadedModel, prompt: list[int], responses: list[list[int]], layers: list[int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """(L, d) instruction and (K, L, d) response features, last token of each sequence.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(L, d) instruction, (K, L, d) last-token and (K, L, d) mean response features.
 
     `central.pooling.pool_responses` prefills the prompt once and feeds the
     responses in one right-padded batch on a copy of its cache: the same
-    forward primitive the service's Features RPC runs.
+    forward primitive the service's Features RPC runs, with the same
+    definition of an empty response (its end-of-sequence token, never the prompt).
     """
     instruction, pooled = pool_responses(
         loaded, prompt, responses, layers, batch_size=max(len(responses), 1)
     )
-    features = np.stack([p.last for p in pooled]) if pooled else np.zeros((0, *instruction.shape))
-    return to_float16(instruction), to_float16(features)
+    empty = np.zeros((0, *instruction.shape), dtype=np.float32)
+    last = np.stack([p.last for p in pooled]) if pooled else empty
+    mean = np.stack([p.mean for p in pooled]) if pooled else empty
+    return to_float16(instruction), to_float16(last), to_float16(mean)
 
 
 def _sampled(
-    loaded: LoadedModel, prompt: list[int], config: SamplingConfig, layer: int
+    loaded: LoadedModel,
+    prompt: list[int],
+    config: SamplingConfig,
+    layer: int,
+    *,
+    entropy: bool = False,
 ) -> list[SampledCandidate]:
-    items = list(sample(loaded, prompt, config, layer))
+    items = list(sample(loaded, prompt, config, layer, entropy=entropy))
     cands = [c for c in items[1:] if isinstance(c, SampledCandidate)]
     return sorted(cands, key=lambda c: c.index)
 
@@ -153,10 +166,10 @@ def generate_problem(
         max_new_tokens=task.max_new_tokens,
         seed=problem_seed(config.seed, problem.uid),
     )
-    cands = _sampled(loaded, ids, sampling, main)
+    cands = _sampled(loaded, ids, sampling, main, entropy=True)
     responses = [cut_at_stop(loaded, c.token_ids, stop) for c in cands]
     texts = [loaded.tokenizer.decode(r) for r in responses]
-    instruction, features = extract_features(loaded, ids, responses, layers)
+    instruction, features, means = extract_features(loaded, ids, responses, layers)
     greedy_cfg = SamplingConfig(k=1, temperature=0.0, max_new_tokens=task.max_new_tokens, seed=0)
     greedy_ids = cut_at_stop(loaded, _sampled(loaded, ids, greedy_cfg, main)[0].token_ids, stop)
     greedy = loaded.tokenizer.decode(greedy_ids)
@@ -173,6 +186,12 @@ def generate_problem(
         logprobs=np.array(
             [c.cumulative_logprob / max(len(c.token_ids), 1) for c in cands], dtype=np.float32
         ),
+        # The sampler's scalars describe the sampled tokens; for a base model whose
+        # response was cut at a stop string they include the cut-off tail.
+        means=means,
+        cumulative=np.array([c.cumulative_logprob for c in cands], dtype=np.float32),
+        entropies=np.array([c.mean_entropy or 0.0 for c in cands], dtype=np.float32),
+        num_tokens=np.array([len(r) for r in responses], dtype=np.int32),
         texts=texts,
         answers=[task.extract(problem, t) for t in texts],
         greedy=(greedy, task.is_correct(problem, greedy)),

@@ -25,6 +25,11 @@ class Pool:
     greedy: np.ndarray  # (G,) greedy label
     beam: np.ndarray | None  # (G,) beam label, None when beam search was skipped
     gen_seconds: float  # total generation time of these problems
+    # Representation v2, None for pools cached before it (see harness.generation)
+    means: np.ndarray | None = None  # (G, K, L, d) float32 mean state over the response tokens
+    cumulative: np.ndarray | None = None  # (G, K) summed token log-probability, temperature 1
+    entropies: np.ndarray | None = None  # (G, K) mean next-token entropy, nats
+    num_tokens: np.ndarray | None = None  # (G, K) tokens in each response
 
     @property
     def size(self) -> int:
@@ -38,6 +43,37 @@ class Pool:
         """(G, d) instruction and (G, K, d) candidate features at one stored layer."""
         return self.instruction[:, index], self.candidates[:, :, index]
 
+    def mean_layer(self, index: int) -> np.ndarray:
+        """(G, K, d) mean-over-response features at one stored layer."""
+        if self.means is None:
+            raise ValueError("this pool was cached before mean vectors were recorded")
+        return self.means[:, :, index]
+
+    def signals(self) -> np.ndarray:
+        """(G, K, S) on-device signals (edge.runtime.signals) of every candidate."""
+        from edge.runtime.signals import text_signals
+
+        def column(values: np.ndarray | None, g: int) -> list[float] | None:
+            return None if values is None else [float(v) for v in values[g]]
+
+        return (
+            np.stack(
+                [
+                    text_signals(
+                        texts,
+                        num_tokens=None
+                        if self.num_tokens is None
+                        else [int(n) for n in self.num_tokens[g]],
+                        cumulative_logprobs=column(self.cumulative, g),
+                        mean_entropies=column(self.entropies, g),
+                    )
+                    for g, texts in enumerate(self.texts)
+                ]
+            )
+            if self.size
+            else np.zeros((0, 0, 0), dtype=np.float32)
+        )
+
     def subset(self, rows: np.ndarray) -> Pool:
         """The same pool restricted to some problems (for data-size ablations)."""
         pick = [int(r) for r in rows]
@@ -48,12 +84,29 @@ class Pool:
             candidates=self.candidates[rows],
             labels=self.labels[rows],
             logprobs=self.logprobs[rows],
+            means=None if self.means is None else self.means[rows],
+            cumulative=None if self.cumulative is None else self.cumulative[rows],
+            entropies=None if self.entropies is None else self.entropies[rows],
+            num_tokens=None if self.num_tokens is None else self.num_tokens[rows],
             texts=[self.texts[r] for r in pick],
             answers=[self.answers[r] for r in pick],
             greedy=self.greedy[rows],
             beam=None if self.beam is None else self.beam[rows],
             gen_seconds=self.gen_seconds,
         )
+
+
+def _stacked(arrays: list[np.ndarray | None], dtype: type) -> np.ndarray | None:
+    """The records' arrays stacked, or None when any record predates them."""
+    if not arrays or any(a is None for a in arrays):
+        return None
+    return np.stack([a for a in arrays if a is not None]).astype(dtype)
+
+
+def _joined(arrays: list[np.ndarray | None]) -> np.ndarray | None:
+    if not arrays or any(a is None for a in arrays):
+        return None
+    return np.concatenate([a for a in arrays if a is not None])
 
 
 def load_pool(split: Split, which: str) -> Pool:
@@ -68,6 +121,10 @@ def load_pool(split: Split, which: str) -> Pool:
         candidates=np.stack([r.candidates for r in records]).astype(np.float32),
         labels=np.stack([r.labels for r in records]),
         logprobs=np.stack([r.logprobs for r in records]),
+        means=_stacked([r.means for r in records], np.float32),
+        cumulative=_stacked([r.cumulative for r in records], np.float32),
+        entropies=_stacked([r.entropies for r in records], np.float32),
+        num_tokens=_stacked([r.num_tokens for r in records], np.int64),
         texts=[r.texts for r in records],
         answers=[r.answers for r in records],
         greedy=np.array([r.greedy[1] for r in records], dtype=np.float32),
@@ -85,6 +142,10 @@ def concat_pools(pools: list[Pool]) -> Pool:
         candidates=np.concatenate([p.candidates for p in pools]),
         labels=np.concatenate([p.labels for p in pools]),
         logprobs=np.concatenate([p.logprobs for p in pools]),
+        means=_joined([p.means for p in pools]),
+        cumulative=_joined([p.cumulative for p in pools]),
+        entropies=_joined([p.entropies for p in pools]),
+        num_tokens=_joined([p.num_tokens for p in pools]),
         texts=[t for pool in pools for t in pool.texts],
         answers=[a for pool in pools for a in pool.answers],
         greedy=np.concatenate([p.greedy for p in pools]),
