@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from harness.cli import main
-from harness.methods.reward_model import encoder_path
 from harness.methods.data import Pool
+from harness.methods.reward_model import encoder_path
 from harness.methods.swift import SWIFT_NAMES, SwiftMethods
 from harness.tasks import get_task
 
