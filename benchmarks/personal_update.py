@@ -216,11 +216,13 @@ def torch_free(dim: int, history: int, reps: int, root: Path) -> dict[str, Any]:
     weights = me.registry.load_weights("alice", "chat") or b""
     model = me.registry.load_model("alice", "chat")
     result = {
-        "chain_ms": stats(ms),
-        "fit_ms": stats([1000 * r.fit.seconds for r in reports]),
-        "learn_ms": stats([1000 * r.seconds for r in reports]),
-        "stages_ms": {k: median(v) for k, v in totals.items()},
-        "fit_passes": stats([float(r.fit.passes) for r in reports]),
+        "samples": {
+            "chain_ms": ms,
+            "fit_ms": [1000 * r.fit.seconds for r in reports],
+            "learn_ms": [1000 * r.seconds for r in reports],
+            "fit_passes": [float(r.fit.passes) for r in reports],
+        },
+        "stages": totals,
         "first_update_in_fresh_process_ms": first_ms,
         "first_update_fit_ms": 1000 * first.fit.seconds,
         "events_in_fit": int(me.registry.current("alice", "chat").metadata["events"]),
@@ -279,6 +281,17 @@ def run_torch_free_blocked(dim: int, history: int, reps: int) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def pooled(*runs: dict[str, Any]) -> dict[str, Any]:
+    """One torch-free result from several runs: samples pooled, the rest from the last."""
+    out = {k: v for k, v in runs[-1].items() if k not in ("samples", "stages")}
+    for key in runs[-1]["samples"]:
+        out[key] = stats([x for run in runs for x in run["samples"][key]])
+    stages = runs[-1]["stages"]
+    out["stages_ms"] = {k: median([x for run in runs for x in run["stages"][k]]) for k in stages}
+    out["load_average"] = os.getloadavg()[0]
+    return out
+
+
 def table(results: dict[str, Any]) -> str:
     rows = [
         f"{'dim':>5} {'learner':<28} {'p50 ms':>8} {'p95 ms':>8} {'state B':>9} {'top-1':>6}",
@@ -319,17 +332,23 @@ def main() -> None:
     reps = 10 if args.quick else 40
     results: dict[str, Any] = {}
     for dim in (int(x) for x in args.dims.split(",")):
-        free = run_torch_free_blocked(dim, args.history, reps)
-        assert not free["torch_imported"]
+        # The machine's load drifts over minutes: the torch-free runs (half the
+        # events each) bracket the torch baseline, and their samples are pooled.
+        before = run_torch_free_blocked(dim, args.history, reps // 2)
         with tempfile.TemporaryDirectory() as tmp:
             base = with_torch(dim, args.history, reps, Path(tmp))
+        after = run_torch_free_blocked(dim, args.history, reps - reps // 2)
+        free = pooled(before, after)
+        assert not free["torch_imported"]
         results[str(dim)] = {"torch_free": free, "torch": base}
-        print(f"{dim}-d stages of a torch-free update (median ms): {free['stages_ms']}")
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in free["stages_ms"].items())
+        print(f"{dim}-d torch-free update, median ms per stage: {stages}")
         print(
             f"{dim}-d first torch-free update in a fresh process: "
             f"{free['first_update_in_fresh_process_ms']:.1f} ms "
             f"(fit {free['first_update_fit_ms']:.1f} ms over {free['events_in_fit']} events); "
-            f"head {free['head_bytes']} B, ONNX {free['onnx_bytes']} B",
+            f"head {free['head_bytes']} B, ONNX {free['onnx_bytes']} B; "
+            f"load average {free['load_average']:.1f} on {os.cpu_count()} CPUs",
             flush=True,
         )
     print(table(results))

@@ -176,7 +176,7 @@ class PersonalLearner:
         saved_cursor = int(current.metadata.get("cursor", 0)) if current else 0
         glob = self._global(name)
         glob_sha = glob.info.model_sha256 if glob else None
-        new = self._events(user, name, since=rows.cursor if rows else 0)
+        new = self._events(user, name, since=rows.cursor) if rows is not None else []
         if rows is not None and self._stale(rows, new, glob_sha):
             rows = None
         if rows is None:

@@ -268,8 +268,11 @@ class Registry:
         directory = self._dir(user, name)
         if not self.has(user, name):
             return []
-        with file_lock(directory / _LOCK):
-            return self._clean_locked(directory, self.versions(user, name))
+        try:
+            with file_lock(directory / _LOCK):
+                return self._clean_locked(directory, self.versions(user, name))
+        except OSError:  # best effort: e.g. a read-only registry shipped with the app
+            return []
 
     @staticmethod
     def _clean_locked(directory: Path, versions: list[VersionInfo]) -> list[Path]:

@@ -26,7 +26,9 @@ weight: 21 signals are not drowned by 576 or 4096 hidden dimensions. ``v = 0``
 is the global ranker, where a new user starts.
 
 The fit is built for one update per event at a few hundred events of history:
-the rows stay in memory, ``s`` is recomputed from running sums, and the
+the rows stay in memory (float32, as deviations from their set's mean, which
+changes no margin and keeps the passes exact where every answer shares a large
+offset, as hidden states do), ``s`` is recomputed from running sums, and the
 optimiser is sequential subspace optimisation (SESOP, Narkiss and Zibulevsky
 2005): each outer iteration reads the history twice (the gradient, and the
 rows times the new direction) and then solves the problem exactly, by Newton's
@@ -305,10 +307,6 @@ class TasteFit:
                     self.v[lo:hi] = head.weights[block]
         self._h[: self._rows] = self._x[: self._rows] @ self.v.astype(np.float32)
         self._filled = self._next = 0
-
-    def set_global_scores(self, set_id: str, scores: np.ndarray) -> None:
-        entry = self._sets[set_id]
-        self._g[entry.start : entry.start + entry.k] = scores
 
     # -- the objective -----------------------------------------------------------------
     def _scale(self) -> np.ndarray:
