@@ -1,81 +1,178 @@
-"""`ranker-central`: serve a model, or prepare its cached weights."""
+"""`ranker-central`: serve a model, or prepare its cached weights.
+
+Every flag is checked before anything heavy is imported: a bad one ends the
+command with one line naming it (``ranker-central: --tls-key is required with
+--tls-cert``) and exit status 2, never a traceback after the model has loaded.
+Nothing here imports torch until a command needs the model, so ``--help``
+works in a runtime-only install, and a missing ``central`` extra is named.
+Progress bars are drawn only on a terminal; in logs and pipes the commands
+print just their result.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
-from ._errors import ModelLoadError
-from .server import TOKEN_ENV, ServerConfig, serve_forever
-from .validation import ServiceLimits
+from ._errors import ServiceError, require_extra
+from .config import (
+    DTYPES,
+    TOKEN_ENV,
+    ServerConfig,
+    ServiceLimits,
+    check_model_options,
+    validate_config,
+)
+from .model import DEFAULT_MODEL, EMBEDDED_MODELS
 
 __all__ = ["main"]
 
+PROG = "ranker-central"
+EXIT_ERROR = 2  # a bad flag, a missing extra, a model that cannot load
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports it
+# What each command needs beyond the runtime install: the central extra.
+MODEL_MODULES = ("torch", "transformers", "gguf")
+SERVER_MODULES = (*MODEL_MODULES, "grpc_health", "grpc_reflection")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, like every other error here."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default; an absent value reads "unset", a flag "off"."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.option_strings and (action.default is None or action.default is False):
+            return f"{action.help} (default: {'unset' if action.default is None else 'off'})"
+        return super()._get_help_string(action)
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ranker-central", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    serve = commands.add_parser("serve", help="run the gRPC feature service")
+    parser = _Parser(
+        prog=PROG,
+        description="Serve a base LLM's sampled candidates with their hidden-state features "
+        "over gRPC, or convert a GGUF model once into the cache.",
+        formatter_class=_Formatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="run the gRPC feature service",
+        description="Load a model and serve Generate, Features and Info over gRPC.",
+        formatter_class=_Formatter,
+    )
     _model_args(serve)
-    serve.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
-    serve.add_argument("--port", type=int, default=50051, help="0 picks a free port")
-    serve.add_argument(
-        "--max-k",
-        type=int,
-        default=ServiceLimits.max_k,
-        help="largest K a request may ask for (default: %(default)s)",
+    _serve_args(serve)
+    prepare = commands.add_parser(
+        "prepare",
+        help="load a model once, caching converted GGUF weights",
+        description="Convert a GGUF model once into the cache, so later starts are fast.",
+        formatter_class=_Formatter,
     )
-    serve.add_argument(
-        "--max-new-tokens",
-        type=int,
-        default=ServiceLimits.max_new_tokens,
-        help="largest max_new_tokens a request may ask for",
-    )
-    serve.add_argument("--max-workers", type=int, default=8, help="concurrent RPCs")
-    serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain (enables TLS)")
-    serve.add_argument("--tls-key", type=Path, help="PEM private key")
-    serve.add_argument(
-        "--tls-client-ca", type=Path, help="require client certificates from this CA"
-    )
-    serve.add_argument(
-        "--token-file", type=Path, help=f"require this bearer token (or set ${TOKEN_ENV})"
-    )
-
-    prepare = commands.add_parser("prepare", help="load a model once, caching converted weights")
     _model_args(prepare)
     return parser
 
 
 def _model_args(parser: argparse.ArgumentParser) -> None:
+    embedded = ", ".join(EMBEDDED_MODELS)
     parser.add_argument(
         "--model",
         default="default",
-        help="checkpoint directory, .gguf file, 'default' or 'gemma3-270m'",
+        help=f"checkpoint directory, .gguf file, or an embedded model ({embedded}; "
+        f"'default' is {DEFAULT_MODEL})",
     )
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--cache-dir", type=Path, help="where converted GGUF weights are kept")
+    parser.add_argument(
+        "--dtype", default="float32", choices=DTYPES, help="torch dtype the model runs in"
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="where converted GGUF weights are kept; when unset, $LANGUAGE_RANKER_CACHE "
+        "or ~/.cache/language-ranker",
+    )
+
+
+def _serve_args(parser: argparse.ArgumentParser) -> None:
+    limits = ServiceLimits()
+    parser.add_argument(
+        "--host",
+        default=ServerConfig.host,
+        help="bind address; anything but loopback needs TLS and a token (or --insecure)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=ServerConfig.port, help="TCP port; 0 picks a free one"
+    )
+    parser.add_argument(
+        "--max-k", type=int, default=limits.max_k, help="largest K a request may ask for"
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=limits.max_new_tokens,
+        help="largest max_new_tokens a request may ask for",
+    )
+    parser.add_argument(
+        "--max-workers",
+        type=int,
+        default=ServerConfig.max_workers,
+        help="RPCs handled at once (generation itself runs one at a time)",
+    )
+    parser.add_argument(
+        "--tls-cert", type=Path, help="PEM certificate chain; with --tls-key, serve over TLS"
+    )
+    parser.add_argument("--tls-key", type=Path, help="unencrypted PEM private key of --tls-cert")
+    parser.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        help="PEM CA certificates; clients must present a certificate they signed (mutual TLS)",
+    )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        help="file holding the bearer token every call but health checks must send; "
+        f"when unset, ${TOKEN_ENV} if set, else none; an empty token is an error",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve a non-loopback --host without TLS or client authentication (warns)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    _quiet_unless_terminal()
     try:
         if args.command == "prepare":
             return _prepare(args)
-        serve_forever(_server_config(args))
-    except ModelLoadError as error:
-        print(f"ranker-central: {error}", file=sys.stderr)
-        return 2
-    return 0
+        return _serve(args)
+    except ServiceError as error:  # ConfigError, MissingDependencyError, ModelLoadError
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _quiet_unless_terminal() -> None:
+    """Turns off every tqdm bar (transformers draws several) when stderr is no terminal.
+
+    tqdm reads TQDM_* defaults when it is first imported, which is later:
+    nothing imported so far imports it.
+    """
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 def _server_config(args: argparse.Namespace) -> ServerConfig:
-    token = args.token_file.read_text().strip() if args.token_file else None
     return ServerConfig(
         model=args.model,
         host=args.host,
@@ -87,26 +184,37 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
-        auth_token=token,
+        token_file=args.token_file,
+        insecure=args.insecure,
     )
 
 
+def _serve(args: argparse.Namespace) -> int:
+    config = validate_config(_server_config(args))
+    require_extra(*SERVER_MODULES, what=f"{PROG} serve")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from .server import serve_forever
+
+    serve_forever(config)
+    return 0
+
+
 def _prepare(args: argparse.Namespace) -> int:
-    from .model import load_model
+    check_model_options(args.model, args.dtype, args.cache_dir)
+    require_extra(*MODEL_MODULES, what=f"{PROG} prepare")
+    from .model import converted_dir, load_model, resolve_model_path
 
     started = time.perf_counter()
-    loaded = load_model(args.model, dtype=args.dtype, cache_dir=args.cache_dir)
+    path = resolve_model_path(args.model)
+    loaded = load_model(str(path), dtype=args.dtype, cache_dir=args.cache_dir)
+    if path.suffix == ".gguf":
+        where = f"converted weights cached in {converted_dir(path, args.cache_dir)}"
+    else:
+        where = f"a checkpoint directory, used in place: {path}"
     print(
-        json.dumps(
-            {
-                "model": loaded.name,
-                "num_layers": loaded.num_layers,
-                "hidden_size": loaded.hidden_size,
-                "context_length": loaded.context_length,
-                "has_chat_template": loaded.has_chat_template,
-                "seconds": round(time.perf_counter() - started, 2),
-            }
-        )
+        f"{PROG}: {loaded.name} ready ({loaded.num_layers} layers, hidden size "
+        f"{loaded.hidden_size}) in {time.perf_counter() - started:.1f} s; {where}",
+        flush=True,
     )
     return 0
 

@@ -3,8 +3,10 @@
 A model is named by a Hugging Face checkpoint directory, a GGUF file, or one
 of the embedded names (`default`, `smollm2-135m-instruct`, `gemma3-270m`),
 whose weights come from registry packages. GGUF weights are dequantised by
-transformers, which takes ~20 s for a small model, so the converted weights
-are written once to a cache directory and later starts load those.
+transformers, which takes ~20 s to minutes for a small model, so the
+converted weights are written once to a cache directory (`converted_dir`)
+and later starts load those. On a terminal the conversion shows which phase
+it is in and for how long; elsewhere it is silent.
 """
 
 from __future__ import annotations
@@ -14,14 +16,22 @@ import importlib.util
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._errors import ModelLoadError
+from ._errors import ModelLoadError, require_extra
 
-__all__ = ["LoadedModel", "default_cache_dir", "load_model", "resolve_model_path"]
+__all__ = [
+    "LoadedModel",
+    "converted_dir",
+    "default_cache_dir",
+    "load_model",
+    "resolve_model_path",
+]
 
 # Never reach for a model hub: every model comes from local files.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -113,6 +123,7 @@ def load_model(
 
 
 def _load_directory(directory: Path, name: str, dtype: str) -> LoadedModel:
+    require_extra("torch", "transformers", what="loading a model")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -148,17 +159,24 @@ def _eos_token_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     return frozenset(ids)
 
 
-def _converted_gguf(gguf: Path, cache_dir: Path) -> Path:
-    """The cached HF-format copy of a GGUF file, converting it on first use.
+def converted_dir(gguf: Path, cache_dir: Path | None = None) -> Path:
+    """Where the converted copy of ``gguf`` lives (or will) under ``cache_dir``.
 
-    The cache key covers the file's resolved path, size and mtime, so a
-    replaced file is converted again. The copy is written to a temporary
-    directory and renamed into place, so a killed conversion leaves nothing
-    that looks complete.
+    The key covers the file's resolved path, size and mtime, so a replaced
+    file is converted again. ``cache_dir`` None means `default_cache_dir()`.
     """
     stat = gguf.stat()
     key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
-    target = cache_dir / "models" / f"{gguf.stem}-{key[:16]}"
+    return (cache_dir or default_cache_dir()) / "models" / f"{gguf.stem}-{key[:16]}"
+
+
+def _converted_gguf(gguf: Path, cache_dir: Path) -> Path:
+    """The cached HF-format copy of a GGUF file, converting it on first use.
+
+    The copy is written to a temporary directory and renamed into place, so a
+    killed conversion leaves nothing that looks complete.
+    """
+    target = converted_dir(gguf, cache_dir)
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -175,20 +193,69 @@ def _converted_gguf(gguf: Path, cache_dir: Path) -> Path:
     return target
 
 
+_CONVERSION_PHASES = ("reading the tokenizer", "dequantising the weights", "saving")
+
+
 def _convert_gguf(gguf: Path, out_dir: Path) -> None:
+    require_extra("torch", "transformers", "gguf", what="converting a GGUF model")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    with _phases(f"converting {gguf.name}", _CONVERSION_PHASES) as phase:
+        try:
+            phase("reading the tokenizer")
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            phase("dequantising the weights")
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        except (OSError, ValueError, KeyError) as error:
+            raise ModelLoadError(f"cannot convert GGUF file {gguf}: {error}") from error
+        phase("saving")
+        # The weights are dequantised already; transformers refuses to save a model
+        # that still carries its GGUF quantizer, so drop that marker first.
+        # transformers sets `hf_quantizer` on the instance without declaring it, and torch
+        # types Module.__setattr__ as taking tensors and modules only.
+        model.hf_quantizer = None  # type: ignore[assignment]
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+
+
+@contextmanager
+def _phases(title: str, phases: Sequence[str]) -> Iterator[Callable[[str], None]]:
+    """A progress line for a long job made of a few silent phases; yields ``enter(phase)``.
+
+    On a terminal (stderr a TTY) it names the current phase and ticks the
+    elapsed time every second, beside any bar transformers draws for the
+    phase; anywhere else (logs, pipes, CI) tqdm's ``disable=None`` keeps it
+    silent. (`ranker-central` also turns transformers' own bars off there.)
+    """
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=len(phases),
+        desc=title,
+        bar_format="{desc}: {n}/{total}{postfix} [{elapsed}]",
+        disable=None,
+    )
+    done = threading.Event()
+
+    def tick() -> None:
+        while not done.wait(1.0):
+            bar.refresh()
+
+    def enter(phase: str) -> None:
+        bar.n = phases.index(phase)
+        bar.set_postfix_str(phase)
+
+    ticker = threading.Thread(target=tick, name="progress", daemon=True)
+    if not bar.disable:
+        ticker.start()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    except (OSError, ValueError, KeyError) as error:
-        raise ModelLoadError(f"cannot convert GGUF file {gguf}: {error}") from error
-    # The weights are dequantised already; transformers refuses to save a model
-    # that still carries its GGUF quantizer, so drop that marker first.
-    # transformers sets `hf_quantizer` on the instance without declaring it, and torch types
-    # Module.__setattr__ as taking tensors and modules only.
-    model.hf_quantizer = None  # type: ignore[assignment]
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+        yield enter
+        bar.n = len(phases)
+        bar.set_postfix_str("done")
+    finally:
+        done.set()
+        if ticker.is_alive():
+            ticker.join()
+        bar.close()

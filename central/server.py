@@ -1,38 +1,46 @@
 """Process start-up for the central service.
 
 Binds loopback by default; adds the standard gRPC health service and server
-reflection; optional TLS (and mutual TLS) and a bearer-token check; message
-size limits; graceful shutdown on SIGTERM / SIGINT.
+reflection (v1 and v1alpha); optional TLS (and mutual TLS) and a bearer-token
+check; message size limits; graceful shutdown on SIGTERM / SIGINT. Every
+setting is checked by `central.config.validate_config` before the model loads.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
-import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent import futures
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from google.protobuf import descriptor_pb2, descriptor_pool
 
 from language_ranker.v1 import ranker_pb2 as pb
 from language_ranker.v1 import ranker_pb2_grpc as pb_grpc
 
+from ._errors import ConfigError, MissingDependencyError, missing_extra
+from .config import ServerConfig, exposure_warning, validate_config
 from .model import LoadedModel, load_model
-from .service import CentralServicer
-from .validation import ServiceLimits
+
+try:  # the central extra (torch comes in with the servicer): name it, not a bare import
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+
+    from .service import CentralServicer
+except ImportError as error:
+    if (module := missing_extra(error)) is None:
+        raise
+    raise MissingDependencyError("central's gRPC server", module) from error
 
 __all__ = [
+    "REFLECTION_V1",
     "BearerTokenInterceptor",
     "RunningServer",
-    "ServerConfig",
     "serve_forever",
     "start_server",
 ]
@@ -40,37 +48,19 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CentralService"].full_name
-TOKEN_ENV = "RANKER_CENTRAL_TOKEN"
-MiB = 1 << 20
-
-
-@dataclass
-class ServerConfig:
-    """Everything `ranker-central serve` can be told."""
-
-    model: str = "default"  # checkpoint directory, .gguf file, or an embedded model name
-    host: str = "127.0.0.1"  # loopback unless told otherwise
-    port: int = 50051  # 0 picks a free port (see RunningServer.port)
-    dtype: str = "float32"  # torch dtype the model runs in
-    cache_dir: Path | None = (
-        None  # converted GGUF weights; None: $LANGUAGE_RANKER_CACHE or ~/.cache
-    )
-    max_workers: int = 8  # concurrent RPCs in flight; generation itself is serialised
-    limits: ServiceLimits = field(default_factory=ServiceLimits)
-    max_receive_bytes: int = 4 * MiB  # largest request accepted
-    max_send_bytes: int = 64 * MiB  # largest single response message
-    tls_cert: Path | None = None  # PEM certificate chain; with tls_key enables TLS
-    tls_key: Path | None = None  # PEM private key
-    tls_client_ca: Path | None = None  # PEM CA; when set, clients must present a certificate
-    auth_token: str | None = None  # bearer token required on every call but health checks
-    grace_seconds: float = 5.0  # in-flight RPCs get this long to finish on shutdown
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"  # grpcio-reflection ships only v1alpha
 
 
 class BearerTokenInterceptor(grpc.ServerInterceptor):
-    """Rejects calls without `authorization: Bearer <token>` (health checks exempt)."""
+    """Rejects calls without ``authorization: Bearer <token>`` (health checks exempt).
+
+    The scheme is matched case-insensitively (``bearer``, ``BEARER``), as HTTP
+    auth schemes are (RFC 9110, section 11.1); the token is compared in constant
+    time, so response timing does not reveal how much of a guess was right.
+    """
 
     def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+        self._token = token.encode()
 
     def intercept_service(
         self,
@@ -80,10 +70,19 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
         handler = continuation(details)
         if handler is None or details.method.startswith("/grpc.health.v1.Health/"):
             return handler
-        sent = dict(details.invocation_metadata).get("authorization", "")
-        if isinstance(sent, str) and hmac.compare_digest(sent.encode(), self._expected):
+        sent = _bearer_credentials(details.invocation_metadata)
+        if sent is not None and hmac.compare_digest(sent.encode(), self._token):
             return handler
         return _rejecting(handler)
+
+
+def _bearer_credentials(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
+    """The token of an ``authorization: <bearer scheme, any case> <token>`` header, or None."""
+    sent = dict(metadata or ()).get("authorization")
+    if not isinstance(sent, str):
+        return None
+    scheme, _, credentials = sent.strip().partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else None
 
 
 def _rejecting(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
@@ -123,10 +122,18 @@ class RunningServer:
 
 
 def start_server(config: ServerConfig, loaded: LoadedModel | None = None) -> RunningServer:
-    """Loads the model (unless given one), binds, and starts serving."""
+    """Checks every setting, loads the model (unless given one), binds, and starts serving.
+
+    A bad setting raises `ConfigError` before the model loads; a non-loopback
+    bind without TLS and client authentication is refused unless
+    ``config.insecure``, and then logged as a warning.
+    """
+    config = validate_config(config)
+    if (exposure := exposure_warning(config)) is not None:
+        log.warning("INSECURE (--insecure): %s", exposure)
     if loaded is None:
         loaded = load_model(config.model, dtype=config.dtype, cache_dir=config.cache_dir)
-    token = config.auth_token or os.environ.get(TOKEN_ENV) or None
+    token = config.auth_token
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
         interceptors=[BearerTokenInterceptor(token)] if token else [],
@@ -140,33 +147,86 @@ def start_server(config: ServerConfig, loaded: LoadedModel | None = None) -> Run
     pb_grpc.add_CentralServiceServicer_to_server(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-    )
+    _enable_reflection(server, [SERVICE_NAME, health.SERVICE_NAME])
     port = _bind(server, config)
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving %s on %s:%d", loaded.name, config.host, port)
+    log.info("serving %s on %s", loaded.name, _address(config.host, port))
     return RunningServer(server, port, health_servicer, servicer, config.grace_seconds)
 
 
+def _enable_reflection(server: grpc.Server, services: list[str]) -> None:
+    """Serves server reflection as v1alpha and as v1.
+
+    grpcio-reflection implements only v1alpha, while current clients (grpcurl,
+    Postman, grpc-js tools) ask for v1 first. v1 is the same protocol under a
+    new package name, its messages identical field for field, so one v1alpha
+    servicer answers both: under v1 its messages travel as the same bytes.
+    """
+    _add_reflection_v1_descriptor()
+    names = [*services, reflection.SERVICE_NAME, REFLECTION_V1]
+    servicer = reflection.ReflectionServicer(names)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    v1_info = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": v1_info}),)
+    )
+
+
+def _add_reflection_v1_descriptor() -> None:
+    """Puts grpc/reflection/v1/reflection.proto in the default pool, so a client can
+    ask reflection to describe the v1 service itself: v1alpha's file, renamed."""
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindServiceByName(REFLECTION_V1)
+        return  # already there (a newer grpcio-reflection, or an earlier server)
+    except KeyError:
+        pass
+    proto = descriptor_pb2.FileDescriptorProto()
+    reflection_pb2.DESCRIPTOR.CopyToProto(proto)
+    old, new = f".{proto.package}.", ".grpc.reflection.v1."
+    proto.name, proto.package = "grpc/reflection/v1/reflection.proto", new.strip(".")
+    proto.ClearField("options")  # v1alpha's java_package and the like
+    for message in proto.message_type:
+        for one_field in message.field:
+            if one_field.HasField("type_name"):  # message-typed fields only
+                one_field.type_name = one_field.type_name.replace(old, new)
+    for method in proto.service[0].method:
+        method.input_type = method.input_type.replace(old, new)
+        method.output_type = method.output_type.replace(old, new)
+    pool.AddSerializedFile(proto.SerializeToString())
+
+
+def _address(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 literal in brackets (``[::1]:50051``)."""
+    bare = host.removeprefix("[").removesuffix("]")
+    return f"[{bare}]:{port}" if ":" in bare else f"{bare}:{port}"
+
+
 def _bind(server: grpc.Server, config: ServerConfig) -> int:
-    address = f"{config.host}:{config.port}"
-    if config.tls_cert or config.tls_key:
-        if not (config.tls_cert and config.tls_key):
-            raise ValueError("TLS needs both a certificate and a key")
-        client_ca = config.tls_client_ca.read_bytes() if config.tls_client_ca else None
-        credentials = grpc.ssl_server_credentials(
-            [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())],
-            root_certificates=client_ca,
-            require_client_auth=client_ca is not None,
-        )
-        port = server.add_secure_port(address, credentials)
-    else:
-        port = server.add_insecure_port(address)
+    address = _address(config.host, config.port)
+    try:
+        if config.tls_cert is not None and config.tls_key is not None:
+            client_ca = config.tls_client_ca.read_bytes() if config.tls_client_ca else None
+            credentials = grpc.ssl_server_credentials(
+                [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())],
+                root_certificates=client_ca,
+                require_client_auth=client_ca is not None,
+            )
+            port = server.add_secure_port(address, credentials)
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError:  # grpcio raises where older versions returned 0
+        port = 0
     if port == 0:
-        raise OSError(f"cannot bind {address}")
+        raise ConfigError(
+            "--port", f"cannot be bound at {address}: in use, or not an address of this machine"
+        )
     return port
 
 
@@ -181,9 +241,7 @@ def serve_forever(config: ServerConfig) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    print(
-        f"ranker-central: serving {running.servicer.loaded.name} on {config.host}:{running.port}",
-        flush=True,
-    )
+    where = _address(config.host, running.port)
+    print(f"ranker-central: serving {running.servicer.loaded.name} on {where}", flush=True)
     stopping.wait()
     running.stop()

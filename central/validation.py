@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from language_ranker.v1 import ranker_pb2 as pb
 
 from ._errors import RequestError
+from .config import ServiceLimits  # torch-free, so the CLI can show its defaults
 from .features import FeatureRequest, resolve_features
 from .model import LoadedModel
 from .prompting import render_prompt, response_ids
 from .sampler import SamplingConfig
-from .token_features import DEFAULT_CHUNK_BYTES, TokenRequest, resolve_token_spec
+from .token_features import TokenRequest, resolve_token_spec
 
 __all__ = [
     "DEFAULT_MAX_NEW_TOKENS",
@@ -32,18 +33,6 @@ __all__ = [
 ]
 
 DEFAULT_MAX_NEW_TOKENS = 128  # SamplingParams.max_new_tokens when unset
-
-
-@dataclass(frozen=True)
-class ServiceLimits:
-    """What a single request may ask for (reported by Info), and how its work is batched."""
-
-    max_k: int = 64  # GenerateRequest.k must be in 1..max_k
-    max_new_tokens: int = 1024  # largest SamplingParams.max_new_tokens accepted
-    max_feature_responses: int = 256  # most responses in one Features request
-    features_batch: int = 8  # responses per forward pass in Features
-    token_chunk_bytes: int = DEFAULT_CHUNK_BYTES  # payload of one TokenFeatures message
-    token_batch: int = 4  # responses per forward pass when computing per-token features
 
 
 @dataclass(frozen=True)
