@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         Group,
         GroupDataset,
         Pair,
+        Part,
         label_kind,
         training_features,
     )
@@ -80,6 +81,7 @@ _EXPORTS: dict[str, str] = {
     "GroupDataset": "edge.app.dataset",
     "Pair": "edge.app.dataset",
     "Pairs": "edge.app.taste_fit",
+    "Part": "edge.app.dataset",
     "PersonalLearner": "edge.app.personal_learner",
     "PersonalRanker": "edge.app.personal",
     "Reaction": "edge.app.taste_fit",
@@ -113,6 +115,7 @@ __all__ = [
     "GroupDataset",
     "Pair",
     "Pairs",
+    "Part",
     "PersonalLearner",
     "PersonalRanker",
     "Reaction",
