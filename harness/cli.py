@@ -30,9 +30,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-minutes", type=float, help="override the generation budget")
     p.add_argument(
         "--phase",
-        choices=("all", "generate", "evaluate"),
+        choices=("all", "generate", "evaluate", "representation"),
         default="all",
-        help="generate only fills the cache; evaluate only reads it",
+        help="generate only fills the cache; evaluate only reads it; representation runs "
+        "the representation study on the cached pools (use with --preset representation)",
     )
     p.add_argument(
         "--jobs", type=int, default=1, help="models run in parallel, one process (and core) each"
@@ -81,7 +82,7 @@ def _config(args: argparse.Namespace) -> RunConfig:
 def _isolation_refusal(config: RunConfig, phase: str) -> str | None:
     """Why generating code answers would be refused, checked before any model loads."""
     runs_code = any(t.task == "code" for m in config.models for t in m.tasks)
-    if phase == "evaluate" or not runs_code or config.unsafe_exec:
+    if phase in ("evaluate", "representation") or not runs_code or config.unsafe_exec:
         return None  # evaluate only reads cached labels
     from harness.sandbox import SandboxUnavailable, require_isolation
 
@@ -109,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     # The budget is wall-clock: models that run side by side each get all of it.
     n_models = max(len(config.models), 1)
     budget_s = 60.0 * config.budget_minutes * min(args.jobs, n_models) / n_models
+    if args.phase == "representation":
+        from harness.representation import run_study
+
+        run_study(config, args.cache, args.out)
+        return 0
     if args.phase == "generate":
         for plan in config.models:
             collect_model(plan, config, args.cache, budget_s)
