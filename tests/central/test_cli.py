@@ -3,8 +3,9 @@ install, one-line errors before anything loads, named extras, progress on a
 terminal only, and a loud warning when told to serve insecurely.
 
 Most checks run the command in a fresh interpreter. "Runtime-only install" is
-simulated with ``sys.modules["torch"] = None`` (and transformers), which makes
-any import of them fail, so a check that passes there cannot have loaded a model.
+simulated with ``sys.modules["torch"] = None`` (and transformers, gguf, grpc
+health and reflection), which makes any import of them fail, so a check that
+passes there cannot have loaded a model.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from .certs import self_signed
 
 REPO = Path(__file__).resolve().parents[2]
 EXTRA_ADVICE = "pip install 'language-ranker[central]'"
-BLOCK_EXTRAS = "import sys\nsys.modules['torch'] = None\nsys.modules['transformers'] = None\n"
+# What the central extra adds to the runtime install, made unimportable.
+CENTRAL_EXTRA = ("torch", "transformers", "gguf", "grpc_health", "grpc_reflection")
+BLOCK_EXTRAS = f"import sys\nfor name in {CENTRAL_EXTRA!r}:\n    sys.modules[name] = None\n"
 # Runs the command in-process and reports which heavy modules it imported.
 RUN_MAIN = """
 import json, sys
@@ -179,7 +182,7 @@ for name in ("start_server", "sample", "CentralServicer"):
     try:
         getattr(central, name)
     except central.MissingDependencyError as error:
-        assert isinstance(error, ImportError) and error.module == "torch"
+        assert isinstance(error, ImportError) and sys.modules[error.module] is None
         messages[name] = str(error)
 try:
     import central.server
@@ -205,9 +208,12 @@ def test_library_names_the_extra_where_torch_is_missing(tiny_checkpoint: Path) -
         "load_model",
     }
     for message in messages.values():
-        assert "needs torch, which is not installed" in message and EXTRA_ADVICE in message
+        assert ", which is not installed: " in message and message.endswith(EXTRA_ADVICE)
     assert messages["central.server"].startswith("MissingDependencyError: central's gRPC server")
-    assert messages["sample"].startswith("central.sample needs torch")
+    assert (
+        messages["sample"] == f"central.sample needs torch, which is not installed: {EXTRA_ADVICE}"
+    )
+    assert messages["load_model"].startswith("loading a model needs torch")
 
 
 def test_import_central_loads_no_torch() -> None:
