@@ -32,7 +32,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +46,7 @@ from edge._errors import (
     UnknownCandidateSetError,
     UnknownUserError,
 )
-from edge.app.dataset import Group, GroupDataset, Pair
+from edge.app.dataset import Group, GroupDataset, Pair, Part
 from edge.app.registry import validate_id
 from edge.runtime.features import as_candidates, as_vector
 from edge.runtime.signals import SIGNALS_VERSION, text_signals
@@ -628,6 +628,7 @@ _SHOWN_FIELDS = (
 )
 _SHOWN_COLS = ", ".join(_SHOWN_FIELDS)
 _SHOWN_COLS_S = ", ".join(f"s.{c}" for c in _SHOWN_FIELDS)
+_LAST_ONLY: tuple[Part, ...] = ("last",)  # events_to_dataset's default parts
 _SCALAR_KEYS = ("num_tokens", "cumulative_logprob", "mean_entropy", "finish_reason")
 
 
@@ -674,7 +675,10 @@ def _decode_scalars(
 
 
 def events_to_dataset(
-    events: Iterable[FeedbackEvent], *, unlabelled: Literal["ignore", "negative"] = "ignore"
+    events: Iterable[FeedbackEvent],
+    *,
+    unlabelled: Literal["ignore", "negative"] = "ignore",
+    parts: Collection[Part] = _LAST_ONLY,
 ) -> GroupDataset:
     """Turn feedback events into training data for ``edge.training.loop``.
 
@@ -684,6 +688,10 @@ def events_to_dataset(
     - scores -> one graded group of the scored candidates (MSE);
     - picks  -> one preference pair per rejected candidate (Bradley-Terry).
     Duplicate events (the same event id twice, e.g. new + replayed) count once.
+
+    ``parts`` adds the candidates' mean vectors ("mean", for the sets that have
+    them) and signals ("signals", of the current SIGNALS_VERSION, recomputed for
+    sets stored under another) to the last-token vectors every example carries.
     """
     by_set: dict[tuple[str, str], list[FeedbackEvent]] = {}
     seen: set[int] = set()
@@ -696,27 +704,47 @@ def events_to_dataset(
     pairs: list[Pair] = []
     for evs in by_set.values():
         shown = evs[0].shown
+        mean = shown.mean_candidates if "mean" in parts else None
+        signals = shown.signal_block() if "signals" in parts else None
         thumbs = {e.candidate: float(e.value or 0.0) for e in evs if e.kind == "thumb"}
         scores = {e.candidate: float(e.value or 0.0) for e in evs if e.kind == "score"}
         if thumbs:
             if unlabelled == "negative":
                 thumbs = {i: thumbs.get(i, 0.0) for i in range(shown.k)}
-            groups.append(_group(shown, thumbs))
+            groups.append(_group(shown, thumbs, mean, signals))
         if scores:
-            groups.append(_group(shown, scores))
+            groups.append(_group(shown, scores, mean, signals))
         for e in evs:
             if e.kind == "pick":
-                pairs += [
-                    Pair(shown.instruction, shown.candidates[e.candidate], shown.candidates[r])
-                    for r in e.rejected
-                ]
+                pairs += [_pair(shown, e.candidate, r, mean, signals) for r in e.rejected]
     return GroupDataset.from_groups(groups, pairs)
 
 
-def _group(shown: ShownSet, labels: dict[int, float]) -> Group:
+def _group(
+    shown: ShownSet,
+    labels: dict[int, float],
+    mean: np.ndarray | None,
+    signals: np.ndarray | None,
+) -> Group:
     idx = sorted(labels)
     return Group(
         shown.instruction,
         shown.candidates[idx],
         np.array([labels[i] for i in idx], dtype=np.float32),
+        None if mean is None else mean[idx],
+        None if signals is None else signals[idx],
+    )
+
+
+def _pair(
+    shown: ShownSet, chosen: int, rejected: int, mean: np.ndarray | None, signals: np.ndarray | None
+) -> Pair:
+    return Pair(
+        shown.instruction,
+        shown.candidates[chosen],
+        shown.candidates[rejected],
+        None if mean is None else mean[chosen],
+        None if mean is None else mean[rejected],
+        None if signals is None else signals[chosen],
+        None if signals is None else signals[rejected],
     )

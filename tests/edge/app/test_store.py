@@ -332,3 +332,32 @@ def test_a_generation_is_stored_with_mean_vectors_scalars_and_signals(
         store.record_shown("u", "bad", inst, cand[:2], num_tokens=[1])
     with pytest.raises(FeatureError, match="mean candidate features"):
         store.record_shown("u", "bad", inst, cand[:2], mean_candidates=cand[:2, :5])
+
+
+def test_events_to_dataset_carries_mean_vectors_and_signals_when_asked(
+    store: FeedbackStore,
+) -> None:
+    from edge.runtime.signals import SIGNAL_NAMES
+
+    inst, cand = _features(k=3, seed=8)
+    mean = cand[::-1].copy()
+    texts = ["- a", "b!", "c?"]
+    store.record_shown("u", "v2", inst, cand, texts=texts, mean_candidates=mean)
+    store.thumbs("u", "v2", 0, up=True)
+    store.thumbs("u", "v2", 2, up=False)
+    store.pick("u", "v2", 1, [2])
+    store.record_shown("u", "v1", inst, cand)  # no mean vectors: signals only
+    store.thumbs("u", "v1", 1, up=True)
+    events = store.events("u")
+    plain = events_to_dataset(events)
+    assert all(b.mean_candidates is None and b.signals is None for b in plain.blocks)
+    full = events_to_dataset(events, parts=("last", "mean", "signals"))
+    shown = store.shown("u", "v2")
+    binary = [b for b in full.blocks if b.kind == "binary"]
+    with_mean = next(b for b in binary if b.mean_candidates is not None)
+    np.testing.assert_array_equal(with_mean.mean_candidates[0], mean[[0, 2]])
+    np.testing.assert_array_equal(with_mean.signals[0], shown.signal_block()[[0, 2]])
+    assert any(b.mean_candidates is None and b.signals is not None for b in binary)
+    pair = next(b for b in full.blocks if b.kind == "pair")
+    np.testing.assert_array_equal(pair.mean_candidates[0], mean[[1, 2]])
+    assert pair.signals.shape == (1, 2, len(SIGNAL_NAMES))
