@@ -6,12 +6,14 @@ checkpoints; that is ``RankerModule``. What a kind *reads* differs, so
 of its input family instead:
 
 - ``VectorRanker`` (list, point): one vector per instruction and per candidate,
-  ``(instruction (B, d), candidates (B, K, d)) -> scores (B, K)``;
+  ``(instruction (B, d), candidates (B, K, d)) -> scores (B, K)``, and
+  optionally (representation v2) more parts per candidate, each a named input:
+  ``mean_candidates (B, K, d)``, ``signals (B, K, S)`` (``input_names``);
 - ``edge.swift.SwiftRanker``: one vector per response token,
   ``(tokens (B, K, T, d), mask (B, K, T)) -> scores (B, K)``.
 
-A family's forward arguments are exactly the inputs of its exported ONNX
-graph. Each family is trained, exported and checked by its own functions, named
+A ranker's forward arguments, by name, are exactly the inputs of its exported
+ONNX graph. Each family is trained, exported and checked by its own functions, named
 in ``entry_points``; a function handed a ranker of another family refuses it
 (``require_family``) with the error of its step, naming the kind and the
 function that serves it, before any tensor reaches the wrong ``forward``.
@@ -31,6 +33,7 @@ import torch
 from torch import nn
 
 from edge.app.checkpoint import Checkpoint
+from edge.runtime.onnx_meta import INPUT_CANDIDATES, INPUT_INSTRUCTION
 
 __all__ = ["RankerModule", "Step", "VectorRanker", "count_parameters"]
 
@@ -78,11 +81,14 @@ class RankerModule(nn.Module):
 
 
 class VectorRanker(RankerModule):
-    """Scores candidates from one feature vector each: ``(B, d), (B, K, d) -> (B, K)``.
+    """Scores candidates from vectors per candidate: ``(B, d), (B, K, d), ... -> (B, K)``.
 
-    Both float32 tensors and no other inputs, which is exactly the ONNX graph
-    ``edge.runtime.RankingSession`` runs; list and point rankers share this
-    signature so training, export and the runtime treat them interchangeably.
+    Every input is a float32 tensor passed by name, ``input_names`` in order:
+    always ``instruction`` and ``candidates`` (the last-token vectors), then
+    whichever optional parts the ranker reads (``mean_candidates``,
+    ``signals``). That is exactly the ONNX graph ``edge.runtime.RankingSession``
+    runs; list and point rankers share it so training, export and the runtime
+    treat them interchangeably. The defaults here are the paper's two inputs.
     """
 
     entry_points: ClassVar[Mapping[Step, str]] = {
@@ -90,6 +96,16 @@ class VectorRanker(RankerModule):
         "export": "edge.training.export_onnx()",
         "parity": "edge.training.check_parity()",
     }
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The graph inputs ``forward`` takes by name, in graph order."""
+        return (INPUT_INSTRUCTION, INPUT_CANDIDATES)
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The parts of a candidate read, e.g. ("last",) or ("last", "mean", "signals")."""
+        return ("last",)
 
     def forward(self, instruction: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

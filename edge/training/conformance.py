@@ -13,15 +13,21 @@ whole life and asserts at each step something a broken kind would fail:
 8. refusals: every entry point of the *other* input families refuses the kind
    with an edge error (a ``RankerError``) naming it, never a raw one.
 
-Kinds differ only in their input family: ``VectorRanker`` (one vector per
+Kinds differ only in their input family: ``VectorRanker`` (vectors per
 candidate: list, point) or ``SwiftRanker`` (per-token features). Each family
 is one ``_Family`` subclass below, saying how its rankers are trained,
 exported and scored; a new kind of an existing family needs no change here,
 a new family one subclass.
+
+``VARIANTS`` names configurations checked besides each kind's defaults, e.g.
+list and point rankers reading the last-token and mean vectors and the signals
+block: ``check_ranker("list+mean+signals")``. A variant is one table entry; its
+planted data carries every part it reads.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -38,8 +44,17 @@ from edge._errors import RankerError
 from edge.app.checkpoint import Checkpoint
 from edge.app.dataset import GroupDataset
 from edge.app.registry import Registry
-from edge.runtime.onnx_meta import META_FEATURE_SIZE, META_KIND
+from edge.runtime.onnx_meta import (
+    INPUT_CANDIDATES,
+    INPUT_INSTRUCTION,
+    INPUT_MEAN_CANDIDATES,
+    INPUT_SIGNALS,
+    META_FEATURE_SIZE,
+    META_KIND,
+    META_REPRESENTATION,
+)
 from edge.runtime.scoring import RankingSession
+from edge.runtime.signals import SIGNAL_NAMES
 from edge.swift.export import check_swift_parity, export_swift_onnx
 from edge.swift.head import SwiftRanker
 from edge.swift.scoring import TokenRankingSession
@@ -56,6 +71,7 @@ from edge.training.loop import TrainConfig, evaluate_loss, top1_accuracy, train
 from edge.training.rankers import (
     RANKER_KINDS,
     RankerModule,
+    Representation,
     VectorRanker,
     build_ranker,
     from_checkpoint,
@@ -63,10 +79,22 @@ from edge.training.rankers import (
 )
 from edge.training.synthetic import planted_dataset, planted_token_dataset
 
-__all__ = ["ConformanceReport", "check_ranker"]
+__all__ = ["VARIANTS", "ConformanceReport", "check_ranker"]
 
 _K = 4  # candidates per planted group
 _USER = "conformance"  # registry owner of the versions the check saves
+_SIGNALS = len(SIGNAL_NAMES)  # signals per planted candidate when a variant reads them
+
+# Configurations checked besides each kind's defaults: name -> (kind, make_config arguments).
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "list+mean+signals": ("list", {"vectors": ("last", "mean"), "signals": True}),
+    "point+mean+signals": ("point", {"vectors": ("last", "mean"), "signals": True}),
+    "point:mean": ("point", {"vectors": ("mean",)}),
+    "list:signals-prior": (
+        "list",
+        {"signals": True, "signal_prior": {"mean_logprob": 1.0}, "relevance": "linear"},
+    ),
+}
 
 Data = TypeVar("Data")  # a family's dataset type
 Session = TypeVar("Session")  # a family's onnxruntime session type
@@ -81,6 +109,7 @@ class ConformanceReport:
 
     kind: str  # the RANKER_KINDS entry checked
     family: str  # its input family: "vector" or "token"
+    variant: str  # the name checked: the kind itself (its defaults) or a VARIANTS entry
     num_parameters: int  # trainable scalars of the built ranker
     loss_before: float  # held-out loss before training
     loss_after: float  # held-out loss after training (lower)
@@ -102,7 +131,8 @@ class _Family(ABC, Generic[Data, Session]):
     feature_size: ClassVar[int]  # small, so that a check takes seconds
 
     @abstractmethod
-    def planted(self, num_groups: int, seed: int) -> Data: ...
+    def planted(self, num_groups: int, seed: int, config: Any) -> Data:
+        """Planted data with every input a ranker of ``config`` reads."""
 
     @abstractmethod
     def train(self, model: RankerModule, data: Data) -> None: ...
@@ -147,8 +177,16 @@ class _Vector(_Family[GroupDataset, Any]):
     module = VectorRanker
     feature_size = 16
 
-    def planted(self, num_groups: int, seed: int) -> GroupDataset:
-        return planted_dataset(num_groups, _K, self.feature_size, seed=seed)
+    def planted(self, num_groups: int, seed: int, config: Any) -> GroupDataset:
+        parts = config.parts if isinstance(config, Representation) else ("last",)
+        return planted_dataset(
+            num_groups,
+            _K,
+            self.feature_size,
+            seed=seed,
+            mean="mean" in parts,
+            signals=_SIGNALS if "signals" in parts else 0,
+        )
 
     def train(self, model: RankerModule, data: GroupDataset) -> None:
         train(model, data, TrainConfig(min_steps=60, batch_candidates=64))
@@ -158,11 +196,10 @@ class _Vector(_Family[GroupDataset, Any]):
 
     @torch.no_grad()
     def scores(self, model: RankerModule, data: GroupDataset) -> np.ndarray:
-        block = data.blocks[0]
-        inst, cand = (
-            torch.from_numpy(x.astype(np.float32)) for x in (block.instructions, block.candidates)
-        )
-        return np.asarray(model.eval()(inst, cand).numpy())
+        inputs = _block_inputs(data)
+        names = model.input_names if isinstance(model, VectorRanker) else list(inputs)[:2]
+        tensors = {n: torch.from_numpy(inputs[n].astype(np.float32)) for n in names}
+        return np.asarray(model.eval()(**tensors).numpy())
 
     def labels(self, data: GroupDataset) -> np.ndarray:
         return np.asarray(data.blocks[0].labels)
@@ -181,7 +218,14 @@ class _Vector(_Family[GroupDataset, Any]):
 
     def session_scores(self, session: Any, data: GroupDataset) -> np.ndarray:
         block = data.blocks[0]
-        return np.asarray(session.score_batch(block.instructions, block.candidates))
+        return np.asarray(
+            session.score_batch(
+                block.instructions,
+                block.candidates,
+                mean_candidates=block.mean_candidates,
+                signals=block.signals,
+            )
+        )
 
     def entry_points(self) -> dict[str, EntryPoint]:
         def data(model: RankerModule) -> GroupDataset:
@@ -213,7 +257,7 @@ class _Token(_Family[TokenDataset, TokenRankingSession]):
     module = SwiftRanker
     feature_size = 8
 
-    def planted(self, num_groups: int, seed: int) -> TokenDataset:
+    def planted(self, num_groups: int, seed: int, config: Any) -> TokenDataset:
         return planted_token_dataset(num_groups, _K, self.feature_size, max_tokens=8, seed=seed)
 
     def train(self, model: RankerModule, data: TokenDataset) -> None:
@@ -265,6 +309,17 @@ class _Token(_Family[TokenDataset, TokenRankingSession]):
 _FAMILIES: tuple[_Family[Any, Any], ...] = (_Vector(), _Token())
 
 
+def _block_inputs(data: GroupDataset) -> dict[str, np.ndarray]:
+    """The arrays of a planted dataset's one block, by graph input name."""
+    block = data.blocks[0]
+    inputs = {INPUT_INSTRUCTION: block.instructions, INPUT_CANDIDATES: block.candidates}
+    if block.mean_candidates is not None:
+        inputs[INPUT_MEAN_CANDIDATES] = block.mean_candidates
+    if block.signals is not None:
+        inputs[INPUT_SIGNALS] = block.signals
+    return inputs
+
+
 def _family_of(kind: str) -> _Family[Any, Any]:
     module = RANKER_KINDS[kind][0]
     for family in _FAMILIES:
@@ -286,11 +341,13 @@ class _Check:
     onnx_scores: np.ndarray  # rank(): held-out scores from onnxruntime
     weights: bytes  # checkpoint(): the serialised checkpoint
 
-    def __init__(self, kind: str, root: Path) -> None:
+    def __init__(self, kind: str, root: Path, overrides: dict[str, Any]) -> None:
         self.kind = kind
         self.root = root
+        self.overrides = overrides
         self.family = _family_of(kind)
-        self.held_out = self.family.planted(48, seed=1)
+        self.config = make_config(kind, self.family.feature_size, **overrides)
+        self.held_out = self.family.planted(48, 1, self.config)
 
     def expect(self, condition: bool, step: str, message: str) -> None:
         """Fail the check (an AssertionError, as river's checks do) naming kind and step."""
@@ -304,8 +361,7 @@ class _Check:
         )
 
     def build(self) -> None:
-        config = make_config(self.kind, self.family.feature_size)
-        self.model, twin, other = (build_ranker(config, seed=s) for s in (0, 0, 1))
+        self.model, twin, other = (build_ranker(self.config, seed=s) for s in (0, 0, 1))
         family = self.family.module
         self.expect(isinstance(self.model, family), "build", f"not a {family.__name__}")
         self.expect(self.model.kind == self.kind, "build", f"its kind is {self.model.kind!r}")
@@ -318,7 +374,7 @@ class _Check:
 
     def train(self) -> None:
         self.loss_before = self.family.loss(self.model, self.held_out)
-        self.family.train(self.model, self.family.planted(96, seed=0))
+        self.family.train(self.model, self.family.planted(96, 0, self.config))
         self.loss_after = self.family.loss(self.model, self.held_out)
         self.expect(
             self.loss_after < self.loss_before,
@@ -336,10 +392,24 @@ class _Check:
         self.expect(path.read_bytes() == self.onnx, "export", f"{path} is not the bytes returned")
         others = sorted(p.name for p in path.parent.iterdir() if p != path)
         self.expect(not others, "export", f"temporary files left beside {path.name}: {others}")
-        meta = {p.key: p.value for p in onnx.load_from_string(self.onnx).metadata_props}
+        graph = onnx.load_from_string(self.onnx)
+        meta = {p.key: p.value for p in graph.metadata_props}
         stamped = (meta.get(META_KIND), meta.get(META_FEATURE_SIZE))
         wanted = (self.kind, str(self.model.feature_size))
         self.expect(stamped == wanted, "export", f"metadata says {stamped}, expected {wanted}")
+        if isinstance(self.model, VectorRanker):
+            inputs = tuple(i.name for i in graph.graph.input)
+            self.expect(
+                inputs == self.model.input_names,
+                "export",
+                f"the graph's inputs are {inputs}, the ranker reads {self.model.input_names}",
+            )
+            parts = json.loads(meta.get(META_REPRESENTATION, "[]"))
+            self.expect(
+                tuple(parts) == self.model.parts,
+                "export",
+                f"metadata says it reads {parts}, the ranker reads {list(self.model.parts)}",
+            )
 
     def parity(self) -> None:
         report = self.family.parity(self.model, self.onnx)
@@ -405,14 +475,17 @@ class _Check:
 def check_ranker(kind: str, workdir: str | Path | None = None) -> ConformanceReport:
     """Walk ``kind`` through build, train, export, parity, rank, checkpoint, registry, refusals.
 
-    Raises ``AssertionError`` naming the kind and the first step it fails.
+    ``kind`` is a ``RANKER_KINDS`` entry (its default config) or a ``VARIANTS``
+    name. Raises ``AssertionError`` naming the kind and the first step it fails.
     Files go under ``workdir`` (a temporary directory when None). A few seconds.
     """
     if workdir is None:
         with TemporaryDirectory(prefix="check-ranker-") as tmp:
             return check_ranker(kind, tmp)
     start = time.perf_counter()
-    check = _Check(kind, Path(workdir))
+    variant = kind
+    kind, overrides = VARIANTS.get(variant, (variant, {}))
+    check = _Check(kind, Path(workdir), overrides)
     steps = (check.build, check.train, check.export, check.parity, check.rank)
     for step in (*steps, check.checkpoint, check.registry):
         try:
@@ -427,6 +500,7 @@ def check_ranker(kind: str, workdir: str | Path | None = None) -> ConformanceRep
     return ConformanceReport(
         kind=kind,
         family=check.family.name,
+        variant=variant,
         num_parameters=check.model.num_parameters(),
         loss_before=check.loss_before,
         loss_after=check.loss_after,

@@ -1,12 +1,14 @@
 """Export a trained ranker to ONNX with dynamic batch and K, and check parity (torch).
 
-The exported graph is what ships to the app: two float32 inputs
-``instruction (B, d)`` and ``candidates (B, K, d)``, one output ``scores (B, K)``,
-with B and K symbolic. The example input uses B=2, K=3 on purpose: an example
-with a size of 1 lets the tracer specialise that dimension and silently produce
-a graph that only accepts K=1. Metadata (``language_ranker.*`` keys in
-``metadata_props``) records the kind and feature size so the runtime can reject
-mismatched features before running the graph.
+The exported graph is what ships to the app: float32 inputs ``instruction (B, d)``
+and ``candidates (B, K, d)``, plus ``mean_candidates (B, K, d)`` and ``signals
+(B, K, S)`` when the ranker reads them (exactly its ``input_names``), one output
+``scores (B, K)``, with B and K symbolic. The example input uses B=2, K=3 on
+purpose: an example with a size of 1 lets the tracer specialise that dimension
+and silently produce a graph that only accepts K=1. Metadata
+(``language_ranker.*`` keys in ``metadata_props``) records the kind, feature
+size, the parts the graph reads and the signals' version and names, so the
+runtime can reject mismatched features before running the graph.
 """
 
 from __future__ import annotations
@@ -35,14 +37,19 @@ from edge.runtime.onnx_meta import (
     FORMAT_VERSION,
     INPUT_CANDIDATES,
     INPUT_INSTRUCTION,
+    INPUT_MEAN_CANDIDATES,
+    INPUT_SIGNALS,
     META_CONFIG,
     META_FEATURE_SIZE,
     META_FORMAT,
     META_KIND,
     META_RELEVANCE,
+    META_REPRESENTATION,
+    META_SIGNAL_NAMES,
+    META_SIGNALS_VERSION,
     OUTPUT_SCORES,
 )
-from edge.training.rankers import RankerModule, VectorRanker, require_family
+from edge.training.rankers import RankerModule, Representation, VectorRanker, require_family
 
 __all__ = [
     "Exporter",
@@ -61,36 +68,65 @@ _TEMPLATE_CAPACITY = 8  # traced graphs kept per process (one per ranker shape i
 
 
 def ranker_metadata(model: RankerModule) -> dict[str, str]:
-    """The ``language_ranker.*`` metadata entries describing ``model``."""
+    """The ``language_ranker.*`` metadata entries describing ``model``.
+
+    A list or point ranker also records the parts it reads (``representation``,
+    e.g. ``["last", "mean", "signals"]``) and, with signals, their version and
+    column names.
+    """
     config = asdict(model.config)
-    return {
+    meta = {
         META_FORMAT: FORMAT_VERSION,
         META_KIND: model.kind,
         META_FEATURE_SIZE: str(model.feature_size),
         META_RELEVANCE: str(config.get("relevance", "")),
         META_CONFIG: json.dumps(config, sort_keys=True),
     }
+    if isinstance(model, VectorRanker):
+        meta[META_REPRESENTATION] = json.dumps(list(model.parts))
+    if isinstance(model.config, Representation):
+        rep = model.config
+        if rep.signal_names:
+            meta[META_SIGNALS_VERSION] = str(rep.signals_version)
+            meta[META_SIGNAL_NAMES] = json.dumps(list(rep.signal_names))
+    return meta
 
 
-def _example(model: VectorRanker) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(0)
+def _shapes(model: VectorRanker, batch: int, k: int) -> dict[str, tuple[int, ...]]:
+    """The shape of each input ``model`` reads, for ``batch`` groups of ``k`` candidates."""
     d = model.feature_size
-    return (
-        torch.randn(_EXAMPLE_BATCH, d, generator=gen),
-        torch.randn(_EXAMPLE_BATCH, _EXAMPLE_K, d, generator=gen),
-    )
+    signals = model.config.num_signals if isinstance(model.config, Representation) else 0
+    every = {
+        INPUT_INSTRUCTION: (batch, d),
+        INPUT_CANDIDATES: (batch, k, d),
+        INPUT_MEAN_CANDIDATES: (batch, k, d),
+        INPUT_SIGNALS: (batch, k, signals),
+    }
+    return {name: every[name] for name in model.input_names}
 
 
-# Dynamic axes of the list/point graphs: input name (= forward argument) -> {dim: axis}.
-_RANKER_AXES: dict[str, dict[int, str]] = {
+def _example(model: VectorRanker) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    shapes = _shapes(model, _EXAMPLE_BATCH, _EXAMPLE_K)
+    return {name: torch.randn(shape, generator=gen) for name, shape in shapes.items()}
+
+
+# Dynamic axes of the list/point graphs' inputs (name = forward argument): {dim: axis}.
+_AXES: dict[str, dict[int, str]] = {
     INPUT_INSTRUCTION: {0: "batch"},
     INPUT_CANDIDATES: {0: "batch", 1: "k"},
+    INPUT_MEAN_CANDIDATES: {0: "batch", 1: "k"},
+    INPUT_SIGNALS: {0: "batch", 1: "k"},
 }
+
+
+def _axes(model: VectorRanker) -> dict[str, dict[int, str]]:
+    return {name: _AXES[name] for name in model.input_names}
 
 
 def trace_onnx(
     model: torch.nn.Module,
-    example: tuple[torch.Tensor, ...],
+    example: tuple[torch.Tensor, ...] | Mapping[str, torch.Tensor],
     input_axes: dict[str, dict[int, str]],
     exporter: Exporter,
     *,
@@ -98,11 +134,55 @@ def trace_onnx(
 ) -> onnx.ModelProto:
     """Traces `model` on `example` into an ONNX graph with named dynamic axes.
 
-    `input_axes` maps each input's name, which is also its forward argument's
-    name, to its dynamic dimensions; the output `scores` is (batch, k) for
-    every ranker. "dynamo" uses torch.export, anything else the legacy tracer
-    (`fold` turns its constant folding off, which templates need).
+    `example` holds the forward arguments, positionally (a tuple) or by name
+    (a mapping in input order). `input_axes` maps each input's name, which is
+    also its forward argument's name, to its dynamic dimensions; the output
+    `scores` is (batch, k) for every ranker. "dynamo" uses torch.export,
+    anything else the legacy tracer (`fold` turns its constant folding off,
+    which templates need). An input the model declares but does not read (the
+    last-token vectors of a ranker reading only mean vectors) is kept in the
+    graph, so every ranker graph takes the inputs its name list promises.
     """
+    proto = _trace(model, example, input_axes, exporter, fold=fold)
+    shapes = (
+        {n: tuple(t.shape) for n, t in example.items()}
+        if isinstance(example, Mapping)
+        else {n: tuple(t.shape) for n, t in zip(input_axes, example, strict=False)}
+    )
+    _declare_inputs(proto, input_axes, shapes)
+    return proto
+
+
+def _declare_inputs(
+    proto: onnx.ModelProto,
+    input_axes: Mapping[str, Mapping[int, str]],
+    shapes: Mapping[str, tuple[int, ...]],
+) -> None:
+    """Add back, in order, the inputs a tracer dropped because the graph never reads them."""
+    present = {i.name: i for i in proto.graph.input}
+    if all(name in present for name in input_axes):
+        return
+    ordered = []
+    for name, axes in input_axes.items():
+        if name in present:
+            ordered.append(present.pop(name))
+            continue
+        dims: list[str | int] = [axes.get(i, size) for i, size in enumerate(shapes[name])]
+        ordered.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, dims))
+    ordered += present.values()
+    del proto.graph.input[:]
+    proto.graph.input.extend(ordered)
+
+
+def _trace(
+    model: torch.nn.Module,
+    example: tuple[torch.Tensor, ...] | Mapping[str, torch.Tensor],
+    input_axes: dict[str, dict[int, str]],
+    exporter: Exporter,
+    *,
+    fold: bool,
+) -> onnx.ModelProto:
+    args, kwargs = ((), dict(example)) if isinstance(example, Mapping) else (example, None)
     if exporter == "dynamo":
         dims = {
             axis: torch.export.Dim(axis) for axes in input_axes.values() for axis in axes.values()
@@ -110,7 +190,8 @@ def trace_onnx(
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         program = torch.onnx.export(
             model,
-            example,
+            args,
+            kwargs=kwargs,
             dynamo=True,
             input_names=list(input_axes),
             output_names=[OUTPUT_SCORES],
@@ -128,8 +209,9 @@ def trace_onnx(
         path = Path(tmp) / "graph.onnx"
         torch.onnx.export(
             model,
-            example,
+            args,
             path,
+            kwargs=kwargs,
             dynamo=False,
             input_names=list(input_axes),
             output_names=[OUTPUT_SCORES],
@@ -191,7 +273,7 @@ def _trace_template(model: VectorRanker) -> onnx.ModelProto | None:
     with torch.no_grad():
         for tensor in scrambled.state_dict().values():
             tensor.copy_(torch.randn(tensor.shape, generator=gen))
-    proto = trace_onnx(scrambled, _example(scrambled), _RANKER_AXES, "torchscript", fold=False)
+    proto = trace_onnx(scrambled, _example(scrambled), _axes(scrambled), "torchscript", fold=False)
     shapes = {i.name: tuple(i.dims) for i in proto.graph.initializer}
     wanted = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     return proto if shapes == wanted else None
@@ -215,7 +297,7 @@ def _export_proto(model: VectorRanker, exporter: Exporter) -> onnx.ModelProto:
         if template is not None:  # else a shape the name check rejected: trace it fully
             return _fill_template(template, model)
     frozen = copy.deepcopy(model).eval()
-    return trace_onnx(frozen, _example(frozen), _RANKER_AXES, exporter)
+    return trace_onnx(frozen, _example(frozen), _axes(frozen), exporter)
 
 
 def export_onnx(
@@ -304,6 +386,8 @@ def check_parity(
 ) -> ParityReport:
     """Score random inputs at each K with torch and onnxruntime; raise if they differ.
 
+    Every input the ranker reads gets random values (mean vectors, signals).
+
     Catches the classic export bug (a dimension frozen to the example size) as well
     as numerical drift between kernels. ``rtol`` scales the tolerance with the
     scores: at 4096-d, float32 sums over d in another order differ by ~1e-5 of
@@ -315,18 +399,25 @@ def check_parity(
     model = require_family(model, VectorRanker, "parity", "check_parity()")
     session = RankingSession.load(onnx_model)
     rng = np.random.default_rng(seed)
-    d = model.feature_size
     diffs: dict[int, float] = {}
     peaks: dict[int, float] = {}
     was_training = model.training
     model.eval()  # in place rather than on a copy: copying a 4096-d ranker costs ~5 ms
     try:
         for k in ks:
-            inst = rng.standard_normal((batch, d)).astype(np.float32)
-            cand = rng.standard_normal((batch, k, d)).astype(np.float32)
+            feeds = {
+                name: rng.standard_normal(shape).astype(np.float32)
+                for name, shape in _shapes(model, batch, k).items()
+            }
             with torch.no_grad():
-                expected = model(torch.from_numpy(inst), torch.from_numpy(cand)).numpy()
-            got = session.score_batch(inst, cand)
+                tensors = {name: torch.from_numpy(a) for name, a in feeds.items()}
+                expected = model(**tensors).numpy()
+            got = session.score_batch(
+                feeds[INPUT_INSTRUCTION],
+                feeds[INPUT_CANDIDATES],
+                mean_candidates=feeds.get(INPUT_MEAN_CANDIDATES),
+                signals=feeds.get(INPUT_SIGNALS),
+            )
             diffs[k] = float(np.abs(expected - got).max())
             peaks[k] = float(np.abs(expected).max())
     finally:

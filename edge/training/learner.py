@@ -45,8 +45,8 @@ StartedFrom = Literal["user", "base", "global", "scratch"]
 
 def _default_train() -> TrainConfig:
     # User data is tiny: one epoch of a handful of events is a step or two, so
-    # insist on a minimum number of steps.
-    return TrainConfig(min_steps=30, batch_candidates=64)
+    # insist on a minimum number of steps (a fixed length: no held-out slice).
+    return TrainConfig(epochs=1, min_steps=30, batch_candidates=64)
 
 
 @dataclass
@@ -80,7 +80,7 @@ class LearnerConfig:
         still never becomes current.
         """
         fields: dict[str, Any] = {
-            "train": TrainConfig(min_steps=4, batch_candidates=64),
+            "train": TrainConfig(epochs=1, min_steps=4, batch_candidates=64),
             "replay_size": 32,
             "exporter": "template",
             "parity_ks": (5,),

@@ -4,15 +4,19 @@ A secret direction ``u`` is added (scaled by ``signal``) to the features of the
 "good" candidates; everything else is Gaussian noise. A ranker that learns ``u``
 ranks good candidates first, so accuracy on fresh data from the same direction
 is a direct, model-free check that training works. ``planted_dataset`` gives
-one vector per candidate (list and point rankers), ``planted_token_dataset``
-ragged per-token features (SWIFT). The arrays are numpy.
+one vector per candidate (list and point rankers), optionally with the other
+parts of representation v2 (a mean vector, a signals block), any of which may
+carry the signal; ``planted_token_dataset`` ragged per-token features (SWIFT).
+The arrays are numpy.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
-from edge.app.dataset import GroupDataset
+from edge.app.dataset import GroupDataset, Part
 from edge.swift.train import TokenDataset
 
 __all__ = ["planted_dataset", "planted_token_dataset"]
@@ -29,6 +33,9 @@ def planted_dataset(
     seed: int = 0,
     direction_seed: int = 1234,
     dtype: type[np.floating] = np.float32,
+    mean: bool = False,
+    signals: int = 0,
+    planted: Sequence[Part] = ("last", "mean", "signals"),
 ) -> GroupDataset:
     """``num_groups`` groups of ``k`` candidates, ``positives`` of which carry the signal.
 
@@ -36,8 +43,15 @@ def planted_dataset(
     vectors (``offset`` scales them, per coordinate); good candidates also get
     ``signal`` times the secret unit direction.
 
-    Datasets sharing ``direction_seed`` share the planted direction, so one can be
-    used for training and another (different ``seed``) as held-out data.
+    ``mean=True`` adds mean vectors (``mean_candidates``), noise around a third
+    mean vector; ``signals=S`` adds S signals per candidate, Gaussian noise with
+    column scales from 0.01 to 100 (what the ranker's standardisation is for).
+    Each part listed in ``planted`` carries the signal along its own secret
+    direction, the others are pure noise: ``planted=("mean",)`` makes a ranker
+    that reads only last-token vectors no better than chance.
+
+    Datasets sharing ``direction_seed`` share the planted directions, so one can
+    be used for training and another (different ``seed``) as held-out data.
     """
     if not 1 <= positives < k:
         raise ValueError(f"need 1 <= positives < k, got positives={positives}, k={k}")
@@ -55,10 +69,37 @@ def planted_dataset(
     for g in range(num_groups):
         good = rng.choice(k, size=positives, replace=False)
         labels[g, good] = 1.0
-    candidates += (signal * labels)[..., None] * direction.astype(np.float32)
+    if "last" in planted:
+        candidates += (signal * labels)[..., None] * direction.astype(np.float32)
     instructions += inst_mean
     candidates += cand_mean
-    return GroupDataset.from_arrays(instructions.astype(dtype), candidates.astype(dtype), labels)
+    mean_candidates = signal_block = None
+    if mean:
+        mean_dir, mean_mean = _direction(secret, feature_size), secret.standard_normal(feature_size)
+        mean_candidates = rng.standard_normal((num_groups, k, feature_size), dtype=np.float32)
+        if "mean" in planted:
+            mean_candidates += (signal * labels)[..., None] * mean_dir
+        mean_candidates = (mean_candidates + offset * mean_mean).astype(dtype)
+    if signals:
+        signal_dir = _direction(secret, signals)
+        scales = np.logspace(-2, 2, signals).astype(np.float32)
+        signal_block = rng.standard_normal((num_groups, k, signals), dtype=np.float32)
+        if "signals" in planted:
+            signal_block += (signal * labels)[..., None] * signal_dir
+        signal_block = (signal_block * scales + scales).astype(np.float32)
+    return GroupDataset.from_arrays(
+        instructions.astype(dtype),
+        candidates.astype(dtype),
+        labels,
+        mean_candidates=mean_candidates,
+        signals=signal_block,
+    )
+
+
+def _direction(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A secret unit direction of ``size`` values."""
+    direction = rng.standard_normal(size).astype(np.float32)
+    return direction / np.linalg.norm(direction)
 
 
 def planted_token_dataset(

@@ -2,6 +2,8 @@
 
 ``RANKER_KINDS`` is the one table of kinds: adding a kind is adding its entry
 (and the conformance check, ``edge.training.check_ranker``, then covers it).
+List and point rankers read one or more parts of a candidate (``Representation``:
+the last-token vector, the mean vector, the signals block), each a named input.
 ``build_ranker`` makes a seeded ranker from a kind and config; ``from_checkpoint``
 rebuilds one from weights stored by the registry. ``require_family`` and
 ``require_kind`` are how a function of one input family refuses the others.
@@ -16,22 +18,28 @@ import torch
 
 from edge._errors import ExportError, RankerError, TrainingError
 from edge.app.checkpoint import Checkpoint
+from edge.runtime.signals import SIGNAL_NAMES, SIGNALS_VERSION
 from edge.swift.head import SwiftConfig, SwiftRanker
 from edge.training._contract import RankerModule, Step, VectorRanker, count_parameters
+from edge.training.rankers._parts import VECTOR_PARTS, PartRanker, Representation, VectorPart
 from edge.training.rankers.list import ListRanker, ListRankerConfig
 from edge.training.rankers.point import PointRanker, PointRankerConfig
 
 __all__ = [
     "RANKER_KINDS",
+    "VECTOR_PARTS",
     "ListRanker",
     "ListRankerConfig",
+    "PartRanker",
     "PointRanker",
     "PointRankerConfig",
     "RankerConfig",
     "RankerModule",
+    "Representation",
     "Step",
     "SwiftConfig",
     "SwiftRanker",
+    "VectorPart",
     "VectorRanker",
     "build_ranker",
     "count_parameters",
@@ -97,11 +105,28 @@ def require_kind(kind: str, family: type[RankerModule], step: Step, caller: str)
         raise _refusal(kind, module, family, step, caller)
 
 
-def make_config(kind: str, feature_size: int, **overrides: Any) -> RankerConfig:
-    """Default config of ``kind`` for features of ``feature_size`` values."""
+def make_config(
+    kind: str, feature_size: int, *, signals: bool = False, **overrides: Any
+) -> RankerConfig:
+    """Default config of ``kind`` for features of ``feature_size`` values.
+
+    ``signals=True`` makes a list or point ranker read the current on-device
+    signals block (``edge.runtime.signals``: its names and version go into the
+    config); ``overrides`` set any other field, e.g. ``vectors=("last", "mean")``
+    or ``signal_prior={"mean_logprob": 1.0}``.
+    """
     if kind not in RANKER_KINDS:
         raise ValueError(f"unknown ranker kind {kind!r}, expected one of {sorted(RANKER_KINDS)}")
-    config: RankerConfig = RANKER_KINDS[kind][1](feature_size=feature_size, **overrides)
+    cfg_cls = RANKER_KINDS[kind][1]
+    if signals:
+        if not issubclass(cfg_cls, Representation):
+            raise ValueError(f"{kind!r} rankers do not read the signals block")
+        overrides = {
+            "signal_names": SIGNAL_NAMES,
+            "signals_version": SIGNALS_VERSION,
+            **overrides,
+        }
+    config: RankerConfig = cfg_cls(feature_size=feature_size, **overrides)
     return config
 
 

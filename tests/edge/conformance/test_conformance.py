@@ -29,6 +29,7 @@ from edge.swift import (
 )
 from edge.training import (
     RANKER_KINDS,
+    VARIANTS,
     LearnerConfig,
     RankerModule,
     VectorRanker,
@@ -46,7 +47,7 @@ from edge.training import (
 @pytest.mark.parametrize("kind", sorted(RANKER_KINDS))
 def test_every_kind_conforms(kind: str, tmp_path: Path) -> None:
     report = check_ranker(kind, tmp_path)
-    assert report.kind == kind and report.num_parameters > 0
+    assert report.kind == kind == report.variant and report.num_parameters > 0
     assert report.loss_after < report.loss_before
     assert report.top1 >= 0.75  # chance is at most about a half on the planted data
     assert report.max_abs_diff < 1e-4
@@ -54,6 +55,48 @@ def test_every_kind_conforms(kind: str, tmp_path: Path) -> None:
     assert len(report.refusals) >= 6
     assert all(repr(kind) in message for message in report.refusals.values())
     assert not any(m.startswith(("RuntimeError", "TypeError")) for m in report.refusals.values())
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_multi_part_variant_conforms(variant: str, tmp_path: Path) -> None:
+    """List and point rankers reading mean vectors and signals pass the same contract."""
+    report = check_ranker(variant, tmp_path)
+    kind, _ = VARIANTS[variant]
+    assert (report.kind, report.variant, report.family) == (kind, variant, "vector")
+    default = build_ranker(make_config(kind, 16)).num_parameters()
+    assert report.num_parameters > default  # each extra part brings its own layers
+    assert report.loss_after < report.loss_before
+    assert report.top1 >= 0.75
+    assert report.max_abs_diff < 1e-4
+    assert len(report.refusals) >= 6
+    assert all(repr(kind) in message for message in report.refusals.values())
+
+
+def test_the_variants_cover_both_kinds_with_every_part() -> None:
+    covered = {
+        (kind, part)
+        for kind, overrides in VARIANTS.values()
+        for part in make_config(kind, 16, **overrides).parts  # type: ignore[union-attr]
+    }
+    assert {(k, p) for k in ("list", "point") for p in ("last", "mean", "signals")} <= covered
+
+
+def test_a_variant_whose_graph_hides_its_parts_fails_at_export(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # An exporter that forgets to say which parts the graph reads: the contract catches it,
+    # naming the variant's kind and the step.
+    from edge.runtime.onnx_meta import META_REPRESENTATION
+    from edge.training import export as export_module
+
+    real = export_module.ranker_metadata
+
+    def forgetful(model: RankerModule) -> dict[str, str]:
+        return {k: v for k, v in real(model).items() if k != META_REPRESENTATION}
+
+    monkeypatch.setattr(export_module, "ranker_metadata", forgetful)
+    with pytest.raises(AssertionError, match=r"'point' fails export: metadata says it reads \[\]"):
+        check_ranker("point+mean+signals", tmp_path)
 
 
 @dataclass

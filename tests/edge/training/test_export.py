@@ -1,14 +1,26 @@
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
-from edge import ExportError
-from edge.runtime.onnx_meta import META_CONFIG, META_FEATURE_SIZE, META_FORMAT, META_KIND
+from edge import ExportError, FeatureError
+from edge.runtime.onnx_meta import (
+    META_CONFIG,
+    META_FEATURE_SIZE,
+    META_FORMAT,
+    META_KIND,
+    META_REPRESENTATION,
+    META_SIGNAL_NAMES,
+    META_SIGNALS_VERSION,
+)
 from edge.runtime.scoring import RankingSession
+from edge.runtime.signals import SIGNAL_NAMES, SIGNALS_VERSION, candidate_signals
+from edge.runtime.types import Candidate, Generation
 from edge.training.export import check_parity, export_onnx
 from edge.training.rankers import RankerModule
 
@@ -105,3 +117,153 @@ def test_export_replaces_the_file_atomically_and_durably(
     assert path.read_bytes() == data
     assert synced, "the exported file was not fsynced"
     assert sorted(p.name for p in path.parent.iterdir()) == ["p.onnx"]  # no temp file left
+
+
+# -- representation v2: graphs over several named inputs ----------------------------------
+_FULL = {"vectors": ("last", "mean"), "signals": True}
+
+
+@pytest.mark.parametrize(
+    ("kind", "exporter"),
+    # dynamo takes ~15 s a graph on 2 cores: one kind suffices for it
+    [("list", "dynamo"), *((k, e) for k in ("list", "point") for e in ("torchscript", "template"))],
+)
+def test_a_multi_part_graph_declares_exactly_its_inputs_and_matches_torch(
+    kind: str, exporter: str
+) -> None:
+    from edge.training.rankers import build_ranker, make_config
+
+    model = build_ranker(make_config(kind, 32, **_FULL), seed=5)
+    model.fit_signal_scaling(np.random.default_rng(0).normal(3.0, 10.0, (40, len(SIGNAL_NAMES))))
+    data = export_onnx(model, exporter=exporter)  # type: ignore[arg-type]
+    graph = onnx.load_from_string(data)
+    inputs = [(i.name, [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim])
+              for i in graph.graph.input]  # fmt: skip
+    assert inputs == [
+        ("instruction", ["batch", 32]),
+        ("candidates", ["batch", "k", 32]),
+        ("mean_candidates", ["batch", "k", 32]),
+        ("signals", ["batch", "k", len(SIGNAL_NAMES)]),
+    ]
+    meta = {p.key: p.value for p in graph.metadata_props}
+    assert json.loads(meta[META_REPRESENTATION]) == ["last", "mean", "signals"]
+    assert meta[META_SIGNALS_VERSION] == str(SIGNALS_VERSION)
+    assert json.loads(meta[META_SIGNAL_NAMES]) == list(SIGNAL_NAMES)
+    assert json.loads(meta[META_CONFIG])["vectors"] == ["last", "mean"]
+    report = check_parity(model, data, ks=(1, 2, 5, 17), batch=3)
+    assert report.ok and max(report.max_abs_diff.values()) < 1e-4
+    session = RankingSession.load(data)
+    assert session.input_names == ("instruction", "candidates", "mean_candidates", "signals")
+    assert session.signals_version == SIGNALS_VERSION
+    with pytest.raises(FeatureError, match="ranker input 'mean_candidates' is missing"):
+        session.score(np.ones(32, np.float32), np.ones((2, 32), np.float32))
+
+
+def test_a_paper_graph_records_its_one_part_and_no_signals(point_ranker: RankerModule) -> None:
+    meta = {
+        p.key: p.value
+        for p in onnx.load_from_string(
+            export_onnx(point_ranker, exporter="torchscript")
+        ).metadata_props
+    }
+    assert json.loads(meta[META_REPRESENTATION]) == ["last"]
+    assert META_SIGNALS_VERSION not in meta and META_SIGNAL_NAMES not in meta
+
+
+@pytest.mark.parametrize("kind", ["list", "point"])
+def test_a_mean_only_graph_still_takes_the_last_token_input(kind: str) -> None:
+    from edge.training.rankers import build_ranker, make_config
+
+    model = build_ranker(make_config(kind, 32, vectors=("mean",)))
+    for exporter in ("torchscript", "template"):
+        data = export_onnx(model, exporter=exporter)  # type: ignore[arg-type]
+        session = RankingSession.load(data)  # refuses a graph without "candidates"
+        assert session.input_names == ("instruction", "candidates", "mean_candidates")
+        assert check_parity(model, data, ks=(3,)).ok
+
+
+def _generation(d: int, k: int, seed: int) -> Generation:
+    """A generation as CentralClient returns it with mean vectors, log-probs and entropies."""
+    rng = np.random.default_rng(seed)
+    texts = ["Yes!", "- one\n- two", "", "It depends, doesn't it?", "42", "Sure. " * 30][:k]
+    cands = tuple(
+        Candidate(
+            i,
+            text,
+            tuple(range(len(text.split()) + 1)),
+            "length" if i == 5 else "eos",
+            float(-rng.uniform(0.5, 20.0)),
+            rng.standard_normal(d).astype(np.float32),
+            mean_feature=rng.standard_normal(d).astype(np.float32),
+            mean_entropy=None if i == 3 else float(rng.uniform(0.1, 3.0)),
+        )
+        for i, text in enumerate(texts)
+    )
+    return Generation("a prompt", rng.standard_normal(d).astype(np.float32), cands)
+
+
+@pytest.mark.parametrize("kind", ["list", "point"])
+def test_an_exported_last_mean_signals_ranker_ranks_generations_without_torch(
+    kind: str, tmp_path: Path
+) -> None:
+    """edge.Ranker feeds the graph from a Generation: mean vectors and computed signals."""
+    import torch
+
+    from edge import Ranker
+    from edge.training import TrainConfig, planted_dataset, train
+    from edge.training.rankers import build_ranker, make_config
+
+    d = 32
+    model = build_ranker(make_config(kind, d, **_FULL), seed=2)
+    data = planted_dataset(20, 6, d, mean=True, signals=len(SIGNAL_NAMES), seed=3)
+    train(model, data, TrainConfig(epochs=2))  # fits the signals' standardisation too
+    assert model.signals_fitted
+    path = tmp_path / "ranker.onnx"
+    export_onnx(model, path, exporter="torchscript")
+    ranker = Ranker(path)
+    for seed in range(3):
+        generation = _generation(d, 6, seed)
+        ranking = ranker.rank_generation(generation)
+        cands = generation.candidates
+        with torch.no_grad():
+            expected = model(
+                torch.from_numpy(generation.instruction)[None],
+                torch.from_numpy(generation.features)[None],
+                torch.from_numpy(np.stack([c.mean_feature for c in cands]))[None],  # type: ignore[misc]
+                torch.from_numpy(candidate_signals(cands))[None],
+            )[0].numpy()
+        np.testing.assert_allclose(ranking.scores, expected, atol=1e-4)
+        assert ranking.best == int(np.argmax(expected))
+    # a candidate without its mean vector (an older server) is refused by name
+    old = Generation(
+        "p", generation.instruction, (dataclasses.replace(cands[0], mean_feature=None),)
+    )
+    with pytest.raises(FeatureError, match="candidate 0 has no mean_feature"):
+        ranker.rank_generation(old)
+
+
+def test_a_user_head_composes_with_a_multi_part_global_ranker() -> None:
+    """The torch-free personal learner's head sits on top of the exported graph."""
+    from edge.app.taste import TasteHead, compose_ranker
+    from edge.training.rankers import build_ranker, make_config
+
+    d = 32
+    model = build_ranker(make_config("list", d, **_FULL), seed=6)
+    global_model = export_onnx(model, exporter="torchscript")
+    rng = np.random.default_rng(0)
+    weights = {
+        "last": rng.standard_normal(d).astype(np.float32),
+        "mean": rng.standard_normal(d).astype(np.float32),
+        "signals": rng.standard_normal(len(SIGNAL_NAMES)).astype(np.float32),
+    }
+    head = TasteHead(weights)  # type: ignore[arg-type]
+    personal = RankingSession.load(compose_ranker(head, global_model))
+    assert personal.input_names == RankingSession.load(global_model).input_names
+    generation = _generation(d, 6, seed=4)
+    cands = generation.candidates
+    mean = np.stack([c.mean_feature for c in cands])  # type: ignore[misc]
+    signals = candidate_signals(cands)
+    expected = RankingSession.load(global_model).score_generation(generation) + head.score(
+        generation.features, mean, signals
+    )
+    np.testing.assert_allclose(personal.score_generation(generation), expected, atol=1e-4)
