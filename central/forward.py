@@ -141,7 +141,6 @@ class PrefilledPrompt:
         logits: bool = False,
     ) -> None:
         self.loaded = loaded
-        self.num_tokens = len(prompt_ids)
         self._forward = Forward(loaded, layers)
         self._logits = logits
         self._cache = new_cache(loaded.model)
