@@ -124,12 +124,14 @@ def ranker_fitter(config: StudyConfig, signal_prior: dict[str, float]) -> Fitter
         module.eval()
 
         def score(pool: Pool, subsets: np.ndarray) -> np.ndarray:
-            arrays = _inputs(pool, vectors, signals, config.layer)
+            arrays = _inputs(pool, vectors, False, config.layer)
             rows = np.arange(pool.size)[:, None]
             picked = {
                 name: torch.from_numpy(np.ascontiguousarray(a if a.ndim == 2 else a[rows, subsets]))
                 for name, a in arrays.items()
             }
+            if signals:  # of the subset alone: consensus is among the candidates shown
+                picked["signals"] = torch.from_numpy(pool.signals(subsets).astype(np.float32))
             with torch.no_grad():
                 return np.asarray(module(**picked).numpy())
 

@@ -16,7 +16,13 @@ must bump the version, so a ranker never silently reads signals computed another
 way. Every value is finite, also for an empty text and for unknown scalars
 (unknown counts read as 0; a missing entropy reads as 0 with ``has_entropy`` 0).
 
-Version 1, in column order (``SIGNAL_NAMES``); "log" is ``log(1 + x)``:
+Two columns read the other candidates of the same set, the way self-consistency
+does: an answer that many independent samples agree on is more often right,
+and a user's taste often shows as closeness to the typical answer (or distance
+from it). They need nothing but the K texts, so they are computed on device too.
+
+Version 2 (version 1 lacked the last two), in column order (``SIGNAL_NAMES``);
+"log" is ``log(1 + x)``:
 
 ====================  ===========================================================
 log_chars             log of the number of characters
@@ -41,6 +47,9 @@ mean_entropy          mean next-token entropy in nats (0 when unknown)
 has_entropy           1 when the mean entropy is known, else 0
 truncated             1 when generation hit the token limit, else 0
 empty                 1 when the text is blank, else 0
+agreement             fraction of the set's other candidates whose text is the same
+                      after case-folding and dropping punctuation and spacing
+similarity            mean word-set Jaccard similarity with the set's other candidates
 ====================  ===========================================================
 """
 
@@ -57,7 +66,7 @@ from edge.runtime.types import Candidate
 
 __all__ = ["SIGNALS_VERSION", "SIGNAL_NAMES", "candidate_signals", "text_signals"]
 
-SIGNALS_VERSION = 1
+SIGNALS_VERSION = 2
 
 SIGNAL_NAMES: tuple[str, ...] = (
     "log_chars",
@@ -81,6 +90,8 @@ SIGNAL_NAMES: tuple[str, ...] = (
     "has_entropy",
     "truncated",
     "empty",
+    "agreement",
+    "similarity",
 )
 
 _WORD = re.compile(r"\w+")
@@ -144,6 +155,24 @@ def _column(values: Sequence[object] | None, k: int, what: str) -> list[object]:
     return list(values)
 
 
+def _consensus(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(agreement, similarity) of each text with the others of its set; 0 for a set of one."""
+    k = len(texts)
+    if k < 2:
+        return np.zeros(k), np.zeros(k)
+    keys = [" ".join(w.casefold() for w in _WORD.findall(t)) for t in texts]
+    words = [set(key.split()) for key in keys]
+    agreement = np.array([sum(key == other for other in keys) - 1 for key in keys]) / (k - 1)
+    similarity = np.zeros(k)
+    for i in range(k):
+        for j in range(i + 1, k):
+            union = words[i] | words[j]
+            jaccard = len(words[i] & words[j]) / len(union) if union else 1.0
+            similarity[i] += jaccard
+            similarity[j] += jaccard
+    return agreement, similarity / (k - 1)
+
+
 def text_signals(
     texts: Sequence[str],
     *,
@@ -163,6 +192,7 @@ def text_signals(
     entropy = _column(mean_entropies, k, "mean entropies")
     finish = _column(finish_reasons, k, "finish reasons")
     out = np.zeros((k, len(SIGNAL_NAMES)), dtype=np.float32)
+    agreement, similarity = _consensus(texts)
     for i, text in enumerate(texts):
         count = _number(tokens[i])
         n_tokens = int(count) if count is not None and count >= 0 else None
@@ -178,6 +208,8 @@ def text_signals(
             0.0 if ent is None else 1.0,
             1.0 if finish[i] == "length" else 0.0,
             0.0 if text.strip() else 1.0,
+            agreement[i],
+            similarity[i],
         ]
     return out
 

@@ -49,30 +49,35 @@ class Pool:
             raise ValueError("this pool was cached before mean vectors were recorded")
         return self.means[:, :, index]
 
-    def signals(self) -> np.ndarray:
-        """(G, K, S) on-device signals (edge.runtime.signals) of every candidate."""
-        from edge.runtime.signals import text_signals
+    def signals(self, subsets: np.ndarray | None = None) -> np.ndarray:
+        """(G, k, S) on-device signals (edge.runtime.signals) of each problem's candidates.
 
-        def column(values: np.ndarray | None, g: int) -> list[float] | None:
-            return None if values is None else [float(v) for v in values[g]]
+        With ``subsets`` (G, k) the signals are those of each subset alone: the
+        consensus columns compare a candidate with the others shown with it.
+        """
+        from edge.runtime.signals import SIGNAL_NAMES, text_signals
 
-        return (
-            np.stack(
-                [
-                    text_signals(
-                        texts,
-                        num_tokens=None
-                        if self.num_tokens is None
-                        else [int(n) for n in self.num_tokens[g]],
-                        cumulative_logprobs=column(self.cumulative, g),
-                        mean_entropies=column(self.entropies, g),
-                    )
-                    for g, texts in enumerate(self.texts)
-                ]
+        if subsets is None:
+            subsets = np.broadcast_to(np.arange(self.k), (self.size, self.k))
+        if not self.size:
+            return np.zeros((0, subsets.shape[1], len(SIGNAL_NAMES)), dtype=np.float32)
+
+        def column(values: np.ndarray | None, g: int, pick: list[int]) -> list[float] | None:
+            return None if values is None else [float(values[g, i]) for i in pick]
+
+        rows = []
+        for g, subset in enumerate(subsets):
+            pick = [int(i) for i in subset]
+            tokens = None if self.num_tokens is None else [int(self.num_tokens[g, i]) for i in pick]
+            rows.append(
+                text_signals(
+                    [self.texts[g][i] for i in pick],
+                    num_tokens=tokens,
+                    cumulative_logprobs=column(self.cumulative, g, pick),
+                    mean_entropies=column(self.entropies, g, pick),
+                )
             )
-            if self.size
-            else np.zeros((0, 0, 0), dtype=np.float32)
-        )
+        return np.stack(rows)
 
     def subset(self, rows: np.ndarray) -> Pool:
         """The same pool restricted to some problems (for data-size ablations)."""

@@ -130,7 +130,8 @@ def test_missing_or_mis_sized_inputs_are_named() -> None:
         session.score_generation(no_mean)
     with pytest.raises(FeatureError, match="'signals' is missing"):
         session.score(g.instruction, g.features, mean_candidates=_means(g))
-    with pytest.raises(FeatureError, match=r"'signals' has shape \(4, 3\), expected \(4, 21\)"):
+    expected = rf"'signals' has shape \(4, 3\), expected \(4, {len(SIGNAL_NAMES)}\)"
+    with pytest.raises(FeatureError, match=expected):
         session.score(
             g.instruction, g.features, mean_candidates=_means(g), signals=np.zeros((4, 3))
         )
@@ -149,7 +150,10 @@ def test_a_graph_for_other_signals_is_refused_rather_than_fed_wrong_columns() ->
         if prop.key == META_SIGNALS_VERSION:
             prop.value = str(SIGNALS_VERSION + 1)
     session = RankingSession(model.SerializeToString())
-    with pytest.raises(FeatureError, match="signals version 2, this runtime computes version 1"):
+    message = (
+        f"signals version {SIGNALS_VERSION + 1}, this runtime computes version {SIGNALS_VERSION}"
+    )
+    with pytest.raises(FeatureError, match=message):
         session.score_generation(_generation(3))
 
 

@@ -76,3 +76,18 @@ def test_candidate_scalars_enter_as_likelihood_entropy_and_truncation() -> None:
 def test_a_scalar_list_of_the_wrong_length_is_refused() -> None:
     with pytest.raises(FeatureError, match="got 1 token counts for 2 texts"):
         text_signals(["a", "b"], num_tokens=[3])
+
+
+def test_consensus_signals_read_the_other_candidates_of_the_set() -> None:
+    names = list(SIGNAL_NAMES)
+    agree, similar = names.index("agreement"), names.index("similarity")
+    sig = text_signals(["Positive.", "positive", "Negative", "The sentiment is positive"])
+    # Two answers agree once punctuation and case are dropped; each has 1 of 3 others.
+    assert sig[:2, agree].tolist() == pytest.approx([1 / 3, 1 / 3])
+    assert sig[2:, agree].tolist() == [0.0, 0.0]
+    # Word overlap: "positive" shares 1 of 4 words with the long answer.
+    assert sig[3, similar] == pytest.approx((0.25 + 0.25 + 0.0) / 3)
+    assert sig[2, similar] == 0.0
+    # A set of one agrees with nobody; an empty set has no rows.
+    assert text_signals(["alone"])[0, [agree, similar]].tolist() == [0.0, 0.0]
+    assert text_signals([]).shape == (0, len(SIGNAL_NAMES))
