@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from edge.app.checkpoint import Checkpoint
+from edge.app.dataset import Part
 from edge.runtime.onnx_meta import INPUT_CANDIDATES, INPUT_INSTRUCTION
 
 __all__ = ["RankerModule", "Step", "VectorRanker", "count_parameters"]
@@ -103,7 +104,7 @@ class VectorRanker(RankerModule):
         return (INPUT_INSTRUCTION, INPUT_CANDIDATES)
 
     @property
-    def parts(self) -> tuple[str, ...]:
+    def parts(self) -> tuple[Part, ...]:
         """The parts of a candidate read, e.g. ("last",) or ("last", "mean", "signals")."""
         return ("last",)
 

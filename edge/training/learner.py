@@ -7,7 +7,9 @@
    does not make the ranker forget what it learned before;
 3. start from the user's current weights, else a given base checkpoint, else the
    registry's global ranker of that name, else a fresh ranker;
-4. train a few steps, export to ONNX, check torch/onnxruntime parity;
+4. train a few steps (on every part of the shown sets the ranker reads: the
+   last-token vectors, and for a representation v2 ranker the mean vectors and
+   signals), export to ONNX, check torch/onnxruntime parity;
 5. save a new registry version whose metadata records the new cursor.
 
 A crash anywhere before step 5 leaves the previous version current, and since
@@ -205,6 +207,11 @@ class Learner:
         if data.num_groups == 0:
             raise TrainingError(f"{len(new)} new events of {user!r} yield no training example")
         model, origin = self._initial(user, name, data.feature_size)
+        if model.parts != ("last",):  # a v2 ranker: the sets' mean vectors and signals too
+            new_data, data = (
+                events_to_dataset(events, unlabelled=self.config.unlabelled, parts=model.parts)
+                for events in (new, [*new, *replay])
+            )
         if model.feature_size != data.feature_size:
             raise TrainingError(
                 f"feedback features have {data.feature_size} values, ranker expects "

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edge.app.dataset import Part
 from edge.runtime.onnx_meta import (
     INPUT_CANDIDATES,
     INPUT_INSTRUCTION,
@@ -99,9 +100,10 @@ class Representation:
         return len(self.signal_names)
 
     @property
-    def parts(self) -> tuple[str, ...]:
+    def parts(self) -> tuple[Part, ...]:
         """The parts read, e.g. ("last", "mean", "signals"): the graph's representation."""
-        return (*self.vectors, *(("signals",) if self.signal_names else ()))
+        signals: tuple[Part, ...] = ("signals",) if self.signal_names else ()
+        return (*self.vectors, *signals)
 
     @property
     def is_paper(self) -> bool:
@@ -165,7 +167,7 @@ class PartRanker(VectorRanker):
         return self.representation.input_names
 
     @property
-    def parts(self) -> tuple[str, ...]:
+    def parts(self) -> tuple[Part, ...]:
         return self.representation.parts
 
     # -- the signals' standardisation ------------------------------------------------

@@ -166,3 +166,41 @@ def test_warm_model_is_not_used_after_a_rollback(parts: tuple[FeedbackStore, Reg
     assert origin == "user"
     for key, value in model.to_checkpoint().weights.items():
         np.testing.assert_array_equal(value, v1.weights[key])
+
+
+def test_a_v2_ranker_learns_from_the_stored_mean_vectors_and_signals(
+    parts: tuple[FeedbackStore, Registry],
+) -> None:
+    from edge import TrainingError
+    from edge.runtime.signals import text_signals
+
+    store, registry = parts
+    # The taste shows only in the mean vectors: a last-token ranker could not learn it.
+    data = planted_dataset(60, 4, D, seed=3, mean=True, planted=("mean",))
+    block = data.blocks[0]
+    texts = ["Yes!", "- a\n- b", "It depends.", "42"]
+    for g in range(60):
+        store.record_shown(
+            "hal", f"s{g}", block.instructions[g], block.candidates[g], task="chat",
+            mean_candidates=block.mean_candidates[g], texts=texts,  # type: ignore[index]
+        )  # fmt: skip
+        good = int(np.argmax(block.labels[g]))
+        store.thumbs("hal", f"s{g}", good, up=True)
+        store.thumbs("hal", f"s{g}", (good + 1) % 4, up=False)
+    overrides = {"vectors": ("last", "mean"), "signals": True}
+    learner = Learner(store, registry, LearnerConfig(kind="point", ranker_overrides=overrides))
+    report = learner.learn("hal", "chat")
+    assert report.updated and report.started_from == "scratch"
+    ranker = registry.open("hal", "chat")
+    assert ranker.session.input_names == ("instruction", "candidates", "mean_candidates", "signals")
+    test = planted_dataset(100, 4, D, seed=555, mean=True, planted=("mean",)).blocks[0]
+    signals = np.stack([text_signals(texts)] * 100)
+    scores = ranker.score_batch(
+        test.instructions, test.candidates, mean_candidates=test.mean_candidates, signals=signals
+    )
+    assert (scores.argmax(1) == test.labels.argmax(1)).mean() > 0.6  # chance is 0.25
+    # a set recorded without mean vectors cannot teach a ranker that reads them
+    store.record_shown("hal", "old", block.instructions[0], block.candidates[0], task="chat")
+    store.thumbs("hal", "old", 0, up=True)
+    with pytest.raises(TrainingError, match="reads 'mean_candidates' but 1 of the dataset's"):
+        learner.learn("hal", "chat")
