@@ -70,7 +70,11 @@ class StudyConfig:
     bootstrap: int = 2000  # resamples for every interval
     curve_ks: tuple[int, ...] = (2, 4, 8, 16)  # Best-of-K subset sizes
     curve_repeats: int = 10  # random subsets per problem and K
-    default: str = "last+mean+signals"  # the representation the SDK ranks with by default
+    default: str = "last+mean+signals"  # the representation the SDK recommends
+    # initial direct weights of the signals (edge.training.RECOMMENDED_SIGNAL_PRIOR)
+    signal_prior: dict[str, float] = field(
+        default_factory=lambda: {"mean_logprob": 1.0, "agreement": 1.0}
+    )
 
 
 @dataclass
@@ -305,7 +309,7 @@ def run_study(run: Any, cache: Path, out: Path, config: StudyConfig | None = Non
     from harness.methods.data import load_pool
 
     config = config or StudyConfig()
-    fit = ranker_fitter(config, signal_prior={"mean_logprob": 1.0})
+    fit = ranker_fitter(config, signal_prior=config.signal_prior)
     studies = []
     for plan in run.models:
         _, splits = collect_model(plan, run, cache, budget_s=0.0)

@@ -59,6 +59,8 @@ if TYPE_CHECKING:
     )
     from edge.training.rankers import (
         RANKER_KINDS,
+        RECOMMENDED_SIGNAL_PRIOR,
+        RECOMMENDED_VECTORS,
         VECTOR_PARTS,
         ListRanker,
         ListRankerConfig,
@@ -78,6 +80,7 @@ if TYPE_CHECKING:
         from_checkpoint,
         kinds_of,
         make_config,
+        recommended_config,
         require_family,
         require_kind,
     )
@@ -100,6 +103,8 @@ _EXPORTS: dict[str, str] = {
     "PointRanker": "edge.training.rankers",
     "PointRankerConfig": "edge.training.rankers",
     "RANKER_KINDS": "edge.training.rankers",
+    "RECOMMENDED_SIGNAL_PRIOR": "edge.training.rankers",
+    "RECOMMENDED_VECTORS": "edge.training.rankers",
     "RankerConfig": "edge.training.rankers",
     "RankerModule": "edge.training.rankers",
     "Representation": "edge.training.rankers",
@@ -132,6 +137,7 @@ _EXPORTS: dict[str, str] = {
     "planted_token_dataset": "edge.training.synthetic",
     "pointwise_bce": "edge.training.losses",
     "ranker_metadata": "edge.training.export",
+    "recommended_config": "edge.training.rankers",
     "require_family": "edge.training.rankers",
     "require_kind": "edge.training.rankers",
     "top1_accuracy": "edge.training.loop",
@@ -141,6 +147,8 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "RANKER_KINDS",
+    "RECOMMENDED_SIGNAL_PRIOR",
+    "RECOMMENDED_VECTORS",
     "VARIANTS",
     "VECTOR_PARTS",
     "ConformanceReport",
@@ -184,6 +192,7 @@ __all__ = [
     "planted_token_dataset",
     "pointwise_bce",
     "ranker_metadata",
+    "recommended_config",
     "require_family",
     "require_kind",
     "top1_accuracy",

@@ -27,6 +27,8 @@ from edge.training.rankers.point import PointRanker, PointRankerConfig
 
 __all__ = [
     "RANKER_KINDS",
+    "RECOMMENDED_SIGNAL_PRIOR",
+    "RECOMMENDED_VECTORS",
     "VECTOR_PARTS",
     "ListRanker",
     "ListRankerConfig",
@@ -46,6 +48,7 @@ __all__ = [
     "from_checkpoint",
     "kinds_of",
     "make_config",
+    "recommended_config",
     "require_family",
     "require_kind",
 ]
@@ -128,6 +131,27 @@ def make_config(
         }
     config: RankerConfig = cfg_cls(feature_size=feature_size, **overrides)
     return config
+
+
+# Representation v2 as chosen by measurement (docs/results/representation.md): both
+# vectors, the signals block, and an untrained ranker that ranks like "highest mean
+# log-probability, then agreement with the other samples" until data pulls it away.
+RECOMMENDED_VECTORS: tuple[VectorPart, ...] = ("last", "mean")
+RECOMMENDED_SIGNAL_PRIOR: dict[str, float] = {"mean_logprob": 1.0, "agreement": 1.0}
+
+
+def recommended_config(kind: str, feature_size: int, **overrides: Any) -> RankerConfig:
+    """The list/point config the representation study chose: last + mean + signals, with a prior.
+
+    ``make_config`` keeps the paper's last-token-only default (old callers and old
+    checkpoints); this is what new rankers should use when central sends mean vectors.
+    """
+    settings: dict[str, Any] = {
+        "vectors": RECOMMENDED_VECTORS,
+        "signal_prior": dict(RECOMMENDED_SIGNAL_PRIOR),
+        **overrides,
+    }
+    return make_config(kind, feature_size, signals=True, **settings)
 
 
 def build_ranker(config: RankerConfig, seed: int = 0) -> RankerModule:

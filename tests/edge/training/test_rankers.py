@@ -197,3 +197,25 @@ def test_parameters_per_representation_at_4096(kind: str) -> None:
     s = len(SIGNAL_NAMES)
     assert mean - paper == 4096 * 64 + 64 + 2 * 2 * 64  # proj_mean, and the two parts' norms
     assert full.num_parameters() - mean == s * 64 + 64 + s + 1  # signal_proj, direct, gate
+
+
+def test_the_recommended_config_starts_as_likelihood_then_agreement() -> None:
+    import numpy as np
+
+    from edge.runtime.signals import SIGNAL_NAMES
+    from edge.training import build_ranker, recommended_config
+
+    config = recommended_config("list", 8)
+    assert config.parts == ("last", "mean", "signals")
+    ranker = build_ranker(config, seed=0)
+    rng = np.random.default_rng(0)
+    signals = np.zeros((1, 5, len(SIGNAL_NAMES)), np.float32)
+    signals[0, :, SIGNAL_NAMES.index("mean_logprob")] = [-3.0, -0.5, -2.0, -1.0, -4.0]
+    with torch.no_grad():
+        scores = ranker(
+            torch.from_numpy(rng.standard_normal((1, 8)).astype(np.float32)),
+            torch.from_numpy(rng.standard_normal((1, 5, 8)).astype(np.float32)),
+            torch.from_numpy(rng.standard_normal((1, 5, 8)).astype(np.float32)),
+            torch.from_numpy(signals),
+        )
+    assert int(scores.argmax()) == 1  # untrained: the highest mean log-probability wins
