@@ -112,6 +112,10 @@ class GenerateOptions(FeatureOptions, total=False):
     token_features: TokenFeatureRequest | bool | None
     # a ranker whose `needs_token_features` decides `token_features` when that is None
     ranker: object | None
+    # vectors per candidate (representation v2): "last" (Candidate.feature) and/or "mean"
+    # (Candidate.mean_feature); None or empty: the last token's alone, the v1 stream
+    vectors: Sequence[str] | None
+    mean_entropy: bool  # also send each candidate's mean entropy (Candidate.mean_entropy)
 
 
 class ClientBase:
@@ -381,6 +385,8 @@ def _generate_request(
     raw: bool = False,
     token_features: TokenFeatureRequest | bool | None = None,
     ranker: object | None = None,
+    vectors: Sequence[str] | None = None,
+    mean_entropy: bool = False,
 ) -> pb.GenerateRequest:
     """See `ClientBase.build_generate_request`; the defaults of `GenerateOptions` live here."""
     if token_features is None and ranker is not None:
@@ -392,7 +398,7 @@ def _generate_request(
             temperature=temperature, top_p=top_p, top_k=top_k,
             max_new_tokens=max_new_tokens, seed=seed,
         ),
-        features=_feature_spec(layer, encoding),
+        features=_feature_spec(layer, encoding, vectors, mean_entropy),
         token_features=token_spec(token_features),
     )  # fmt: skip
 
@@ -404,10 +410,25 @@ def _prompt(prompt: Prompt, raw: bool) -> pb.Prompt:
     return pb.Prompt(chat=pb.Chat(messages=messages))
 
 
-def _feature_spec(layer: float | int | None, encoding: str) -> pb.FeatureSpec:
+_VECTORS = {"last": pb.FEATURE_VECTOR_LAST, "mean": pb.FEATURE_VECTOR_MEAN}
+
+
+def _feature_spec(
+    layer: float | int | None,
+    encoding: str,
+    vectors: Sequence[str] | None = None,
+    mean_entropy: bool = False,
+) -> pb.FeatureSpec:
     if encoding not in ENCODINGS:
         raise ValueError(f"encoding must be one of {sorted(ENCODINGS)}, got {encoding!r}")
-    spec = pb.FeatureSpec(encoding=ENCODINGS[encoding])
+    unknown = sorted(set(vectors or ()) - _VECTORS.keys())
+    if unknown:
+        raise ValueError(f"vectors must be among {sorted(_VECTORS)}, got {unknown}")
+    spec = pb.FeatureSpec(
+        encoding=ENCODINGS[encoding],
+        vectors=[_VECTORS[v] for v in vectors or ()],
+        mean_entropy=mean_entropy,
+    )
     if isinstance(layer, bool):
         raise TypeError("layer must be a float fraction or an int index")
     if isinstance(layer, int):
