@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from edge._errors import RankerError
+from edge.demo.config import PARTS, DemoConfig
 
 __all__ = ["main"]
 
@@ -26,18 +27,62 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="the whole loop for simulated users", formatter_class=_FORMATTER
     )
+    d = DemoConfig()  # the defaults live in one place
     demo.add_argument("--central", help="address of a running central (default: start one)")
-    demo.add_argument("--model", default="default", help="model for a started central")
-    demo.add_argument("--k", type=int, default=8, help="candidates per prompt")
-    demo.add_argument("--train-prompts", type=int, default=256, help="prompts given feedback")
-    demo.add_argument("--test-prompts", type=int, default=64, help="held-out prompts scored")
-    demo.add_argument("--learn-every", type=int, default=32, help="prompts between updates")
+    demo.add_argument("--model", default=d.model, help="model for a started central")
+    demo.add_argument("--k", type=int, default=d.k, help="candidates per prompt")
     demo.add_argument(
-        "--kind", choices=["list", "point"], default="list", help="ranker family trained"
+        "--only", choices=["correctness", "personalization"], help="run one part (default: both)"
     )
-    demo.add_argument("--seed", type=int, default=0, help="seeds prompts, sampling and training")
+    demo.add_argument(
+        "--seed", type=int, default=d.seed, help="seeds prompts, sampling, users, training"
+    )
     demo.add_argument("--home", type=Path, help="keep feedback and rankers here (default: temp)")
     demo.add_argument("--json", action="store_true", help="print the results as JSON")
+    right = demo.add_argument_group("correctness part: answers marked right or wrong")
+    right.add_argument(
+        "--train-prompts", type=int, default=d.train_prompts, help="prompts given feedback"
+    )
+    right.add_argument(
+        "--test-prompts", type=int, default=d.test_prompts, help="held-out prompts scored"
+    )
+    right.add_argument(
+        "--learn-every", type=int, default=d.learn_every, help="prompts between updates"
+    )
+    right.add_argument(
+        "--kind",
+        choices=["taste", "list", "point"],
+        default=d.kind,
+        help="learner: the torch-free taste head, or a whole torch list/point ranker per user",
+    )
+    taste = demo.add_argument_group("personalization part: two users with opposite tastes")
+    taste.add_argument(
+        "--taste-prompts", type=int, default=d.taste_prompts, help="prompts both users rate"
+    )
+    taste.add_argument(
+        "--taste-test-prompts", type=int, default=d.taste_test_prompts, help="held-out prompts"
+    )
+    taste.add_argument(
+        "--taste-events", type=int, default=d.taste_events, help="feedback events per user"
+    )
+    taste.add_argument(
+        "--taste-learn-every",
+        type=int,
+        default=d.taste_learn_every,
+        help="events between a user's updates",
+    )
+    taste.add_argument(
+        "--taste-max-new-tokens",
+        type=int,
+        default=d.taste_max_new_tokens,
+        help="tokens per candidate answer",
+    )
+    taste.add_argument(
+        "--taste-noise",
+        type=float,
+        default=d.taste_noise,
+        help="chance a simulated reaction is random",
+    )
 
     generate = commands.add_parser(
         "generate", help="sample K candidates and rank them", formatter_class=_FORMATTER
@@ -96,12 +141,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from edge.demo.report import format_table
-    from edge.demo.run import DemoConfig, run_demo
+    from edge.demo.run import run_demo
 
     config = DemoConfig(
-        central=args.central, model=args.model, k=args.k, train_prompts=args.train_prompts,
-        test_prompts=args.test_prompts, learn_every=args.learn_every, kind=args.kind,
-        seed=args.seed, home=args.home,
+        central=args.central, model=args.model, k=args.k, seed=args.seed, home=args.home,
+        parts=(args.only,) if args.only else PARTS,
+        train_prompts=args.train_prompts, test_prompts=args.test_prompts,
+        learn_every=args.learn_every, kind=args.kind,
+        taste_prompts=args.taste_prompts, taste_test_prompts=args.taste_test_prompts,
+        taste_events=args.taste_events, taste_learn_every=args.taste_learn_every,
+        taste_max_new_tokens=args.taste_max_new_tokens, taste_noise=args.taste_noise,
     )  # fmt: skip
     result = run_demo(config, log=(lambda _: None) if args.json else print)
     print(json.dumps(result.as_json(), indent=2) if args.json else format_table(result))

@@ -1,39 +1,98 @@
-"""The demo's results as a plain-text table."""
+"""The demo's results as plain-text tables, one per part."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from edge.demo.common import Accuracy
+from edge.demo.correctness import CorrectnessResult
+from edge.demo.personalization import PersonalizationResult
 from edge.demo.run import DemoResult
 
 __all__ = ["format_table"]
 
+_RULE = "-" * 66
+
 
 def format_table(result: DemoResult) -> str:
+    """Both parts' tables, then where the time went."""
+    lines = ["", f"Language Ranker demo: {result.model}, K={result.k}"]
+    if result.correctness is not None:
+        lines += _correctness(result.correctness)
+    if result.personalization is not None:
+        lines += _personalization(result.personalization)
+    lines += ["", "phase timings:"]
+    lines += [f"  {name:44s} {seconds:8.1f} s" for name, seconds in result.phase_seconds.items()]
+    lines.append(f"  {'total':44s} {result.total_seconds:8.1f} s")
+    return "\n".join(lines)
+
+
+def _row(name: str, acc: Accuracy) -> str:
+    return f"{name:36s} {acc.rate:9.1%}   [{acc.low:.1%}, {acc.high:.1%}]"
+
+
+def _gain(label: str, gain: dict[str, Any]) -> str:
+    low, high = gain["ci95"]
+    return f"{label}: {gain['difference']:+.1%} (paired 95% interval [{low:+.1%}, {high:+.1%}])"
+
+
+def _correctness(part: CorrectnessResult) -> list[str]:
     lines = [
         "",
-        f"Language Ranker demo: {result.model}, K={result.k}, "
-        f"{result.train_prompts} training prompts ({result.feedback_events} feedback events), "
-        f"{result.test_prompts} held-out prompts",
+        f"Correctness: 'which number is larger?', {part.train_prompts} training prompts "
+        f"({part.feedback_events} thumbs), {part.test_prompts} held-out prompts, "
+        f"learner: {part.learner}",
         "",
-        f"{'method':34s} {'accuracy':>9s}   95% interval",
-        "-" * 62,
+        f"{'method':36s} {'accuracy':>9s}   95% interval",
+        _RULE,
     ]
-    for name, acc in result.methods.items():
-        lines.append(f"{name:34s} {acc.rate:9.1%}   [{acc.low:.1%}, {acc.high:.1%}]")
-    gain = result.gain_over_first
-    if gain:
-        interval, difference = gain["ci95"], gain["difference"]
-        assert isinstance(interval, list) and isinstance(difference, float)
-        low, high = interval
-        lines += [
-            "",
-            f"learned ranker - first sample: {difference:+.1%} "
-            f"(paired 95% bootstrap interval [{low:+.1%}, {high:+.1%}])",
+    lines += [_row(name, acc) for name, acc in part.methods.items()]
+    best = part.gain_over_best_free
+    lines += [
+        "",
+        _gain("learned ranker - first sample", part.gain_over_first),
+        _gain(f"learned ranker - {best['baseline']} (best free)", best),
+    ]
+    if part.learn_seconds:
+        mean = sum(part.learn_seconds) / len(part.learn_seconds)
+        lines.append(f"{len(part.learn_seconds)} incremental updates, {mean:.3f} s each on average")
+    return lines
+
+
+def _personalization(part: PersonalizationResult) -> list[str]:
+    """A picker x taste matrix: rows choose one answer per prompt, columns judge it."""
+    users = part.users
+    names = [u.user for u in users]
+    lines = [
+        "",
+        f"Personalization: users {' and '.join(names)}, the same {part.train_prompts} prompts, "
+        f"{users[0].events if users else 0} feedback events each; "
+        f"{part.test_prompts} held-out prompts",
+        "share of held-out prompts where the pick is one the user's taste prefers:",
+        "",
+        f"{'picked by':28s}" + "".join(f"{'taste: ' + n:>19s}" for n in names),
+        _RULE,
+    ]
+    rows: list[tuple[str, list[Accuracy]]] = [
+        (method, [u.own_taste[method] for u in users]) for method in ("first sample", "random pick")
+    ]
+    for picker in users:
+        accs = [
+            picker.own_taste["personal ranker"]
+            if u.user == picker.user
+            else picker.other_taste["personal ranker"]
+            for u in users
         ]
-    lines += ["", "phase timings:"]
-    lines += [f"  {name:34s} {seconds:8.1f} s" for name, seconds in result.phase_seconds.items()]
-    if result.learn_seconds:
-        mean = sum(result.learn_seconds) / len(result.learn_seconds)
-        lines.append(
-            f"  {len(result.learn_seconds)} incremental updates, {mean:.2f} s each on average"
-        )
-    return "\n".join(lines)
+        rows.append((f"{picker.user}'s ranker", accs))
+    for name, accs in rows:
+        lines.append(f"{name:28s}" + "".join(f"{acc.rate:19.1%}" for acc in accs))
+    lines += [
+        "",
+        f"the two rankers pick different answers on {part.picks_differ:.0%} of held-out prompts",
+    ]
+    for u in users:
+        lines.append(_gain(f"{u.user}: own ranker - first sample", u.gain_over_first))
+        lines.append(_gain(f"{u.user}: own ranker - {u.other}'s ranker", u.gain_over_other_ranker))
+    p50 = ", ".join(f"{u.user} {u.update_ms_p50:.0f} ms" for u in users)
+    lines.append(f"one update (fit, compose ONNX, save, hot-swap), median: {p50}")
+    return lines

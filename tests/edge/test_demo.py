@@ -1,13 +1,33 @@
-"""The demo's wiring, on the tiny model (the real run is `ranker-edge demo`)."""
+"""The demo's wiring on the tiny model (the real run is `ranker-edge demo`), and its
+measures on hand-made answers."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
+import pytest
+
+from edge.app.personal import STORE_FILE
+from edge.app.store import FeedbackStore
 from edge.cli import main
-from edge.demo.run import DemoConfig, paired_gain, run_demo
-from edge.demo.tasks import first_number, split_problems
+from edge.demo.common import paired_gain
+from edge.demo.config import DemoConfig
+from edge.demo.correctness import free_picks, self_consistency_pick
+from edge.demo.run import run_demo
+from edge.demo.tasks import ASSISTANT_PROMPTS, first_number, split_assistant_prompts, split_problems
+from edge.demo.users import (
+    JUDGES,
+    TasteUser,
+    agreement,
+    expected_random_agreement,
+    preferred,
+    word_count,
+)
+from edge.runtime.types import Candidate, Generation
+
+SHORT, MEDIUM, LONG = "Yes.", "It turns code into a program.", "A compiler reads source code " * 4
 
 
 def test_problems_are_checkable_and_train_test_disjoint() -> None:
@@ -19,6 +39,15 @@ def test_problems_are_checkable_and_train_test_disjoint() -> None:
     assert first_number("1,234 and 5") == 1234
 
 
+def test_assistant_prompts_are_distinct_and_split_disjoint() -> None:
+    assert len(set(ASSISTANT_PROMPTS)) == len(ASSISTANT_PROMPTS) >= 60
+    train, test = split_assistant_prompts(40, 30, seed=0)
+    assert len(train) == 40 and len(test) == 30 and not set(train) & set(test)
+    assert split_assistant_prompts(40, 30, seed=0) == (train, test)
+    with pytest.raises(ValueError, match="at most"):
+        split_assistant_prompts(len(ASSISTANT_PROMPTS), 1, seed=0)
+
+
 def test_paired_gain_is_the_mean_difference_with_an_interval_around_it() -> None:
     gain = paired_gain([True] * 30 + [False] * 10, [True] * 10 + [False] * 30)
     assert gain["difference"] == 0.5
@@ -27,26 +56,150 @@ def test_paired_gain_is_the_mean_difference_with_an_interval_around_it() -> None
     assert paired_gain([True, False], [True, False])["ci95"] == [0.0, 0.0]
 
 
-def test_demo_runs_every_phase_against_a_running_central(tiny_server, tmp_path: Path) -> None:
+def test_the_two_judges_have_opposite_tastes() -> None:
+    assert word_count("Don't panic: 42 towels.") == 4
+    texts = [MEDIUM, LONG, SHORT]
+    assert preferred(texts, JUDGES["concise"]) == {2}
+    assert preferred(texts, JUDGES["detailed"]) == {1}
+    assert preferred(["One two.", "Three four.", "Five six seven."], JUDGES["concise"]) == {0, 1}
+
+
+def test_taste_agreement_counts_a_pick_among_the_preferred_answers() -> None:
+    sets = [[MEDIUM, LONG, SHORT], ["One two.", "Three four.", "Five six seven."]]
+    concise = JUDGES["concise"]
+    assert agreement([2, 1], sets, concise) == [True, True]  # a tie: either counts
+    assert agreement([0, 2], sets, concise) == [False, False]
+    assert agreement([1, 2], sets, JUDGES["detailed"]) == [True, True]
+    # A random pick agrees with probability |preferred| / K: (1/3 + 2/3) / 2.
+    assert expected_random_agreement(sets, concise) == pytest.approx(0.5)
+
+
+def test_a_consistent_user_reacts_by_their_taste() -> None:
+    texts, order = [MEDIUM, LONG, SHORT, "Two words."], [1, 0, 2, 3]
+    rng = np.random.default_rng(0)
+    concise = TasteUser("c", "concise", noise=0.0, pick_share=0.0)
+    thumb = concise.react(texts, order, rng)  # a thumb on the answer shown first
+    assert (thumb.kind, thumb.candidate, thumb.up) == ("thumb", 1, False)
+    detailed = TasteUser("d", "detailed", noise=0.0, pick_share=0.0)
+    assert detailed.react(texts, order, rng).up
+    picker = TasteUser("c", "concise", noise=0.0, pick_share=1.0)
+    for _ in range(20):
+        pick = picker.react(texts, order, rng)
+        shown = {pick.candidate, *pick.rejected}
+        assert pick.kind == "pick" and 1 in shown and 2 <= len(shown) <= 3
+        assert all(word_count(texts[pick.candidate]) <= word_count(texts[i]) for i in shown)
+
+
+def _generation(texts: list[str], logprobs: list[float], tokens: list[int]) -> Generation:
+    candidates = tuple(
+        Candidate(i, t, tuple(range(n)), "eos", lp, np.zeros(2, np.float32))
+        for i, (t, lp, n) in enumerate(zip(texts, logprobs, tokens, strict=True))
+    )
+    return Generation("p", np.zeros(2, np.float32), candidates)
+
+
+def test_free_baselines_pick_what_they_promise() -> None:
+    assert self_consistency_pick(["47", "74", "The answer: 74.", "hm"]) == 1  # 74 twice
+    assert self_consistency_pick(["no", "It is 47.", "74", "74 is larger", "47"]) == 1  # a tie
+    assert self_consistency_pick(["none", "no idea"]) == 0
+    generation = _generation(["", "74", "47 or 74", "74."], [0.0, -2.0, -9.0, -2.5], [0, 1, 6, 2])
+    picks = free_picks(generation)
+    assert picks["first sample"] == 0
+    assert picks["highest cumulative log-prob"] == 0  # the empty answer's sum is 0
+    assert picks["highest mean log-prob"] == 3  # -1.25 per token; the empty one never wins
+    assert picks["self-consistency (majority vote)"] == 1
+
+
+def _check_unit_interval(figures: dict) -> None:
+    for taste in ("own_taste", "other_taste"):
+        for method in figures[taste].values():
+            assert 0.0 <= method["accuracy"] <= 1.0
+            assert method["ci95"][0] <= method["accuracy"] <= method["ci95"][1]
+
+
+def test_demo_runs_both_parts_against_a_running_central(tiny_server, tmp_path: Path) -> None:
     config = DemoConfig(
         central=f"127.0.0.1:{tiny_server.port}", k=4, train_prompts=4, test_prompts=3,
-        learn_every=2, max_new_tokens=4, kind="point", home=tmp_path,
+        learn_every=2, max_new_tokens=4, home=tmp_path, taste_prompts=3,
+        taste_test_prompts=4, taste_events=5, taste_learn_every=2, taste_max_new_tokens=6,
     )  # fmt: skip
     result = run_demo(config, log=lambda _: None)
-    assert result.feedback_events == 16
-    assert result.ranker_versions == 2 and len(result.learn_seconds) == 2
-    assert set(result.methods) >= {"first sample", "learned ranker (onnxruntime)"}
-    assert all(acc.total == 3 for acc in result.methods.values())
-    assert "feedback stream + learning" in result.phase_seconds
-    assert -1.0 <= result.gain_over_first["difference"] <= 1.0
+
+    right = result.correctness
+    assert right is not None and right.learner == "taste"
+    assert right.feedback_events == 16
+    assert right.ranker_versions == 2 and len(right.learn_seconds) == 2
+    assert set(right.methods) >= {"first sample", "learned ranker (onnxruntime)"}
+    assert all(acc.total == 3 for acc in right.methods.values())
+    assert -1.0 <= right.gain_over_first["difference"] <= 1.0
+    assert right.gain_over_best_free["baseline"] in right.methods
+
+    taste = result.personalization
+    assert taste is not None and (taste.train_prompts, taste.test_prompts) == (3, 4)
+    assert [u.user for u in taste.users] == ["concise", "detailed"]
+    assert [u.other for u in taste.users] == ["detailed", "concise"]
+    assert all(u.events == 5 and u.ranker_versions == 3 for u in taste.users)  # 2, 4, 5
+    assert 0.0 <= taste.picks_differ <= 1.0
+    out = result.as_json()["personalization"]
+    for figures in out["users"]:
+        _check_unit_interval(figures)
+        assert figures["own_taste"]["first_sample"]["total"] == 4
+        assert set(figures["own_taste"]) == {
+            "first_sample", "random_pick", "personal_ranker", "other_users_ranker",
+        }  # fmt: skip
+    assert "correctness: feedback stream + learning" in result.phase_seconds
+    assert "personalization: feedback + learning" in result.phase_seconds
+
+    # The demo asks central for what the personal head reads: mean vectors and entropy.
+    with FeedbackStore(tmp_path / STORE_FILE) as store:
+        for user in ("demo-user", "concise", "detailed"):
+            shown = store.events(user)[0].shown
+            assert shown.mean_candidates is not None and shown.mean_candidates.shape == (4, 64)
+            assert shown.mean_entropies is not None and None not in shown.mean_entropies
+
+
+def test_demo_trains_a_torch_point_ranker_when_asked(tiny_server, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    config = DemoConfig(
+        central=f"127.0.0.1:{tiny_server.port}", k=4, train_prompts=4, test_prompts=3,
+        learn_every=2, max_new_tokens=4, kind="point", home=tmp_path, parts=("correctness",),
+    )  # fmt: skip
+    result = run_demo(config, log=lambda _: None)
+    assert result.personalization is None and result.correctness is not None
+    assert result.correctness.feedback_events == 16
+    assert result.correctness.ranker_versions == 2 and len(result.correctness.learn_seconds) == 2
+    assert all(acc.total == 3 for acc in result.correctness.methods.values())
 
 
 def test_cli_json_output(tiny_server, tmp_path: Path, capsys) -> None:
     code = main([
         "demo", "--central", f"127.0.0.1:{tiny_server.port}", "--k", "2", "--train-prompts", "2",
         "--test-prompts", "2", "--learn-every", "2", "--home", str(tmp_path), "--json",
+        "--taste-prompts", "2", "--taste-test-prompts", "3", "--taste-events", "3",
+        "--taste-max-new-tokens", "4",
     ])  # fmt: skip
     assert code == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["methods"]["first sample"]["total"] == 2
-    assert out["ranker_versions"] == 1
+    assert out["correctness"]["methods"]["first sample"]["total"] == 2
+    assert out["correctness"]["ranker_versions"] == 1
+    assert out["correctness"]["gain_over_best_free"]["baseline"]
+    users = out["personalization"]["users"]
+    assert [u["user"] for u in users] == ["concise", "detailed"]
+    for figures in users:
+        _check_unit_interval(figures)
+        assert figures["ranker_versions"] == 3
+    assert out["total_seconds"] > 0
+
+
+def test_cli_prints_both_tables(tiny_server, tmp_path: Path, capsys) -> None:
+    code = main([
+        "demo", "--central", f"127.0.0.1:{tiny_server.port}", "--k", "2", "--train-prompts", "2",
+        "--test-prompts", "2", "--learn-every", "2", "--home", str(tmp_path),
+        "--taste-prompts", "2", "--taste-test-prompts", "2", "--taste-events", "2",
+        "--taste-max-new-tokens", "4",
+    ])  # fmt: skip
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "highest mean log-prob" in table and "(best free)" in table
+    assert "concise's ranker" in table and "detailed's ranker" in table
+    assert "pick different answers" in table

@@ -1,0 +1,100 @@
+"""What both parts of the demo share: sampling, accuracies with intervals, timings."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edge.demo.config import DemoConfig
+from edge.eval.stats import paired_difference, wilson
+from edge.runtime.client import CentralClient
+from edge.runtime.types import Generation
+
+__all__ = ["Accuracy", "PhaseTimer", "paired_gain", "sample"]
+
+
+@dataclass
+class Accuracy:
+    """Share of prompts whose chosen answer is right, with a 95% Wilson interval.
+
+    `correct` may be fractional: a random pick's *expected* hits, computed exactly.
+    """
+
+    correct: float
+    total: int
+    low: float = field(init=False)
+    high: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.low, self.high = wilson(self.correct, self.total)
+
+    @classmethod
+    def of(cls, hits: Sequence[bool]) -> Accuracy:
+        """The accuracy of per-prompt hits."""
+        return cls(sum(bool(h) for h in hits), len(hits))
+
+    @property
+    def rate(self) -> float:
+        return self.correct / self.total if self.total else math.nan
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "accuracy": self.rate,
+            "correct": self.correct,
+            "total": self.total,
+            "ci95": [self.low, self.high],
+        }
+
+
+def paired_gain(
+    chosen: Sequence[bool], baseline: Sequence[bool], *, seed: int = 0, resamples: int = 4000
+) -> dict[str, Any]:
+    """Mean accuracy difference on the same prompts, with a 95% paired bootstrap interval:
+    ``{"difference": float, "ci95": [low, high]}``."""
+    difference, low, high = paired_difference(
+        np.asarray(chosen), np.asarray(baseline), resamples, seed
+    )
+    return {"difference": difference, "ci95": [low, high]}
+
+
+class PhaseTimer:
+    """Wall-clock seconds per named phase, in the order the phases ran."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - start, 2)
+
+
+def sample(
+    central: CentralClient,
+    prompt: str,
+    config: DemoConfig,
+    *,
+    max_new_tokens: int,
+    seed: int,
+) -> Generation:
+    """K candidates with everything a personal ranker reads: the last-token and the
+    mean vectors, and the model's mean entropy (an on-device signal), besides the
+    log-probabilities every candidate carries."""
+    return central.generate(
+        prompt,
+        config.k,
+        temperature=config.temperature,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        vectors=("last", "mean"),
+        mean_entropy=True,
+    )
