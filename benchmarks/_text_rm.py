@@ -1,7 +1,7 @@
 """The harness's text reward model on synthetic candidate texts (not a benchmark itself).
 
 P1 and P2 compare the ranker with the text RM the quality harness uses
-(`harness.methods.reward_model`: MiniLM-L6 fine-tuned on (question,
+(`ranker_eval.methods.reward_model`: MiniLM-L6 fine-tuned on (question,
 response) pairs, 22.7M parameters). The harness has no 37,400 real texts of
 MBPP size, so the texts here are synthetic: MBPP-like task statements and
 Python-like answers of 30-60 words, which the MiniLM tokenizer turns into
@@ -88,7 +88,7 @@ def synthetic_texts(problems: int, k: int, seed: int) -> tuple[list[str], list[l
 
 def pool(problems: int, k: int, seed: int) -> Any:
     """A harness Pool carrying only what the text RM reads (prompts, texts, labels)."""
-    from harness.methods.data import Pool
+    from ranker_eval.methods.data import Pool
 
     prompts, texts = synthetic_texts(problems, k, seed)
     labels = (np.random.default_rng(seed + 1).random((problems, k)) < 0.4).astype(np.float32)

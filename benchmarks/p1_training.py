@@ -9,7 +9,7 @@ PointRanker train with `edge.training.loop` defaults (one epoch, AdamW, 128
 candidates per step, i.e. one 100-candidate group per step, one thread).
 
 Baseline in the same process: the quality harness's text reward model
-(`harness.methods.reward_model.fit_reward_model`, MiniLM-L6, its own
+(`ranker_eval.methods.reward_model.fit_reward_model`, MiniLM-L6, its own
 training loop and batch size) on synthetic texts of the same 37,400
 candidates (see `_text_rm.py`). A whole RM epoch would take hours here, so
 the script times the RM on a measured fraction of the epoch (`--rm-pairs`
@@ -54,7 +54,7 @@ def ranker_epoch(kind: str, data: Any) -> dict[str, float]:
 
 def rm_fraction(pool: Any, pairs: int) -> dict[str, Any]:
     """The harness RM's own training loop on `pairs` pairs (one epoch); seconds and params."""
-    from harness.methods.reward_model import RewardModelConfig, fit_reward_model
+    from ranker_eval.methods.reward_model import RewardModelConfig, fit_reward_model
 
     rm = fit_reward_model(pool, RewardModelConfig(epochs=1, max_pairs=pairs, seed=0))
     if rm is None:

@@ -8,7 +8,7 @@ Features are synthetic (`edge.training.synthetic.planted_dataset`, float32 as th
 client decodes them); latency does not depend on their values.
 
 Baseline in the same process: the quality harness's text reward model
-(`harness.methods.reward_model`, MiniLM-L6, its own `score` with batches of
+(`ranker_eval.methods.reward_model`, MiniLM-L6, its own `score` with batches of
 64) scoring the same 100 candidates' texts (synthetic, 30-60 words each, see
 `_text_rm.py`). Ranker calls and RM calls are interleaved: each repetition
 runs a block of ranker calls per model, then one RM scoring. Per ranker call
@@ -70,7 +70,7 @@ def ranker_block(
 
 def fit_rm(pool: Any) -> Any:
     """The harness RM (a tiny fit: scoring cost does not depend on how well it is trained)."""
-    from harness.methods.reward_model import RewardModelConfig, fit_reward_model
+    from ranker_eval.methods.reward_model import RewardModelConfig, fit_reward_model
 
     rm = fit_reward_model(pool, RewardModelConfig(epochs=1, max_pairs=16, seed=0))
     if rm is None:

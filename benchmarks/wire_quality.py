@@ -10,11 +10,11 @@ trains on; "int8" sends those values through the exact wire path:
 (one fp32 scale per vector, max|x| / 127).
 
 For every cached (model, task) pool and seed, the harness's ListRanker and
-PointRanker (`harness.methods.rankers.fit_ranker`, its step count) are
+PointRanker (`ranker_eval.methods.rankers.fit_ranker`, its step count) are
 trained on the train split decoded each way and pick one candidate per test
 problem from the same decoded-that-way test features. Per problem the hits
 are averaged over seeds, and the int8 - fp16 accuracy difference gets a
-paired bootstrap interval over problems (`harness.metrics`), per pool and
+paired bootstrap interval over problems (`ranker_eval.metrics`), per pool and
 over all pools together. "Same pick" is how often the two rankers choose
 the same candidate.
 
@@ -44,10 +44,10 @@ def through_wire(values: np.ndarray, encoding: str) -> np.ndarray:
 
 def cached_splits() -> list[Any]:
     """Harness Splits (its train/test problems) of every cached (model, task) with data."""
-    from harness.cache import CacheKey, CandidateCache
-    from harness.collect import Split, task_problems
-    from harness.config import FULL
-    from harness.tasks import get_task
+    from ranker_eval.cache import CacheKey, CandidateCache
+    from ranker_eval.collect import Split, task_problems
+    from ranker_eval.config import FULL
+    from ranker_eval.tasks import get_task
 
     splits = []
     for settings in sorted(CACHE.glob("*/*/settings.json")):
@@ -78,7 +78,7 @@ def decoded(pool: Any, layer: int, encoding: str) -> Any:
 
 def picks(kind: str, train: Any, test: Any, steps: int, seed: int) -> np.ndarray:
     """The harness ranker's chosen candidate per test problem."""
-    from harness.methods.rankers import fit_ranker
+    from ranker_eval.methods.rankers import fit_ranker
 
     ranker = fit_ranker(kind, train, 0, steps, seed)
     full = np.broadcast_to(np.arange(test.k), (test.size, test.k))
@@ -87,9 +87,9 @@ def picks(kind: str, train: Any, test: Any, steps: int, seed: int) -> np.ndarray
 
 def compare(split: Any, seeds: int, steps: int) -> dict[str, Any]:
     """Per-problem hits (mean over seeds) of both rankers with fp16 and int8 features."""
-    from harness.config import FULL
-    from harness.evaluate import MAIN_FRACTION
-    from harness.methods.data import load_pool
+    from ranker_eval.config import FULL
+    from ranker_eval.evaluate import MAIN_FRACTION
+    from ranker_eval.methods.data import load_pool
 
     layer = FULL.layer_fractions.index(MAIN_FRACTION)
     pools = {w: load_pool(split, w) for w in ("train", "test")}
@@ -109,7 +109,7 @@ def compare(split: Any, seeds: int, steps: int) -> dict[str, Any]:
 
 
 def summary(fp16: np.ndarray, int8: np.ndarray, resamples: int) -> dict[str, float]:
-    from harness.metrics import paired_difference
+    from ranker_eval.metrics import paired_difference
 
     diff, low, high = paired_difference(int8, fp16, resamples, seed=0)
     return {
@@ -123,7 +123,7 @@ def summary(fp16: np.ndarray, int8: np.ndarray, resamples: int) -> dict[str, flo
 
 
 def main() -> None:
-    from harness.config import FULL
+    from ranker_eval.config import FULL
 
     parser = base_parser(__doc__)
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per pool")

@@ -157,9 +157,9 @@ def test_training_that_never_helps_keeps_the_initial_weights_and_the_prior(kind:
 def test_fixed_lengths_are_kept_exactly_as_callers_ask() -> None:
     data = planted_dataset(40, 8, D, seed=6)  # 128 candidates a step: 16 groups -> 3 steps
     model = build_ranker(make_config("point", D))
-    harness = train(model, data, TrainConfig(epochs=1, min_steps=10))  # the harness's budget
-    assert (harness.epochs, harness.steps, harness.holdout_groups) == (4, 12, 0)
-    assert harness.best_epoch is None and harness.holdout_losses == []
+    fixed = train(model, data, TrainConfig(epochs=1, min_steps=10))  # the harness's budget
+    assert (fixed.epochs, fixed.steps, fixed.holdout_groups) == (4, 12, 0)
+    assert fixed.best_epoch is None and fixed.holdout_losses == []
     steps_only = train(model, data, TrainConfig(min_steps=7))  # the learner's "min_steps=30"
     assert not TrainConfig(min_steps=7).early_stopping and steps_only.epochs == 3
     assert train(model, data, TrainConfig(epochs=2)).steps == 6

@@ -1,0 +1,85 @@
+"""The CI quick mode: tiny model -> cached pool -> every study phase -> report, end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ranker_personalize.cli import main
+from ranker_personalize.pool import PoolSettings, generate_pool, load_pool
+from ranker_personalize.prompts import make_prompts, split_prompts
+from ranker_personalize.study import quick_config, run_study
+from ranker_personalize.users import SimUser
+
+
+def _fake_harness_cache(root: Path, model: str, layer: int, d: int) -> None:
+    """A correctness cache in the quality harness's format (per-problem .npz + .json)."""
+    directory = root / model / "math-k4-t1.0-s0"
+    directory.mkdir(parents=True)
+    settings = {"model": model, "task": "math", "k": 4, "temperature": 1.0, "seed": 0}
+    (directory / "settings.json").write_text(json.dumps({**settings, "layers": [0, layer]}))
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        labels = np.zeros(4, np.float32)
+        labels[rng.integers(0, 4)] = 1.0
+        np.savez(
+            directory / f"p{i:03d}.npz",
+            instruction=rng.standard_normal((2, d)).astype(np.float16),
+            candidates=rng.standard_normal((4, 2, d)).astype(np.float16),
+            labels=labels,
+            logprobs=np.zeros(4, np.float32),
+        )
+        (directory / f"p{i:03d}.json").write_text("{}")
+
+
+def test_pool_is_cached_and_resumable(tiny_model, tmp_path: Path) -> None:
+    items = make_prompts(6)
+    settings = PoolSettings(tiny_model.name, 3, 4, 1.0, 2, 0)
+    assert generate_pool(tiny_model, items[:4], tmp_path, settings) == 4
+    assert generate_pool(tiny_model, items, tmp_path, settings) == 2  # only the missing ones
+    pool = load_pool(tmp_path, items)
+    assert pool.candidates.shape == (6, 3, tiny_model.hidden_size)
+    assert len(pool.texts[0]) == 3 and pool.uids == [p.uid for p in items]
+    assert not list(tmp_path.glob("*.pkl"))
+
+
+def test_prompt_split_is_disjoint_by_topic() -> None:
+    items = make_prompts(320)
+    assert len({p.text for p in items}) == 320
+    train, test = split_prompts(items)
+    assert {p.topic for p in train}.isdisjoint({p.topic for p in test})
+    assert len(train) + len(test) == 320 and len(test) > 60
+
+
+def test_quick_mode_writes_the_report(tiny_model, tmp_path: Path) -> None:
+    pool_dir = tmp_path / "pool"
+    settings = PoolSettings(tiny_model.name, 4, 6, 1.0, 2, 0)
+    generate_pool(tiny_model, make_prompts(14), pool_dir, settings)
+    harness = tmp_path / "harness"
+    _fake_harness_cache(harness, tiny_model.name, 2, tiny_model.hidden_size)
+    out = tmp_path / "report"
+    users = [SimUser("concise", "concise"), SimUser("formal", "formal")]
+    readme = run_study(pool_dir, out, config=quick_config(), users=users, correctness_root=harness)
+    text = readme.read_text()
+    results = json.loads((out / "results.json").read_text())
+    assert "| concise |" in text and "| formal |" in text
+    assert (out / "learning_curves.png").stat().st_size > 1000
+    assert set(results["users"]["concise"]["personal"]) == {"0", "6"}
+    assert results["forgetting"]["replay_256"]["correctness"]  # the skill was probed
+    assert results["costs"]["parameters"] < 500_000
+    assert results["costs"]["memory_10_users"]["rankers"] == 10
+    assert not results["skipped"]
+
+
+def test_cli_quick_run(tiny_model, tmp_path: Path) -> None:
+    pool_dir = tmp_path / "pool"
+    generate_pool(tiny_model, make_prompts(12), pool_dir, PoolSettings("tiny", 4, 4, 1.0, 2, 0))
+    out = tmp_path / "out"
+    none = str(tmp_path / "none")
+    args = ["run", "--quick", "--pool", str(pool_dir), "--out", str(out)]
+    assert main([*args, "--correctness-cache", none, "--budget-minutes", "0"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert "curves seed 0" not in results["skipped"]  # the first seed always runs
+    assert "cold start" in results["skipped"]  # a spent budget skips the optional phases
