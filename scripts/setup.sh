@@ -10,7 +10,7 @@ if [ -z "${VIRTUAL_ENV:-}" ]; then
   . "$root/.venv/bin/activate"
 fi
 pip_install() { python -m pip install --quiet --disable-pip-version-check "$@"; }
-# bubblewrap isolates the generated code the harness runs (harness/sandbox.py);
+# bubblewrap isolates the generated code the harness runs (ranker_eval/sandbox.py);
 # without it that code is refused. Installed only where we may (root, apt).
 if ! command -v bwrap >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; } ||
