@@ -6,7 +6,7 @@ import pytest
 
 from ranker_eval.tasks import get_task, split_problems
 from ranker_eval.tasks.function_calling import parse_call
-from tests.harness.test_sandbox import require_sandbox
+from tests.ranker_eval.test_sandbox import require_sandbox
 
 
 @pytest.mark.parametrize("name", ["math", "function", "sentiment", "code"])
