@@ -7,6 +7,14 @@ transformers, which takes ~20 s to minutes for a small model, so the
 converted weights are written once to a cache directory (`converted_dir`)
 and later starts load those. On a terminal the conversion shows which phase
 it is in and for how long; elsewhere it is silent.
+
+The weights' sha256 (`weights_sha256`) names the feature space together with
+the layer: Info reports it, and an exported ranker records it so that features
+of another model of the same width are refused. Hashing reads every weight
+byte once (measured on one busy core: 0.7 s for the 98 MB default model, 1.7 s
+for the 253 MB gemma3-270m); the digest is then cached under the cache
+directory, keyed by the files' paths, sizes and modification times, so later
+starts only stat the files (0.3 ms).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ __all__ = [
     "default_cache_dir",
     "load_model",
     "resolve_model_path",
+    "weights_sha256",
 ]
 
 # Never reach for a model hub: every model comes from local files.
@@ -80,6 +89,9 @@ class LoadedModel:
     hidden_size: int  # width of one feature vector
     context_length: int  # longest prompt + response in tokens
     eos_token_ids: frozenset[int]  # tokens that end a response
+    # sha256 hex of the weights as given (the GGUF file, or the checkpoint's weight
+    # files; see `weights_sha256`); "" when unknown (a model built in memory)
+    weights_sha256: str = ""
 
     @property
     def has_chat_template(self) -> bool:
@@ -112,17 +124,18 @@ def load_model(
 ) -> LoadedModel:
     """Loads a checkpoint directory or GGUF file (converting GGUF once, then cached)."""
     path = resolve_model_path(name_or_path)
+    cache = cache_dir or default_cache_dir()
     if path.is_file() and path.suffix == ".gguf":
-        directory = _converted_gguf(path, cache_dir or default_cache_dir())
+        directory = _converted_gguf(path, cache)
         name = path.stem
     elif path.is_dir():
         directory, name = path, path.name
     else:
         raise ModelLoadError(f"{path} is neither a checkpoint directory nor a .gguf file")
-    return _load_directory(directory, name, dtype)
+    return _load_directory(directory, name, dtype, weights_sha256(path, cache))
 
 
-def _load_directory(directory: Path, name: str, dtype: str) -> LoadedModel:
+def _load_directory(directory: Path, name: str, dtype: str, sha256: str = "") -> LoadedModel:
     require_extra("torch", "transformers", what="loading a model")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -144,6 +157,7 @@ def _load_directory(directory: Path, name: str, dtype: str) -> LoadedModel:
         hidden_size=int(config.hidden_size),
         context_length=int(getattr(config, "max_position_embeddings", 0) or 2048),
         eos_token_ids=_eos_token_ids(model, tokenizer),
+        weights_sha256=sha256,
     )
 
 
@@ -157,6 +171,71 @@ def _eos_token_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     if tokenizer.eos_token_id is not None:
         ids.add(int(tokenizer.eos_token_id))
     return frozenset(ids)
+
+
+# Files whose bytes are the weights of a checkpoint directory (not its config or tokenizer).
+_WEIGHT_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth", ".gguf"})
+_HASH_CHUNK = 8 << 20  # bytes read at a time while hashing
+
+
+def weights_sha256(path: Path, cache_dir: Path | None = None) -> str:
+    """The sha256 hex digest of the weights at `path`, computed once and cached.
+
+    A GGUF file is hashed whole. A checkpoint directory hashes its weight files
+    (``*.safetensors``, ``*.bin``, ...) in name order, each as its name, a NUL
+    byte and its contents, so renaming or resharding counts as a change but
+    its config and tokenizer files do not. The digest is kept in
+    ``<cache_dir>/checksums/`` under a key of the files' resolved paths, sizes
+    and mtimes (as `converted_dir` keys conversions), so a replaced file is
+    hashed again; an unwritable cache only costs the hashing. A directory
+    without weight files gives "" (unknown).
+    """
+    files = _weight_files(path)
+    if not files:
+        return ""
+    record = _checksum_record(files, cache_dir or default_cache_dir())
+    try:
+        cached = record.read_text().strip()
+    except OSError:
+        cached = ""
+    if len(cached) == 64:
+        return cached
+    digest = _hash_files(path, files)
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        staging = record.with_name(f".{record.name}.{os.getpid()}.tmp")
+        staging.write_text(digest + "\n")
+        staging.replace(record)
+    except OSError:
+        pass  # a read-only cache: hash again on the next start
+    return digest
+
+
+def _weight_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.iterdir() if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+
+
+def _checksum_record(files: Sequence[Path], cache_dir: Path) -> Path:
+    """Where the digest of `files` is cached: keyed by their paths, sizes and mtimes."""
+    stamps = []
+    for file in files:
+        stat = file.stat()
+        stamps.append(f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}")
+    key = hashlib.sha256("\n".join(stamps).encode()).hexdigest()
+    return cache_dir / "checksums" / f"{key[:32]}.sha256"
+
+
+def _hash_files(path: Path, files: Sequence[Path]) -> str:
+    digest = hashlib.sha256()
+    for file in files:
+        if path.is_dir():
+            digest.update(file.name.encode() + b"\0")
+        with file.open("rb") as handle:
+            while chunk := handle.read(_HASH_CHUNK):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def converted_dir(gguf: Path, cache_dir: Path | None = None) -> Path:

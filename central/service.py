@@ -81,6 +81,7 @@ class CentralServicer(pb_grpc.CentralServiceServicer):
             max_top_logprobs=MAX_TOP_LOGPROBS,
             feature_vectors=list(SUPPORTED_VECTORS),
             mean_entropy=True,
+            model_sha256=m.weights_sha256,
         )
 
     def Generate(
