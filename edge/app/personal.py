@@ -17,6 +17,11 @@ per-user head over the candidates' vectors and on-device signals with numpy,
 on top of the global ranker of the same name when the registry has one, in
 milliseconds per event. ``learner=LearnerConfig(...)`` (``edge.training``,
 needs torch) instead trains a whole List/Point ranker per user, as before.
+
+Each saved ranker records the identity of the features it learned from (the
+model's name and weights checksum, the layer: ``Generation.identity`` of the
+generations this object showed), so ranking a generation from another model or
+layer raises FeatureError instead of ranking it by features it never saw.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from edge.app.registry import Registry
 from edge.app.store import FeedbackStore
 from edge.app.taste_fit import TasteConfig
 from edge.runtime.scoring import Ranker, Ranking
-from edge.runtime.types import Candidate, Generation
+from edge.runtime.types import Candidate, FeatureIdentity, Generation
 
 if TYPE_CHECKING:
     from edge.app.checkpoint import Checkpoint
@@ -99,6 +104,8 @@ class PersonalRanker:
         )
         self._ranker_is_global = False
         self._ranker: Ranker | None = None
+        # the features of the generations shown by this object, recorded by the next learn
+        self._identity: FeatureIdentity | None = None
         if self.registry.has(user, name):
             self._ranker = self.registry.open(user, name, fallback=True)
         elif self.registry.has(None, name):
@@ -120,7 +127,8 @@ class PersonalRanker:
         """Orders a generation best first; index order while there is no ranker yet.
 
         The ranker is fed every input its graph declares: the candidates' vectors,
-        their mean vectors, and the on-device signals of their texts."""
+        their mean vectors, and the on-device signals of their texts. A generation
+        from another model or layer than the ranker recorded raises FeatureError."""
         if self._ranker is None:
             k = len(generation.candidates)
             return Ranking(order=np.arange(k), scores=np.zeros(k, np.float32))
@@ -134,6 +142,8 @@ class PersonalRanker:
     def show(self, generation: Generation) -> Shown:
         """Ranks a generation the app already has and records it as shown."""
         ranking = self.rank(generation)
+        if generation.identity is not None:
+            self._identity = generation.identity
         set_id = uuid.uuid4().hex
         self.store.record_generation(self.user, set_id, generation, task=self.name)
         return Shown(set_id, generation, tuple(int(i) for i in ranking.order), self.version)
@@ -160,10 +170,11 @@ class PersonalRanker:
             config = self._learner_config
             torch_config = config if isinstance(config, LearnerConfig) else None
             learner = Learner(self.store, self.registry, torch_config, base=self._base)
-            report = learner.learn(self.user, self.name)
+            report = learner.learn(self.user, self.name, self._identity)
         else:
             taste = self._learner_config if isinstance(self._learner_config, TasteConfig) else None
-            report = PersonalLearner(self.store, self.registry, taste).learn(self.user, self.name)
+            personal = PersonalLearner(self.store, self.registry, taste)
+            report = personal.learn(self.user, self.name, self._identity)
         if report.updated and report.version is not None:
             self._swap(report.version.version)
         return report

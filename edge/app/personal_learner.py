@@ -13,6 +13,12 @@
    (``edge.app.taste.compose_ranker``) and save it as a new registry version
    with the head's weights, compare-and-swap on the current version.
 
+The composed graph records the identity of the features it learned from (the
+source model's name and weights checksum, the layer): the one ``learn`` is
+given (``PersonalRanker`` passes its generations'), else the one the user's
+current version recorded, else the global graph's. Ranking a generation of
+another model or layer with it then raises FeatureError.
+
 The rows live in memory between calls (one entry per store, user and ranker,
 a few most recent users kept), so a steady-state update reads only the new
 events; a fresh process rebuilds them once from the store (at most
@@ -43,12 +49,14 @@ from edge.app.taste import META_PREFIX, Block, TasteHead, compose_ranker
 from edge.app.taste_fit import FitReport, Reaction, TasteConfig, TasteFit
 from edge.runtime.scoring import RankingSession
 from edge.runtime.signals import SIGNALS_VERSION
+from edge.runtime.types import FeatureIdentity
 
 __all__ = ["PersonalLearner", "UpdateReport"]
 
 StartedFrom = Literal["user", "global", "scratch"]
 LEARNER_NAME = "taste_head"  # the "learner" entry of every version's metadata
 _CACHE_CAPACITY = 8  # users whose rows a process keeps between updates
+IDENTITY_KEY = "features"  # version metadata: the features' model, checksum and layer
 
 
 @dataclass(frozen=True)
@@ -154,13 +162,17 @@ class PersonalLearner:
         self.config = config or TasteConfig()
 
     # -- public ------------------------------------------------------------------------
-    def learn(self, user: str, name: str) -> UpdateReport:
-        """Update ``user``'s ranker ``name`` from the feedback recorded for task ``name``."""
+    def learn(self, user: str, name: str, identity: FeatureIdentity | None = None) -> UpdateReport:
+        """Update ``user``'s ranker ``name`` from the feedback recorded for task ``name``.
+
+        ``identity`` names the features the feedback's sets carry (their
+        generations' ``identity``); None keeps what the current version recorded.
+        """
         started = time.perf_counter()
         with self.registry.locked(user, name):
             key = (str(Path(self.store.path).resolve()), user, name)
             rows = _CACHE.take(key)
-            report = self._learn_locked(user, name, rows, key, started)
+            report = self._learn_locked(user, name, rows, key, started, identity)
         return report
 
     # -- one update ----------------------------------------------------------------------
@@ -171,6 +183,7 @@ class PersonalLearner:
         rows: _UserRows | None,
         key: tuple[str, str, str],
         started: float,
+        identity: FeatureIdentity | None = None,
     ) -> UpdateReport:
         current = self.registry.current(user, name) if self.registry.has(user, name) else None
         saved_cursor = int(current.metadata.get("cursor", 0)) if current else 0
@@ -198,7 +211,9 @@ class PersonalLearner:
         fit = rows.fit.fit(passes)
         after = rows.fit.loss(touched)
         head = rows.fit.head()
-        info = self._save(user, name, head, glob, current, rows, fit, len(pending))
+        if identity is None and current is not None:
+            identity = FeatureIdentity.from_dict(current.metadata.get(IDENTITY_KEY))
+        info = self._save(user, name, head, glob, current, rows, fit, len(pending), identity)
         rows.weights_sha256 = info.weights_sha256
         _CACHE.put(key, rows)
         return UpdateReport(
@@ -345,6 +360,7 @@ class PersonalLearner:
         rows: _UserRows,
         fit: FitReport,
         new_events: int,
+        identity: FeatureIdentity | None,
     ) -> VersionInfo:
         meta = {
             META_PREFIX + "user": user,
@@ -352,7 +368,7 @@ class PersonalLearner:
             META_PREFIX + "global_sha256": glob.info.model_sha256 if glob else "",
             META_PREFIX + "global_version": str(glob.info.version) if glob else "",
         }
-        model = compose_ranker(head, glob.model if glob else None, meta)
+        model = compose_ranker(head, glob.model if glob else None, meta, identity)
         return self.registry.save(
             user,
             name,
@@ -369,6 +385,7 @@ class PersonalLearner:
                 "global_version": glob.info.version if glob else None,
                 "fit_passes": fit.passes,
                 "fit_loss": fit.loss,
+                IDENTITY_KEY: identity.to_dict() if identity and identity.known else None,
             },
             expect_current=current.version if current else 0,
         )

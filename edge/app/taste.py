@@ -20,10 +20,17 @@ two nodes per block and a final ``Sum`` into ``scores``. Any runtime that can ru
 the global graph can run the user's, in any language; the batch and K axes stay
 dynamic. Without a global ranker the graph is the head alone, and a head of
 zeros scores every candidate 0, which keeps the first-sample order.
+
+The composed graph keeps the global graph's metadata, its record of the
+features it was trained on (source model, weights checksum, layer) included,
+and adds the identity of the features the head learned from; a head learned
+from another model or layer than the global graph's is refused, since their
+scores would add terms of two feature spaces.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,6 +41,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edge._errors import CorruptModelError, FeatureError
+from edge.app._stamp import stamp_ranker
 from edge.app.checkpoint import Checkpoint
 from edge.runtime.onnx_meta import (
     FORMAT_VERSION,
@@ -49,8 +57,11 @@ from edge.runtime.onnx_meta import (
     META_SIGNAL_NAMES,
     META_SIGNALS_VERSION,
     OUTPUT_SCORES,
+    identity_metadata,
+    read_identity,
 )
 from edge.runtime.signals import SIGNAL_NAMES, SIGNALS_VERSION
+from edge.runtime.types import FeatureIdentity
 
 __all__ = ["BLOCKS", "Block", "TasteHead", "compose_ranker", "graph_blocks"]
 
@@ -234,12 +245,30 @@ def _load_global(global_model: bytes) -> onnx.ModelProto:
     return model
 
 
+def _check_same_features(
+    global_identity: FeatureIdentity | None, identity: FeatureIdentity | None
+) -> None:
+    """A head must have learned from the model and layer the global graph reads."""
+    if global_identity is None or identity is None:
+        return
+    # The head's own parts may differ from the global's: only model and layer must agree.
+    problem = global_identity.mismatch(dataclasses.replace(identity, parts=()))
+    if problem is not None:
+        raise FeatureError(f"cannot put this head on the global ranker: the global {problem}")
+
+
 def compose_ranker(
     head: TasteHead,
     global_model: bytes | None = None,
     metadata: Mapping[str, str] | None = None,
+    identity: FeatureIdentity | None = None,
 ) -> bytes:
-    """One ONNX ranker: ``global_model``'s scores (0 without one) plus ``head``'s terms."""
+    """One ONNX ranker: ``global_model``'s scores (0 without one) plus ``head``'s terms.
+
+    ``identity`` names the features the head learned from (e.g. the generations'
+    ``identity``); it is recorded beside what the global graph recorded, and
+    raises FeatureError when it names another model or layer than that.
+    """
     d = head.feature_size
     model = _load_global(global_model) if global_model is not None else _base_graph(d)
     graph = model.graph
@@ -248,6 +277,7 @@ def compose_ranker(
         raise FeatureError(
             f"global ranker takes features of {old_meta[META_FEATURE_SIZE]} values, the head {d}"
         )
+    _check_same_features(read_identity(old_meta), identity)
     inputs = {i.name: i for i in graph.input}
     batch_k = _batch_k(inputs[INPUT_CANDIDATES])
     terms: list[str] = []
@@ -280,14 +310,13 @@ def compose_ranker(
         META_FEATURE_SIZE: str(d),
         META_REPRESENTATION: json.dumps(blocks),
         META_HEAD: json.dumps({"blocks": list(head.blocks), "feature_size": d}),
+        **identity_metadata(identity),
         **(dict(metadata or {})),
     }
     if "signals" in blocks:
         meta[META_SIGNALS_VERSION] = str(head.signals_version)
         meta[META_SIGNAL_NAMES] = json.dumps(list(SIGNAL_NAMES))
-    del model.metadata_props[:]
-    for key, value in sorted(meta.items()):
-        model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    stamp_ranker(model, meta)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:

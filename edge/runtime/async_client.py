@@ -20,6 +20,7 @@ import grpc
 import numpy as np
 from grpc import aio
 
+from edge._errors import CentralError
 from edge.runtime.client_base import (
     ClientBase,
     FeatureOptions,
@@ -56,6 +57,7 @@ class AsyncCentralClient(ClientBase):
             raise self._not_ready() from error
 
     async def info(self) -> ModelInfo:
+        """What central reports about its model and limits (asked anew each call)."""
         return self._decode_info(await self._call(self._stub.Info, pb.InfoRequest(), None))
 
     async def stream(
@@ -85,7 +87,7 @@ class AsyncCentralClient(ClientBase):
         generation = self._generation_builder(prompt, k)
         async for event in self._events(prompt, k, timeout, options):
             generation.add(event)
-        return generation.build()
+        return generation.build(await self._model())
 
     async def features(
         self,
@@ -98,6 +100,15 @@ class AsyncCentralClient(ClientBase):
         """(instruction (d,), responses (n, d)) for responses you already have."""
         request = self.build_features_request(prompt, responses, **options)
         return self._decode_features(await self._call(self._stub.Features, request, timeout))
+
+    async def _model(self) -> ModelInfo | None:
+        """Info for a generation's identity (see `CentralClient._model`)."""
+        if self._info is None:
+            try:
+                await self.info()
+            except CentralError:
+                return None
+        return self._info
 
     async def _events(
         self, prompt: Prompt, k: int, timeout: float | None, options: GenerateOptions

@@ -19,6 +19,7 @@ from typing import Any, Unpack
 import grpc
 import numpy as np
 
+from edge._errors import CentralError
 from edge.runtime.client_base import (
     ClientBase,
     FeatureOptions,
@@ -67,6 +68,7 @@ class CentralClient(ClientBase):
             raise self._not_ready() from error
 
     def info(self) -> ModelInfo:
+        """What central reports about its model and limits (asked anew each call)."""
         return self._decode_info(self._call(self._stub.Info, pb.InfoRequest(), None))
 
     def stream(
@@ -103,12 +105,13 @@ class CentralClient(ClientBase):
         """All K candidates, sorted by index, with the shared instruction feature.
 
         Takes the same keyword options as `stream`; with per-token features
-        requested, each candidate carries its (T, D) `token_features`.
+        requested, each candidate carries its (T, D) `token_features`. Its
+        `identity` names the model from Info, asked on the first call and kept.
         """
         generation = self._generation_builder(prompt, k)
         for event in self._events(prompt, k, timeout, options):
             generation.add(event)
-        return generation.build()
+        return generation.build(self._model())
 
     def features(
         self,
@@ -121,6 +124,16 @@ class CentralClient(ClientBase):
         """Features for responses you already have: (instruction (d,), responses (n, d))."""
         request = self.build_features_request(prompt, responses, **options)
         return self._decode_features(self._call(self._stub.Features, request, timeout))
+
+    def _model(self) -> ModelInfo | None:
+        """Info for a generation's identity: kept from the last answer, else asked now;
+        None when central cannot say (the generation's model is then unknown)."""
+        if self._info is None:
+            try:
+                self.info()
+            except CentralError:
+                return None
+        return self._info
 
     def _events(
         self, prompt: Prompt, k: int, timeout: float | None, options: GenerateOptions

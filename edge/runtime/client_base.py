@@ -8,7 +8,10 @@ splits ``BaseClient`` from ``Client`` and ``AsyncClient``:
   or PEM bytes) become one channel recipe, opened by each client's gRPC flavour;
 - requests are built by ``build_generate_request`` and ``build_features_request``;
 - replies are decoded here: the Generate stream's events (instruction, candidates,
-  per-token feature chunks, usage) and their assembly into a ``Generation``;
+  per-token feature chunks, usage) and their assembly into a ``Generation``,
+  whose ``identity`` (model name and weights checksum from Info, the layer and
+  the vectors from the stream) lets a ranker refuse features of another model;
+  each client asks Info once and keeps the answer until the server is lost;
 - gRPC status codes become the edge exceptions of ``edge._errors``.
 
 So each client keeps only its I/O loop (call, iterate, cancel), and a field the
@@ -36,7 +39,7 @@ from edge._errors import (
     ServerError,
 )
 from edge.runtime.token_wire import CandidateTokens, TokenAssembler, TokenFeatureRequest, token_spec
-from edge.runtime.types import Candidate, Generation, Usage
+from edge.runtime.types import Candidate, FeatureIdentity, Generation, Usage
 from edge.runtime.wire import ENCODINGS, decode_tensor
 from language_ranker.v1 import ranker_pb2 as pb
 from language_ranker.v1 import ranker_pb2_grpc as pb_grpc
@@ -74,6 +77,8 @@ class ModelInfo:
     has_chat_template: bool  # whether plain prompts are wrapped as a user message
     encodings: tuple[str, ...]  # feature encodings the server can produce
     default_token_layers: tuple[int, ...] = ()  # per-token layers when a request names none
+    # sha256 hex of the model's weights (64 digits); "" from a server that predates it
+    model_sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -159,6 +164,9 @@ class ClientBase:
         else:
             self._channel = self._grpc.secure_channel(target, credentials, options=options)
         self._stub = pb_grpc.CentralServiceStub(self._channel)
+        # Info as last answered: names the model in every Generation's identity; dropped
+        # when the server is lost, since the one that comes back may serve another model
+        self._info: ModelInfo | None = None
 
     def build_generate_request(
         self, prompt: Prompt, k: int, **options: Unpack[GenerateOptions]
@@ -195,6 +203,7 @@ class ClientBase:
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return DeadlineExceededError(f"call to central at {target} ran past its deadline")
         if code == grpc.StatusCode.UNAVAILABLE:
+            self._info = None
             return ConnectionLostError(f"central at {target} is unavailable: {details}")
         if code == grpc.StatusCode.CANCELLED:
             return ConnectionLostError(f"call to central at {target} was cancelled: {details}")
@@ -212,10 +221,10 @@ class ClientBase:
     def _generation_builder(prompt: Prompt, k: int) -> _GenerationBuilder:
         return _GenerationBuilder(prompt, k)
 
-    @staticmethod
-    def _decode_info(reply: pb.InfoResponse) -> ModelInfo:
+    def _decode_info(self, reply: pb.InfoResponse) -> ModelInfo:
+        """The reply as a ModelInfo, also kept for the identity of later generations."""
         names = {v: k for k, v in ENCODINGS.items()}
-        return ModelInfo(
+        self._info = ModelInfo(
             model_name=reply.model_name,
             num_layers=reply.num_layers,
             hidden_size=reply.hidden_size,
@@ -225,7 +234,9 @@ class ClientBase:
             has_chat_template=reply.has_chat_template,
             encodings=tuple(names[e] for e in reply.encodings if e in names),
             default_token_layers=tuple(reply.default_token_layers),
+            model_sha256=reply.model_sha256,
         )
+        return self._info
 
     @staticmethod
     def _decode_features(reply: pb.FeaturesResponse) -> tuple[np.ndarray, np.ndarray]:
@@ -293,9 +304,10 @@ class _GenerationBuilder:
         else:
             self.usage = event
 
-    def build(self) -> Generation:
+    def build(self, model: ModelInfo | None = None) -> Generation:
         """All K candidates sorted by index; each with its (T, D) per-token features
-        when they were requested."""
+        when they were requested. `model` (central's Info; None when it could not
+        be had) names the model in the generation's identity."""
         instruction, candidates = self.instruction, self.candidates
         if instruction is None or len(candidates) != self.k:
             raise ServerError(f"stream ended early: got {len(candidates)} of {self.k} candidates")
@@ -308,7 +320,25 @@ class _GenerationBuilder:
             candidates=tuple(sorted(candidates, key=lambda c: c.index)),
             layer_index=instruction.layer_index,
             usage=self.usage,
+            identity=_identity(model, instruction.layer_index, candidates),
         )
+
+
+def _identity(
+    model: ModelInfo | None, layer_index: int, candidates: Sequence[Candidate]
+) -> FeatureIdentity:
+    """The features' identity: the model per Info, the layer and the vectors per the stream."""
+    parts = []
+    if all(c.feature.size for c in candidates):
+        parts.append("last")
+    if all(c.mean_feature is not None for c in candidates):
+        parts.append("mean")
+    return FeatureIdentity(
+        model_name=model.model_name if model else "",
+        model_sha256=model.model_sha256 if model else "",
+        layer_index=layer_index,
+        parts=tuple(parts),
+    )
 
 
 def _with_tokens(candidates: list[Candidate], tokens: dict[int, np.ndarray]) -> list[Candidate]:

@@ -8,10 +8,21 @@ response's tokens, and ``signals`` (B, K, S), the on-device signals of
 declares: ``score_generation`` builds them from a ``Generation`` (computing
 the signals, and refusing a graph that was trained on another signals
 version), and ``score`` takes them as keyword arguments. A missing or
-mis-sized input raises FeatureError naming it. Sessions run on one intra-op
-thread because one ranking is a handful of small matmuls where thread hand-off
-costs more than it saves, and the app's UI thread should not compete with a
-pool. ``Ranker`` adds a thread-safe hot swap: a new version is loaded and
+mis-sized input raises FeatureError naming it.
+
+A graph may record the identity of the features it was trained on (source
+model, weights checksum, layer: ``edge.runtime.onnx_meta``). Then
+``score_generation`` and ``rank_generation`` refuse a generation whose own
+identity (``Generation.identity``, filled by the client) names another model
+or layer, or lacks a vector part the graph reads, with a FeatureError saying
+both; a graph without one (saved before identities existed) accepts any, as
+before. Raw arrays (``score``, ``rank``, ``score_batch``) carry no identity,
+so only their shapes are checked: an app that feeds arrays itself must keep
+them from the model and layer the ranker was trained on.
+
+Sessions run on one intra-op thread because one ranking is a handful of small
+matmuls where thread hand-off costs more than it saves, and the app's UI thread
+should not compete with a pool. ``Ranker`` adds a thread-safe hot swap: a new version is loaded and
 validated *before* it replaces the current one, readers never take a lock (they
 read one reference), and the previous versions are kept for rollback.
 
@@ -40,9 +51,10 @@ from edge.runtime.onnx_meta import (
     META_KIND,
     META_SIGNALS_VERSION,
     OUTPUT_SCORES,
+    read_identity,
 )
 from edge.runtime.signals import SIGNAL_NAMES, SIGNALS_VERSION, candidate_signals
-from edge.runtime.types import Candidate, Generation
+from edge.runtime.types import Candidate, FeatureIdentity, Generation
 
 __all__ = ["ModelSource", "Ranker", "Ranking", "RankingSession"]
 
@@ -107,6 +119,8 @@ class RankingSession:
         self.metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)
         self.feature_size = self._check_io()
         self.kind: str | None = self.metadata.get(META_KIND)
+        # the features it was trained on; None: not recorded, generations are not checked
+        self.identity: FeatureIdentity | None = read_identity(self.metadata)
         # The optional v2 inputs the graph declares, each with its last dimension if fixed.
         self.extra_inputs: dict[str, int | None] = {
             i.name: _last_dim(i.shape)
@@ -249,7 +263,11 @@ class RankingSession:
         return Ranking(order=np.argsort(-scores, kind="stable"), scores=scores)
 
     def score_generation(self, generation: Generation) -> np.ndarray:
-        """Score a generation's candidates, feeding every input the graph declares."""
+        """Score a generation's candidates, feeding every input the graph declares.
+
+        A generation from another model or layer than the one the ranker
+        recorded raises FeatureError (see `check_generation`)."""
+        self.check_generation(generation)
         cands = generation.candidates
         if not cands:
             raise FeatureError("candidate features are empty: at least one candidate is needed")
@@ -264,6 +282,17 @@ class RankingSession:
         """Order a generation's candidates best first (stable for ties)."""
         scores = self.score_generation(generation)
         return Ranking(order=np.argsort(-scores, kind="stable"), scores=scores)
+
+    def check_generation(self, generation: Generation) -> None:
+        """Raise FeatureError when `generation`'s features are not what this ranker
+        was trained on: another model (weights checksum), another layer, or a
+        vector part missing. Either side without an identity passes."""
+        if self.identity is None or generation.identity is None:
+            return
+        problem = self.identity.mismatch(generation.identity)
+        if problem is not None:
+            where = f" ({self._where})" if self._where else ""
+            raise FeatureError(f"{problem}{where}")
 
     # -- the optional inputs ---------------------------------------------------------
     def _mean_of(self, cands: Sequence[Candidate]) -> np.ndarray | None:
@@ -442,3 +471,8 @@ class Ranker:
 
     def rank_generation(self, generation: Generation) -> Ranking:
         return self._active.session.rank_generation(generation)
+
+    @property
+    def identity(self) -> FeatureIdentity | None:
+        """The features the active version was trained on (None: not recorded)."""
+        return self._active.session.identity

@@ -7,9 +7,97 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["Candidate", "FinishReason", "Generation", "Usage"]
+__all__ = ["Candidate", "FeatureIdentity", "FinishReason", "Generation", "Usage"]
 
 FinishReason = Literal["eos", "length"]
+SHA_DIGITS = 16  # hex digits of the weights' sha256 an identity keeps (64 bits)
+
+
+@dataclass(frozen=True)
+class FeatureIdentity:
+    """Which feature space vectors live in: the model whose hidden states they are,
+    the layer they were taken at, and the parts of a candidate at hand.
+
+    Two models of the same width (or two layers of one model) give vectors a
+    ranker cannot tell apart by shape, yet scoring one with a ranker trained on
+    the other is meaningless. So an exported ranker records the identity it was
+    trained on (``edge.runtime.onnx_meta``), a `Generation` from the client
+    carries the one central produced, and ranking a generation asks `mismatch`
+    first. A field left unknown ("" or None) is not compared: a ranker saved
+    before identities existed, or a generation built by hand, is accepted.
+    """
+
+    model_name: str = ""  # central's Info.model_name, for messages only; "" unknown
+    # the first SHA_DIGITS hex digits of the weights' sha256 (Info.model_sha256); "" unknown
+    model_sha256: str = ""
+    layer_index: int | None = None  # hidden-state index (0: the embeddings); None unknown
+    # parts of a candidate: what a ranker reads, or what a generation's candidates carry
+    # ("last", "mean", "signals"); () unknown
+    parts: tuple[str, ...] = ()
+    signals_version: int | None = None  # version of the "signals" part; None: none or unknown
+
+    def __post_init__(self) -> None:
+        short = self.model_sha256.strip().lower()[:SHA_DIGITS]
+        object.__setattr__(self, "model_sha256", short)  # any length in, one form kept
+
+    @property
+    def known(self) -> bool:
+        """Whether anything checkable is recorded (the model's checksum or the layer)."""
+        return bool(self.model_sha256) or self.layer_index is not None
+
+    def to_dict(self) -> dict[str, object]:
+        """The model and layer as JSON-ready values (e.g. for a registry version's metadata)."""
+        return {
+            "model_name": self.model_name,
+            "model_sha256": self.model_sha256,
+            "layer_index": self.layer_index,
+        }
+
+    @classmethod
+    def from_dict(cls, record: object) -> FeatureIdentity | None:
+        """Parse `to_dict` output; None for anything else or an identity with nothing known."""
+        if not isinstance(record, dict):
+            return None
+        layer = record.get("layer_index")
+        identity = cls(
+            model_name=str(record.get("model_name") or ""),
+            model_sha256=str(record.get("model_sha256") or ""),
+            layer_index=layer if isinstance(layer, int) and not isinstance(layer, bool) else None,
+        )
+        return identity if identity.known else None
+
+    def describe(self) -> str:
+        """E.g. ``SmolLM2-135M-Instruct (sha 1a2b3c4d5e6f7a8b) layer 18``."""
+        model = self.model_name or "an unknown model"
+        sha = f" (sha {self.model_sha256})" if self.model_sha256 else ""
+        layer = f" layer {self.layer_index}" if self.layer_index is not None else ""
+        return f"{model}{sha}{layer}"
+
+    def mismatch(self, features: FeatureIdentity) -> str | None:
+        """Why a ranker trained on this identity must not score `features`; None if it may.
+
+        Compares the weights' checksums and the layers where both sides know
+        them, and asks that the features carry every vector part the ranker
+        reads (signals are computed on the device, and checked by version
+        where they are computed).
+        """
+        both_sha = self.model_sha256 and features.model_sha256
+        both_layer = self.layer_index is not None and features.layer_index is not None
+        if (both_sha and self.model_sha256 != features.model_sha256) or (
+            both_layer and self.layer_index != features.layer_index
+        ):
+            return (
+                f"ranker was trained on features of {self.describe()}; "
+                f"these features come from {features.describe()}"
+            )
+        vectors = [p for p in self.parts if p != "signals"]  # what central must send
+        missing = [p for p in vectors if p not in features.parts]
+        if features.parts and missing:
+            return (
+                f"ranker reads the {missing} vectors of each candidate; these candidates "
+                f"carry only {list(features.parts)} (ask central for vectors={vectors})"
+            )
+        return None
 
 
 @dataclass(frozen=True)
@@ -63,6 +151,9 @@ class Generation:
     candidates: tuple[Candidate, ...] = ()  # sorted by index
     layer_index: int = 0  # hidden-state layer the features come from
     usage: Usage | None = None  # what the call cost central; None when the stream sent none
+    # the model, layer and vectors of these features, filled by the client from central's
+    # Info and the stream; None for a generation built by hand (then never checked)
+    identity: FeatureIdentity | None = None
 
     @property
     def features(self) -> np.ndarray:

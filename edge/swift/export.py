@@ -5,12 +5,16 @@ returns ``scores (B, K)``; all three of B, K and T are symbolic. The example
 input uses B=2, K=3, T=5 with a ragged mask on purpose: a size of 1 would let
 the tracer specialise that dimension, and a full mask would let it fold the
 masking away. Metadata records kind, feature size and the config (source,
-layers, top-k) so the runtime knows what to ask central for.
+layers, top-k) so the runtime knows what to ask central for, and, given the
+features' ``identity``, the source model's name and weights checksum; each
+input carries a doc string (name, dtype, shape, meaning), as
+``edge.training.export_onnx`` writes them.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -25,6 +29,7 @@ except ImportError as error:  # a torch-free install: say which extra provides i
 
 from edge._errors import ExportError
 from edge.runtime.onnx_meta import INPUT_MASK, INPUT_TOKENS
+from edge.runtime.types import FeatureIdentity
 from edge.swift.head import SwiftRanker
 from edge.training.export import Exporter, ParityReport, exporting, finish_export, trace_onnx
 from edge.training.rankers import RankerModule, require_family
@@ -56,18 +61,23 @@ def export_swift_onnx(
     *,
     exporter: Exporter = "torchscript",
     metadata: Mapping[str, str] | None = None,
+    identity: FeatureIdentity | None = None,
 ) -> bytes:
     """Export ``model`` to ONNX bytes (also written to ``path`` when given).
 
     The legacy exporter is the default here: the graph is a single linear map
     and a few elementwise ops, and it exports in well under a second. A list or
     point ranker is refused (``ExportError``): ``edge.training.export_onnx``.
+    ``identity`` names the model the per-token features come from (its layer
+    is left out: the head's layers are in its config), as in ``export_onnx``.
     """
     model = require_family(model, SwiftRanker, "export", "export_swift_onnx()")
     frozen = copy.deepcopy(model).eval()
     with exporting(f"{exporter} export of the SWIFT head"):
         proto = trace_onnx(frozen, _example(frozen), _SWIFT_AXES, exporter)
-    return finish_export(proto, model, metadata, path)
+    if identity is not None:
+        identity = dataclasses.replace(identity, layer_index=None)
+    return finish_export(proto, model, metadata, path, identity)
 
 
 def check_swift_parity(

@@ -8,7 +8,12 @@ purpose: an example with a size of 1 lets the tracer specialise that dimension
 and silently produce a graph that only accepts K=1. Metadata
 (``language_ranker.*`` keys in ``metadata_props``) records the kind, feature
 size, the parts the graph reads and the signals' version and names, so the
-runtime can reject mismatched features before running the graph.
+runtime can reject mismatched features before running the graph. Given the
+features' ``identity`` (the source model's name and weights checksum and the
+layer, e.g. ``generation.identity``), it records that too, and the runtime
+then refuses a generation from another model or layer; without one (the
+default) the model is unknown and not checked. Each input carries a doc string
+with its name, dtype, shape and meaning (``edge.app._stamp``).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from onnx import numpy_helper
 
 from edge._errors import ExportError
 from edge.app._atomic import atomic_write
+from edge.app._stamp import stamp_ranker
 from edge.runtime.onnx_meta import (
     FORMAT_VERSION,
     INPUT_CANDIDATES,
@@ -48,7 +54,9 @@ from edge.runtime.onnx_meta import (
     META_SIGNAL_NAMES,
     META_SIGNALS_VERSION,
     OUTPUT_SCORES,
+    identity_metadata,
 )
+from edge.runtime.types import FeatureIdentity
 from edge.training.rankers import RankerModule, Representation, VectorRanker, require_family
 
 __all__ = [
@@ -306,6 +314,7 @@ def export_onnx(
     *,
     exporter: Exporter = "dynamo",
     metadata: Mapping[str, str] | None = None,
+    identity: FeatureIdentity | None = None,
 ) -> bytes:
     """Export ``model`` to ONNX bytes (also written to ``path`` when given).
 
@@ -316,13 +325,16 @@ def export_onnx(
     weights into that graph (no tracing: milliseconds, for per-event updates).
     All give dynamic B and K.
     Extra ``metadata`` (e.g. user and version) is added to ``metadata_props``.
+    ``identity`` names the features the ranker was trained on (source model,
+    weights checksum, layer; e.g. ``generation.identity``): the runtime then
+    refuses generations from another model or layer. None records nothing.
     A SWIFT head is refused (``ExportError``): ``edge.swift.export_swift_onnx``
     exports it.
     """
     ranker = require_family(model, VectorRanker, "export", "export_onnx()")
     with exporting(f"{exporter} export of {ranker.kind} ranker"):
         proto = _export_proto(ranker, exporter)
-    return finish_export(proto, ranker, metadata, path)
+    return finish_export(proto, ranker, metadata, path, identity)
 
 
 @contextmanager
@@ -343,14 +355,14 @@ def finish_export(
     model: RankerModule,
     metadata: Mapping[str, object] | None,
     path: str | Path | None,
+    identity: FeatureIdentity | None = None,
 ) -> bytes:
-    """Stamps the ranker's metadata (plus `metadata`) on an exported graph,
-    serialises it and, when `path` is given, writes it there atomically and
-    durably (`atomic_write`: a crash leaves the old file or the whole new one)."""
-    entries = {**ranker_metadata(model), **dict(metadata or {})}
-    del proto.metadata_props[:]
-    for key, value in sorted(entries.items()):
-        proto.metadata_props.add(key=key, value=str(value))
+    """Stamps the ranker's metadata (plus `identity`'s and `metadata`) and the input
+    doc strings on an exported graph, serialises it and, when `path` is given,
+    writes it there atomically and durably (`atomic_write`: a crash leaves the
+    old file or the whole new one)."""
+    entries = {**ranker_metadata(model), **identity_metadata(identity), **dict(metadata or {})}
+    stamp_ranker(proto, entries)
     data = proto.SerializeToString()
     if path is not None:
         atomic_write(Path(path), data)

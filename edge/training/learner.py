@@ -26,8 +26,10 @@ from typing import Any, Literal
 
 from edge._errors import TrainingError
 from edge.app.checkpoint import Checkpoint
+from edge.app.personal_learner import IDENTITY_KEY
 from edge.app.registry import Registry, VersionInfo
 from edge.app.store import FeedbackStore, events_to_dataset
+from edge.runtime.types import FeatureIdentity
 from edge.training.export import Exporter, check_parity, export_onnx
 from edge.training.loop import TrainConfig, evaluate_loss, train
 from edge.training.rankers import (
@@ -189,8 +191,14 @@ class Learner:
         config = make_config(self.config.kind, feature_size, **self.config.ranker_overrides)
         return build_ranker(config, seed=self.config.train.seed), "scratch"
 
-    def learn(self, user: str, name: str) -> LearnReport:
-        """Update ``user``'s ranker ``name`` from feedback recorded for task ``name``."""
+    def learn(self, user: str, name: str, identity: FeatureIdentity | None = None) -> LearnReport:
+        """Update ``user``'s ranker ``name`` from feedback recorded for task ``name``.
+
+        ``identity`` names the features the feedback's sets carry (their
+        generations' ``identity``), recorded in the exported ranker so that it
+        refuses other models' features; None keeps what the current version
+        recorded (``IDENTITY_KEY`` in its metadata), if anything.
+        """
         start = time.perf_counter()
         cursor = self._cursor(user, name)
         new = self.store.events(user, since=cursor, task=name)
@@ -221,10 +229,14 @@ class Learner:
         train(model, data, self.config.train)
         after = evaluate_loss(model, new_data, self.config.train)
         new_cursor = new[-1].event_id
+        if identity is None and self.registry.has(user, name):
+            record = self.registry.current(user, name).metadata.get(IDENTITY_KEY)
+            identity = FeatureIdentity.from_dict(record)
         onnx_bytes = export_onnx(
             model,
             exporter=self.config.exporter,
             metadata={"language_ranker.user": user, "language_ranker.name": name},
+            identity=identity,
         )
         if self.config.parity_ks:
             check_parity(model, onnx_bytes, self.config.parity_ks, rtol=self.config.parity_rtol)
@@ -240,6 +252,7 @@ class Learner:
                 "started_from": origin,
                 "loss_before": before,
                 "loss_after": after,
+                IDENTITY_KEY: identity.to_dict() if identity and identity.known else None,
             },
         )
         _WARM.put(info.weights_sha256, model)
