@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "ASSISTANT_PROMPTS",
+    "LENGTH_HINT",
     "Problem",
     "first_number",
     "larger_number",
@@ -26,6 +27,12 @@ __all__ = [
 ]
 
 _NUMBER = re.compile(r"-?\d+")
+
+# The small default model rambles up to any token limit: asked plainly, nearly all K
+# answers stop at the limit, equally long (96% at 48 tokens). Asked for one or two
+# sentences, they end anywhere from 5 to 50 words, so a taste for length has
+# something to choose from.
+LENGTH_HINT = "Answer in one or two sentences."
 
 # Short, generic requests to an assistant, written for the demo: any answer is
 # acceptable, so what decides between K answers is the user's taste (length,
@@ -158,10 +165,13 @@ def split_problems(train: int, test: int, seed: int) -> tuple[list[Problem], lis
 
 
 def split_assistant_prompts(train: int, test: int, seed: int) -> tuple[list[str], list[str]]:
-    """`train` and `test` assistant prompts, disjoint, in a seeded order."""
+    """`train` and `test` assistant prompts, disjoint, in a seeded order, each ending
+    with LENGTH_HINT."""
     if train < 0 or test < 0 or train + test > len(ASSISTANT_PROMPTS):
         raise ValueError(
             f"train + test must be at most {len(ASSISTANT_PROMPTS)} prompts, got {train} + {test}"
         )
-    order = random.Random(seed).sample(ASSISTANT_PROMPTS, train + test)
+    order = [
+        f"{p} {LENGTH_HINT}" for p in random.Random(seed).sample(ASSISTANT_PROMPTS, train + test)
+    ]
     return order[:train], order[train:]

@@ -16,7 +16,13 @@ from edge.demo.common import paired_gain
 from edge.demo.config import DemoConfig
 from edge.demo.correctness import free_picks, self_consistency_pick
 from edge.demo.run import run_demo
-from edge.demo.tasks import ASSISTANT_PROMPTS, first_number, split_assistant_prompts, split_problems
+from edge.demo.tasks import (
+    ASSISTANT_PROMPTS,
+    LENGTH_HINT,
+    first_number,
+    split_assistant_prompts,
+    split_problems,
+)
 from edge.demo.users import (
     JUDGES,
     TasteUser,
@@ -44,6 +50,7 @@ def test_assistant_prompts_are_distinct_and_split_disjoint() -> None:
     train, test = split_assistant_prompts(40, 30, seed=0)
     assert len(train) == 40 and len(test) == 30 and not set(train) & set(test)
     assert split_assistant_prompts(40, 30, seed=0) == (train, test)
+    assert all(p.endswith(LENGTH_HINT) for p in train + test)
     with pytest.raises(ValueError, match="at most"):
         split_assistant_prompts(len(ASSISTANT_PROMPTS), 1, seed=0)
 
@@ -188,7 +195,7 @@ def test_cli_json_output(tiny_server, tmp_path: Path, capsys) -> None:
     for figures in users:
         _check_unit_interval(figures)
         assert figures["ranker_versions"] == 3
-    assert out["total_seconds"] > 0
+    assert out["total_seconds"] >= max(out["phase_seconds"].values()) > 0
 
 
 def test_cli_prints_both_tables(tiny_server, tmp_path: Path, capsys) -> None:
