@@ -135,7 +135,15 @@ class PersonalRanker:
         return self._ranker.rank_generation(generation)
 
     def generate(self, prompt: Prompt, k: int = 8, **options: Any) -> Shown:
-        """Samples K candidates from central, ranks them, and records them as shown."""
+        """Samples K candidates from central, ranks them, and records them as shown.
+
+        Unless ``options`` say otherwise, central is asked for both vectors and the
+        mean entropy (representation v2), which the personal head reads; a server
+        that predates them sends the last-token vector alone and the head does
+        without the rest.
+        """
+        options.setdefault("vectors", ("last", "mean"))
+        options.setdefault("mean_entropy", True)
         generation = self.central.generate(prompt, k, **options)
         return self.show(generation)
 
