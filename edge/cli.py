@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
         "--learn-every", type=int, default=d.learn_every, help="prompts between updates"
     )
     right.add_argument(
+        "--max-new-tokens", type=int, default=d.max_new_tokens, help="tokens per candidate answer"
+    )
+    right.add_argument(
         "--kind",
         choices=["taste", "list", "point"],
         default=d.kind,
@@ -147,7 +150,7 @@ def _demo(args: argparse.Namespace) -> int:
         central=args.central, model=args.model, k=args.k, seed=args.seed, home=args.home,
         parts=(args.only,) if args.only else PARTS,
         train_prompts=args.train_prompts, test_prompts=args.test_prompts,
-        learn_every=args.learn_every, kind=args.kind,
+        learn_every=args.learn_every, max_new_tokens=args.max_new_tokens, kind=args.kind,
         taste_prompts=args.taste_prompts, taste_test_prompts=args.taste_test_prompts,
         taste_events=args.taste_events, taste_learn_every=args.taste_learn_every,
         taste_max_new_tokens=args.taste_max_new_tokens, taste_noise=args.taste_noise,

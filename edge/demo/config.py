@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from edge._errors import RankerError
+from edge.demo.tasks import ASSISTANT_PROMPTS
+
 __all__ = ["PARTS", "DemoConfig", "LearnerKind", "Part"]
 
 Part = Literal["correctness", "personalization"]
@@ -41,3 +44,31 @@ class DemoConfig:
     taste_learn_every: int = 1  # events between a user's updates (each takes milliseconds)
     taste_max_new_tokens: int = 48  # long enough for answers to differ in length and layout
     taste_noise: float = 0.1  # probability that a simulated reaction is random
+
+    def __post_init__(self) -> None:
+        """Refuses sizes the demo cannot run, naming the ``ranker-edge demo`` option."""
+        at_least = {
+            "k": (self.k, 2),
+            "train-prompts": (self.train_prompts, 1),
+            "test-prompts": (self.test_prompts, 1),
+            "learn-every": (self.learn_every, 1),
+            "max-new-tokens": (self.max_new_tokens, 1),
+            "taste-prompts": (self.taste_prompts, 1),
+            "taste-test-prompts": (self.taste_test_prompts, 1),
+            "taste-events": (self.taste_events, 1),
+            "taste-learn-every": (self.taste_learn_every, 1),
+            "taste-max-new-tokens": (self.taste_max_new_tokens, 1),
+        }
+        for option, (value, low) in at_least.items():
+            if value < low:
+                raise RankerError(f"--{option} must be at least {low}, got {value}")
+        if self.taste_prompts + self.taste_test_prompts > len(ASSISTANT_PROMPTS):
+            raise RankerError(
+                f"--taste-prompts + --taste-test-prompts must be at most "
+                f"{len(ASSISTANT_PROMPTS)} (the demo's prompts), got "
+                f"{self.taste_prompts} + {self.taste_test_prompts}"
+            )
+        if not 0.0 <= self.taste_noise <= 1.0:
+            raise RankerError(f"--taste-noise must be in [0, 1], got {self.taste_noise}")
+        if not self.parts or not set(self.parts) <= set(PARTS):
+            raise RankerError(f"parts must be among {PARTS}, got {self.parts}")

@@ -210,3 +210,11 @@ def test_cli_prints_both_tables(tiny_server, tmp_path: Path, capsys) -> None:
     assert "highest mean log-prob" in table and "(best free)" in table
     assert "concise's ranker" in table and "detailed's ranker" in table
     assert "pick different answers" in table
+
+
+def test_cli_refuses_sizes_the_demo_cannot_run(capsys) -> None:
+    # Checked before central starts: no server is needed to see the error.
+    assert main(["demo", "--taste-prompts", "70", "--taste-test-prompts", "30"]) == 2
+    assert "--taste-prompts + --taste-test-prompts must be at most 80" in capsys.readouterr().err
+    assert main(["demo", "--k", "1"]) == 2
+    assert "--k must be at least 2" in capsys.readouterr().err
