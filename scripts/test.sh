@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets up the environment and runs the whole test suite, slow tests included.
+# Sets up the environment, then runs ruff, mypy (central/ and edge/) and the whole
+# test suite, slow tests included (`bash scripts/test.sh -m "not slow"` skips those).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck disable=SC1091
@@ -7,4 +8,5 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 set -euo pipefail
 cd "$root"
 ruff check .
+mypy
 python -m pytest "$@"
