@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from edge.runtime.signals import SIGNAL_NAMES
 
@@ -16,6 +17,7 @@ def _python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
 
 
+@pytest.mark.slow  # several seconds; CI runs it
 def test_the_numpy_array_example_trains_exports_and_scores(tmp_path: Path, monkeypatch) -> None:
     (block,) = [b for b in _python_blocks() if "GroupDataset.from_arrays" in b]
     rng = np.random.default_rng(0)

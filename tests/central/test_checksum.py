@@ -7,6 +7,8 @@ import hashlib
 import os
 from pathlib import Path
 
+import pytest
+
 from central.model import weights_sha256
 from language_ranker.v1 import ranker_pb2 as pb
 
@@ -70,6 +72,7 @@ def test_a_directory_without_weight_files_has_no_checksum(tmp_path: Path) -> Non
     assert weights_sha256(tmp_path / "empty", tmp_path / "cache") == ""
 
 
+@pytest.mark.slow  # several seconds; CI runs it
 def test_the_loaded_model_and_info_carry_the_checksum(
     central_stub, tiny_model, tiny_checkpoint
 ) -> None:

@@ -260,6 +260,7 @@ with _phases("converting tiny.gguf", _CONVERSION_PHASES) as phase:
 """
 
 
+@pytest.mark.slow  # several seconds; CI runs it
 def test_conversion_progress_shows_on_a_terminal_only() -> None:
     shown = _on_terminal(PHASES)
     assert "converting tiny.gguf: 0/3, reading the tokenizer [00:00]" in shown
@@ -270,6 +271,7 @@ def test_conversion_progress_shows_on_a_terminal_only() -> None:
     assert piped.returncode == 0 and piped.stdout == "" and piped.stderr == ""
 
 
+@pytest.mark.slow  # several seconds; CI runs it
 def test_prepare_off_a_terminal_prints_only_where_the_model_is(tiny_checkpoint: Path) -> None:
     proc = _python(RUN_MAIN, "prepare", "--model", str(tiny_checkpoint))
     line, report = proc.stdout.splitlines()
@@ -299,6 +301,7 @@ INSECURE = ["--host", "0.0.0.0", "--port", "0", "--insecure"]
 SERVING = "ranker-central: serving"
 
 
+@pytest.mark.slow  # several seconds; CI runs it
 def test_insecure_serve_warns_loudly_and_serves(tiny_checkpoint: Path) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "central.cli", "serve", "--model", str(tiny_checkpoint), *INSECURE],

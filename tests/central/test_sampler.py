@@ -233,6 +233,7 @@ def test_growing_layer_holds_what_a_dynamic_layer_holds() -> None:
     assert grown.get_seq_length() == plain.get_seq_length() == 277
 
 
+@pytest.mark.slow  # several seconds; CI runs it
 def test_inverse_cdf_draw_follows_the_probabilities_and_skips_zero_mass() -> None:
     generator = torch.Generator().manual_seed(0)
     probs = torch.zeros(3, 1000)  # not a multiple of the block size: padding is never drawn

@@ -320,6 +320,7 @@ def test_client_cancellation_stops_generation(own_server) -> None:
         own_server.servicer._model_lock.release()
 
 
+@pytest.mark.slow  # several seconds; CI runs it
 def test_sigterm_shuts_down_gracefully(tiny_checkpoint: Path, tmp_path: Path) -> None:
     process = subprocess.Popen(
         [

@@ -119,6 +119,7 @@ def test_same_seed_is_reproducible_over_the_wire(central_stub) -> None:
     assert texts() == texts()
 
 
+@pytest.mark.slow  # several seconds; CI runs it
 def test_concurrent_requests_are_all_served_correctly(central_stub) -> None:
     def run(seed: int) -> list[tuple[int, ...]]:
         events = _generate(

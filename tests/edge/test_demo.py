@@ -124,6 +124,7 @@ def _check_unit_interval(figures: dict) -> None:
             assert method["ci95"][0] <= method["accuracy"] <= method["ci95"][1]
 
 
+@pytest.mark.slow  # several seconds; CI runs it
 def test_demo_runs_both_parts_against_a_running_central(tiny_server, tmp_path: Path) -> None:
     config = DemoConfig(
         central=f"127.0.0.1:{tiny_server.port}", k=4, train_prompts=4, test_prompts=3,
@@ -165,6 +166,7 @@ def test_demo_runs_both_parts_against_a_running_central(tiny_server, tmp_path: P
             assert shown.mean_entropies is not None and None not in shown.mean_entropies
 
 
+@pytest.mark.slow  # several seconds; CI runs it
 def test_demo_trains_a_torch_point_ranker_when_asked(tiny_server, tmp_path: Path) -> None:
     pytest.importorskip("torch")
     config = DemoConfig(
@@ -178,6 +180,7 @@ def test_demo_trains_a_torch_point_ranker_when_asked(tiny_server, tmp_path: Path
     assert all(acc.total == 3 for acc in result.correctness.methods.values())
 
 
+@pytest.mark.slow  # several seconds; CI runs it
 def test_cli_json_output(tiny_server, tmp_path: Path, capsys) -> None:
     code = main([
         "demo", "--central", f"127.0.0.1:{tiny_server.port}", "--k", "2", "--train-prompts", "2",
@@ -198,6 +201,7 @@ def test_cli_json_output(tiny_server, tmp_path: Path, capsys) -> None:
     assert out["total_seconds"] >= max(out["phase_seconds"].values()) > 0
 
 
+@pytest.mark.slow  # several seconds; CI runs it
 def test_cli_prints_both_tables(tiny_server, tmp_path: Path, capsys) -> None:
     code = main([
         "demo", "--central", f"127.0.0.1:{tiny_server.port}", "--k", "2", "--train-prompts", "2",

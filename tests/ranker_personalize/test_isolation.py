@@ -76,6 +76,7 @@ def test_other_users_feedback_leaves_the_ranker_bitwise_unchanged(
     assert weights[0] is not None and weights[0] == weights[1]
 
 
+@pytest.mark.slow  # several seconds; CI runs it
 def test_simulated_users_live_in_separate_homes(pool: Pool, tmp_path: Path) -> None:
     users = [SimUser("concise", "concise"), SimUser("lists", "lists")]
     train, test = pool.subset(range(30)), pool.subset(range(30, 40))

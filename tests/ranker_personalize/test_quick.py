@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from ranker_personalize.cli import main
 from ranker_personalize.pool import PoolSettings, generate_pool, load_pool
@@ -53,6 +54,7 @@ def test_prompt_split_is_disjoint_by_topic() -> None:
     assert len(train) + len(test) == 320 and len(test) > 60
 
 
+@pytest.mark.slow  # several seconds; CI runs it
 def test_quick_mode_writes_the_report(tiny_model, tmp_path: Path) -> None:
     pool_dir = tmp_path / "pool"
     settings = PoolSettings(tiny_model.name, 4, 6, 1.0, 2, 0)
@@ -73,6 +75,7 @@ def test_quick_mode_writes_the_report(tiny_model, tmp_path: Path) -> None:
     assert not results["skipped"]
 
 
+@pytest.mark.slow  # several seconds; CI runs it
 def test_cli_quick_run(tiny_model, tmp_path: Path) -> None:
     pool_dir = tmp_path / "pool"
     generate_pool(tiny_model, make_prompts(12), pool_dir, PoolSettings("tiny", 4, 4, 1.0, 2, 0))

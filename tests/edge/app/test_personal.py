@@ -46,6 +46,7 @@ def test_generate_feedback_learn_then_rank_with_the_new_version(central, tmp_pat
     assert scores.shape == (4,) and np.isfinite(scores).all() and np.ptp(scores) > 0
 
 
+@pytest.mark.slow  # several seconds; CI runs it
 def test_learning_twice_hot_swaps_and_rollback_returns(central, tmp_path: Path) -> None:
     user = PersonalRanker(central, tmp_path, "bob", "math", learner=_fast())
     _teach(user, 2)

@@ -52,6 +52,7 @@ def _top1(me: PersonalRanker, seeds: range) -> float:
     return float(np.mean(hits))
 
 
+@pytest.mark.slow  # several seconds; CI runs it
 def test_a_new_user_starts_at_the_first_sample_and_moves_from_the_first_event(
     tmp_path: Path,
 ) -> None:
@@ -199,6 +200,7 @@ _LEARN_WITHOUT_TORCH = """
 """
 
 
+@pytest.mark.slow  # several seconds; CI runs it
 def test_feedback_learning_and_ranking_work_where_torch_cannot_be_imported(
     tmp_path: Path,
 ) -> None:
@@ -220,6 +222,7 @@ _LEARNER_PROCESS = """
 """
 
 
+@pytest.mark.slow  # several seconds; CI runs it
 def test_two_learner_processes_on_one_user_never_lose_an_update(tmp_path: Path) -> None:
     events = 12
     procs = [

@@ -45,6 +45,7 @@ from edge.training import (
 
 
 @pytest.mark.parametrize("kind", sorted(RANKER_KINDS))
+@pytest.mark.slow  # several seconds; CI runs it
 def test_every_kind_conforms(kind: str, tmp_path: Path) -> None:
     report = check_ranker(kind, tmp_path)
     assert report.kind == kind == report.variant and report.num_parameters > 0
@@ -58,6 +59,7 @@ def test_every_kind_conforms(kind: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.slow  # several seconds; CI runs it
 def test_every_multi_part_variant_conforms(variant: str, tmp_path: Path) -> None:
     """List and point rankers reading mean vectors and signals pass the same contract."""
     report = check_ranker(variant, tmp_path)

@@ -108,6 +108,7 @@ def test_the_async_client_fills_the_same_identity(tiny_server, generation) -> No
     assert asyncio.run(run()).identity == generation.identity
 
 
+@pytest.mark.slow  # several seconds; CI runs it
 def test_a_server_restarted_with_another_model_is_asked_again(tiny_model) -> None:
     """The client keeps Info, but drops it when the server is lost."""
     first = start_server(ServerConfig(port=0), loaded=tiny_model)

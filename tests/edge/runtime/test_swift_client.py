@@ -76,6 +76,7 @@ def test_assembler_rejects_out_of_order_chunks() -> None:
     assert done is not None and done.features.shape == (4, 3) and not assembler.pending
 
 
+@pytest.mark.slow  # several seconds; CI runs it
 def test_swift_end_to_end_through_grpc_and_onnx(client) -> None:
     """Generate with per-token features, train SWIFT on a label, export, rank with onnxruntime.
 

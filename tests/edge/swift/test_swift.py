@@ -100,6 +100,7 @@ def test_empty_candidate_scores_zero(head: SwiftRanker, onnx_head: bytes) -> Non
 
 
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+@pytest.mark.slow  # several seconds; CI runs it
 def test_onnx_parity_at_several_k_and_t(head: SwiftRanker, exporter: str) -> None:
     data = export_swift_onnx(head, exporter=exporter)  # type: ignore[arg-type]
     shapes = ((1, 1), (2, 9), (4, 1), (7, 33), (16, 128))
@@ -133,6 +134,7 @@ def _planted(groups: int, seed: int, k: int = 4) -> TokenDataset:
 
 
 @pytest.mark.parametrize("loss", ["pointwise", "pairwise", "listwise"])
+@pytest.mark.slow  # several seconds; CI runs it
 def test_trains_on_a_planted_per_token_signal(loss: str) -> None:
     train, test = _planted(120, 0), _planted(60, 1)
     model = build_swift(D, seed=0)

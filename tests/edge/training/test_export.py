@@ -26,6 +26,7 @@ from edge.training.rankers import RankerModule
 
 
 @pytest.mark.parametrize("fixture", ["list_ranker", "point_ranker"])
+@pytest.mark.slow  # several seconds; CI runs it
 def test_dynamo_export_matches_torch_at_several_k(
     fixture: str, request: pytest.FixtureRequest
 ) -> None:
@@ -128,6 +129,7 @@ _FULL = {"vectors": ("last", "mean"), "signals": True}
     # dynamo takes ~15 s a graph on 2 cores: one kind suffices for it
     [("list", "dynamo"), *((k, e) for k in ("list", "point") for e in ("torchscript", "template"))],
 )
+@pytest.mark.slow  # several seconds; CI runs it
 def test_a_multi_part_graph_declares_exactly_its_inputs_and_matches_torch(
     kind: str, exporter: str
 ) -> None:

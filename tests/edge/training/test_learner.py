@@ -34,6 +34,7 @@ def parts(tmp_path: Path) -> tuple[FeedbackStore, Registry]:
         yield store, Registry(tmp_path / "reg")
 
 
+@pytest.mark.slow  # several seconds; CI runs it
 def test_learn_from_scratch_then_incrementally(parts: tuple[FeedbackStore, Registry]) -> None:
     store, registry = parts
     learner = Learner(store, registry, LearnerConfig(kind="point"))
@@ -67,6 +68,7 @@ def test_learn_from_scratch_then_incrementally(parts: tuple[FeedbackStore, Regis
     assert np.mean(hits) > 0.6  # chance is 0.25
 
 
+@pytest.mark.slow  # several seconds; CI runs it
 def test_new_user_starts_from_base_or_global(parts: tuple[FeedbackStore, Registry]) -> None:
     store, registry = parts
     base = build_ranker(make_config("list", D, hidden_size=16), seed=4)
@@ -109,6 +111,7 @@ def test_tasks_are_separate_rankers(parts: tuple[FeedbackStore, Registry]) -> No
     assert registry.rankers("dan") == ["chat", "math"]
 
 
+@pytest.mark.slow  # several seconds; CI runs it
 def test_per_event_config_learns_one_event_at_a_time(parts: tuple[FeedbackStore, Registry]) -> None:
     store, registry = parts
     learner = Learner(store, registry, LearnerConfig.per_event(kind="point"))
@@ -130,6 +133,7 @@ def test_per_event_config_learns_one_event_at_a_time(parts: tuple[FeedbackStore,
     assert hits.mean() > 0.6  # chance is 0.25
 
 
+@pytest.mark.slow  # several seconds; CI runs it
 def test_bad_export_never_becomes_current(
     parts: tuple[FeedbackStore, Registry], monkeypatch: pytest.MonkeyPatch
 ) -> None:
