@@ -9,7 +9,7 @@ The demo's two users have opposite tastes on the same prompts: "concise"
 likes the fewest words, "detailed" the most. One answer cannot please both,
 so a single ranker cannot serve them; two personal rankers can. Word count is
 among the on-device signals (``log_words``), so these tastes are the easy kind
-by construction; the personalization study (``personalize/``) also measures
+by construction; the personalization study (``ranker_personalize/``) also measures
 tastes no signal encodes.
 
 Users react the way an app collects feedback: a thumbs up or down on the
