@@ -13,7 +13,11 @@ from ranker_eval.config import PRESETS, RunConfig, quick
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ranker-eval", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="ranker-eval",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--out", type=Path, default=Path("ranker-eval-report"), help="report directory")
     p.add_argument(
         "--cache", type=Path, default=Path(".cache/ranker-eval"), help="candidate cache directory"

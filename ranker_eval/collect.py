@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from central.model import LoadedModel, load_model
 from ranker_eval.cache import CacheKey, CandidateCache
@@ -109,9 +110,10 @@ def _collect_task(
     beam_width = plan.beam_width if task_plan.beam else 0
     gen = GenerationConfig(k=task_plan.k, beam_width=beam_width, seed=config.seed)
     deadline = time.monotonic() + budget_s
-    for problem in _interleaved(train, test):
-        if cache.has(problem.uid):
-            continue
+    missing = [p for p in _interleaved(train, test) if not cache.has(p.uid)]
+    # A bar on a terminal (tqdm's disable=None), nothing in logs or CI.
+    progress = tqdm(missing, desc=f"{task.name} problems", unit="problem", disable=None)
+    for problem in progress:
         if time.monotonic() > deadline:
             if budget_s <= 0:  # evaluate-only: reading the cache is all that was asked
                 break
@@ -119,6 +121,7 @@ def _collect_task(
             break
         record = generate_problem(loaded, task, problem, gen)
         cache.save(record)
+        progress.set_postfix(correct=f"{record.labels.mean():.0%}")
         log.info(
             "%s/%s %s: %.0f%% correct, %.1fs",
             loaded.name, task.name, problem.uid, 100 * record.labels.mean(), record.seconds,

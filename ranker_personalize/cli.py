@@ -73,11 +73,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# Shows every option's default in --help, and the module docstring as written.
+class _FORMATTER(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ranker_personalize", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="ranker-personalize", description=__doc__, formatter_class=_FORMATTER
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     sub = parser.add_subparsers(dest="command", required=True)
-    pool = sub.add_parser("pool", help="sample and cache K candidates per prompt")
+    pool = sub.add_parser(
+        "pool", help="sample and cache K candidates per prompt", formatter_class=_FORMATTER
+    )
     pool.add_argument("--model", default="default", help="central model name or path")
     pool.add_argument("--prompts", type=int, default=320, help="number of prompts")
     pool.add_argument("--k", type=int, default=8, help="candidates per prompt")
@@ -87,7 +96,11 @@ def _parser() -> argparse.ArgumentParser:
     pool.add_argument("--budget-minutes", type=float, default=90.0, help="stop after this long")
     pool.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="pool cache root")
     pool.set_defaults(func=_cmd_pool)
-    run = sub.add_parser("run", help="simulate users on the cached pool and write the report")
+    run = sub.add_parser(
+        "run",
+        help="simulate users on the cached pool and write the report",
+        formatter_class=_FORMATTER,
+    )
     run.add_argument("--pool", type=Path, default=None, help="pool directory (default: largest)")
     run.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="pool cache root")
     run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report directory")

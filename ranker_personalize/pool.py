@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ranker_personalize.prompts import PromptItem
 
@@ -128,7 +129,8 @@ def generate_pool(
     """Sample every prompt not cached yet; stops cleanly at ``budget_s``. Returns the new count."""
     _check_settings(directory, settings)
     start, made = time.perf_counter(), 0
-    for i, item in enumerate(items):
+    # A bar on a terminal (tqdm's disable=None), nothing in logs or CI.
+    for i, item in enumerate(tqdm(items, desc="pool prompts", unit="prompt", disable=None)):
         if (directory / f"{item.uid}.json").exists():
             continue
         if budget_s is not None and time.perf_counter() - start > budget_s:

@@ -1,0 +1,52 @@
+"""Every option of every command-line tool has help text and shows its default."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from central.cli import _parser as central_parser
+from edge.cli import _parser as edge_parser
+from ranker_eval.cli import _parser as eval_parser
+from ranker_personalize.cli import _parser as personalize_parser
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The parser itself, or each of its subcommands."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {parser.prog: parser}
+
+
+@pytest.mark.parametrize(
+    "parser",
+    [central_parser, edge_parser, eval_parser, personalize_parser],
+    ids=lambda p: p.__module__,
+)
+def test_every_option_has_help_and_a_shown_default(parser) -> None:
+    for name, command in _commands(parser()).items():
+        options = [a for a in command._actions if a.option_strings and a.dest != "help"]
+        assert options, name
+        missing = [a.dest for a in options if not a.help]
+        assert not missing, f"{name}: options without help: {missing}"
+        text = " ".join(command.format_help().split())
+        assert text.count("(default:") >= len(options), f"{name} hides a default:\n{text}"
+
+
+@pytest.mark.parametrize("module", ["ranker_eval.cli", "ranker_personalize.cli", "edge.cli"])
+def test_help_runs_where_torch_cannot_be_imported(module: str) -> None:
+    code = f"import sys; sys.modules['torch'] = None; from {module} import main; main(['--help'])"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60,
+        env={**os.environ, "COLUMNS": "100"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "--help" in proc.stdout
