@@ -142,11 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from edge.demo.report import format_table
-    from edge.demo.run import run_demo
-
-    config = DemoConfig(
+def _demo_config(args: argparse.Namespace) -> DemoConfig:
+    """The demo's settings from its options (checked here, before central starts)."""
+    return DemoConfig(
         central=args.central, model=args.model, k=args.k, seed=args.seed, home=args.home,
         parts=(args.only,) if args.only else PARTS,
         train_prompts=args.train_prompts, test_prompts=args.test_prompts,
@@ -155,7 +153,17 @@ def _demo(args: argparse.Namespace) -> int:
         taste_events=args.taste_events, taste_learn_every=args.taste_learn_every,
         taste_max_new_tokens=args.taste_max_new_tokens, taste_noise=args.taste_noise,
     )  # fmt: skip
-    result = run_demo(config, log=(lambda _: None) if args.json else print)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from edge.demo.report import format_table
+    from edge.demo.run import run_demo
+
+    config = _demo_config(args)
+    # With --json, stdout carries the JSON alone; progress goes to stderr.
+    result = run_demo(
+        config, log=lambda line: print(line, file=sys.stderr if args.json else sys.stdout)
+    )
     print(json.dumps(result.as_json(), indent=2) if args.json else format_table(result))
     return 0
 

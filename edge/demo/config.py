@@ -18,7 +18,13 @@ PARTS: tuple[Part, ...] = ("correctness", "personalization")
 
 @dataclass
 class DemoConfig:
-    """Sizes and settings of the demo; the defaults finish in about 6 minutes on 2 cores."""
+    """Sizes and settings of the demo; the defaults are sized for 6 minutes on 2 idle cores.
+
+    Measured offline on SmolLM2-135M pools (K=8), the torch-free learner reaches
+    59 / 62 / 61 % on "which number is larger?" after 64 / 96 / 128 training
+    prompts (best free baseline 42 %), and each taste user 40-70 % agreement after
+    50 events (first sample 3-17 %): more prompts would mostly cost time.
+    """
 
     central: str | None = None  # address of a running central; None starts one
     model: str = "default"  # model a started central serves
@@ -29,7 +35,7 @@ class DemoConfig:
     parts: tuple[Part, ...] = PARTS  # which parts run
 
     # The correctness part: "which number is larger?", answers marked right or wrong.
-    train_prompts: int = 128  # prompts in the feedback stream (K thumbs each)
+    train_prompts: int = 96  # prompts in the feedback stream (K thumbs each)
     test_prompts: int = 64  # held-out prompts, disjoint from the training ones
     learn_every: int = 16  # prompts between incremental updates
     max_new_tokens: int = 12  # the task wants a short answer
