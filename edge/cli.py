@@ -32,7 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", default=d.model, help="model for a started central")
     demo.add_argument("--k", type=int, default=d.k, help="candidates per prompt")
     demo.add_argument(
-        "--only", choices=["correctness", "personalization"], help="run one part (default: both)"
+        "--only",
+        choices=["correctness", "personalization"],
+        help="run only this part; None runs both",
     )
     demo.add_argument(
         "--seed", type=int, default=d.seed, help="seeds prompts, sampling, users, training"

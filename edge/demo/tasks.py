@@ -29,10 +29,10 @@ __all__ = [
 _NUMBER = re.compile(r"-?\d+")
 
 # The small default model rambles up to any token limit: asked plainly, nearly all K
-# answers stop at the limit, equally long (96% at 48 tokens). Asked for one or two
-# sentences, they end anywhere from 5 to 50 words, so a taste for length has
-# something to choose from.
-LENGTH_HINT = "Answer in one or two sentences."
+# answers stop at the limit, equally long (96% at 48 tokens). Asked for one sentence,
+# about half end on their own, anywhere from 6 to 30 words, so a taste for length
+# has something to choose from.
+LENGTH_HINT = "Answer in one sentence."
 
 # Short, generic requests to an assistant, written for the demo: any answer is
 # acceptable, so what decides between K answers is the user's taste (length,
