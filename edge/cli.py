@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     d = DemoConfig()  # the defaults live in one place
     demo.add_argument("--central", help="address of a running central (default: start one)")
+    _connection_args(demo)
     demo.add_argument("--model", default=d.model, help="model for a started central")
     demo.add_argument("--k", type=int, default=d.k, help="candidates per prompt")
     demo.add_argument(
@@ -148,6 +149,8 @@ def _demo_config(args: argparse.Namespace) -> DemoConfig:
     """The demo's settings from its options (checked here, before central starts)."""
     return DemoConfig(
         central=args.central, model=args.model, k=args.k, seed=args.seed, home=args.home,
+        token=_token(args), tls=args.tls,
+        root_certificates=None if args.tls_ca is None else str(args.tls_ca),
         parts=(args.only,) if args.only else PARTS,
         train_prompts=args.train_prompts, test_prompts=args.test_prompts,
         learn_every=args.learn_every, max_new_tokens=args.max_new_tokens, kind=args.kind,

@@ -29,6 +29,9 @@ class DemoConfig:
     """
 
     central: str | None = None  # address of a running central; None starts one
+    token: str | None = None  # bearer token for a running central (None: no auth)
+    tls: bool = False  # TLS to a running central (system roots unless root_certificates)
+    root_certificates: str | None = None  # PEM file of a private CA for that TLS
     model: str = "default"  # model a started central serves
     k: int = 8  # candidates per prompt, in both parts
     temperature: float = 1.0  # sampling temperature; diversity is what a ranker needs

@@ -62,7 +62,15 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print) -> DemoResu
     timer = PhaseTimer()
     home = config.home or Path(tempfile.mkdtemp(prefix="ranker-demo-"))
     correctness = personalization = None
-    with _central(config, timer) as address, CentralClient(address) as central:
+    with (
+        _central(config, timer) as address,
+        CentralClient(
+            address,
+            token=config.token,
+            tls=config.tls or config.root_certificates is not None,
+            root_certificates=config.root_certificates,
+        ) as central,
+    ):
         info = central.info()
         log(f"central: {info.model_name} ({info.num_layers} layers, {info.hidden_size}-d features)")
         if "correctness" in config.parts:

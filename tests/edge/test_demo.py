@@ -222,3 +222,19 @@ def test_cli_refuses_sizes_the_demo_cannot_run(capsys) -> None:
     assert "--taste-prompts + --taste-test-prompts must be at most 80" in capsys.readouterr().err
     assert main(["demo", "--k", "1"]) == 2
     assert "--k must be at least 2" in capsys.readouterr().err
+
+
+def test_demo_and_generate_take_central_credentials(tmp_path: Path, capsys) -> None:
+    from edge.cli import _demo_config, _parser
+
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    args = _parser().parse_args(
+        ["demo", "--central", "host:1", "--token-file", str(token), "--tls-ca", "ca.pem"]
+    )
+    config = _demo_config(args)
+    assert (config.token, config.root_certificates) == ("s3cret", "ca.pem")
+    blank = tmp_path / "blank"
+    blank.write_text("  \n")
+    assert main(["generate", "hi", "--token-file", str(blank), "--home", str(tmp_path)]) == 2
+    assert "is empty" in capsys.readouterr().err
