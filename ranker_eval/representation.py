@@ -69,7 +69,7 @@ class StudyConfig:
     layer: int = 2  # index into the stored layers (harness: 0.1, 0.3, 0.6, 1.0 -> 0.6)
     bootstrap: int = 2000  # resamples for every interval
     curve_ks: tuple[int, ...] = (2, 4, 8, 16)  # Best-of-K subset sizes
-    curve_repeats: int = 10  # random subsets per problem and K
+    curve_repeats: int = 3  # random subsets per problem, K and seed
     default: str = "last+mean+signals"  # the representation the SDK recommends
     # initial direct weights of the signals (edge.training.RECOMMENDED_SIGNAL_PRIOR)
     signal_prior: dict[str, float] = field(
@@ -206,7 +206,8 @@ def study_task(task: str, train: Pool, test: Pool, fit: Fitter, config: StudyCon
                 for k in config.curve_ks:
                     if k > test.k:
                         continue
-                    hits = [_picked(test, s, scorer(test, s)) for s in _subsets(test, k, 3, seed)]
+                    subsets = _subsets(test, k, config.curve_repeats, seed)
+                    hits = [_picked(test, s, scorer(test, s)) for s in subsets]
                     study.curve.setdefault(k, np.zeros(test.size))
                     study.curve[k] += np.mean(hits, axis=0) / len(config.seeds)
         study.correct[f"ranker[{name}]"] = np.mean(per_seed, axis=0)
