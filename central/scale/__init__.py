@@ -19,7 +19,15 @@ extra; docs/scale-out.md says what to type on each machine.
 
 from __future__ import annotations
 
-from .app import SERVICER_FUNCTIONS, ScaledCentral, build_app, serve_forever, start_scaled
+from .app import (
+    SERVICER_FUNCTIONS,
+    DeploymentError,
+    ScaledCentral,
+    build_app,
+    last_error,
+    serve_forever,
+    start_scaled,
+)
 from .bridge import run_stream, run_unary
 from .config import PROXY_LOCATIONS, ScaleConfig, exposure_warning, validate_scale_config
 from .context import REPLICA_METADATA_KEY, CallAborted, RayContext, ReplicaCallContext
@@ -33,12 +41,14 @@ __all__ = [
     "CallAborted",
     "CallGate",
     "CentralReplica",
+    "DeploymentError",
     "RayContext",
     "ReplicaCallContext",
     "ScaleConfig",
     "ScaledCentral",
     "build_app",
     "exposure_warning",
+    "last_error",
     "peer_host",
     "run_stream",
     "run_unary",

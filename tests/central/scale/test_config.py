@@ -158,3 +158,22 @@ def test_a_missing_extra_is_named_with_its_pip_command() -> None:
         "ranker-central-scale: needs torch, which is not installed: "
         "pip install 'language-ranker[central]'"
     )
+
+
+def test_a_failed_deployment_reports_the_replicas_own_exception() -> None:
+    from central.scale.app import last_error
+
+    recorded = (
+        "Traceback (most recent call last):\n"
+        '  File "replica.py", line 4008, in _call_func_or_gen\n'
+        "ValueError: an inner cause\n\n"
+        "The above exception was the direct cause of the following exception:\n"
+        '  File "central/model.py", line 149, in _load_directory\n'
+        "central._errors.ModelLoadError: cannot load a causal LM from /m: no tokenizer\n"
+        "(1) a tokenizers file\n"
+    )
+    assert last_error(recorded) == (
+        "central._errors.ModelLoadError: cannot load a causal LM from /m: no tokenizer\n"
+        "(1) a tokenizers file"
+    )
+    assert last_error("just a message") == "just a message"
