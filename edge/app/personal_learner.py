@@ -205,10 +205,11 @@ class PersonalLearner:
             return self._skipped(user, name, saved_cursor, started, len(pending))
         touched = {e.shown.set_id for e in new if e.event_id > saved_cursor}
         before = rows.fit.loss(touched)
-        passes = self.config.cold_passes
-        if warm.memory_kept:  # warm: a pass per new event follows the optimum
+        passes, refresh = self.config.cold_passes, 1.0  # cold: exact gradients
+        if warm.memory_kept:  # warm: an iteration per new event follows the optimum
             passes = min(passes, self.config.passes * len(pending))
-        fit = rows.fit.fit(passes)
+            refresh = self.config.refresh
+        fit = rows.fit.fit(passes, refresh)
         after = rows.fit.loss(touched)
         head = rows.fit.head()
         if identity is None and current is not None:

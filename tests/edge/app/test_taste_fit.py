@@ -101,6 +101,32 @@ def test_one_update_per_event_tracks_the_full_refit() -> None:
     assert (scores.argmax(1) == test[3].argmax(1)).mean() > 0.6  # chance: 1/6
 
 
+def test_a_warm_iteration_reads_part_of_the_history_and_still_reaches_the_optimum() -> None:
+    """The kept gradient is recomputed for the stalest quarter of the sets per
+    iteration; iterating on fixed data still ends at the exact optimum, and stopping
+    is decided on the exact gradient."""
+    data = _planted(40, 24, seed=0)
+    config = TasteConfig(tolerance=1e-9, refresh=0.25, refresh_block=1)
+    partial = TasteFit(24, ("last", "mean", "signals"), config)
+    _fill(partial, data, 0, 40)
+    first = partial.fit(1)
+    assert first.refreshed == pytest.approx(10 / 40)  # 10 of 40 sets of equal size
+    reports = [partial.fit(1) for _ in range(400)]
+    exact = TasteFit(24, ("last", "mean", "signals"), config)
+    _fill(exact, data, 0, 40)
+    exact.fit(200, refresh=1.0)
+    best, _ = _objective_and_gradient(exact, exact.v)
+    value, grad = _objective_and_gradient(partial, partial.v)
+    assert value == pytest.approx(best, rel=1e-6)
+    assert np.linalg.norm(partial._scale() * grad) < 1e-5 * best
+    # Every iteration read about a quarter, plus the whole history when the estimate
+    # said "converged" and the exact gradient was checked.
+    assert all(0.25 <= r.refreshed <= 1.25 + 1e-9 for r in reports)
+    np.testing.assert_allclose(partial._g_ref, _objective_and_gradient(partial, partial.v)[1]
+                               - partial.config.l2 * partial.v / partial._scale() ** 2,
+                               rtol=1e-4, atol=1e-6)  # fmt: skip
+
+
 def test_a_taste_in_one_signal_is_not_drowned_by_wide_vectors() -> None:
     rng = np.random.default_rng(4)
     d, sets = 2048, 30
