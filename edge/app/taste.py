@@ -77,8 +77,7 @@ PERSONAL_KIND = "personal"  # META_KIND of a composed graph
 META_BASE_KIND = META_PREFIX + "base_kind"  # the global graph's kind, "none" without one
 META_HEAD = META_PREFIX + "head"  # JSON: the head's blocks and sizes
 _OPSET, _IR_VERSION = 18, 9  # for a graph built without a global one
-_PREFIX = "personal_head."  # names of every node and initializer the head adds
-_GLOBAL_SCORES = _PREFIX + "global_scores"
+_PREFIX = "personal_head"  # names of every node and initializer the head adds start so
 
 
 @dataclass(frozen=True)
@@ -193,8 +192,21 @@ def _batch_k(value_info: onnx.ValueInfoProto) -> list[str | int]:
     ]
 
 
-def _rename_scores(graph: onnx.GraphProto) -> onnx.TypeProto:
-    """Make the global graph's ``scores`` an internal tensor; return the output's type."""
+def _free_prefix(graph: onnx.GraphProto) -> str:
+    """``personal_head.``, or ``personal_head2.``, ... when the global graph already
+    holds a head (e.g. a team's or a pooled head): the new names must not collide."""
+    names = {i.name for i in graph.initializer} | {n.name for n in graph.node}
+    names |= {t for n in graph.node for t in (*n.input, *n.output)}
+    n, prefix = 1, _PREFIX + "."
+    while any(name.startswith(prefix) for name in names):
+        n += 1
+        prefix = f"{_PREFIX}{n}."
+    return prefix
+
+
+def _rename_scores(graph: onnx.GraphProto, internal: str) -> onnx.TypeProto:
+    """Make the global graph's ``scores`` the internal tensor ``internal``; return the
+    output's type."""
     (output,) = [o for o in graph.output if o.name == OUTPUT_SCORES]
     kept = onnx.TypeProto()
     kept.CopyFrom(output.type)
@@ -202,10 +214,10 @@ def _rename_scores(graph: onnx.GraphProto) -> onnx.TypeProto:
         for names in (node.input, node.output):
             for i, name in enumerate(names):
                 if name == OUTPUT_SCORES:
-                    names[i] = _GLOBAL_SCORES
+                    names[i] = internal
     for info in graph.value_info:
         if info.name == OUTPUT_SCORES:
-            info.name = _GLOBAL_SCORES
+            info.name = internal
     graph.output.remove(output)
     return kept
 
@@ -281,9 +293,10 @@ def compose_ranker(
     inputs = {i.name: i for i in graph.input}
     batch_k = _batch_k(inputs[INPUT_CANDIDATES])
     terms: list[str] = []
+    prefix = _free_prefix(graph)
     if global_model is not None:
-        out_type = _rename_scores(graph)
-        terms.append(_GLOBAL_SCORES)
+        out_type = _rename_scores(graph, prefix + "global_scores")
+        terms.append(prefix + "global_scores")
     else:
         out_type = helper.make_tensor_type_proto(TensorProto.FLOAT, batch_k)
     for block in head.blocks:
@@ -293,13 +306,13 @@ def compose_ranker(
             graph.input.append(
                 helper.make_tensor_value_info(name, TensorProto.FLOAT, [*batch_k, size])
             )
-        weight = f"{_PREFIX}{block}.weight"
+        weight = f"{prefix}{block}.weight"
         graph.initializer.append(numpy_helper.from_array(head.weights[block], weight))
         graph.node.append(
-            helper.make_node("MatMul", [name, weight], [f"{_PREFIX}{block}"], name=weight + "_mm")
+            helper.make_node("MatMul", [name, weight], [f"{prefix}{block}"], name=weight + "_mm")
         )
-        terms.append(f"{_PREFIX}{block}")
-    graph.node.append(helper.make_node("Sum", terms, [OUTPUT_SCORES], name=_PREFIX + "sum"))
+        terms.append(f"{prefix}{block}")
+    graph.node.append(helper.make_node("Sum", terms, [OUTPUT_SCORES], name=prefix + "sum"))
     graph.output.append(helper.make_value_info(OUTPUT_SCORES, out_type))
     blocks = [b for b in BLOCKS if b in head.blocks or b in graph_blocks(old_meta, inputs)]
     meta = {

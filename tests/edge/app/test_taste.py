@@ -108,6 +108,25 @@ def test_the_global_graph_plus_a_head_is_one_onnx_file(onnx_file: Path) -> None:
     assert len(composed) < len(global_model) + 4 * (2 * D + S) + 4096
 
 
+def test_a_head_composes_on_a_global_that_already_carries_a_head(onnx_file: Path) -> None:
+    """E.g. a global ranker that is itself a pooled head on a task ranker: the
+    second head's names must not collide with the first's."""
+    base = onnx_file.read_bytes()
+    g = _generation(5)
+    inner, outer = _head(3), _head(4, ("last", "signals"))
+    stacked = compose_ranker(outer, compose_ranker(inner, base))
+    expected = (
+        RankingSession(base).score(g.instruction, g.features)
+        + inner.score(g.features, _means(g), candidate_signals(g.candidates))
+        + outer.score(g.features, None, candidate_signals(g.candidates))
+    )
+    session = RankingSession(stacked)
+    np.testing.assert_allclose(session.score_generation(g), expected, rtol=1e-5, atol=1e-5)
+    names = [i.name for i in onnx.load_from_string(stacked).graph.initializer]
+    assert "personal_head.last.weight" in names and "personal_head2.last.weight" in names
+    assert json.loads(session.metadata[META_REPRESENTATION]) == ["last", "mean", "signals"]
+
+
 def test_a_head_of_the_last_block_only_needs_no_new_inputs(onnx_file: Path) -> None:
     head = _head(3, blocks=("last",))
     session = RankingSession(compose_ranker(head, onnx_file.read_bytes()))
