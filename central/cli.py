@@ -19,10 +19,11 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
-from ._errors import ServiceError, require_extra
+from ._errors import ConfigError, ServiceError, require_extra
 from .config import (
     DTYPES,
     TOKEN_ENV,
+    EngineConfig,
     ServerConfig,
     ServiceLimits,
     check_model_options,
@@ -120,11 +121,48 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
         default=limits.max_new_tokens,
         help="largest max_new_tokens a request may ask for",
     )
+    engine = EngineConfig()
+    parser.add_argument(
+        "--max-batch-rows",
+        type=int,
+        default=engine.max_batch_rows,
+        help="candidate rows decoding at once, across all requests",
+    )
+    parser.add_argument(
+        "--max-batch-requests",
+        type=int,
+        default=engine.max_batch_requests,
+        help="requests sharing the model at once; 1 serves one request at a time",
+    )
+    parser.add_argument(
+        "--max-queued-requests",
+        type=int,
+        default=engine.max_queued_requests,
+        help="requests waiting for room; beyond them a call gets RESOURCE_EXHAUSTED",
+    )
+    parser.add_argument(
+        "--max-request-tokens",
+        type=int,
+        default=limits.max_request_tokens,
+        help="work one Generate may bring: prompt + k x max_new_tokens",
+    )
+    parser.add_argument(
+        "--stall-seconds",
+        type=float,
+        default=engine.stall_seconds,
+        help="a client that has not read for this long is cancelled",
+    )
     parser.add_argument(
         "--max-workers",
         type=int,
-        default=ServerConfig.max_workers,
-        help="RPCs handled at once (generation itself runs one at a time)",
+        default=None,
+        help="server threads; when unset, one per admitted request plus 16 for health and Info",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads the engine computes with; 0 leaves torch's own choice",
     )
     parser.add_argument(
         "--tls-cert", type=Path, help="PEM certificate chain; with --tls-key, serve over TLS"
@@ -180,7 +218,17 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         dtype=args.dtype,
         cache_dir=args.cache_dir,
         max_workers=args.max_workers,
-        limits=ServiceLimits(max_k=args.max_k, max_new_tokens=args.max_new_tokens),
+        limits=ServiceLimits(
+            max_k=args.max_k,
+            max_new_tokens=args.max_new_tokens,
+            max_request_tokens=args.max_request_tokens,
+        ),
+        engine=EngineConfig(
+            max_batch_rows=args.max_batch_rows,
+            max_batch_requests=args.max_batch_requests,
+            max_queued_requests=args.max_queued_requests,
+            stall_seconds=args.stall_seconds,
+        ),
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
@@ -190,11 +238,17 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if args.threads < 0:
+        raise ConfigError("--threads", f"must be at least 0, got {args.threads}")
     config = validate_config(_server_config(args))
     require_extra(*SERVER_MODULES, what=f"{PROG} serve")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from .server import serve_forever
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     serve_forever(config)
     return 0
 

@@ -29,11 +29,13 @@ from .model import DEFAULT_MODEL, EMBEDDED_MODELS
 __all__ = [
     "DTYPES",
     "TOKEN_ENV",
+    "EngineConfig",
     "ServerConfig",
     "ServiceLimits",
     "check_model_options",
     "exposure_warning",
     "is_loopback",
+    "server_threads",
     "validate_config",
 ]
 
@@ -54,6 +56,31 @@ class ServiceLimits:
     # (a literal here so that this module stays torch-free).
     token_chunk_bytes: int = 256 * 1024
     token_batch: int = 4  # responses per forward pass when computing per-token features
+    # Work one request may bring, checked on arrival (RESOURCE_EXHAUSTED names the limit).
+    max_prompt_bytes: int = 256 * 1024  # prompt size, checked before it is tokenised
+    # prompt + K x max_new_tokens of a Generate: 16 candidates of 1,024 tokens fit, 64 of 1,024 not
+    max_request_tokens: int = 32 * 1024
+    max_features_tokens: int = 32 * 1024  # all responses of one Features request, in tokens
+    # Tokens (rows x longest response) in one Features pass: bounds its memory (see engine)
+    features_pass_tokens: int = 1024
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How the engine shares the model among requests (see `central.engine`)."""
+
+    max_batch_rows: int = 256  # candidate rows decoding at once, across all requests
+    # Requests sharing the model at once (decoding or in a Features pass); 1 serves one
+    # request at a time, as releases before the engine did (the benchmark's baseline)
+    max_batch_requests: int = 64
+    max_queued_requests: int = 64  # requests waiting for room; past it RESOURCE_EXHAUSTED
+    # Responses held for a client that has not read them yet, per request; work that
+    # would add more waits (so a slow reader costs memory only up to this)
+    max_buffered_bytes: int = 8 * MiB
+    # A client that has not taken a message for this long is cancelled (its stream
+    # ends CANCELLED), freeing its rows and its server thread
+    stall_seconds: float = 30.0
+    prefill_tokens_per_step: int = 4096  # prompt tokens prefilled between two decode steps
 
 
 @dataclass
@@ -67,8 +94,11 @@ class ServerConfig:
     cache_dir: Path | None = (
         None  # converted GGUF weights; None: $LANGUAGE_RANKER_CACHE or ~/.cache
     )
-    max_workers: int = 8  # concurrent RPCs in flight; generation itself is serialised
+    # Server threads. None: one per request the engine admits (max_batch_requests +
+    # max_queued_requests) plus 16 that keep health checks and Info answering under load
+    max_workers: int | None = None
     limits: ServiceLimits = field(default_factory=ServiceLimits)
+    engine: EngineConfig = field(default_factory=EngineConfig)
     max_receive_bytes: int = 4 * MiB  # largest request accepted
     max_send_bytes: int = 64 * MiB  # largest single response message
     tls_cert: Path | None = None  # PEM certificate chain; with tls_key enables TLS
@@ -104,6 +134,13 @@ def validate_config(config: ServerConfig, environ: Mapping[str, str] | None = No
             "--tls-client-ca); pass --insecure to serve it without them",
         )
     return resolved
+
+
+def server_threads(config: ServerConfig) -> int:
+    """The server's thread count: `max_workers`, or enough for every admitted request plus 16."""
+    if config.max_workers is not None:
+        return config.max_workers
+    return config.engine.max_batch_requests + config.engine.max_queued_requests + 16
 
 
 def exposure_warning(config: ServerConfig) -> str | None:
@@ -173,6 +210,10 @@ _FLAGS = {
     "max_workers": "--max-workers",
     "limits.max_k": "--max-k",
     "limits.max_new_tokens": "--max-new-tokens",
+    "engine.max_batch_rows": "--max-batch-rows",
+    "engine.max_batch_requests": "--max-batch-requests",
+    "engine.max_queued_requests": "--max-queued-requests",
+    "engine.stall_seconds": "--stall-seconds",
 }
 
 
@@ -182,13 +223,24 @@ def _check_sizes(config: ServerConfig) -> None:
         for f in dataclasses.fields(ServiceLimits)
     }
     counts |= {
-        "max_workers": config.max_workers,
+        f"engine.{f.name}": getattr(config.engine, f.name) for f in dataclasses.fields(EngineConfig)
+    }
+    counts |= {
+        "max_workers": server_threads(config),
         "max_receive_bytes": config.max_receive_bytes,
         "max_send_bytes": config.max_send_bytes,
     }
     for name, value in counts.items():
         if not value >= 1:
             raise ConfigError(_FLAGS.get(name, name), f"must be at least 1, got {value}")
+    if config.max_workers is not None and config.max_workers <= (
+        admitted := config.engine.max_batch_requests + config.engine.max_queued_requests
+    ):
+        raise ConfigError(
+            "--max-workers",
+            f"must exceed max_batch_requests + max_queued_requests ({admitted}): every "
+            "admitted request holds a thread, and health checks need one too",
+        )
     if not config.grace_seconds >= 0:
         raise ConfigError("grace_seconds", f"must be at least 0, got {config.grace_seconds}")
 

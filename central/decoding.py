@@ -36,7 +36,14 @@ from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-__all__ = ["GrowingLayer", "LayerCapture", "new_cache", "onednn_linears", "select_rows"]
+__all__ = [
+    "GrowingLayer",
+    "LayerCapture",
+    "full_cache",
+    "new_cache",
+    "onednn_linears",
+    "select_rows",
+]
 
 # ------------------------------------------------------------------ linears
 
@@ -207,6 +214,25 @@ class GrowingLayer(DynamicLayer):
     def get_seq_length(self) -> int:
         return self._length
 
+    def adopt(self, keys: torch.Tensor, values: torch.Tensor, length: int) -> None:
+        """Takes `keys`/`values` (batch, heads, capacity, dim) as its buffers, `length` used.
+
+        How a batch is rebuilt around new rows (see `central.batch`): the
+        caller lays the rows out in fresh buffers and hands them over.
+        """
+        if not self.is_initialized:
+            self.lazy_initialization(keys, values)
+        self._key_buffer, self._value_buffer = keys, values
+        self._set_length(length)
+
+    def drop_left(self, columns: int) -> None:
+        """Forgets the first `columns` positions of every row (padding no row attends to)."""
+        if columns <= 0 or self._key_buffer is None or self._value_buffer is None:
+            return
+        self._key_buffer = self._key_buffer[:, :, columns:]
+        self._value_buffer = self._value_buffer[:, :, columns:]
+        self._set_length(self._length - columns)
+
     def reorder_cache(self, beam_idx: torch.Tensor) -> None:
         """Selects (or repeats) batch rows; this is how rows are shared and dropped."""
         if self._key_buffer is None or self._value_buffer is None:
@@ -252,6 +278,22 @@ def new_cache(model: PreTrainedModel) -> DynamicCache:
     if cache.layers:
         cache.layers = [GrowingLayer() if type(x) is DynamicLayer else x for x in cache.layers]
     else:  # no config-driven layout: layers get created lazily, all full attention
+        cache.layer_class_to_replicate = GrowingLayer
+    return cache
+
+
+def full_cache(model: PreTrainedModel) -> DynamicCache:
+    """A `DynamicCache` whose every layer is a `GrowingLayer`, sliding-window ones included.
+
+    The batching engine lays rows of different lengths side by side, which
+    needs every position of every layer. A sliding-window layer holding the
+    whole history computes the same attention: the model's mask, not the
+    cache, applies the window.
+    """
+    cache = DynamicCache(config=model.config)
+    if cache.layers:
+        cache.layers = [GrowingLayer() for _ in cache.layers]
+    else:
         cache.layer_class_to_replicate = GrowingLayer
     return cache
 

@@ -81,14 +81,34 @@ class Forward:
         self.layers = tuple(dict.fromkeys(layers))  # distinct layers, in request order
         self._capture = LayerCapture(loaded.model, self.layers) if self.layers else None
 
-    def __call__(self, input_ids: torch.Tensor, cache: Any, *, logits: Logits = "last") -> Pass:
-        """One pass of `input_ids` (batch, new tokens) on top of `cache`, which it extends."""
-        inputs = {
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        cache: Any,
+        *,
+        logits: Logits = "last",
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache_position: torch.Tensor | None = None,
+    ) -> Pass:
+        """One pass of `input_ids` (batch, new tokens) on top of `cache`, which it extends.
+
+        Rows of different lengths (`central.batch`) pass their padding mask
+        (batch, cached + new columns), their own position ids and the
+        column the new tokens go in; a batch of equal rows needs none.
+        """
+        inputs: dict[str, Any] = {
             "input_ids": input_ids,
             "past_key_values": cache,
             "use_cache": True,
             "logits_to_keep": 0 if logits == "all" else 1,  # the LM head where it is read
         }
+        extra = {
+            "attention_mask": attention_mask,
+            "position_ids": position_ids,
+            "cache_position": cache_position,
+        }
+        inputs.update({name: value for name, value in extra.items() if value is not None})
         with onednn_linears(self.model):
             if self._capture is None:
                 return Pass({}, _read_logits(self.model(**inputs), logits))

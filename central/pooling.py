@@ -24,7 +24,7 @@ import torch
 from .forward import PrefilledPrompt, ResponsePass
 from .model import LoadedModel
 
-__all__ = ["Pooled", "entropy", "pool_responses"]
+__all__ = ["Pooled", "entropy", "pool_response_pass", "pool_responses"]
 
 
 @dataclass(frozen=True)
@@ -64,10 +64,11 @@ def pool_responses(
     """
     prompt = PrefilledPrompt(loaded, prompt_ids, layers, logits=mean_entropy)
     instruction = torch.stack([prompt.hidden[layer] for layer in layers]).numpy()
-    return instruction, [_pool(p, layers) for p in prompt.feed(responses, batch_size)]
+    return instruction, [pool_response_pass(p, layers) for p in prompt.feed(responses, batch_size)]
 
 
-def _pool(passed: ResponsePass, layers: Sequence[int]) -> Pooled:
+def pool_response_pass(passed: ResponsePass, layers: Sequence[int]) -> Pooled:
+    """One response's vectors, from the pass that fed it."""
     states = [passed.hidden[layer] for layer in layers]  # each (fed tokens, hidden)
     drawn_from = passed.logits
     return Pooled(

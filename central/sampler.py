@@ -47,7 +47,17 @@ from .forward import Forward, Pass, empty_response_tokens
 from .model import LoadedModel
 from .pooling import entropy
 
-__all__ = ["Cancelled", "SampledCandidate", "SamplingConfig", "sample", "sample_stream"]
+__all__ = [
+    "Cancelled",
+    "CandidateRows",
+    "SampledCandidate",
+    "SamplingConfig",
+    "empty_response_state",
+    "ended_at_once",
+    "pick_next",
+    "sample",
+    "sample_stream",
+]
 
 
 @dataclass(frozen=True)
@@ -135,8 +145,8 @@ def sample_stream(
     return instruction, (c for c in events if isinstance(c, SampledCandidate))
 
 
-class _Rows:
-    """The rows still being sampled, and what each has gathered so far.
+class CandidateRows:
+    """The rows of one request still being sampled, and what each has gathered so far.
 
     Batch row b holds candidate `index[b]`. Token ids and sums of scalars are
     kept per candidate; the hidden-state tensors per batch row, shrinking
@@ -201,7 +211,7 @@ def _sample(
     instruction = _newest(prefill, layer)[0].numpy().copy() if features else NO_FEATURE
     yield instruction
 
-    rows = _Rows(config.k, instruction.shape[0])
+    rows = CandidateRows(config.k, instruction.shape[0])
     assert prefill.logits is not None
     logits = prefill.logits.expand(config.k, -1)
     shared = True  # the cache holds the prompt once, for every row, until the first step
@@ -209,7 +219,7 @@ def _sample(
     while rows.index:
         if should_stop():
             raise Cancelled
-        next_ids, logprobs, entropies = _pick(logits, config, generator, entropy)
+        next_ids, logprobs, entropies = pick_next(logits, config, generator, entropy)
         picked = next_ids.tolist()
         keep: list[int] = []
         for b, row in enumerate(rows.index):
@@ -223,8 +233,8 @@ def _sample(
                 continue
             # Ended at once: only in the first step, while the cache is still the prompt's.
             if at_once is None:
-                at_once = _empty_response_state(loaded, forward, cache, layer)
-            yield _ended_at_once(row, rows.logprob[row], at_once, entropies[b] if entropy else None)
+                at_once = empty_response_state(loaded, forward, cache, layer)
+            yield ended_at_once(row, rows.logprob[row], at_once, entropies[b] if entropy else None)
         if not keep:
             return
         if shared or len(keep) < len(rows.index):
@@ -250,7 +260,7 @@ def _newest(step: Pass, layer: int) -> torch.Tensor:
     return step.hidden[layer][:, -1]
 
 
-def _empty_response_state(
+def empty_response_state(
     loaded: LoadedModel, forward: Forward, prompt_cache: Any, layer: int
 ) -> np.ndarray:
     """(hidden,) state of the end-of-sequence token fed once after the prompt.
@@ -263,7 +273,7 @@ def _empty_response_state(
     return _newest(forward(ids, alone, logits="none"), layer)[0].numpy().copy()
 
 
-def _ended_at_once(
+def ended_at_once(
     row: int, logprob: float, state: np.ndarray, entropy: float | None
 ) -> SampledCandidate:
     """A candidate whose first token was EOS: its vectors are the EOS state (see `forward`)."""
@@ -278,7 +288,7 @@ def _ended_at_once(
     )
 
 
-def _pick(
+def pick_next(
     logits: torch.Tensor, config: SamplingConfig, generator: torch.Generator, with_entropy: bool
 ) -> tuple[torch.Tensor, list[float], list[float]]:
     """Next token per row, its log-probability and (when asked) the entropy, at temperature 1."""

@@ -21,16 +21,16 @@ import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 
 from language_ranker.v1 import ranker_pb2 as pb
-from language_ranker.v1 import ranker_pb2_grpc as pb_grpc
 
 from ._errors import ConfigError, MissingDependencyError, missing_extra
-from .config import ServerConfig, exposure_warning, validate_config
+from .config import ServerConfig, exposure_warning, server_threads, validate_config
 from .model import LoadedModel, load_model
 
 try:  # the central extra (torch comes in with the servicer): name it, not a bare import
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
+    from .handlers import add_central_service
     from .service import CentralServicer
 except ImportError as error:
     if (module := missing_extra(error)) is None:
@@ -113,9 +113,18 @@ class RunningServer:
     grace_seconds: float
 
     def stop(self, grace: float | None = None) -> None:
-        """Reports NOT_SERVING, lets in-flight calls finish, then stops."""
+        """Drains, then stops: NOT_SERVING at once, no new work, in-flight calls get
+        `grace` seconds (default: the configured grace) to finish, the rest are cancelled."""
+        grace = self.grace_seconds if grace is None else grace
         self.health.enter_graceful_shutdown()
-        self.server.stop(self.grace_seconds if grace is None else grace).wait()
+        self.servicer.engine.stop_admitting()
+        stopped = self.server.stop(grace)  # refuses new calls; cancels the rest after `grace`
+        if not self.servicer.engine.wait_idle(grace):
+            log.info(
+                "shutdown: grace period over, cancelling %d requests", self.servicer.engine.admitted
+            )
+        self.servicer.close()
+        stopped.wait()
 
     def wait(self) -> None:
         self.server.wait_for_termination()
@@ -135,7 +144,7 @@ def start_server(config: ServerConfig, loaded: LoadedModel | None = None) -> Run
         loaded = load_model(config.model, dtype=config.dtype, cache_dir=config.cache_dir)
     token = config.auth_token
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="rpc"),
+        futures.ThreadPoolExecutor(max_workers=server_threads(config), thread_name_prefix="rpc"),
         interceptors=[BearerTokenInterceptor(token)] if token else [],
         options=[
             ("grpc.max_receive_message_length", config.max_receive_bytes),
@@ -143,8 +152,8 @@ def start_server(config: ServerConfig, loaded: LoadedModel | None = None) -> Run
             ("grpc.so_reuseport", 0),
         ],
     )
-    servicer = CentralServicer(loaded, config.limits)
-    pb_grpc.add_CentralServiceServicer_to_server(servicer, server)
+    servicer = CentralServicer(loaded, config.limits, config.engine)
+    add_central_service(servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     _enable_reflection(server, [SERVICE_NAME, health.SERVICE_NAME])

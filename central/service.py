@@ -1,21 +1,19 @@
-"""The gRPC servicer: validates a request, runs the work, streams the result.
+"""The gRPC servicer: validates a request, hands it to the engine, streams the result.
 
 Each RPC does three things and nothing else: `validation` turns the request
-into a checked job (or INVALID_ARGUMENT naming the field); the sampler,
-`pooling` or `token_features` does the work; this module turns the results
-into messages. No forward pass runs here.
-
-One model serves every request; a lock runs one forward pass sequence at a
-time (two concurrent requests on a 2-core CPU would only thrash). Requests
-queue on that lock and each is served completely and correctly.
+into a checked job (or INVALID_ARGUMENT naming the field); the `engine`,
+which alone runs the model, does the work; this module turns its events
+into messages. A handler thread never touches the model: it waits on its
+request's outbox, and the protobuf encoding and text decoding happen here,
+off the engine's thread. Info reads only the loaded model's description, so
+it answers at once however busy the engine is.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from typing import NoReturn, TypeVar
 
 import grpc
@@ -25,6 +23,16 @@ from language_ranker.v1 import ranker_pb2 as pb
 from language_ranker.v1 import ranker_pb2_grpc as pb_grpc
 
 from ._errors import RequestError
+from .config import EngineConfig
+from .engine import (
+    Done,
+    Engine,
+    FeaturesDone,
+    InstructionReady,
+    Overloaded,
+    Ticket,
+    TokenValues,
+)
 from .features import (
     SUPPORTED_ENCODINGS,
     SUPPORTED_VECTORS,
@@ -33,22 +41,11 @@ from .features import (
     resolve_layer,
 )
 from .model import LoadedModel
-from .pooling import Pooled, pool_responses
-from .sampler import Cancelled, SampledCandidate, sample_stream
-from .token_features import (
-    MAX_TOP_LOGPROBS,
-    TokenRequest,
-    compute_token_features,
-    default_token_layers,
-    token_chunks,
-)
-from .validation import (
-    FeaturesJob,
-    GenerateJob,
-    ServiceLimits,
-    validate_features,
-    validate_generate,
-)
+from .outbox import StreamEnd
+from .pooling import Pooled
+from .sampler import SampledCandidate
+from .token_features import MAX_TOP_LOGPROBS, default_token_layers, token_chunks
+from .validation import ServiceLimits, validate_features, validate_generate
 
 __all__ = ["CentralServicer", "ServiceLimits"]
 
@@ -58,12 +55,21 @@ _Job = TypeVar("_Job")
 
 
 class CentralServicer(pb_grpc.CentralServiceServicer):
-    """Implements language_ranker.v1.CentralService over one loaded model."""
+    """Implements language_ranker.v1.CentralService over one loaded model and its engine."""
 
-    def __init__(self, loaded: LoadedModel, limits: ServiceLimits | None = None) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        limits: ServiceLimits | None = None,
+        engine: EngineConfig | None = None,
+    ) -> None:
         self.loaded = loaded
         self.limits = limits or ServiceLimits()
-        self._model_lock = threading.Lock()
+        self.engine = Engine(loaded, self.limits, engine)
+
+    def close(self) -> None:
+        """Cancels whatever is running and stops the engine."""
+        self.engine.close()
 
     def Info(self, request: pb.InfoRequest, context: grpc.ServicerContext) -> pb.InfoResponse:
         m = self.loaded
@@ -88,71 +94,41 @@ class CentralServicer(pb_grpc.CentralServiceServicer):
         self, request: pb.GenerateRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.GenerateResponse]:
         started = time.perf_counter()
+        _check_prompt_size(context, request.prompt, self.limits)
         job = _checked(context, lambda: validate_generate(request, self.loaded, self.limits))
-        with self._model_lock:
-            try:
-                generated = yield from self._generate(job, _stopper(context))
-            except Cancelled:
-                log.info("generation stopped: client cancelled or deadline passed")
-                return
-        yield pb.GenerateResponse(
-            usage=pb.Usage(
-                prompt_tokens=len(job.prompt_ids),
-                generated_tokens=generated,
-                seconds=time.perf_counter() - started,
-            )
-        )
-
-    def _generate(
-        self, job: GenerateJob, should_stop: Callable[[], bool]
-    ) -> Generator[pb.GenerateResponse, None, int]:
-        """Instruction, candidates as they finish, then token features; returns tokens generated."""
-        features = job.features
-        instruction, candidates = sample_stream(
-            self.loaded,
-            job.prompt_ids,
-            job.sampling,
-            features.layer,
-            should_stop=should_stop,
-            entropy=features.mean_entropy,
-        )
-        layout = job.tokens.layout(self.loaded.hidden_size) if job.tokens else None
-        yield pb.GenerateResponse(
-            instruction=_instruction(
-                instruction, job.prompt_ids, features.layer, features.encoding, layout
-            )
-        )
-        responses: dict[int, list[int]] = {}
-        for candidate in candidates:
-            responses[candidate.index] = candidate.token_ids
-            yield pb.GenerateResponse(candidate=self._candidate(candidate, features))
-        if job.tokens is not None:
-            yield from self._token_features(job.prompt_ids, responses, job.tokens, should_stop)
-        return sum(len(ids) for ids in responses.values())
-
-    def _token_features(
-        self,
-        prompt_ids: list[int],
-        responses: dict[int, list[int]],
-        request: TokenRequest,
-        should_stop: Callable[[], bool],
-    ) -> Iterator[pb.GenerateResponse]:
-        """Per-token features of every candidate, in index order, chunked."""
-        order = sorted(responses)
-        computed = compute_token_features(
-            self.loaded,
-            prompt_ids,
-            [responses[i] for i in order],
-            request,
-            batch_size=self.limits.token_batch,
-        )
-        for position, values in computed:
-            if should_stop():
-                raise Cancelled
-            for chunk in token_chunks(
-                order[position], values, request.encoding, self.limits.token_chunk_bytes
-            ):
-                yield pb.GenerateResponse(token_features=chunk)
+        ticket = _submitted(context, lambda d: self.engine.submit_generate(job, d))
+        try:
+            layout = job.tokens.layout(self.loaded.hidden_size) if job.tokens else None
+            for event in ticket.events():
+                if isinstance(event, StreamEnd):
+                    _ended(context, event)
+                elif isinstance(event, InstructionReady):
+                    yield pb.GenerateResponse(
+                        instruction=_instruction(
+                            event.feature, event.prompt_tokens, job.features, layout
+                        )
+                    )
+                elif isinstance(event, SampledCandidate):
+                    yield pb.GenerateResponse(candidate=self._candidate(event, job.features))
+                elif isinstance(event, TokenValues):
+                    assert job.tokens is not None
+                    for chunk in token_chunks(
+                        event.index,
+                        event.values,
+                        job.tokens.encoding,
+                        self.limits.token_chunk_bytes,
+                    ):
+                        yield pb.GenerateResponse(token_features=chunk)
+                elif isinstance(event, Done):
+                    yield pb.GenerateResponse(
+                        usage=pb.Usage(
+                            prompt_tokens=len(job.prompt_ids),
+                            generated_tokens=event.generated_tokens,
+                            seconds=time.perf_counter() - started,
+                        )
+                    )
+        finally:
+            ticket.release()
 
     def _candidate(self, candidate: SampledCandidate, features: FeatureRequest) -> pb.Candidate:
         """The wire candidate, carrying the vectors the request asked for (v1: `feature` only)."""
@@ -174,27 +150,30 @@ class CentralServicer(pb_grpc.CentralServiceServicer):
     def Features(
         self, request: pb.FeaturesRequest, context: grpc.ServicerContext
     ) -> pb.FeaturesResponse:
+        _check_prompt_size(context, request.prompt, self.limits)
         job = _checked(context, lambda: validate_features(request, self.loaded, self.limits))
-        with self._model_lock:
-            return self._features(job)
+        ticket = _submitted(context, lambda d: self.engine.submit_features(job, d))
+        try:
+            for event in ticket.events():
+                if isinstance(event, StreamEnd):
+                    _ended(context, event)
+                assert isinstance(event, FeaturesDone)
+                return _features_response(event, job.features, len(job.prompt_ids))
+        finally:
+            ticket.release()
+        _abort(context, grpc.StatusCode.INTERNAL, "the engine ended the request without a result")
 
-    def _features(self, job: FeaturesJob) -> pb.FeaturesResponse:
-        features = job.features
-        layer, encoding = features.layer, features.encoding
-        instruction, pooled = pool_responses(
-            self.loaded,
-            job.prompt_ids,
-            job.responses,
-            [layer],
-            mean_entropy=features.mean_entropy,
-            batch_size=self.limits.features_batch,
-        )
-        return pb.FeaturesResponse(
-            instruction=_instruction(instruction[0], job.prompt_ids, layer, encoding),
-            features=[encode(p.last[0], encoding) for p in pooled] if features.last else [],
-            mean_features=[encode(p.mean[0], encoding) for p in pooled] if features.mean else [],
-            mean_entropies=_entropies(pooled) if features.mean_entropy else [],
-        )
+
+def _features_response(
+    done: FeaturesDone, features: FeatureRequest, prompt_tokens: int
+) -> pb.FeaturesResponse:
+    encoding, pooled = features.encoding, done.pooled
+    return pb.FeaturesResponse(
+        instruction=_instruction(done.instruction, prompt_tokens, features),
+        features=[encode(p.last[0], encoding) for p in pooled] if features.last else [],
+        mean_features=[encode(p.mean[0], encoding) for p in pooled] if features.mean else [],
+        mean_entropies=_entropies(pooled) if features.mean_entropy else [],
+    )
 
 
 def _entropies(pooled: list[Pooled]) -> list[float]:
@@ -206,15 +185,14 @@ def _entropies(pooled: list[Pooled]) -> list[float]:
 
 def _instruction(
     feature: np.ndarray,
-    prompt_ids: list[int],
-    layer: int,
-    encoding: int,
+    prompt_tokens: int,
+    features: FeatureRequest,
     layout: pb.TokenFeatureLayout | None = None,
 ) -> pb.InstructionFeature:
     return pb.InstructionFeature(
-        feature=encode(feature, encoding),
-        layer_index=layer,
-        prompt_tokens=len(prompt_ids),
+        feature=encode(feature, features.encoding),
+        layer_index=features.layer,
+        prompt_tokens=prompt_tokens,
         token_features=layout,
     )
 
@@ -232,6 +210,43 @@ def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) -
     raise AssertionError("ServicerContext.abort returns only by raising")
 
 
-def _stopper(context: grpc.ServicerContext) -> Callable[[], bool]:
-    """True once the client cancelled or the deadline passed."""
-    return lambda: not context.is_active()
+def _check_prompt_size(
+    context: grpc.ServicerContext, prompt: pb.Prompt, limits: ServiceLimits
+) -> None:
+    """RESOURCE_EXHAUSTED for a prompt over `max_prompt_bytes`, before any tokenising."""
+    size = prompt.ByteSize()
+    if size > limits.max_prompt_bytes:
+        _abort(
+            context,
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"prompt is {size} bytes, at most {limits.max_prompt_bytes} (max_prompt_bytes)",
+        )
+
+
+def _submitted(context: grpc.ServicerContext, submit: Callable[[float | None], Ticket]) -> Ticket:
+    """The engine's ticket for this call, wired to the call's end and deadline.
+
+    A call the client cancels, or whose deadline passes, cancels its work at
+    once (gRPC runs the callback); a client found stuck in a send is cancelled
+    by the engine, which also cancels the call so its thread is freed.
+    """
+    remaining = context.time_remaining()
+    deadline = None if remaining is None or remaining > 1e9 else time.monotonic() + remaining
+    try:
+        ticket = submit(deadline)
+    except Overloaded as error:
+        code = (
+            grpc.StatusCode.UNAVAILABLE
+            if error.shutting_down
+            else grpc.StatusCode.RESOURCE_EXHAUSTED
+        )
+        _abort(context, code, str(error))
+    if not context.add_callback(ticket.cancel):  # the call already ended
+        ticket.cancel()
+    ticket.on_stall(context.cancel)
+    return ticket
+
+
+def _ended(context: grpc.ServicerContext, end: StreamEnd) -> NoReturn:
+    log.info("request ended early: %s %s", end.code.name, end.details)
+    _abort(context, end.code, end.details)

@@ -23,7 +23,9 @@ _CORPUS = [
 ] * 20
 
 
-def build_tiny_checkpoint(directory: Path, *, eos_bias: float = 2.5) -> Path:
+def build_tiny_checkpoint(
+    directory: Path, *, eos_bias: float = 2.5, hidden_size: int = 64
+) -> Path:
     """Writes a 4-layer, 64-wide Llama and a byte-level BPE tokenizer to `directory`.
 
     Random weights rarely pick EOS, so the EOS row of the LM head is tied to
@@ -58,8 +60,8 @@ def build_tiny_checkpoint(directory: Path, *, eos_bias: float = 2.5) -> Path:
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
         num_hidden_layers=4,
         num_attention_heads=4,
         num_key_value_heads=2,

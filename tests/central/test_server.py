@@ -300,9 +300,9 @@ def test_deadline_stops_generation_and_frees_the_model(own_server) -> None:
         with pytest.raises(grpc.RpcError) as raised:
             list(stub.Generate(_long_request(), timeout=0.05))
         assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        # The model lock is released once the server sees the deadline.
-        assert own_server.servicer._model_lock.acquire(timeout=10)
-        own_server.servicer._model_lock.release()
+        # The engine drops the request's rows once the server sees the deadline.
+        assert own_server.servicer.engine.wait_idle(10)
+        assert _eventually(lambda: own_server.servicer.engine.rows_in_flight == 0)
         quick = pb.GenerateRequest(
             prompt=pb.Prompt(text="hi"), k=1, sampling=pb.SamplingParams(max_new_tokens=2)
         )
@@ -316,8 +316,17 @@ def test_client_cancellation_stops_generation(own_server) -> None:
         first = next(stream)
         assert first.WhichOneof("event") == "instruction"
         stream.cancel()
-        assert own_server.servicer._model_lock.acquire(timeout=10)
-        own_server.servicer._model_lock.release()
+        assert own_server.servicer.engine.wait_idle(10)
+        assert _eventually(lambda: own_server.servicer.engine.rows_in_flight == 0)
+
+
+def _eventually(condition, seconds: float = 10.0) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
 
 
 @pytest.mark.slow  # several seconds; CI runs it

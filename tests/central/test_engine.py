@@ -1,0 +1,226 @@
+"""The engine on its own: continuous batching keeps each request what it is alone.
+
+Requests with different prompts (so different lengths), K, sampling settings
+and feature layers share decode steps; a seeded request must come out with
+the same tokens, and features within float rounding, as when it runs alone
+and as the single-request sampler gives.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from central.config import EngineConfig, ServiceLimits
+from central.engine import Done, Engine, FeaturesDone, InstructionReady, Overloaded, Ticket
+from central.features import FeatureRequest
+from central.outbox import StreamEnd
+from central.pooling import pool_responses
+from central.sampler import SampledCandidate, SamplingConfig, sample
+from central.token_features import TokenRequest
+from central.validation import FeaturesJob, GenerateJob
+from language_ranker.v1 import ranker_pb2 as pb
+
+FP16 = pb.ENCODING_FP16
+
+
+@pytest.fixture()
+def engine(tiny_model) -> Iterator[Engine]:
+    running = Engine(tiny_model)
+    yield running
+    running.close()
+
+
+def _job(
+    model,
+    text: str,
+    *,
+    k: int = 4,
+    tokens: int = 12,
+    seed: int | None = 0,
+    layer: int = 2,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    entropy: bool = True,
+) -> GenerateJob:
+    ids = model.tokenizer(text)["input_ids"]
+    sampling = SamplingConfig(
+        k=k, temperature=temperature, top_p=top_p, max_new_tokens=tokens, seed=seed
+    )
+    features = FeatureRequest(layer=layer, encoding=FP16, mean=True, mean_entropy=entropy)
+    return GenerateJob(ids, sampling, features, None)
+
+
+def _collect(ticket: Ticket) -> tuple[np.ndarray, dict[int, SampledCandidate], object]:
+    instruction, candidates, last = None, {}, None
+    try:
+        for event in ticket.events():
+            if isinstance(event, InstructionReady):
+                instruction = event.feature
+            elif isinstance(event, SampledCandidate):
+                candidates[event.index] = event
+            last = event
+    finally:
+        ticket.release()
+    return instruction, candidates, last
+
+
+def _assert_same(alone: dict[int, SampledCandidate], busy: dict[int, SampledCandidate]) -> None:
+    assert sorted(alone) == sorted(busy)
+    for index, expected in alone.items():
+        got = busy[index]
+        assert got.token_ids == expected.token_ids, f"candidate {index}"
+        assert got.finished_by_eos == expected.finished_by_eos
+        assert got.cumulative_logprob == pytest.approx(expected.cumulative_logprob, abs=1e-4)
+        np.testing.assert_allclose(got.feature, expected.feature, atol=1e-4)
+        np.testing.assert_allclose(got.mean_feature, expected.mean_feature, atol=1e-4)
+        assert got.mean_entropy == pytest.approx(expected.mean_entropy, abs=1e-4)
+
+
+def test_a_seeded_request_is_the_same_alone_and_in_a_busy_batch(engine, tiny_model) -> None:
+    probe = _job(tiny_model, "Tell me about the sea", k=5, tokens=14, seed=11)
+    _, alone, last = _collect(engine.submit_generate(probe))
+    assert isinstance(last, Done) and len(alone) == 5
+
+    # Others first, with longer and shorter prompts, other K, settings and layers, so the
+    # probe joins a batch already decoding, and others join after it.
+    others = [
+        _job(tiny_model, "hi", k=3, tokens=20, seed=1),
+        _job(tiny_model, "a much longer prompt than the probe's own, " * 3, k=7, tokens=9, seed=2),
+        _job(tiny_model, "sample me colder", k=2, tokens=16, seed=3, temperature=0.7, top_p=0.9),
+        _job(tiny_model, "another layer", k=4, tokens=18, seed=4, layer=4, entropy=False),
+    ]
+    tickets = [engine.submit_generate(job) for job in others[:2]]
+    time.sleep(0.05)
+    probe_ticket = engine.submit_generate(probe)
+    tickets += [engine.submit_generate(job) for job in others[2:]]
+    results: dict[int, tuple] = {}
+
+    def drain(i: int, ticket: Ticket) -> None:
+        results[i] = _collect(ticket)
+
+    threads = [threading.Thread(target=drain, args=(i, t)) for i, t in enumerate(tickets)]
+    for thread in threads:
+        thread.start()
+    _, busy, last = _collect(probe_ticket)
+    for thread in threads:
+        thread.join(timeout=60)
+    assert isinstance(last, Done)
+    _assert_same(alone, busy)
+    assert all(isinstance(r[2], Done) for r in results.values()), results
+
+
+def test_the_engine_samples_what_the_single_request_sampler_samples(engine, tiny_model) -> None:
+    job = _job(tiny_model, "Count to ten", k=6, tokens=10, seed=5)
+    events = list(sample(tiny_model, job.prompt_ids, job.sampling, 2, entropy=True))
+    reference = {c.index: c for c in events[1:] if isinstance(c, SampledCandidate)}
+    instruction, got, _ = _collect(engine.submit_generate(job))
+    np.testing.assert_allclose(instruction, events[0], atol=1e-5)
+    _assert_same(reference, got)
+
+
+def test_features_through_the_engine_equal_a_plain_pooling_pass(engine, tiny_model) -> None:
+    prompt = tiny_model.tokenizer("Which is better?")["input_ids"]
+    responses = [tiny_model.tokenizer(t)["input_ids"] for t in ["yes", "", "no, not at all " * 9]]
+    features = FeatureRequest(layer=3, encoding=FP16, mean=True, mean_entropy=True)
+    ticket = engine.submit_features(FeaturesJob(prompt, responses, features))
+    events = list(ticket.events())
+    ticket.release()
+    assert isinstance(events[0], FeaturesDone)
+    instruction, pooled = pool_responses(tiny_model, prompt, responses, [3], mean_entropy=True)
+    np.testing.assert_allclose(events[0].instruction, instruction[0], atol=1e-5)
+    for got, want in zip(events[0].pooled, pooled, strict=True):
+        np.testing.assert_allclose(got.last, want.last, atol=1e-5)
+        np.testing.assert_allclose(got.mean, want.mean, atol=1e-5)
+        assert got.mean_entropy == pytest.approx(want.mean_entropy, abs=1e-5)
+
+
+def test_a_features_call_past_its_deadline_frees_the_engine_within_a_second(tiny_model) -> None:
+    # Many small passes: features_pass_tokens bounds each one.
+    engine = Engine(tiny_model, ServiceLimits(features_pass_tokens=64, features_batch=2))
+    try:
+        prompt = tiny_model.tokenizer("Rate these")["input_ids"]
+        responses = [tiny_model.tokenizer("word " * 60)["input_ids"]] * 100
+        features = FeatureRequest(layer=2, encoding=FP16, mean=True, mean_entropy=True)
+        ticket = engine.submit_features(
+            FeaturesJob(prompt, responses, features), deadline=time.monotonic() + 0.2
+        )
+        started = time.monotonic()
+        events = list(ticket.events())
+        ticket.release()
+        assert isinstance(events[-1], StreamEnd)
+        assert events[-1].details == "deadline exceeded"
+        assert time.monotonic() - started < 0.2 + 1.0
+        quick = _job(tiny_model, "still there?", k=1, tokens=2)
+        assert isinstance(_collect(engine.submit_generate(quick))[2], Done)
+    finally:
+        engine.close()
+
+
+def test_work_beyond_a_limit_is_refused_at_once_naming_it(tiny_model) -> None:
+    engine = Engine(
+        tiny_model,
+        ServiceLimits(max_request_tokens=100, max_features_tokens=10),
+        EngineConfig(max_batch_requests=1, max_queued_requests=1, max_batch_rows=8),
+    )
+    try:
+        with pytest.raises(Overloaded, match="max_request_tokens"):
+            engine.submit_generate(_job(tiny_model, "hi", k=8, tokens=20))
+        with pytest.raises(Overloaded, match="max_batch_rows"):
+            engine.submit_generate(_job(tiny_model, "hi", k=9, tokens=2))
+        features = FeatureRequest(layer=2, encoding=FP16)
+        with pytest.raises(Overloaded, match="max_features_tokens"):
+            engine.submit_features(FeaturesJob([1, 2], [[3] * 11], features))
+        running = engine.submit_generate(_job(tiny_model, "hi", k=2, tokens=40))
+        queued = engine.submit_generate(_job(tiny_model, "hi", k=2, tokens=40))
+        with pytest.raises(Overloaded, match="max_queued_requests"):
+            engine.submit_generate(_job(tiny_model, "hi", k=1, tokens=2))
+        for ticket in (running, queued):
+            ticket.cancel()
+            ticket.release()
+        assert engine.wait_idle(10)
+    finally:
+        engine.close()
+
+
+def test_one_request_at_a_time_when_the_batch_holds_one(tiny_model) -> None:
+    engine = Engine(tiny_model, config=EngineConfig(max_batch_requests=1))
+    try:
+        jobs = [_job(tiny_model, f"prompt {i}", k=2, tokens=6, seed=i) for i in range(3)]
+        tickets = [engine.submit_generate(job) for job in jobs]
+        peak = 0
+        while any(not t.outbox.closed for t in tickets):
+            peak = max(peak, len(engine._decoding))
+            time.sleep(0.001)
+        assert peak <= 1
+        assert all(isinstance(_collect(t)[2], Done) for t in tickets)
+    finally:
+        engine.close()
+
+
+def test_a_slow_reader_stops_its_own_work_not_the_others(tiny_model) -> None:
+    engine = Engine(tiny_model, config=EngineConfig(max_buffered_bytes=1, stall_seconds=60))
+    try:
+        heavy = _job(tiny_model, "heavy", k=8, tokens=30)
+        heavy = GenerateJob(
+            heavy.prompt_ids,
+            heavy.sampling,
+            heavy.features,
+            TokenRequest((1, 2, 3, 4), 0, FP16),
+        )
+        unread = engine.submit_generate(heavy)  # nobody reads it
+        time.sleep(0.5)
+        quick = _collect(engine.submit_generate(_job(tiny_model, "quick", k=2, tokens=4)))
+        assert isinstance(quick[2], Done)
+        # The unread request's per-token passes wait for room: none has run past the bound.
+        pending = [e for e in list(unread.outbox._events) if type(e[0]).__name__ == "TokenValues"]
+        assert len(pending) <= 1
+        unread.cancel()
+        unread.release()
+        assert engine.wait_idle(10)
+    finally:
+        engine.close()
