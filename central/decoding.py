@@ -39,9 +39,11 @@ if TYPE_CHECKING:
 __all__ = [
     "GrowingLayer",
     "LayerCapture",
+    "PackedLinear",
     "full_cache",
     "new_cache",
     "onednn_linears",
+    "pack_linears",
     "select_rows",
 ]
 
@@ -111,10 +113,15 @@ _PACKED: weakref.WeakKeyDictionary[nn.Linear, tuple[tuple[int, int], Any]] = (
 )
 
 
+# Linears `pack_linears` left dense because another module shares their weight: packing
+# them here would bring back the second copy it exists to avoid.
+_KEEP_DENSE: weakref.WeakSet[nn.Linear] = weakref.WeakSet()
+
+
 def _weight_for(module: nn.Linear, pack: bool) -> Any:
     """The weight handed to oneDNN: packed (and cached) when allowed, else the dense one."""
     weight = module.weight
-    if not pack:
+    if not pack or module in _KEEP_DENSE:
         return weight
     stamp = (weight.data_ptr(), weight._version)  # repack if the weights were changed
     cached = _PACKED.get(module)
@@ -128,6 +135,77 @@ def _weight_for(module: nn.Linear, pack: bool) -> Any:
 def _should_pack(linears: list[nn.Linear]) -> bool:
     total = sum(m.weight.numel() * m.weight.element_size() for m in linears)
     return total <= PACK_LIMIT_BYTES
+
+
+class PackedLinear(nn.Module):
+    """An `nn.Linear` whose only copy of the weight is oneDNN's packed one.
+
+    What `pack_linears` swaps in: the same function as the linear it
+    replaces (up to float rounding), at the packed kernel's speed, without
+    the dense weight beside it.
+    """
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight = linear.weight.detach()
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, _PACK_BATCH_HINT)
+        self.bias = linear.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, packed"
+
+
+def pack_linears(model: nn.Module) -> int:
+    """Replaces the model's plain fp32 linears by `PackedLinear`s; returns how many.
+
+    For a model that only serves (central's server): `onednn_linears` packs
+    a second copy of each weight beside the original, ~0.54 GB more for
+    SmolLM2-135M; this keeps the packed one alone. A weight shared with
+    another module (an LM head tied to the input embeddings) stays dense and
+    unpacked, since the other module reads it. Nothing changes when the
+    packed kernel is unusable here, or when the weights are too large to
+    pack (`PACK_LIMIT_BYTES`). The model can no longer be trained or have
+    its linears' weights read: load a separate copy for that.
+    """
+    linears = _fast_linears(model)
+    if not _onednn_usable() or not _should_pack(linears):
+        return 0
+    uses: dict[int, int] = {}
+    for _, parameter in model.named_parameters(remove_duplicate=False):
+        uses[id(parameter)] = uses.get(id(parameter), 0) + 1
+    replaced = 0
+    for name, module in list(model.named_modules()):
+        if not any(module is linear for linear in linears):
+            continue
+        assert isinstance(module, nn.Linear)
+        if uses[id(module.weight)] > 1:
+            _KEEP_DENSE.add(module)
+            continue
+        parent, _, attribute = name.rpartition(".")
+        setattr(model.get_submodule(parent), attribute, PackedLinear(module))
+        replaced += 1
+    _LINEARS.pop(model, None)  # the cached list held the replaced modules (and their weights)
+    _own_memory(model)
+    return replaced
+
+
+def _own_memory(model: nn.Module) -> None:
+    """Copies the tensors still in the model out of whatever they view.
+
+    Weights loaded from safetensors view one memory-mapped file: while any
+    tensor (an embedding, a norm) still views it, the pages of the dropped
+    dense linears stay mapped and resident.
+    """
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.data = parameter.data.clone()
+        for module in model.modules():
+            for name, buffer in list(module.named_buffers(recurse=False)):
+                setattr(module, name, buffer.clone())
 
 
 @contextmanager

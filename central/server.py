@@ -30,6 +30,7 @@ try:  # the central extra (torch comes in with the servicer): name it, not a bar
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
+    from .decoding import pack_linears
     from .handlers import add_central_service
     from .service import CentralServicer
 except ImportError as error:
@@ -140,8 +141,9 @@ def start_server(config: ServerConfig, loaded: LoadedModel | None = None) -> Run
     config = validate_config(config)
     if (exposure := exposure_warning(config)) is not None:
         log.warning("INSECURE (--insecure): %s", exposure)
-    if loaded is None:
+    if loaded is None:  # ours alone: keep one (packed) copy of each weight
         loaded = load_model(config.model, dtype=config.dtype, cache_dir=config.cache_dir)
+        pack_linears(loaded.model)
     token = config.auth_token
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=server_threads(config), thread_name_prefix="rpc"),
