@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._errors import ConfigError
-from ..config import TOKEN_ENV, ServerConfig, ServiceLimits, validate_config
+from ..config import TOKEN_ENV, EngineConfig, ServerConfig, ServiceLimits, validate_config
 
 __all__ = ["PROXY_LOCATIONS", "ScaleConfig", "exposure_warning", "validate_scale_config"]
 
@@ -42,11 +42,13 @@ class ScaleConfig:
         None  # converted GGUF weights; None: $LANGUAGE_RANKER_CACHE or ~/.cache
     )
     limits: ServiceLimits = field(default_factory=ServiceLimits)  # what one request may ask for
+    engine: EngineConfig = field(default_factory=EngineConfig)  # each replica's batching engine
     # Replicas: a fixed count, or autoscaling between `replicas` and `max_replicas`.
     replicas: int = 1  # replicas started (the minimum when autoscaling)
     max_replicas: int | None = None  # None: fixed at `replicas`; larger: autoscale up to it
-    target_ongoing_requests: float = 2.0  # autoscaling aims at this many calls per replica
-    max_ongoing_requests: int = 8  # calls one replica takes at once; more wait in the proxy
+    # Calls one replica takes at once (its engine batches them); more wait at the proxy.
+    max_ongoing_requests: int = 32
+    target_ongoing_requests: float = 8.0  # autoscaling aims at this many calls per replica
     cpus_per_replica: float = 1.0  # Ray CPUs reserved by each replica (its torch threads)
     gpus_per_replica: float = 0.0  # Ray GPUs reserved by each replica
     # The cluster: join one (`address`) or start a local one for this command.
@@ -85,6 +87,7 @@ def validate_scale_config(
             cache_dir=config.cache_dir,
             port=config.port,
             limits=config.limits,
+            engine=config.engine,
             auth_token=config.auth_token,
             token_file=config.token_file,
         ),

@@ -113,7 +113,7 @@ class CentralReplica:
         from ..service import CentralServicer
 
         loaded = load_model(config.model, dtype=config.dtype, cache_dir=config.cache_dir)
-        self._servicer = CentralServicer(loaded, config.limits)
+        self._servicer = CentralServicer(loaded, config.limits, config.engine)
         self._gate = CallGate(config.auth_token, config.public)
         # Ray Serve admits at most max_ongoing_requests calls per replica; a few more
         # threads let Info and health checks through while generation fills the rest.
