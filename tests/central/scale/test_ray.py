@@ -10,6 +10,8 @@ killed last: the kill test is the last test of the module.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -54,9 +56,17 @@ def scaled(tiny_checkpoint: Path) -> Iterator[ScaledCentral]:
     )
     # A small object store, and replica logs kept out of the test output.
     ray_init = {"object_store_memory": 80 * 1024 * 1024, "log_to_driver": False}
+    # ray.init sets environment variables and a SIGTERM handler in this process;
+    # the tests after this module get them back as they were.
+    environ, on_sigterm = dict(os.environ), signal.getsignal(signal.SIGTERM)
     running = start_scaled(config, ray_init=ray_init)
-    yield running
-    running.stop()
+    try:
+        yield running
+    finally:
+        running.stop()
+        os.environ.clear()
+        os.environ.update(environ)
+        signal.signal(signal.SIGTERM, on_sigterm)
 
 
 @pytest.fixture(scope="module")
