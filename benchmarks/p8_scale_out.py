@@ -72,7 +72,7 @@ def plain_server(model: str, threads: int) -> Iterator[str]:
         process.wait(timeout=60)
 
 
-def scaled(model: str, replicas: int) -> Any:
+def scaled(model: str, replicas: int, max_ongoing_requests: int) -> Any:
     """The model on Ray Serve (a local 2-CPU cluster, started on first use)."""
     from central.scale import ScaleConfig, start_scaled
 
@@ -82,7 +82,7 @@ def scaled(model: str, replicas: int) -> Any:
         num_cpus=2,
         port=_SCALE_PORT,
         http_port=_HTTP_PORT,
-        max_ongoing_requests=8,
+        max_ongoing_requests=max_ongoing_requests,
     )
     return start_scaled(config, ray_init={"log_to_driver": False})
 
@@ -156,6 +156,12 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=2, help="Generate calls per client")
     parser.add_argument("--reps", type=int, default=30, help="calls per overhead probe")
     parser.add_argument("--model", default="default", help="what every endpoint serves")
+    parser.add_argument(
+        "--max-ongoing-requests",
+        type=int,
+        default=64,
+        help="calls one replica takes at once (ranker-central-scale's default)",
+    )
     args = parser.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
     calls = 1 if args.quick else args.calls
@@ -166,7 +172,7 @@ def main() -> None:
 
     rates: dict[str, dict[str, Any]] = {}
     with plain_server(args.model, threads) as plain:
-        ray_one = scaled(args.model, replicas=1)
+        ray_one = scaled(args.model, 1, args.max_ongoing_requests)
         ray_target = f"127.0.0.1:{ray_one.port}"
         costs = overhead({"plain": plain, "ray-1": ray_target}, reps)
         for probe, ms in costs.items():
@@ -177,7 +183,7 @@ def main() -> None:
             rates[name] = {str(c): throughput(target, c, calls) for c in clients}
             _print(name, rates[name])
     try:
-        scaled(args.model, replicas=2)  # the same application, redeployed with 2 replicas
+        scaled(args.model, 2, args.max_ongoing_requests)  # the same app, now 2 replicas
         rates["ray-2"] = {str(c): throughput(ray_target, c, calls) for c in clients}
         _print("ray-2", rates["ray-2"])
     finally:
@@ -194,6 +200,7 @@ def main() -> None:
             "k": K,
             "tokens": TOKENS,
             "calls_per_client": calls,
+            "max_ongoing_requests": args.max_ongoing_requests,
             "tok_s": rates,
             "speedup_2_vs_1": speedup,
             "overhead_ms": costs,

@@ -46,8 +46,9 @@ class ScaleConfig:
     # Replicas: a fixed count, or autoscaling between `replicas` and `max_replicas`.
     replicas: int = 1  # replicas started (the minimum when autoscaling)
     max_replicas: int | None = None  # None: fixed at `replicas`; larger: autoscale up to it
-    # Calls one replica takes at once (its engine batches them); more wait at the proxy.
-    max_ongoing_requests: int = 32
+    # Calls one replica takes at once; more wait at the proxy. As many as its engine
+    # batches (EngineConfig.max_batch_requests): fewer would starve the batching.
+    max_ongoing_requests: int = 64
     target_ongoing_requests: float = 8.0  # autoscaling aims at this many calls per replica
     cpus_per_replica: float = 1.0  # Ray CPUs reserved by each replica (its torch threads)
     gpus_per_replica: float = 0.0  # Ray GPUs reserved by each replica

@@ -120,8 +120,7 @@ class CentralReplica:
         self._pool = ThreadPoolExecutor(
             max_workers=config.max_ongoing_requests + 4, thread_name_prefix="central"
         )
-        context = serve.get_replica_context()
-        self.name = _actor_name() or context.replica_id.to_full_id_str()
+        self.name = _actor_name() or serve.get_replica_context().replica_id.to_full_id_str()
         log.info("replica %s serving %s", self.name, loaded.name)
 
     # language_ranker.v1.CentralService
