@@ -374,10 +374,12 @@ class Engine:
     def _reap(self) -> None:
         now = time.monotonic()
         self._reap_stalled()
-        for task in [*self._decoding, *self._waiting, *(t for t, _ in self._side)]:
-            if task.cancelled is None and task.deadline is not None and now > task.deadline:
-                task.cancelled = StreamEnd(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
         with self._wake:
+            for task in [*self._decoding, *self._waiting, *(t for t, _ in self._side)]:
+                if task.cancelled is None and task.deadline is not None and now > task.deadline:
+                    task.cancelled = StreamEnd(
+                        grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded"
+                    )
             self._waiting = deque(t for t in self._waiting if not self._dropped(t))
             self._side = deque((t, u) for t, u in self._side if not self._dropped(t))
             live = []
@@ -438,8 +440,9 @@ class Engine:
             prefilled += prompt
             if (join := self._start(task)) is not None:
                 joining.append((task, join))
-        for waiting in self._waiting:
-            waiting.waited_steps += 1
+        with self._wake:  # gRPC threads append to the queue meanwhile
+            for waiting in self._waiting:
+                waiting.waited_steps += 1
         if joining:
             slots = self._batch.join([j for _, j in joining])
             for (task, _), task_slots in zip(joining, slots, strict=True):
@@ -456,7 +459,8 @@ class Engine:
         live, head = self._batch.live_rows, self._waiting[0]
         if not live or not isinstance(head, _GenerateTask):
             return True
-        waiting_rows = sum(t.rows_wanted for t in self._waiting)
+        with self._wake:
+            waiting_rows = sum(t.rows_wanted for t in self._waiting)
         return waiting_rows * 8 >= live or head.waited_steps >= _MAX_JOIN_WAIT_STEPS
 
     def _start(self, task: _GenerateTask) -> Joining | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -110,9 +111,12 @@ def test_breaking_out_of_a_stream_cancels_generation(client, tiny_server) -> Non
     for event in client.stream("Write a poem", k=32, max_new_tokens=200, seed=0):
         assert isinstance(event, Instruction)
         break
-    lock = tiny_server.servicer._model_lock
-    assert lock.acquire(timeout=10)
-    lock.release()
+    engine = tiny_server.servicer.engine  # the server dropped the rows and the request
+    assert engine.wait_idle(10)
+    deadline = time.monotonic() + 10
+    while engine.rows_in_flight and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert engine.rows_in_flight == 0
 
 
 def test_tls_with_private_root_certificates(tiny_model, tmp_path) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import inspect
 import socket
+import time
 from typing import Any
 
 import numpy as np
@@ -252,9 +253,12 @@ def test_breaking_out_of_an_async_stream_cancels_generation(tiny_server) -> None
         raise AssertionError("the stream yielded nothing")
 
     assert asyncio.run(run()) is Instruction
-    lock = tiny_server.servicer._model_lock
-    assert lock.acquire(timeout=10)
-    lock.release()
+    engine = tiny_server.servicer.engine  # the server dropped the rows and the request
+    assert engine.wait_idle(10)
+    deadline = time.monotonic() + 10
+    while engine.rows_in_flight and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert engine.rows_in_flight == 0
 
 
 def test_both_clients_send_the_token_the_same_way(tiny_model) -> None:
