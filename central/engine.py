@@ -166,7 +166,6 @@ class _Task:
     deadline: float | None  # monotonic
     cancelled: StreamEnd | None = None  # set (from any thread) when the work is to stop
     on_stall: Callable[[], object] | None = None  # run when the client is cancelled for stalling
-    released: bool = False
     waited_steps: int = 0  # engine turns spent waiting to start
 
     @property
@@ -175,9 +174,9 @@ class _Task:
         return 0
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class _GenerateTask(_Task):
-    job: GenerateJob = field(default=None)  # type: ignore[assignment]
+    job: GenerateJob
     rows: CandidateRows | None = None
     slots: list[int] = field(default_factory=list)  # batch slot of each live row, in row order
     generator: torch.Generator | None = None
@@ -189,9 +188,9 @@ class _GenerateTask(_Task):
         return self.job.sampling.k
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class _FeaturesTask(_Task):
-    job: FeaturesJob = field(default=None)  # type: ignore[assignment]
+    job: FeaturesJob
 
 
 # ------------------------------------------------------------------ engine
@@ -319,7 +318,6 @@ class Engine:
 
     def _release(self, task: _Task) -> None:
         with self._wake:
-            task.released = True
             if task.cancelled is None and not task.outbox.closed:
                 task.cancelled = StreamEnd(grpc.StatusCode.CANCELLED, "cancelled")
             self._admitted.discard(task)
@@ -626,7 +624,7 @@ class Engine:
         return forward
 
 
-_MAX_JOIN_WAIT_STEPS = 4  # a newcomer joins after this many steps even alone
+_MAX_JOIN_WAIT_STEPS = 2  # a newcomer joins after this many steps even alone
 
 
 def _token_budget_groups(
