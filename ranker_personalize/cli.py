@@ -1,8 +1,8 @@
 """``python -m ranker_personalize``: build the candidate pool, run the study, write the report.
 
-python -m ranker_personalize pool --prompts 320        # once, the long pole (cached)
-python -m ranker_personalize run --budget-minutes 40    # curves, cold start, drift, costs
-python -m ranker_personalize run --quick                # CI: tiny budgets and model, < 1 min
+python -m ranker_personalize pool --prompts 240 --threads 1  # once, the long pole (cached)
+python -m ranker_personalize run --budget-minutes 60         # every phase and the costs
+python -m ranker_personalize run --quick                     # CI: tiny budgets and model
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         correctness_root=args.correctness_cache,
         command=command,
         started=start,
+        costs=not args.no_costs,
     )
     print(path)
     return 0
@@ -88,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
         "pool", help="sample and cache K candidates per prompt", formatter_class=_FORMATTER
     )
     pool.add_argument("--model", default="default", help="central model name or path")
-    pool.add_argument("--prompts", type=int, default=320, help="number of prompts")
+    pool.add_argument("--prompts", type=int, default=240, help="number of prompts")
     pool.add_argument("--k", type=int, default=8, help="candidates per prompt")
     pool.add_argument("--max-new-tokens", type=int, default=48, help="tokens per candidate")
     pool.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
@@ -106,7 +107,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report directory")
     run.add_argument("--work", type=Path, default=None, help="user homes (default: a temp dir)")
     run.add_argument("--quick", action="store_true", help="CI size: 1 seed, tiny budgets")
-    run.add_argument("--budget-minutes", type=float, default=45.0, help="skip phases after this")
+    run.add_argument("--budget-minutes", type=float, default=60.0, help="skip phases after this")
+    run.add_argument(
+        "--no-costs", action="store_true", help="skip the update-cost measurements (with torch)"
+    )
     run.add_argument(
         "--correctness-cache",
         type=Path,

@@ -2,9 +2,11 @@
 
 The harness (``python -m ranker_eval.cli --phase generate``) caches, per arithmetic
 problem, K candidates of the same default model with features at several layers
-and a programmatic right/wrong label. A user whose ranker first learned to pick
-right answers must keep that skill while learning their taste; this module turns
-those records into prelude feedback (thumbs on every candidate) and measures
+(last-token and mean vectors), their texts and scalars, and a programmatic
+right/wrong label. A user whose ranker first learned to pick right answers must
+keep that skill while learning their taste; this module turns those records into
+generations as the app would see them, teaches them as feedback (on each
+problem the user picks a right answer over the wrong ones), and measures
 held-out top-1 accuracy.
 """
 
@@ -35,8 +37,7 @@ __all__ = [
 class CorrectnessSet:
     """Problems with labelled candidates at the pool's feature layer."""
 
-    instructions: np.ndarray  # (N, d) float32
-    candidates: np.ndarray  # (N, K, d) float32
+    generations: list[Generation]  # one per problem, as the edge client would hand it over
     labels: np.ndarray  # (N, K) 1.0 right / 0.0 wrong
 
     def __len__(self) -> int:
@@ -44,10 +45,9 @@ class CorrectnessSet:
 
     def split(self, n_train: int) -> tuple[CorrectnessSet, CorrectnessSet]:
         """First ``n_train`` problems for teaching, the rest held out."""
-        a, b = slice(0, n_train), slice(n_train, None)
         return (
-            CorrectnessSet(self.instructions[a], self.candidates[a], self.labels[a]),
-            CorrectnessSet(self.instructions[b], self.candidates[b], self.labels[b]),
+            CorrectnessSet(self.generations[:n_train], self.labels[:n_train]),
+            CorrectnessSet(self.generations[n_train:], self.labels[n_train:]),
         )
 
 
@@ -58,45 +58,67 @@ def find_correctness(root: Path, model: str, task: str = "math") -> Path | None:
     return found[0] if found else None
 
 
+def _generation(arrays: dict[str, np.ndarray], texts: list[str], at: int, limit: int) -> Generation:
+    """One cached problem at layer index ``at`` (token ids stand in by count)."""
+    k = len(arrays["labels"])
+    cands = tuple(
+        Candidate(
+            i,
+            texts[i],
+            (0,) * int(arrays["num_tokens"][i]),
+            "length" if int(arrays["num_tokens"][i]) >= limit else "eos",
+            float(arrays["cumulative"][i]),
+            arrays["candidates"][i, at].astype(np.float32),
+            mean_feature=arrays["means"][i, at].astype(np.float32),
+            mean_entropy=float(arrays["entropies"][i]),
+        )
+        for i in range(k)
+    )
+    return Generation("", arrays["instruction"][at].astype(np.float32), cands)
+
+
 def load_correctness(directory: Path, layer: int, limit: int | None = None) -> CorrectnessSet:
     """Complete records (``.json`` present) at hidden-state index ``layer``."""
-    layers = list(json.loads((directory / "settings.json").read_text())["layers"])
+    settings = json.loads((directory / "settings.json").read_text())
+    layers = list(settings["layers"])
     if layer not in layers:
         raise ValueError(f"{directory} has layers {layers}, not {layer}")
     at = layers.index(layer)
     uids = sorted(p.stem for p in directory.glob("*.json") if p.name != "settings.json")
     uids = [u for u in uids if (directory / f"{u}.npz").exists()][:limit]
-    insts, cands, labels = [], [], []
+    generations, labels = [], []
     for uid in uids:
-        with np.load(directory / f"{uid}.npz", allow_pickle=False) as arrays:
-            insts.append(arrays["instruction"][at].astype(np.float32))
-            cands.append(arrays["candidates"][:, at].astype(np.float32))
-            labels.append(arrays["labels"].astype(np.float32))
-    return CorrectnessSet(np.stack(insts), np.stack(cands), np.stack(labels))
+        texts = list(json.loads((directory / f"{uid}.json").read_text())["texts"])
+        with np.load(directory / f"{uid}.npz", allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+        missing = {"means", "cumulative", "entropies", "num_tokens"} - arrays.keys()
+        if missing:
+            raise ValueError(f"{directory} predates representation v2 (no {sorted(missing)})")
+        generations.append(_generation(arrays, texts, at, int(settings["max_new_tokens"])))
+        labels.append(arrays["labels"].astype(np.float32))
+    if not generations:
+        raise FileNotFoundError(f"no cached problems under {directory}")
+    return CorrectnessSet(generations, np.stack(labels))
 
 
-def teach(device: PersonalRanker, data: CorrectnessSet) -> None:
-    """Record every problem as shown and thumb each candidate by its correctness."""
-    for i in range(len(data)):
-        set_id = f"correctness-{i}"
-        device.store.record_shown(
-            device.user, set_id, data.instructions[i], data.candidates[i], task=device.name
-        )
-        for k, label in enumerate(data.labels[i]):
-            device.store.thumbs(device.user, set_id, k, bool(label > 0.5))
-
-
-def _generation(data: CorrectnessSet, i: int) -> Generation:
-    cands = tuple(
-        Candidate(k, "", (), "eos", 0.0, feat) for k, feat in enumerate(data.candidates[i])
-    )
-    return Generation("", data.instructions[i], cands)
+def teach(device: PersonalRanker, data: CorrectnessSet) -> int:
+    """Show every problem that has right and wrong answers; the user picks a right one
+    over the wrong ones. Returns the number of feedback events."""
+    events = 0
+    for generation, labels in zip(data.generations, data.labels, strict=True):
+        right = np.flatnonzero(labels > 0.5)
+        wrong = np.flatnonzero(labels <= 0.5)
+        if len(right) and len(wrong):
+            shown = device.show(generation)
+            device.pick(shown, int(right[0]), [int(j) for j in wrong])
+            events += 1
+    return events
 
 
 def accuracy(rank: Callable[[Generation], Ranking], data: CorrectnessSet) -> float:
     """Share of problems (with at least one right answer) whose top pick is right."""
     solvable = np.flatnonzero(data.labels.max(1) > 0.5)
-    right = [data.labels[i, rank(_generation(data, i)).best] > 0.5 for i in solvable]
+    right = [data.labels[i, rank(data.generations[i]).best] > 0.5 for i in solvable]
     return float(np.mean(right)) if right else float("nan")
 
 

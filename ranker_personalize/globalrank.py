@@ -1,37 +1,48 @@
-"""The pooled baseline: one global ranker trained on every user's feedback.
+"""The pooled baseline: one global ranker fitted on every user's feedback.
 
 This is what a server would do if users uploaded their feedback: read each
-user's store, pool the events, train one ranker with the same edge trainer and
-settings, export it to ONNX and publish it as the registry's *global* ranker.
-It is also what a new user's ranker can start from (cold start).
+user's store, copy the events into one store under one pseudo-user, and fit
+the same torch-free head on all of them (one ONNX ranker, like a user's). The
+comparison with the personal rankers is then about *pooling*, not about the
+model: the learner, its settings and the representation are the same.
+
+It is also what a new user starts from (the cold start): published as the
+registry's global ranker of that name, it ranks until the user's first update,
+and the user's own head is fitted on top of its scores.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, cast
 
-from edge.app.checkpoint import Checkpoint
-from edge.app.personal import STORE_FILE
+from edge.app.personal import STORE_FILE, PersonalRanker
 from edge.app.registry import Registry
-from edge.app.store import FeedbackEvent, FeedbackStore, events_to_dataset
-from edge.runtime.scoring import Ranker
-from edge.training.export import export_onnx
-from edge.training.loop import train
-from edge.training.rankers import build_ranker, make_config
-from ranker_personalize.simulate import SimConfig, learner_config
+from edge.app.store import FeedbackEvent, FeedbackStore
+from ranker_personalize.simulate import SimConfig, taste_config
 
-__all__ = ["GlobalRanker", "collect_events", "train_global"]
+__all__ = ["POOLED_USER", "GlobalRanker", "collect_events", "copy_events", "train_global"]
+
+POOLED_USER = "everyone"  # the pseudo-user whose store holds the pooled events
 
 
 @dataclass(frozen=True)
 class GlobalRanker:
-    """A trained global ranker: weights to start from and an ONNX runtime to rank with."""
+    """A fitted global ranker: the ONNX bytes to publish and a device that ranks with it."""
 
-    checkpoint: Checkpoint  # what a new user's Learner starts from
-    ranker: Ranker  # onnxruntime session loaded from the registry
-    events: int  # pooled feedback events it was trained on
+    model: bytes  # the composed ONNX ranker
+    weights: bytes  # its head's weights archive
+    device: PersonalRanker  # the pooled pseudo-user's ranker (rank with ``device.rank``)
+    events: int  # pooled feedback events it was fitted on
+
+    def publish(self, home: Path, name: str) -> None:
+        """Save it as the global ranker ``name`` of the registry under ``home``."""
+        Registry(home / "rankers").save_global(name, self.model, weights=self.weights)
+
+    def close(self) -> None:
+        self.device.close()
 
 
 def collect_events(
@@ -45,17 +56,46 @@ def collect_events(
     return pooled
 
 
-def train_global(
-    events: list[FeedbackEvent], registry_root: Path, config: SimConfig, seed: int
-) -> GlobalRanker:
-    """Train a fresh ranker on pooled events and publish it as the registry's global one."""
-    settings = learner_config(config, seed)
-    data = events_to_dataset(events, unlabelled=settings.unlabelled)
-    model = build_ranker(make_config(settings.kind, data.feature_size), seed=seed)
-    train(model, data, settings.train)
-    checkpoint = model.to_checkpoint()
-    onnx_bytes = export_onnx(model, exporter=settings.exporter)
-    registry = Registry(registry_root)
-    registry.save_global(config.ranker_name, onnx_bytes, weights=checkpoint.to_bytes())
-    ranker = registry.open(None, config.ranker_name)
-    return GlobalRanker(checkpoint, ranker, len(events))
+def copy_events(events: Sequence[FeedbackEvent], store: FeedbackStore, user: str) -> None:
+    """Record ``events`` (their shown sets, then the reactions) as ``user``'s, in order."""
+    copied: set[str] = set()
+    for event in events:
+        shown = event.shown
+        set_id = f"{shown.user}.{shown.set_id}"  # set ids are unique per user only
+        if set_id not in copied:
+            store.record_shown(
+                user,
+                set_id,
+                shown.instruction,
+                shown.candidates,
+                texts=shown.texts,
+                task=shown.task,
+                mean_candidates=shown.mean_candidates,
+                num_tokens=shown.num_tokens,
+                cumulative_logprobs=shown.cumulative_logprobs,
+                mean_entropies=shown.mean_entropies,
+                finish_reasons=shown.finish_reasons,
+            )
+            copied.add(set_id)
+        if event.kind == "thumb":
+            store.thumbs(user, set_id, event.candidate, bool((event.value or 0.0) > 0.5))
+        elif event.kind == "pick":
+            store.pick(user, set_id, event.candidate, list(event.rejected))
+        else:
+            store.score(user, set_id, event.candidate, float(event.value or 0.0))
+
+
+def train_global(events: list[FeedbackEvent], home: Path, config: SimConfig) -> GlobalRanker:
+    """Fit the torch-free head on the pooled ``events`` in a fresh home (one cold fit).
+
+    The learner reads every pooled event (its history is raised to their count).
+    """
+    learner = replace(taste_config(config), history=max(1, len(events)))
+    device = PersonalRanker(cast(Any, None), home, POOLED_USER, config.ranker_name, learner=learner)
+    copy_events(events, device.store, POOLED_USER)
+    report = device.learn()
+    if not report.updated:
+        raise RuntimeError(f"the pooled learner learned nothing from {len(events)} events")
+    model = device.registry.load_model(POOLED_USER, config.ranker_name)
+    weights = device.registry.load_weights(POOLED_USER, config.ranker_name) or b""
+    return GlobalRanker(model, weights, device, len(events))

@@ -1,4 +1,4 @@
-"""The shared candidate pool: K sampled answers per prompt, with hidden-state features.
+"""The shared candidate pool: K sampled answers per prompt, with representation v2.
 
 Generating is the only expensive step (an LLM on a shared 2-core CPU), and every
 user, seed and curve point must see the *same* candidates for comparisons to be
@@ -7,6 +7,13 @@ fair, so the pool is generated once and cached: one ``.npz`` (features) and one
 complete record. A crash or a time budget loses at most one prompt, and a rerun
 resumes. Nothing is pickled (``allow_pickle=False`` on load). ``settings.json``
 records how the pool was sampled; a directory from other settings is refused.
+
+Each candidate carries what ``PersonalRanker.generate`` asks central for
+(representation v2): the last token's hidden state, the mean hidden state over
+the response, the mean next-token entropy, and the scalars the on-device
+signals read (token count, cumulative log-probability, how it finished). The
+vectors are stored as float16, the precision central sends them in, and widened
+to float32 on load as the edge client does.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ class PoolSettings:
     temperature: float  # sampling temperature (1.0: the model's own distribution)
     layer: int  # hidden-state index the features come from
     seed: int  # base seed; prompt i uses seed + i
+    representation: int = 2  # 2: last + mean vectors, mean entropy, scalars (1: last only)
 
 
 @dataclass(frozen=True)
@@ -50,9 +58,13 @@ class Pool:
     prompts: list[str]  # prompt texts
     topics: np.ndarray  # (P,) topic index per prompt
     instructions: np.ndarray  # (P, d) float32 instruction features
-    candidates: np.ndarray  # (P, K, d) float32 candidate features
+    candidates: np.ndarray  # (P, K, d) float32 last-token vectors
     texts: list[list[str]]  # (P, K) decoded candidate texts
     finished: np.ndarray  # (P, K) bool: ended by EOS (False: hit max_new_tokens)
+    means: np.ndarray  # (P, K, d) float32 mean vectors over each response
+    num_tokens: np.ndarray  # (P, K) int64 generated tokens, EOS excluded
+    cumulative: np.ndarray  # (P, K) float64 sum of token log-probabilities
+    entropies: np.ndarray  # (P, K) float64 mean next-token entropy (nats)
 
     def __len__(self) -> int:
         return len(self.uids)
@@ -69,6 +81,10 @@ class Pool:
             self.candidates[idx],
             [self.texts[i] for i in idx],
             self.finished[idx],
+            self.means[idx],
+            self.num_tokens[idx],
+            self.cumulative[idx],
+            self.entropies[idx],
         )
 
 
@@ -83,12 +99,10 @@ def _check_settings(directory: Path, settings: PoolSettings) -> None:
         meta.write_text(json.dumps(wanted, indent=1))
 
 
-def _sample_one(
-    model: Any, item: PromptItem, settings: PoolSettings, seed: int
-) -> tuple[np.ndarray, np.ndarray, list[str], list[bool]]:
-    """Instruction feature, (K, d) candidate features, texts and EOS flags of one prompt."""
+def _sample_one(model: Any, item: PromptItem, settings: PoolSettings, seed: int) -> dict[str, Any]:
+    """One prompt's candidates, as arrays and texts (see ``_save``)."""
     from central.prompting import render_prompt
-    from central.sampler import SamplingConfig, sample
+    from central.sampler import SampledCandidate, SamplingConfig, sample
     from language_ranker.v1 import ranker_pb2 as pb
 
     ids = render_prompt(model, pb.Prompt(text=item.text))
@@ -98,20 +112,27 @@ def _sample_one(
         seed=seed,
         temperature=settings.temperature,
     )
-    stream = sample(model, ids, config, settings.layer)
+    stream = sample(model, ids, config, settings.layer, entropy=True)
     instruction = np.asarray(next(stream), dtype=np.float32)
-    cands = sorted(stream, key=lambda c: c.index)  # type: ignore[union-attr]
-    feats = np.stack([np.asarray(c.feature, dtype=np.float32) for c in cands])  # type: ignore[union-attr]
-    texts = [model.tokenizer.decode(c.token_ids, skip_special_tokens=True) for c in cands]  # type: ignore[union-attr]
-    return instruction, feats, texts, [bool(c.finished_by_eos) for c in cands]  # type: ignore[union-attr]
+    cands = sorted((c for c in stream if isinstance(c, SampledCandidate)), key=lambda c: c.index)
+    return {
+        "instruction": instruction.astype(np.float16),
+        "candidates": np.stack([c.feature for c in cands]).astype(np.float16),
+        "means": np.stack([c.mean_feature for c in cands]).astype(np.float16),
+        "finished": np.array([c.finished_by_eos for c in cands]),
+        "num_tokens": np.array([len(c.token_ids) for c in cands], np.int64),
+        "cumulative": np.array([c.cumulative_logprob for c in cands], np.float64),
+        "entropies": np.array([c.mean_entropy or 0.0 for c in cands], np.float64),
+        "texts": [model.tokenizer.decode(c.token_ids, skip_special_tokens=True) for c in cands],
+    }
 
 
-def _save(directory: Path, item: PromptItem, record: tuple[Any, ...], seconds: float) -> None:
-    instruction, feats, texts, finished = record
+def _save(directory: Path, item: PromptItem, record: dict[str, Any], seconds: float) -> None:
+    arrays = {key: value for key, value in record.items() if key != "texts"}
     tmp = directory / f"{item.uid}.tmp.npz"
-    np.savez(tmp, instruction=instruction, candidates=feats, finished=np.array(finished))
+    np.savez(tmp, **arrays)
     os.replace(tmp, directory / f"{item.uid}.npz")
-    body = {"uid": item.uid, "prompt": item.text, "topic": item.topic, "texts": texts}
+    body = {"uid": item.uid, "prompt": item.text, "topic": item.topic, "texts": record["texts"]}
     body["seconds"] = round(seconds, 3)
     tmp_json = directory / f"{item.uid}.json.tmp"
     tmp_json.write_text(json.dumps(body))
@@ -146,32 +167,43 @@ def generate_pool(
     return made
 
 
+_ARRAYS = ("instruction", "candidates", "finished", "means", "num_tokens", "cumulative",
+           "entropies")  # fmt: skip
+
+
 def load_pool(directory: Path, items: list[PromptItem] | None = None) -> Pool:
     """Load the cached prompts (those of ``items`` that are complete, or all of them)."""
     settings = PoolSettings(**json.loads((directory / "settings.json").read_text()))
+    if settings.representation != 2:
+        raise ValueError(f"{directory} holds a representation-1 pool: sample it again")
     if items is None:
         uids = sorted(p.stem for p in directory.glob("*.json") if p.name != "settings.json")
     else:
         uids = [p.uid for p in items if (directory / f"{p.uid}.json").exists()]
-    prompts, topics, insts, cands, texts, fins = [], [], [], [], [], []
+    if not uids:
+        raise FileNotFoundError(f"no cached prompts under {directory}")
+    prompts, topics, texts = [], [], []
+    columns: dict[str, list[np.ndarray]] = {name: [] for name in _ARRAYS}
     for uid in uids:
         body = json.loads((directory / f"{uid}.json").read_text())
         with np.load(directory / f"{uid}.npz", allow_pickle=False) as arrays:
-            insts.append(arrays["instruction"])
-            cands.append(arrays["candidates"])
-            fins.append(arrays["finished"])
+            for name in _ARRAYS:
+                columns[name].append(arrays[name])
         prompts.append(body["prompt"])
         topics.append(int(body["topic"]))
         texts.append(list(body["texts"]))
-    if not uids:
-        raise FileNotFoundError(f"no cached prompts under {directory}")
+    stacked = {name: np.stack(values) for name, values in columns.items()}
     return Pool(
         settings,
         uids,
         prompts,
         np.array(topics, dtype=np.int64),
-        np.stack(insts).astype(np.float32),
-        np.stack(cands).astype(np.float32),
+        stacked["instruction"].astype(np.float32),
+        stacked["candidates"].astype(np.float32),
         texts,
-        np.stack(fins).astype(bool),
+        stacked["finished"].astype(bool),
+        stacked["means"].astype(np.float32),
+        stacked["num_tokens"].astype(np.int64),
+        stacked["cumulative"].astype(np.float64),
+        stacked["entropies"].astype(np.float64),
     )

@@ -1,4 +1,4 @@
-"""The markdown report and PNG learning curves, written from the study's results dict.
+"""The markdown report and PNG figures, written from the study's results dict.
 
 Every number in the report is read from ``results`` (also saved as
 ``results.json`` next to it), so the text can never disagree with the data.
@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ranker_personalize.users import DESCRIPTIONS
+from ranker_personalize.users import DESCRIPTIONS, KINDS, MIRRORS
 
 __all__ = ["write_report"]
 
@@ -20,16 +20,20 @@ def _key(d: dict[Any, Any], b: int) -> Any:
     return d[b] if b in d else d[str(b)]
 
 
-def _pct(e: dict[str, float]) -> str:
-    return f"{100 * e['mean']:.0f}"
+def _pct(e: dict[str, float] | None) -> str:
+    return "n/a" if not e else f"{100 * e['mean']:.0f}"
 
 
 def _ci(e: dict[str, float]) -> str:
     return f"{100 * e['mean']:.0f} [{100 * e['low']:.0f}, {100 * e['high']:.0f}]"
 
 
-def _when(b: int | None) -> str:
-    return "never (<= max budget)" if b is None else f"{b}"
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.0f}"
+
+
+def _when(b: int | None, top: int) -> str:
+    return f"> {top}" if b is None else f"{b}"
 
 
 def _plot_curves(results: dict[str, Any], budgets: list[int], path: Path) -> None:
@@ -42,29 +46,35 @@ def _plot_curves(results: dict[str, Any], budgets: list[int], path: Path) -> Non
     cols = 3
     rows = -(-len(users) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
+    lines = (
+        ("personal", "personal", "o-"),
+        ("personal, no signals", "personal_no_signals", "^-"),
+        ("global (pooled)", "global", "s--"),
+    )
     for ax, name in zip(axes.flat, users, strict=False):
         sec = results["users"][name]
-        for label, key, style in (
-            ("personal", "personal", "o-"),
-            ("global (pooled)", "global", "s--"),
-        ):
+        for label, key, style in lines:
+            if key not in sec:
+                continue
             means = [_key(sec[key], b)["mean"] for b in budgets]
-            lows = [_key(sec[key], b)["low"] for b in budgets]
-            highs = [_key(sec[key], b)["high"] for b in budgets]
             ax.plot(budgets, means, style, label=label, ms=4)
-            ax.fill_between(budgets, lows, highs, alpha=0.2)
+            if key == "personal":
+                lows = [_key(sec[key], b)["low"] for b in budgets]
+                highs = [_key(sec[key], b)["high"] for b in budgets]
+                ax.fill_between(budgets, lows, highs, alpha=0.2)
         ax.axhline(sec["first"]["mean"], color="gray", ls=":", label="first sample")
         ax.axhline(sec["random"]["mean"], color="black", ls="-.", lw=0.8, label="random")
         ax.axhline(1.0, color="green", lw=0.8, label="oracle")
-        if "ceiling" in results and name in results["ceiling"]:
-            ax.axhline(results["ceiling"][name]["mean"], color="purple", ls="--", lw=0.8,
+        if "ceiling" in sec:
+            ax.axhline(sec["ceiling"]["mean"], color="purple", ls="--", lw=0.8,
                        label="full-label ceiling")  # fmt: skip
         ax.set_xscale("symlog", linthresh=10)
         ax.set_xticks(budgets)
         ax.set_xticklabels([str(b) for b in budgets])
         ax.set_xlim(0, budgets[-1] * 1.1)
         ax.set_ylim(0, 1.05)
-        ax.set_title(f"{name} ({sec['decisive_prompts']} test prompts)", fontsize=10)
+        ax.set_title(f"{name} ({KINDS.get(sec['judge'], '')}, {sec['decisive_prompts']} prompts)",
+                     fontsize=9)  # fmt: skip
         ax.set_xlabel("feedback events")
         ax.set_ylabel("top-1 = user's preferred")
     for ax in list(axes.flat)[len(users) :]:
@@ -72,7 +82,7 @@ def _plot_curves(results: dict[str, Any], budgets: list[int], path: Path) -> Non
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -104,50 +114,127 @@ def _plot_pairs(
         ax.axis("off")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
+def _summary_lines(results: dict[str, Any]) -> list[str]:
+    s, t = results["summary"], results["targets"]
+    mid, top = results["meta"]["summary_budgets"]
+    lines = [
+        f"| user | first sample | personal @{mid} | personal @{top} | global @{top} "
+        "| full-label ceiling |",
+        "|---|---|---|---|---|---|",
+    ]
+    for u in s["per_user"]:
+        cells = [_num(u[k]) for k in ("first_sample", "at_50", "at_200", "global_at_200")]
+        lines.append(f"| {u['user']} | {' | '.join(cells)} | {_num(u['ceiling'])} |")
+    lines.append(
+        f"| **mean** | **{_num(s['first_sample_mean'])}** | **{_num(s['mean_top1_at_50'])}** | "
+        f"**{_num(s['mean_top1_at_200'])}** | | |"
+    )
+
+    def verdict(entry: dict[str, Any], unit: str = "") -> str:
+        word = "met" if entry["met"] else "**missed**"
+        return f"{entry['value']}{unit} against {entry['target']}{unit}: {word}"
+
+    lines += [
+        "",
+        f"- Mean top-1 at {mid} events: {verdict(t['mean_at_50'])}.",
+        f"- Mean top-1 at {top} events: {verdict(t['mean_at_200'])}.",
+        *[
+            f"- Pair {pair}: personal minus global at {top} events, averaged over the two "
+            f"users: {verdict(entry, ' points')}."
+            for pair, entry in t["pairs"].items()
+        ],
+        f"- Update p50 without torch (the fit, one event on top of "
+        f"{results.get('costs', {}).get('torch_free', {}).get('history_events', '?')} events of "
+        f"history, this pool's {results['meta'].get('feature_size', '?')}-d vectors): "
+        f"{verdict(t['update_ms'], ' ms')}.",
+    ]
+    return lines
+
+
 def _closing_table(results: dict[str, Any], budgets: list[int]) -> list[str]:
+    top = budgets[-1]
     head = " | ".join(f"{b} ev" for b in budgets)
     lines = [
-        f"| user | test prompts | first | random | {head} | global @{budgets[-1]} "
-        "| beats first from | beats global from | full-label ceiling |",
-        "|" + "---|" * (8 + len(budgets)),
+        f"| user | kind | prompts | first | random | {head} | global @{top} "
+        f"| no signals @50 / @{top} | ceiling (no signals) | 80% of ceiling at "
+        "| beats first from | beats global from |",
+        "|" + "---|" * (11 + len(budgets)),
     ]
     for name, sec in results["users"].items():
         cells = " | ".join(_pct(_key(sec["personal"], b)) for b in budgets)
-        ceiling = results.get("ceiling", {}).get(name)
+        bare = sec.get("personal_no_signals")
+        bare_cells = (
+            f"{_pct(_key(bare, 50)) if 50 in budgets else 'n/a'} / {_pct(_key(bare, top))}"
+            if bare
+            else "n/a"
+        )
         lines.append(
-            f"| {name} | {sec['decisive_prompts']} | {_pct(sec['first'])} | "
-            f"{_pct(sec['random'])} | {cells} | {_pct(_key(sec['global'], budgets[-1]))} | "
-            f"{_when(sec['beat_first'])} | {_when(sec['beat_global'])} | "
-            f"{_pct(ceiling) if ceiling else 'n/a'} |"
+            f"| {name} | {KINDS.get(sec['judge'], '')} | {sec['decisive_prompts']} | "
+            f"{_pct(sec['first'])} | {_pct(sec['random'])} | {cells} | "
+            f"{_pct(_key(sec['global'], top))} | {bare_cells} | "
+            f"{_pct(sec.get('ceiling'))} ({_pct(sec.get('ceiling_no_signals'))}) | "
+            f"{_when(sec.get('events_to_80pct_ceiling'), top)} | "
+            f"{_when(sec['beat_first'], top)} | {_when(sec['beat_global'], top)} |"
+        )
+    return lines
+
+
+def _pairs_lines(results: dict[str, Any]) -> list[str]:
+    pairs = results.get("pairs", {})
+    if not pairs:
+        return []
+    lines = [
+        "| pair | events | personal (mean of the two) | global (pooled) | margin, points |",
+        "|---|---|---|---|---|",
+    ]
+    for pair, p in pairs.items():
+        lines.append(
+            f"| {pair} | {p['events']} | {100 * p['personal']:.0f} | {100 * p['global']:.0f} | "
+            f"{100 * p['margin']:.0f} |"
         )
     return lines
 
 
 def _user_tables(results: dict[str, Any], budgets: list[int]) -> list[str]:
     lines: list[str] = []
+    top = budgets[-1]
     for name, sec in results["users"].items():
+        mirrors = MIRRORS.get(sec["judge"], ())
         lines += [
             f"#### {name}: {DESCRIPTIONS.get(sec['judge'], sec['judge'])}",
             "",
             f"{sec['decisive_prompts']} of {sec['test_prompts']} test prompts are decisive for "
             f"this judge; first sample {_ci(sec['first'])}, random {_ci(sec['random'])}, "
-            "oracle 100. "
-            f"Beats the first sample from **{_when(sec['beat_first'])}** events, the pooled "
-            f"global ranker from **{_when(sec['beat_global'])}** events.",
+            "oracle 100"
+            + (f", full-label ceiling {_ci(sec['ceiling'])}" if "ceiling" in sec else "")
+            + (
+                f" ({_ci(sec['ceiling_no_signals'])} without signals)"
+                if "ceiling_no_signals" in sec
+                else ""
+            )
+            + f". Beats the first sample from **{_when(sec['beat_first'], top)}** events, the "
+            f"pooled global ranker from **{_when(sec['beat_global'], top)}** events. "
+            + (
+                f"Signals that compute (part of) this judge: {', '.join(mirrors)}."
+                if mirrors
+                else "No signal computes this judge."
+            ),
             "",
-            "| events | personal | global (pooled) | personal - first | personal - global "
-            "| judge score of pick (0 worst, 1 best) |",
-            "|---|---|---|---|---|---|",
+            "| events | personal | personal, no signals | global (pooled) | personal - first "
+            "| personal - global | judge score of pick (0 worst, 1 best) |",
+            "|---|---|---|---|---|---|---|",
         ]
         for b in budgets:
+            bare = sec.get("personal_no_signals")
             lines.append(
-                f"| {b} | {_ci(_key(sec['personal'], b))} | {_ci(_key(sec['global'], b))} | "
+                f"| {b} | {_ci(_key(sec['personal'], b))} | "
+                f"{_ci(_key(bare, b)) if bare else 'n/a'} | {_ci(_key(sec['global'], b))} | "
                 f"{_ci(_key(sec['gain_vs_first'], b))} | {_ci(_key(sec['gain_vs_global'], b))} | "
-                f"{_key(sec['relative'], b)['mean']:.2f} |"
+                f"{_key(sec['relative'], b):.2f} |"
             )
         lines.append("")
     return lines
@@ -163,6 +250,21 @@ def _cold_lines(results: dict[str, Any], budgets: list[int]) -> list[str]:
         for key, label in (("from_global", "from global"), ("from_scratch", "from scratch")):
             cells = " | ".join(_ci(_key(sec[key], b)) for b in budgets)
             lines.append(f"| {name} | {label} | {cells} |")
+    below = [
+        name
+        for name, sec in cold.items()
+        if _key(sec["from_global"], 0)["high"] < results["users"][name]["first"]["mean"]
+    ]
+    lines += [
+        "",
+        "At 0 events the new user is ranked by the global ranker alone. "
+        + (
+            f"It is clearly below the first sample for {', '.join(below)}: a prior fitted on "
+            "other tastes can be worse than no ranker for a user whose taste opposes theirs."
+            if below
+            else "It is never clearly below the first sample."
+        ),
+    ]
     return lines
 
 
@@ -173,17 +275,19 @@ def _drift_lines(results: dict[str, Any], budgets: list[int]) -> list[str]:
     head = " | ".join(f"{b} ev" for b in budgets)
     lines = [
         f"User `drifter` has the `{drift['before']}` taste up to event {drift['switch']}, then "
-        f"`{drift['after']}`; seeds {drift['seeds']}; percent top-1 agreement with each taste.",
+        f"`{drift['after']}`; seeds {drift['seeds']}; percent top-1 agreement with each taste. "
+        "History: how many of the newest events the learner refits on (it keeps between that "
+        "many and twice as many in memory before it rebuilds).",
         "",
-        f"| replay | scored against | {head} |",
+        f"| history | scored against | {head} |",
         "|" + "---|" * (2 + len(budgets)),
     ]
     for key, sec in drift.items():
-        if not key.startswith("replay_"):
+        if not key.startswith("history_"):
             continue
         for taste, points in sec.items():
             cells = " | ".join(_pct(_key(points, b)) for b in budgets)
-            lines.append(f"| {key[7:]} | {taste} | {cells} |")
+            lines.append(f"| {key[8:]} | {taste} | {cells} |")
     return lines
 
 
@@ -193,42 +297,77 @@ def _forgetting_lines(results: dict[str, Any], budgets: list[int]) -> list[str]:
         return ["Forgetting was skipped: " + ", ".join(results.get("skipped", [])) + "."]
     lines = [
         f"User `{f['user']}`'s ranker is first taught a correctness task (arithmetic from the "
-        f"quality harness's cache, same model and layer): {f['taught_problems']} problems, every "
-        f"candidate thumbed right/wrong, one update. Held-out problems with a right answer: "
-        f"{f['held_out_problems']}; first-sample accuracy on them "
-        f"{100 * f['first_sample']:.0f}%. Then the user gives taste feedback. Percent of held-out "
-        f"problems whose top pick is right, mean over seeds {f['seeds']}:",
+        f"quality harness's cache, same model and layer): on {f['taught_events']} of "
+        f"{f['taught_problems']} problems the user picks a right answer over the wrong ones, "
+        f"then one update. Held-out problems with a right answer: {f['held_out_problems']}; "
+        f"first-sample accuracy on them {100 * f['first_sample']:.0f}%. Then the user gives "
+        "taste feedback, learning after every event. Percent of held-out problems whose top "
+        f"pick is right, mean over seeds {f['seeds']}, with the learner refitting on all events "
+        "(the correctness feedback is replayed in every refit) or on the newest few:",
         "",
-        "| replay | " + " | ".join(f"{b} ev" for b in budgets) + " | taste @ last |",
+        "| history | " + " | ".join(f"{b} ev" for b in budgets) + " | taste @ last |",
         "|" + "---|" * (2 + len(budgets)),
     ]
     for key, sec in f.items():
-        if not key.startswith("replay_"):
+        if not key.startswith("history_"):
             continue
         acc = " | ".join(f"{100 * _key(sec['correctness'], b):.0f}" for b in budgets)
-        lines.append(f"| {key[7:]} | {acc} | {_pct(_key(sec['taste'], budgets[-1]))} |")
+        lines.append(f"| {key[8:]} | {acc} | {_pct(_key(sec['taste'], budgets[-1]))} |")
+    return lines
+
+
+def _isolation_lines(results: dict[str, Any]) -> list[str]:
+    iso = results.get("isolation")
+    if not iso:
+        return ["Isolation was skipped."]
+    a, b = iso["pair"]
+    lines = [
+        f"`{a}` and `{b}` (opposite tastes) share one device: one feedback store, one registry, "
+        f"taking turns event by event for {iso['events']} events each (seed {iso['seed']}). "
+        "Each one's ranker is compared with the one they trained alone on the same events:",
+        "",
+        "| user | head weights bitwise equal | held-out picks equal | users in the shared "
+        "store | own events |",
+        "|---|---|---|---|---|",
+    ]
+    for name in (a, b):
+        r = iso[name]
+        lines.append(
+            f"| {name} | {r['weights_equal']} | {r['picks_equal']} | "
+            f"{', '.join(r['store_users'])} | {r['own_events']} |"
+        )
     return lines
 
 
 def _cost_lines(results: dict[str, Any]) -> list[str]:
     c = results.get("costs")
     if not c:
-        return ["Costs were skipped (time budget)."]
-    learn = c["learn_after_one_event_s"]
-    mem = c["memory_10_users"]
+        return ["Costs were not measured."]
+    free, torch, mem = c["torch_free"], c["torch"], c["memory_10_users"]
+    history = free["history_events"]
     return [
+        f"One more event on top of {history} events of history, learning after every event; "
+        f"median [p95] of {free['repeats']} (torch-free, in a process where importing torch "
+        f"fails: torch importable = {free['torch_importable']}) and {torch['repeats']} (torch) "
+        f"updates; load average {c['load_average']:.1f} on this machine's shared CPUs.",
+        "",
         "| measure | value |",
         "|---|---|",
-        f"| learn() after 1 new event (history {learn['history_events']}, replay "
-        f"{learn['replay_size']}): median [min, max] of {learn['repeats']} | "
-        f"{learn['median']:.2f} s [{learn['min']:.2f}, {learn['max']:.2f}] |",
-        f"| learn() per update in the curve runs (median) | {results['learn_median_s']:.2f} s |",
-        f"| ranker parameters | {c['parameters']:,} |",
-        f"| ONNX file on disk | {c['onnx_bytes'] / 1024:.0f} KiB |",
-        f"| weights (.npz) on disk | {c['weights_bytes'] / 1024:.0f} KiB |",
+        f"| torch-free fit (the update), wall | {free['fit_ms']['p50']:.1f} ms "
+        f"[{free['fit_ms']['p95']:.1f}] |",
+        f"| torch-free fit, CPU time | {free['fit_cpu_ms']['p50']:.1f} ms "
+        f"[{free['fit_cpu_ms']['p95']:.1f}] |",
+        f"| torch-free `learn()` (fit + compose ONNX + registry save, fsynced) | "
+        f"{free['learn_ms']['p50']:.1f} ms [{free['learn_ms']['p95']:.1f}] |",
+        f"| torch `LearnerConfig.per_event()` `learn()` (train + export + parity + save) | "
+        f"{torch['learn_ms']['p50']:.0f} ms [{torch['learn_ms']['p95']:.0f}] |",
+        f"| per-user state: head weights (raw float32) | {free['head_bytes']:,} B |",
+        f"| per-user state: weights file (torch-free / torch) | {free['weights_bytes']:,} B / "
+        f"{torch['weights_bytes']:,} B |",
+        f"| composed ONNX ranker on disk | {free['onnx_bytes'] / 1024:.1f} KiB |",
         f"| runtime RSS growth, 10 users' rankers loaded ({c['distinct_models_loaded']} "
         f"distinct files) | {mem['rss_growth_mib']:.1f} MiB |",
-        f"| rank one generation (K=8) | {mem['rank_ms_k8']:.2f} ms |",
+        f"| rank one generation (K=8), onnxruntime | {mem['rank_ms_k8']:.2f} ms |",
     ]
 
 
@@ -248,73 +387,91 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
     if results.get("drift"):
         d = results["drift"]
         series = {
-            f"replay {k[7:]}": {f"vs {t}": p for t, p in v.items()}
-            for k, v in d.items() if k.startswith("replay_")
+            f"history {k[8:]}": {f"vs {t}": p for t, p in v.items()}
+            for k, v in d.items() if k.startswith("history_")
         }  # fmt: skip
         _plot_pairs(series, list(meta["drift_budgets"]), f"drift at event {d['switch']}",
                     out / "drift.png")  # fmt: skip
-    text = _render(results, budgets)
     path = out / "README.md"
-    path.write_text(text)
+    path.write_text(_render(results, budgets))
     return path
 
 
 def _render(results: dict[str, Any], budgets: list[int]) -> str:
     meta = results["meta"]
+    pool = meta["pool"]
+    cold_seeds = [s["seeds"] for s in results.get("cold_start", {}).values()][:1]
     lines = [
-        "# Personalisation: one base model, many users, one small ranker each",
+        "# Personalisation: one base model, many users, one small torch-free head each",
         "",
         f"Produced by `{meta['command']}` in **{meta['runtime_s'] / 60:.1f} min** on "
         f"{meta['machine']} (pool generation not included: {meta['pool_note']}).",
         "",
+        "## Summary (issue 12's `summary`, percent top-1 agreement)",
+        "",
+        *_summary_lines(results),
+        "",
         "## Reproduce",
         "",
-        "1. `python -m ranker_personalize -v pool --prompts 320` samples the pool once "
-        "(cached under `.cache/ranker_personalize/`, resumable, never committed).",
+        f"1. `python -m ranker_personalize -v pool --prompts {pool['prompts']} --threads 1` "
+        "samples the pool once (cached under `.cache/personalize/`, resumable, never "
+        "committed).",
         f"2. `{meta['command']}` runs every phase through the real edge SDK and rewrites this "
         "directory. `--budget-minutes` is the time budget: once spent, the remaining optional "
-        "phases (extra seeds, ceiling, cold start, drift, forgetting) are skipped and listed "
-        "under Notes.",
+        "phases are skipped and listed under Notes.",
         "3. The forgetting check reads the quality harness's arithmetic cache "
         "(`ranker-eval --phase generate --model default --cache .cache/ranker-eval`).",
-        "4. CI quick mode: `pytest tests/ranker_personalize` (`test_quick.py` runs the same "
-        "`run_study` "
-        "with `quick_config()` on a tiny-model pool, in well under a minute on an idle CPU).",
+        "4. CI quick mode: `pytest tests/ranker_personalize` runs the same `run_study` with "
+        "`quick_config()` on a tiny-model pool.",
         "",
         "## Setup",
         "",
-        f"- Pool: {meta['pool']['prompts']} general-assistant prompts "
-        f"({meta['train_prompts']} train / {meta['test_prompts']} test, split by topic), "
-        f"K={meta['pool']['k']} candidates of "
-        f"<= {meta['pool']['max_new_tokens']} new tokens from `{meta['pool']['model']}` at "
-        f"temperature {meta['pool']['temperature']}, features at layer {meta['pool']['layer']}.",
-        f"- Seeds: {meta['seeds']}; noise {meta['noise']} (a reaction is random with this "
-        f"probability); half the events are thumbs on the shown answer, half picks among 2-3.",
-        f"- Learner: edge defaults ({meta['learner']}); `learn()` every {meta['update_every']} "
-        "events and at each budget.",
-        "- Hit = the ranker's top pick has the user's top judge score among the K. Rates are over "
-        "*decisive* test prompts (the judge does not tie all K); intervals are 95% bootstrap "
-        "over test prompts of the seed-averaged hit.",
+        f"- Pool: {pool['prompts']} general-assistant prompts ({meta['train_prompts']} train / "
+        f"{meta['test_prompts']} test, split by topic), K={pool['k']} candidates of <= "
+        f"{pool['max_new_tokens']} new tokens from `{pool['model']}` at temperature "
+        f"{pool['temperature']}; representation v2 at layer {pool['layer']}: last-token and "
+        "mean vectors, and the on-device signals of each text and its scalars.",
+        f"- Users: {len(results['users'])} simulated tastes (`ranker_personalize/users.py`), "
+        "two conflicting pairs (concise/verbose, lists/prose), two that no signal encodes "
+        "(no_you: lexical, social: topical). Feedback as the demo simulates it: half thumbs "
+        f"on the answer shown first, half picks among 2-3 shown; noise {meta['noise']} (a "
+        f"reaction is random with this probability). Seeds {meta['seeds']}.",
+        f"- Learner: what ships, torch-free (`PersonalRanker.learn()` -> `UpdateReport`; "
+        f"TasteConfig {meta['learner']}), after every event. Each curve is run twice: with "
+        "the signals block (shipped) and without it.",
+        "- Global (pooled): the same learner fitted on every user's first N events together, "
+        "one ranker for all (what a server would fit from uploaded feedback).",
+        "- Full-label ceiling: the same head fitted on every train prompt with the judge's "
+        "exact preferences (each top answer over each other one). Oracle: 100.",
+        "- Hit = the ranker's top pick has the user's top judge score among the K. Rates are "
+        "over *decisive* test prompts (the judge does not tie all K); intervals are 95% "
+        "bootstrap over test prompts of the seed-averaged hit.",
         "",
         "## Closing table (percent top-1 agreement with the user's preferred answer)",
         "",
         *_closing_table(results, budgets),
         "",
         "'beats X from' = the first budget from which the paired 95% interval of "
-        "(personal - X) stays above 0 at every later budget.",
+        f"(personal - X) stays above 0 at every later budget; '> {budgets[-1]}': within none. "
+        "'80% of ceiling at' = the first budget where the personal rate reaches 0.8 x the "
+        "full-label ceiling.",
         "",
         "![learning curves](learning_curves.png)",
+        "",
+        "## Conflicting pairs: personal vs one pooled ranker",
+        "",
+        *_pairs_lines(results),
         "",
         "## Per user",
         "",
         *_user_tables(results, budgets),
-        "## Cold start: new user from the global ranker vs from scratch",
+        "## Cold start: a new user from the global ranker vs from scratch",
         "",
         "Percent top-1 agreement, seeds "
-        f"{next(iter(results.get('cold_start', {}).values()), {}).get('seeds')}. "
-        "The global ranker here is trained on the *other* users' feedback "
-        f"({meta['budgets'][-1]} events each); before the first update the new user is served "
-        "by it (from scratch: the first sample).",
+        f"{cold_seeds[0] if cold_seeds else []}. The global "
+        f"ranker is fitted on the *other* users' feedback ({budgets[-1]} events each) and "
+        "published in the new user's registry: it ranks until their first update, and their "
+        "head is fitted on top of its scores (from scratch: the first sample, a zero head).",
         "",
         *_cold_lines(results, list(meta["cold_budgets"])),
         "",
@@ -330,14 +487,18 @@ def _render(results: dict[str, Any], budgets: list[int]) -> str:
         "",
         *_forgetting_lines(results, budgets),
         "",
-        "## On-device cost (this CPU)",
+        "## Isolation: two users on one device",
+        "",
+        *_isolation_lines(results),
+        "",
+        "## Update cost, with and without torch (this CPU)",
         "",
         *_cost_lines(results),
         "",
         "## Notes",
         "",
         *[f"- {n}" for n in results.get("notes", [])],
-        *([f"- Skipped for time: {', '.join(results['skipped'])}."] if results["skipped"] else []),
+        *([f"- Skipped: {', '.join(results['skipped'])}."] if results["skipped"] else []),
         "",
     ]
     return "\n".join(lines)

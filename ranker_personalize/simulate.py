@@ -1,18 +1,22 @@
-"""One simulated user on one device, driven through the real edge SDK.
+"""One simulated user on one device, driven through the real edge SDK, torch-free.
 
 Every event goes through the pieces an app ships: the generation is *shown*
 (ranked by the user's current onnxruntime ranker and recorded in the user's own
-SQLite FeedbackStore), the simulated user reacts (thumbs or pick), and every
-``update_every`` events ``PersonalRanker.learn`` runs the edge Learner
-(incremental update + replay -> ONNX export -> Registry version -> hot swap).
-Each user gets their own home directory: their own store file and registry,
-as on separate phones. At each curve budget the current ranker picks the top
-candidate of every held-out prompt; metrics compare those picks to the judge.
+SQLite FeedbackStore), the simulated user reacts (thumbs or pick), and
+``PersonalRanker.learn`` runs the torch-free learner (``edge.app.personal_learner``:
+fit the taste head, compose the ONNX ranker, save a registry version, hot-swap)
+after every event, as an app would. Each user gets their own home directory:
+their own store file and registry, as on separate phones. At each curve budget
+the current ranker picks the top candidate of every held-out prompt; metrics
+compare those picks to the judge.
+
+A ``Session`` is one device stepping through its events, so two users can
+share a home and take turns (the isolation check); ``run_user`` is a session
+from the first event to the last budget.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,74 +24,116 @@ from typing import Any, cast
 
 import numpy as np
 
-from edge.app.checkpoint import Checkpoint
-from edge.app.personal import PersonalRanker
-from edge.runtime.scoring import Ranker, Ranking
+from edge.app.personal import PersonalRanker, Shown
+from edge.app.personal_learner import UpdateReport
+from edge.app.taste_fit import TasteConfig
+from edge.runtime.scoring import Ranker
+from edge.runtime.signals import text_signals
 from edge.runtime.types import Candidate, Generation
-from edge.training.learner import LearnerConfig
-from edge.training.loop import TrainConfig
 from ranker_personalize.pool import Pool
 from ranker_personalize.users import Reaction, SimUser
 
 __all__ = [
-    "Device",
     "RunResult",
+    "Session",
     "SimConfig",
+    "current_ranker",
     "generation",
-    "learner_config",
+    "pool_signals",
     "rank_pool",
+    "record",
     "run_user",
+    "taste_config",
 ]
 
+UserAt = Callable[[int], SimUser]  # the user's taste at event n (1-based)
 
-@dataclass
+
+@dataclass(frozen=True)
 class SimConfig:
     """How one simulated user's feedback session runs."""
 
     budgets: tuple[int, ...] = (0, 10, 25, 50, 100, 200)  # events after which the ranker is scored
-    update_every: int = 25  # the app calls learn() every this many events (and at each budget)
+    update_every: int = 1  # the app calls learn() every this many events (and at each budget)
     ranker_name: str = "chat"  # ranker / task name in the store and registry
-    kind: str = "list"  # ranker kind for a user starting from scratch
-    replay_size: int = 256  # older events mixed into each update (edge default)
-    min_steps: int = 30  # optimiser steps per update at least (edge default)
-    lr: float = 3e-3  # AdamW learning rate (edge default)
+    use_signals: bool = True  # the head reads the on-device signals block
+    history: int = 1000  # newest events the learner refits on (TasteConfig.history)
 
 
-def learner_config(config: SimConfig, seed: int) -> LearnerConfig:
-    """The edge LearnerConfig of the study: edge defaults, seeded per run."""
-    train = TrainConfig(min_steps=config.min_steps, batch_candidates=64, lr=config.lr, seed=seed)
-    return LearnerConfig(kind=config.kind, train=train, replay_size=config.replay_size)  # type: ignore[arg-type]
+def taste_config(config: SimConfig) -> TasteConfig:
+    """The torch-free learner's settings: edge defaults but for the two study knobs."""
+    return TasteConfig(use_signals=config.use_signals, history=config.history)
 
 
 def generation(pool: Pool, i: int) -> Generation:
-    """Prompt ``i`` of the pool as the edge client would hand it to the app."""
+    """Prompt ``i`` of the pool as the edge client hands it to the app (representation v2).
+
+    The pool keeps each candidate's token count, not its ids: a tuple of that
+    length stands in, which is all the signals read.
+    """
     cands = tuple(
-        Candidate(k, pool.texts[i][k], (), "eos" if pool.finished[i, k] else "length", 0.0, feat)
-        for k, feat in enumerate(pool.candidates[i])
+        Candidate(
+            k,
+            pool.texts[i][k],
+            (0,) * int(pool.num_tokens[i, k]),
+            "eos" if pool.finished[i, k] else "length",
+            float(pool.cumulative[i, k]),
+            pool.candidates[i, k],
+            mean_feature=pool.means[i, k],
+            mean_entropy=float(pool.entropies[i, k]),
+        )
+        for k in range(pool.settings.k)
     )
     return Generation(pool.prompts[i], pool.instructions[i], cands, pool.settings.layer)
 
 
-class Device(PersonalRanker):
-    """A PersonalRanker that serves a base (global) ranker until its first own version.
+def pool_signals(pool: Pool) -> np.ndarray:
+    """(P, K, S) on-device signals of every prompt's candidates, as the store computes them."""
+    return np.stack(
+        [
+            text_signals(
+                pool.texts[i],
+                num_tokens=pool.num_tokens[i].tolist(),
+                cumulative_logprobs=pool.cumulative[i].tolist(),
+                mean_entropies=pool.entropies[i].tolist(),
+                finish_reasons=["eos" if f else "length" for f in pool.finished[i]],
+            )
+            for i in range(len(pool))
+        ]
+    )
 
-    Without a base it is exactly PersonalRanker: index order (the first sample)
-    until the first update.
+
+def current_ranker(device: PersonalRanker) -> Ranker | None:
+    """What ``device.rank`` ranks with, opened from its registry: the user's current
+    version, else the global ranker of that name, else None (the first sample)."""
+    for user in (device.user, None):
+        if device.registry.has(user, device.name):
+            return device.registry.open(user, device.name, fallback=True)
+    return None
+
+
+def rank_pool(device: PersonalRanker, pool: Pool, signals: np.ndarray | None = None) -> np.ndarray:
+    """Top-1 pick of ``device``'s ranker for every prompt of ``pool`` (first sample: 0).
+
+    The same ranker ``device.rank`` uses, scored in one batch with the pool's
+    signals computed once (``pool_signals``) instead of once per prompt and call.
     """
+    ranker = current_ranker(device)
+    if ranker is None:
+        return np.zeros(len(pool), dtype=np.int64)
+    signals = pool_signals(pool) if signals is None else signals
+    scores = ranker.score_batch(
+        pool.instructions, pool.candidates, mean_candidates=pool.means, signals=signals
+    )
+    return np.argmax(scores, axis=1).astype(np.int64)  # ties: the lowest index, as rank()
 
-    def __init__(self, *args: Any, base_ranker: Ranker | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.base_ranker = base_ranker
 
-    def rank(self, generation: Generation) -> Ranking:
-        if self.version is None and self.base_ranker is not None:
-            return self.base_ranker.rank(generation.instruction, generation.features)
-        return super().rank(generation)
-
-
-def rank_pool(rank: Callable[[Generation], Ranking], pool: Pool) -> np.ndarray:
-    """Top-1 pick of ``rank`` for every prompt of ``pool``."""
-    return np.array([rank(generation(pool, i)).best for i in range(len(pool))], dtype=np.int64)
+def record(device: PersonalRanker, shown: Shown, reaction: Reaction) -> None:
+    """Store a reaction the way the app's buttons would."""
+    if reaction.kind == "thumb":
+        device.thumbs(shown, reaction.candidate, up=reaction.up)
+    else:
+        device.pick(shown, reaction.candidate, list(reaction.rejected))
 
 
 @dataclass
@@ -95,67 +141,88 @@ class RunResult:
     """What one user's session produced."""
 
     picks: dict[int, np.ndarray]  # budget -> top-1 pick per test prompt
-    learn_seconds: list[float] = field(default_factory=list)  # wall time of each learn()
-    events_per_learn: list[int] = field(default_factory=list)  # new events in each update
+    updates: list[UpdateReport] = field(default_factory=list)  # every learn() report
     reactions: list[Reaction] = field(default_factory=list)  # the feedback given, in order
 
 
-def _record(device: Device, shown: Any, reaction: Reaction) -> None:
-    if reaction.kind == "thumb":
-        device.thumbs(shown, reaction.candidate, up=reaction.up)
-    else:
-        device.pick(shown, reaction.candidate, list(reaction.rejected))
+class Session:
+    """One user's device stepping through feedback events on the train prompts.
+
+    The prompts come in a seeded random order (a new permutation after each
+    pass over them); the same seed's generator draws the reactions.
+    """
+
+    def __init__(
+        self,
+        user: SimUser | UserAt,
+        train: Pool,
+        home: Path,
+        seed: int,
+        config: SimConfig,
+    ) -> None:
+        self.user_at: UserAt = (lambda _e: user) if isinstance(user, SimUser) else user
+        self.train, self.config = train, config
+        self.rng = np.random.default_rng(seed)
+        self.order = np.concatenate(
+            [self.rng.permutation(len(train)) for _ in range(1 + max(config.budgets) // len(train))]
+        )
+        name = self.user_at(1).name
+        self.device = PersonalRanker(
+            cast(Any, None), home, name, config.ranker_name, learner=taste_config(config)
+        )
+        self.event = 0
+        self.result = RunResult({})
+
+    def step(self) -> None:
+        """Show the next prompt, react, and learn when the app would."""
+        self.event += 1
+        gen = generation(self.train, int(self.order[self.event - 1]))
+        shown = self.device.show(gen)
+        reaction = self.user_at(self.event).react(gen.texts, shown.order, self.rng)
+        record(self.device, shown, reaction)
+        self.result.reactions.append(reaction)
+        if self.event % self.config.update_every == 0 or self.event in self.config.budgets:
+            report = self.device.learn()
+            assert isinstance(report, UpdateReport)  # the torch-free learner
+            self.result.updates.append(report)
+
+    def close(self) -> None:
+        self.device.close()
 
 
 def run_user(
-    user: SimUser | Callable[[int], SimUser],
+    user: SimUser | UserAt,
     train: Pool,
     test: Pool,
     home: Path,
     seed: int,
     config: SimConfig,
     *,
-    base: Checkpoint | None = None,
-    base_ranker: Ranker | None = None,
-    prelude: Callable[[Device], None] | None = None,
-    probe: Callable[[int, Device], None] | None = None,
+    prelude: Callable[[PersonalRanker], None] | None = None,
+    probe: Callable[[int, PersonalRanker], None] | None = None,
+    test_signals: np.ndarray | None = None,
 ) -> RunResult:
     """Simulate ``max(budgets)`` feedback events; ``user`` may change with the event number.
 
-    ``prelude`` runs on the device before the first event (e.g. prior task
-    training); ``probe`` is called at every budget (e.g. a held-out skill check).
+    ``prelude`` runs on the device before the first event (e.g. a correctness
+    task taught first); ``probe`` is called at every budget (e.g. a held-out
+    skill check). A global ranker saved in ``home``'s registry ranks until the
+    user's first update (the cold start).
     """
-    user_at = user if callable(user) and not isinstance(user, SimUser) else (lambda _e: user)
-    first = cast(SimUser, user_at(1))
-    rng = np.random.default_rng(seed)
-    device = Device(
-        cast(Any, None), home, first.name, config.ranker_name,
-        learner=learner_config(config, seed), base=base, base_ranker=base_ranker,
-    )  # fmt: skip
+    session = Session(user, train, home, seed, config)
+    signals = pool_signals(test) if test_signals is None else test_signals
     try:
         if prelude is not None:
-            prelude(device)
-        result = RunResult({0: rank_pool(device.rank, test)})
+            prelude(session.device)
+        session.result.picks[0] = rank_pool(session.device, test, signals)
         if probe is not None:
-            probe(0, device)
-        order = np.concatenate(
-            [rng.permutation(len(train)) for _ in range(1 + max(config.budgets) // len(train))]
-        )
+            probe(0, session.device)
         for event in range(1, max(config.budgets) + 1):
-            gen = generation(train, int(order[event - 1]))
-            shown = device.show(gen)
-            reaction = cast(SimUser, user_at(event)).react(gen.texts, shown.order, rng)
-            _record(device, shown, reaction)
-            result.reactions.append(reaction)
-            if event in config.budgets or event % config.update_every == 0:
-                start = time.perf_counter()
-                report = device.learn()
-                result.learn_seconds.append(time.perf_counter() - start)
-                result.events_per_learn.append(report.new_events)
+            session.step()
             if event in config.budgets:
-                result.picks[event] = rank_pool(device.rank, test)
+                session.result.picks[event] = rank_pool(session.device, test, signals)
                 if probe is not None:
-                    probe(event, device)
-        return result
+                    probe(event, session.device)
+        return session.result
     finally:
-        device.close()
+        session.close()

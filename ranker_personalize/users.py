@@ -2,10 +2,30 @@
 
 A judge scores one candidate's *text* (higher = this user likes it more); the
 user's preferred candidate among K is the judge's argmax (ties: every candidate
-with the top score counts as preferred). Users react the way an app collects
-feedback: a thumbs up/down on the answer they were shown, or a pick among two or
-three shown answers, and they are not consistent: with probability ``noise`` a
-reaction is random.
+with the top score counts as preferred). How users react is the demo's model
+(``edge.demo.users.TasteUser``, which ships in the wheel), so the study and
+``ranker-edge demo`` simulate feedback the same way: a thumbs up or down on the
+answer shown first, or a pick among two or three shown answers, and with
+probability ``noise`` a reaction is random.
+
+The nine tastes come in three kinds, and the kind decides what a fair reading of
+a result is:
+
+- *text statistics* that the on-device signals (``edge.runtime.signals``) compute
+  almost exactly: ``concise`` and ``verbose`` (word count: the ``log_words``
+  signal), ``lists`` and ``prose`` (list items: ``list_fraction`` and
+  ``log_list_lines``). Two conflicting pairs: one answer cannot please both
+  users of a pair. A head that reads the signals learns these by construction,
+  so the study also runs every user without the signals block;
+- *mixed*: ``concrete`` (numbers, partly ``digit_fraction``), ``formal`` (its
+  casual half is contractions and '!', partly ``log_contractions`` and
+  ``log_exclamations``) and ``short_formal`` (formal and short);
+- *lexical or topical*, which no signal encodes: ``no_you`` (dislikes one word)
+  and ``social`` (likes answers about other people). The hidden-state vectors
+  are all a ranker has for these.
+
+The judges were fixed before the study was run on them and are not tuned to it:
+the team checks the learner on held-out users.
 """
 
 from __future__ import annotations
@@ -16,9 +36,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge.demo.users import Reaction, TasteUser, word_count
+
 __all__ = [
+    "CONFLICTS",
     "DESCRIPTIONS",
     "JUDGES",
+    "KINDS",
+    "MIRRORS",
     "Reaction",
     "SimUser",
     "casual_markers",
@@ -26,6 +51,7 @@ __all__ = [
     "formal_markers",
     "list_items",
     "make_users",
+    "social_markers",
     "word_count",
 ]
 
@@ -91,12 +117,52 @@ _FORMAL = frozenset(
         "thus",
     ]
 )
+# Other people and being with them: family, friends, colleagues, communities.
+_SOCIAL = frozenset(
+    [
+        "friend",
+        "friends",
+        "family",
+        "families",
+        "parent",
+        "parents",
+        "child",
+        "children",
+        "kid",
+        "kids",
+        "partner",
+        "partners",
+        "people",
+        "person",
+        "colleague",
+        "colleagues",
+        "coworker",
+        "coworkers",
+        "neighbour",
+        "neighbours",
+        "neighbor",
+        "neighbors",
+        "community",
+        "communities",
+        "team",
+        "teammates",
+        "together",
+        "others",
+        "someone",
+        "everyone",
+        "relationship",
+        "relationships",
+        "social",
+        "mentor",
+        "teacher",
+        "teachers",
+        "group",
+        "groups",
+        "club",
+        "volunteers",
+    ]
+)
 _EXAMPLE = re.compile(r"\b(?:for example|for instance|e\.g\.|such as)\b", re.IGNORECASE)
-
-
-def word_count(text: str) -> int:
-    """Words in the answer: the 'short answers' user's measure."""
-    return len(_WORD.findall(text))
 
 
 def list_items(text: str) -> int:
@@ -120,6 +186,11 @@ def example_markers(text: str) -> int:
     return min(3, len(set(_NUMBER.findall(text))) + len(_EXAMPLE.findall(text)))
 
 
+def social_markers(text: str) -> int:
+    """Words about other people (family, friends, colleagues, communities)."""
+    return sum(w.lower() in _SOCIAL for w in _WORD.findall(text))
+
+
 def _word_hater(word: str) -> Judge:
     pattern = re.compile(rf"\b{re.escape(word)}\b", re.IGNORECASE)
     return lambda text: -float(len(pattern.findall(text)))
@@ -127,78 +198,82 @@ def _word_hater(word: str) -> Judge:
 
 JUDGES: dict[str, Judge] = {
     "concise": lambda t: -float(word_count(t)),
+    "verbose": lambda t: float(word_count(t)),
     "lists": lambda t: float(list_items(t)),
+    "prose": lambda t: -float(list_items(t)),
     "formal": lambda t: float(formal_markers(t) - casual_markers(t)),
     "concrete": lambda t: float(example_markers(t)),
-    "no_you": _word_hater("you"),
     "short_formal": lambda t: float(formal_markers(t) - casual_markers(t)) - word_count(t) / 15,
+    "no_you": _word_hater("you"),
+    "social": lambda t: float(social_markers(t)),
 }
-
 
 DESCRIPTIONS: dict[str, str] = {
     "concise": "prefers short answers (fewest words)",
+    "verbose": "prefers long answers (most words); conflicts with concise",
     "lists": "prefers answers with a numbered or bulleted list (most list items)",
+    "prose": "prefers answers without lists (fewest list items); conflicts with lists",
     "formal": "prefers a formal tone (formal words minus contractions, '!' and chatty words)",
     "concrete": "prefers answers that mention numbers or give an example",
-    "no_you": "dislikes the word 'you' (fewest occurrences)",
     "short_formal": "combination: formal tone and short (formal score - words / 15)",
+    "no_you": "dislikes the word 'you' (fewest occurrences): lexical",
+    "social": "prefers answers about other people (family, friends, colleagues): topical",
 }
 
+# What kind of taste each judge is (see the module docstring).
+KINDS: dict[str, str] = {
+    "concise": "text statistic",
+    "verbose": "text statistic",
+    "lists": "text statistic",
+    "prose": "text statistic",
+    "formal": "mixed",
+    "concrete": "mixed",
+    "short_formal": "mixed",
+    "no_you": "lexical",
+    "social": "topical",
+}
+
+# The signals that compute (part of) a judge's score: where a head that reads the
+# signals is handed the taste by construction.
+MIRRORS: dict[str, tuple[str, ...]] = {
+    "concise": ("log_words",),
+    "verbose": ("log_words",),
+    "lists": ("list_fraction", "log_list_lines"),
+    "prose": ("list_fraction", "log_list_lines"),
+    "formal": ("log_contractions", "log_exclamations"),
+    "concrete": ("digit_fraction",),
+    "short_formal": ("log_words", "log_contractions", "log_exclamations"),
+    "no_you": (),
+    "social": (),
+}
+
+# The conflicting pairs: a single ranker cannot please both users of a pair.
+CONFLICTS: tuple[tuple[str, str], ...] = (("concise", "verbose"), ("lists", "prose"))
+
 
 @dataclass(frozen=True)
-class Reaction:
-    """One feedback event as the app records it."""
-
-    kind: str  # "thumb" or "pick"
-    candidate: int  # thumbed or chosen candidate
-    up: bool = False  # thumb: up (True) or down
-    rejected: tuple[int, ...] = ()  # pick: the other shown candidates
-
-
-@dataclass(frozen=True)
-class SimUser:
-    """A user with a taste (judge), a way of giving feedback and some inconsistency."""
-
-    name: str  # user id, also the judge's description
-    judge: str  # key into JUDGES
-    noise: float = 0.1  # probability that a reaction is random instead of the judge's
-    pick_share: float = 0.5  # fraction of events that are picks (others: thumbs on the shown one)
+class SimUser(TasteUser):
+    """A study user: the demo's feedback model with one of this module's judges."""
 
     def scores(self, texts: Sequence[str]) -> np.ndarray:
         """Judge scores of K candidate texts."""
-        fn = JUDGES[self.judge]
-        return np.array([fn(t) for t in texts], dtype=np.float64)
+        judge = JUDGES[self.judge]
+        return np.array([judge(t) for t in texts], dtype=np.float64)
+
+    def prefers(self, texts: Sequence[str]) -> frozenset[int]:
+        """The answers among ``texts`` this user likes best."""
+        scores = self.scores(texts)
+        return frozenset(int(i) for i in np.flatnonzero(scores == scores.max()))
 
     def react(
         self, texts: Sequence[str], order: Sequence[int], rng: np.random.Generator
     ) -> Reaction:
-        """Feedback on a generation shown in ``order`` (the app's ranking, best first)."""
+        """Feedback on answers shown in ``order`` (the app's ranking, best first), as
+        ``TasteUser.react`` gives it, scored by this user's judge."""
         scores = self.scores(texts)
-        if rng.random() < self.pick_share:
+        if len(order) > 1 and rng.random() < self.pick_share:
             return self._pick(scores, order, rng)
         return self._thumb(scores, int(order[0]), rng)
-
-    def _thumb(self, scores: np.ndarray, shown: int, rng: np.random.Generator) -> Reaction:
-        # "Good" is relative to what this question's answers look like: better than the
-        # median of its K, or the best when most tie; a fully tied set is a coin flip.
-        if scores.max() == scores.min():
-            up = bool(rng.random() < 0.5)
-        else:
-            up = bool(scores[shown] > np.median(scores) or scores[shown] == scores.max())
-        if rng.random() < self.noise:
-            up = bool(rng.random() < 0.5)
-        return Reaction("thumb", shown, up=up)
-
-    def _pick(self, scores: np.ndarray, order: Sequence[int], rng: np.random.Generator) -> Reaction:
-        # The app shows its top answer next to one or two others drawn at random.
-        size = int(rng.integers(2, 4))
-        others = [int(i) for i in order[1:]]
-        shown = [int(order[0]), *rng.choice(others, size=size - 1, replace=False).tolist()]
-        best = [i for i in shown if scores[i] == max(scores[j] for j in shown)]
-        chosen = int(rng.choice(best))
-        if rng.random() < self.noise:
-            chosen = int(rng.choice(shown))
-        return Reaction("pick", chosen, rejected=tuple(i for i in shown if i != chosen))
 
 
 def make_users(noise: float = 0.1) -> list[SimUser]:

@@ -1,4 +1,4 @@
-"""A synthetic pool (no LLM) whose features carry the candidates' text identity."""
+"""A synthetic pool (no LLM) whose vectors carry the candidates' text identity."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ def fake_pool(prompts: int = 40, k: int = 4, d: int = 16, seed: int = 0) -> Pool
     directions = rng.standard_normal((len(TEXTS), d)).astype(np.float32)
     which = rng.integers(0, len(TEXTS), size=(prompts, k))
     cands = directions[which] + 0.3 * rng.standard_normal((prompts, k, d)).astype(np.float32)
+    means = directions[which] + 0.5 * rng.standard_normal((prompts, k, d)).astype(np.float32)
     settings = PoolSettings("fake", k, 8, 1.0, 1, seed)
     return Pool(
         settings,
@@ -32,6 +33,10 @@ def fake_pool(prompts: int = 40, k: int = 4, d: int = 16, seed: int = 0) -> Pool
         cands.astype(np.float32),
         [[TEXTS[j] for j in row] for row in which],
         np.ones((prompts, k), dtype=bool),
+        means.astype(np.float32),
+        3 + which.astype(np.int64) * 4,
+        -1.5 * (3 + which.astype(np.float64) * 4),
+        1.0 + 0.1 * which.astype(np.float64),
     )
 
 

@@ -20,7 +20,8 @@ def _fake_harness_cache(root: Path, model: str, layer: int, d: int) -> None:
     directory = root / model / "math-k4-t1.0-s0"
     directory.mkdir(parents=True)
     settings = {"model": model, "task": "math", "k": 4, "temperature": 1.0, "seed": 0}
-    (directory / "settings.json").write_text(json.dumps({**settings, "layers": [0, layer]}))
+    settings |= {"max_new_tokens": 6, "layers": [0, layer]}
+    (directory / "settings.json").write_text(json.dumps(settings))
     rng = np.random.default_rng(0)
     for i in range(16):
         labels = np.zeros(4, np.float32)
@@ -29,21 +30,36 @@ def _fake_harness_cache(root: Path, model: str, layer: int, d: int) -> None:
             directory / f"p{i:03d}.npz",
             instruction=rng.standard_normal((2, d)).astype(np.float16),
             candidates=rng.standard_normal((4, 2, d)).astype(np.float16),
+            means=rng.standard_normal((4, 2, d)).astype(np.float16),
             labels=labels,
             logprobs=np.zeros(4, np.float32),
+            cumulative=-rng.random(4).astype(np.float32),
+            entropies=rng.random(4).astype(np.float32),
+            num_tokens=np.array([1, 3, 6, 2], np.int32),
         )
-        (directory / f"p{i:03d}.json").write_text("{}")
+        texts = ["5", "It is 5.", "The answer is five", "7"]
+        (directory / f"p{i:03d}.json").write_text(json.dumps({"uid": f"p{i:03d}", "texts": texts}))
 
 
-def test_pool_is_cached_and_resumable(tiny_model, tmp_path: Path) -> None:
+def test_pool_is_cached_resumable_and_carries_representation_v2(tiny_model, tmp_path: Path) -> None:
     items = make_prompts(6)
     settings = PoolSettings(tiny_model.name, 3, 4, 1.0, 2, 0)
+    assert settings.representation == 2
     assert generate_pool(tiny_model, items[:4], tmp_path, settings) == 4
     assert generate_pool(tiny_model, items, tmp_path, settings) == 2  # only the missing ones
     pool = load_pool(tmp_path, items)
-    assert pool.candidates.shape == (6, 3, tiny_model.hidden_size)
+    d = tiny_model.hidden_size
+    assert pool.candidates.shape == pool.means.shape == (6, 3, d)
+    assert not np.allclose(pool.candidates, pool.means)  # the mean is not the last token
+    assert ((pool.num_tokens >= 0) & (pool.num_tokens <= 4)).all()
+    assert (pool.entropies > 0).any() and (pool.cumulative <= 0).all()
+    assert not (pool.finished & (pool.num_tokens > 4)).any()  # EOS only within the budget
     assert len(pool.texts[0]) == 3 and pool.uids == [p.uid for p in items]
     assert not list(tmp_path.glob("*.pkl"))
+    old = json.loads((tmp_path / "settings.json").read_text())
+    (tmp_path / "settings.json").write_text(json.dumps({**old, "representation": 1}))
+    with pytest.raises(ValueError, match="representation-1"):
+        load_pool(tmp_path)
 
 
 def test_prompt_split_is_disjoint_by_topic() -> None:
@@ -54,7 +70,7 @@ def test_prompt_split_is_disjoint_by_topic() -> None:
     assert len(train) + len(test) == 320 and len(test) > 60
 
 
-@pytest.mark.slow  # several seconds; CI runs it
+@pytest.mark.slow  # tens of seconds (the torch learner's cost is measured too); CI runs it
 def test_quick_mode_writes_the_report(tiny_model, tmp_path: Path) -> None:
     pool_dir = tmp_path / "pool"
     settings = PoolSettings(tiny_model.name, 4, 6, 1.0, 2, 0)
@@ -62,15 +78,23 @@ def test_quick_mode_writes_the_report(tiny_model, tmp_path: Path) -> None:
     harness = tmp_path / "harness"
     _fake_harness_cache(harness, tiny_model.name, 2, tiny_model.hidden_size)
     out = tmp_path / "report"
-    users = [SimUser("concise", "concise"), SimUser("formal", "formal")]
+    users = [SimUser(n, n) for n in ("concise", "verbose", "formal")]
     readme = run_study(pool_dir, out, config=quick_config(), users=users, correctness_root=harness)
     text = readme.read_text()
     results = json.loads((out / "results.json").read_text())
-    assert "| concise |" in text and "| formal |" in text
+    assert "| concise |" in text and "| verbose |" in text and "## Isolation" in text
     assert (out / "learning_curves.png").stat().st_size > 1000
-    assert set(results["users"]["concise"]["personal"]) == {"0", "6"}
-    assert results["forgetting"]["replay_256"]["correctness"]  # the skill was probed
-    assert results["costs"]["parameters"] < 500_000
+    assert set(results["users"]["concise"]["personal"]) == {"0", "3", "6"}
+    assert set(results["users"]["concise"]["personal_no_signals"]) == {"0", "3", "6"}
+    assert results["forgetting"]["history_1000"]["correctness"]  # the skill was probed
+    assert results["isolation"]["concise"]["weights_equal"]
+    assert results["pairs"]["concise/verbose"]["events"] == 6
+    summary = results["summary"]
+    assert [u["user"] for u in summary["per_user"]] == ["concise", "verbose", "formal"]
+    free = results["costs"]["torch_free"]
+    assert free["torch_importable"] is False and free["head_bytes"] <= 64 * 1024
+    assert summary["update_ms_p50_torch_free"] == round(free["fit_ms"]["p50"], 2)
+    assert results["costs"]["torch"]["learn_ms"]["n"] == 2
     assert results["costs"]["memory_10_users"]["rankers"] == 10
     assert not results["skipped"]
 
@@ -81,8 +105,9 @@ def test_cli_quick_run(tiny_model, tmp_path: Path) -> None:
     generate_pool(tiny_model, make_prompts(12), pool_dir, PoolSettings("tiny", 4, 4, 1.0, 2, 0))
     out = tmp_path / "out"
     none = str(tmp_path / "none")
-    args = ["run", "--quick", "--pool", str(pool_dir), "--out", str(out)]
+    args = ["run", "--quick", "--pool", str(pool_dir), "--out", str(out), "--no-costs"]
     assert main([*args, "--correctness-cache", none, "--budget-minutes", "0"]) == 0
     results = json.loads((out / "results.json").read_text())
     assert "curves seed 0" not in results["skipped"]  # the first seed always runs
     assert "cold start" in results["skipped"]  # a spent budget skips the optional phases
+    assert results["summary"]["update_ms_p50_torch_free"] is None  # costs not measured
