@@ -281,6 +281,11 @@ class Engine:
         self._thread.join(timeout=10)
 
     @property
+    def queued(self) -> int:
+        """Requests waiting to start."""
+        return len(self._waiting)
+
+    @property
     def rows_in_flight(self) -> int:
         """Candidate rows decoding in the batch now."""
         return self._batch.live_rows

@@ -164,18 +164,29 @@ def test_a_features_call_past_its_deadline_frees_the_engine_within_a_second(tiny
 def test_work_beyond_a_limit_is_refused_at_once_naming_it(tiny_model) -> None:
     engine = Engine(
         tiny_model,
-        ServiceLimits(max_request_tokens=100, max_features_tokens=10),
-        EngineConfig(max_batch_requests=1, max_queued_requests=1, max_batch_rows=8),
+        ServiceLimits(max_request_tokens=500, max_features_tokens=10),
+        EngineConfig(
+            max_batch_requests=1, max_queued_requests=1, max_batch_rows=8, max_buffered_bytes=1
+        ),
     )
     try:
         with pytest.raises(Overloaded, match="max_request_tokens"):
-            engine.submit_generate(_job(tiny_model, "hi", k=8, tokens=20))
+            engine.submit_generate(_job(tiny_model, "hi", k=8, tokens=70))
         with pytest.raises(Overloaded, match="max_batch_rows"):
             engine.submit_generate(_job(tiny_model, "hi", k=9, tokens=2))
         features = FeatureRequest(layer=2, encoding=FP16)
         with pytest.raises(Overloaded, match="max_features_tokens"):
             engine.submit_features(FeaturesJob([1, 2], [[3] * 11], features))
-        running = engine.submit_generate(_job(tiny_model, "hi", k=2, tokens=40))
+        # Per-token features nobody reads: the request holds its place until cancelled.
+        holding = _job(tiny_model, "hi", k=2, tokens=40)
+        running = engine.submit_generate(
+            GenerateJob(
+                holding.prompt_ids, holding.sampling, holding.features, TokenRequest((1,), 0, FP16)
+            )
+        )
+        started = time.monotonic() + 10
+        while engine.queued and time.monotonic() < started:  # the engine takes it up
+            time.sleep(0.001)
         queued = engine.submit_generate(_job(tiny_model, "hi", k=2, tokens=40))
         with pytest.raises(Overloaded, match="max_queued_requests"):
             engine.submit_generate(_job(tiny_model, "hi", k=1, tokens=2))
