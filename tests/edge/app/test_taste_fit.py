@@ -58,7 +58,7 @@ def _fill(fit: TasteFit, data: tuple[np.ndarray, ...], start: int, stop: int) ->
 def _objective_and_gradient(fit: TasteFit, v: np.ndarray) -> tuple[float, np.ndarray]:
     """The documented objective and its gradient, written out independently."""
     pairs, s = fit.pairs(), fit._scale()
-    x = fit._x[: fit.num_rows].astype(np.float64)
+    x = fit._full_rows().astype(np.float64)
     margins = x[pairs.winners] @ v - x[pairs.losers] @ v
     value = (pairs.weights * np.logaddexp(0, -margins)).sum() + 0.5 * fit.config.l2 * (
         (v / s) ** 2
