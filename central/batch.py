@@ -3,22 +3,25 @@
 Requests join the batch at token boundaries and their rows leave when they
 finish, so one forward pass a step serves every request in flight
 (continuous batching). Prompts differ in length, so rows are aligned on
-the right, vLLM-free and the way Hugging Face batches generation:
+the right, the way Hugging Face batches generation:
 
-- each row's history sits at the end of the cache, after left padding that
-  the attention mask hides (``mask`` is 0 there);
+- every row's newest token sits in the same column; a row's history runs
+  back from there, and the columns before it are padding that the
+  attention mask hides;
 - each row carries its own position ids (RoPE sees the row's own count, not
-  the column), and every row's newest token goes in the same new column;
+  the column);
 - causal attention plus the mask means padding cannot change any real
   position, so a row computes what it would alone (up to float rounding:
   the tests hold features to a tolerance and seeded tokens to equality).
 
-Rebuilding the cache is a copy of every row, so the batch does it only
-when it must: rows join in groups (`join` lays them out in fresh buffers,
-leaving out rows that have finished since), and finished rows otherwise
-stay in place as dead rows, fed a pad token and ignored, until they are a
-third of the batch (`compact`). Columns that only padding uses are dropped
-when a rebuild leaves them so.
+The keys and values live in buffers preallocated per layer, ``(row
+capacity, heads, column capacity, dim)``, and the cache handed to the model
+is a view of the rows and columns in use, so nothing is copied as rows come
+and go: a finished row stays where it is (fed a pad token, its output
+ignored) until a newcomer takes it over by writing its prompt's keys and
+values into it. The buffers are copied only when they must grow, which
+happens a handful of times, or when at most half the rows in use are live
+(`compact`).
 """
 
 from __future__ import annotations
@@ -29,14 +32,16 @@ from dataclasses import dataclass
 import torch
 from transformers.cache_utils import DynamicCache
 
-from .decoding import GrowingLayer, full_cache, select_rows
+from .decoding import GrowingLayer, full_cache
 from .forward import Forward, Pass
 from .model import LoadedModel
 
 __all__ = ["DecodeBatch", "Joining"]
 
-_PAD = 0  # the id fed to a dead row; nothing reads its output
-_SPARE = 64  # columns reserved past the longest row when the cache is rebuilt
+_PAD = 0  # the id fed to a free row; nothing reads its output
+_MARGIN = 32  # free columns kept before the oldest history, so a longer prompt can join
+_GROW = 64  # columns added at least when the buffers run out of columns
+_FREE = 1 << 40  # the first column of a free row: it sees only the column it is fed in
 
 
 @dataclass(frozen=True)
@@ -50,158 +55,180 @@ class Joining:
 
 
 class DecodeBatch:
-    """Rows decoding together; row order is join order, and a request's rows stay adjacent.
+    """Rows decoding together.
 
     Owners address rows by their *slot*, an id that stays the same while
-    other rows come and go; `slots` lists the live ones in batch order.
+    other rows come and go (`compact` moves rows, never slots).
     """
 
     def __init__(self, loaded: LoadedModel) -> None:
         self.loaded = loaded
-        self._cache: DynamicCache | None = None
-        self._mask = torch.zeros(0, 0, dtype=torch.long)  # (rows, columns): 1 = a real token
+        self._keys: list[torch.Tensor] = []  # per layer: (row cap, heads, column cap, dim)
+        self._values: list[torch.Tensor] = []
+        self._cache = full_cache(loaded.model)  # views of the rows and columns in use
+        self._start = self._end = 0  # columns in use: [start, end); every row's newest at end-1
+        self._first = torch.zeros(0, dtype=torch.long)  # (rows,) a row's first real column
         self._positions = torch.zeros(0, dtype=torch.long)  # (rows,) the next token's position
         self._next = torch.zeros(0, dtype=torch.long)  # (rows,) the token each row is fed next
-        self._slot_of_row: list[int] = []  # batch row -> slot
-        self._dead: set[int] = set()  # slots that finished but still occupy a row
+        self._slot_of_row: list[int | None] = []  # None: a free row
+        self._row_of_slot: dict[int, int] = {}
         self._next_slot = 0
 
     @property
-    def slots(self) -> list[int]:
-        """Live slots, in batch order."""
-        return [s for s in self._slot_of_row if s not in self._dead]
-
-    @property
     def live_rows(self) -> int:
-        return len(self._slot_of_row) - len(self._dead)
+        return len(self._row_of_slot)
 
     @property
     def rows(self) -> int:
-        """Rows a pass computes, dead ones included."""
+        """Rows a pass computes, free ones included."""
         return len(self._slot_of_row)
 
     def join(self, joining: Sequence[Joining]) -> list[list[int]]:
-        """Adds each request's rows; returns their slots, one list per request.
-
-        One rebuild for the whole group, which also drops dead rows and
-        padding-only columns.
-        """
-        kept = [b for b, s in enumerate(self._slot_of_row) if s not in self._dead]
-        old_lengths = self._mask[kept].sum(dim=1).tolist() if kept else []
-        width = max([*old_lengths, *(j.length for j in joining)], default=0)
-        self._cache = self._rebuilt(kept, joining, width)
-        new_lengths = [j.length for j in joining for _ in range(j.rows)]
-        lengths = torch.tensor([*old_lengths, *new_lengths], dtype=torch.long)
-        columns = torch.arange(width)
-        self._mask = (columns[None, :] >= (width - lengths)[:, None]).long()
-        self._positions = torch.cat([self._positions[kept], torch.tensor(new_lengths)]).long()
-        fresh = [i for j in joining for i in j.next_ids]
-        self._next = torch.cat([self._next[kept], torch.tensor(fresh, dtype=torch.long)])
-        self._slot_of_row = [self._slot_of_row[b] for b in kept]
-        self._dead.clear()
+        """Adds each request's rows (into free rows first); returns their slots, per request."""
+        wanted = sum(j.rows for j in joining)
+        free = [r for r, s in enumerate(self._slot_of_row) if s is None]
+        rows = self.rows + max(0, wanted - len(free))
+        longest = max(j.length for j in joining)
+        if not self._row_of_slot:  # an empty batch starts afresh, aligned on the newcomers
+            self._start = self._end = _MARGIN + longest
+        self._ensure(rows, left=longest, right=1, like=joining[0].cache)
+        grown = rows - self.rows
+        self._slot_of_row.extend([None] * grown)
+        self._first = torch.cat([self._first, torch.full((grown,), _FREE)])
+        self._positions = torch.cat([self._positions, torch.zeros(grown, dtype=torch.long)])
+        self._next = torch.cat([self._next, torch.zeros(grown, dtype=torch.long)])
+        free += list(range(rows - grown, rows))
         slots = []
         for j in joining:
+            taken, free = free[: j.rows], free[j.rows :]
+            self._write_prompt(taken, j)
             ids = list(range(self._next_slot, self._next_slot + j.rows))
             self._next_slot += j.rows
-            self._slot_of_row.extend(ids)
+            for row, slot in zip(taken, ids, strict=True):
+                self._slot_of_row[row] = slot
+                self._row_of_slot[slot] = row
             slots.append(ids)
+        self._start = min(self._start, self._end - longest)
         return slots
 
     def step(self, forward: Forward) -> tuple[Pass, list[int]]:
-        """Feeds every row its next token; returns the pass and the slot of each of its rows."""
-        assert self._cache is not None and self._slot_of_row, "step on an empty batch"
-        rows, width = self._mask.shape
-        self._mask = torch.cat([self._mask, torch.ones(rows, 1, dtype=torch.long)], dim=1)
+        """Feeds every row its next token; returns the pass and the slot of each live row
+        by pass row (-1 for a free row)."""
+        assert self._row_of_slot, "step on an empty batch"
+        self._ensure(self.rows, left=0, right=1)
+        rows, width = self.rows, self._end - self._start
+        for layer, keys, values in zip(self._cache.layers, self._keys, self._values, strict=True):
+            assert isinstance(layer, GrowingLayer)
+            layer.adopt(keys[:rows, :, self._start :], values[:rows, :, self._start :], width)
+        columns = torch.arange(self._start, self._end + 1)
+        mask = (columns[None, :] >= self._first[:, None]).long()
+        mask[:, -1] = 1  # a free row sees the column it is fed in: no row is all padding
         out = forward(
             self._next[:, None],
             self._cache,
-            attention_mask=self._mask,
+            attention_mask=mask,
             position_ids=self._positions[:, None],
             cache_position=torch.tensor([width]),
         )
-        self._positions = self._positions + 1
-        return out, list(self._slot_of_row)
+        self._end += 1
+        self._positions += 1
+        return out, [-1 if s is None else s for s in self._slot_of_row]
 
     def feed_next(self, slots: Sequence[int], ids: Sequence[int]) -> None:
         """Sets what `slots` are fed in the next step."""
-        where = {s: b for b, s in enumerate(self._slot_of_row)}
-        index = torch.tensor([where[s] for s in slots], dtype=torch.long)
-        self._next[index] = torch.tensor(list(ids), dtype=torch.long)
+        rows = torch.tensor([self._row_of_slot[s] for s in slots], dtype=torch.long)
+        self._next[rows] = torch.tensor(list(ids), dtype=torch.long)
 
     def finish(self, slots: Sequence[int]) -> None:
-        """Marks `slots` finished: they are fed padding until the next rebuild."""
-        self._dead.update(slots)
-        where = {s: b for b, s in enumerate(self._slot_of_row)}
+        """Frees `slots`' rows: fed padding until a newcomer takes them over."""
         for slot in slots:
-            self._next[where[slot]] = _PAD
-        if not self.live_rows:
+            row = self._row_of_slot.pop(slot)
+            self._slot_of_row[row] = None
+            self._first[row] = _FREE
+            self._next[row] = _PAD
+        while self._slot_of_row and self._slot_of_row[-1] is None:  # trailing free rows go
+            self._slot_of_row.pop()
+        rows = self.rows
+        self._first, self._positions = self._first[:rows], self._positions[:rows]
+        self._next = self._next[:rows]
+        if not self._row_of_slot:
             self.clear()
+        else:  # columns only departed rows used are dropped from the view
+            self._start = max(self._start, int(self._first.min()))
 
-    def compact(self, dead_fraction: float = 1 / 3) -> None:
-        """Drops dead rows once they are more than `dead_fraction` of the batch."""
-        if self._cache is None or len(self._dead) <= dead_fraction * self.rows:
+    def compact(self) -> None:
+        """Moves the live rows to the front once at most half the rows in use are live."""
+        if not self._row_of_slot or self.live_rows * 2 > self.rows:
             return
-        kept = [b for b, s in enumerate(self._slot_of_row) if s not in self._dead]
-        select_rows(self._cache, kept)
-        self._mask, self._positions = self._mask[kept], self._positions[kept]
-        self._next = self._next[kept]
-        self._slot_of_row = [self._slot_of_row[b] for b in kept]
-        self._dead.clear()
-        self._drop_padding_columns()
+        live = [r for r, s in enumerate(self._slot_of_row) if s is not None]
+        index = torch.tensor(live, dtype=torch.long)
+        for keys, values in zip(self._keys, self._values, strict=True):
+            keys[: len(live)] = keys[index]
+            values[: len(live)] = values[index]
+        self._first, self._positions = self._first[index], self._positions[index]
+        self._next = self._next[index]
+        self._slot_of_row = [self._slot_of_row[r] for r in live]
+        self._row_of_slot = {s: r for r, s in enumerate(self._slot_of_row) if s is not None}
 
     def clear(self) -> None:
-        """Forgets every row (and frees the cache)."""
+        """Forgets every row and frees the buffers."""
         self.__init__(self.loaded)  # type: ignore[misc]
 
-    def _drop_padding_columns(self) -> None:
-        used = self._mask.any(dim=0).nonzero()
-        first = int(used[0]) if len(used) else self._mask.shape[1]
-        if first and self._cache is not None:
-            for layer in self._cache.layers:
-                assert isinstance(layer, GrowingLayer)
-                layer.drop_left(first)
-            self._mask = self._mask[:, first:]
+    def _write_prompt(self, rows: list[int], joining: Joining) -> None:
+        """Writes the prompt's keys and values into `rows`, right-aligned at `end`."""
+        length, index = joining.length, torch.tensor(rows, dtype=torch.long)
+        begin = self._end - length
+        for layer, keys, values in zip(joining.cache.layers, self._keys, self._values, strict=True):
+            prompt_keys, prompt_values = _kv(layer)
+            keys[index, :, begin : self._end] = prompt_keys[:, :, :length]
+            values[index, :, begin : self._end] = prompt_values[:, :, :length]
+        self._first[index] = begin
+        self._positions[index] = length
+        self._next[index] = torch.tensor(list(joining.next_ids), dtype=torch.long)
 
-    def _rebuilt(self, kept: list[int], joining: Sequence[Joining], width: int) -> DynamicCache:
-        """A fresh cache: rows `kept` of the current one, then the joining rows, right-aligned."""
-        cache = full_cache(self.loaded.model)
-        old = self._cache.layers if self._cache is not None and kept else None
-        old_width = self._mask.shape[1]
-        rows = len(kept) + sum(j.rows for j in joining)
-        for index, layer in enumerate(_layers(cache, joining)):
-            parts = [(*_kv(j.cache.layers[index]), j.length, j.rows) for j in joining]
-            like = parts[0][0] if parts else _kv(old[index])[0]  # type: ignore[index]
-            keys = like.new_zeros(rows, like.shape[1], width + _SPARE, like.shape[3])
-            values = torch.zeros_like(keys)
-            if old is not None:
-                # The old rows move right when a longer prompt joins, left when the
-                # columns only their departed neighbours used are dropped.
-                old_keys, old_values = _kv(old[index])
-                shift = width - old_width
-                into, since = max(shift, 0), max(-shift, 0)
-                keys[: len(kept), :, into:width] = old_keys[kept, :, since:]
-                values[: len(kept), :, into:width] = old_values[kept, :, since:]
-            row = len(kept)
-            for part_keys, part_values, length, count in parts:
-                keys[row : row + count, :, width - length : width] = part_keys[0, :, :length]
-                values[row : row + count, :, width - length : width] = part_values[0, :, :length]
-                row += count
-            layer.adopt(keys, values, width)
-        return cache
+    def _ensure(
+        self, rows: int, *, left: int, right: int, like: DynamicCache | None = None
+    ) -> None:
+        """Grows the buffers (one copy of the columns in use) unless they already hold
+        `rows` rows, `left` columns before `end` and `right` after it. The first buffers
+        take their shapes from `like`, a prompt's cache."""
+        have_rows = self._keys[0].shape[0] if self._keys else 0
+        have_cols = self._keys[0].shape[2] if self._keys else 0
+        if rows <= have_rows and self._end - left >= 0 and self._end + right <= have_cols:
+            return
+        width = self._end - self._start
+        new_rows = max(rows, min(2 * have_rows, rows + 64))
+        new_start = _MARGIN + max(0, left - width)
+        new_cols = new_start + width + max(right, _GROW, width // 2)
+        shift = new_start - self._start
+        if self._keys:
+            self._keys = [self._regrown(k, new_rows, new_cols, shift) for k in self._keys]
+            self._values = [self._regrown(v, new_rows, new_cols, shift) for v in self._values]
+        else:
+            assert like is not None, "the first buffers need a prompt cache to copy shapes from"
+            kv = [_kv(layer) for layer in like.layers]
+            self._keys = [_zeros(k, new_rows, new_cols) for k, _ in kv]
+            self._values = [_zeros(v, new_rows, new_cols) for _, v in kv]
+            if not self._cache.layers:  # a model whose config lays out no cache layers
+                self._cache.layers = [GrowingLayer() for _ in kv]
+        self._first = torch.where(self._first >= _FREE, self._first, self._first + shift)
+        self._start, self._end = new_start, new_start + width
+
+    def _regrown(self, old: torch.Tensor, rows: int, columns: int, shift: int) -> torch.Tensor:
+        new = _zeros(old, rows, columns)
+        used, start, end = self.rows, self._start, self._end
+        new[:used, :, start + shift : end + shift] = old[:used, :, start:end]
+        return new
+
+
+def _zeros(like: torch.Tensor, rows: int, columns: int) -> torch.Tensor:
+    """Zeros shaped (rows, heads, columns, dim) after `like`: never uninitialised memory,
+    which could hold NaNs that a masked (zero-weight) position would still spread."""
+    return like.new_zeros(rows, like.shape[1], columns, like.shape[3])
 
 
 def _kv(layer: object) -> tuple[torch.Tensor, torch.Tensor]:
     """A cache layer's keys and values (batch, heads, length, dim)."""
-    assert isinstance(layer, GrowingLayer) and layer.keys is not None
-    assert layer.values is not None
+    assert isinstance(layer, GrowingLayer)
+    assert layer.keys is not None and layer.values is not None
     return layer.keys, layer.values
-
-
-def _layers(cache: DynamicCache, joining: Sequence[Joining]) -> list[GrowingLayer]:
-    """The cache's layers, created up front when the model's config did not lay them out."""
-    if not cache.layers:
-        count = len(joining[0].cache.layers) if joining else 0
-        cache.layers = [GrowingLayer() for _ in range(count)]
-    layers = list(cache.layers)
-    assert all(isinstance(layer, GrowingLayer) for layer in layers)
-    return layers  # type: ignore[return-value]

@@ -81,37 +81,35 @@ def _assert_same(alone: dict[int, SampledCandidate], busy: dict[int, SampledCand
         assert got.mean_entropy == pytest.approx(expected.mean_entropy, abs=1e-4)
 
 
-def test_a_seeded_request_is_the_same_alone_and_in_a_busy_batch(engine, tiny_model) -> None:
-    probe = _job(tiny_model, "Tell me about the sea", k=5, tokens=14, seed=11)
-    _, alone, last = _collect(engine.submit_generate(probe))
-    assert isinstance(last, Done) and len(alone) == 5
-
-    # Others first, with longer and shorter prompts, other K, settings and layers, so the
-    # probe joins a batch already decoding, and others join after it.
-    others = [
+def test_seeded_requests_are_the_same_alone_and_in_a_busy_batch(engine, tiny_model) -> None:
+    # Prompts of many lengths, other K, settings and layers; staggered, so requests join
+    # a batch already decoding, take over rows others left, and make the buffers grow.
+    jobs = [
+        _job(tiny_model, "Tell me about the sea", k=5, tokens=14, seed=11),
         _job(tiny_model, "hi", k=3, tokens=20, seed=1),
-        _job(tiny_model, "a much longer prompt than the probe's own, " * 3, k=7, tokens=9, seed=2),
+        _job(tiny_model, "a much longer prompt than the others, " * 4, k=7, tokens=9, seed=2),
         _job(tiny_model, "sample me colder", k=2, tokens=16, seed=3, temperature=0.7, top_p=0.9),
         _job(tiny_model, "another layer", k=4, tokens=18, seed=4, layer=4, entropy=False),
+        _job(tiny_model, "greedy", k=1, tokens=12, seed=5, temperature=0.0),
+        _job(tiny_model, "the longest prompt of them all, it goes on and on, " * 5, k=6, tokens=7),
+        _job(tiny_model, "x", k=8, tokens=25, seed=7),
+        _job(tiny_model, "one more", k=2, tokens=1, seed=8),
     ]
-    tickets = [engine.submit_generate(job) for job in others[:2]]
-    time.sleep(0.05)
-    probe_ticket = engine.submit_generate(probe)
-    tickets += [engine.submit_generate(job) for job in others[2:]]
+    alone = [_collect(engine.submit_generate(job))[1] for job in jobs]
     results: dict[int, tuple] = {}
 
-    def drain(i: int, ticket: Ticket) -> None:
-        results[i] = _collect(ticket)
+    def run(i: int) -> None:
+        time.sleep(0.01 * i)
+        results[i] = _collect(engine.submit_generate(jobs[i]))
 
-    threads = [threading.Thread(target=drain, args=(i, t)) for i, t in enumerate(tickets)]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
     for thread in threads:
         thread.start()
-    _, busy, last = _collect(probe_ticket)
     for thread in threads:
         thread.join(timeout=60)
-    assert isinstance(last, Done)
-    _assert_same(alone, busy)
-    assert all(isinstance(r[2], Done) for r in results.values()), results
+    for i, expected in enumerate(alone):
+        assert isinstance(results[i][2], Done), results[i][2]
+        _assert_same(expected, results[i][1])
 
 
 def test_the_engine_samples_what_the_single_request_sampler_samples(engine, tiny_model) -> None:
