@@ -3,6 +3,7 @@
 python -m ranker_personalize pool --prompts 240 --threads 1  # once, the long pole (cached)
 python -m ranker_personalize run --budget-minutes 60         # every phase and the costs
 python -m ranker_personalize run --quick                     # CI: tiny budgets and model
+python -m ranker_personalize report                          # re-render from results.json
 """
 
 from __future__ import annotations
@@ -74,6 +75,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    """Re-render README.md and the figures from an existing results.json."""
+    import json
+
+    from ranker_personalize.report import write_report
+
+    results = json.loads((args.out / "results.json").read_text())
+    print(write_report(results, args.out))
+    return 0
+
+
 # Shows every option's default in --help, and the module docstring as written.
 class _FORMATTER(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     pass
@@ -118,6 +130,13 @@ def _parser() -> argparse.ArgumentParser:
         help="quality-harness candidate cache with the arithmetic task (forgetting check)",
     )
     run.set_defaults(func=_cmd_run)
+    report = sub.add_parser(
+        "report",
+        help="re-render README.md and the figures from results.json (no new runs)",
+        formatter_class=_FORMATTER,
+    )
+    report.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report directory")
+    report.set_defaults(func=_cmd_report)
     return parser
 
 

@@ -64,7 +64,7 @@ def _plot_curves(results: dict[str, Any], budgets: list[int], path: Path) -> Non
                 ax.fill_between(budgets, lows, highs, alpha=0.2)
         ax.axhline(sec["first"]["mean"], color="gray", ls=":", label="first sample")
         ax.axhline(sec["random"]["mean"], color="black", ls="-.", lw=0.8, label="random")
-        ax.axhline(1.0, color="green", lw=0.8, label="oracle")
+        ax.axhline(1.0, color="tab:olive", lw=0.8, label="oracle")
         if "ceiling" in sec:
             ax.axhline(sec["ceiling"]["mean"], color="purple", ls="--", lw=0.8,
                        label="full-label ceiling")  # fmt: skip
@@ -255,7 +255,21 @@ def _cold_lines(results: dict[str, Any], budgets: list[int]) -> list[str]:
         for name, sec in cold.items()
         if _key(sec["from_global"], 0)["high"] < results["users"][name]["first"]["mean"]
     ]
+    last = budgets[-1]
+    behind = [
+        name
+        for name, sec in cold.items()
+        if _key(sec["from_global"], last)["mean"] < _key(sec["from_scratch"], last)["mean"]
+    ]
+    mean_global = sum(_key(s["from_global"], last)["mean"] for s in cold.values()) / len(cold)
+    mean_scratch = sum(_key(s["from_scratch"], last)["mean"] for s in cold.values()) / len(cold)
     lines += [
+        "",
+        f"At {last} events, {len(behind)} of {len(cold)} users who started from the global "
+        f"ranker are behind where they would be from scratch (mean {100 * mean_global:.0f} "
+        f"against {100 * mean_scratch:.0f}): the head is fitted on top of the global scores "
+        "and its L2 penalty pulls it towards the global ranker (v = 0), so a prior fitted on "
+        "other people's tastes has to be unlearned, event by event.",
         "",
         "At 0 events the new user is ranked by the global ranker alone. "
         + (
