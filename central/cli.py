@@ -17,8 +17,8 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn
 
+from ._argparse import EXIT_ERROR, DefaultsFormatter, OneLineParser
 from ._errors import ConfigError, ServiceError, require_extra
 from .config import (
     DTYPES,
@@ -34,42 +34,25 @@ from .model import DEFAULT_MODEL, EMBEDDED_MODELS
 __all__ = ["main"]
 
 PROG = "ranker-central"
-EXIT_ERROR = 2  # a bad flag, a missing extra, a model that cannot load
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports it
 # What each command needs beyond the runtime install: the central extra.
 MODEL_MODULES = ("torch", "transformers", "gguf")
 SERVER_MODULES = (*MODEL_MODULES, "grpc_health", "grpc_reflection")
 
 
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line, like every other error here."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_ERROR, f"{self.prog}: {message} (see {self.prog} --help)\n")
-
-
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows every option's default; an absent value reads "unset", a flag "off"."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.option_strings and (action.default is None or action.default is False):
-            return f"{action.help} (default: {'unset' if action.default is None else 'off'})"
-        return super()._get_help_string(action)
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG,
         description="Serve a base LLM's sampled candidates with their hidden-state features "
         "over gRPC, or convert a GGUF model once into the cache.",
-        formatter_class=_Formatter,
+        formatter_class=DefaultsFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser(
         "serve",
         help="run the gRPC feature service",
         description="Load a model and serve Generate, Features and Info over gRPC.",
-        formatter_class=_Formatter,
+        formatter_class=DefaultsFormatter,
     )
     _model_args(serve)
     _serve_args(serve)
@@ -77,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         "prepare",
         help="load a model once, caching converted GGUF weights",
         description="Convert a GGUF model once into the cache, so later starts are fast.",
-        formatter_class=_Formatter,
+        formatter_class=DefaultsFormatter,
     )
     _model_args(prepare)
     return parser

@@ -15,8 +15,8 @@ import importlib
 import logging
 import sys
 from pathlib import Path
-from typing import NoReturn
 
+from .._argparse import EXIT_ERROR, DefaultsFormatter, OneLineParser
 from .._errors import ServiceError
 from ..config import DTYPES, TOKEN_ENV, ServiceLimits
 from ..model import DEFAULT_MODEL, EMBEDDED_MODELS
@@ -25,7 +25,6 @@ from .config import PROXY_LOCATIONS, ScaleConfig, validate_scale_config
 __all__ = ["main"]
 
 PROG = "ranker-central-scale"
-EXIT_ERROR = 2  # a bad flag, a missing extra, a model that cannot load
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports it
 # What serving needs beyond the runtime install: the central and scale extras.
 NEEDED = {
@@ -36,28 +35,12 @@ NEEDED = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line, like every other error here."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_ERROR, f"{self.prog}: {message} (see {self.prog} --help)\n")
-
-
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows every option's default; an absent value reads "unset", a flag "off"."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.option_strings and (action.default is None or action.default is False):
-            return f"{action.help} (default: {'unset' if action.default is None else 'off'})"
-        return super()._get_help_string(action)
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG,
         description="Serve central's gRPC service from Ray Serve replicas (one model each) "
         "behind Ray Serve's gRPC proxy: same .proto, same clients.",
-        formatter_class=_Formatter,
+        formatter_class=DefaultsFormatter,
     )
     _model_args(parser)
     _replica_args(parser)
