@@ -7,7 +7,8 @@
    read the events newer than what this process already holds for the user;
 2. add their shown sets as rows (last-token vector, mean vector when present,
    signals of the current version), scored once by the global ranker of that
-   name, if the registry has one (its score is the head's offset);
+   name, if the registry has one (its score is the head's offset, weighted by
+   the user's own ``1 + u``);
 3. fit the head (``edge.app.taste_fit``), warm-started from the previous fit;
 4. compose the global graph and the head into one ONNX file
    (``edge.app.taste.compose_ranker``) and save it as a new registry version
@@ -274,7 +275,7 @@ class PersonalLearner:
 
     def _empty_rows(self, events: Sequence[FeedbackEvent], glob: _Global | None) -> _UserRows:
         d = int(events[-1].shown.candidates.shape[1])
-        fit = TasteFit(d, self._blocks(events), self.config)
+        fit = TasteFit(d, self._blocks(events), self.config, has_global=glob is not None)
         return _UserRows(fit, global_sha256=glob.info.model_sha256 if glob else None)
 
     def _ingest(
@@ -386,6 +387,7 @@ class PersonalLearner:
                 "global_version": glob.info.version if glob else None,
                 "fit_passes": fit.passes,
                 "fit_loss": fit.loss,
+                "global_weight": head.global_weight,
                 IDENTITY_KEY: identity.to_dict() if identity and identity.known else None,
             },
             expect_current=current.version if current else 0,

@@ -4,22 +4,28 @@ A candidate's representation v2 has up to three *blocks*: the last token's hidde
 state (``last``, the ``candidates`` input), the mean hidden state over the
 response (``mean``, the ``mean_candidates`` input) and the on-device signals
 (``signals``, the ``signals`` input). A user's head adds one linear term per
-block to whatever the global (or task) ranker of that name says::
+block to whatever the global (or task) ranker of that name says, weighted by
+the user's own ``1 + u``::
 
-    score_k = global_score_k + sum over blocks b of  x_{k,b} . v_b
+    score_k = (1 + u) * global_score_k + sum over blocks b of  x_{k,b} . v_b
+
+``u`` lets a user whose taste opposes the global ranker's turn it down (or
+reverse it, below -1) in a few events; at ``u = 0`` the global score counts as is.
 
 ``v_b`` lives in raw feature space: the learner fits the head in standardised
 coordinates (see ``edge.app.taste_fit``) and folds the standardisation into
 ``v`` before it gets here, so the runtime needs no statistics, only the inputs
 it already feeds. With every ``v_b = 0`` the user ranks exactly like the global
-ranker, which is the cold start.
+ranker, which is the cold start (``u = 0``).
 
 ``compose_ranker`` writes the result as ONE ONNX file with the ``onnx`` package:
-the global graph (its output renamed) plus the head's vectors as initializers,
-two nodes per block and a final ``Sum`` into ``scores``. Any runtime that can run
+the global graph (its output renamed) times ``1 + u`` (a ``Mul`` by a scalar
+initializer), plus the head's vectors as initializers, one ``MatMul`` per block,
+and a final ``Sum`` into ``scores``. Any runtime that can run
 the global graph can run the user's, in any language; the batch and K axes stay
 dynamic. Without a global ranker the graph is the head alone, and a head of
-zeros scores every candidate 0, which keeps the first-sample order.
+zeros scores every candidate 0, which keeps the first-sample order (``u``
+weighs nothing there).
 
 The composed graph keeps the global graph's metadata, its record of the
 features it was trained on (source model, weights checksum, layer) included,
@@ -73,6 +79,9 @@ _INPUT_OF: dict[Block, str] = {
     "signals": INPUT_SIGNALS,
 }
 HEAD_KIND = "taste_head"  # Checkpoint.kind of a head's weights archive
+# Version of the head archive's config: 1 had no ``global_weight`` (read as u = 0),
+# 2 adds it. An archive of a newer version is refused rather than misread.
+HEAD_FORMAT = 2
 PERSONAL_KIND = "personal"  # META_KIND of a composed graph
 META_BASE_KIND = META_PREFIX + "base_kind"  # the global graph's kind, "none" without one
 META_HEAD = META_PREFIX + "head"  # JSON: the head's blocks and sizes
@@ -82,10 +91,12 @@ _PREFIX = "personal_head"  # names of every node and initializer the head adds s
 
 @dataclass(frozen=True)
 class TasteHead:
-    """Per-block weight vectors in raw feature space (what the graph multiplies by)."""
+    """Per-block weight vectors in raw feature space (what the graph multiplies by),
+    and the user's weight on the global ranker's score."""
 
     weights: dict[Block, np.ndarray] = field(repr=False)  # block -> (dim,) float32
     signals_version: int = SIGNALS_VERSION  # version of the signals block's columns
+    global_weight: float = 0.0  # u: the global score counts (1 + u) times
 
     def __post_init__(self) -> None:
         if "last" not in self.weights:
@@ -101,10 +112,17 @@ class TasteHead:
             )
         if "mean" in self.weights and len(self.weights["mean"]) != self.feature_size:
             raise FeatureError("head 'mean' and 'last' blocks differ in size")
+        if not np.isfinite(self.global_weight):
+            raise FeatureError(f"head global weight is {self.global_weight}")
+
+    @property
+    def global_scale(self) -> np.float32:
+        """``1 + u`` as the graph multiplies the global score by (float32)."""
+        return np.float32(1.0 + self.global_weight)
 
     @classmethod
     def zeros(cls, feature_size: int, blocks: tuple[Block, ...] = BLOCKS) -> TasteHead:
-        """The cold-start head: ranks exactly like the global ranker."""
+        """The cold-start head: ranks exactly like the global ranker (u = 0)."""
         sizes = {"last": feature_size, "mean": feature_size, "signals": len(SIGNAL_NAMES)}
         return cls({b: np.zeros(sizes[b], np.float32) for b in BLOCKS if b in blocks})
 
@@ -118,7 +136,8 @@ class TasteHead:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the weight vectors: the per-user state that is not the global graph."""
+        """Bytes of the weight vectors: the per-user state that is not the global graph
+        (besides the one number u)."""
         return sum(int(np.asarray(v, np.float32).nbytes) for v in self.weights.values())
 
     def score(
@@ -126,10 +145,15 @@ class TasteHead:
         candidates: np.ndarray,
         mean_candidates: np.ndarray | None = None,
         signals: np.ndarray | None = None,
+        global_scores: np.ndarray | None = None,
     ) -> np.ndarray:
-        """The head's term of the score, (..., K) from (..., K, dim) blocks (numpy)."""
+        """The user's score, (..., K) from (..., K, dim) blocks (numpy), as the composed
+        graph computes it: ``(1 + u) * global_scores`` plus the head's terms. Without
+        ``global_scores`` (no global ranker) the head's terms alone."""
         given = {"last": candidates, "mean": mean_candidates, "signals": signals}
         total = np.zeros(np.shape(candidates)[:-1], np.float32)
+        if global_scores is not None:
+            total += self.global_scale * np.asarray(global_scores, np.float32)
         for block in self.blocks:
             x = given[block]
             if x is None:
@@ -144,6 +168,8 @@ class TasteHead:
             "blocks": list(self.blocks),
             "signals_version": self.signals_version,
             "signal_names": list(SIGNAL_NAMES),
+            "head_format": HEAD_FORMAT,
+            "global_weight": float(self.global_weight),
         }
         weights: dict[str, np.ndarray] = {
             b: np.asarray(v, np.float32) for b, v in self.weights.items()
@@ -155,17 +181,25 @@ class TasteHead:
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "taste head") -> TasteHead:
-        """Parse ``to_bytes`` output; anything else raises CorruptModelError."""
+        """Parse ``to_bytes`` output; anything else raises CorruptModelError.
+
+        A head saved before u existed (format 1) loads with u = 0: it ranks as it
+        did."""
         ckpt = Checkpoint.from_bytes(data, source)
         if ckpt.kind != HEAD_KIND:
             raise CorruptModelError(f"{source} holds a {ckpt.kind!r} ranker, not a taste head")
+        fmt = ckpt.config.get("head_format", 1)
+        if not isinstance(fmt, int) or not 1 <= fmt <= HEAD_FORMAT:
+            raise CorruptModelError(f"{source} is a taste head of format {fmt!r}, this "
+                                    f"version reads 1 to {HEAD_FORMAT}")  # fmt: skip
         try:
             weights: dict[Block, np.ndarray] = {
                 b: np.asarray(ckpt.weights[b], np.float32)
                 for b in BLOCKS
                 if b in ckpt.config["blocks"]
             }
-            return cls(weights, int(ckpt.config["signals_version"]))
+            u = float(ckpt.config.get("global_weight", 0.0))
+            return cls(weights, int(ckpt.config["signals_version"]), u)
         except (KeyError, TypeError, ValueError, FeatureError) as exc:
             raise CorruptModelError(f"{source} is not a valid taste head: {exc}") from exc
 
@@ -275,7 +309,8 @@ def compose_ranker(
     metadata: Mapping[str, str] | None = None,
     identity: FeatureIdentity | None = None,
 ) -> bytes:
-    """One ONNX ranker: ``global_model``'s scores (0 without one) plus ``head``'s terms.
+    """One ONNX ranker: ``global_model``'s scores (0 without one) times ``1 + u``, plus
+    ``head``'s terms.
 
     ``identity`` names the features the head learned from (e.g. the generations'
     ``identity``); it is recorded beside what the global graph recorded, and
@@ -296,7 +331,13 @@ def compose_ranker(
     prefix = _free_prefix(graph)
     if global_model is not None:
         out_type = _rename_scores(graph, prefix + "global_scores")
-        terms.append(prefix + "global_scores")
+        scale = prefix + "global.scale"
+        graph.initializer.append(numpy_helper.from_array(np.array(head.global_scale), scale))
+        graph.node.append(
+            helper.make_node("Mul", [prefix + "global_scores", scale],
+                             [prefix + "global"], name=scale + "_mul")
+        )  # fmt: skip
+        terms.append(prefix + "global")
     else:
         out_type = helper.make_tensor_type_proto(TensorProto.FLOAT, batch_k)
     for block in head.blocks:
@@ -322,7 +363,9 @@ def compose_ranker(
         META_BASE_KIND: old_meta.get(META_KIND, "none"),
         META_FEATURE_SIZE: str(d),
         META_REPRESENTATION: json.dumps(blocks),
-        META_HEAD: json.dumps({"blocks": list(head.blocks), "feature_size": d}),
+        META_HEAD: json.dumps(
+            {"blocks": list(head.blocks), "feature_size": d, "global_weight": head.global_weight}
+        ),
         **identity_metadata(identity),
         **(dict(metadata or {})),
     }

@@ -1,10 +1,10 @@
 """Fitting a user's taste head from their feedback: pairwise logistic, numpy only.
 
-The model (see ``edge.app.taste``) scores candidate k as ``g_k + x_k . v``: the
-global ranker's score ``g_k`` plus a linear term over the candidate's blocks
-(last-token vector, mean vector, signals) stacked into one row ``x_k``. Every
-kind of feedback becomes *preferences within one shown set*, pairs
-"winner over loser" with a weight:
+The model (see ``edge.app.taste``) scores candidate k as ``(1 + u) g_k + x_k . v``:
+the global ranker's score ``g_k``, weighted by ``1 + u``, plus a linear term over
+the candidate's blocks (last-token vector, mean vector, signals) stacked into one
+row ``x_k``. Every kind of feedback becomes *preferences within one shown set*,
+pairs "winner over loser" with a weight:
 
 - a pick: the chosen candidate over each rejected one (weight 1 each);
 - scores: every higher-scored candidate over every lower-scored one (1 each);
@@ -13,9 +13,9 @@ kind of feedback becomes *preferences within one shown set*, pairs
   candidates instead, at ``implicit_weight`` in total (an up beats the typical
   unrated answer, a down loses to it).
 
-Only differences within a set matter, so the global score enters as a fixed
-offset (the head learns what the global ranker misses) and no intercept or
-centring is needed. The loss is Bradley-Terry's, with an L2 pull towards 0:
+Only differences within a set matter, so the global score enters as an offset
+(the head learns what the global ranker misses) and no intercept or centring is
+needed. The loss is Bradley-Terry's, with an L2 pull towards 0:
 
     f(v) = sum_pairs w * log(1 + exp(-(g_i + x_i.v - g_j - x_j.v))) + l2/2 * |v / s|^2
 
@@ -23,7 +23,19 @@ where ``s`` standardises each coordinate by its spread *within* sets (shrunk
 towards its block's average by ``variance_prior`` pseudo-counts) and divides a
 block by the square root of its width, so each block carries the same total
 weight: 21 signals are not drowned by 576 or 4096 hidden dimensions. ``v = 0``
-is the global ranker, where a new user starts.
+(and ``u = 0``) is the global ranker, where a new user starts.
+
+When the sets carry a global ranker's scores, the row ends with one more column,
+``g_k`` itself, whose weight is ``u`` (so ``g_i + x_i.v`` above reads
+``(1 + u) g_i + x_i.v``): a user whose taste opposes the global ranker's turns
+it down (``u`` towards -1, or below: reversed) within a few events, instead of
+unlearning it direction by direction in the wide blocks. It is a block of width
+1, standardised and pulled to 0 with the same ``l2`` as the others, so a new
+user starts exactly at the global ranker. In standardised units the pull is
+``l2/2 * (u * sd(g))^2``: worth about two pairs at ``l2 = 1`` (a pair's
+information on ``u`` is ``p(1-p) * 2 var(g)`` on average, ``var(g)/2`` at
+p = 1/2), so one pick among 8 (7 pairs) outweighs it. Without a global ranker
+there is no such column and nothing changes.
 
 The fit is built for one update per event at a few hundred events of history:
 the rows stay in memory (float32, as deviations from their set's mean, which
@@ -81,6 +93,7 @@ class TasteConfig:
     refresh_block: int = 4  # consecutive sets refreshed together (one matrix product)
     tolerance: float = 1e-3  # stop when |standardised gradient| <= this x total pair weight
     history: int = 1000  # newest events a learner reads when it (re)builds a user's rows
+    global_weight: bool = True  # fit u in (1 + u) * global score (False: u stays 0)
     min_new_events: int = 1  # skip an update until this many events are new
 
     def __post_init__(self) -> None:
@@ -172,9 +185,20 @@ class _Set:
 
 
 class TasteFit:
-    """One user's rows, preferences and head weights, updated in place per event."""
+    """One user's rows, preferences and head weights, updated in place per event.
 
-    def __init__(self, feature_size: int, blocks: Sequence[Block], config: TasteConfig) -> None:
+    ``has_global``: the sets come with a global ranker's scores, so (with
+    ``config.global_weight``) the rows end with the global score's column and
+    ``v``'s last coordinate is ``u``.
+    """
+
+    def __init__(
+        self,
+        feature_size: int,
+        blocks: Sequence[Block],
+        config: TasteConfig,
+        has_global: bool = False,
+    ) -> None:
         sizes = {"last": feature_size, "mean": feature_size, "signals": len(SIGNAL_NAMES)}
         self.blocks: tuple[Block, ...] = tuple(b for b in BLOCKS if b in blocks)
         if "last" not in self.blocks:
@@ -186,7 +210,15 @@ class TasteFit:
         for b in self.blocks:
             self._spans[b] = (width, width + sizes[b])
             width += sizes[b]
-        self.width = width  # D: length of a row and of v
+        # Column groups standardised together: the blocks, and the global score's
+        # column when u is fitted (its index is ``_global_col``).
+        self._groups: dict[str, tuple[int, int]] = {b: span for b, span in self._spans.items()}
+        self._global_col: int | None = None
+        if has_global and config.global_weight:
+            self._global_col = width
+            self._groups["global"] = (width, width + 1)
+            width += 1
+        self.width = width  # D: length of a row and of v (u last, when fitted)
         # Rows: each candidate's deviations from its set's mean. They sum to 0 over
         # a set, so a set's first row is minus the sum of its others and only the
         # K-1 others are kept ("stored rows", ``_x``): 1/8 less to read per pass
@@ -203,7 +235,7 @@ class TasteFit:
         self._sets: dict[str, _Set] = {}
         self._pairs: Pairs | None = Pairs.empty()  # all sets' pairs; None when stale
         self._ss = np.zeros(width)  # within-set sums of squared deviations per coordinate
-        self._count = dict.fromkeys(self.blocks, 0)  # deviations summed per block
+        self._count = dict.fromkeys(self._groups, 0)  # deviations summed per group
         self.v = np.zeros(width)  # head weights in raw feature space
         self._scale_cache: np.ndarray | None = None  # _scale() until the statistics change
         # Memory: the last ``config.memory`` steps (columns, overwritten oldest first)
@@ -274,7 +306,10 @@ class TasteFit:
         signals: np.ndarray | None = None,
         global_scores: np.ndarray | None = None,
     ) -> None:
-        """Append a shown set's K rows (blocks the set lacks stay 0: no information)."""
+        """Append a shown set's K rows (blocks the set lacks stay 0: no information).
+
+        ``global_scores`` are the global ranker's scores of the set (None: 0), the
+        offset and, when u is fitted, the last column."""
         if set_id in self._sets:
             raise TrainingError(f"set {set_id!r} is already in the fit")
         cand = np.asarray(candidates, np.float32)
@@ -285,8 +320,10 @@ class TasteFit:
                 f"{self.feature_size})"
             )
         rows = np.zeros((k, self.width), np.float32)
-        given = {"last": cand, "mean": mean_candidates, "signals": signals}
-        for block, (lo, hi) in self._spans.items():
+        g = np.zeros(k) if global_scores is None else np.asarray(global_scores, np.float64)
+        column = None if global_scores is None else g[:, None]
+        given = {"last": cand, "mean": mean_candidates, "signals": signals, "global": column}
+        for block, (lo, hi) in self._groups.items():
             value = given[block]
             if value is None:
                 continue
@@ -308,7 +345,6 @@ class TasteFit:
         self._row_of[stored : stored + k - 1] = np.arange(start + 1, start + k)
         self._first_of[stored : stored + k - 1] = start
         self._set_of[stored : stored + k - 1] = len(self._sets)
-        g = np.zeros(k) if global_scores is None else np.asarray(global_scores, np.float64)
         self._g[start : start + k] = g
         self._h[start : start + k] = rows @ self.v.astype(np.float32)
         if self._filled:
@@ -344,13 +380,19 @@ class TasteFit:
         return self._pairs
 
     # -- the head --------------------------------------------------------------------
+    @property
+    def global_weight(self) -> float:
+        """u: the global score counts ``1 + u`` times (0 when u is not fitted)."""
+        return 0.0 if self._global_col is None else float(self.v[self._global_col])
+
     def head(self) -> TasteHead:
         """The current weights as a head for ``compose_ranker``."""
         weights = {b: self.v[lo:hi].astype(np.float32) for b, (lo, hi) in self._spans.items()}
-        return TasteHead(weights)
+        return TasteHead(weights, global_weight=self.global_weight)
 
     def start_from(self, head: TasteHead | None) -> None:
-        """Take ``head``'s weights (None: zeros) for the blocks both have; forget memory."""
+        """Take ``head``'s weights (None: zeros) for the blocks both have, and its u
+        when this fit has one; forget memory."""
         self.v = np.zeros(self.width)
         if head is not None:
             if head.feature_size != self.feature_size:
@@ -361,12 +403,14 @@ class TasteFit:
             for block, (lo, hi) in self._spans.items():
                 if block in head.weights:
                     self.v[lo:hi] = head.weights[block]
+            if self._global_col is not None:
+                self.v[self._global_col] = head.global_weight
         self._h[: self._rows] = self._times(self.v)
         self._filled = self._next = 0
 
     # -- the objective -----------------------------------------------------------------
     def _scale(self) -> np.ndarray:
-        """Raw -> standardised factor per coordinate (block width and within-set spread)."""
+        """Raw -> standardised factor per coordinate (group width and within-set spread)."""
         if self._scale_cache is None:
             self._scale_cache = self._compute_scale()
         return self._scale_cache
@@ -374,8 +418,8 @@ class TasteFit:
     def _compute_scale(self) -> np.ndarray:
         s = np.empty(self.width)
         prior = self.config.variance_prior
-        for block, (lo, hi) in self._spans.items():
-            n = self._count[block]
+        for group, (lo, hi) in self._groups.items():
+            n = self._count[group]
             var = np.ones(hi - lo)
             if n > 0:
                 mean_var = float(self._ss[lo:hi].mean()) / n

@@ -112,12 +112,18 @@ def test_with_a_global_ranker_a_new_user_ranks_like_it_and_learns_on_top(
     means = np.stack([c.mean_feature for c in g2.candidates])  # type: ignore[misc]
     from edge.runtime.signals import candidate_signals
 
-    want = base.score(g2.instruction, g2.features) + head.score(
-        g2.features, means, candidate_signals(g2.candidates)
-    )
+    # (1 + u) times the global score, plus the head's terms; the pick moved u.
+    global_scores = base.score(g2.instruction, g2.features)
+    terms = head.score(g2.features, means, candidate_signals(g2.candidates))
+    want = (1 + head.global_weight) * global_scores + terms
     np.testing.assert_allclose(me.rank(g2).scores, want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        head.score(g2.features, means, candidate_signals(g2.candidates), global_scores), want,
+        rtol=1e-5, atol=1e-5,
+    )  # fmt: skip
+    assert head.global_weight != 0.0
     meta = me.registry.current("carol", "chat").metadata
-    assert meta["global_version"] == 1
+    assert meta["global_version"] == 1 and meta["global_weight"] == head.global_weight
     ranker_meta = RankingSession(me.registry.load_model("carol", "chat")).metadata
     assert ranker_meta["language_ranker.base_kind"] == "list"
 

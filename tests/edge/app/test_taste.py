@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import onnx
 import pytest
 
 from edge import CorruptModelError, FeatureError
+from edge.app.checkpoint import Checkpoint
 from edge.app.taste import TasteHead, compose_ranker
 from edge.runtime.onnx_meta import (
     META_FEATURE_SIZE,
@@ -191,3 +193,55 @@ def test_head_weights_round_trip_and_bad_archives_are_corrupt() -> None:
         compose_ranker(
             TasteHead.zeros(8), onnx.load_from_string(compose_ranker(_head())).SerializeToString()
         )
+
+
+def test_the_graph_weighs_the_global_score_by_one_plus_u_as_numpy_does(onnx_file: Path) -> None:
+    global_model = onnx_file.read_bytes()
+    base = RankingSession(global_model)
+    g = _generation(7, seed=5)
+    blocks = _means(g), candidate_signals(g.candidates)
+    global_scores = base.score(g.instruction, g.features)
+    for u in (-1.75, 0.4):
+        head = dataclasses.replace(_head(6), global_weight=u)
+        session = RankingSession(compose_ranker(head, global_model))
+        numpy_scores = head.score(g.features, *blocks, global_scores=global_scores)
+        np.testing.assert_allclose(session.score_generation(g), numpy_scores, rtol=1e-5, atol=1e-5)
+        without_u = _head(6).score(g.features, *blocks)
+        np.testing.assert_allclose(numpy_scores, without_u + (1 + u) * global_scores, rtol=1e-5)
+        assert json.loads(session.metadata["language_ranker.head"])["global_weight"] == u
+    # u reverses the global ranker: a head of zeros with u = -2 ranks it upside down.
+    reverse = dataclasses.replace(TasteHead.zeros(D), global_weight=-2.0)
+    scores = RankingSession(compose_ranker(reverse, global_model)).score_generation(g)
+    np.testing.assert_allclose(scores, -global_scores, rtol=1e-6, atol=1e-6)
+    # Without a global ranker u weighs nothing: the head's terms alone.
+    alone = RankingSession(compose_ranker(dataclasses.replace(_head(6), global_weight=3.0)))
+    np.testing.assert_allclose(
+        alone.score_generation(g), _head(6).score(g.features, *blocks), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_u_round_trips_and_a_head_saved_before_u_existed_loads_with_u_zero(
+    onnx_file: Path,
+) -> None:
+    head = dataclasses.replace(_head(7), global_weight=-0.8125)
+    assert TasteHead.from_bytes(head.to_bytes()).global_weight == -0.8125
+    # A format-1 archive, as written before u: no head_format, no global_weight.
+    ckpt = head.to_checkpoint()
+    old_config = {k: v for k, v in ckpt.config.items() if k not in ("head_format", "global_weight")}
+    old_bytes = Checkpoint(ckpt.kind, old_config, ckpt.weights).to_bytes()
+    old = TasteHead.from_bytes(old_bytes)
+    assert old.global_weight == 0.0 and old.blocks == head.blocks
+    for block in head.blocks:
+        np.testing.assert_array_equal(old.weights[block], head.weights[block])
+    global_model = onnx_file.read_bytes()
+    g = _generation(5)
+    expected = RankingSession(global_model).score(g.instruction, g.features) + _head(7).score(
+        g.features, _means(g), candidate_signals(g.candidates)
+    )
+    scores = RankingSession(compose_ranker(old, global_model)).score_generation(g)
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
+    newer = Checkpoint(ckpt.kind, {**ckpt.config, "head_format": 3}, ckpt.weights).to_bytes()
+    with pytest.raises(CorruptModelError, match="format 3"):
+        TasteHead.from_bytes(newer)
+    with pytest.raises(FeatureError, match="global weight is nan"):
+        dataclasses.replace(_head(7), global_weight=float("nan"))

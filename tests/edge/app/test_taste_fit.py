@@ -59,7 +59,8 @@ def _objective_and_gradient(fit: TasteFit, v: np.ndarray) -> tuple[float, np.nda
     """The documented objective and its gradient, written out independently."""
     pairs, s = fit.pairs(), fit._scale()
     x = fit._full_rows().astype(np.float64)
-    margins = x[pairs.winners] @ v - x[pairs.losers] @ v
+    g = fit._g[: fit.num_rows]  # the global offsets (0 without a global ranker)
+    margins = x[pairs.winners] @ v - x[pairs.losers] @ v + g[pairs.winners] - g[pairs.losers]
     value = (pairs.weights * np.logaddexp(0, -margins)).sum() + 0.5 * fit.config.l2 * (
         (v / s) ** 2
     ).sum()
@@ -162,6 +163,72 @@ def test_at_zero_weights_the_head_adds_nothing_and_the_global_offset_is_respecte
     fit.fit(50)
     total = fit.head().score(rows) + np.array([5.0, 0.0, 0.0])
     assert int(np.argmax(total)) == 1
+
+
+def _against_the_global(sets: int, d: int, seed: int) -> tuple[np.ndarray, ...]:
+    """Sets of 6 whose global score is a direction of the last-token vectors (plus
+    noise the vectors do not carry); the user picks the global ranker's last."""
+    rng = np.random.default_rng(seed)
+    direction = np.random.default_rng(11).standard_normal(d) / np.sqrt(d)
+    last = rng.standard_normal((sets, 6, d))
+    mean = rng.standard_normal((sets, 6, d))
+    sig = rng.standard_normal((sets, 6, S))
+    g = 3.0 * last @ direction + 0.5 * rng.standard_normal((sets, 6))
+    return last.astype(np.float32), mean.astype(np.float32), sig.astype(np.float32), g
+
+
+def _reverse_taste_top1(events: int, global_weight: bool) -> tuple[float, float]:
+    """Held-out top-1 on the reversed taste after ``events`` picks, and u."""
+    train, test = _against_the_global(events, 256, 0), _against_the_global(300, 256, 1)
+    fit = TasteFit(256, ("last", "mean", "signals"), TasteConfig(global_weight=global_weight),
+                   has_global=True)  # fmt: skip
+    for i in range(events):
+        fit.add_set(str(i), train[0][i], train[1][i], train[2][i], global_scores=train[3][i])
+        best = int(np.argmin(train[3][i]))
+        fit.set_reactions(str(i), [Reaction("pick", best, None, tuple(set(range(6)) - {best}))])
+        fit.fit()
+    head = fit.head()
+    scores = head.score(test[0], test[1], test[2], global_scores=test[3])
+    return float((scores.argmax(1) == test[3].argmin(1)).mean()), head.global_weight
+
+
+def test_u_turns_the_global_ranker_down_for_a_user_of_the_opposite_taste() -> None:
+    """A user whose taste is the reverse of the global ranker's: with u the head
+    reverses it within five events; with u fixed at 0 the wide blocks must unlearn
+    it direction by direction and stay far behind."""
+    for events in (5, 10):
+        with_u, u = _reverse_taste_top1(events, global_weight=True)
+        without_u, u0 = _reverse_taste_top1(events, global_weight=False)
+        assert u < -1 and u0 == 0.0  # the global score turned upside down
+        assert with_u > 0.6 and with_u > without_u + 0.3, (events, with_u, without_u)
+
+
+def test_a_fit_with_u_reaches_the_optimum_and_starts_at_the_global_ranker() -> None:
+    data = _against_the_global(30, 24, 2)
+    fit = TasteFit(24, ("last", "mean", "signals"), TasteConfig(tolerance=1e-9), has_global=True)
+    assert fit.width == 2 * 24 + S + 1
+    for i in range(30):
+        fit.add_set(str(i), data[0][i], data[1][i], data[2][i], global_scores=data[3][i])
+        worst = tuple(int(j) for j in np.argsort(-data[3][i])[:3])
+        fit.set_reactions(str(i), [Reaction("pick", int(np.argmin(data[3][i])), None, worst)])
+    assert fit.global_weight == 0.0 and fit.head().global_weight == 0.0  # the cold start
+    start, _ = _objective_and_gradient(fit, fit.v.copy())
+    fit.fit(300, refresh=1.0)
+    value, grad = _objective_and_gradient(fit, fit.v)
+    assert value < 0.1 * start  # the reversed taste is easy once the global is reversed
+    assert np.linalg.norm(fit._scale() * grad) < 1e-6 * start
+    assert fit.head().global_weight == fit.v[-1] < 0
+    # The global column is standardised by the global score's within-set spread.
+    spread = np.concatenate([x - x.mean() for x in data[3]])
+    assert fit._scale()[-1] == pytest.approx(1 / np.sqrt((spread**2).sum() / (30 * 5)))
+    # A fit warm-started from the head continues from its u.
+    again = TasteFit(24, ("last", "mean", "signals"), TasteConfig(), has_global=True)
+    again.add_set("0", data[0][0], data[1][0], data[2][0], global_scores=data[3][0])
+    again.start_from(fit.head())
+    assert again.global_weight == pytest.approx(fit.v[-1])
+    # No global ranker: no column, u stays 0 and the fit is as before.
+    plain = TasteFit(24, ("last", "mean", "signals"), TasteConfig(), has_global=False)
+    assert plain.width == 2 * 24 + S and plain.head().global_weight == 0.0
 
 
 def test_bad_input_is_refused() -> None:
