@@ -80,9 +80,7 @@ class EngineConfig:
     # A client that has not taken a message for this long is cancelled (its stream
     # ends CANCELLED), freeing its rows and its server thread
     stall_seconds: float = 30.0
-    # Prompt tokens prefilled between two decode steps (a longer prompt goes alone): newcomers
-    # are started a few at a time, so the rows already decoding keep moving
-    prefill_tokens_per_step: int = 512
+    prefill_tokens_per_step: int = 4096  # prompt tokens prefilled between two decode steps
 
 
 @dataclass

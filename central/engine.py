@@ -7,11 +7,11 @@ the loop:
 
 1. drops work whose client cancelled, whose deadline passed, or whose
    reader has been stuck in one send for `stall_seconds`;
-2. starts waiting requests (FIFO) while they fit: a Generate's prompt is
-   prefilled once on its own, its K rows draw their first tokens from that
-   pass, and they join the running batch, taking over rows others have left
-   (`central.batch`: nothing is copied); a Features request becomes side
-   work;
+2. admits waiting Generate requests (FIFO) while their rows fit: each
+   prompt is prefilled once on its own, its K rows draw their first tokens
+   from that pass, and the group joins the running batch in one rebuild
+   (`central.batch`). Joins are coalesced (a join copies the whole cache),
+   so a newcomer may wait a few steps;
 3. runs one unit of side work, round robin: a Features pass over a bounded
    slice of responses, or a pass of per-token features for a finished
    Generate. Work for a client whose outbox is full waits (backpressure);
@@ -166,6 +166,12 @@ class _Task:
     deadline: float | None  # monotonic
     cancelled: StreamEnd | None = None  # set (from any thread) when the work is to stop
     on_stall: Callable[[], object] | None = None  # run when the client is cancelled for stalling
+    waited_steps: int = 0  # engine turns spent waiting to start
+
+    @property
+    def rows_wanted(self) -> int:
+        """Batch rows the request takes when it starts."""
+        return 0
 
 
 @dataclass(eq=False, kw_only=True)
@@ -176,6 +182,10 @@ class _GenerateTask(_Task):
     generator: torch.Generator | None = None
     final: bool = False  # the rows' newest tokens are their last: one more feed, then done
     responses: dict[int, list[int]] = field(default_factory=dict)
+
+    @property
+    def rows_wanted(self) -> int:
+        return self.job.sampling.k
 
 
 @dataclass(eq=False, kw_only=True)
@@ -413,7 +423,7 @@ class Engine:
         """Starts waiting requests, oldest first, while they fit."""
         joining: list[tuple[_GenerateTask, Joining]] = []
         prefilled = 0
-        while self._waiting:
+        while self._waiting and self._should_join():
             task = self._waiting[0]
             running = len(self._decoding) + len(joining) + len(self._side)
             if running >= self.config.max_batch_requests:
@@ -433,6 +443,9 @@ class Engine:
             prefilled += prompt
             if (join := self._start(task)) is not None:
                 joining.append((task, join))
+        with self._wake:  # gRPC threads append to the queue meanwhile
+            for waiting in self._waiting:
+                waiting.waited_steps += 1
         if joining:
             slots = self._batch.join([j for _, j in joining])
             for (task, _), task_slots in zip(joining, slots, strict=True):
@@ -442,6 +455,16 @@ class Engine:
     def _pop_waiting(self) -> None:
         with self._wake:
             self._waiting.popleft()
+
+    def _should_join(self) -> bool:
+        """Start the head of the queue now, or let Generate newcomers gather so that one
+        cache rebuild serves several."""
+        live, head = self._batch.live_rows, self._waiting[0]
+        if not live or not isinstance(head, _GenerateTask):
+            return True
+        with self._wake:
+            waiting_rows = sum(t.rows_wanted for t in self._waiting)
+        return waiting_rows * 8 >= live or head.waited_steps >= _MAX_JOIN_WAIT_STEPS
 
     def _start(self, task: _GenerateTask) -> Joining | None:
         """Prefills the prompt and draws each row's first token; the rows that go on."""
@@ -604,6 +627,9 @@ class Engine:
         if forward is None:
             forward = self._forwards[layers] = Forward(self.loaded, layers)
         return forward
+
+
+_MAX_JOIN_WAIT_STEPS = 2  # a newcomer joins after this many steps even alone
 
 
 def _token_budget_groups(
