@@ -114,18 +114,17 @@ class RunningServer:
     grace_seconds: float
 
     def stop(self, grace: float | None = None) -> None:
-        """Drains, then stops: NOT_SERVING at once, no new work, in-flight calls get
-        `grace` seconds (default: the configured grace) to finish, the rest are cancelled."""
+        """Drains, then stops. Health says NOT_SERVING at once and new work is refused
+        (UNAVAILABLE) while calls in flight get `grace` seconds (default: the configured
+        grace) to finish; the rest are then cancelled and the server stops."""
         grace = self.grace_seconds if grace is None else grace
         self.health.enter_graceful_shutdown()
-        self.servicer.engine.stop_admitting()
-        stopped = self.server.stop(grace)  # refuses new calls; cancels the rest after `grace`
-        if not self.servicer.engine.wait_idle(grace):
-            log.info(
-                "shutdown: grace period over, cancelling %d requests", self.servicer.engine.admitted
-            )
+        engine = self.servicer.engine
+        engine.stop_admitting()
+        if not engine.wait_idle(grace):
+            log.info("shutdown: grace period over, cancelling %d requests", engine.admitted)
         self.servicer.close()
-        stopped.wait()
+        self.server.stop(1.0).wait()  # the cancelled calls' last messages
 
     def wait(self) -> None:
         self.server.wait_for_termination()

@@ -195,11 +195,14 @@ def _read_quietly(call) -> None:
 
 
 @pytest.mark.slow  # starts a server process; CI runs it
-def test_sigterm_drains_in_flight_work_refuses_new_and_exits(tiny_checkpoint: Path) -> None:
+def test_sigterm_drains_in_flight_work_refuses_new_and_exits(tmp_path: Path) -> None:
+    from ..conftest import build_tiny_checkpoint
+
+    never_ends = build_tiny_checkpoint(tmp_path, eos_bias=-20.0)  # the drain takes a while
     process = subprocess.Popen(
         [
             *(sys.executable, "-m", "central.cli", "serve"),
-            *("--model", str(tiny_checkpoint), "--port", "0", "--threads", "1"),
+            *("--model", str(never_ends), "--port", "0", "--threads", "1"),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -214,14 +217,19 @@ def test_sigterm_drains_in_flight_work_refuses_new_and_exits(tiny_checkpoint: Pa
         port = int(line.rsplit(":", 1)[1])
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = pb_grpc.CentralServiceStub(channel)
-            in_flight = stub.Generate(_request(k=4, tokens=150), timeout=60)
+            in_flight = stub.Generate(_request(k=16, tokens=200), timeout=60)
             assert next(in_flight).WhichOneof("event") == "instruction"
             process.send_signal(signal.SIGTERM)
-            rest = list(in_flight)  # drained: it finishes within the 5 s grace period
-            assert rest[-1].WhichOneof("event") == "usage"
+            health = health_pb2_grpc.HealthStub(channel)
+            draining = health_pb2.HealthCheckResponse.NOT_SERVING
+            assert _eventually(
+                lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == draining
+            )
             with pytest.raises(grpc.RpcError) as refused:
                 list(stub.Generate(_request(), timeout=5))
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            rest = list(in_flight)  # drained: it finishes within the 5 s grace period
+            assert rest[-1].WhichOneof("event") == "usage"
         assert process.wait(timeout=30) == 0
     finally:
         if process.poll() is None:
