@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from edge.app.personal import PersonalRanker
-from edge.demo.common import Accuracy, PhaseTimer, paired_gain, sample
+from edge.demo.common import Accuracy, PhaseTimer, paired_gain, sample, sample_many
 from edge.demo.config import DemoConfig, LearnerKind
 from edge.demo.tasks import Problem, first_number, split_problems
 from edge.runtime.client import CentralClient
@@ -119,10 +119,13 @@ def run_correctness(
     """Runs the correctness part's phases against `central`; feedback and rankers go to `home`."""
     train_set, test_set = split_problems(config.train_prompts, config.test_prompts, config.seed)
     with timer.phase("correctness: sample held-out"):
-        test = [
-            sample(central, p.prompt, config, max_new_tokens=config.max_new_tokens, seed=10_000 + i)
-            for i, p in enumerate(test_set)
-        ]
+        test = sample_many(
+            central,
+            [p.prompt for p in test_set],
+            [10_000 + i for i in range(len(test_set))],
+            config,
+            max_new_tokens=config.max_new_tokens,
+        )
     labels = [[p.check(c.text) for c in g.candidates] for p, g in zip(test_set, test, strict=True)]
     hits = _free_hits(test, labels)
     log(f"first-sample accuracy on {len(test)} held-out prompts: {_rate(hits['first sample']):.1%}")

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from edge.app.personal import PersonalRanker, Shown
-from edge.demo.common import Accuracy, PhaseTimer, paired_gain, sample
+from edge.demo.common import Accuracy, PhaseTimer, paired_gain, sample_many
 from edge.demo.config import DemoConfig
 from edge.demo.tasks import split_assistant_prompts
 from edge.demo.users import JUDGES, Reaction, TasteUser, agreement, expected_random_agreement
@@ -111,14 +111,15 @@ def run_personalization(
         config.taste_prompts, config.taste_test_prompts, config.seed
     )
 
-    def draw(prompt: str, seed: int) -> Generation:
-        return sample(
-            central, prompt, config, max_new_tokens=config.taste_max_new_tokens, seed=seed
+    def draw(prompts: Sequence[str], first_seed: int) -> list[Generation]:
+        seeds = range(first_seed, first_seed + len(prompts))
+        return sample_many(
+            central, prompts, seeds, config, max_new_tokens=config.taste_max_new_tokens
         )
 
     with timer.phase("personalization: sample prompts"):
-        train = [draw(p, seed=20_000 + i) for i, p in enumerate(train_prompts)]
-        test = [draw(p, seed=30_000 + i) for i, p in enumerate(test_prompts)]
+        train = draw(train_prompts, 20_000)
+        test = draw(test_prompts, 30_000)
     users = demo_users(config.taste_noise)
     rankers: dict[str, PersonalRanker] = {}
     learn_ms: dict[str, list[float]] = {}
