@@ -324,6 +324,7 @@ class Study:
         out: dict[str, Any] = {}
         for user in self.users:
             warm: list[Picks] = []
+            global_weights: list[dict[int, float]] = []  # per seed: budget -> the head's u
             for seed in seeds:
                 others = [
                     (self._home("curves-signals", u.name, seed), u.name)
@@ -337,7 +338,9 @@ class Study:
                 home = self._home("cold", user.name, seed)
                 pooled.publish(home, sim.ranker_name)
                 pooled.close()
-                warm.append(self._run(user, home, seed, sim).picks)
+                weights: dict[int, float] = {}
+                warm.append(self._run(user, home, seed, sim, probe=_global_weight(weights)).picks)
+                global_weights.append(weights)
             scratch = [self._personal["signals"][user.name][s] for s in seeds]
             out[user.name] = {
                 "seeds": list(seeds),
@@ -347,6 +350,10 @@ class Study:
                 "from_scratch": {
                     b: _est(self._hits(user.name, [w[b] for w in scratch]))
                     for b in cfg.cold_budgets
+                },
+                # u, the head's weight on the global score ((1 + u) g), mean over seeds
+                "global_weight": {
+                    b: float(np.mean([w[b] for w in global_weights])) for b in cfg.cold_budgets
                 },
             }
         self.results["cold_start"] = out
@@ -487,3 +494,14 @@ def _first_clear_win(gains: dict[int, dict[str, float]], budgets: tuple[int, ...
         if all(gains[c]["low"] > 0 for c in budgets[i:]):
             return b
     return None
+
+
+def _global_weight(into: dict[int, float]) -> Callable[[int, PersonalRanker], None]:
+    """A probe recording, per budget, the u of the user's saved head (0 before any)."""
+
+    def probe(budget: int, device: PersonalRanker) -> None:
+        has = device.registry.has(device.user, device.name)
+        meta = device.registry.current(device.user, device.name).metadata if has else {}
+        into[budget] = float(meta.get("global_weight") or 0.0)
+
+    return probe

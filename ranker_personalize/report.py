@@ -250,6 +250,9 @@ def _cold_lines(results: dict[str, Any], budgets: list[int]) -> list[str]:
         for key, label in (("from_global", "from global"), ("from_scratch", "from scratch")):
             cells = " | ".join(_ci(_key(sec[key], b)) for b in budgets)
             lines.append(f"| {name} | {label} | {cells} |")
+        if "global_weight" in sec:  # u: the head's weight on the global score, (1 + u) g
+            cells = " | ".join(f"{_key(sec['global_weight'], b):+.2f}" for b in budgets)
+            lines.append(f"| {name} | u (global x 1+u) | {cells} |")
     below = [
         name
         for name, sec in cold.items()
@@ -267,9 +270,11 @@ def _cold_lines(results: dict[str, Any], budgets: list[int]) -> list[str]:
         "",
         f"At {last} events, {len(behind)} of {len(cold)} users who started from the global "
         f"ranker are behind where they would be from scratch (mean {100 * mean_global:.0f} "
-        f"against {100 * mean_scratch:.0f}): the head is fitted on top of the global scores "
-        "and its L2 penalty pulls it towards the global ranker (v = 0), so a prior fitted on "
-        "other people's tastes has to be unlearned, event by event.",
+        f"against {100 * mean_scratch:.0f}). The head is fitted on top of the global scores "
+        "and its L2 penalty pulls it towards the global ranker (v = 0, u = 0); its weight u "
+        "on the global score ((1 + u) g, row 'u') lets a user whose taste opposes the prior "
+        "turn it down (u near -1) or reverse it (u < -1) in a few events, where the wide "
+        "blocks alone would have to unlearn it direction by direction.",
         "",
         "At 0 events the new user is ranked by the global ranker alone. "
         + (
