@@ -118,6 +118,7 @@ class CentralServicer(pb_grpc.CentralServiceServicer):
                         job.tokens.encoding,
                         self.limits.token_chunk_bytes,
                     ):
+                        ticket.outbox.sending(True)  # the stall clock runs per message
                         yield pb.GenerateResponse(token_features=chunk)
                 elif isinstance(event, Done):
                     yield pb.GenerateResponse(
