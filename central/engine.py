@@ -63,7 +63,6 @@ from .sampler import (
     SampledCandidate,
     empty_response_state,
     ended_at_once,
-    pick_next,
 )
 from .token_features import compute_token_features
 from .validation import FeaturesJob, GenerateJob
@@ -484,30 +483,29 @@ class Engine:
         task.rows = rows
         assert prefill.logits is not None
         entropy = job.features.mean_entropy
-        ids, logprobs, entropies = pick_next(
-            prefill.logits.expand(sampling.k, -1), sampling, task.generator, entropy
+        draw = rows.draw(
+            prefill.logits.expand(sampling.k, -1),
+            sampling,
+            task.generator,
+            self.loaded.eos_token_ids,
+            entropy,
         )
-        picked = ids.tolist()
-        keep: list[int] = []
-        at_once: np.ndarray | None = None
-        for b, row in enumerate(rows.index):
-            if picked[b] not in self.loaded.eos_token_ids:
-                rows.drew(b, picked[b], logprobs[b], entropies[b])
-                keep.append(b)
-                continue
-            rows.logprob[row] += logprobs[b]
+        at_once: np.ndarray | None = None  # every row that ends here ends at once
+        for b, last_entropy in draw.ended:
+            row = rows.index[b]
             if at_once is None:
                 at_once = empty_response_state(self.loaded, forward, cache, layer)
-            self._emit(
-                task,
-                ended_at_once(row, rows.logprob[row], at_once, entropies[b] if entropy else None),
+            candidate = ended_at_once(
+                row, rows.logprob[row], at_once, last_entropy if entropy else None
             )
+            self._emit(task, candidate)
+        keep = draw.keep
         rows.keep(keep)
         if not keep:
             self._after_sampling(task)
             return None
         task.final = sampling.max_new_tokens <= 1
-        return Joining(cache, len(job.prompt_ids), len(keep), [picked[b] for b in keep])
+        return Joining(cache, len(job.prompt_ids), len(keep), [draw.picked[b] for b in keep])
 
     # ---- 3. side work: Features passes, per-token features
 
@@ -588,23 +586,16 @@ class Engine:
             self._batch.finish(task.slots)
             self._after_sampling(task)
             return False
-        ids, logprobs, entropies = pick_next(logits, sampling, task.generator, entropy)
-        picked = ids.tolist()
-        keep: list[int] = []
-        for b, row in enumerate(rows.index):
-            if picked[b] in self.loaded.eos_token_ids:
-                rows.logprob[row] += logprobs[b]
-                self._emit(task, rows.finished(b, True, entropy))
-            else:
-                rows.drew(b, picked[b], logprobs[b], entropies[b])
-                keep.append(b)
-        self._batch.finish([task.slots[b] for b in range(len(task.slots)) if b not in set(keep)])
-        rows.keep(keep)
-        task.slots = [task.slots[b] for b in keep]
-        if not keep:
+        draw = rows.draw(logits, sampling, task.generator, self.loaded.eos_token_ids, entropy)
+        for b, _ in draw.ended:
+            self._emit(task, rows.finished(b, True, entropy))
+        self._batch.finish([task.slots[b] for b, _ in draw.ended])
+        rows.keep(draw.keep)
+        task.slots = [task.slots[b] for b in draw.keep]
+        if not draw.keep:
             self._after_sampling(task)
             return False
-        self._batch.feed_next(task.slots, [picked[b] for b in keep])
+        self._batch.feed_next(task.slots, [draw.picked[b] for b in draw.keep])
         task.final = len(rows.tokens[rows.index[0]]) >= sampling.max_new_tokens
         return True
 

@@ -50,6 +50,7 @@ from .pooling import entropy
 __all__ = [
     "Cancelled",
     "CandidateRows",
+    "Draw",
     "SampledCandidate",
     "SamplingConfig",
     "empty_response_state",
@@ -145,6 +146,16 @@ def sample_stream(
     return instruction, (c for c in events if isinstance(c, SampledCandidate))
 
 
+@dataclass(frozen=True)
+class Draw:
+    """One step's tokens for a request's rows (see `CandidateRows.draw`)."""
+
+    picked: list[int]  # the token each batch row drew
+    keep: list[int]  # batch rows that go on (they drew no end token)
+    # (batch row, entropy of the distribution it drew from) of each row that drew an end token
+    ended: list[tuple[int, float]]
+
+
 class CandidateRows:
     """The rows of one request still being sampled, and what each has gathered so far.
 
@@ -161,11 +172,36 @@ class CandidateRows:
         self.last = torch.zeros(k, width)  # state of each row's newest fed token
         self.total = torch.zeros(k, width)  # sum of the states of each row's fed tokens
 
-    def drew(self, b: int, token: int, logprob: float, entropy: float) -> None:
-        row = self.index[b]
-        self.tokens[row].append(token)
-        self.logprob[row] += logprob
-        self.entropy[row] += entropy
+    def draw(
+        self,
+        logits: torch.Tensor,
+        config: SamplingConfig,
+        generator: torch.Generator,
+        end_tokens: frozenset[int],
+        entropy: bool,
+    ) -> Draw:
+        """Draws each row's next token from `logits` (rows, vocab) and records it.
+
+        A row that draws an end token gets its log-probability added and is
+        listed in `Draw.ended`; the caller turns it into a candidate (with
+        `finished`) before calling `keep(draw.keep)`. The sampler and the
+        engine both step through here, so a request samples the same alone
+        or batched.
+        """
+        next_ids, logprobs, entropies = pick_next(logits, config, generator, entropy)
+        picked = next_ids.tolist()
+        keep: list[int] = []
+        ended: list[tuple[int, float]] = []
+        for b, row in enumerate(self.index):
+            if picked[b] in end_tokens:
+                self.logprob[row] += logprobs[b]
+                ended.append((b, entropies[b]))
+                continue
+            self.tokens[row].append(picked[b])
+            self.logprob[row] += logprobs[b]
+            self.entropy[row] += entropies[b]
+            keep.append(b)
+        return Draw(picked, keep, ended)
 
     def keep(self, rows: list[int]) -> None:
         """Keeps batch rows `rows` (in order) and drops the others."""
@@ -219,27 +255,22 @@ def _sample(
     while rows.index:
         if should_stop():
             raise Cancelled
-        next_ids, logprobs, entropies = pick_next(logits, config, generator, entropy)
-        picked = next_ids.tolist()
-        keep: list[int] = []
-        for b, row in enumerate(rows.index):
-            if picked[b] not in loaded.eos_token_ids:
-                rows.drew(b, picked[b], logprobs[b], entropies[b])
-                keep.append(b)
-                continue
-            rows.logprob[row] += logprobs[b]
+        draw = rows.draw(logits, config, generator, loaded.eos_token_ids, entropy)
+        for b, last_entropy in draw.ended:
+            row = rows.index[b]
             if rows.tokens[row] or not features:
                 yield rows.finished(b, True, entropy)
                 continue
             # Ended at once: only in the first step, while the cache is still the prompt's.
             if at_once is None:
                 at_once = empty_response_state(loaded, forward, cache, layer)
-            yield ended_at_once(row, rows.logprob[row], at_once, entropies[b] if entropy else None)
+            yield ended_at_once(row, rows.logprob[row], at_once, last_entropy if entropy else None)
+        keep = draw.keep
         if not keep:
             return
+        next_ids = torch.tensor([draw.picked[b] for b in keep])
         if shared or len(keep) < len(rows.index):
             select_rows(cache, [0] * len(keep) if shared else keep)
-            next_ids = next_ids[keep]
             rows.keep(keep)
             shared = False
         if len(rows.tokens[rows.index[0]]) >= config.max_new_tokens:  # all rows are this long
