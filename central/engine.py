@@ -260,10 +260,11 @@ class Engine:
             self._accepting = False
 
     def wait_idle(self, timeout: float) -> bool:
-        """Waits until every admitted request is released; False on timeout."""
+        """Waits until every admitted request is released and its work has left the
+        engine (no rows in the batch, nothing queued or on the side); False on timeout."""
         end = time.monotonic() + timeout
         with self._wake:
-            while self._admitted:
+            while self._admitted or self._waiting or self._decoding or self._side:
                 left = end - time.monotonic()
                 if left <= 0:
                     return False

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 
 import numpy as np
 import pytest
@@ -113,9 +112,6 @@ def test_breaking_out_of_a_stream_cancels_generation(client, tiny_server) -> Non
         break
     engine = tiny_server.servicer.engine  # the server dropped the rows and the request
     assert engine.wait_idle(10)
-    deadline = time.monotonic() + 10
-    while engine.rows_in_flight and time.monotonic() < deadline:
-        time.sleep(0.02)
     assert engine.rows_in_flight == 0
 
 

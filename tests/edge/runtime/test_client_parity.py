@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import inspect
 import socket
-import time
 from typing import Any
 
 import numpy as np
@@ -255,9 +254,6 @@ def test_breaking_out_of_an_async_stream_cancels_generation(tiny_server) -> None
     assert asyncio.run(run()) is Instruction
     engine = tiny_server.servicer.engine  # the server dropped the rows and the request
     assert engine.wait_idle(10)
-    deadline = time.monotonic() + 10
-    while engine.rows_in_flight and time.monotonic() < deadline:
-        time.sleep(0.02)
     assert engine.rows_in_flight == 0
 
 
