@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import signal
-import threading
 from collections.abc import Callable, Iterable
 from concurrent import futures
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from language_ranker.v1 import ranker_pb2 as pb
 
 from ._errors import ConfigError, MissingDependencyError, missing_extra
+from ._signals import stop_requested
 from .config import ServerConfig, exposure_warning, server_threads, validate_config
 from .model import LoadedModel, load_model
 
@@ -243,14 +242,7 @@ def _bind(server: grpc.Server, config: ServerConfig) -> int:
 def serve_forever(config: ServerConfig) -> None:
     """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
     running = start_server(config)
-    stopping = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        log.info("signal %d: shutting down", signum)
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopping = stop_requested()
     where = _address(config.host, running.port)
     print(f"ranker-central: serving {running.servicer.loaded.name} on {where}", flush=True)
     stopping.wait()

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import logging
 import re
-import signal
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 from .._errors import ServiceError
+from .._signals import stop_requested
 from .config import ScaleConfig, exposure_warning, validate_scale_config
 from .deployment import CentralReplica
 
@@ -206,14 +205,7 @@ def _deploy(config: ScaleConfig) -> None:
 def serve_forever(config: ScaleConfig) -> None:
     """Runs until SIGTERM or SIGINT, then removes the deployment."""
     running = start_scaled(config)
-    stopping = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        log.info("signal %d: shutting down", signum)
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopping = stop_requested()
     c = running.config
     replicas = f"{c.replicas}..{c.max_replicas}" if c.autoscaling else str(c.replicas)
     print(
