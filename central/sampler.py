@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import copy
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +71,7 @@ class SamplingConfig:
     top_k: int = 0  # keep the k most likely tokens; 0 disables it
     max_new_tokens: int = 128  # per candidate, end-of-sequence excluded
     seed: int | None = None  # None draws a fresh seed
+    greedy_first: bool = False  # candidate 0 is the greedy decode; the others sample as above
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,8 @@ class CandidateRows:
         engine both step through here, so a request samples the same alone
         or batched.
         """
-        next_ids, logprobs, entropies = pick_next(logits, config, generator, entropy)
+        greedy = [b for b, row in enumerate(self.index) if row == 0] if config.greedy_first else []
+        next_ids, logprobs, entropies = pick_next(logits, config, generator, entropy, greedy)
         picked = next_ids.tolist()
         keep: list[int] = []
         ended: list[tuple[int, float]] = []
@@ -320,12 +322,22 @@ def ended_at_once(
 
 
 def pick_next(
-    logits: torch.Tensor, config: SamplingConfig, generator: torch.Generator, with_entropy: bool
+    logits: torch.Tensor,
+    config: SamplingConfig,
+    generator: torch.Generator,
+    with_entropy: bool,
+    greedy_rows: Sequence[int] = (),
 ) -> tuple[torch.Tensor, list[float], list[float]]:
-    """Next token per row, its log-probability and (when asked) the entropy, at temperature 1."""
+    """Next token per row, its log-probability and (when asked) the entropy, at temperature 1.
+
+    Rows in `greedy_rows` take the most likely token, whatever the sampling settings.
+    """
     logp = torch.log_softmax(logits, dim=-1)
     probs = logp.exp() if with_entropy or _draws_from_model(config, logits.shape[-1]) else None
     next_ids = _pick_tokens(logits, config, generator, probs)
+    if greedy_rows:
+        rows = torch.tensor(list(greedy_rows))
+        next_ids[rows] = logits[rows].argmax(dim=-1)
     chosen = logp.gather(1, next_ids[:, None])[:, 0].tolist()
     entropies = entropy(logp, probs).tolist() if with_entropy else [0.0] * len(chosen)
     return next_ids, chosen, entropies

@@ -88,6 +88,7 @@ class CentralServicer(pb_grpc.CentralServiceServicer):
             feature_vectors=list(SUPPORTED_VECTORS),
             mean_entropy=True,
             model_sha256=m.weights_sha256,
+            greedy_first=True,
         )
 
     def Generate(

@@ -110,6 +110,7 @@ def sampling_config(k: int, params: pb.SamplingParams, max_tokens_limit: int) ->
         top_k=int(params.top_k),
         max_new_tokens=int(max_new),
         seed=int(params.seed) if params.HasField("seed") else None,
+        greedy_first=bool(params.greedy_first),
     )
 
 

@@ -79,6 +79,7 @@ class ModelInfo:
     default_token_layers: tuple[int, ...] = ()  # per-token layers when a request names none
     # sha256 hex of the model's weights (64 digits); "" from a server that predates it
     model_sha256: str = ""
+    greedy_first: bool = False  # whether the server honours `greedy_first` (older ones do not)
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,8 @@ class GenerateOptions(FeatureOptions, total=False):
     top_k: int  # keep the k most likely tokens; 0 (default) is off
     max_new_tokens: int | None  # tokens per response; server default 128
     seed: int | None  # reproducible sampling; random when None
+    # candidate 0 is the greedy decode, the rest sampled (SamplingParams.greedy_first)
+    greedy_first: bool
     # per-token features (SWIFT): True for the server's defaults, or which ones
     token_features: TokenFeatureRequest | bool | None
     # a ranker whose `needs_token_features` decides `token_features` when that is None
@@ -235,6 +238,7 @@ class ClientBase:
             encodings=tuple(names[e] for e in reply.encodings if e in names),
             default_token_layers=tuple(reply.default_token_layers),
             model_sha256=reply.model_sha256,
+            greedy_first=reply.greedy_first,
         )
         return self._info
 
@@ -410,6 +414,7 @@ def _generate_request(
     top_k: int = 0,
     max_new_tokens: int | None = None,
     seed: int | None = None,
+    greedy_first: bool = False,
     layer: float | int | None = None,
     encoding: str = "fp16",
     raw: bool = False,
@@ -426,7 +431,7 @@ def _generate_request(
         k=k,
         sampling=pb.SamplingParams(
             temperature=temperature, top_p=top_p, top_k=top_k,
-            max_new_tokens=max_new_tokens, seed=seed,
+            max_new_tokens=max_new_tokens, seed=seed, greedy_first=greedy_first,
         ),
         features=_feature_spec(layer, encoding, vectors, mean_entropy),
         token_features=token_spec(token_features),

@@ -46,10 +46,16 @@ def _job(
     temperature: float = 1.0,
     top_p: float = 1.0,
     entropy: bool = True,
+    greedy_first: bool = False,
 ) -> GenerateJob:
     ids = model.tokenizer(text)["input_ids"]
     sampling = SamplingConfig(
-        k=k, temperature=temperature, top_p=top_p, max_new_tokens=tokens, seed=seed
+        k=k,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=tokens,
+        seed=seed,
+        greedy_first=greedy_first,
     )
     features = FeatureRequest(layer=layer, encoding=FP16, mean=True, mean_entropy=entropy)
     return GenerateJob(ids, sampling, features, None)
@@ -94,6 +100,7 @@ def test_seeded_requests_are_the_same_alone_and_in_a_busy_batch(engine, tiny_mod
         _job(tiny_model, "the longest prompt of them all, it goes on and on, " * 5, k=6, tokens=7),
         _job(tiny_model, "x", k=8, tokens=25, seed=7),
         _job(tiny_model, "one more", k=2, tokens=1, seed=8),
+        _job(tiny_model, "greedy row first", k=3, tokens=11, seed=9, greedy_first=True),
     ]
     alone = [_collect(engine.submit_generate(job))[1] for job in jobs]
     results: dict[int, tuple] = {}

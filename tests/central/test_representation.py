@@ -47,6 +47,18 @@ def test_info_advertises_the_vectors_and_the_entropy(central_stub) -> None:
     assert info.mean_entropy
 
 
+def test_greedy_first_over_the_wire_puts_the_greedy_answer_at_index_zero(central_stub) -> None:
+    assert central_stub.Info(pb.InfoRequest(), timeout=5).greedy_first
+    greedy = _candidates(_generate(central_stub, k=1, sampling=pb.SamplingParams(
+        temperature=0.0, max_new_tokens=10)))[0]  # fmt: skip
+    mixed = _candidates(_generate(central_stub, sampling=pb.SamplingParams(
+        max_new_tokens=10, seed=7, greedy_first=True)))  # fmt: skip
+    first = next(c for c in mixed if c.index == 0)
+    assert list(first.token_ids) == list(greedy.token_ids) and first.text == greedy.text
+    assert first.cumulative_logprob == pytest.approx(greedy.cumulative_logprob, abs=1e-4)
+    assert len({tuple(c.token_ids) for c in mixed}) > 1  # the rest are sampled
+
+
 def test_a_request_that_asks_for_nothing_new_gets_the_v1_candidates(central_stub) -> None:
     events = _generate(central_stub)
     for c in _candidates(events):
@@ -183,8 +195,8 @@ def test_a_client_built_from_the_v1_contract_gets_exactly_the_v1_stream(
     assert seen["kinds"] == ["instruction"] + ["candidate"] * 6 + ["usage"]
     assert seen["unknown"] == [0] * 8  # not one field the v1 contract does not know
     assert seen["features_unknown"] == 0
-    # Info's new fields (vectors, entropy, weights checksum): skipped, and harmless
-    assert seen["info_unknown"] == [12, 13, 14]
+X
+    assert seen["info_unknown"] == [12, 13, 14, 15]
     # Byte for byte what a current client asking for nothing new receives (but the timing).
     now = _generate(central_stub)
     assert seen["events"][:-1] == [e.SerializeToString().hex() for e in now[:-1]]

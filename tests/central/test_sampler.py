@@ -152,6 +152,21 @@ def test_greedy_matches_transformers_generate(tiny_model) -> None:
     assert candidates[0].token_ids == candidates[1].token_ids
 
 
+def test_greedy_first_makes_candidate_zero_greedy_and_samples_the_others(tiny_model) -> None:
+    prompt, sampled = "Write a poem.", dict(k=4, max_new_tokens=10, seed=21)
+    _, _, mixed = _run(tiny_model, prompt, greedy_first=True, **sampled)
+    _, _, again = _run(tiny_model, prompt, greedy_first=True, **sampled)
+    _, _, greedy = _run(tiny_model, prompt, k=1, max_new_tokens=10, temperature=0.0)
+    by_index = {c.index: c for c in mixed}
+    assert by_index[0].token_ids == greedy[0].token_ids
+    assert by_index[0].cumulative_logprob == pytest.approx(greedy[0].cumulative_logprob, abs=1e-4)
+    np.testing.assert_allclose(by_index[0].feature, greedy[0].feature, atol=1e-5)
+    np.testing.assert_allclose(by_index[0].mean_feature, greedy[0].mean_feature, atol=1e-5)
+    others = {tuple(by_index[i].token_ids) for i in (1, 2, 3)}
+    assert others != {tuple(greedy[0].token_ids)}  # sampled, not three more greedy rows
+    assert [c.token_ids for c in mixed] == [c.token_ids for c in again]  # seeded
+
+
 def test_top_k_one_is_greedy(tiny_model) -> None:
     _, _, greedy = _run(tiny_model, "Add two numbers", k=1, max_new_tokens=6, temperature=0.0)
     _, _, top1 = _run(tiny_model, "Add two numbers", k=1, max_new_tokens=6, top_k=1, seed=9)

@@ -24,21 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1flanguage_ranker/v1/ranker.proto\x12\x12language_ranker.v1\"_\n\x06Tensor\x12(\n\x05\x64type\x18\x01 \x01(\x0e\x32\x19.language_ranker.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0e\n\x06scales\x18\x04 \x03(\x02\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"9\n\x04\x43hat\x12\x31\n\x08messages\x18\x01 \x03(\x0b\x32\x1f.language_ranker.v1.ChatMessage\"W\n\x06Prompt\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12(\n\x04\x63hat\x18\x02 \x01(\x0b\x32\x18.language_ranker.v1.ChatH\x00\x12\x0b\n\x03raw\x18\x03 \x01(\x08\x42\x06\n\x04kind\"\xc1\x01\n\x0b\x46\x65\x61tureSpec\x12\x18\n\x0elayer_fraction\x18\x01 \x01(\x02H\x00\x12\x15\n\x0blayer_index\x18\x02 \x01(\x05H\x00\x12.\n\x08\x65ncoding\x18\x03 \x01(\x0e\x32\x1c.language_ranker.v1.Encoding\x12\x32\n\x07vectors\x18\x04 \x03(\x0e\x32!.language_ranker.v1.FeatureVector\x12\x14\n\x0cmean_entropy\x18\x05 \x01(\x08\x42\x07\n\x05layer\"\x8d\x01\n\x10TokenFeatureSpec\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x0e\n\x06layers\x18\x02 \x03(\x05\x12.\n\x08\x65ncoding\x18\x03 \x01(\x0e\x32\x1c.language_ranker.v1.Encoding\x12\x14\n\x0ctop_logprobs\x18\x04 \x01(\r\x12\x12\n\nall_layers\x18\x05 \x01(\x08\"P\n\x12TokenFeatureLayout\x12\x0e\n\x06layers\x18\x01 \x03(\x05\x12\x14\n\x0ctop_logprobs\x18\x02 \x01(\r\x12\x14\n\x0c\x66\x65\x61ture_size\x18\x03 \x01(\r\"\xb3\x01\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x1b\n\x0emax_new_tokens\x18\x04 \x01(\rH\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x03\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x11\n\x0f_max_new_tokensB\x07\n\x05_seed\"\xef\x01\n\x0fGenerateRequest\x12*\n\x06prompt\x18\x01 \x01(\x0b\x32\x1a.language_ranker.v1.Prompt\x12\t\n\x01k\x18\x02 \x01(\r\x12\x34\n\x08sampling\x18\x03 \x01(\x0b\x32\".language_ranker.v1.SamplingParams\x12\x31\n\x08\x66\x65\x61tures\x18\x04 \x01(\x0b\x32\x1f.language_ranker.v1.FeatureSpec\x12<\n\x0etoken_features\x18\x05 \x01(\x0b\x32$.language_ranker.v1.TokenFeatureSpec\"\xad\x01\n\x12InstructionFeature\x12+\n\x07\x66\x65\x61ture\x18\x01 \x01(\x0b\x32\x1a.language_ranker.v1.Tensor\x12\x13\n\x0blayer_index\x18\x02 \x01(\x05\x12\x15\n\rprompt_tokens\x18\x03 \x01(\r\x12>\n\x0etoken_features\x18\x04 \x01(\x0b\x32&.language_ranker.v1.TokenFeatureLayout\"\xaf\x02\n\tCandidate\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\r\x12\x12\n\nnum_tokens\x18\x04 \x01(\r\x12\x37\n\rfinish_reason\x18\x05 \x01(\x0e\x32 .language_ranker.v1.FinishReason\x12\x1a\n\x12\x63umulative_logprob\x18\x06 \x01(\x01\x12+\n\x07\x66\x65\x61ture\x18\x07 \x01(\x0b\x32\x1a.language_ranker.v1.Tensor\x12\x30\n\x0cmean_feature\x18\x08 \x01(\x0b\x32\x1a.language_ranker.v1.Tensor\x12\x19\n\x0cmean_entropy\x18\t \x01(\x02H\x00\x88\x01\x01\x42\x0f\n\r_mean_entropy\"v\n\rTokenFeatures\x12\r\n\x05index\x18\x01 \x01(\r\x12\x14\n\x0ctoken_offset\x18\x02 \x01(\r\x12,\n\x08\x66\x65\x61tures\x18\x03 \x01(\x0b\x32\x1a.language_ranker.v1.Tensor\x12\x12\n\nlast_chunk\x18\x04 \x01(\x08\"I\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x18\n\x10generated_tokens\x18\x02 \x01(\r\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\"\xf7\x01\n\x10GenerateResponse\x12=\n\x0binstruction\x18\x01 \x01(\x0b\x32&.language_ranker.v1.InstructionFeatureH\x00\x12\x32\n\tcandidate\x18\x02 \x01(\x0b\x32\x1d.language_ranker.v1.CandidateH\x00\x12*\n\x05usage\x18\x03 \x01(\x0b\x32\x19.language_ranker.v1.UsageH\x00\x12;\n\x0etoken_features\x18\x04 \x01(\x0b\x32!.language_ranker.v1.TokenFeaturesH\x00\x42\x07\n\x05\x65vent\"\x83\x01\n\x0f\x46\x65\x61turesRequest\x12*\n\x06prompt\x18\x01 \x01(\x0b\x32\x1a.language_ranker.v1.Prompt\x12\x11\n\tresponses\x18\x02 \x03(\t\x12\x31\n\x08\x66\x65\x61tures\x18\x03 \x01(\x0b\x32\x1f.language_ranker.v1.FeatureSpec\"\xc8\x01\n\x10\x46\x65\x61turesResponse\x12;\n\x0binstruction\x18\x01 \x01(\x0b\x32&.language_ranker.v1.InstructionFeature\x12,\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x1a.language_ranker.v1.Tensor\x12\x31\n\rmean_features\x18\x03 \x03(\x0b\x32\x1a.language_ranker.v1.Tensor\x12\x16\n\x0emean_entropies\x18\x04 \x03(\x02\"\r\n\x0bInfoRequest\"\x99\x03\n\x0cInfoResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x12\n\nnum_layers\x18\x02 \x01(\r\x12\x13\n\x0bhidden_size\x18\x03 \x01(\r\x12/\n\tencodings\x18\x04 \x03(\x0e\x32\x1c.language_ranker.v1.Encoding\x12\x16\n\x0e\x63ontext_length\x18\x05 \x01(\r\x12\r\n\x05max_k\x18\x06 \x01(\r\x12\x1b\n\x13\x64\x65\x66\x61ult_layer_index\x18\x07 \x01(\r\x12\x19\n\x11has_chat_template\x18\x08 \x01(\x08\x12\x1c\n\x14max_new_tokens_limit\x18\t \x01(\r\x12\x1c\n\x14\x64\x65\x66\x61ult_token_layers\x18\n \x03(\x05\x12\x18\n\x10max_top_logprobs\x18\x0b \x01(\r\x12:\n\x0f\x66\x65\x61ture_vectors\x18\x0c \x03(\x0e\x32!.language_ranker.v1.FeatureVector\x12\x14\n\x0cmean_entropy\x18\r \x01(\x08\x12\x14\n\x0cmodel_sha256\x18\x0e \x01(\t*]\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x11\n\rENCODING_FP16\x10\x01\x12\x11\n\rENCODING_FP32\x10\x02\x12\x11\n\rENCODING_INT8\x10\x03*T\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT16\x10\x01\x12\x11\n\rDTYPE_FLOAT32\x10\x02\x12\x0e\n\nDTYPE_INT8\x10\x03*a\n\rFeatureVector\x12\x1e\n\x1a\x46\x45\x41TURE_VECTOR_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46\x45\x41TURE_VECTOR_LAST\x10\x01\x12\x17\n\x13\x46\x45\x41TURE_VECTOR_MEAN\x10\x02*^\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46INISH_REASON_EOS\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x32\x8b\x02\n\x0e\x43\x65ntralService\x12W\n\x08Generate\x12#.language_ranker.v1.GenerateRequest\x1a$.language_ranker.v1.GenerateResponse0\x01\x12U\n\x08\x46\x65\x61tures\x12#.language_ranker.v1.FeaturesRequest\x1a$.language_ranker.v1.FeaturesResponse\x12I\n\x04Info\x12\x1f.language_ranker.v1.InfoRequest\x1a .language_ranker.v1.InfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1flanguage_ranker/v1/ranker.proto\x12\x12language_ranker.v1\"_\n\x06Tensor\x12(\n\x05\x64type\x18\x01 \x01(\x0e\x32\x19.language_ranker.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0e\n\x06scales\x18\x04 \x03(\x02\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"9\n\x04\x43hat\x12\x31\n\x08messages\x18\x01 \x03(\x0b\x32\x1f.language_ranker.v1.ChatMessage\"W\n\x06Prompt\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12(\n\x04\x63hat\x18\x02 \x01(\x0b\x32\x18.language_ranker.v1.ChatH\x00\x12\x0b\n\x03raw\x18\x03 \x01(\x08\x42\x06\n\x04kind\"\xc1\x01\n\x0b\x46\x65\x61tureSpec\x12\x18\n\x0elayer_fraction\x18\x01 \x01(\x02H\x00\x12\x15\n\x0blayer_index\x18\x02 \x01(\x05H\x00\x12.\n\x08\x65ncoding\x18\x03 \x01(\x0e\x32\x1c.language_ranker.v1.Encoding\x12\x32\n\x07vectors\x18\x04 \x03(\x0e\x32!.language_ranker.v1.FeatureVector\x12\x14\n\x0cmean_entropy\x18\x05 \x01(\x08\x42\x07\n\x05layer\"\x8d\x01\n\x10TokenFeatureSpec\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x0e\n\x06layers\x18\x02 \x03(\x05\x12.\n\x08\x65ncoding\x18\x03 \x01(\x0e\x32\x1c.language_ranker.v1.Encoding\x12\x14\n\x0ctop_logprobs\x18\x04 \x01(\r\x12\x12\n\nall_layers\x18\x05 \x01(\x08\"P\n\x12TokenFeatureLayout\x12\x0e\n\x06layers\x18\x01 \x03(\x05\x12\x14\n\x0ctop_logprobs\x18\x02 \x01(\r\x12\x14\n\x0c\x66\x65\x61ture_size\x18\x03 \x01(\r\"\xc9\x01\n\x0eSamplingParams\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x1b\n\x0emax_new_tokens\x18\x04 \x01(\rH\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x05 \x01(\x04H\x03\x88\x01\x01\x12\x14\n\x0cgreedy_first\x18\x06 \x01(\x08\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x11\n\x0f_max_new_tokensB\x07\n\x05_seed\"\xef\x01\n\x0fGenerateRequest\x12*\n\x06prompt\x18\x01 \x01(\x0b\x32\x1a.language_ranker.v1.Prompt\x12\t\n\x01k\x18\x02 \x01(\r\x12\x34\n\x08sampling\x18\x03 \x01(\x0b\x32\".language_ranker.v1.SamplingParams\x12\x31\n\x08\x66\x65\x61tures\x18\x04 \x01(\x0b\x32\x1f.language_ranker.v1.FeatureSpec\x12<\n\x0etoken_features\x18\x05 \x01(\x0b\x32$.language_ranker.v1.TokenFeatureSpec\"\xad\x01\n\x12InstructionFeature\x12+\n\x07\x66\x65\x61ture\x18\x01 \x01(\x0b\x32\x1a.language_ranker.v1.Tensor\x12\x13\n\x0blayer_index\x18\x02 \x01(\x05\x12\x15\n\rprompt_tokens\x18\x03 \x01(\r\x12>\n\x0etoken_features\x18\x04 \x01(\x0b\x32&.language_ranker.v1.TokenFeatureLayout\"\xaf\x02\n\tCandidate\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\r\x12\x12\n\nnum_tokens\x18\x04 \x01(\r\x12\x37\n\rfinish_reason\x18\x05 \x01(\x0e\x32 .language_ranker.v1.FinishReason\x12\x1a\n\x12\x63umulative_logprob\x18\x06 \x01(\x01\x12+\n\x07\x66\x65\x61ture\x18\x07 \x01(\x0b\x32\x1a.language_ranker.v1.Tensor\x12\x30\n\x0cmean_feature\x18\x08 \x01(\x0b\x32\x1a.language_ranker.v1.Tensor\x12\x19\n\x0cmean_entropy\x18\t \x01(\x02H\x00\x88\x01\x01\x42\x0f\n\r_mean_entropy\"v\n\rTokenFeatures\x12\r\n\x05index\x18\x01 \x01(\r\x12\x14\n\x0ctoken_offset\x18\x02 \x01(\r\x12,\n\x08\x66\x65\x61tures\x18\x03 \x01(\x0b\x32\x1a.language_ranker.v1.Tensor\x12\x12\n\nlast_chunk\x18\x04 \x01(\x08\"I\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x18\n\x10generated_tokens\x18\x02 \x01(\r\x12\x0f\n\x07seconds\x18\x03 \x01(\x01\"\xf7\x01\n\x10GenerateResponse\x12=\n\x0binstruction\x18\x01 \x01(\x0b\x32&.language_ranker.v1.InstructionFeatureH\x00\x12\x32\n\tcandidate\x18\x02 \x01(\x0b\x32\x1d.language_ranker.v1.CandidateH\x00\x12*\n\x05usage\x18\x03 \x01(\x0b\x32\x19.language_ranker.v1.UsageH\x00\x12;\n\x0etoken_features\x18\x04 \x01(\x0b\x32!.language_ranker.v1.TokenFeaturesH\x00\x42\x07\n\x05\x65vent\"\x83\x01\n\x0f\x46\x65\x61turesRequest\x12*\n\x06prompt\x18\x01 \x01(\x0b\x32\x1a.language_ranker.v1.Prompt\x12\x11\n\tresponses\x18\x02 \x03(\t\x12\x31\n\x08\x66\x65\x61tures\x18\x03 \x01(\x0b\x32\x1f.language_ranker.v1.FeatureSpec\"\xc8\x01\n\x10\x46\x65\x61turesResponse\x12;\n\x0binstruction\x18\x01 \x01(\x0b\x32&.language_ranker.v1.InstructionFeature\x12,\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x1a.language_ranker.v1.Tensor\x12\x31\n\rmean_features\x18\x03 \x03(\x0b\x32\x1a.language_ranker.v1.Tensor\x12\x16\n\x0emean_entropies\x18\x04 \x03(\x02\"\r\n\x0bInfoRequest\"\xaf\x03\n\x0cInfoResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x12\n\nnum_layers\x18\x02 \x01(\r\x12\x13\n\x0bhidden_size\x18\x03 \x01(\r\x12/\n\tencodings\x18\x04 \x03(\x0e\x32\x1c.language_ranker.v1.Encoding\x12\x16\n\x0e\x63ontext_length\x18\x05 \x01(\r\x12\r\n\x05max_k\x18\x06 \x01(\r\x12\x1b\n\x13\x64\x65\x66\x61ult_layer_index\x18\x07 \x01(\r\x12\x19\n\x11has_chat_template\x18\x08 \x01(\x08\x12\x1c\n\x14max_new_tokens_limit\x18\t \x01(\r\x12\x1c\n\x14\x64\x65\x66\x61ult_token_layers\x18\n \x03(\x05\x12\x18\n\x10max_top_logprobs\x18\x0b \x01(\r\x12:\n\x0f\x66\x65\x61ture_vectors\x18\x0c \x03(\x0e\x32!.language_ranker.v1.FeatureVector\x12\x14\n\x0cmean_entropy\x18\r \x01(\x08\x12\x14\n\x0cmodel_sha256\x18\x0e \x01(\t\x12\x14\n\x0cgreedy_first\x18\x0f \x01(\x08*]\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x11\n\rENCODING_FP16\x10\x01\x12\x11\n\rENCODING_FP32\x10\x02\x12\x11\n\rENCODING_INT8\x10\x03*T\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT16\x10\x01\x12\x11\n\rDTYPE_FLOAT32\x10\x02\x12\x0e\n\nDTYPE_INT8\x10\x03*a\n\rFeatureVector\x12\x1e\n\x1a\x46\x45\x41TURE_VECTOR_UNSPECIFIED\x10\x00\x12\x17\n\x13\x46\x45\x41TURE_VECTOR_LAST\x10\x01\x12\x17\n\x13\x46\x45\x41TURE_VECTOR_MEAN\x10\x02*^\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46INISH_REASON_EOS\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x32\x8b\x02\n\x0e\x43\x65ntralService\x12W\n\x08Generate\x12#.language_ranker.v1.GenerateRequest\x1a$.language_ranker.v1.GenerateResponse0\x01\x12U\n\x08\x46\x65\x61tures\x12#.language_ranker.v1.FeaturesRequest\x1a$.language_ranker.v1.FeaturesResponse\x12I\n\x04Info\x12\x1f.language_ranker.v1.InfoRequest\x1a .language_ranker.v1.InfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'language_ranker.v1.ranker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENCODING']._serialized_start=2883
-  _globals['_ENCODING']._serialized_end=2976
-  _globals['_DTYPE']._serialized_start=2978
-  _globals['_DTYPE']._serialized_end=3062
-  _globals['_FEATUREVECTOR']._serialized_start=3064
-  _globals['_FEATUREVECTOR']._serialized_end=3161
-  _globals['_FINISHREASON']._serialized_start=3163
-  _globals['_FINISHREASON']._serialized_end=3257
+  _globals['_ENCODING']._serialized_start=2927
+  _globals['_ENCODING']._serialized_end=3020
+  _globals['_DTYPE']._serialized_start=3022
+  _globals['_DTYPE']._serialized_end=3106
+  _globals['_FEATUREVECTOR']._serialized_start=3108
+  _globals['_FEATUREVECTOR']._serialized_end=3205
+  _globals['_FINISHREASON']._serialized_start=3207
+  _globals['_FINISHREASON']._serialized_end=3301
   _globals['_TENSOR']._serialized_start=55
   _globals['_TENSOR']._serialized_end=150
   _globals['_CHATMESSAGE']._serialized_start=152
@@ -54,27 +54,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOKENFEATURELAYOUT']._serialized_start=686
   _globals['_TOKENFEATURELAYOUT']._serialized_end=766
   _globals['_SAMPLINGPARAMS']._serialized_start=769
-  _globals['_SAMPLINGPARAMS']._serialized_end=948
-  _globals['_GENERATEREQUEST']._serialized_start=951
-  _globals['_GENERATEREQUEST']._serialized_end=1190
-  _globals['_INSTRUCTIONFEATURE']._serialized_start=1193
-  _globals['_INSTRUCTIONFEATURE']._serialized_end=1366
-  _globals['_CANDIDATE']._serialized_start=1369
-  _globals['_CANDIDATE']._serialized_end=1672
-  _globals['_TOKENFEATURES']._serialized_start=1674
-  _globals['_TOKENFEATURES']._serialized_end=1792
-  _globals['_USAGE']._serialized_start=1794
-  _globals['_USAGE']._serialized_end=1867
-  _globals['_GENERATERESPONSE']._serialized_start=1870
-  _globals['_GENERATERESPONSE']._serialized_end=2117
-  _globals['_FEATURESREQUEST']._serialized_start=2120
-  _globals['_FEATURESREQUEST']._serialized_end=2251
-  _globals['_FEATURESRESPONSE']._serialized_start=2254
-  _globals['_FEATURESRESPONSE']._serialized_end=2454
-  _globals['_INFOREQUEST']._serialized_start=2456
-  _globals['_INFOREQUEST']._serialized_end=2469
-  _globals['_INFORESPONSE']._serialized_start=2472
-  _globals['_INFORESPONSE']._serialized_end=2881
-  _globals['_CENTRALSERVICE']._serialized_start=3260
-  _globals['_CENTRALSERVICE']._serialized_end=3527
+  _globals['_SAMPLINGPARAMS']._serialized_end=970
+  _globals['_GENERATEREQUEST']._serialized_start=973
+  _globals['_GENERATEREQUEST']._serialized_end=1212
+  _globals['_INSTRUCTIONFEATURE']._serialized_start=1215
+  _globals['_INSTRUCTIONFEATURE']._serialized_end=1388
+  _globals['_CANDIDATE']._serialized_start=1391
+  _globals['_CANDIDATE']._serialized_end=1694
+  _globals['_TOKENFEATURES']._serialized_start=1696
+  _globals['_TOKENFEATURES']._serialized_end=1814
+  _globals['_USAGE']._serialized_start=1816
+  _globals['_USAGE']._serialized_end=1889
+  _globals['_GENERATERESPONSE']._serialized_start=1892
+  _globals['_GENERATERESPONSE']._serialized_end=2139
+  _globals['_FEATURESREQUEST']._serialized_start=2142
+  _globals['_FEATURESREQUEST']._serialized_end=2273
+  _globals['_FEATURESRESPONSE']._serialized_start=2276
+  _globals['_FEATURESRESPONSE']._serialized_end=2476
+  _globals['_INFOREQUEST']._serialized_start=2478
+  _globals['_INFOREQUEST']._serialized_end=2491
+  _globals['_INFORESPONSE']._serialized_start=2494
+  _globals['_INFORESPONSE']._serialized_end=2925
+  _globals['_CENTRALSERVICE']._serialized_start=3304
+  _globals['_CENTRALSERVICE']._serialized_end=3571
 # @@protoc_insertion_point(module_scope)

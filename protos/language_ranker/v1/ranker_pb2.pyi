@@ -122,18 +122,20 @@ class TokenFeatureLayout(_message.Message):
     def __init__(self, layers: _Optional[_Iterable[int]] = ..., top_logprobs: _Optional[int] = ..., feature_size: _Optional[int] = ...) -> None: ...
 
 class SamplingParams(_message.Message):
-    __slots__ = ("temperature", "top_p", "top_k", "max_new_tokens", "seed")
+    __slots__ = ("temperature", "top_p", "top_k", "max_new_tokens", "seed", "greedy_first")
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     TOP_P_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    GREEDY_FIRST_FIELD_NUMBER: _ClassVar[int]
     temperature: float
     top_p: float
     top_k: int
     max_new_tokens: int
     seed: int
-    def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., max_new_tokens: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+    greedy_first: bool
+    def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., max_new_tokens: _Optional[int] = ..., seed: _Optional[int] = ..., greedy_first: _Optional[bool] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
     __slots__ = ("prompt", "k", "sampling", "features", "token_features")
@@ -244,7 +246,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("model_name", "num_layers", "hidden_size", "encodings", "context_length", "max_k", "default_layer_index", "has_chat_template", "max_new_tokens_limit", "default_token_layers", "max_top_logprobs", "feature_vectors", "mean_entropy", "model_sha256")
+    __slots__ = ("model_name", "num_layers", "hidden_size", "encodings", "context_length", "max_k", "default_layer_index", "has_chat_template", "max_new_tokens_limit", "default_token_layers", "max_top_logprobs", "feature_vectors", "mean_entropy", "model_sha256", "greedy_first")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     NUM_LAYERS_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -259,6 +261,7 @@ class InfoResponse(_message.Message):
     FEATURE_VECTORS_FIELD_NUMBER: _ClassVar[int]
     MEAN_ENTROPY_FIELD_NUMBER: _ClassVar[int]
     MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    GREEDY_FIRST_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     num_layers: int
     hidden_size: int
@@ -273,4 +276,5 @@ class InfoResponse(_message.Message):
     feature_vectors: _containers.RepeatedScalarFieldContainer[FeatureVector]
     mean_entropy: bool
     model_sha256: str
-    def __init__(self, model_name: _Optional[str] = ..., num_layers: _Optional[int] = ..., hidden_size: _Optional[int] = ..., encodings: _Optional[_Iterable[_Union[Encoding, str]]] = ..., context_length: _Optional[int] = ..., max_k: _Optional[int] = ..., default_layer_index: _Optional[int] = ..., has_chat_template: _Optional[bool] = ..., max_new_tokens_limit: _Optional[int] = ..., default_token_layers: _Optional[_Iterable[int]] = ..., max_top_logprobs: _Optional[int] = ..., feature_vectors: _Optional[_Iterable[_Union[FeatureVector, str]]] = ..., mean_entropy: _Optional[bool] = ..., model_sha256: _Optional[str] = ...) -> None: ...
+    greedy_first: bool
+    def __init__(self, model_name: _Optional[str] = ..., num_layers: _Optional[int] = ..., hidden_size: _Optional[int] = ..., encodings: _Optional[_Iterable[_Union[Encoding, str]]] = ..., context_length: _Optional[int] = ..., max_k: _Optional[int] = ..., default_layer_index: _Optional[int] = ..., has_chat_template: _Optional[bool] = ..., max_new_tokens_limit: _Optional[int] = ..., default_token_layers: _Optional[_Iterable[int]] = ..., max_top_logprobs: _Optional[int] = ..., feature_vectors: _Optional[_Iterable[_Union[FeatureVector, str]]] = ..., mean_entropy: _Optional[bool] = ..., model_sha256: _Optional[str] = ..., greedy_first: _Optional[bool] = ...) -> None: ...
