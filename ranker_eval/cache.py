@@ -15,10 +15,11 @@ import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ranker_eval.generation import ProblemRecord
+from ranker_eval.generation import GreedyCandidate, ProblemRecord
 
 _SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -51,6 +52,32 @@ def _v2_arrays(record: ProblemRecord) -> dict[str, np.ndarray | None]:
     return {name: getattr(record, name) for name in _V2_ARRAYS}
 
 
+def _greedy_arrays(greedy: GreedyCandidate | None) -> dict[str, np.ndarray]:
+    if greedy is None:
+        return {}
+    scalars = [greedy.cumulative, greedy.entropy, greedy.num_tokens]
+    return {
+        "greedy_last": greedy.last,
+        "greedy_mean": greedy.mean,
+        "greedy_scalars": np.array(scalars, dtype=np.float64),
+    }
+
+
+def _greedy_candidate(arrays: Any, texts: dict[str, Any]) -> GreedyCandidate | None:
+    """The greedy candidate of a record; None when it was cached before they were kept."""
+    if "greedy_last" not in arrays or "greedy_answer" not in texts:
+        return None
+    cumulative, entropy, num_tokens = arrays["greedy_scalars"].tolist()
+    return GreedyCandidate(
+        answer=texts["greedy_answer"],
+        last=arrays["greedy_last"],
+        mean=arrays["greedy_mean"],
+        cumulative=float(cumulative),
+        entropy=float(entropy),
+        num_tokens=int(num_tokens),
+    )
+
+
 class CandidateCache:
     """Reads and writes the per-problem records of one (model, task, settings)."""
 
@@ -73,6 +100,10 @@ class CandidateCache:
     def has(self, uid: str) -> bool:
         return (self.path / f"{uid}.json").exists()
 
+    def has_greedy_candidate(self, uid: str) -> bool:
+        """The record keeps the greedy response's features (records from before do not)."""
+        return "greedy_answer" in json.loads((self.path / f"{uid}.json").read_text())
+
     def save(self, record: ProblemRecord) -> None:
         """Arrays first, texts last: the .json marks a complete record."""
         arrays = self.path / f"{record.uid}.npz"
@@ -84,6 +115,7 @@ class CandidateCache:
             labels=record.labels,
             logprobs=record.logprobs,
             **{name: value for name, value in _v2_arrays(record).items() if value is not None},
+            **_greedy_arrays(record.greedy_candidate),
         )
         os.replace(tmp, arrays)
         texts = {
@@ -94,6 +126,8 @@ class CandidateCache:
             "beam": list(record.beam) if record.beam else None,
             "seconds": record.seconds,
         }
+        if record.greedy_candidate is not None:
+            texts["greedy_answer"] = record.greedy_candidate.answer
         tmp_json = self.path / f"{record.uid}.json.tmp"
         tmp_json.write_text(json.dumps(texts))
         os.replace(tmp_json, self.path / f"{record.uid}.json")
@@ -113,4 +147,5 @@ class CandidateCache:
                 greedy=(texts["greedy"][0], bool(texts["greedy"][1])),
                 beam=(texts["beam"][0], bool(texts["beam"][1])) if texts["beam"] else None,
                 seconds=float(texts["seconds"]),
+                greedy_candidate=_greedy_candidate(arrays, texts),
             )

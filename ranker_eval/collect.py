@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -21,7 +21,12 @@ from tqdm.auto import tqdm
 from central.model import LoadedModel, load_model
 from ranker_eval.cache import CacheKey, CandidateCache
 from ranker_eval.config import ModelPlan, RunConfig, TaskPlan
-from ranker_eval.generation import GenerationConfig, generate_problem, layer_indices
+from ranker_eval.generation import (
+    GenerationConfig,
+    generate_problem,
+    greedy_response,
+    layer_indices,
+)
 from ranker_eval.tasks import Problem, Task, get_task, split_problems
 from ranker_eval.tasks.humaneval import HumanEvalTask
 
@@ -96,6 +101,23 @@ def collect_model(
     return loaded, splits
 
 
+def _backfill_greedy(
+    loaded: LoadedModel, task: Task, cache: CandidateCache, problems: list[Problem], deadline: float
+) -> None:
+    """Adds the greedy response's features to records cached before they were kept."""
+    for problem in problems:
+        if time.monotonic() > deadline:
+            log.warning("%s/%s: budget spent, greedy features incomplete", loaded.name, task.name)
+            return
+        if cache.has_greedy_candidate(problem.uid):
+            continue
+        record = cache.load(problem.uid)
+        greedy, candidate = greedy_response(loaded, task, problem)
+        if greedy[0] != record.greedy[0]:
+            log.warning("%s: greedy text differs from the cached one", problem.uid)
+        cache.save(replace(record, greedy=greedy, greedy_candidate=candidate))
+
+
 def _collect_task(
     loaded: LoadedModel,
     task: Task,
@@ -126,6 +148,9 @@ def _collect_task(
             "%s/%s %s: %.0f%% correct, %.1fs",
             loaded.name, task.name, problem.uid, 100 * record.labels.mean(), record.seconds,
         )  # fmt: skip
+    if budget_s > 0:
+        cached = [p for p in train + test if cache.has(p.uid)]
+        _backfill_greedy(loaded, task, cache, cached, deadline)
     return Split(
         cache=cache,
         task=task,

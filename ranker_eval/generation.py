@@ -7,6 +7,9 @@ and the last-token hidden state is read at every requested layer. For a chat
 model that re-extraction reproduces the in-pass feature; for a base model it
 also lets the response be cut at the task's stop string first, so the
 feature is the one a serving stack with stop sequences would capture.
+
+The greedy response is kept with the same features as a sampled one, so a study
+can put it among the candidates, as a request with the greedy row on does.
 """
 
 from __future__ import annotations
@@ -40,6 +43,19 @@ class GenerationConfig:
 
 
 @dataclass(frozen=True)
+class GreedyCandidate:
+    """The greedy response as one more candidate: what a request with the
+    greedy row on (``SamplingParams.greedy_first``) returns as candidate 0."""
+
+    answer: str  # extracted answer (self-consistency votes on it)
+    last: np.ndarray  # (L, d) float16 last-token features
+    mean: np.ndarray  # (L, d) float16 mean state over the response's tokens
+    cumulative: float  # summed token log-probability, temperature 1
+    entropy: float  # mean next-token entropy over the response, nats
+    num_tokens: int  # tokens, end-of-sequence excluded
+
+
+@dataclass(frozen=True)
 class ProblemRecord:
     """Everything the methods need about one problem, as cached."""
 
@@ -58,6 +74,8 @@ class ProblemRecord:
     greedy: tuple[str, bool]  # greedy response and its label
     beam: tuple[str, bool] | None  # beam-search response and its label, None when skipped
     seconds: float  # wall-clock time spent generating this problem
+    # The greedy response's features; None in records cached before they were kept
+    greedy_candidate: GreedyCandidate | None = None
 
 
 def layer_indices(loaded: LoadedModel, fractions: tuple[float, ...] = LAYER_FRACTIONS) -> list[int]:
@@ -170,9 +188,7 @@ def generate_problem(
     responses = [cut_at_stop(loaded, c.token_ids, stop) for c in cands]
     texts = [loaded.tokenizer.decode(r) for r in responses]
     instruction, features, means = extract_features(loaded, ids, responses, layers)
-    greedy_cfg = SamplingConfig(k=1, temperature=0.0, max_new_tokens=task.max_new_tokens, seed=0)
-    greedy_ids = cut_at_stop(loaded, _sampled(loaded, ids, greedy_cfg, main)[0].token_ids, stop)
-    greedy = loaded.tokenizer.decode(greedy_ids)
+    greedy, greedy_candidate = greedy_response(loaded, task, problem)
     beam: tuple[str, bool] | None = None
     if config.beam_width > 1:
         beam_ids = beam_search(loaded, ids, config.beam_width, task.max_new_tokens)
@@ -194,7 +210,31 @@ def generate_problem(
         num_tokens=np.array([len(r) for r in responses], dtype=np.int32),
         texts=texts,
         answers=[task.extract(problem, t) for t in texts],
-        greedy=(greedy, task.is_correct(problem, greedy)),
+        greedy=greedy,
         beam=beam,
         seconds=time.perf_counter() - start,
+        greedy_candidate=greedy_candidate,
     )
+
+
+def greedy_response(
+    loaded: LoadedModel, task: Task, problem: Problem
+) -> tuple[tuple[str, bool], GreedyCandidate]:
+    """The greedy response, its label and its features (as a sampled candidate's)."""
+    ids = prompt_ids(loaded, task, problem)
+    stop = () if uses_chat(loaded, task) else task.stop
+    main = round(MAIN_FRACTION * loaded.num_layers)
+    config = SamplingConfig(k=1, temperature=0.0, max_new_tokens=task.max_new_tokens, seed=0)
+    drawn = _sampled(loaded, ids, config, main, entropy=True)[0]
+    response = cut_at_stop(loaded, drawn.token_ids, stop)
+    text = loaded.tokenizer.decode(response)
+    _, last, mean = extract_features(loaded, ids, [response], layer_indices(loaded))
+    candidate = GreedyCandidate(
+        answer=task.extract(problem, text),
+        last=last[0],
+        mean=mean[0],
+        cumulative=float(drawn.cumulative_logprob),
+        entropy=float(drawn.mean_entropy or 0.0),
+        num_tokens=len(response),
+    )
+    return (text, task.is_correct(problem, text)), candidate

@@ -14,7 +14,8 @@ fraction of seeds whose pick is correct, so seed noise (which moved the old
 report by up to 12 points) averages out instead of deciding a verdict.
 Intervals are 95% percentile bootstraps over test problems; "A vs B" is a
 paired bootstrap over the same problems. The Best-of-K curve scores random
-K-subsets of each problem's candidates (the ranker sees only the subset).
+K-subsets of each problem's candidates (the ranker sees only the subset; in
+the greedy_first pool every subset keeps the greedy candidate).
 
     ranker-eval --preset representation --phase representation --out docs/results
 """
@@ -58,6 +59,9 @@ REPRESENTATIONS: dict[str, tuple[tuple[str, ...], bool]] = {
     "last+mean+signals": (("last", "mean"), True),
 }
 FREE_BASELINES = ("max_logprob", "max_mean_logprob", "greedy", "self_consistency")
+# The candidates a ranker chooses among: K samples, or (``SamplingParams.greedy_first``)
+# the greedy response as candidate 0 and K-1 samples.
+POOLS = ("sampled", "greedy_first")
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,8 @@ class StudyConfig:
     curve_ks: tuple[int, ...] = (2, 4, 8, 16)  # Best-of-K subset sizes
     curve_repeats: int = 3  # random subsets per problem, K and seed
     default: str = "last+mean+signals"  # the representation the SDK recommends
+    pools: tuple[str, ...] = POOLS  # the candidate pools studied (see POOLS)
+    default_pool: str = "greedy_first"  # the pool the SDK asks central for
     # initial direct weights of the signals (edge.training.RECOMMENDED_SIGNAL_PRIOR)
     signal_prior: dict[str, float] = field(
         default_factory=lambda: {"mean_logprob": 1.0, "agreement": 1.0}
@@ -82,6 +88,7 @@ class TaskStudy:
     """One task's results: per-problem correctness of every method, and the curve."""
 
     task: str  # task id
+    pool: str  # which candidates (see POOLS)
     n_train: int  # training problems
     n_test: int  # test problems
     k: int  # candidates per problem
@@ -183,17 +190,33 @@ def baseline_correct(pool: Pool) -> dict[str, np.ndarray]:
     }
 
 
-def _subsets(pool: Pool, k: int, repeats: int, seed: int) -> list[np.ndarray]:
+def _subsets(pool: Pool, k: int, repeats: int, seed: int, keep_first: bool) -> list[np.ndarray]:
+    """Random k-subsets of each problem's candidates; with ``keep_first`` every subset
+    holds candidate 0 (a greedy_first request of k candidates has the greedy one)."""
     rng = np.random.default_rng(seed * 7919 + k)
-    return [
-        np.stack([np.sort(rng.choice(pool.k, size=k, replace=False)) for _ in range(pool.size)])
-        for _ in range(repeats)
-    ]
+    first = int(keep_first)
+
+    def one() -> np.ndarray:
+        rest = rng.choice(np.arange(first, pool.k), size=k - first, replace=False)
+        return np.sort(np.concatenate([np.arange(first), rest]))
+
+    return [np.stack([one() for _ in range(pool.size)]) for _ in range(repeats)]
 
 
-def study_task(task: str, train: Pool, test: Pool, fit: Fitter, config: StudyConfig) -> TaskStudy:
-    """Every representation and baseline on one task's pools."""
-    study = TaskStudy(task, train.size, test.size, test.k, correct=baseline_correct(test))
+def study_task(
+    task: str, train: Pool, test: Pool, fit: Fitter, config: StudyConfig, pool: str = "sampled"
+) -> TaskStudy:
+    """Every representation and baseline on one task's candidates of one kind (``pool``).
+
+    The first sample is the first *sampled* candidate in either pool: what a user
+    would get without a ranker."""
+    first_sample = test.labels[:, 0]
+    if pool == "greedy_first":
+        train, test = train.with_greedy_first(), test.with_greedy_first()
+    elif pool != "sampled":
+        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+    correct = {**baseline_correct(test), "first_sample": first_sample}
+    study = TaskStudy(task, pool, train.size, test.size, test.k, correct=correct)
     full = _full(test)
     for name, (vectors, signals) in REPRESENTATIONS.items():
         per_seed, seconds = [], []
@@ -206,14 +229,16 @@ def study_task(task: str, train: Pool, test: Pool, fit: Fitter, config: StudyCon
                 for k in config.curve_ks:
                     if k > test.k:
                         continue
-                    subsets = _subsets(test, k, config.curve_repeats, seed)
+                    keep_first = pool == "greedy_first"
+                    subsets = _subsets(test, k, config.curve_repeats, seed, keep_first)
                     hits = [_picked(test, s, scorer(test, s)) for s in subsets]
                     study.curve.setdefault(k, np.zeros(test.size))
                     study.curve[k] += np.mean(hits, axis=0) / len(config.seeds)
         study.correct[f"ranker[{name}]"] = np.mean(per_seed, axis=0)
         study.train_seconds[name] = float(np.mean(seconds))
         log.info("%s %s: %.3f", task, name, study.correct[f"ranker[{name}]"].mean())
-    study.correct["ranker_default"] = study.correct[f"ranker[{config.default}]"]
+    if pool == config.default_pool:
+        study.correct["ranker_default"] = study.correct[f"ranker[{config.default}]"]
     return study
 
 
@@ -222,10 +247,15 @@ def _interval(values: np.ndarray, config: StudyConfig) -> tuple[float, float]:
 
 
 def representation_rows(studies: list[TaskStudy], config: StudyConfig) -> list[dict[str, Any]]:
-    """The published table: one row per (task, representation, method)."""
+    """The published table: one row per (task, pool, representation, method).
+
+    The first sample is the same in every pool (the first sampled candidate), and
+    so is greedy decoding: each is listed once, under the sampled pool."""
     rows = []
     for study in studies:
         for method, values in study.correct.items():
+            if study.pool != "sampled" and method in ("first_sample", "greedy"):
+                continue
             representation = "-"
             if method.startswith("ranker["):
                 representation = method[len("ranker[") : -1]
@@ -236,6 +266,7 @@ def representation_rows(studies: list[TaskStudy], config: StudyConfig) -> list[d
             rows.append(
                 {
                     "task": study.task,
+                    "pool": study.pool,
                     "representation": representation,
                     "method": method,
                     "accuracy": round(float(values.mean()), 4),
@@ -246,18 +277,32 @@ def representation_rows(studies: list[TaskStudy], config: StudyConfig) -> list[d
     return rows
 
 
-def comparisons(study: TaskStudy, config: StudyConfig) -> dict[str, dict[str, float]]:
-    """ranker_default minus each baseline, paired over the test problems."""
-    ours = study.correct["ranker_default"]
+def comparisons(studies: list[TaskStudy], config: StudyConfig) -> dict[str, dict[str, float]]:
+    """ranker_default minus the first sample and each free baseline in each pool, paired
+    over one task's test problems (``studies``: that task's pools)."""
+    ours = next(s for s in studies if s.pool == config.default_pool).correct["ranker_default"]
+    others: dict[str, np.ndarray] = {}
+    for study in studies:
+        for method in ("first_sample", *FREE_BASELINES):
+            name = method if study.pool == "sampled" else f"{method} ({study.pool})"
+            if study.pool == "sampled" or method not in ("first_sample", "greedy"):
+                others[name] = study.correct[method]
     out = {}
-    for other in ("first_sample", *FREE_BASELINES):
-        diff, low, high = paired_difference(ours, study.correct[other], config.bootstrap, seed=1)
-        out[other] = {
+    for name, theirs in others.items():
+        diff, low, high = paired_difference(ours, theirs, config.bootstrap, seed=1)
+        out[name] = {
             "difference": round(diff, 4),
             "ci_low": round(low, 4),
             "ci_high": round(high, 4),
         }
     return out
+
+
+def _by_task(studies: list[TaskStudy]) -> dict[str, list[TaskStudy]]:
+    tasks: dict[str, list[TaskStudy]] = {}
+    for study in studies:
+        tasks.setdefault(study.task, []).append(study)
+    return tasks
 
 
 def _verdict(low: float, high: float) -> str:
@@ -274,33 +319,42 @@ def _markdown(studies: list[TaskStudy], rows: list[dict[str, Any]], config: Stud
         f"{list(config.seeds)} averaged per test problem; 95% percentile bootstrap",
         f"intervals over test problems ({config.bootstrap} resamples).",
         "",
+        "Two candidate pools: `sampled` (K samples) and `greedy_first` (the greedy",
+        "response as candidate 0 and K-1 samples: `SamplingParams.greedy_first`). Every",
+        "baseline but greedy and the first sample (the first *sampled* candidate) is",
+        f"scored on each pool. `ranker_default`: {config.default} on {config.default_pool}.",
+        "",
         "Made by: `ranker-eval --preset representation --phase representation "
         "--out docs/results` (the pools: `--phase generate`, per task with `--task`).",
         "",
     ]
-    for study in studies:
+    for task, task_studies in _by_task(studies).items():
+        first = task_studies[0]
         lines += [
-            f"## {study.task} ({study.n_train} train / {study.n_test} test problems, K={study.k})",
+            f"## {task} ({first.n_train} train / {first.n_test} test problems, K={first.k})",
             "",
-            "| method | representation | accuracy | 95% interval |",
-            "|---|---|---|---|",
+            "| method | pool | representation | accuracy | 95% interval |",
+            "|---|---|---|---|---|",
         ]
         for row in rows:
-            if row["task"] == study.task:
+            if row["task"] == task:
                 lines.append(
-                    f"| {row['method']} | {row['representation']} | {row['accuracy']:.1%} | "
-                    f"[{row['ci_low']:.1%}, {row['ci_high']:.1%}] |"
+                    f"| {row['method']} | {row['pool']} | {row['representation']} | "
+                    f"{row['accuracy']:.1%} | [{row['ci_low']:.1%}, {row['ci_high']:.1%}] |"
                 )
-        lines += ["", f"`ranker_default` ({config.default}) minus each baseline, paired:", ""]
-        for other, c in comparisons(study, config).items():
+        has_default = any(s.pool == config.default_pool for s in task_studies)
+        lines += ["", "`ranker_default` minus each baseline, paired:", ""] if has_default else []
+        for other, c in (comparisons(task_studies, config) if has_default else {}).items():
             lines.append(
                 f"- vs {other}: {c['difference']:+.1%} [{c['ci_low']:+.1%}, {c['ci_high']:+.1%}]"
                 f" ({_verdict(c['ci_low'], c['ci_high'])})"
             )
-        curve = ", ".join(f"K={k}: {v.mean():.1%}" for k, v in sorted(study.curve.items()))
-        lines += ["", f"Best-of-K (ranker_default): {curve}", ""]
-        seconds = ", ".join(f"{n} {s:.1f} s" for n, s in study.train_seconds.items())
-        lines += [f"Training time per ranker: {seconds}", ""]
+        lines.append("")
+        for study in task_studies:
+            curve = ", ".join(f"K={k}: {v.mean():.1%}" for k, v in sorted(study.curve.items()))
+            lines.append(f"Best-of-K ({config.default}, {study.pool}): {curve}")
+        seconds = ", ".join(f"{n} {s:.1f} s" for n, s in first.train_seconds.items())
+        lines += ["", f"Training time per ranker ({first.pool}): {seconds}", ""]
     return "\n".join(lines)
 
 
@@ -317,7 +371,8 @@ def run_study(run: Any, cache: Path, out: Path, config: StudyConfig | None = Non
         for split in splits:
             train, test = load_pool(split, "train"), load_pool(split, "test")
             log.info("%s: %d train / %d test problems", split.task.name, train.size, test.size)
-            studies.append(study_task(split.task.name, train, test, fit, config))
+            for pool in config.pools:
+                studies.append(study_task(split.task.name, train, test, fit, config, pool))
     return write_study(studies, config, out)
 
 
@@ -328,12 +383,18 @@ def write_study(studies: list[TaskStudy], config: StudyConfig, out: Path) -> lis
     (out / "representation.json").write_text(json.dumps(rows, indent=1) + "\n")
     details = {
         "config": asdict(config),
-        "comparisons": {s.task: comparisons(s, config) for s in studies},
+        "comparisons": {
+            task: comparisons(task_studies, config)
+            for task, task_studies in _by_task(studies).items()
+            if any(s.pool == config.default_pool for s in task_studies)
+        },
         "best_of_k": {
-            s.task: {str(k): round(float(v.mean()), 4) for k, v in sorted(s.curve.items())}
+            f"{s.task}/{s.pool}": {
+                str(k): round(float(v.mean()), 4) for k, v in sorted(s.curve.items())
+            }
             for s in studies
         },
-        "train_seconds": {s.task: s.train_seconds for s in studies},
+        "train_seconds": {f"{s.task}/{s.pool}": s.train_seconds for s in studies},
     }
     (out / "representation_details.json").write_text(json.dumps(details, indent=1) + "\n")
     (out / "representation.md").write_text(_markdown(studies, rows, config))

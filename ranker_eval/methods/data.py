@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import numpy as np
 
 from ranker_eval.collect import Split
+from ranker_eval.generation import GreedyCandidate
 from ranker_eval.tasks import Problem
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,10 @@ class Pool:
     cumulative: np.ndarray | None = None  # (G, K) summed token log-probability, temperature 1
     entropies: np.ndarray | None = None  # (G, K) mean next-token entropy, nats
     num_tokens: np.ndarray | None = None  # (G, K) tokens in each response
+    # Each problem's greedy response as a candidate, and its text; None when any
+    # record predates them (see `with_greedy_first`)
+    greedy_candidates: list[GreedyCandidate] | None = None
+    greedy_texts: list[str] | None = None
 
     @property
     def size(self) -> int:
@@ -79,6 +87,35 @@ class Pool:
             )
         return np.stack(rows)
 
+    def with_greedy_first(self) -> Pool:
+        """The pool a request with ``greedy_first`` returns: candidate 0 is the greedy
+        response, candidates 1..K-1 the samples as before."""
+        if self.greedy_candidates is None or self.greedy_texts is None:
+            raise ValueError("the pool predates greedy features: regenerate it (the cache resumes)")
+        if self.means is None or self.cumulative is None or self.entropies is None:
+            raise ValueError("the pool predates representation v2: regenerate it")
+        greedy = self.greedy_candidates
+
+        def first(values: np.ndarray, new: list) -> np.ndarray:
+            out = values.copy()
+            out[:, 0] = np.asarray(new, dtype=values.dtype)
+            return out
+
+        num_tokens = [g.num_tokens for g in greedy]
+        assert self.num_tokens is not None
+        return replace(
+            self,
+            candidates=first(self.candidates, [g.last for g in greedy]),
+            means=first(self.means, [g.mean for g in greedy]),
+            labels=first(self.labels, list(self.greedy)),
+            logprobs=first(self.logprobs, [g.cumulative / max(g.num_tokens, 1) for g in greedy]),
+            cumulative=first(self.cumulative, [g.cumulative for g in greedy]),
+            entropies=first(self.entropies, [g.entropy for g in greedy]),
+            num_tokens=first(self.num_tokens, num_tokens),
+            texts=[[t, *rest[1:]] for t, rest in zip(self.greedy_texts, self.texts, strict=True)],
+            answers=[[g.answer, *rest[1:]] for g, rest in zip(greedy, self.answers, strict=True)],
+        )
+
     def subset(self, rows: np.ndarray) -> Pool:
         """The same pool restricted to some problems (for data-size ablations)."""
         pick = [int(r) for r in rows]
@@ -98,7 +135,13 @@ class Pool:
             greedy=self.greedy[rows],
             beam=None if self.beam is None else self.beam[rows],
             gen_seconds=self.gen_seconds,
+            greedy_candidates=_picked_items(self.greedy_candidates, pick),
+            greedy_texts=_picked_items(self.greedy_texts, pick),
         )
+
+
+def _picked_items(items: list[T] | None, rows: list[int]) -> list[T] | None:
+    return None if items is None else [items[r] for r in rows]
 
 
 def _stacked(arrays: list[np.ndarray | None], dtype: type) -> np.ndarray | None:
@@ -118,6 +161,7 @@ def load_pool(split: Split, which: str) -> Pool:
     """Stacks the cached train or test records of `split`."""
     problems = split.train if which == "train" else split.test
     records = [split.cache.load(p.uid) for p in problems]
+    greedy = [r.greedy_candidate for r in records]
     has_beam = bool(records) and all(r.beam is not None for r in records)
     return Pool(
         problems=problems,
@@ -135,6 +179,8 @@ def load_pool(split: Split, which: str) -> Pool:
         greedy=np.array([r.greedy[1] for r in records], dtype=np.float32),
         beam=np.array([r.beam[1] for r in records], dtype=np.float32) if has_beam else None,
         gen_seconds=float(sum(r.seconds for r in records)),
+        greedy_candidates=None if None in greedy else [g for g in greedy if g is not None],
+        greedy_texts=[r.greedy[0] for r in records],
     )
 
 
@@ -156,4 +202,12 @@ def concat_pools(pools: list[Pool]) -> Pool:
         greedy=np.concatenate([p.greedy for p in pools]),
         beam=None,
         gen_seconds=sum(p.gen_seconds for p in pools),
+        greedy_candidates=_chained([p.greedy_candidates for p in pools]),
+        greedy_texts=_chained([p.greedy_texts for p in pools]),
     )
+
+
+def _chained(lists: list[list[T] | None]) -> list[T] | None:
+    if any(items is None for items in lists):
+        return None
+    return [item for items in lists if items is not None for item in items]

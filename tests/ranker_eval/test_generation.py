@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 from central.sampler import SampledCandidate, SamplingConfig, sample
-from ranker_eval.generation import cut_at_stop, extract_features, prompt_ids
+from ranker_eval.cache import CacheKey, CandidateCache
+from ranker_eval.generation import (
+    GenerationConfig,
+    cut_at_stop,
+    extract_features,
+    generate_problem,
+    greedy_response,
+    layer_indices,
+    prompt_ids,
+)
 from ranker_eval.tasks import get_task
 
 
@@ -41,3 +50,35 @@ def test_cut_at_stop_leaves_no_part_of_the_stop(
     cut = tiny_model.tokenizer.decode(cut_at_stop(tiny_model, ids, stop))
     assert expected.startswith(cut) and len(expected) - len(cut) <= 1  # a shared "\n" may go
     assert not any(s.strip() and s.strip() in cut for s in stop)
+
+
+def test_the_greedy_candidate_is_what_a_greedy_first_request_returns_and_is_cached(
+    tiny_model, tmp_path
+) -> None:
+    task = get_task("sentiment")
+    problem = task.problems(1, seed=0)[0]
+    ids = prompt_ids(tiny_model, task, problem)
+    (text, label), greedy = greedy_response(tiny_model, task, problem)
+    config = SamplingConfig(k=3, max_new_tokens=task.max_new_tokens, seed=4, greedy_first=True)
+    layers = layer_indices(tiny_model)
+    first = next(
+        c for c in sample(tiny_model, ids, config, layers[2], entropy=True)
+        if isinstance(c, SampledCandidate) and c.index == 0
+    )  # fmt: skip
+    assert tiny_model.tokenizer.decode(first.token_ids) == text
+    assert label == task.is_correct(problem, text) and greedy.answer == task.extract(problem, text)
+    assert greedy.num_tokens == len(first.token_ids)
+    assert greedy.cumulative == pytest.approx(first.cumulative_logprob, abs=1e-4)
+    assert greedy.entropy == pytest.approx(first.mean_entropy, abs=1e-4)
+    np.testing.assert_allclose(greedy.mean[2], first.mean_feature, atol=2e-2, rtol=2e-2)
+    np.testing.assert_allclose(greedy.last[2], first.feature, atol=2e-2, rtol=2e-2)
+
+    key = CacheKey("tiny", "sentiment", 3, 1.0, task.max_new_tokens, 0, tuple(layers))
+    cache = CandidateCache(tmp_path, key)
+    record = generate_problem(tiny_model, task, problem, GenerationConfig(k=3, beam_width=0))
+    cache.save(record)
+    loaded = cache.load(problem.uid)
+    assert cache.has_greedy_candidate(problem.uid) and loaded.greedy == (text, label)
+    assert loaded.greedy_candidate is not None
+    np.testing.assert_array_equal(loaded.greedy_candidate.last, greedy.last)
+    assert loaded.greedy_candidate.num_tokens == greedy.num_tokens
