@@ -33,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", default=d.model, help="model for a started central")
     demo.add_argument("--k", type=int, default=d.k, help="candidates per prompt")
     demo.add_argument(
+        "--no-greedy-first",
+        dest="greedy_first",
+        action="store_false",
+        help="sample all K candidates (default: candidate 0 is the greedy answer)",
+    )
+    demo.add_argument(
         "--only",
         choices=["correctness", "personalization"],
         help="run only this part; None runs both",
@@ -149,6 +155,7 @@ def _demo_config(args: argparse.Namespace) -> DemoConfig:
     """The demo's settings from its options (checked here, before central starts)."""
     return DemoConfig(
         central=args.central, model=args.model, k=args.k, seed=args.seed, home=args.home,
+        greedy_first=args.greedy_first,
         token=_token(args), tls=args.tls,
         root_certificates=None if args.tls_ca is None else str(args.tls_ca),
         parts=(args.only,) if args.only else PARTS,

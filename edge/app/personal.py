@@ -140,10 +140,13 @@ class PersonalRanker:
         Unless ``options`` say otherwise, central is asked for both vectors and the
         mean entropy (representation v2), which the personal head reads; a server
         that predates them sends the last-token vector alone and the head does
-        without the rest.
+        without the rest. Candidate 0 is the greedy answer (``greedy_first``), so
+        the ranker can keep the model's best single guess where no sample beats
+        it; an older server samples it like the others.
         """
         options.setdefault("vectors", ("last", "mean"))
         options.setdefault("mean_entropy", True)
+        options.setdefault("greedy_first", True)
         generation = self.central.generate(prompt, k, **options)
         return self.show(generation)
 

@@ -17,7 +17,7 @@ from edge.eval.stats import paired_difference, wilson
 from edge.runtime.client import CentralClient
 from edge.runtime.types import Generation
 
-__all__ = ["Accuracy", "PhaseTimer", "paired_gain", "sample", "sample_many"]
+__all__ = ["Accuracy", "PhaseTimer", "first_sampled", "paired_gain", "sample", "sample_many"]
 
 
 @dataclass
@@ -79,6 +79,11 @@ class PhaseTimer:
             self.seconds[name] = round(time.perf_counter() - start, 2)
 
 
+def first_sampled(config: DemoConfig) -> int:
+    """The index of the first *sampled* candidate: what an app without a ranker shows."""
+    return 1 if config.greedy_first else 0
+
+
 def sample(
     central: CentralClient,
     prompt: str,
@@ -89,11 +94,13 @@ def sample(
 ) -> Generation:
     """K candidates with everything a personal ranker reads: the last-token and the
     mean vectors, and the model's mean entropy (an on-device signal), besides the
-    log-probabilities every candidate carries."""
+    log-probabilities every candidate carries. With ``config.greedy_first`` candidate 0
+    is the greedy answer."""
     return central.generate(
         prompt,
         config.k,
         temperature=config.temperature,
+        greedy_first=config.greedy_first,
         max_new_tokens=max_new_tokens,
         seed=seed,
         vectors=("last", "mean"),

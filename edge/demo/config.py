@@ -35,6 +35,9 @@ class DemoConfig:
     model: str = "default"  # model a started central serves
     k: int = 8  # candidates per prompt, in both parts
     temperature: float = 1.0  # sampling temperature; diversity is what a ranker needs
+    # candidate 0 is the model's greedy answer, the rest sampled (SamplingParams.greedy_first):
+    # a ranker can then keep the model's best single guess where nothing sampled beats it
+    greedy_first: bool = True
     seed: int = 0  # seeds prompts, sampling, the simulated users and training
     home: Path | None = None  # where feedback and rankers go; None: a temporary directory
     parts: tuple[Part, ...] = PARTS  # which parts run

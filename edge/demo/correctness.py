@@ -1,9 +1,10 @@
 """The demo's correctness part: one simulated user teaches a ranker which answers are right.
 
 Phases, each timed:
-1. sample K candidates for held-out "which number is larger?" prompts and
-   score what needs no training on them: the first sample, a random pick,
-   the highest cumulative and the highest mean log-probability, and
+1. sample K candidates for held-out "which number is larger?" prompts (the
+   greedy answer as candidate 0 unless ``--no-greedy-first``) and score what
+   needs no training on them: the first sampled answer, a random pick, greedy
+   decoding, the highest cumulative and the highest mean log-probability, and
    self-consistency (a majority vote over the numbers the answers name);
 2. a training stream: for each prompt the app shows K candidates, the
    simulated user marks each right or wrong (a program checks the answer),
@@ -50,6 +51,7 @@ RANDOM = "random pick"
 # The picks that need no training, the learned ranker's bar: the best of them.
 FREE_BASELINES = (
     "first sample",
+    "greedy decoding",
     "highest cumulative log-prob",
     "highest mean log-prob",
     "self-consistency (majority vote)",
@@ -73,6 +75,8 @@ class CorrectnessResult:
     # Learned ranker minus the best free baseline (named in "baseline"): whether
     # learning beats what costs nothing.
     gain_over_best_free: dict[str, Any]
+    # Learned ranker minus each free baseline, paired, by baseline name.
+    gain_over_each_free: dict[str, dict[str, Any]]
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -97,10 +101,15 @@ def _mean_logprob(generation: Generation) -> list[float]:
     return [c.mean_logprob if c.token_ids else -math.inf for c in generation.candidates]
 
 
-def free_picks(generation: Generation) -> dict[str, int]:
-    """The candidate each free baseline chooses (ties: the lowest index)."""
+def free_picks(generation: Generation, greedy_first: bool = False) -> dict[str, int]:
+    """The candidate each free baseline chooses (ties: the lowest index).
+
+    With ``greedy_first`` candidate 0 is the greedy answer and the first sample is
+    candidate 1; without it there is no greedy answer to pick."""
+    greedy = {"greedy decoding": 0} if greedy_first else {}
     return {
-        "first sample": 0,
+        "first sample": int(greedy_first),
+        **greedy,
         "highest cumulative log-prob": int(
             np.argmax([c.cumulative_logprob for c in generation.candidates])
         ),
@@ -127,7 +136,7 @@ def run_correctness(
             max_new_tokens=config.max_new_tokens,
         )
     labels = [[p.check(c.text) for c in g.candidates] for p, g in zip(test_set, test, strict=True)]
-    hits = _free_hits(test, labels)
+    hits = _free_hits(test, labels, config.greedy_first)
     log(f"first-sample accuracy on {len(test)} held-out prompts: {_rate(hits['first sample']):.1%}")
 
     user = PersonalRanker(central, home, USER, RANKER_NAME, learner=_learner_config(config))
@@ -143,7 +152,7 @@ def run_correctness(
     methods = {name: Accuracy.of(h) for name, h in hits.items()}
     methods[RANDOM] = Accuracy(sum(sum(lab) / len(lab) for lab in labels), len(labels))
     methods[ORACLE] = Accuracy.of([any(lab) for lab in labels])
-    best = max(FREE_BASELINES, key=lambda name: methods[name].rate)
+    best = max((n for n in FREE_BASELINES if n in methods), key=lambda n: methods[n].rate)
     return CorrectnessResult(
         train_prompts=len(train_set),
         test_prompts=len(test_set),
@@ -157,6 +166,11 @@ def run_correctness(
             "baseline": best,
             **paired_gain(hits[LEARNED], hits[best], seed=config.seed),
         },
+        gain_over_each_free={
+            name: paired_gain(hits[LEARNED], hits[name], seed=config.seed)
+            for name in FREE_BASELINES
+            if name in hits
+        },
     )
 
 
@@ -164,19 +178,21 @@ def _rate(hits: Sequence[bool]) -> float:
     return sum(hits) / len(hits) if hits else math.nan
 
 
-def _free_hits(test: Sequence[Generation], labels: Sequence[list[bool]]) -> dict[str, list[bool]]:
+def _free_hits(
+    test: Sequence[Generation], labels: Sequence[list[bool]], greedy_first: bool
+) -> dict[str, list[bool]]:
     """Per method, per held-out prompt: whether the free baseline's pick is right."""
-    hits: dict[str, list[bool]] = {name: [] for name in FREE_BASELINES}
+    hits: dict[str, list[bool]] = {}
     for generation, lab in zip(test, labels, strict=True):
-        for name, pick in free_picks(generation).items():
-            hits[name].append(lab[pick])
+        for name, pick in free_picks(generation, greedy_first).items():
+            hits.setdefault(name, []).append(lab[pick])
     return hits
 
 
 def _ordered(methods: dict[str, Accuracy]) -> dict[str, Accuracy]:
     """The table's order: free picks, the learned ranker, the ceiling."""
     names = [FREE_BASELINES[0], RANDOM, *FREE_BASELINES[1:], LEARNED, ORACLE]
-    return {name: methods[name] for name in names}
+    return {name: methods[name] for name in names if name in methods}
 
 
 def _learner_config(config: DemoConfig) -> Any:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from edge.app.personal import PersonalRanker, Shown
-from edge.demo.common import Accuracy, PhaseTimer, paired_gain, sample_many
+from edge.demo.common import Accuracy, PhaseTimer, first_sampled, paired_gain, sample_many
 from edge.demo.config import DemoConfig
 from edge.demo.tasks import split_assistant_prompts
 from edge.demo.users import JUDGES, Reaction, TasteUser, agreement, expected_random_agreement
@@ -192,7 +192,7 @@ def _figures(
     learn_ms: dict[str, list[float]],
 ) -> UserFigures:
     """Agreement of each picker with `user`'s taste and with `other`'s."""
-    first = [0] * len(answer_sets)
+    first = [first_sampled(config)] * len(answer_sets)
 
     def agree(chosen: Sequence[int], judge: str) -> list[bool]:
         return agreement(chosen, answer_sets, JUDGES[judge])

@@ -14,7 +14,7 @@ from edge.app.store import FeedbackStore
 from edge.cli import main
 from edge.demo.common import paired_gain
 from edge.demo.config import DemoConfig
-from edge.demo.correctness import free_picks, self_consistency_pick
+from edge.demo.correctness import FREE_BASELINES, free_picks, self_consistency_pick
 from edge.demo.run import run_demo
 from edge.demo.tasks import (
     ASSISTANT_PROMPTS,
@@ -31,6 +31,7 @@ from edge.demo.users import (
     preferred,
     word_count,
 )
+from edge.runtime.client import CentralClient
 from edge.runtime.types import Candidate, Generation
 
 SHORT, MEDIUM, LONG = "Yes.", "It turns code into a program.", "A compiler reads source code " * 4
@@ -111,10 +112,12 @@ def test_free_baselines_pick_what_they_promise() -> None:
     assert self_consistency_pick(["none", "no idea"]) == 0
     generation = _generation(["", "74", "47 or 74", "74."], [0.0, -2.0, -9.0, -2.5], [0, 1, 6, 2])
     picks = free_picks(generation)
-    assert picks["first sample"] == 0
+    assert picks["first sample"] == 0 and "greedy decoding" not in picks
     assert picks["highest cumulative log-prob"] == 0  # the empty answer's sum is 0
     assert picks["highest mean log-prob"] == 3  # -1.25 per token; the empty one never wins
     assert picks["self-consistency (majority vote)"] == 1
+    with_greedy = free_picks(generation, greedy_first=True)  # candidate 0 is greedy's
+    assert with_greedy["greedy decoding"] == 0 and with_greedy["first sample"] == 1
 
 
 def _check_unit_interval(figures: dict) -> None:
@@ -137,10 +140,11 @@ def test_demo_runs_both_parts_against_a_running_central(tiny_server, tmp_path: P
     assert right is not None and right.learner == "taste"
     assert right.feedback_events == 16
     assert right.ranker_versions == 2 and len(right.learn_seconds) == 2
-    assert set(right.methods) >= {"first sample", "learned ranker (onnxruntime)"}
+    assert set(right.methods) >= {"first sample", "greedy decoding", "learned ranker (onnxruntime)"}
     assert all(acc.total == 3 for acc in right.methods.values())
     assert -1.0 <= right.gain_over_first["difference"] <= 1.0
     assert right.gain_over_best_free["baseline"] in right.methods
+    assert set(right.gain_over_each_free) == set(FREE_BASELINES)  # greedy decoding included
 
     taste = result.personalization
     assert taste is not None and (taste.train_prompts, taste.test_prompts) == (3, 4)
@@ -158,12 +162,19 @@ def test_demo_runs_both_parts_against_a_running_central(tiny_server, tmp_path: P
     assert "correctness: feedback stream + learning" in result.phase_seconds
     assert "personalization: feedback + learning" in result.phase_seconds
 
-    # The demo asks central for what the personal head reads: mean vectors and entropy.
+    # The demo asks central for what the personal head reads: mean vectors and entropy,
+    # and for the greedy answer as candidate 0.
     with FeedbackStore(tmp_path / STORE_FILE) as store:
         for user in ("demo-user", "concise", "detailed"):
             shown = store.events(user)[0].shown
             assert shown.mean_candidates is not None and shown.mean_candidates.shape == (4, 64)
             assert shown.mean_entropies is not None and None not in shown.mean_entropies
+    prompt = split_problems(4, 3, config.seed)[0][0].prompt
+    with CentralClient(f"127.0.0.1:{tiny_server.port}") as central:
+        greedy = central.generate(prompt, 1, temperature=0.0, max_new_tokens=4)
+    with FeedbackStore(tmp_path / STORE_FILE) as store:
+        first_shown = store.events("demo-user")[0].shown
+    assert first_shown.texts[0] == greedy.texts[0]
 
 
 @pytest.mark.slow  # several seconds; CI runs it
