@@ -298,6 +298,19 @@ def comparisons(studies: list[TaskStudy], config: StudyConfig) -> dict[str, dict
     return out
 
 
+def _curve(study: TaskStudy, config: StudyConfig) -> dict[str, dict[str, float]]:
+    """The Best-of-K curve with a 95% interval at each K."""
+    out = {}
+    for k, values in sorted(study.curve.items()):
+        low, high = _interval(values, config)
+        out[str(k)] = {
+            "accuracy": round(float(values.mean()), 4),
+            "ci_low": round(low, 4),
+            "ci_high": round(high, 4),
+        }
+    return out
+
+
 def _by_task(studies: list[TaskStudy]) -> dict[str, list[TaskStudy]]:
     tasks: dict[str, list[TaskStudy]] = {}
     for study in studies:
@@ -351,8 +364,11 @@ def _markdown(studies: list[TaskStudy], rows: list[dict[str, Any]], config: Stud
             )
         lines.append("")
         for study in task_studies:
-            curve = ", ".join(f"K={k}: {v.mean():.1%}" for k, v in sorted(study.curve.items()))
-            lines.append(f"Best-of-K ({config.default}, {study.pool}): {curve}")
+            points = []
+            for k, values in sorted(study.curve.items()):
+                low, high = _interval(values, config)
+                points.append(f"K={k}: {values.mean():.1%} [{low:.1%}, {high:.1%}]")
+            lines.append(f"Best-of-K ({config.default}, {study.pool}): {', '.join(points)}")
         seconds = ", ".join(f"{n} {s:.1f} s" for n, s in first.train_seconds.items())
         lines += ["", f"Training time per ranker ({first.pool}): {seconds}", ""]
     return "\n".join(lines)
@@ -388,12 +404,7 @@ def write_study(studies: list[TaskStudy], config: StudyConfig, out: Path) -> lis
             for task, task_studies in _by_task(studies).items()
             if any(s.pool == config.default_pool for s in task_studies)
         },
-        "best_of_k": {
-            f"{s.task}/{s.pool}": {
-                str(k): round(float(v.mean()), 4) for k, v in sorted(s.curve.items())
-            }
-            for s in studies
-        },
+        "best_of_k": {f"{s.task}/{s.pool}": _curve(s, config) for s in studies},
         "train_seconds": {f"{s.task}/{s.pool}": s.train_seconds for s in studies},
     }
     (out / "representation_details.json").write_text(json.dumps(details, indent=1) + "\n")
