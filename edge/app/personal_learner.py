@@ -9,7 +9,9 @@
    signals of the current version), scored once by the global ranker of that
    name, if the registry has one (its score is the head's offset, weighted by
    the user's own ``1 + u``);
-3. fit the head (``edge.app.taste_fit``), warm-started from the previous fit;
+3. fit the heads (``edge.app.taste_fit``: a few heads that trust the blocks
+   differently, mixed by how well each predicted the user's feedback before
+   learning it), warm-started from the previous fit;
 4. compose the global graph and the head into one ONNX file
    (``edge.app.taste.compose_ranker``) and save it as a new registry version
    with the head's weights, compare-and-swap on the current version.
@@ -344,7 +346,8 @@ class PersonalLearner:
                 head = None  # e.g. the weights of a torch ranker: the head starts afresh
         if head is not None and head.feature_size != rows.fit.feature_size:
             head = None
-        rows.fit.start_from(head)
+        evidence = _evidence(good[0].metadata) if head is not None and good is not None else None
+        rows.fit.start_from(head, evidence)
         if head is None or good is None:
             rows.weights_sha256 = None
             return _Warm(origin, None, memory_kept=False)
@@ -388,6 +391,8 @@ class PersonalLearner:
                 "fit_passes": fit.passes,
                 "fit_loss": fit.loss,
                 "global_weight": head.global_weight,
+                "head_evidence": list(rows.fit.evidence),
+                "head_mix": [float(a) for a in rows.fit.mix()],
                 IDENTITY_KEY: identity.to_dict() if identity and identity.known else None,
             },
             expect_current=current.version if current else 0,
@@ -399,6 +404,16 @@ class _Warm:
     origin: StartedFrom  # where the weights came from
     version: int | None  # the saved version they came from, if any
     memory_kept: bool  # True: the in-memory fit continues (few passes suffice)
+
+
+def _evidence(metadata: dict[str, object]) -> list[float] | None:
+    """The heads' prequential evidence a version recorded (None if it has none or it
+    is malformed): a restarted learner keeps the user's mix instead of restarting it
+    even."""
+    value = metadata.get("head_evidence")
+    if not isinstance(value, list) or not all(isinstance(x, int | float) for x in value):
+        return None
+    return [float(x) for x in value]
 
 
 def _same_size_as_newest(events: list[FeedbackEvent]) -> list[FeedbackEvent]:

@@ -19,11 +19,30 @@ needed. The loss is Bradley-Terry's, with an L2 pull towards 0:
 
     f(v) = sum_pairs w * log(1 + exp(-(g_i + x_i.v - g_j - x_j.v))) + l2/2 * |v / s|^2
 
-where ``s`` standardises each coordinate by its spread *within* sets (shrunk
-towards its block's average by ``variance_prior`` pseudo-counts) and divides a
-block by the square root of its width, so each block carries the same total
-weight: 21 signals are not drowned by 576 or 4096 hidden dimensions. ``v = 0``
-(and ``u = 0``) is the global ranker, where a new user starts.
+where ``s`` standardises by the spread *within* sets and divides a block by the
+square root of its width, so each block carries the same total weight: 21
+signals are not drowned by 576 or 4096 hidden dimensions. The signals are
+standardised coordinate by coordinate (their units differ; each variance is
+shrunk towards the block's average by ``variance_prior`` pseudo-counts), a
+hidden-state block as a whole (its coordinates share units, and dividing each by
+its own spread would give the many near-constant ones the weight of the few that
+vary: on the study's pool that cost 3 to 5 points of top-1 without signals).
+``v = 0`` (and ``u = 0``) is the global ranker, where a new user starts.
+
+*Several heads, one mix.* How much each block should be trusted is a property
+of the user's taste (a length or list taste lives in two signals, a topic in the
+vectors), and with a few hundred pairs the prior decides most of the fit. So
+the fit keeps one head per ``head_priors`` entry over the same rows, each the
+optimum of ``f`` with its block's prior variance multiplied by a factor
+(default: the balanced head above, and one trusting the signals 100x more), and
+ranks with their Hedge mix (``TasteFit.mix``): each new set's preferences are
+scored by every head *before* any head learns from them (progressive
+validation), the summed pair log-loss is each head's evidence, and the shares
+are ``exp(-mix_rate * evidence)`` normalised (at rate 1, a Bayesian posterior
+over the heads read as predictive models). A convex mix of linear heads over
+the same inputs is itself a linear head, so the ONNX graph and the files are
+unchanged. The heads step in lockstep: each read of the rows serves all of
+them, as a matrix product with a column per head.
 
 When the sets carry a global ranker's scores, the row ends with one more column,
 ``g_k`` itself, whose weight is ``u`` (so ``g_i + x_i.v`` above reads
@@ -46,8 +65,13 @@ optimiser is sequential subspace optimisation (SESOP, Narkiss and Zibulevsky
 direction, and solves the problem exactly, by Newton's method, inside the span
 of that direction and the last ``memory`` steps, which costs pairs x directions,
 not pairs x dimensions. Warm-started from the previous optimum and its memory,
-one iteration per new event keeps the objective within 0.1% of a full refit
-(``tests/edge/app/test_taste_fit.py``).
+one iteration per new event keeps the balanced head's objective within 0.1% of
+a full refit (``tests/edge/app/test_taste_fit.py``). The signals-heavy head
+lags further (about 6% on that test's data): its steps, scaled by its prior,
+move the 21 signals first and the wide blocks slowly, which works like early
+stopping. A step preconditioned by the curvature tracked its optimum to 0.2%
+and ranked worse on the study's pool (about 3 points at 50 events), so the
+lag is kept, and measured rather than hidden.
 
 Reading the history is the whole cost at wide features (at 4096-d, 200 events
 of last + mean rows are 53 MB), so it is read as little as possible. A set's
@@ -74,7 +98,22 @@ from edge._errors import FeatureError, TrainingError
 from edge.app.taste import BLOCKS, Block, TasteHead
 from edge.runtime.signals import SIGNAL_NAMES
 
-__all__ = ["FitReport", "Pairs", "Reaction", "TasteConfig", "TasteFit", "preference_pairs"]
+__all__ = [
+    "FitReport",
+    "Pairs",
+    "Reaction",
+    "TasteConfig",
+    "TasteFit",
+    "preference_pairs",
+]
+
+
+# Groups of columns a head's prior can weigh: the blocks and u's column.
+_GROUPS: tuple[str, ...] = (*BLOCKS, "global")
+
+
+def _default_heads() -> tuple[dict[str, float], ...]:
+    return ({}, {"signals": 100.0})
 
 
 @dataclass
@@ -86,6 +125,11 @@ class TasteConfig:
     use_mean: bool = True  # read the mean vectors when the events carry them
     use_signals: bool = True  # read the on-device signals block
     variance_prior: float = 8.0  # pseudo-count shrinking each variance to its block's mean
+    # Groups standardised coordinate by coordinate: the signals, whose units differ
+    # (a log count, a fraction). A hidden-state block is standardised as a whole:
+    # its coordinates share units, and dividing each by its own spread would
+    # amplify the many near-constant ones to the weight of the few that vary.
+    standardise_each: tuple[str, ...] = ("signals", "global")
     memory: int = 8  # past steps kept as extra directions of the subspace solve
     passes: int = 1  # outer iterations per new event
     cold_passes: int = 40  # outer iterations at most per update, and from a cold start
@@ -95,6 +139,11 @@ class TasteConfig:
     history: int = 1000  # newest events a learner reads when it (re)builds a user's rows
     global_weight: bool = True  # fit u in (1 + u) * global score (False: u stays 0)
     min_new_events: int = 1  # skip an update until this many events are new
+    # One head per entry, each with its own prior: a group's prior variance is
+    # multiplied by the factor given (absent: 1, every block equally trusted).
+    # Default: the balanced head, and one that trusts the signals 100x more.
+    head_priors: tuple[dict[str, float], ...] = field(default_factory=_default_heads)
+    mix_rate: float = 1.0  # Hedge rate on the heads' prequential pair log-loss (inf: best only)
 
     def __post_init__(self) -> None:
         if self.l2 <= 0:
@@ -103,6 +152,15 @@ class TasteConfig:
             raise TrainingError("memory >= 0, passes >= 1, cold_passes >= 1, history >= 1")
         if not 0 < self.refresh <= 1:
             raise TrainingError(f"refresh must be in (0, 1], got {self.refresh}")
+        if not self.head_priors:
+            raise TrainingError("head_priors needs at least one head")
+        if set(self.standardise_each) - set(_GROUPS):
+            raise TrainingError(f"standardise_each names groups of {_GROUPS}")
+        for prior in self.head_priors:
+            if set(prior) - set(_GROUPS) or not all(f > 0 for f in prior.values()):
+                raise TrainingError(f"a head prior maps {_GROUPS} to factors > 0, got {prior}")
+        if not self.mix_rate > 0:
+            raise TrainingError(f"mix_rate must be positive, got {self.mix_rate}")
 
 
 class Reaction(NamedTuple):
@@ -175,6 +233,7 @@ class FitReport:
     seconds: float  # wall-clock time of the fit
     refreshed: float = 1.0  # share of the rows whose gradient an iteration recomputed, mean
     cpu_seconds: float = 0.0  # CPU time of the fit (this process; on a busy machine < seconds)
+    mix: tuple[float, ...] = (1.0,)  # each head's share of the ranking head after the fit
 
 
 @dataclass
@@ -184,12 +243,44 @@ class _Set:
     pairs: Pairs = field(default_factory=Pairs.empty)  # in row indices
 
 
+@dataclass
+class _Head:
+    """One head's weights and optimiser state over the fit's shared rows."""
+
+    root_prior: np.ndarray  # (D,) sqrt of each coordinate's prior-variance factor
+    v: np.ndarray  # (D,) weights in raw feature space (u last, when fitted)
+    h: np.ndarray  # (row capacity,) rows @ v, up to a constant per set
+    dirs: np.ndarray  # (memory, D) remembered steps, overwritten oldest first
+    dir_rows: np.ndarray  # (row capacity, memory) the rows times each remembered step
+    r_ref: np.ndarray  # (row capacity,) each row's loss derivative as last computed
+    g_ref: np.ndarray  # (D,) rows^T @ r_ref: the data term's gradient as kept
+    filled: int = 0  # remembered steps in use
+    next: int = 0  # memory slot the next step overwrites
+    evidence: float = 0.0  # prequential loss: each new set's pair log-loss before learning it
+
+
+@dataclass
+class _Run:
+    """One head's progress through a ``fit`` call."""
+
+    head: _Head  # the head being fitted
+    scale: np.ndarray  # its raw -> standardised factor per coordinate (prior included)
+    passes: int = 0  # iterations run
+    refreshed: float = 0.0  # share of rows whose gradient was recomputed, summed over passes
+    gradient: float = 0.0  # |standardised gradient| when it stopped
+    objective: float | None = None  # objective after its last step (None: not computed)
+
+
 class TasteFit:
-    """One user's rows, preferences and head weights, updated in place per event.
+    """One user's rows, preferences and heads, updated in place per event.
 
     ``has_global``: the sets come with a global ranker's scores, so (with
     ``config.global_weight``) the rows end with the global score's column and
     ``v``'s last coordinate is ``u``.
+
+    The fit keeps one head per ``config.head_priors`` entry over the same rows
+    (they differ only in how much each block is trusted a priori) and ranks
+    with their Hedge mix: see ``mix``.
     """
 
     def __init__(
@@ -222,7 +313,7 @@ class TasteFit:
         # Rows: each candidate's deviations from its set's mean. They sum to 0 over
         # a set, so a set's first row is minus the sum of its others and only the
         # K-1 others are kept ("stored rows", ``_x``): 1/8 less to read per pass
-        # at K=8. Everything per candidate (``_g``, ``_h``, ...) has all K rows.
+        # at K=8. Everything per candidate (``_g``, a head's ``h``, ...) has all K rows.
         self._x = np.zeros((0, width), np.float32)  # stored rows, capacity grows by doubling
         self._stored = 0  # stored rows in use
         self._row_of = np.zeros(0, np.int64)  # the row each stored row is
@@ -231,25 +322,41 @@ class TasteFit:
         self._firsts: list[int] = []  # first row of each set, in set order
         self._rows = 0
         self._g = np.zeros(0)  # global score per row
-        self._h = np.zeros(0)  # head score per row up to a constant per set (rows @ v)
         self._sets: dict[str, _Set] = {}
         self._pairs: Pairs | None = Pairs.empty()  # all sets' pairs; None when stale
         self._ss = np.zeros(width)  # within-set sums of squared deviations per coordinate
         self._count = dict.fromkeys(self._groups, 0)  # deviations summed per group
-        self.v = np.zeros(width)  # head weights in raw feature space
         self._scale_cache: np.ndarray | None = None  # _scale() until the statistics change
-        # Memory: the last ``config.memory`` steps (columns, overwritten oldest first)
-        # and the rows times each of them.
-        self._dirs = np.zeros((config.memory, width))  # one remembered step per row
-        self._dir_rows = np.zeros((0, config.memory))
-        self._filled = 0  # columns of the memory in use
-        self._next = 0  # column the next step overwrites
-        # The gradient of the data term, kept as rows^T @ r_ref: each row's loss
-        # derivative as last computed (a new row's is 0 until its first refresh).
-        self._r_ref = np.zeros(0)
-        self._g_ref = np.zeros(width)
+        self._group_width = np.ones(width)  # the width of each coordinate's group
+        for lo, hi in self._groups.values():
+            self._group_width[lo:hi] = hi - lo
+        self._heads = [self._new_head(root) for root in self._root_priors()]
         # (row, stored row) where every refresh_block-th set starts
         self._block_starts: list[tuple[int, int]] = []
+
+    def _root_priors(self) -> list[np.ndarray]:
+        """sqrt of each head's prior factor per coordinate; a head identical to an
+        earlier one on this fit's groups (e.g. signals-heavy without signals) is dropped."""
+        roots: list[np.ndarray] = []
+        for prior in self.config.head_priors:
+            root = np.ones(self.width)
+            for group, (lo, hi) in self._groups.items():
+                root[lo:hi] = np.sqrt(prior.get(group, 1.0))
+            if not any(np.array_equal(root, r) for r in roots):
+                roots.append(root)
+        return roots
+
+    def _new_head(self, root_prior: np.ndarray) -> _Head:
+        memory, width = self.config.memory, self.width
+        return _Head(
+            root_prior,
+            v=np.zeros(width),
+            h=np.zeros(len(self._g)),
+            dirs=np.zeros((memory, width)),
+            dir_rows=np.zeros((len(self._g), memory)),
+            r_ref=np.zeros(len(self._g)),
+            g_ref=np.zeros(width),
+        )
 
     # -- data ------------------------------------------------------------------------
     @property
@@ -260,6 +367,10 @@ class TasteFit:
     def num_sets(self) -> int:
         return len(self._sets)
 
+    @property
+    def num_heads(self) -> int:
+        return len(self._heads)
+
     def has_set(self, set_id: str) -> bool:
         return set_id in self._sets
 
@@ -267,22 +378,27 @@ class TasteFit:
         """Room for one more set of ``k`` rows (``k - 1`` stored)."""
         if self._rows + k > len(self._g):
             capacity = max(self._rows + k, 2 * len(self._g), 64)
-            self._dir_rows = _resized(self._dir_rows, capacity, self._rows)
-            for name in ("_g", "_h", "_r_ref"):
-                setattr(self, name, _resized(getattr(self, name), capacity, self._rows))
+            self._g = _resized(self._g, capacity, self._rows)
+            for head in self._heads:
+                for name in ("h", "dir_rows", "r_ref"):
+                    setattr(head, name, _resized(getattr(head, name), capacity, self._rows))
         if self._stored + k - 1 > len(self._x):
             capacity = max(self._stored + k - 1, 2 * len(self._x), 64)
             for name in ("_x", "_row_of", "_first_of", "_set_of"):
                 setattr(self, name, _resized(getattr(self, name), capacity, self._stored))
 
     def _times(self, u: np.ndarray) -> np.ndarray:
-        """Every row times ``u``: one read of the stored rows."""
+        """Every row times ``u`` (a vector, or a matrix with a column per head): one
+        read of the stored rows."""
         m = self._stored
         stored = (self._x[:m] @ u.astype(np.float32)).astype(np.float64)
-        out = np.empty(self._rows)
+        out = np.empty((self._rows, *u.shape[1:]))
         out[self._row_of[:m]] = stored
-        sums = np.bincount(self._set_of[:m], weights=stored, minlength=len(self._firsts))
-        out[self._firsts] = -sums
+        columns = stored.reshape(m, int(np.prod(u.shape[1:], dtype=int))).T
+        sums = [
+            np.bincount(self._set_of[:m], weights=c, minlength=len(self._firsts)) for c in columns
+        ]
+        out[self._firsts] = -np.stack(sums, axis=1).reshape(len(self._firsts), *u.shape[1:])
         return out
 
     def _stored_weights(self, r: np.ndarray) -> np.ndarray:
@@ -346,10 +462,11 @@ class TasteFit:
         self._first_of[stored : stored + k - 1] = start
         self._set_of[stored : stored + k - 1] = len(self._sets)
         self._g[start : start + k] = g
-        self._h[start : start + k] = rows @ self.v.astype(np.float32)
-        if self._filled:
-            used = self._filled
-            self._dir_rows[start : start + k, :used] = rows @ self._dirs[:used].T.astype(np.float32)
+        for head in self._heads:
+            head.h[start : start + k] = rows @ head.v.astype(np.float32)
+            if head.filled:
+                dirs = head.dirs[: head.filled].T.astype(np.float32)
+                head.dir_rows[start : start + k, : head.filled] = rows @ dirs
         if len(self._sets) % self.config.refresh_block == 0:
             self._block_starts.append((start, stored))
         self._rows += k
@@ -358,7 +475,10 @@ class TasteFit:
         self._firsts.append(start)
 
     def set_reactions(self, set_id: str, reactions: Sequence[Reaction]) -> None:
-        """Replace a set's preferences with those its reactions (all so far) state."""
+        """Replace a set's preferences with those its reactions (all so far) state.
+
+        A set's first preferences are scored by every head before any head
+        learns from them: that loss is the head's prequential evidence (``mix``)."""
         entry = self._sets[set_id]
         for r in reactions:
             if not all(0 <= i < entry.k for i in (r.candidate, *r.rejected)):
@@ -366,6 +486,9 @@ class TasteFit:
         local = preference_pairs(reactions, entry.k, self.config.implicit_weight)
         fresh = not len(entry.pairs.weights)
         entry.pairs = local.shifted(entry.start)
+        if fresh:
+            for head in self._heads:
+                head.evidence += _pair_loss(entry.pairs, self._margins(entry.pairs, head))
         if fresh and self._pairs is not None:  # the common case: one new set, append
             self._pairs = Pairs.concat([self._pairs, entry.pairs])
         else:
@@ -379,21 +502,55 @@ class TasteFit:
             self._pairs = Pairs.concat(s.pairs for s in self._sets.values())
         return self._pairs
 
-    # -- the head --------------------------------------------------------------------
+    # -- the heads and their mix ---------------------------------------------------------
+    def mix(self) -> np.ndarray:
+        """Each head's share of the ranking head: Hedge (Freund and Schapire 1997) on
+        the prequential pair log-loss, ``exp(-mix_rate * evidence)`` normalised.
+
+        A head's evidence is the log-loss of every set's preferences as that head
+        scored them *before* learning from them (progressive validation), so it
+        measures how well the head's prior generalises for this user, which a
+        training loss cannot. At ``mix_rate = 1`` the shares are a Bayesian
+        posterior over the heads read as predictive models; ``inf`` keeps the best
+        head alone. A mix of linear heads over the same inputs is one linear head,
+        so the ONNX graph is the same whatever the mix."""
+        evidence = np.array([head.evidence for head in self._heads])
+        if np.isinf(self.config.mix_rate):
+            share = np.zeros(len(evidence))
+            share[int(np.argmin(evidence))] = 1.0
+            return share
+        weights = np.exp(-self.config.mix_rate * (evidence - evidence.min()))
+        return weights / weights.sum()
+
+    @property
+    def evidence(self) -> tuple[float, ...]:
+        """Each head's prequential loss so far (see ``mix``), in ``head_priors`` order."""
+        return tuple(head.evidence for head in self._heads)
+
+    @property
+    def v(self) -> np.ndarray:
+        """The ranking head's weights in raw feature space: the heads' mix."""
+        share = self.mix()
+        return np.sum([a * head.v for a, head in zip(share, self._heads, strict=True)], axis=0)
+
     @property
     def global_weight(self) -> float:
         """u: the global score counts ``1 + u`` times (0 when u is not fitted)."""
         return 0.0 if self._global_col is None else float(self.v[self._global_col])
 
     def head(self) -> TasteHead:
-        """The current weights as a head for ``compose_ranker``."""
-        weights = {b: self.v[lo:hi].astype(np.float32) for b, (lo, hi) in self._spans.items()}
-        return TasteHead(weights, global_weight=self.global_weight)
+        """The current weights (the heads' mix) as a head for ``compose_ranker``."""
+        v = self.v
+        weights = {b: v[lo:hi].astype(np.float32) for b, (lo, hi) in self._spans.items()}
+        u = 0.0 if self._global_col is None else float(v[self._global_col])
+        return TasteHead(weights, global_weight=u)
 
-    def start_from(self, head: TasteHead | None) -> None:
-        """Take ``head``'s weights (None: zeros) for the blocks both have, and its u
-        when this fit has one; forget memory."""
-        self.v = np.zeros(self.width)
+    def start_from(self, head: TasteHead | None, evidence: Sequence[float] | None = None) -> None:
+        """Give every head ``head``'s weights (None: zeros) for the blocks both have,
+        and its u when this fit has one; forget memory. ``evidence`` (one value per
+        head, e.g. what a saved version recorded) restores the mix; else it restarts
+        even."""
+        v = np.zeros(self.width)
         if head is not None:
             if head.feature_size != self.feature_size:
                 raise FeatureError(
@@ -402,43 +559,58 @@ class TasteFit:
                 )
             for block, (lo, hi) in self._spans.items():
                 if block in head.weights:
-                    self.v[lo:hi] = head.weights[block]
+                    v[lo:hi] = head.weights[block]
             if self._global_col is not None:
-                self.v[self._global_col] = head.global_weight
-        self._h[: self._rows] = self._times(self.v)
-        self._filled = self._next = 0
+                v[self._global_col] = head.global_weight
+        restored = evidence is not None and len(evidence) == len(self._heads)
+        h = self._times(v)
+        for i, state in enumerate(self._heads):
+            state.v = v.copy()
+            state.h[: self._rows] = h
+            state.filled = state.next = 0
+            state.evidence = float(evidence[i]) if restored and evidence is not None else 0.0
 
     # -- the objective -----------------------------------------------------------------
-    def _scale(self) -> np.ndarray:
-        """Raw -> standardised factor per coordinate (group width and within-set spread)."""
+    def _scale(self, head: _Head | None = None) -> np.ndarray:
+        """Raw -> standardised factor per coordinate (group width and within-set
+        spread), times ``head``'s prior (the first head's by default)."""
         if self._scale_cache is None:
             self._scale_cache = self._compute_scale()
-        return self._scale_cache
+        return self._scale_cache * (self._heads[0] if head is None else head).root_prior
 
     def _compute_scale(self) -> np.ndarray:
-        s = np.empty(self.width)
+        return 1.0 / np.sqrt(self._variance() * self._group_width)
+
+    def _variance(self) -> np.ndarray:
+        """The within-set variance the standardisation divides by, per coordinate:
+        its own (shrunk towards its group's mean by ``variance_prior`` pseudo-counts)
+        in the groups of ``config.standardise_each``, the group's mean in the others
+        (1 where nothing was seen)."""
+        var = np.ones(self.width)
         prior = self.config.variance_prior
         for group, (lo, hi) in self._groups.items():
             n = self._count[group]
-            var = np.ones(hi - lo)
             if n > 0:
                 mean_var = float(self._ss[lo:hi].mean()) / n
-                if mean_var > 0:
-                    var = (self._ss[lo:hi] + prior * mean_var) / (n + prior)
-            s[lo:hi] = 1.0 / np.sqrt(var * (hi - lo))
-        return s
+                if mean_var > 0 and group in self.config.standardise_each:
+                    var[lo:hi] = (self._ss[lo:hi] + prior * mean_var) / (n + prior)
+                elif mean_var > 0:
+                    var[lo:hi] = mean_var
+        return var
 
-    def _margins(self, pairs: Pairs) -> np.ndarray:
-        total = self._g[: self._rows] + self._h[: self._rows]
+    def _margins(self, pairs: Pairs, head: _Head) -> np.ndarray:
+        total = self._g[: self._rows] + head.h[: self._rows]
         return total[pairs.winners] - total[pairs.losers]
 
     def loss(self, set_ids: Iterable[str] | None = None) -> float:
-        """Mean pair loss (weighted, no penalty) over the given sets' pairs; nan if none."""
+        """Mean pair loss (weighted, no penalty) of the ranking head (the mix) over
+        the given sets' pairs; nan if none."""
         pairs = self.pairs(set_ids)
         if not len(pairs.weights):
             return float("nan")
-        per_pair = np.logaddexp(0.0, -self._margins(pairs))
-        return float((pairs.weights * per_pair).sum() / pairs.weights.sum())
+        share = self.mix()
+        margins = sum(a * self._margins(pairs, h) for a, h in zip(share, self._heads, strict=True))
+        return _pair_loss(pairs, np.asarray(margins)) / float(pairs.weights.sum())
 
     def _row_gradient(self, pairs: Pairs, margins: np.ndarray) -> np.ndarray:
         """d(pair loss)/d(row score) for every row."""
@@ -448,47 +620,76 @@ class TasteFit:
         )
 
     def fit(self, max_passes: int | None = None, refresh: float | None = None) -> FitReport:
-        """Move v towards the optimum of the current data: at most ``max_passes``
-        outer iterations (default ``config.passes``), fewer once converged.
+        """Move every head towards the optimum of its objective on the current data:
+        at most ``max_passes`` outer iterations each (default ``config.passes``),
+        fewer once converged.
 
         ``refresh`` (default ``config.refresh``) is the share of sets whose
         gradient each iteration recomputes, the most stale first; 1 computes the
-        exact gradient. Whether to stop is always decided on the exact gradient."""
+        exact gradient. Whether to stop is always decided on the exact gradient.
+        The heads step in lockstep, so each read of the rows serves all of them
+        (one matrix product with a column per head). The report's loss and
+        gradient are those of the head with the largest share of the mix."""
         started, cpu = time.perf_counter(), time.process_time()
         pairs = self.pairs()
         total_weight = float(pairs.weights.sum())
         if total_weight == 0:
             return FitReport(0, float("nan"), 0.0, time.perf_counter() - started, 0.0)
         share = self.config.refresh if refresh is None else refresh
-        s = self._scale()
-        penalty = 1.0 / s**2
         limit = self.config.passes if max_passes is None else max_passes
-        passes, grad_norm, objective, refreshed = 0, 0.0, None, 0.0
-        for passes in range(1, limit + 1):  # noqa: B007 (passes is reported)
-            r = self._row_gradient(pairs, self._margins(pairs))
-            refreshed += self._refresh(r, share)
-            grad = self._g_ref + self.config.l2 * penalty * self.v
-            grad_norm = float(np.linalg.norm(s * grad)) / total_weight
-            if grad_norm <= self.config.tolerance and share < 1:
-                refreshed += self._refresh(r, 1.0)  # confirm on the exact gradient
-                grad = self._g_ref + self.config.l2 * penalty * self.v
-                grad_norm = float(np.linalg.norm(s * grad)) / total_weight
-            if grad_norm <= self.config.tolerance:
-                objective = None
+        runs = [_Run(head, self._scale(head)) for head in self._heads]
+        active = runs
+        for passes in range(1, limit + 1):
+            if not active:
                 break
-            direction = -(s**2) * grad
-            objective = self._step(pairs, direction, self._times(direction), penalty)
+            grads = [self._row_gradient(pairs, self._margins(pairs, run.head)) for run in active]
+            read = self._refresh([run.head for run in active], grads, share)
+            moving: list[_Run] = []
+            for run, r in zip(active, grads, strict=True):
+                run.passes, run.refreshed = passes, run.refreshed + read
+                run.gradient = self._gradient_norm(run)
+                if run.gradient <= self.config.tolerance * total_weight and share < 1:
+                    run.refreshed += self._refresh([run.head], [r], 1.0)  # confirm: exact
+                    run.gradient = self._gradient_norm(run)
+                if run.gradient <= self.config.tolerance * total_weight:
+                    run.objective = None  # converged: computed below
+                else:
+                    moving.append(run)
+            if moving:
+                directions = np.stack([-(run.scale**2) * self._gradient(run) for run in moving])
+                products = self._times(directions.T)
+                for j, run in enumerate(moving):
+                    run.objective = self._step(run, pairs, directions[j], products[:, j])
+            active = moving
+        mix = self.mix()
+        best = runs[int(np.argmax(mix))]
+        objective = best.objective
         if objective is None:
-            objective = self._objective(pairs)
+            objective = self._objective(pairs, best.head)
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         return FitReport(
-            passes, objective / total_weight, grad_norm, seconds, refreshed / passes, cpu
+            max(run.passes for run in runs),
+            objective / total_weight,
+            best.gradient / total_weight,
+            seconds,
+            float(np.mean([run.refreshed / max(run.passes, 1) for run in runs])),
+            cpu,
+            tuple(float(a) for a in mix),
         )
 
-    def _refresh(self, r: np.ndarray, share: float) -> float:
-        """Bring ``_g_ref`` closer to the gradient for the row derivatives ``r``:
-        recompute it for the ``share`` of sets whose derivatives moved most since
-        their last refresh (all of them, exactly, at 1). Returns the rows' share.
+    def _gradient(self, run: _Run) -> np.ndarray:
+        """The head's objective gradient in raw coordinates, with its kept data term."""
+        return run.head.g_ref + self.config.l2 * run.head.v / run.scale**2
+
+    def _gradient_norm(self, run: _Run) -> float:
+        return float(np.linalg.norm(run.scale * self._gradient(run)))
+
+    def _refresh(self, heads: Sequence[_Head], grads: Sequence[np.ndarray], share: float) -> float:
+        """Bring each head's ``g_ref`` closer to the gradient for its row derivatives
+        (``grads``, one array per head): recompute it for the ``share`` of sets whose
+        derivatives moved most since their last refresh, summed over the heads (all
+        of them, exactly, at 1). One read of those rows serves every head. Returns
+        the rows' share.
 
         Reading only part of the history per iteration is what keeps one update
         per event cheap at wide features; the sets whose derivatives barely moved
@@ -496,14 +697,18 @@ class TasteFit:
         (Defazio et al. 2014), and a new set, whose stale value is 0, goes first.
         """
         n, x = self._rows, self._x[: self._stored]
+        r = np.stack(grads, axis=1)  # (rows, heads)
         if share >= 1:
-            self._r_ref[:n] = r
-            self._g_ref = (self._stored_weights(r).astype(np.float32) @ x).astype(np.float64)
+            products = (self._stored_weights(r).astype(np.float32).T @ x).astype(np.float64)
+            for j, head in enumerate(heads):
+                head.r_ref[:n] = r[:, j]
+                head.g_ref = products[j]
             return 1.0
         blocks = np.asarray(self._block_starts, np.int64).reshape(-1, 2)
         starts, stored_starts = blocks[:, 0], blocks[:, 1]
-        delta = r - self._r_ref[:n]
-        stale = np.add.reduceat(np.abs(delta), starts)
+        delta = r - np.stack([head.r_ref[:n] for head in heads], axis=1)
+        moved = np.abs(delta)  # each head's staleness counts as a share of its own total
+        stale = np.add.reduceat(moved / np.maximum(moved.sum(0), 1e-300), starts).sum(1)
         count = min(len(starts), max(1, int(np.ceil(share * len(starts)))))
         chosen = np.sort(np.argpartition(-stale, count - 1)[:count])
         ends = np.append(starts[1:], n)
@@ -511,35 +716,40 @@ class TasteFit:
         weights = self._stored_weights(delta).astype(np.float32)
         # Consecutive chosen blocks (often the newest ones) are read as one run.
         breaks = np.flatnonzero(np.diff(chosen) > 1) + 1
-        rows, change = 0, np.zeros(self.width, np.float32)
+        rows, change = 0, np.zeros((len(heads), self.width), np.float32)
         for run in np.split(chosen, breaks):
             lo, hi = int(stored_starts[run[0]]), int(stored_ends[run[-1]])
-            change += weights[lo:hi] @ x[lo:hi]
+            change += weights[lo:hi].T @ x[lo:hi]
             lo, hi = int(starts[run[0]]), int(ends[run[-1]])
-            self._r_ref[lo:hi] = r[lo:hi]
+            for j, head in enumerate(heads):
+                head.r_ref[lo:hi] = r[lo:hi, j]
             rows += hi - lo
-        self._g_ref += change
+        for j, head in enumerate(heads):
+            head.g_ref = head.g_ref + change[j]
         return rows / n
 
-    def _objective(self, pairs: Pairs) -> float:
-        s = self._scale()
-        data = float((pairs.weights * np.logaddexp(0.0, -self._margins(pairs))).sum())
-        return data + 0.5 * self.config.l2 * float(((self.v / s) ** 2).sum())
+    def _objective(self, pairs: Pairs, head: _Head | None = None) -> float:
+        """A head's objective (the first head's by default)."""
+        head = self._heads[0] if head is None else head
+        s = self._scale(head)
+        data = _pair_loss(pairs, self._margins(pairs, head))
+        return data + 0.5 * self.config.l2 * float(((head.v / s) ** 2).sum())
 
     def _step(
-        self, pairs: Pairs, direction: np.ndarray, direction_rows: np.ndarray, penalty: np.ndarray
+        self, run: _Run, pairs: Pairs, direction: np.ndarray, direction_rows: np.ndarray
     ) -> float:
         """Minimise exactly over v + [direction, memory] @ a, remember the step, and
         return the objective reached."""
-        used = self._filled
-        dirs = self._dirs[:used]
-        memory_rows = self._dir_rows[: self._rows, :used]
+        head, penalty = run.head, 1.0 / run.scale**2
+        used = head.filled
+        dirs = head.dirs[:used]
+        memory_rows = head.dir_rows[: self._rows, :used]
         w, lo = pairs.winners, pairs.losers
         diffs = np.empty((len(w), used + 1))
         diffs[:, 0] = direction_rows[w] - direction_rows[lo]
         diffs[:, 1:] = memory_rows[w] - memory_rows[lo]
         # The L2 term restricted to the span: linear and quadratic coefficients.
-        pv, pd = penalty * self.v, penalty * direction
+        pv, pd = penalty * head.v, penalty * direction
         weighted = dirs * penalty
         quadratic = np.empty((used + 1, used + 1))
         quadratic[0, 0] = direction @ pd
@@ -547,19 +757,24 @@ class TasteFit:
         quadratic[1:, 1:] = weighted @ dirs.T
         linear = np.concatenate([[direction @ pv], dirs @ pv])
         l2 = self.config.l2
-        a, value = _newton_in_span(diffs, self._margins(pairs), pairs.weights, l2 * linear,
-                                   l2 * quadratic)  # fmt: skip
+        a, value = _newton_in_span(diffs, self._margins(pairs, head), pairs.weights,
+                                   l2 * linear, l2 * quadratic)  # fmt: skip
         step = direction * a[0] + a[1:] @ dirs
         step_rows = direction_rows * a[0] + memory_rows @ a[1:]
-        objective = value + 0.5 * l2 * float(self.v @ pv)
-        self.v += step
-        self._h[: self._rows] += step_rows
+        objective = value + 0.5 * l2 * float(head.v @ pv)
+        head.v = head.v + step
+        head.h[: self._rows] += step_rows
         if self.config.memory:  # overwrite the oldest remembered step
-            self._dirs[self._next] = step
-            self._dir_rows[: self._rows, self._next] = step_rows
-            self._next = (self._next + 1) % self.config.memory
-            self._filled = min(self._filled + 1, self.config.memory)
+            head.dirs[head.next] = step
+            head.dir_rows[: self._rows, head.next] = step_rows
+            head.next = (head.next + 1) % self.config.memory
+            head.filled = min(head.filled + 1, self.config.memory)
         return objective
+
+
+def _pair_loss(pairs: Pairs, margins: np.ndarray) -> float:
+    """Summed weighted Bradley-Terry loss of the pairs at these margins."""
+    return float((pairs.weights * np.logaddexp(0.0, -margins)).sum())
 
 
 def _resized(array: np.ndarray, capacity: int, used: int) -> np.ndarray:

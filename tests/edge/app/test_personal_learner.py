@@ -252,3 +252,25 @@ def test_two_learner_processes_on_one_user_never_lose_an_update(tmp_path: Path) 
     cursors = [v.metadata["cursor"] for v in registry.versions("pat", "chat")]
     assert cursors == sorted(cursors)  # the learned cursor never went backwards
     assert len(registry.versions("pat", "chat")) == 10  # pruned to the default keep
+
+
+def test_a_restarted_learner_keeps_the_users_mix_of_heads(tmp_path: Path) -> None:
+    """Each version records every head's prequential evidence; a fresh process (no
+    rows held) rebuilds the rows from the store and continues with that mix
+    instead of restarting it even."""
+    me = PersonalRanker(None, tmp_path, "erin", "chat")  # type: ignore[arg-type]
+    _teach(me, range(12))
+    saved = me.registry.current("erin", "chat").metadata
+    evidence, mix = saved["head_evidence"], saved["head_mix"]
+    assert len(evidence) == len(mix) == 2 and sum(mix) == pytest.approx(1.0)
+    assert max(mix) > 0.6  # 12 events already tell the heads apart
+    personal_learner._CACHE._entries.clear()  # a new process
+    g, liked = generation(12)
+    me.pick(me.show(g), liked[0])
+    report = me.learn()
+    assert report.updated and report.fit is not None
+    # The rebuilt rows are charged to every head alike (they all restart from the
+    # saved mix), so the shares move only by the one new event's evidence.
+    assert np.argmax(report.fit.mix) == np.argmax(mix) and max(report.fit.mix) > 0.6
+    after = me.registry.current("erin", "chat").metadata["head_evidence"]
+    assert all(a >= b for a, b in zip(after, evidence, strict=True))
