@@ -249,3 +249,10 @@ def test_demo_and_generate_take_central_credentials(tmp_path: Path, capsys) -> N
     blank.write_text("  \n")
     assert main(["generate", "hi", "--token-file", str(blank), "--home", str(tmp_path)]) == 2
     assert "is empty" in capsys.readouterr().err
+
+
+def test_the_demo_asks_for_the_greedy_answer_unless_told_not_to() -> None:
+    from edge.cli import _demo_config, _parser
+
+    assert _demo_config(_parser().parse_args(["demo"])).greedy_first
+    assert not _demo_config(_parser().parse_args(["demo", "--no-greedy-first"])).greedy_first
