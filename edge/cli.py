@@ -104,6 +104,12 @@ def _parser() -> argparse.ArgumentParser:
     _connection_args(generate)
     generate.add_argument("--k", type=int, default=4, help="candidates to sample")
     generate.add_argument("--max-new-tokens", type=int, default=64, help="tokens per candidate")
+    generate.add_argument(
+        "--no-greedy-first",
+        dest="greedy_first",
+        action="store_false",
+        help="sample all K candidates (default: candidate 0 is the greedy answer)",
+    )
     _user_args(generate)
 
     for command, text in (
@@ -189,7 +195,9 @@ def _generate(args: argparse.Namespace) -> int:
         args.central, token=_token(args), tls=tls, root_certificates=args.tls_ca
     ) as central:
         user = PersonalRanker(central, args.home, args.user, args.name)
-        shown = user.generate(args.prompt, args.k, max_new_tokens=args.max_new_tokens)
+        shown = user.generate(
+            args.prompt, args.k, max_new_tokens=args.max_new_tokens, greedy_first=args.greedy_first
+        )
         version = f"v{shown.ranker_version}" if shown.ranker_version else "no ranker yet"
         print(f"set {shown.set_id} ranked by {version}:")
         for rank, candidate in enumerate(shown.ranked, start=1):

@@ -105,15 +105,18 @@ def _global_scores(model, shown) -> np.ndarray:
         )[0].numpy()
 
 
-def test_generate_asks_central_for_representation_v2(tiny_server, tmp_path) -> None:
+def test_generate_asks_central_for_representation_v2_and_the_greedy_answer(tiny_server, tmp_path) -> None:
     from edge.app.personal import PersonalRanker
     from edge.runtime.client import CentralClient
 
     with CentralClient(f"127.0.0.1:{tiny_server.port}") as central:
         me = PersonalRanker(central, tmp_path, "alice", "chat")
         shown = me.generate("Say something.", k=3, max_new_tokens=4, seed=0)
+        greedy = central.generate("Say something.", 1, max_new_tokens=4, temperature=0.0)
         me.close()
     for candidate in shown.generation.candidates:
         assert candidate.mean_feature is not None
         assert candidate.mean_feature.shape == candidate.feature.shape
         assert candidate.mean_entropy is not None and candidate.mean_entropy >= 0.0
+    # and for the greedy answer as candidate 0
+    assert shown.generation.candidates[0].token_ids == greedy.candidates[0].token_ids
