@@ -194,8 +194,10 @@ class Study:
 
     # -- the full-label ceiling -------------------------------------------------------------
     def ceiling(self) -> None:
-        """Learnability: the same head fitted on *every* train prompt with the judge's
-        exact preferences (each top answer over each other answer), per variant.
+        """Learnability: the same learner fitted on *every* train prompt with the judge's
+        exact preferences (each top answer over each other answer), per variant: the
+        sets arrive in order with one update each (so the heads' mix is earned as in
+        use), then every head is refitted to convergence.
 
         If even this cannot beat the first sample on held-out prompts, the taste is
         not (linearly) visible in the representation, and feedback will not teach it.
@@ -219,6 +221,9 @@ class Study:
                     fit.set_reactions(
                         str(i), [FitReaction("pick", int(t), None, rest) for t in top]
                     )
+                    # One warm update per set, as in use: each set is scored by every
+                    # head before it is learned, so the heads' mix is prequential.
+                    fit.fit(config.cold_passes if fit.num_sets == 1 else config.passes)
                 if fit.num_sets == 0:  # the judge ties every train prompt: nothing to learn
                     continue
                 fit.fit(self.config.ceiling_passes, refresh=1.0)
@@ -281,6 +286,9 @@ class Study:
             picks = self._ceiling[variant].get(user.name)
             if picks is not None:
                 section[key] = _est(self._hits(user.name, [picks]))
+        shares = [u.fit.mix for u in self._last_updates(user.name) if u.fit is not None]
+        if shares:  # each head's share of the ranking head after the last event, mean of seeds
+            section["head_mix"] = [float(x) for x in np.mean(shares, axis=0)]
         section["beat_first"] = _first_clear_win(section["gain_vs_first"], budgets)
         section["beat_global"] = _first_clear_win(section["gain_vs_global"], budgets)
         if "ceiling" in section:
@@ -291,6 +299,17 @@ class Study:
                 events_to_reach(means, start + 0.8 * (ceiling - start)) if ceiling > start else None
             )
         return section
+
+    def _last_updates(self, user: str) -> list[Any]:
+        """The shipped variant's last update of each seed's run for ``user`` (each seed
+        has its own store, so a run ends where the next update's cursor is lower)."""
+        runs = [u for u in self.updates if u.user == user and u.updated]
+        following = [*runs[1:], None]
+        return [
+            u
+            for u, after in zip(runs, following, strict=True)
+            if after is None or after.cursor < u.cursor
+        ]
 
     def _pairs(self) -> dict[str, Any]:
         """Each conflicting pair: the two personal rankers vs the pooled one, averaged."""

@@ -199,6 +199,17 @@ def _pairs_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _mix_text(shares: list[float] | None, top: int) -> str:
+    """The heads' shares of the ranking head after the last event (two heads: the
+    shipped default)."""
+    if not shares or len(shares) != 2:
+        return ""
+    return (
+        f" After {top} events the ranking head is {100 * shares[0]:.0f}% the balanced head "
+        f"and {100 * shares[1]:.0f}% the signals-heavy one (mean of seeds)."
+    )
+
+
 def _user_tables(results: dict[str, Any], budgets: list[int]) -> list[str]:
     lines: list[str] = []
     top = budgets[-1]
@@ -222,7 +233,8 @@ def _user_tables(results: dict[str, Any], budgets: list[int]) -> list[str]:
                 f"Signals that compute (part of) this judge: {', '.join(mirrors)}."
                 if mirrors
                 else "No signal computes this judge."
-            ),
+            )
+            + _mix_text(sec.get("head_mix"), top),
             "",
             "| events | personal | personal, no signals | global (pooled) | personal - first "
             "| personal - global | judge score of pick (0 worst, 1 best) |",
@@ -456,12 +468,17 @@ def _render(results: dict[str, Any], budgets: list[int]) -> str:
         f"on the answer shown first, half picks among 2-3 shown; noise {meta['noise']} (a "
         f"reaction is random with this probability). Seeds {meta['seeds']}.",
         f"- Learner: what ships, torch-free (`PersonalRanker.learn()` -> `UpdateReport`; "
-        f"TasteConfig {meta['learner']}), after every event. Each curve is run twice: with "
-        "the signals block (shipped) and without it.",
+        f"TasteConfig {meta['learner']}), after every event: a balanced head and one that "
+        "trusts the signals 100x more, fitted over the same rows and ranked by their Hedge "
+        "mix on each head's prequential pair log-loss (`edge/app/taste_fit.py`). Each curve "
+        "is run twice: with the signals block (shipped) and without it (one head: the "
+        "signals-heavy head is then the balanced one).",
         "- Global (pooled): the same learner fitted on every user's first N events together, "
         "one ranker for all (what a server would fit from uploaded feedback).",
-        "- Full-label ceiling: the same head fitted on every train prompt with the judge's "
-        "exact preferences (each top answer over each other one). Oracle: 100.",
+        "- Full-label ceiling: the same learner fitted on every train prompt with the "
+        "judge's exact preferences (each top answer over each other one), the sets fed in "
+        "order with one update each (so the heads' mix is earned as in use), then refitted "
+        "to convergence. Oracle: 100.",
         "- Hit = the ranker's top pick has the user's top judge score among the K. Rates are "
         "over *decisive* test prompts (the judge does not tie all K); intervals are 95% "
         "bootstrap over test prompts of the seed-averaged hit.",

@@ -34,10 +34,11 @@ of the user's taste (a length or list taste lives in two signals, a topic in the
 vectors), and with a few hundred pairs the prior decides most of the fit. So
 the fit keeps one head per ``head_priors`` entry over the same rows, each the
 optimum of ``f`` with its block's prior variance multiplied by a factor
-(default: the balanced head above, and one trusting the signals 100x more), and
-ranks with their Hedge mix (``TasteFit.mix``): each new set's preferences are
-scored by every head *before* any head learns from them (progressive
-validation), the summed pair log-loss is each head's evidence, and the shares
+(default: the balanced head above, one trusting the signals 100x more, and one
+trusting the mean vector over the last token's), and ranks with their Hedge
+mix (``TasteFit.mix``): each new set's preferences are scored by every head
+*before* any head learns from them (progressive validation), the summed pair
+log-loss is each head's evidence, and the shares
 are ``exp(-mix_rate * evidence)`` normalised (at rate 1, a Bayesian posterior
 over the heads read as predictive models). A convex mix of linear heads over
 the same inputs is itself a linear head, so the ONNX graph and the files are
@@ -113,7 +114,10 @@ _GROUPS: tuple[str, ...] = (*BLOCKS, "global")
 
 
 def _default_heads() -> tuple[dict[str, float], ...]:
-    return ({}, {"signals": 100.0})
+    """Balanced; trusting the signals (a taste one statistic of the text shows);
+    trusting the mean vector over the last token's (a taste of the whole answer,
+    where the last token of an answer cut at its length limit is mid-sentence)."""
+    return ({}, {"signals": 100.0}, {"last": 0.01})
 
 
 @dataclass
@@ -141,7 +145,8 @@ class TasteConfig:
     min_new_events: int = 1  # skip an update until this many events are new
     # One head per entry, each with its own prior: a group's prior variance is
     # multiplied by the factor given (absent: 1, every block equally trusted).
-    # Default: the balanced head, and one that trusts the signals 100x more.
+    # Default: balanced, signals x100, last-token vector x0.01 (see _default_heads).
+    # Each head adds about one fit's cost: ({},) is the single head of before.
     head_priors: tuple[dict[str, float], ...] = field(default_factory=_default_heads)
     mix_rate: float = 1.0  # Hedge rate on the heads' prequential pair log-loss (inf: best only)
 
@@ -335,10 +340,16 @@ class TasteFit:
         self._block_starts: list[tuple[int, int]] = []
 
     def _root_priors(self) -> list[np.ndarray]:
-        """sqrt of each head's prior factor per coordinate; a head identical to an
-        earlier one on this fit's groups (e.g. signals-heavy without signals) is dropped."""
+        """sqrt of each head's prior factor per coordinate. A head is dropped when it
+        equals an earlier one on this fit's groups (e.g. signals-heavy without
+        signals), or when it scales every block of the fit alike: that is another
+        ``l2``, not another weighting of the blocks (e.g. last x0.01 where 'last' is
+        the only block). The first head is always kept."""
         roots: list[np.ndarray] = []
         for prior in self.config.head_priors:
+            factors = {prior.get(b, 1.0) for b in self.blocks}
+            if roots and len(factors) == 1 and factors != {1.0}:
+                continue
             root = np.ones(self.width)
             for group, (lo, hi) in self._groups.items():
                 root[lo:hi] = np.sqrt(prior.get(group, 1.0))

@@ -142,12 +142,17 @@ def test_a_warm_iteration_reads_part_of_the_history_and_still_reaches_the_optimu
 
 
 def test_every_head_reaches_its_own_optimum_and_their_mix_is_one_onnx_head() -> None:
-    """The default fit keeps two heads over the same rows (balanced, signals-heavy);
+    """The default fit keeps three heads over the same rows (balanced, signals-heavy,
+    mean-over-last);
     each converges to the optimum of the objective with its own prior, and the
     ranking head is their convex mix, which onnxruntime scores like numpy does."""
     data = _planted(40, 24, seed=5)
     fit = TasteFit(24, ("last", "mean", "signals"), TasteConfig(tolerance=1e-9))
-    assert fit.num_heads == 2
+    assert fit.num_heads == 3
+    # Without signals the signals-heavy head is the balanced one, and a head that
+    # scales the only block is another l2, not another weighting: both dropped.
+    assert TasteFit(24, ("last", "mean"), TasteConfig()).num_heads == 2
+    assert TasteFit(24, ("last",), TasteConfig()).num_heads == 1
     _fill(fit, data, 0, 40)
     fit.fit(300, refresh=1.0)
     for i, head in enumerate(fit._heads):
@@ -156,6 +161,7 @@ def test_every_head_reaches_its_own_optimum_and_their_mix_is_one_onnx_head() -> 
         # float32 rows: the signals-heavy head (10x wider in s) stops nearer 1e-5
         assert value < start and np.linalg.norm(fit._scale(head) * grad) < 1e-5 * start
     assert not np.allclose(fit._heads[0].v, fit._heads[1].v)  # the priors differ
+    assert not np.allclose(fit._heads[0].v, fit._heads[2].v)
     share = fit.mix()
     assert share.sum() == pytest.approx(1.0) and (share > 0).all()
     np.testing.assert_allclose(fit.v, share @ np.stack([h.v for h in fit._heads]))
@@ -181,7 +187,7 @@ def test_each_set_is_scored_by_every_head_before_it_is_learned() -> None:
     data = _planted(3, 24, seed=7)
     fit = TasteFit(24, ("last", "mean", "signals"), TasteConfig())
     _fill(fit, data, 0, 1)  # a pick over 3: 3 pairs, scored at v = 0
-    assert fit.evidence == pytest.approx((3 * np.log(2), 3 * np.log(2)))
+    assert fit.evidence == pytest.approx((3 * np.log(2),) * 3)
     fit.fit(20)
     before = [h.evidence for h in fit._heads]
     _fill(fit, data, 1, 2)
@@ -200,7 +206,7 @@ def test_each_set_is_scored_by_every_head_before_it_is_learned() -> None:
     again.start_from(fit.head(), evidence=fit.evidence)
     np.testing.assert_allclose(again.mix(), fit.mix())
     again.start_from(fit.head())
-    np.testing.assert_allclose(again.mix(), [0.5, 0.5])
+    np.testing.assert_allclose(again.mix(), [1 / 3] * 3)
     np.testing.assert_allclose(again.v, fit.head().weights["last"].tolist() + list(
         fit.head().weights["mean"]) + list(fit.head().weights["signals"]), rtol=1e-6)  # fmt: skip
 
