@@ -105,7 +105,9 @@ def _global_scores(model, shown) -> np.ndarray:
         )[0].numpy()
 
 
-def test_generate_asks_central_for_representation_v2_and_the_greedy_answer(tiny_server, tmp_path) -> None:
+def test_generate_asks_central_for_representation_v2_and_the_greedy_answer(
+    tiny_server, tmp_path
+) -> None:
     from edge.app.personal import PersonalRanker
     from edge.runtime.client import CentralClient
 
