@@ -250,11 +250,14 @@ def representation_rows(studies: list[TaskStudy], config: StudyConfig) -> list[d
     """The published table: one row per (task, pool, representation, method).
 
     The first sample is the same in every pool (the first sampled candidate), and
-    so is greedy decoding: each is listed once, under the sampled pool."""
+    so is greedy decoding: each is listed once, under the sampled pool when it was
+    studied."""
     rows = []
+    sampled = {s.task for s in studies if s.pool == "sampled"}
     for study in studies:
         for method, values in study.correct.items():
-            if study.pool != "sampled" and method in ("first_sample", "greedy"):
+            pool_free = method in ("first_sample", "greedy")
+            if pool_free and study.pool != "sampled" and study.task in sampled:
                 continue
             representation = "-"
             if method.startswith("ranker["):
@@ -282,11 +285,12 @@ def comparisons(studies: list[TaskStudy], config: StudyConfig) -> dict[str, dict
     over one task's test problems (``studies``: that task's pools)."""
     ours = next(s for s in studies if s.pool == config.default_pool).correct["ranker_default"]
     others: dict[str, np.ndarray] = {}
-    for study in studies:
+    for study in sorted(studies, key=lambda s: s.pool != "sampled"):
         for method in ("first_sample", *FREE_BASELINES):
-            name = method if study.pool == "sampled" else f"{method} ({study.pool})"
-            if study.pool == "sampled" or method not in ("first_sample", "greedy"):
-                others[name] = study.correct[method]
+            pool_free = method in ("first_sample", "greedy") or study.pool == "sampled"
+            others.setdefault(
+                method if pool_free else f"{method} ({study.pool})", study.correct[method]
+            )
     out = {}
     for name, theirs in others.items():
         diff, low, high = paired_difference(ours, theirs, config.bootstrap, seed=1)
