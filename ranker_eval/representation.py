@@ -287,10 +287,10 @@ def comparisons(studies: list[TaskStudy], config: StudyConfig) -> dict[str, dict
     others: dict[str, np.ndarray] = {}
     for study in sorted(studies, key=lambda s: s.pool != "sampled"):
         for method in ("first_sample", *FREE_BASELINES):
-            pool_free = method in ("first_sample", "greedy") or study.pool == "sampled"
-            others.setdefault(
-                method if pool_free else f"{method} ({study.pool})", study.correct[method]
-            )
+            # the first sample and greedy are the same in every pool: named once
+            plain = method in ("first_sample", "greedy") or study.pool == "sampled"
+            name = method if plain else f"{method} ({study.pool})"
+            others.setdefault(name, study.correct[method])
     out = {}
     for name, theirs in others.items():
         diff, low, high = paired_difference(ours, theirs, config.bootstrap, seed=1)
