@@ -120,6 +120,7 @@ def _plot_pairs(
 
 def _summary_lines(results: dict[str, Any]) -> list[str]:
     s, t = results["summary"], results["targets"]
+    bare = results.get("summary_no_signals", {})
     mid, top = results["meta"]["summary_budgets"]
     lines = [
         f"| user | first sample | personal @{mid} | personal @{top} | global @{top} "
@@ -142,6 +143,15 @@ def _summary_lines(results: dict[str, Any]) -> list[str]:
         "",
         f"- Mean top-1 at {mid} events: {verdict(t['mean_at_50'])}.",
         f"- Mean top-1 at {top} events: {verdict(t['mean_at_200'])}.",
+        *(
+            [
+                f"- Without the signals block (several judges are text statistics a signal "
+                f"computes): mean top-1 {_num(bare['mean_top1_at_50'])} at {mid} and "
+                f"{_num(bare['mean_top1_at_200'])} at {top} events."
+            ]
+            if bare.get("mean_top1_at_50") is not None
+            else []
+        ),
         *[
             f"- Pair {pair}: personal minus global at {top} events, averaged over the two "
             f"users: {verdict(entry, ' points')}."
@@ -199,20 +209,23 @@ def _pairs_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _mix_text(shares: list[float] | None, top: int) -> str:
-    """The heads' shares of the ranking head after the last event (two heads: the
-    shipped default)."""
-    if not shares or len(shares) != 2:
+def _head_name(prior: dict[str, float]) -> str:
+    """A head by its prior: 'balanced', or the factors it puts on blocks' prior variance."""
+    return ", ".join(f"{g} x{f:g}" for g, f in prior.items()) or "balanced"
+
+
+def _mix_text(shares: list[float] | None, priors: list[dict[str, float]], top: int) -> str:
+    """The heads' shares of the ranking head after the last event, mean of seeds."""
+    if not shares or len(shares) != len(priors):
         return ""
-    return (
-        f" After {top} events the ranking head is {100 * shares[0]:.0f}% the balanced head "
-        f"and {100 * shares[1]:.0f}% the signals-heavy one (mean of seeds)."
-    )
+    parts = [f"{_head_name(p)} {100 * a:.0f}%" for p, a in zip(priors, shares, strict=True)]
+    return f" Heads' shares of the ranking head after {top} events: {'; '.join(parts)}."
 
 
 def _user_tables(results: dict[str, Any], budgets: list[int]) -> list[str]:
     lines: list[str] = []
     top = budgets[-1]
+    priors = list(results["meta"].get("learner", {}).get("head_priors", []))
     for name, sec in results["users"].items():
         mirrors = MIRRORS.get(sec["judge"], ())
         lines += [
@@ -234,7 +247,7 @@ def _user_tables(results: dict[str, Any], budgets: list[int]) -> list[str]:
                 if mirrors
                 else "No signal computes this judge."
             )
-            + _mix_text(sec.get("head_mix"), top),
+            + _mix_text(sec.get("head_mix"), priors, top),
             "",
             "| events | personal | personal, no signals | global (pooled) | personal - first "
             "| personal - global | judge score of pick (0 worst, 1 best) |",
@@ -468,11 +481,12 @@ def _render(results: dict[str, Any], budgets: list[int]) -> str:
         f"on the answer shown first, half picks among 2-3 shown; noise {meta['noise']} (a "
         f"reaction is random with this probability). Seeds {meta['seeds']}.",
         f"- Learner: what ships, torch-free (`PersonalRanker.learn()` -> `UpdateReport`; "
-        f"TasteConfig {meta['learner']}), after every event: a balanced head and one that "
-        "trusts the signals 100x more, fitted over the same rows and ranked by their Hedge "
-        "mix on each head's prequential pair log-loss (`edge/app/taste_fit.py`). Each curve "
-        "is run twice: with the signals block (shipped) and without it (one head: the "
-        "signals-heavy head is then the balanced one).",
+        f"TasteConfig {meta['learner']}), after every event: one head per entry of "
+        "`head_priors` (each multiplies some blocks' prior variance: balanced, signals x100, "
+        "last-token vector x0.01), fitted over the same rows and ranked by their Hedge mix "
+        "on each head's prequential pair log-loss (`edge/app/taste_fit.py`). Each curve is "
+        "run twice: with the signals block (shipped) and without it (then the signals "
+        "head is the balanced one and is dropped: two heads).",
         "- Global (pooled): the same learner fitted on every user's first N events together, "
         "one ranker for all (what a server would fit from uploaded feedback).",
         "- Full-label ceiling: the same learner fitted on every train prompt with the "

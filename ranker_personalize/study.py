@@ -26,7 +26,15 @@ from ranker_personalize.prompts import PromptItem, split_prompts
 from ranker_personalize.simulate import SimConfig, taste_config
 from ranker_personalize.users import KINDS, MIRRORS, SimUser, make_users
 
-__all__ = ["TARGETS", "interpret", "quick_config", "run_study", "split_pool", "summarise"]
+__all__ = [
+    "TARGETS",
+    "interpret",
+    "quick_config",
+    "run_study",
+    "split_pool",
+    "summarise",
+    "summarise_no_signals",
+]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +101,18 @@ def summarise(results: dict[str, Any], budgets: tuple[int, int]) -> dict[str, An
             round(costs["fit_ms"]["p50"], 2) if "fit_ms" in costs else None
         ),
         "per_user": per_user,
+    }
+
+
+def summarise_no_signals(results: dict[str, Any], budgets: tuple[int, int]) -> dict[str, Any]:
+    """The summary's two means for the head that reads no signals (several judges are
+    text statistics a signal computes): kept beside issue 12's ``summary``."""
+    mid, top = budgets
+    bare = [s["personal_no_signals"] for s in results["users"].values()
+            if "personal_no_signals" in s]  # fmt: skip
+    return {
+        "mean_top1_at_50": _mean([_pct(_at(c, mid)) for c in bare]),
+        "mean_top1_at_200": _mean([_pct(_at(c, top)) for c in bare]),
     }
 
 
@@ -163,7 +183,7 @@ def interpret(name: str, section: dict[str, Any], top: int) -> str:
 
 def _target_notes(results: dict[str, Any]) -> list[str]:
     """Why a mean target is met or missed: how far the head can go on this pool at all."""
-    summary, targets = results["summary"], results["targets"]
+    summary = results["summary"]
     ceilings = [u["ceiling"] for u in summary["per_user"] if u["ceiling"] is not None]
     top = summary["mean_top1_at_200"]
     if not ceilings or top is None:
@@ -178,10 +198,18 @@ def _target_notes(results: dict[str, Any]) -> list[str]:
     )
     if low:
         text += (
-            f"Below 70% even with full labels: {', '.join(low)}; the mean target of "
-            f"{targets['mean_at_200']['target']:.0f}% at 200 events asks for more than these "
-            "users' tastes show in the representation."
+            f"Below 70% even with full labels: {', '.join(low)}: the representation shows "
+            "these tastes only partly. "
         )
+    gaps = sorted(
+        (u["ceiling"] - u["at_200"], u["user"], u["at_200"], u["ceiling"])
+        for u in summary["per_user"]
+        if u["ceiling"] is not None and u["at_200"] is not None
+    )[::-1][:3]
+    text += (
+        "Furthest below their ceiling at 200 events (what more feedback could still teach): "
+        + (", ".join(f"{name} ({at:.0f} vs {ceil:.0f})" for _, name, at, ceil in gaps) + ".")
+    )
     return [text]
 
 
@@ -281,6 +309,7 @@ def run_study(
     top = max(budgets)
     summary_budgets = (50, 200) if {50, 200} <= set(budgets) else (budgets[len(budgets) // 2], top)
     results["summary"] = summarise(results, summary_budgets)
+    results["summary_no_signals"] = summarise_no_signals(results, summary_budgets)
     results["targets"] = _targets(results)
     results["notes"] = [interpret(n, sec, top) for n, sec in results["users"].items()]
     results["notes"] += _target_notes(results) + _pair_notes(results) + _method_notes(pool)
