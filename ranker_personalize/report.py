@@ -482,11 +482,10 @@ def _render(results: dict[str, Any], budgets: list[int]) -> str:
         f"reaction is random with this probability). Seeds {meta['seeds']}.",
         f"- Learner: what ships, torch-free (`PersonalRanker.learn()` -> `UpdateReport`; "
         f"TasteConfig {meta['learner']}), after every event: one head per entry of "
-        "`head_priors` (each multiplies some blocks' prior variance: balanced, signals x100, "
-        "last-token vector x0.01), fitted over the same rows and ranked by their Hedge mix "
-        "on each head's prequential pair log-loss (`edge/app/taste_fit.py`). Each curve is "
-        "run twice: with the signals block (shipped) and without it (then the signals "
-        "head is the balanced one and is dropped: two heads).",
+        "`head_priors` (each multiplies some blocks' prior variance), fitted over the same "
+        "rows and ranked by their Hedge mix on each head's prequential pair log-loss "
+        "(`edge/app/taste_fit.py`). Each curve is run twice: with the signals block "
+        "(shipped) and without it (then the signals-heavy head is the balanced one).",
         "- Global (pooled): the same learner fitted on every user's first N events together, "
         "one ranker for all (what a server would fit from uploaded feedback).",
         "- Full-label ceiling: the same learner fitted on every train prompt with the "

@@ -262,8 +262,8 @@ def test_a_restarted_learner_keeps_the_users_mix_of_heads(tmp_path: Path) -> Non
     _teach(me, range(12))
     saved = me.registry.current("erin", "chat").metadata
     evidence, mix = saved["head_evidence"], saved["head_mix"]
-    assert len(evidence) == len(mix) == 3 and sum(mix) == pytest.approx(1.0)
-    assert max(mix) > 0.5  # 12 events already tell the heads apart
+    assert len(evidence) == len(mix) == 2 and sum(mix) == pytest.approx(1.0)
+    assert max(mix) > 0.6  # 12 events already tell the heads apart
     personal_learner._CACHE._entries.clear()  # a new process
     g, liked = generation(12)
     me.pick(me.show(g), liked[0])
@@ -271,6 +271,6 @@ def test_a_restarted_learner_keeps_the_users_mix_of_heads(tmp_path: Path) -> Non
     assert report.updated and report.fit is not None
     # The rebuilt rows are charged to every head alike (they all restart from the
     # saved mix), so the shares move only by the one new event's evidence.
-    assert np.argmax(report.fit.mix) == np.argmax(mix) and max(report.fit.mix) > 0.5
+    assert np.argmax(report.fit.mix) == np.argmax(mix) and max(report.fit.mix) > 0.6
     after = me.registry.current("erin", "chat").metadata["head_evidence"]
     assert all(a >= b for a, b in zip(after, evidence, strict=True))
