@@ -62,6 +62,8 @@ FREE_BASELINES = ("max_logprob", "max_mean_logprob", "greedy", "self_consistency
 # The candidates a ranker chooses among: K samples, or (``SamplingParams.greedy_first``)
 # the greedy response as candidate 0 and K-1 samples.
 POOLS = ("sampled", "greedy_first")
+# Methods whose pick is the same in every pool: listed and compared once.
+_SAME_IN_EVERY_POOL = ("first_sample", "greedy")
 
 
 @dataclass(frozen=True)
@@ -256,8 +258,7 @@ def representation_rows(studies: list[TaskStudy], config: StudyConfig) -> list[d
     sampled = {s.task for s in studies if s.pool == "sampled"}
     for study in studies:
         for method, values in study.correct.items():
-            pool_free = method in ("first_sample", "greedy")
-            if pool_free and study.pool != "sampled" and study.task in sampled:
+            if method in _SAME_IN_EVERY_POOL and study.pool != "sampled" and study.task in sampled:
                 continue
             representation = "-"
             if method.startswith("ranker["):
@@ -287,8 +288,7 @@ def comparisons(studies: list[TaskStudy], config: StudyConfig) -> dict[str, dict
     others: dict[str, np.ndarray] = {}
     for study in sorted(studies, key=lambda s: s.pool != "sampled"):
         for method in ("first_sample", *FREE_BASELINES):
-            # the first sample and greedy are the same in every pool: named once
-            plain = method in ("first_sample", "greedy") or study.pool == "sampled"
+            plain = method in _SAME_IN_EVERY_POOL or study.pool == "sampled"
             name = method if plain else f"{method} ({study.pool})"
             others.setdefault(name, study.correct[method])
     out = {}

@@ -79,9 +79,10 @@ class PhaseTimer:
             self.seconds[name] = round(time.perf_counter() - start, 2)
 
 
-def first_sampled(config: DemoConfig) -> int:
-    """The index of the first *sampled* candidate: what an app without a ranker shows."""
-    return 1 if config.greedy_first else 0
+def first_sampled(greedy_first: bool) -> int:
+    """The index of the first *sampled* candidate (after the greedy one, if asked
+    for): what an app without a ranker shows."""
+    return 1 if greedy_first else 0
 
 
 def sample(

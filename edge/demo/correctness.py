@@ -29,7 +29,14 @@ from typing import Any
 import numpy as np
 
 from edge.app.personal import PersonalRanker
-from edge.demo.common import Accuracy, PhaseTimer, paired_gain, sample, sample_many
+from edge.demo.common import (
+    Accuracy,
+    PhaseTimer,
+    first_sampled,
+    paired_gain,
+    sample,
+    sample_many,
+)
 from edge.demo.config import DemoConfig, LearnerKind
 from edge.demo.tasks import Problem, first_number, split_problems
 from edge.runtime.client import CentralClient
@@ -108,7 +115,7 @@ def free_picks(generation: Generation, greedy_first: bool = False) -> dict[str, 
     candidate 1; without it there is no greedy answer to pick."""
     greedy = {"greedy decoding": 0} if greedy_first else {}
     return {
-        "first sample": int(greedy_first),
+        "first sample": first_sampled(greedy_first),
         **greedy,
         "highest cumulative log-prob": int(
             np.argmax([c.cumulative_logprob for c in generation.candidates])

@@ -192,7 +192,7 @@ def _figures(
     learn_ms: dict[str, list[float]],
 ) -> UserFigures:
     """Agreement of each picker with `user`'s taste and with `other`'s."""
-    first = [first_sampled(config)] * len(answer_sets)
+    first = [first_sampled(config.greedy_first)] * len(answer_sets)
 
     def agree(chosen: Sequence[int], judge: str) -> list[bool]:
         return agreement(chosen, answer_sets, JUDGES[judge])

@@ -92,7 +92,12 @@ class Pool:
         response, candidates 1..K-1 the samples as before."""
         if self.greedy_candidates is None or self.greedy_texts is None:
             raise ValueError("the pool predates greedy features: regenerate it (the cache resumes)")
-        if self.means is None or self.cumulative is None or self.entropies is None:
+        if (
+            self.means is None
+            or self.cumulative is None
+            or self.entropies is None
+            or self.num_tokens is None
+        ):
             raise ValueError("the pool predates representation v2: regenerate it")
         greedy = self.greedy_candidates
 
@@ -101,8 +106,6 @@ class Pool:
             out[:, 0] = np.asarray(new, dtype=values.dtype)
             return out
 
-        num_tokens = [g.num_tokens for g in greedy]
-        assert self.num_tokens is not None
         return replace(
             self,
             candidates=first(self.candidates, [g.last for g in greedy]),
@@ -111,7 +114,7 @@ class Pool:
             logprobs=first(self.logprobs, [g.cumulative / max(g.num_tokens, 1) for g in greedy]),
             cumulative=first(self.cumulative, [g.cumulative for g in greedy]),
             entropies=first(self.entropies, [g.entropy for g in greedy]),
-            num_tokens=first(self.num_tokens, num_tokens),
+            num_tokens=first(self.num_tokens, [g.num_tokens for g in greedy]),
             texts=[[t, *rest[1:]] for t, rest in zip(self.greedy_texts, self.texts, strict=True)],
             answers=[[g.answer, *rest[1:]] for g, rest in zip(greedy, self.answers, strict=True)],
         )
