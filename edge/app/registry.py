@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from edge._errors import CorruptModelError, RegistryError, UnknownUserError
-from edge.app._atomic import atomic_write, file_lock
+from edge._atomic import atomic_write, file_lock
 from edge.runtime.scoring import Ranker, RankingSession
 
 __all__ = ["Registry", "VersionInfo", "validate_id"]

@@ -47,7 +47,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edge._errors import CorruptModelError, FeatureError
-from edge.app._stamp import stamp_ranker
+from edge.runtime.stamp import stamp_ranker
 from edge.app.checkpoint import Checkpoint
 from edge.runtime.onnx_meta import (
     FORMAT_VERSION,

@@ -6,11 +6,14 @@ ranks ships this room (and ``edge.app``) without torch:
 - ``client``, ``async_client`` (one base in ``client_base``): CentralClient and
   its asyncio twin, returning candidates with numpy features;
 - ``wire``, ``token_wire``: decoding the wire's tensors and per-token chunks;
-- ``scoring``: onnxruntime scoring with hot swap (``Ranker``, ``RankingSession``),
-  feeding every input a graph declares;
+- ``session``, ``scoring``: a loaded ONNX ranker graph (``OnnxSession``, the
+  base SWIFT's token session shares) and onnxruntime scoring with hot swap
+  (``Ranker``, ``RankingSession``), feeding every input a graph declares;
 - ``signals``: the versioned on-device signals of a candidate's text and scalars;
 - ``types``, ``features``, ``onnx_meta``: the values apps get, feature checks,
-  and the metadata keys every exported ranker carries.
+  and the metadata keys every exported ranker carries;
+- ``stamp``: what every writer of a ranker graph records in it (the exporters
+  above and the on-device composer of ``edge.app``).
 """
 
 from __future__ import annotations
@@ -69,16 +72,24 @@ if TYPE_CHECKING:
         read_identity,
     )
     from edge.runtime.scoring import (
-        ModelSource,
         Ranker,
         Ranking,
         RankingSession,
+    )
+    from edge.runtime.session import (
+        ModelSource,
+        OnnxSession,
+        read_model,
+        session_options,
     )
     from edge.runtime.signals import (
         SIGNAL_NAMES,
         SIGNALS_VERSION,
         candidate_signals,
         text_signals,
+    )
+    from edge.runtime.stamp import (
+        stamp_ranker,
     )
     from edge.runtime.token_wire import (
         CandidateTokens,
@@ -134,8 +145,9 @@ _EXPORTS: dict[str, str] = {
     "META_SOURCE_MODEL": "edge.runtime.onnx_meta",
     "META_SOURCE_SHA256": "edge.runtime.onnx_meta",
     "ModelInfo": "edge.runtime.client_base",
-    "ModelSource": "edge.runtime.scoring",
+    "ModelSource": "edge.runtime.session",
     "OUTPUT_SCORES": "edge.runtime.onnx_meta",
+    "OnnxSession": "edge.runtime.session",
     "PemSource": "edge.runtime.client_base",
     "Prompt": "edge.runtime.client_base",
     "Ranker": "edge.runtime.scoring",
@@ -155,6 +167,9 @@ _EXPORTS: dict[str, str] = {
     "identity_metadata": "edge.runtime.onnx_meta",
     "input_doc": "edge.runtime.onnx_meta",
     "read_identity": "edge.runtime.onnx_meta",
+    "read_model": "edge.runtime.session",
+    "session_options": "edge.runtime.session",
+    "stamp_ranker": "edge.runtime.stamp",
     "text_signals": "edge.runtime.signals",
     "token_spec": "edge.runtime.token_wire",
 }
@@ -198,6 +213,7 @@ __all__ = [
     "Instruction",
     "ModelInfo",
     "ModelSource",
+    "OnnxSession",
     "PemSource",
     "Prompt",
     "Ranker",
@@ -215,6 +231,9 @@ __all__ = [
     "identity_metadata",
     "input_doc",
     "read_identity",
+    "read_model",
+    "session_options",
+    "stamp_ranker",
     "text_signals",
     "token_spec",
 ]

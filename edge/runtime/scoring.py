@@ -20,11 +20,11 @@ before. Raw arrays (``score``, ``rank``, ``score_batch``) carry no identity,
 so only their shapes are checked: an app that feeds arrays itself must keep
 them from the model and layer the ranker was trained on.
 
-Sessions run on one intra-op thread because one ranking is a handful of small
-matmuls where thread hand-off costs more than it saves, and the app's UI thread
-should not compete with a pool. ``Ranker`` adds a thread-safe hot swap: a new version is loaded and
-validated *before* it replaces the current one, readers never take a lock (they
-read one reference), and the previous versions are kept for rollback.
+Loading (a path or the bytes, one intra-op thread) is ``edge.runtime.session``'s,
+shared with SWIFT's token session. ``Ranker`` adds a thread-safe hot swap: a new
+version is loaded and validated *before* it replaces the current one, readers
+never take a lock (they read one reference), and the previous versions are kept
+for rollback.
 
 Importing this module must never import torch (checked by the test suite).
 """
@@ -34,10 +34,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from edge._errors import CorruptModelError, FeatureError, RankerError
 from edge.runtime.features import as_candidates, as_vector, check_finite
@@ -53,12 +51,11 @@ from edge.runtime.onnx_meta import (
     OUTPUT_SCORES,
     read_identity,
 )
+from edge.runtime.session import ModelSource, OnnxSession
 from edge.runtime.signals import SIGNAL_NAMES, SIGNALS_VERSION, candidate_signals
 from edge.runtime.types import Candidate, FeatureIdentity, Generation
 
-__all__ = ["ModelSource", "Ranker", "Ranking", "RankingSession"]
-
-ModelSource = bytes | str | Path
+__all__ = ["Ranker", "Ranking", "RankingSession"]
 
 
 @dataclass(frozen=True)
@@ -74,26 +71,6 @@ class Ranking:
         return int(self.order[0])
 
 
-def _read(model: ModelSource) -> tuple[bytes, str]:
-    if isinstance(model, bytes | bytearray | memoryview):
-        return bytes(model), "<bytes>"
-    path = Path(model)
-    try:
-        return path.read_bytes(), str(path)
-    except IsADirectoryError as exc:
-        raise CorruptModelError("is a directory, not an ONNX file", path) from exc
-
-
-def _options(threads: int) -> ort.SessionOptions:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3  # errors only: do not spam the app's stderr
-    return opts
-
-
 # What each optional input is, for error messages that say how to provide it.
 _OPTIONAL_INPUTS: dict[str, str] = {
     INPUT_MEAN_CANDIDATES: "the mean over each response's tokens (Candidate.mean_feature; "
@@ -102,21 +79,11 @@ _OPTIONAL_INPUTS: dict[str, str] = {
 }
 
 
-class RankingSession:
+class RankingSession(OnnxSession):
     """One loaded ONNX ranker: validates features and scores candidates."""
 
     def __init__(self, data: bytes, source: str = "<bytes>", *, threads: int = 1) -> None:
-        if not data:
-            raise CorruptModelError("file is empty", source if source != "<bytes>" else None)
-        try:
-            self._session = ort.InferenceSession(
-                data, sess_options=_options(threads), providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            where = source if source != "<bytes>" else None
-            raise CorruptModelError(f"not a loadable ONNX model ({exc})", where) from exc
-        self.source = source
-        self.metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)
+        super().__init__(data, source, threads=threads)
         self.feature_size = self._check_io()
         self.kind: str | None = self.metadata.get(META_KIND)
         # the features it was trained on; None: not recorded, generations are not checked
@@ -137,16 +104,6 @@ class RankingSession:
                 f"graph declares inputs {sorted(unknown)} this runtime cannot provide",
                 self._where,
             )
-
-    @classmethod
-    def load(cls, model: ModelSource, *, threads: int = 1) -> RankingSession:
-        """Load from a file path or from the ONNX bytes themselves."""
-        data, source = _read(model)
-        return cls(data, source, threads=threads)
-
-    @property
-    def _where(self) -> str | None:
-        return None if self.source == "<bytes>" else self.source
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -349,13 +306,6 @@ class RankingSession:
             check_finite(arr, f"ranker input {name!r}")
             feeds[name] = arr
         return feeds
-
-    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        try:
-            (out,) = self._session.run([OUTPUT_SCORES], feeds)
-        except Exception as exc:
-            raise RankerError(f"onnxruntime failed to score ({self.source}): {exc}") from exc
-        return np.asarray(out, dtype=np.float32)
 
 
 def _last_dim(shape: Sequence[object]) -> int | None:

@@ -13,7 +13,7 @@ features' ``identity`` (the source model's name and weights checksum and the
 layer, e.g. ``generation.identity``), it records that too, and the runtime
 then refuses a generation from another model or layer; without one (the
 default) the model is unknown and not checked. Each input carries a doc string
-with its name, dtype, shape and meaning (``edge.app._stamp``).
+with its name, dtype, shape and meaning (``edge.runtime.stamp``).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ import torch
 from onnx import numpy_helper
 
 from edge._errors import ExportError
-from edge.app._atomic import atomic_write
-from edge.app._stamp import stamp_ranker
+from edge._atomic import atomic_write
+from edge.runtime.stamp import stamp_ranker
 from edge.runtime.onnx_meta import (
     FORMAT_VERSION,
     INPUT_CANDIDATES,

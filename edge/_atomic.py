@@ -1,5 +1,9 @@
 """Crash-safe file replacement: write a temp file, fsync, rename over the target.
 
+Package infrastructure, like ``_errors`` and ``_lazy``: any room may use it, and
+it imports nothing of the package. The registry saves versions with it and the
+exporters write ONNX files with it.
+
 A phone can lose power at any instant. Writing into a temp file in the *same*
 directory and then ``os.replace``-ing it means a reader sees either the old file
 or the complete new one, never a torn mix; fsyncing the file before and the
