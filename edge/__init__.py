@@ -10,6 +10,7 @@ The package is laid out along the torch boundary:
       training/  torch: ListRanker / PointRanker, losses, train, ONNX export, Learner
       swift/     SWIFT, the token-level head: torch to train and export,
                  torch-free scoring
+      checks/    torch: check_ranker, the contract every ranker kind passes
       eval/      no torch: statistics and score fusion
       _errors.py the one exception hierarchy every room raises
 
@@ -73,6 +74,8 @@ if TYPE_CHECKING:
         TokenFeatureRequest,
     )
     from edge.swift import (
+        SwiftConfig,
+        SwiftRanker,
         SwiftTrainConfig,
         SwiftTrainResult,
         TokenDataset,
@@ -91,8 +94,6 @@ if TYPE_CHECKING:
         ParityReport,
         PointRanker,
         PointRankerConfig,
-        SwiftConfig,
-        SwiftRanker,
         TrainConfig,
         TrainResult,
         build_ranker,
@@ -151,8 +152,8 @@ _EXPORTS: dict[str, str] = {
     "Shown": "edge.app",
     "ShownSet": "edge.app",
     "StoreError": "edge._errors",
-    "SwiftConfig": "edge.training",
-    "SwiftRanker": "edge.training",
+    "SwiftConfig": "edge.swift",
+    "SwiftRanker": "edge.swift",
     "SwiftTrainConfig": "edge.swift",
     "SwiftTrainResult": "edge.swift",
     "TokenDataset": "edge.swift",

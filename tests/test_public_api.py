@@ -22,7 +22,7 @@ import pytest
 import edge
 
 REPO = Path(__file__).resolve().parents[1]
-ROOMS = ("runtime", "app", "training", "swift", "eval")
+ROOMS = ("runtime", "app", "training", "swift", "checks", "eval")
 
 
 def _modules(package: str) -> list[str]:

@@ -40,8 +40,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge._errors import CorruptModelError, RegistryError, UnknownUserError
 from edge._atomic import atomic_write, file_lock
+from edge._errors import CorruptModelError, RegistryError, UnknownUserError
 from edge.runtime.scoring import Ranker, RankingSession
 
 __all__ = ["Registry", "VersionInfo", "validate_id"]

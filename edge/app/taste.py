@@ -47,7 +47,6 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edge._errors import CorruptModelError, FeatureError
-from edge.runtime.stamp import stamp_ranker
 from edge.app.checkpoint import Checkpoint
 from edge.runtime.onnx_meta import (
     FORMAT_VERSION,
@@ -67,6 +66,7 @@ from edge.runtime.onnx_meta import (
     read_identity,
 )
 from edge.runtime.signals import SIGNAL_NAMES, SIGNALS_VERSION
+from edge.runtime.stamp import stamp_ranker
 from edge.runtime.types import FeatureIdentity
 
 __all__ = ["BLOCKS", "Block", "TasteHead", "compose_ranker", "graph_blocks"]

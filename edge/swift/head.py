@@ -42,7 +42,7 @@ except ImportError as error:  # a torch-free install: say which extra provides i
     raise MissingDependencyError("edge.swift.head", "torch", "train") from error
 from torch import nn
 
-from edge.training._contract import RankerModule, Step
+from edge.training.rankers import RANKER_KINDS, RankerModule, Step
 
 __all__ = ["SwiftConfig", "SwiftRanker", "TokenSource"]
 
@@ -127,3 +127,7 @@ class SwiftRanker(RankerModule):
         std = rows.std(0)
         self.shift.copy_(torch.from_numpy(mean.astype(np.float32)))
         self.scale.copy_(torch.from_numpy(np.where(std > 1e-6, std, 1.0).astype(np.float32)))
+
+
+# The "swift" entry of the kinds table, which names this module (edge.swift sits above it).
+RANKER_KINDS["swift"] = (SwiftRanker, SwiftConfig)

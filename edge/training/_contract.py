@@ -18,8 +18,9 @@ in ``entry_points``; a function handed a ranker of another family refuses it
 (``require_family``) with the error of its step, naming the kind and the
 function that serves it, before any tensor reaches the wrong ``forward``.
 
-This module sits outside ``edge.training.rankers`` because ``edge.swift.head``
-derives from it while the kinds table there imports ``edge.swift.head``.
+This module sits outside ``edge.training.rankers`` because the kinds' own
+modules (``rankers/list.py``, ...) derive from it while the kinds table in
+``rankers/__init__.py`` imports them; other rooms import it from there.
 """
 
 from __future__ import annotations

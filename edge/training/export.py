@@ -36,9 +36,8 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from edge._errors import ExportError
 from edge._atomic import atomic_write
-from edge.runtime.stamp import stamp_ranker
+from edge._errors import ExportError
 from edge.runtime.onnx_meta import (
     FORMAT_VERSION,
     INPUT_CANDIDATES,
@@ -56,6 +55,7 @@ from edge.runtime.onnx_meta import (
     OUTPUT_SCORES,
     identity_metadata,
 )
+from edge.runtime.stamp import stamp_ranker
 from edge.runtime.types import FeatureIdentity
 from edge.training.rankers import RankerModule, Representation, VectorRanker, require_family
 

@@ -28,7 +28,7 @@ TORCH_FREE_MODULES = (
     "edge.swift.scoring",
     "edge.swift.tokens",
 )
-TORCH_MODULES = ("edge.training.rankers", "edge.training.loop", "edge.swift.head")
+TORCH_MODULES = ("edge.training.rankers", "edge.training.loop", "edge.swift.head", "edge.checks")
 
 
 def _torch_free_modules() -> list[str]:

@@ -1,7 +1,12 @@
-"""Tiny rankers over LLM hidden states (torch): ListRanker, PointRanker and SWIFT.
+"""Tiny rankers over LLM hidden states (torch): ListRanker, PointRanker, and the kinds table.
 
 ``RANKER_KINDS`` is the one table of kinds: adding a kind is adding its entry
-(and the conformance check, ``edge.training.check_ranker``, then covers it).
+(and the conformance check, ``edge.checks.check_ranker``, then covers it). A
+kind defined in a room above this one adds its entry when its module is
+imported; the table names that module (``_LAZY_KINDS``), so looking the kind up
+imports it. SWIFT's head (``edge.swift``, above ``edge.training``) is such a
+kind: this room never imports it.
+
 List and point rankers read one or more parts of a candidate (``Representation``:
 the last-token vector, the mean vector, the signals block), each a named input.
 ``build_ranker`` makes a seeded ranker from a kind and config; ``from_checkpoint``
@@ -12,14 +17,15 @@ rebuilds one from weights stored by the registry. ``require_family`` and
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeVar
+import importlib
+from collections.abc import Iterator, MutableMapping
+from typing import Any, Protocol, TypeVar
 
 import torch
 
 from edge._errors import ExportError, RankerError, TrainingError
 from edge.app.checkpoint import Checkpoint
 from edge.runtime.signals import SIGNAL_NAMES, SIGNALS_VERSION
-from edge.swift.head import SwiftConfig, SwiftRanker
 from edge.training._contract import RankerModule, Step, VectorRanker, count_parameters
 from edge.training.rankers._parts import VECTOR_PARTS, PartRanker, Representation, VectorPart
 from edge.training.rankers.list import ListRanker, ListRankerConfig
@@ -39,8 +45,6 @@ __all__ = [
     "RankerModule",
     "Representation",
     "Step",
-    "SwiftConfig",
-    "SwiftRanker",
     "VectorPart",
     "VectorRanker",
     "build_ranker",
@@ -55,14 +59,59 @@ __all__ = [
 
 Family = TypeVar("Family", bound=RankerModule)
 
-RankerConfig = ListRankerConfig | PointRankerConfig | SwiftConfig
+
+class RankerConfig(Protocol):
+    """What every kind's config has (a dataclass per kind: ``ListRankerConfig``, ...)."""
+
+    @property
+    def feature_size(self) -> int: ...
+
+
+# Kinds defined in rooms above this one: kind -> the module that adds its entry on import.
+_LAZY_KINDS: dict[str, str] = {"swift": "edge.swift.head"}
+
+
+class _KindTable(MutableMapping[str, tuple[type[RankerModule], type[Any]]]):
+    """kind -> (module class, config class), complete: a lazy kind is imported on lookup."""
+
+    def __init__(self, kinds: dict[str, tuple[type[RankerModule], type[Any]]]) -> None:
+        self._kinds = kinds
+
+    def _load(self, kind: str | None = None) -> None:
+        for name, module in _LAZY_KINDS.items():
+            if name not in self._kinds and kind in (None, name):
+                importlib.import_module(module)  # adds the kind's entry
+
+    def __getitem__(self, kind: str) -> tuple[type[RankerModule], type[Any]]:
+        self._load(kind)
+        return self._kinds[kind]
+
+    def __setitem__(self, kind: str, entry: tuple[type[RankerModule], type[Any]]) -> None:
+        self._kinds[kind] = entry
+
+    def __delitem__(self, kind: str) -> None:
+        del self._kinds[kind]
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._kinds or kind in _LAZY_KINDS
+
+    def __iter__(self) -> Iterator[str]:
+        self._load()
+        return iter(self._kinds)
+
+    def __len__(self) -> int:
+        self._load()
+        return len(self._kinds)
+
 
 # kind -> (module class, config class); the module's base says its input family.
-RANKER_KINDS: dict[str, tuple[type[RankerModule], type[Any]]] = {
-    "list": (ListRanker, ListRankerConfig),
-    "point": (PointRanker, PointRankerConfig),
-    "swift": (SwiftRanker, SwiftConfig),  # per-token features: see edge.swift.train
-}
+RANKER_KINDS: MutableMapping[str, tuple[type[RankerModule], type[Any]]] = _KindTable(
+    {
+        "list": (ListRanker, ListRankerConfig),
+        "point": (PointRanker, PointRankerConfig),
+        # "swift": (SwiftRanker, SwiftConfig), per-token features: added by edge.swift.head
+    }
+)
 
 # The error each step raises when it refuses a kind.
 _STEP_ERRORS: dict[Step, type[RankerError]] = {

@@ -8,7 +8,9 @@ import torch
 
 from edge import CorruptModelError, FeatureError
 from edge.swift.export import check_swift_parity, export_swift_onnx
+from edge.swift.head import SwiftConfig, SwiftRanker
 from edge.swift.scoring import TokenRankingSession
+from edge.swift.synthetic import planted_token_dataset
 from edge.swift.tokens import pad_groups, pad_tokens
 from edge.swift.train import (
     SwiftTrainConfig,
@@ -18,14 +20,7 @@ from edge.swift.train import (
     swift_top1,
     train_swift,
 )
-from edge.training.rankers import (
-    SwiftConfig,
-    SwiftRanker,
-    build_ranker,
-    from_checkpoint,
-    make_config,
-)
-from edge.training.synthetic import planted_token_dataset
+from edge.training.rankers import build_ranker, from_checkpoint, make_config
 
 D = 24
 

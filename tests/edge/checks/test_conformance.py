@@ -1,6 +1,6 @@
 """Every ranker kind passes one contract, and a broken kind fails it at the broken step.
 
-``check_ranker`` (edge.training.conformance) is parametrised over ``RANKER_KINDS``:
+``check_ranker`` (edge.checks.conformance) is parametrised over ``RANKER_KINDS``:
 a kind added to that table is checked here without touching this file. The
 refusal tests pin the messages a user sees when a kind meets a path that does
 not serve it: the edge error of that step, naming the kind and the way out.
@@ -19,27 +19,26 @@ from torch import nn
 
 from edge import CorruptModelError, ExportError, TrainingError
 from edge.app.registry import Registry
+from edge.checks import VARIANTS, check_ranker
 from edge.runtime.scoring import Ranker
 from edge.swift import (
     TokenRankingSession,
     build_swift,
     check_swift_parity,
     export_swift_onnx,
+    planted_token_dataset,
     train_swift,
 )
 from edge.training import (
     RANKER_KINDS,
-    VARIANTS,
     LearnerConfig,
     RankerModule,
     VectorRanker,
     build_ranker,
     check_parity,
-    check_ranker,
     export_onnx,
     make_config,
     planted_dataset,
-    planted_token_dataset,
     train,
 )
 
