@@ -9,6 +9,10 @@ ranks ships this room (and ``edge.app``) without torch:
 - ``session``, ``scoring``: a loaded ONNX ranker graph (``OnnxSession``, the
   base SWIFT's token session shares) and onnxruntime scoring with hot swap
   (``Ranker``, ``RankingSession``), feeding every input a graph declares;
+- ``parts``: the registry of a candidate's parts (last, mean, signals): each
+  part's graph input, width, source and version;
+- ``scalars``: the model's numbers per candidate as columns (``Scalars``), what
+  the signals, the store and the datasets read;
 - ``signals``: the versioned on-device signals of a candidate's text and scalars;
 - ``types``, ``features``, ``onnx_meta``: the values apps get, feature checks,
   and the metadata keys every exported ranker carries;
@@ -70,6 +74,17 @@ if TYPE_CHECKING:
         identity_metadata,
         input_doc,
         read_identity,
+    )
+    from edge.runtime.parts import (
+        PARTS,
+        VECTOR_PARTS,
+        Part,
+        PartSpec,
+        VectorPart,
+    )
+    from edge.runtime.scalars import (
+        SCALAR_COLUMNS,
+        Scalars,
     )
     from edge.runtime.scoring import (
         Ranker,
@@ -148,17 +163,24 @@ _EXPORTS: dict[str, str] = {
     "ModelSource": "edge.runtime.session",
     "OUTPUT_SCORES": "edge.runtime.onnx_meta",
     "OnnxSession": "edge.runtime.session",
+    "PARTS": "edge.runtime.parts",
+    "Part": "edge.runtime.parts",
+    "PartSpec": "edge.runtime.parts",
     "PemSource": "edge.runtime.client_base",
     "Prompt": "edge.runtime.client_base",
     "Ranker": "edge.runtime.scoring",
     "Ranking": "edge.runtime.scoring",
     "RankingSession": "edge.runtime.scoring",
+    "SCALAR_COLUMNS": "edge.runtime.scalars",
     "SIGNALS_VERSION": "edge.runtime.signals",
     "SIGNAL_NAMES": "edge.runtime.signals",
+    "Scalars": "edge.runtime.scalars",
     "StreamEvent": "edge.runtime.client_base",
     "TokenAssembler": "edge.runtime.token_wire",
     "TokenFeatureRequest": "edge.runtime.token_wire",
     "Usage": "edge.runtime.types",
+    "VECTOR_PARTS": "edge.runtime.parts",
+    "VectorPart": "edge.runtime.parts",
     "as_candidates": "edge.runtime.features",
     "as_vector": "edge.runtime.features",
     "candidate_signals": "edge.runtime.signals",
@@ -198,8 +220,11 @@ __all__ = [
     "META_SOURCE_MODEL",
     "META_SOURCE_SHA256",
     "OUTPUT_SCORES",
+    "PARTS",
+    "SCALAR_COLUMNS",
     "SIGNALS_VERSION",
     "SIGNAL_NAMES",
+    "VECTOR_PARTS",
     "AsyncCentralClient",
     "Candidate",
     "CandidateTokens",
@@ -214,15 +239,19 @@ __all__ = [
     "ModelInfo",
     "ModelSource",
     "OnnxSession",
+    "Part",
+    "PartSpec",
     "PemSource",
     "Prompt",
     "Ranker",
     "Ranking",
     "RankingSession",
+    "Scalars",
     "StreamEvent",
     "TokenAssembler",
     "TokenFeatureRequest",
     "Usage",
+    "VectorPart",
     "as_candidates",
     "as_vector",
     "candidate_signals",

@@ -51,6 +51,7 @@ from edge.runtime.onnx_meta import (
     OUTPUT_SCORES,
     read_identity,
 )
+from edge.runtime.parts import PARTS
 from edge.runtime.session import ModelSource, OnnxSession
 from edge.runtime.signals import SIGNAL_NAMES, SIGNALS_VERSION, candidate_signals
 from edge.runtime.types import Candidate, FeatureIdentity, Generation
@@ -71,11 +72,10 @@ class Ranking:
         return int(self.order[0])
 
 
-# What each optional input is, for error messages that say how to provide it.
+# The optional inputs (every part but the last-token vector), each with how to provide
+# it, for error messages.
 _OPTIONAL_INPUTS: dict[str, str] = {
-    INPUT_MEAN_CANDIDATES: "the mean over each response's tokens (Candidate.mean_feature; "
-    "ask central for mean features)",
-    INPUT_SIGNALS: "the on-device signals (edge.runtime.signals.candidate_signals)",
+    spec.input: spec.provide for spec in PARTS.values() if spec.input != INPUT_CANDIDATES
 }
 
 
@@ -219,11 +219,16 @@ class RankingSession(OnnxSession):
         )
         return Ranking(order=np.argsort(-scores, kind="stable"), scores=scores)
 
-    def score_generation(self, generation: Generation) -> np.ndarray:
+    def score_generation(
+        self, generation: Generation, *, signals: np.ndarray | None = None
+    ) -> np.ndarray:
         """Score a generation's candidates, feeding every input the graph declares.
 
-        A generation from another model or layer than the one the ranker
-        recorded raises FeatureError (see `check_generation`)."""
+        ``signals`` are the candidates' on-device signals when the caller has
+        already computed them (``candidate_signals(generation.candidates)``,
+        e.g. to store them too); otherwise they are computed here, when the
+        graph reads them. A generation from another model or layer than the
+        one the ranker recorded raises FeatureError (see `check_generation`)."""
         self.check_generation(generation)
         cands = generation.candidates
         if not cands:
@@ -232,12 +237,15 @@ class RankingSession(OnnxSession):
             generation.instruction,
             generation.features,
             mean_candidates=self._mean_of(cands),
-            signals=self._signals_of(cands),
+            signals=self._signals_of(cands, signals),
         )
 
-    def rank_generation(self, generation: Generation) -> Ranking:
-        """Order a generation's candidates best first (stable for ties)."""
-        scores = self.score_generation(generation)
+    def rank_generation(
+        self, generation: Generation, *, signals: np.ndarray | None = None
+    ) -> Ranking:
+        """Order a generation's candidates best first (stable for ties); ``signals``
+        as in ``score_generation``."""
+        scores = self.score_generation(generation, signals=signals)
         return Ranking(order=np.argsort(-scores, kind="stable"), scores=scores)
 
     def check_generation(self, generation: Generation) -> None:
@@ -264,7 +272,9 @@ class RankingSession(OnnxSession):
                 )
         return np.stack([np.asarray(c.mean_feature) for c in cands])
 
-    def _signals_of(self, cands: Sequence[Candidate]) -> np.ndarray | None:
+    def _signals_of(
+        self, cands: Sequence[Candidate], computed: np.ndarray | None
+    ) -> np.ndarray | None:
         if INPUT_SIGNALS not in self.extra_inputs:
             return None
         wanted = self.signals_version
@@ -274,7 +284,7 @@ class RankingSession(OnnxSession):
                 f"{wanted}, this runtime computes version {SIGNALS_VERSION}; retrain or "
                 "pass signals= computed the ranker's way"
             )
-        return candidate_signals(cands)
+        return candidate_signals(cands) if computed is None else computed
 
     def _extras(
         self,
@@ -416,11 +426,15 @@ class Ranker:
             instruction, candidates, mean_candidates=mean_candidates, signals=signals
         )
 
-    def score_generation(self, generation: Generation) -> np.ndarray:
-        return self._active.session.score_generation(generation)
+    def score_generation(
+        self, generation: Generation, *, signals: np.ndarray | None = None
+    ) -> np.ndarray:
+        return self._active.session.score_generation(generation, signals=signals)
 
-    def rank_generation(self, generation: Generation) -> Ranking:
-        return self._active.session.rank_generation(generation)
+    def rank_generation(
+        self, generation: Generation, *, signals: np.ndarray | None = None
+    ) -> Ranking:
+        return self._active.session.rank_generation(generation, signals=signals)
 
     @property
     def identity(self) -> FeatureIdentity | None:
