@@ -1,18 +1,21 @@
 """Language Ranker edge SDK: rank, store feedback, and learn per-user rankers on device.
 
-The package is laid out along the torch boundary:
+The package is laid out along the torch boundary, in rooms that import one
+way: each imports only the rooms listed before it (runtime and eval import
+neither; tests/edge/test_import_direction.py checks every import):
 
     edge/
+      _errors.py the one exception hierarchy every room raises
       runtime/   no torch: CentralClient (sync and asyncio), wire decoding,
-                 onnxruntime scoring (Ranker, RankingSession)
-      app/       no torch: FeedbackStore (SQLite), Registry (versions),
-                 PersonalRanker, datasets and checkpoints as numpy
+                 onnxruntime scoring (Ranker, RankingSession), signals, parts
+      eval/      no torch: statistics and score fusion
+      app/       no torch: FeedbackStore (SQLite), Registry (versions), the
+                 learner seam, the taste learner (app/taste/), PersonalRanker,
+                 datasets and checkpoints as numpy
       training/  torch: ListRanker / PointRanker, losses, train, ONNX export, Learner
       swift/     SWIFT, the token-level head: torch to train and export,
                  torch-free scoring
       checks/    torch: check_ranker, the contract every ranker kind passes
-      eval/      no torch: statistics and score fusion
-      _errors.py the one exception hierarchy every room raises
 
 Every public name is importable from here and is loaded on first use, so
 ``import edge`` loads neither onnxruntime, grpc nor torch until the code that
@@ -28,6 +31,7 @@ from edge._lazy import lazy_exports
 if TYPE_CHECKING:
     from edge._errors import (
         CentralError,
+        ConfigError,
         ConnectionLostError,
         CorruptModelError,
         CorruptStoreError,
@@ -50,11 +54,13 @@ if TYPE_CHECKING:
         FeedbackStore,
         Group,
         GroupDataset,
+        LearnReport,
         Pair,
         PersonalRanker,
         Registry,
         Shown,
         ShownSet,
+        TasteConfig,
         VersionInfo,
         events_to_dataset,
     )
@@ -88,7 +94,6 @@ if TYPE_CHECKING:
     from edge.training import (
         Learner,
         LearnerConfig,
-        LearnReport,
         ListRanker,
         ListRankerConfig,
         ParityReport,
@@ -114,6 +119,7 @@ _EXPORTS: dict[str, str] = {
     "CandidateTokens": "edge.runtime",
     "CentralClient": "edge.runtime",
     "CentralError": "edge._errors",
+    "ConfigError": "edge._errors",
     "Checkpoint": "edge.app",
     "ConnectionLostError": "edge._errors",
     "CorruptModelError": "edge._errors",
@@ -129,7 +135,7 @@ _EXPORTS: dict[str, str] = {
     "GroupDataset": "edge.app",
     "Instruction": "edge.runtime",
     "InvalidRequestError": "edge._errors",
-    "LearnReport": "edge.training",
+    "LearnReport": "edge.app",
     "Learner": "edge.training",
     "LearnerConfig": "edge.training",
     "ListRanker": "edge.training",
@@ -155,6 +161,7 @@ _EXPORTS: dict[str, str] = {
     "SwiftConfig": "edge.swift",
     "SwiftRanker": "edge.swift",
     "SwiftTrainConfig": "edge.swift",
+    "TasteConfig": "edge.app",
     "SwiftTrainResult": "edge.swift",
     "TokenDataset": "edge.swift",
     "TokenFeatureRequest": "edge.runtime",
@@ -188,6 +195,7 @@ __all__ = [
     "CentralClient",
     "CentralError",
     "Checkpoint",
+    "ConfigError",
     "ConnectionLostError",
     "CorruptModelError",
     "CorruptStoreError",
@@ -229,6 +237,7 @@ __all__ = [
     "SwiftRanker",
     "SwiftTrainConfig",
     "SwiftTrainResult",
+    "TasteConfig",
     "TokenDataset",
     "TokenFeatureRequest",
     "TokenGroup",

@@ -7,6 +7,7 @@ vector" (a bug to fix), "this file on disk is damaged" (restore or retrain) and
 still tell those cases apart.
 
     RankerError
+    ├── ConfigError               a config value out of range or unknown (also ValueError)
     ├── FeatureError              wrong size, wrong dtype, NaN/inf in a feature
     ├── UnknownUserError          no data or ranker stored for this user
     ├── UnknownCandidateSetError  feedback for a candidate set never recorded as shown
@@ -34,6 +35,7 @@ from pathlib import Path
 
 __all__ = [
     "CentralError",
+    "ConfigError",
     "ConnectionLostError",
     "CorruptModelError",
     "CorruptStoreError",
@@ -55,6 +57,15 @@ __all__ = [
 
 class RankerError(Exception):
     """Base class of every error raised by the edge SDK."""
+
+
+class ConfigError(RankerError, ValueError):
+    """A config value is invalid: out of range, an unknown name, fields that contradict.
+
+    Raised by every edge config when it is built (``TasteConfig``,
+    ``LearnerConfig``, ``TrainConfig``, the ranker configs, ``DemoConfig``,
+    ...), naming the field and the value; configs are frozen, so a value
+    checked once stays valid."""
 
 
 class FeatureError(RankerError, ValueError):

@@ -228,7 +228,7 @@ def _learn(args: argparse.Namespace) -> int:
         report = Learner(store, Registry(args.home / REGISTRY_DIR)).learn(args.user, args.name)
     if report.updated and report.version is not None:
         print(
-            f"v{report.version.version}: {report.new_events} new events, "
+            f"v{report.version}: {report.new_events} new events, "
             f"loss {report.loss_before:.4f} -> {report.loss_after:.4f} in {report.seconds:.2f} s"
         )
     else:

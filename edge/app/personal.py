@@ -12,11 +12,13 @@ can share the same home.
     me.thumbs(shown, shown.best.index, up=False)
     me.learn()                              # fit, compose the ONNX ranker, hot-swap
 
-Learning needs no torch by default: ``edge.app.personal_learner`` fits a small
-per-user head over the candidates' vectors and on-device signals with numpy,
-on top of the global ranker of the same name when the registry has one, in
-milliseconds per event. ``learner=LearnerConfig(...)`` (``edge.training``,
-needs torch) instead trains a whole List/Point ranker per user, as before.
+Learning goes through one seam (``edge.app.learning``): ``learner=`` takes a
+learner's config, which builds the learner once. By default (``TasteConfig``,
+``edge.app.taste``) it needs no torch: a small per-user head over the
+candidates' vectors and on-device signals, fitted with numpy on top of the
+global ranker of the same name when the registry has one, in milliseconds per
+event. ``learner=LearnerConfig(...)`` (``edge.training``, needs torch) instead
+trains a whole List/Point ranker per user; this module never names it.
 
 Each saved ranker records the identity of the features it learned from (the
 model's name and weights checksum, the layer: ``Generation.identity`` of the
@@ -34,17 +36,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge.app.personal_learner import PersonalLearner, UpdateReport
+from edge.app.learning import LearnerSpec, LearnReport, UserLearner
 from edge.app.registry import Registry
 from edge.app.store import FeedbackStore
-from edge.app.taste_fit import TasteConfig
+from edge.app.taste.config import TasteConfig
 from edge.runtime.scoring import Ranker, Ranking
+from edge.runtime.signals import candidate_signals
 from edge.runtime.types import Candidate, FeatureIdentity, Generation
 
 if TYPE_CHECKING:
-    from edge.app.checkpoint import Checkpoint
     from edge.runtime.client import CentralClient, Prompt
-    from edge.training.learner import LearnerConfig, LearnReport
 
 __all__ = ["PersonalRanker", "Shown"]
 
@@ -81,15 +82,15 @@ class PersonalRanker:
         user: str,
         name: str = "chat",
         *,
-        learner: TasteConfig | LearnerConfig | None = None,
-        base: Checkpoint | None = None,
+        learner: LearnerSpec | None = None,
     ) -> None:
-        """`learner`: a TasteConfig (or None) learns with numpy, a torch head on top of
-        the registry's global ranker of `name` (see edge.app.personal_learner); a
-        LearnerConfig trains a whole torch ranker per user (edge.training.learner).
-        `base` is a torch ranker checkpoint a new user's torch training starts from
-        (it selects the torch learner). Either way a global ranker saved in the
-        registry under `name` ranks for a new user until their first update."""
+        """``learner``: the config of the learner that learns this user's feedback
+        (``edge.app.learning.LearnerSpec``), built once here. None is
+        ``TasteConfig()``: a numpy head on top of the registry's global ranker of
+        ``name`` (``edge.app.taste``); ``edge.training.LearnerConfig(...)`` trains
+        a whole torch ranker per user, from ``LearnerConfig.base`` when given.
+        Either way a global ranker saved in the registry under ``name`` ranks for
+        a new user until their first update."""
         self.central = central
         self.home = Path(home).expanduser()
         self.home.mkdir(parents=True, exist_ok=True)
@@ -97,11 +98,8 @@ class PersonalRanker:
         self.name = name
         self.store = FeedbackStore(self.home / STORE_FILE)
         self.registry = Registry(self.home / REGISTRY_DIR)
-        self._learner_config = learner
-        self._base = base
-        self._torch_learner = base is not None or not (
-            learner is None or isinstance(learner, TasteConfig)
-        )
+        # what learn() calls: built once, whichever learner it is
+        self.learner: UserLearner = (learner or TasteConfig()).build(self.store, self.registry)
         self._ranker_is_global = False
         self._ranker: Ranker | None = None
         # the features of the generations shown by this object, recorded by the next learn
@@ -123,16 +121,17 @@ class PersonalRanker:
         version = self._ranker.version
         return version if isinstance(version, int) else None
 
-    def rank(self, generation: Generation) -> Ranking:
+    def rank(self, generation: Generation, *, signals: np.ndarray | None = None) -> Ranking:
         """Orders a generation best first; index order while there is no ranker yet.
 
         The ranker is fed every input its graph declares: the candidates' vectors,
-        their mean vectors, and the on-device signals of their texts. A generation
-        from another model or layer than the ranker recorded raises FeatureError."""
+        their mean vectors, and the on-device signals of their texts (``signals``
+        when the caller has computed them already). A generation from another
+        model or layer than the ranker recorded raises FeatureError."""
         if self._ranker is None:
             k = len(generation.candidates)
             return Ranking(order=np.arange(k), scores=np.zeros(k, np.float32))
-        return self._ranker.rank_generation(generation)
+        return self._ranker.rank_generation(generation, signals=signals)
 
     def generate(self, prompt: Prompt, k: int = 8, **options: Any) -> Shown:
         """Samples K candidates from central, ranks them, and records them as shown.
@@ -151,12 +150,14 @@ class PersonalRanker:
         return self.show(generation)
 
     def show(self, generation: Generation) -> Shown:
-        """Ranks a generation the app already has and records it as shown."""
-        ranking = self.rank(generation)
+        """Ranks a generation the app already has and records it as shown (its
+        signals computed once, for both)."""
+        signals = candidate_signals(generation.candidates)
+        ranking = self.rank(generation, signals=signals)
         if generation.identity is not None:
             self._identity = generation.identity
         set_id = uuid.uuid4().hex
-        self.store.record_generation(self.user, set_id, generation, task=self.name)
+        self.store.record_generation(self.user, set_id, generation, task=self.name, signals=signals)
         return Shown(set_id, generation, tuple(int(i) for i in ranking.order), self.version)
 
     def thumbs(self, shown: Shown, candidate: int, *, up: bool) -> int:
@@ -171,23 +172,12 @@ class PersonalRanker:
         """A real-valued rating of one candidate."""
         return self.store.score(self.user, shown.set_id, candidate, value)
 
-    def learn(self) -> UpdateReport | LearnReport:
+    def learn(self) -> LearnReport:
         """Learns the feedback recorded since the last update, saves a new version
-        and hot-swaps to it. Torch-free unless a LearnerConfig or `base` was given."""
-        report: UpdateReport | LearnReport
-        if self._torch_learner:
-            from edge.training.learner import Learner, LearnerConfig
-
-            config = self._learner_config
-            torch_config = config if isinstance(config, LearnerConfig) else None
-            learner = Learner(self.store, self.registry, torch_config, base=self._base)
-            report = learner.learn(self.user, self.name, self._identity)
-        else:
-            taste = self._learner_config if isinstance(self._learner_config, TasteConfig) else None
-            personal = PersonalLearner(self.store, self.registry, taste)
-            report = personal.learn(self.user, self.name, self._identity)
+        and hot-swaps to it."""
+        report = self.learner.learn(self.user, self.name, self._identity)
         if report.updated and report.version is not None:
-            self._swap(report.version.version)
+            self._swap(report.version)
         return report
 
     def rollback(self) -> int:

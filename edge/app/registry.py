@@ -42,26 +42,16 @@ from typing import Any
 
 from edge._atomic import atomic_write, file_lock
 from edge._errors import CorruptModelError, RegistryError, UnknownUserError
+from edge.app.ids import validate_id
 from edge.runtime.scoring import Ranker, RankingSession
 
-__all__ = ["Registry", "VersionInfo", "validate_id"]
+__all__ = ["Registry", "VersionInfo"]
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}$")
 _MANIFEST = "manifest.json"
 _FORMAT = 1
 _LOCK = ".lock"  # held for every write to a ranker directory
 _LEARN_LOCK = ".learn.lock"  # held by a learner across read-fit-save (see Registry.locked)
 _VERSION_FILE = re.compile(r"^v(\d{6})\.(?:onnx|weights\.npz)$")
-
-
-def validate_id(value: str, what: str) -> str:
-    """Accept ids usable as one path component; reject traversal and separators."""
-    if not isinstance(value, str) or not _ID.match(value) or ".." in value:
-        raise RegistryError(
-            f"invalid {what} {value!r}: use 1-128 characters from letters, digits and "
-            "_ . @ + -, starting with a letter or digit, without '..'"
-        )
-    return value
 
 
 def _sha256(data: bytes) -> str:

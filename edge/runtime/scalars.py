@@ -70,10 +70,11 @@ def _column(
 class Scalars:
     """The K candidates' scalars, a column each (None: the whole column is unknown)."""
 
-    num_tokens: tuple[int | None, ...] | None = None  # generated tokens, end-of-sequence excluded
-    cumulative_logprobs: tuple[float | None, ...] | None = None  # sum of token log-probs
-    mean_entropies: tuple[float | None, ...] | None = None  # mean next-token entropy, nats
-    finish_reasons: tuple[str | None, ...] | None = None  # "eos" or "length"
+    # Any sequences in; kept as tuples (see the module docstring).
+    num_tokens: Sequence[int | None] | None = None  # generated tokens, end-of-sequence excluded
+    cumulative_logprobs: Sequence[float | None] | None = None  # sum of token log-probs
+    mean_entropies: Sequence[float | None] | None = None  # mean next-token entropy, nats
+    finish_reasons: Sequence[str | None] | None = None  # "eos" or "length"
 
     def __post_init__(self) -> None:
         # Any sequence in, one normalised form kept (see the module docstring).
@@ -91,7 +92,7 @@ class Scalars:
             finish_reasons=tuple(c.finish_reason for c in candidates),
         )
 
-    def columns(self) -> dict[str, tuple[object, ...] | None]:
+    def columns(self) -> dict[str, Sequence[object] | None]:
         """Each column by name, in ``SCALAR_COLUMNS`` order."""
         return {name: getattr(self, name) for name in SCALAR_COLUMNS}
 

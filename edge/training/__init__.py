@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from edge.training.learner import (
         Learner,
         LearnerConfig,
-        LearnReport,
     )
     from edge.training.loop import (
         TrainConfig,
@@ -87,7 +86,6 @@ if TYPE_CHECKING:
 # public name -> the module that defines it (imported on first use)
 _EXPORTS: dict[str, str] = {
     "Exporter": "edge.training.export",
-    "LearnReport": "edge.training.learner",
     "Learner": "edge.training.learner",
     "LearnerConfig": "edge.training.learner",
     "ListRanker": "edge.training.rankers",
@@ -140,7 +138,6 @@ __all__ = [
     "RECOMMENDED_VECTORS",
     "VECTOR_PARTS",
     "Exporter",
-    "LearnReport",
     "Learner",
     "LearnerConfig",
     "ListRanker",

@@ -34,8 +34,8 @@ import torch
 from torch import nn
 
 from edge.app.checkpoint import Checkpoint
-from edge.app.dataset import Part
 from edge.runtime.onnx_meta import INPUT_CANDIDATES, INPUT_INSTRUCTION
+from edge.runtime.parts import Part
 
 __all__ = ["RankerModule", "Step", "VectorRanker", "count_parameters"]
 

@@ -1,12 +1,13 @@
 """Incremental per-user learning: new feedback + replay -> new registry version (torch).
 
-``Learner.learn(user, name)`` is the whole loop an app runs in the background:
+``Learner.learn(user, name)`` (the ``edge.app.learning.UserLearner`` that
+``LearnerConfig`` builds) is the whole loop an app runs in the background:
 
 1. read the events newer than the cursor stored with the user's current version;
 2. mix in a random sample of older events (replay) so one burst of new feedback
    does not make the ranker forget what it learned before;
-3. start from the user's current weights, else a given base checkpoint, else the
-   registry's global ranker of that name, else a fresh ranker;
+3. start from the user's current weights, else the config's base checkpoint, else
+   the registry's global ranker of that name, else a fresh ranker;
 4. train a few steps (on every part of the shown sets the ranker reads: the
    last-token vectors, and for a representation v2 ranker the mean vectors and
    signals), export to ONNX, check torch/onnxruntime parity;
@@ -24,11 +25,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from edge._errors import TrainingError
+from edge._errors import ConfigError, TrainingError
 from edge.app.checkpoint import Checkpoint
-from edge.app.personal_learner import IDENTITY_KEY
-from edge.app.registry import Registry, VersionInfo
-from edge.app.store import FeedbackStore, events_to_dataset
+from edge.app.learning import IDENTITY_KEY, LearnReport, StartedFrom
+from edge.app.registry import Registry
+from edge.app.store import FeedbackStore
+from edge.app.training_data import events_to_dataset
 from edge.runtime.types import FeatureIdentity
 from edge.training.export import Exporter, check_parity, export_onnx
 from edge.training.loop import TrainConfig, evaluate_loss, train
@@ -42,9 +44,7 @@ from edge.training.rankers import (
     require_kind,
 )
 
-__all__ = ["LearnReport", "Learner", "LearnerConfig"]
-
-StartedFrom = Literal["user", "base", "global", "scratch"]
+__all__ = ["Learner", "LearnerConfig"]
 
 
 def _default_train() -> TrainConfig:
@@ -53,12 +53,15 @@ def _default_train() -> TrainConfig:
     return TrainConfig(epochs=1, min_steps=30, batch_candidates=64)
 
 
-@dataclass
+@dataclass(frozen=True)
 class LearnerConfig:
     """How a Learner builds, trains and exports per-user rankers."""
 
     kind: str = "list"  # ranker kind for users starting from scratch: a list or point kind
     ranker_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"hidden_size": 32}
+    # A list or point ranker new users start from (before the registry's global ranker
+    # of that name); None: none.
+    base: Checkpoint | None = field(default=None, repr=False)
     train: TrainConfig = field(default_factory=_default_train)  # optimiser settings per update
     replay_size: int = 256  # older events mixed into each update (0 disables replay)
     min_new_events: int = 1  # skip the update until at least this many new events
@@ -70,6 +73,14 @@ class LearnerConfig:
     def __post_init__(self) -> None:
         # Feedback holds one vector per candidate: per-token kinds (SWIFT) cannot learn from it.
         require_kind(self.kind, VectorRanker, "train", "Learner")
+        if self.base is not None:
+            require_kind(self.base.kind, VectorRanker, "train", "Learner")
+        if self.replay_size < 0 or self.min_new_events < 0:
+            raise ConfigError("replay_size and min_new_events must be at least 0")
+
+    def build(self, store: FeedbackStore, registry: Registry) -> Learner:
+        """The torch learner with these settings (what ``PersonalRanker`` calls)."""
+        return Learner(store, registry, self)
 
     @classmethod
     def per_event(cls, **overrides: Any) -> LearnerConfig:
@@ -91,24 +102,6 @@ class LearnerConfig:
             **overrides,
         }
         return cls(**fields)
-
-
-@dataclass(frozen=True)
-class LearnReport:
-    """What one ``learn`` call did."""
-
-    user: str  # whose ranker
-    name: str  # which ranker
-    updated: bool  # False when there was not enough new feedback
-    version: VersionInfo | None  # the saved version, None when not updated
-    new_events: int  # events since the previous cursor
-    replayed_events: int  # older events mixed in
-    examples: int  # groups + pairs trained on
-    started_from: StartedFrom | None  # where the weights came from
-    loss_before: float  # loss on the new events before training
-    loss_after: float  # loss on the new events after training
-    cursor: int  # event id up to which feedback is now learned
-    seconds: float  # wall-clock time of the whole update
 
 
 class _WarmModels:
@@ -150,19 +143,11 @@ class Learner:
     """Keeps users' rankers up to date from a FeedbackStore into a Registry."""
 
     def __init__(
-        self,
-        store: FeedbackStore,
-        registry: Registry,
-        config: LearnerConfig | None = None,
-        *,
-        base: Checkpoint | None = None,
+        self, store: FeedbackStore, registry: Registry, config: LearnerConfig | None = None
     ) -> None:
         self.store = store
         self.registry = registry
         self.config = config or LearnerConfig()
-        if base is not None:
-            require_kind(base.kind, VectorRanker, "train", "Learner")
-        self.base = base  # global/task ranker new users start from
 
     def _cursor(self, user: str, name: str) -> int:
         if not self.registry.has(user, name):
@@ -182,8 +167,8 @@ class Learner:
             weights = self.registry.load_weights(user, name)
             if weights is not None:
                 return from_checkpoint(Checkpoint.from_bytes(weights, f"{user}/{name}")), "user"
-        if self.base is not None:
-            return from_checkpoint(self.base), "base"
+        if self.config.base is not None:
+            return from_checkpoint(self.config.base), "base"
         if self.registry.has(None, name):
             weights = self.registry.load_weights(None, name)
             if weights is not None:
@@ -203,10 +188,7 @@ class Learner:
         cursor = self._cursor(user, name)
         new = self.store.events(user, since=cursor, task=name)
         if len(new) < max(1, self.config.min_new_events):
-            return LearnReport(
-                user, name, False, None, len(new), 0, 0, None, float("nan"), float("nan"),
-                cursor, time.perf_counter() - start,
-            )  # fmt: skip
+            return LearnReport.skipped(user, name, cursor, time.perf_counter() - start, len(new))
         replay = self.store.sample_events(
             user, self.config.replay_size, up_to=cursor, task=name, seed=new[-1].event_id
         )
@@ -260,7 +242,8 @@ class Learner:
             user=user,
             name=name,
             updated=True,
-            version=info,
+            version=info.version,
+            saved=info,
             new_events=len(new),
             replayed_events=len(replay),
             examples=data.num_groups,

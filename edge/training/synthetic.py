@@ -16,7 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edge.app.dataset import GroupDataset, Part
+from edge.app.dataset import GroupDataset
+from edge.runtime.parts import Part
 
 __all__ = ["planted_dataset"]
 

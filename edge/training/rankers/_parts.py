@@ -34,25 +34,22 @@ so old configs and checkpoints load unchanged.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from edge.app.dataset import Part
 from edge.runtime.onnx_meta import (
     INPUT_CANDIDATES,
     INPUT_INSTRUCTION,
     INPUT_MEAN_CANDIDATES,
     INPUT_SIGNALS,
 )
+from edge.runtime.parts import VECTOR_PARTS, Part, VectorPart
 from edge.training._contract import VectorRanker
 
 __all__ = ["VECTOR_PARTS", "PartRanker", "Representation", "VectorPart"]
-
-VectorPart = Literal["last", "mean"]
-VECTOR_PARTS: tuple[VectorPart, ...] = ("last", "mean")  # in input order
 
 
 class Representation:

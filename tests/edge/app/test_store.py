@@ -17,7 +17,8 @@ from edge import (
     UnknownCandidateSetError,
     UnknownUserError,
 )
-from edge.app.store import FeedbackStore, events_to_dataset
+from edge.app.store import FeedbackStore
+from edge.app.training_data import events_to_dataset
 
 D = 16
 REPO = Path(__file__).resolve().parents[3]
@@ -273,7 +274,7 @@ def test_a_schema_1_store_migrates_in_place_and_its_events_stay_usable(tmp_path:
         shown = old[0].shown
         np.testing.assert_array_equal(shown.candidates, cand)
         np.testing.assert_array_equal(shown.instruction, inst)
-        assert shown.mean_candidates is None and shown.num_tokens is None
+        assert shown.mean_candidates is None and not shown.scalars.known
         assert shown.signals is None and old[0].signals_version is None
         # Signals are recomputed from the stored texts (scalars unknown: 0).
         np.testing.assert_array_equal(
@@ -303,6 +304,7 @@ def test_a_store_from_a_newer_release_is_refused_untouched(tmp_path: Path) -> No
 def test_a_generation_is_stored_with_mean_vectors_scalars_and_signals(
     store: FeedbackStore,
 ) -> None:
+    from edge.runtime.scalars import Scalars
     from edge.runtime.signals import SIGNALS_VERSION, candidate_signals
     from edge.runtime.types import Candidate, Generation
 
@@ -319,8 +321,7 @@ def test_a_generation_is_stored_with_mean_vectors_scalars_and_signals(
     assert event.signals_version == SIGNALS_VERSION
     shown = event.shown
     np.testing.assert_array_equal(shown.mean_candidates, mean)
-    assert shown.num_tokens == (3, 1) and shown.cumulative_logprobs == (-1.5, -0.25)
-    assert shown.mean_entropies == (0.7, None) and shown.finish_reasons == ("eos", "length")
+    assert shown.scalars == Scalars((3, 1), (-1.5, -0.25), (0.7, None), ("eos", "length"))
     assert shown.texts == ("- one\n- two", "A long answer!")
     assert shown.signals_version == SIGNALS_VERSION
     np.testing.assert_array_equal(shown.signals, candidate_signals(cands))
@@ -329,7 +330,7 @@ def test_a_generation_is_stored_with_mean_vectors_scalars_and_signals(
     partial = (cands[0], Candidate(1, "x", (), "eos", 0.0, cand[1]))
     assert store.record_generation("u", "h", Generation("p", inst, partial)).mean_candidates is None
     with pytest.raises(StoreError, match="got 1 num_tokens values for 2 candidates"):
-        store.record_shown("u", "bad", inst, cand[:2], num_tokens=[1])
+        store.record_shown("u", "bad", inst, cand[:2], scalars=Scalars(num_tokens=[1]))
     with pytest.raises(FeatureError, match="mean candidate features"):
         store.record_shown("u", "bad", inst, cand[:2], mean_candidates=cand[:2, :5])
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge import TrainingError
-from edge.app.taste import compose_ranker
-from edge.app.taste_fit import Pairs, Reaction, TasteConfig, TasteFit, preference_pairs
+from edge import ConfigError, TrainingError
+from edge.app.taste import Pairs, Reaction, TasteConfig, TasteFit, compose_ranker, preference_pairs
 from edge.runtime.scoring import RankingSession
 from edge.runtime.signals import SIGNAL_NAMES
 
@@ -63,9 +62,9 @@ def _objective_and_gradient(
 ) -> tuple[float, np.ndarray]:
     """The documented objective of one head (its prior in ``s``) and its gradient,
     written out independently."""
-    pairs, s = fit.pairs(), fit._scale(fit._heads[head])
-    x = fit._full_rows().astype(np.float64)
-    g = fit._g[: fit.num_rows]  # the global offsets (0 without a global ranker)
+    pairs, s = fit.pairs(), fit.scale(fit.heads[head])
+    x = fit.rows.full().astype(np.float64)
+    g = fit.rows.offsets  # the global offsets (0 without a global ranker)
     margins = x[pairs.winners] @ v - x[pairs.losers] @ v + g[pairs.winners] - g[pairs.losers]
     value = (pairs.weights * np.logaddexp(0, -margins)).sum() + 0.5 * fit.config.l2 * (
         (v / s) ** 2
@@ -84,12 +83,12 @@ def test_the_fit_reaches_the_optimum_of_the_documented_objective() -> None:
     report = fit.fit(200)
     value, grad = _objective_and_gradient(fit, fit.v)
     assert value < start
-    assert np.linalg.norm(fit._scale() * grad) < 1e-6 * start
+    assert np.linalg.norm(fit.scale() * grad) < 1e-6 * start
     np.testing.assert_allclose(report.loss * fit.pairs().weights.sum(), value, rtol=1e-6)
     # A small move in any direction cannot lower the objective.
     rng = np.random.default_rng(1)
     for _ in range(5):
-        nudge = 1e-4 * rng.standard_normal(fit.width) * fit._scale()
+        nudge = 1e-4 * rng.standard_normal(fit.width) * fit.scale()
         assert _objective_and_gradient(fit, fit.v + nudge)[0] >= value - 1e-9
 
 
@@ -103,14 +102,12 @@ def test_one_update_per_event_tracks_the_full_refit() -> None:
     _fill(cold, data, 0, 120)
     cold.fit(300)
     # The default heads: signals x100 (first), then the mean-vector head (last x0.01).
-    gap = warm._objective(warm.pairs(), warm._heads[1]) - cold._objective(
-        cold.pairs(), cold._heads[1]
-    )
-    assert 0 <= gap < 1e-3 * cold._objective(cold.pairs(), cold._heads[1])
+    gap = warm.objective(warm.heads[1]) - cold.objective(cold.heads[1])
+    assert 0 <= gap < 1e-3 * cold.objective(cold.heads[1])
     # The signals-heavy head's steps move the signals first: it lags further, by
     # design (see the module docstring), but it tracks.
-    heavy = warm._objective(warm.pairs(), warm._heads[0])
-    best = cold._objective(cold.pairs(), cold._heads[0])
+    heavy = warm.objective(warm.heads[0])
+    best = cold.objective(cold.heads[0])
     assert 0 <= heavy - best < 0.1 * best
     # One balanced head alone tracks within 0.1% too.
     blocks = ("last", "mean", "signals")
@@ -121,8 +118,8 @@ def test_one_update_per_event_tracks_the_full_refit() -> None:
         one.fit()
     _fill(exact, data, 0, 120)
     exact.fit(300)
-    gap = one._objective(one.pairs()) - exact._objective(exact.pairs())
-    assert 0 <= gap < 1e-3 * exact._objective(exact.pairs())
+    gap = one.objective() - exact.objective()
+    assert 0 <= gap < 1e-3 * exact.objective()
     test = _planted(300, 64, seed=3)
     scores = warm.head().score(test[0], test[1], test[2])
     assert (scores.argmax(1) == test[3].argmax(1)).mean() > 0.6  # chance: 1/6
@@ -145,13 +142,13 @@ def test_a_warm_iteration_reads_part_of_the_history_and_still_reaches_the_optimu
     best, _ = _objective_and_gradient(exact, exact.v)
     value, grad = _objective_and_gradient(partial, partial.v)
     assert value == pytest.approx(best, rel=1e-6)
-    assert np.linalg.norm(partial._scale() * grad) < 1e-5 * best
+    assert np.linalg.norm(partial.scale() * grad) < 1e-5 * best
     # Every iteration read about a quarter, plus the whole history when the estimate
     # said "converged" and the exact gradient was checked.
     assert all(0.25 <= r.refreshed <= 1.25 + 1e-9 for r in reports)
-    kept = partial._heads[0].g_ref
+    kept = partial.heads[0].g_ref
     np.testing.assert_allclose(kept, _objective_and_gradient(partial, partial.v)[1]
-                               - partial.config.l2 * partial.v / partial._scale() ** 2,
+                               - partial.config.l2 * partial.v / partial.scale() ** 2,
                                rtol=1e-4, atol=1e-6)  # fmt: skip
 
 
@@ -172,17 +169,17 @@ def test_every_head_reaches_its_own_optimum_and_their_mix_is_one_onnx_head() -> 
     )
     _fill(fit, data, 0, 40)
     fit.fit(300, refresh=1.0)
-    for i, head in enumerate(fit._heads):
+    for i, head in enumerate(fit.heads):
         start, _ = _objective_and_gradient(fit, np.zeros(fit.width), i)
         value, grad = _objective_and_gradient(fit, head.v, i)
         # float32 rows: the signals-heavy head (10x wider in s) stops nearer 1e-5
-        assert value < start and np.linalg.norm(fit._scale(head) * grad) < 1e-5 * start
-    assert not np.allclose(fit._heads[0].v, fit._heads[1].v)  # the priors differ
+        assert value < start and np.linalg.norm(fit.scale(head) * grad) < 1e-5 * start
+    assert not np.allclose(fit.heads[0].v, fit.heads[1].v)  # the priors differ
     share = fit.mix()
     assert share.sum() == pytest.approx(1.0) and (share > 0).all()
-    np.testing.assert_allclose(fit.v, share @ np.stack([h.v for h in fit._heads]))
+    np.testing.assert_allclose(fit.v, share @ np.stack([h.v for h in fit.heads]))
     test = _planted(50, 24, seed=6)
-    parts = [h.v for h in fit._heads]
+    parts = [h.v for h in fit.heads]
     expected = sum(
         a * (test[0] @ v[:24] + test[1] @ v[24:48] + test[2] @ v[48:])
         for a, v in zip(share, parts, strict=True)
@@ -205,11 +202,11 @@ def test_each_set_is_scored_by_every_head_before_it_is_learned() -> None:
     _fill(fit, data, 0, 1)  # a pick over 3: 3 pairs, scored at v = 0
     assert fit.evidence == pytest.approx((3 * np.log(2),) * 2)
     fit.fit(20)
-    before = [h.evidence for h in fit._heads]
+    before = [h.evidence for h in fit.heads]
     _fill(fit, data, 1, 2)
     pairs = fit.pairs(["1"])
     decay = fit.config.evidence_decay  # older evidence counts less as sets arrive
-    for head, old in zip(fit._heads, before, strict=True):
+    for head, old in zip(fit.heads, before, strict=True):
         margins = head.h[pairs.winners] - head.h[pairs.losers]
         charged = (pairs.weights * np.logaddexp(0, -margins)).sum()
         assert head.evidence == pytest.approx(decay * old + charged)
@@ -261,7 +258,7 @@ def test_prequential_evidence_picks_the_head_whose_prior_fits_the_taste(
     truth = utility.argmax(1)
     mixed = (fit.head().score(last, mean, sig).argmax(1) == truth).mean()
     alone = []
-    for head in fit._heads:
+    for head in fit.heads:
         v = head.v
         scores = last @ v[:d] + mean @ v[d : 2 * d] + sig @ v[2 * d :]
         alone.append((scores.argmax(1) == truth).mean())
@@ -357,11 +354,11 @@ def test_a_fit_with_u_reaches_the_optimum_and_starts_at_the_global_ranker() -> N
     fit.fit(300, refresh=1.0)
     value, grad = _objective_and_gradient(fit, fit.v)
     assert value < 0.1 * start  # the reversed taste is easy once the global is reversed
-    assert np.linalg.norm(fit._scale() * grad) < 1e-6 * start
+    assert np.linalg.norm(fit.scale() * grad) < 1e-6 * start
     assert fit.head().global_weight == fit.v[-1] < 0
     # The global column is standardised by the global score's within-set spread.
     spread = np.concatenate([x - x.mean() for x in data[3]])
-    assert fit._scale()[-1] == pytest.approx(1 / np.sqrt((spread**2).sum() / (30 * 5)))
+    assert fit.scale()[-1] == pytest.approx(1 / np.sqrt((spread**2).sum() / (30 * 5)))
     # A fit warm-started from the head continues from its u.
     again = TasteFit(24, ("last", "mean", "signals"), TasteConfig(), has_global=True)
     again.add_set("0", data[0][0], data[1][0], data[2][0], global_scores=data[3][0])
@@ -374,10 +371,12 @@ def test_a_fit_with_u_reaches_the_optimum_and_starts_at_the_global_ranker() -> N
 
 def test_bad_input_is_refused() -> None:
     fit = TasteFit(8, ("last", "mean"), TasteConfig())
-    with pytest.raises(TrainingError, match="needs the 'last' block"):
+    with pytest.raises(TrainingError, match="needs the 'last' part"):
         TasteFit(8, ("mean",), TasteConfig())
-    with pytest.raises(TrainingError, match="l2 must be positive"):
+    with pytest.raises(ConfigError, match="l2 must be positive"):
         TasteConfig(l2=0)
+    with pytest.raises(ConfigError, match="refresh_block must be at least 1"):
+        TasteConfig(refresh_block=0)
     fit.add_set("a", np.zeros((3, 8), np.float32))
     with pytest.raises(TrainingError, match="already in the fit"):
         fit.add_set("a", np.zeros((3, 8), np.float32))
