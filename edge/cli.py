@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from edge._errors import RankerError
-from edge.demo.config import PARTS, DemoConfig
+from edge.demo.config import DEMO_PARTS, DemoConfig
 
 __all__ = ["main"]
 
@@ -164,7 +164,7 @@ def _demo_config(args: argparse.Namespace) -> DemoConfig:
         greedy_first=args.greedy_first,
         token=_token(args), tls=args.tls,
         root_certificates=None if args.tls_ca is None else str(args.tls_ca),
-        parts=(args.only,) if args.only else PARTS,
+        parts=(args.only,) if args.only else DEMO_PARTS,
         train_prompts=args.train_prompts, test_prompts=args.test_prompts,
         learn_every=args.learn_every, max_new_tokens=args.max_new_tokens, kind=args.kind,
         taste_prompts=args.taste_prompts, taste_test_prompts=args.taste_test_prompts,

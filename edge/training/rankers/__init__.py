@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 import torch
 
-from edge._errors import ExportError, RankerError, TrainingError
+from edge._errors import ConfigError, ExportError, RankerError, TrainingError
 from edge.app.checkpoint import Checkpoint
 from edge.runtime.signals import SIGNAL_NAMES, SIGNALS_VERSION
 from edge.training._contract import RankerModule, Step, VectorRanker, count_parameters
@@ -151,7 +151,7 @@ def require_family(model: RankerModule, family: type[Family], step: Step, caller
 def require_kind(kind: str, family: type[RankerModule], step: Step, caller: str) -> None:
     """Like ``require_family`` for a kind named in a config, before any ranker is built."""
     if kind not in RANKER_KINDS:
-        raise ValueError(f"unknown ranker kind {kind!r}, expected one of {sorted(RANKER_KINDS)}")
+        raise ConfigError(f"unknown ranker kind {kind!r}, expected one of {sorted(RANKER_KINDS)}")
     module = RANKER_KINDS[kind][0]
     if not issubclass(module, family):
         raise _refusal(kind, module, family, step, caller)
@@ -168,11 +168,11 @@ def make_config(
     or ``signal_prior={"mean_logprob": 1.0}``.
     """
     if kind not in RANKER_KINDS:
-        raise ValueError(f"unknown ranker kind {kind!r}, expected one of {sorted(RANKER_KINDS)}")
+        raise ConfigError(f"unknown ranker kind {kind!r}, expected one of {sorted(RANKER_KINDS)}")
     cfg_cls = RANKER_KINDS[kind][1]
     if signals:
         if not issubclass(cfg_cls, Representation):
-            raise ValueError(f"{kind!r} rankers do not read the signals block")
+            raise ConfigError(f"{kind!r} rankers do not read the signals part")
         overrides = {
             "signal_names": SIGNAL_NAMES,
             "signals_version": SIGNALS_VERSION,
@@ -220,7 +220,7 @@ def build_ranker(config: RankerConfig, seed: int = 0) -> RankerModule:
 def from_checkpoint(ckpt: Checkpoint) -> RankerModule:
     """Rebuild a torch ranker (kind, config and weights) from a numpy checkpoint."""
     if ckpt.kind not in RANKER_KINDS:
-        raise ValueError(f"checkpoint has unknown ranker kind {ckpt.kind!r}")
+        raise ConfigError(f"checkpoint has unknown ranker kind {ckpt.kind!r}")
     cfg_cls = RANKER_KINDS[ckpt.kind][1]
     names = {f.name for f in dataclasses.fields(cfg_cls)}
     config = cfg_cls(**{k: v for k, v in ckpt.config.items() if k in names})

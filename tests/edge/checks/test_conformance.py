@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from edge import CorruptModelError, ExportError, TrainingError
+from edge import ConfigError, CorruptModelError, ExportError, TrainingError
 from edge.app.registry import Registry
 from edge.checks import VARIANTS, check_ranker
 from edge.runtime.scoring import Ranker
@@ -173,7 +173,7 @@ def test_language_ranker_paths_refuse_swift_and_name_its_own(
         check_parity(swift_head, swift_onnx)
     with pytest.raises(TrainingError, match="Learner takes 'list' or 'point' rankers; 'swift'"):
         LearnerConfig(kind="swift")
-    with pytest.raises(ValueError, match="unknown ranker kind 'tree'"):
+    with pytest.raises(ConfigError, match="unknown ranker kind 'tree'"):
         LearnerConfig(kind="tree")
 
 
