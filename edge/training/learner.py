@@ -72,9 +72,12 @@ class LearnerConfig:
 
     def __post_init__(self) -> None:
         # Feedback holds one vector per candidate: per-token kinds (SWIFT) cannot learn from it.
-        require_kind(self.kind, VectorRanker, "train", "Learner")
-        if self.base is not None:
-            require_kind(self.base.kind, VectorRanker, "train", "Learner")
+        kinds = [self.kind] + ([self.base.kind] if self.base is not None else [])
+        for kind in kinds:
+            try:
+                require_kind(kind, VectorRanker, "train", "Learner")
+            except TrainingError as refusal:  # the train step's refusal, as a config error
+                raise ConfigError(str(refusal)) from refusal
         if self.replay_size < 0 or self.min_new_events < 0:
             raise ConfigError("replay_size and min_new_events must be at least 0")
 

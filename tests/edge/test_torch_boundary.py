@@ -102,3 +102,16 @@ def test_every_public_name_of_the_torch_free_rooms_resolves_without_torch() -> N
     proc = _run_blocked(code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def test_recording_feedback_loads_neither_onnxruntime_nor_onnx() -> None:
+    """A process that only records feedback (the store and its records) never pays for
+    the ranking runtime: ids are checked without loading the registry's sessions."""
+    code = (
+        "import edge.app.store, edge.app.records, edge.app.training_data\n"
+        "loaded = sorted(m for m in ('onnxruntime', 'onnx', 'grpc') if m in sys.modules)\n"
+        "print(loaded)\n"
+    )
+    proc = _run_blocked(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

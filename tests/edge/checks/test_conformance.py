@@ -171,7 +171,7 @@ def test_language_ranker_paths_refuse_swift_and_name_its_own(
         export_onnx(swift_head)
     with pytest.raises(ExportError, match=_needs("swift", "edge.swift.check_swift_parity")):
         check_parity(swift_head, swift_onnx)
-    with pytest.raises(TrainingError, match="Learner takes 'list' or 'point' rankers; 'swift'"):
+    with pytest.raises(ConfigError, match="Learner takes 'list' or 'point' rankers; 'swift'"):
         LearnerConfig(kind="swift")
     with pytest.raises(ConfigError, match="unknown ranker kind 'tree'"):
         LearnerConfig(kind="tree")

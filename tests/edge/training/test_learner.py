@@ -87,11 +87,11 @@ def test_new_user_starts_from_base_or_global(parts: tuple[FeedbackStore, Registr
 def test_swift_weights_are_refused_by_name_wherever_they_come_from(
     parts: tuple[FeedbackStore, Registry],
 ) -> None:
-    from edge import TrainingError
+    from edge import ConfigError, TrainingError
 
     store, registry = parts
     swift = build_ranker(make_config("swift", D)).to_checkpoint()
-    with pytest.raises(TrainingError, match="Learner takes 'list' or 'point' rankers; 'swift'"):
+    with pytest.raises(ConfigError, match="Learner takes 'list' or 'point' rankers; 'swift'"):
         LearnerConfig(base=swift)
     registry.save_global("chat", b"unused-onnx", weights=swift.to_bytes())
     _record(store, "gus", 0, 3)

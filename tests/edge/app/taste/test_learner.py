@@ -24,7 +24,7 @@ from edge.app.taste import TasteHead, TasteLearner, compose_ranker
 from edge.runtime.scoring import RankingSession
 from tests.edge.app._generations import generation
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[4]
 D = 32  # the shared ListRanker fixture's feature size
 K = 5
 
