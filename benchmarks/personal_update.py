@@ -116,7 +116,7 @@ class Step:
         event = self.me.thumbs(self.shown, self.pick, up=self.up)
         report = self.me.learn()
         assert report.updated and report.cursor == event, (report.updated, report.cursor, event)
-        assert self.me.version == report.version.version
+        assert self.me.version == report.version
         return report
 
 

@@ -10,8 +10,10 @@ their set, so the features training needs are stored once.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -46,6 +48,23 @@ class ShownSet:
     def k(self) -> int:
         return int(self.candidates.shape[0])
 
+    # The scalars' old spelling, one attribute per column (deprecated: ``scalars.<name>``).
+    @property
+    def num_tokens(self) -> Sequence[int | None] | None:
+        return _old_column(self.scalars, "num_tokens")
+
+    @property
+    def cumulative_logprobs(self) -> Sequence[float | None] | None:
+        return _old_column(self.scalars, "cumulative_logprobs")
+
+    @property
+    def mean_entropies(self) -> Sequence[float | None] | None:
+        return _old_column(self.scalars, "mean_entropies")
+
+    @property
+    def finish_reasons(self) -> Sequence[str | None] | None:
+        return _old_column(self.scalars, "finish_reasons")
+
     def signal_block(self) -> np.ndarray:
         """(K, S) signals of the current SIGNALS_VERSION: as stored when they are of
         this version, else recomputed from the stored texts and scalars."""
@@ -74,3 +93,12 @@ class FeedbackEvent:
     @property
     def set_id(self) -> str:
         return self.shown.set_id
+
+
+def _old_column(scalars: Scalars, name: str) -> Any:
+    warnings.warn(
+        f"ShownSet.{name} is deprecated: read ShownSet.scalars.{name}",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return getattr(scalars, name)

@@ -31,6 +31,7 @@ import json
 import sqlite3
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -122,6 +123,10 @@ class FeedbackStore:
         mean_candidates: np.ndarray | None = None,
         scalars: Scalars | None = None,
         signals: np.ndarray | None = None,
+        num_tokens: Sequence[int] | None = None,
+        cumulative_logprobs: Sequence[float] | None = None,
+        mean_entropies: Sequence[float | None] | None = None,
+        finish_reasons: Sequence[str] | None = None,
     ) -> ShownSet:
         """Record that ``user`` was shown these K candidates; feedback may follow.
 
@@ -129,8 +134,19 @@ class FeedbackStore:
         vectors (same shape as ``candidates``), the model's scalars and the
         on-device signals of the current version (computed here from the texts
         and scalars when not given). ``record_generation`` fills all of it from
-        a Generation.
+        a Generation. The four scalar columns by keyword are the old spelling of
+        ``scalars=Scalars(...)`` (deprecated).
         """
+        by_keyword = Scalars(num_tokens, cumulative_logprobs, mean_entropies, finish_reasons)
+        if by_keyword.known:
+            if scalars is not None:
+                raise StoreError("give the scalars as scalars= or as columns, not both")
+            warnings.warn(
+                "record_shown(num_tokens=..., ...) is deprecated: pass scalars=Scalars(...)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            scalars = by_keyword
         validate_id(user, "user id")
         validate_id(task, "task")
         if not isinstance(set_id, str) or not set_id:
