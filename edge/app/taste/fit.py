@@ -104,7 +104,8 @@ class TasteFit:
         offset and, when u is fitted, the last column."""
         if set_id in self._sets:
             raise TrainingError(f"set {set_id!r} is already in the fit")
-        new = self.rows.deviations(set_id, candidates, mean_candidates, signals, global_scores)
+        parts = {"last": candidates, "mean": mean_candidates, "signals": signals}
+        new = self.rows.deviations(set_id, parts, global_scores)
         start, grown = self.rows.add(new)
         for head in self.heads:
             if grown is not None:

@@ -24,7 +24,7 @@ docs/taste-learner.md for why.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,14 +125,13 @@ class Rows:
     def deviations(
         self,
         set_id: str,
-        candidates: np.ndarray,
-        mean_candidates: np.ndarray | None = None,
-        signals: np.ndarray | None = None,
+        parts: Mapping[str, np.ndarray | None],
         global_scores: np.ndarray | None = None,
     ) -> SetRows:
-        """A set's K rows as deviations from the set's mean; the parts it lacks stay 0.
-        Checked and computed only: ``add`` keeps them."""
-        cand = np.asarray(candidates, np.float32)
+        """A set's K rows as deviations from the set's mean, from its ``parts`` by name
+        ((K, width) each; "last" required); the parts it lacks stay 0. Checked and
+        computed only: ``add`` keeps them."""
+        cand = np.asarray(parts["last"], np.float32)
         k = cand.shape[0]
         if cand.ndim != 2 or cand.shape[1] != self.feature_size:
             raise FeatureError(
@@ -142,10 +141,10 @@ class Rows:
         rows = np.zeros((k, self.width), np.float32)
         g = np.zeros(k) if global_scores is None else np.asarray(global_scores, np.float64)
         column = None if global_scores is None else g[:, None]
-        given = {"last": cand, "mean": mean_candidates, "signals": signals, "global": column}
+        given = {**parts, "last": cand, "global": column}
         squares: dict[str, np.ndarray] = {}
         for group, (lo, hi) in self.groups.items():
-            value = given[group]
+            value = given.get(group)
             if value is None:
                 continue
             arr = np.asarray(value, np.float64)

@@ -20,7 +20,7 @@ def _rows(sets: int = 5, d: int = 6, seed: int = 0, **options: object) -> tuple[
         k = 3 + i % 3
         last = rng.standard_normal((k, d)) + 50.0  # a large offset every answer shares
         signals, scores = rng.standard_normal((k, S)), rng.standard_normal(k)
-        rows.add(rows.deviations(str(i), last, signals=signals, global_scores=scores))
+        rows.add(rows.deviations(str(i), {"last": last, "signals": signals}, scores))
         raw.append((last, signals, scores))
     return rows, raw
 
@@ -62,9 +62,9 @@ def test_a_set_that_does_not_fit_is_refused_before_anything_is_kept() -> None:
     rows, _ = _rows(sets=2)
     count, scale = rows.count, rows.scale().copy()
     with pytest.raises(FeatureError, match="signals part has shape"):
-        rows.deviations("bad", np.zeros((3, 6)), signals=np.zeros((3, S + 1)))
+        rows.deviations("bad", {"last": np.zeros((3, 6)), "signals": np.zeros((3, S + 1))})
     with pytest.raises(FeatureError, match=r"candidates have shape \(3, 5\)"):
-        rows.deviations("bad", np.zeros((3, 5)))
+        rows.deviations("bad", {"last": np.zeros((3, 5))})
     assert rows.count == count and np.array_equal(rows.scale(), scale)
     with pytest.raises(TrainingError, match="needs the 'last' part"):
         Rows(6, ("mean",))
