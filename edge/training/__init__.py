@@ -180,10 +180,12 @@ __all__ = [
     "train",
 ]
 
-# Names that moved to the rooms above this one (edge.swift, edge.checks): still
-# reachable here for old code, with a DeprecationWarning (see CHANGELOG.md).
+# Names that moved to other rooms (the one report of every learner to edge.app;
+# SWIFT and the checks to the rooms above this one): still reachable here for
+# old code, with a DeprecationWarning (see CHANGELOG.md).
 _MOVED: dict[str, str] = {
     "ConformanceReport": "edge.checks.ConformanceReport",
+    "LearnReport": "edge.app.LearnReport",
     "SwiftConfig": "edge.swift.SwiftConfig",
     "SwiftRanker": "edge.swift.SwiftRanker",
     "VARIANTS": "edge.checks.VARIANTS",

@@ -59,6 +59,7 @@ def test_dataset_rejects_inconsistent_groups() -> None:
     ("package", "old", "new"),
     [
         ("edge.training", "SwiftRanker", "edge.swift.SwiftRanker"),
+        ("edge.training", "LearnReport", "edge.app.LearnReport"),
         ("edge.training", "check_ranker", "edge.checks.check_ranker"),
         ("edge.training", "planted_token_dataset", "edge.swift.planted_token_dataset"),
         ("edge.app", "PersonalLearner", "edge.app.TasteLearner"),
