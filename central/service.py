@@ -67,9 +67,10 @@ class CentralServicer(pb_grpc.CentralServiceServicer):
         self.limits = limits or ServiceLimits()
         self.engine = Engine(loaded, self.limits, engine)
 
-    def close(self) -> None:
-        """Cancels whatever is running and stops the engine."""
-        self.engine.close()
+    def close(self, timeout: float = 10.0) -> bool:
+        """Cancels whatever is running and stops the engine; False if its thread is still
+        inside a computation after `timeout` seconds."""
+        return self.engine.close(timeout)
 
     def Info(self, request: pb.InfoRequest, context: grpc.ServicerContext) -> pb.InfoResponse:
         m = self.loaded

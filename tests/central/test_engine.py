@@ -327,7 +327,7 @@ def test_a_shared_decode_step_that_fails_is_retried_without_the_request_that_bro
 
 def test_a_long_response_features_call_past_its_deadline_stops_within_a_piece(tiny_model) -> None:
     # One response far longer than a Features pass: it is fed a slice at a time.
-    engine = Engine(tiny_model, config=EngineConfig(turn_tokens=16))
+    engine = Engine(tiny_model, ServiceLimits(features_pass_tokens=16))
     try:
         prompt = tiny_model.tokenizer("Rate this")["input_ids"]
         long = (tiny_model.tokenizer("word " * 200)["input_ids"] * 8)[:220]
@@ -393,7 +393,7 @@ def test_a_cancelled_or_expired_request_gives_its_slot_back_at_once(tiny_model) 
     gate = threading.Event()
 
     def hold(module, args):  # the engine is stuck inside a pass until the gate opens
-        gate.wait(10)
+        gate.wait(30)
 
     try:
         with _hooked(tiny_model, hold):
@@ -402,6 +402,7 @@ def test_a_cancelled_or_expired_request_gives_its_slot_back_at_once(tiny_model) 
             queued = engine.submit_generate(_job(tiny_model, "queued", k=1, tokens=3))
             with pytest.raises(Overloaded):
                 engine.submit_generate(_job(tiny_model, "one too many", k=1, tokens=3))
+            started = time.monotonic()
             queued.cancel()
             assert isinstance(list(queued.events())[-1], StreamEnd)
             queued.release()
@@ -410,6 +411,7 @@ def test_a_cancelled_or_expired_request_gives_its_slot_back_at_once(tiny_model) 
             )
             assert list(expiring.events())[-1].details == "deadline exceeded"
             expiring.release()
+            assert time.monotonic() - started < 0.2 + 1.0  # not when the engine moves on
             busy.cancel()
             busy.release()
             assert engine.admitted == 0  # while the engine is still inside its pass
