@@ -223,6 +223,8 @@ _FLAGS = {
     "engine.max_batch_requests": "--max-batch-requests",
     "engine.max_queued_requests": "--max-queued-requests",
     "engine.stall_seconds": "--stall-seconds",
+    "engine.turn_tokens": "--turn-tokens",
+    "engine.stuck_seconds": "--stuck-seconds",
 }
 
 

@@ -276,7 +276,9 @@ def test_a_cancel_storm_leaves_the_engine_idle_and_serving(server) -> None:
 
 def test_limits_answer_resource_exhausted_naming_the_limit(tiny_model) -> None:
     settings = {
-        "limits": ServiceLimits(max_request_tokens=300, max_prompt_bytes=1000),
+        "limits": ServiceLimits(
+            max_request_tokens=300, max_prompt_bytes=1000, max_features_bytes=1000
+        ),
         # One request at a time, one waiting, and a request whose client does not read
         # holds its place (its per-token features wait for room).
         "engine": EngineConfig(max_batch_requests=1, max_queued_requests=1, max_buffered_bytes=1),
@@ -292,6 +294,11 @@ def test_limits_answer_resource_exhausted_naming_the_limit(tiny_model) -> None:
                 list(stub.Generate(request, timeout=10))
             assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert limit in refused.value.details()
+        too_long = pb.FeaturesRequest(prompt=pb.Prompt(text="hi"), responses=["x" * 2000])
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Features(too_long, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "max_features_bytes" in refused.value.details()
         unread = _request(k=4, tokens=20, token_features=pb.TokenFeatureSpec(enabled=True))
         holding = stub.Generate(unread, timeout=30)
         next(holding)
