@@ -364,25 +364,40 @@ def test_a_long_response_features_call_past_its_deadline_stops_within_a_piece(ti
 
 
 def test_a_long_prompt_is_prefilled_in_pieces_while_others_keep_decoding(tiny_model) -> None:
-    engine = Engine(tiny_model, config=EngineConfig(turn_tokens=8))
+    endless = dataclasses.replace(tiny_model, eos_token_ids=frozenset())  # rows never end early
+    engine = Engine(endless, config=EngineConfig(turn_tokens=8))
+    passes: list[tuple[int, int]] = []  # (rows, tokens) of every pass, in order
+
+    def record(module, args, kwargs):
+        passes.append(tuple(kwargs["input_ids"].shape))
+
     try:
-        running = _job(tiny_model, "keep going", k=2, tokens=40, seed=4)
-        long = _job(tiny_model, "a long prompt, " * 12, k=2, tokens=4, seed=5)
+        running = _job(endless, "keep going", k=2, tokens=60, seed=4)
+        long = _job(endless, "a long prompt, " * 12, k=2, tokens=4, seed=5)
         reference = [
             {
                 c.index: c
-                for c in sample(tiny_model, j.prompt_ids, j.sampling, 2, entropy=True)
+                for c in sample(endless, j.prompt_ids, j.sampling, 2, entropy=True)
                 if isinstance(c, SampledCandidate)
             }
             for j in (running, long)
         ]
-        first = engine.submit_generate(running)
-        assert isinstance(next(first.events()), InstructionReady)
-        second = engine.submit_generate(long)
-        (_, got_running, end_running), (_, got_long, end_long) = _collect(first), _collect(second)
+        with _hooked(endless, record, kwargs=True):
+            first = engine.submit_generate(running)
+            assert isinstance(next(first.events()), InstructionReady)
+            second = engine.submit_generate(long)
+            (_, got_running, end_running), (_, got_long, end_long) = (
+                _collect(first),
+                _collect(second),
+            )
         assert isinstance(end_running, Done) and isinstance(end_long, Done)
         _assert_same(reference[0], got_running)
         _assert_same(reference[1], got_long)  # pieces of 8 tokens: the same as one pass
+        # The long prompt went in as pieces of 8, with decode steps between them.
+        pieces = [i for i, shape in enumerate(passes) if shape == (1, 8)]
+        assert len(pieces) >= len(long.prompt_ids) // 8 - 1
+        between = passes[pieces[0] : pieces[-1]]
+        assert sum(rows == 2 and tokens == 1 for rows, tokens in between) >= len(pieces) - 1
     finally:
         engine.close()
 
