@@ -136,6 +136,21 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
         help="a client that has not read for this long is cancelled",
     )
     parser.add_argument(
+        "--turn-tokens",
+        type=int,
+        default=engine.turn_tokens,
+        help="tokens of prefill, Features and per-token work between two decode steps "
+        "(the most one such pass feeds): lower keeps running requests producing faster "
+        "while others start",
+    )
+    parser.add_argument(
+        "--stuck-seconds",
+        type=float,
+        default=engine.stuck_seconds,
+        help="an engine that finishes no piece of work for this long reports NOT_SERVING "
+        "and fails what it holds with UNAVAILABLE until it moves again",
+    )
+    parser.add_argument(
         "--max-workers",
         type=int,
         default=None,
@@ -211,6 +226,8 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
             max_batch_requests=args.max_batch_requests,
             max_queued_requests=args.max_queued_requests,
             stall_seconds=args.stall_seconds,
+            turn_tokens=args.turn_tokens,
+            stuck_seconds=args.stuck_seconds,
         ),
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,

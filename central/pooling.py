@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .forward import PrefilledPrompt, ResponsePass
+from .forward import PrefilledPrompt, ResponseChunk, ResponsePass
 from .model import LoadedModel
 
-__all__ = ["Pooled", "entropy", "pool_response_pass", "pool_responses"]
+__all__ = ["ChunkPooling", "Pooled", "entropy", "pool_response_pass", "pool_responses"]
 
 
 @dataclass(frozen=True)
@@ -78,3 +78,45 @@ def pool_response_pass(passed: ResponsePass, layers: Sequence[int]) -> Pooled:
         if drawn_from is None
         else float(entropy(torch.log_softmax(drawn_from, dim=-1)).mean()),
     )
+
+
+class ChunkPooling:
+    """The same vectors as `pool_response_pass`, gathered from a batch fed in chunks.
+
+    What the engine uses for a Features call, so that a response of any
+    length is fed a bounded slice at a time: per row, a running sum of the
+    states and of the entropies, and the state of the last token once its
+    slice comes by.
+    """
+
+    def __init__(self, rows: int, layer: int, width: int, entropy: bool) -> None:
+        self.layer = layer
+        self._total = torch.zeros(rows, width)
+        self._last = torch.zeros(rows, width)
+        self._entropy = [0.0] * rows if entropy else None
+        self._lengths = [1] * rows
+
+    def add(self, chunk: ResponseChunk) -> None:
+        hidden = chunk.hidden[self.layer]
+        self._lengths = chunk.lengths
+        for row in range(hidden.shape[0]):
+            n = chunk.real_columns(row)
+            if n == 0:
+                continue
+            self._total[row] += hidden[row, :n].sum(dim=0)
+            if chunk.start + n == chunk.lengths[row]:  # the row's last token is in this slice
+                self._last[row] = hidden[row, n - 1]
+            if self._entropy is not None:
+                drawn_from = torch.log_softmax(chunk.drawn_from(row), dim=-1)
+                self._entropy[row] += float(entropy(drawn_from).sum())
+
+    def pooled(self) -> list[Pooled]:
+        """One `Pooled` (one layer) per row, once every chunk has been added."""
+        return [
+            Pooled(
+                last=self._last[row, None].numpy().copy(),
+                mean=(self._total[row, None] / n).numpy(),
+                mean_entropy=None if self._entropy is None else self._entropy[row] / n,
+            )
+            for row, n in enumerate(self._lengths)
+        ]

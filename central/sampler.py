@@ -34,6 +34,7 @@ per vocabulary entry.
 from __future__ import annotations
 
 import copy
+import math
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ __all__ = [
     "Draw",
     "SampledCandidate",
     "SamplingConfig",
+    "SamplingError",
     "empty_response_state",
     "ended_at_once",
     "pick_next",
@@ -89,6 +91,10 @@ class SampledCandidate:
 
 class Cancelled(Exception):
     """`should_stop` turned true; generation was abandoned mid-way."""
+
+
+class SamplingError(ValueError):
+    """The model's next-token distribution cannot be sampled (NaN or infinite logits)."""
 
 
 NO_FEATURE = np.empty(0, dtype=np.float32)  # the feature when features are off
@@ -339,6 +345,8 @@ def pick_next(
         rows = torch.tensor(list(greedy_rows))
         next_ids[rows] = logits[rows].argmax(dim=-1)
     chosen = logp.gather(1, next_ids[:, None])[:, 0].tolist()
+    if not all(math.isfinite(value) for value in chosen):  # the model's output is broken
+        raise SamplingError("the model's next-token logits are not finite (NaN or inf)")
     entropies = entropy(logp, probs).tolist() if with_entropy else [0.0] * len(chosen)
     return next_ids, chosen, entropies
 
@@ -365,7 +373,7 @@ def _pick_tokens(
     vocab = logits.shape[-1]
     if model_probs is not None and _draws_from_model(config, vocab):
         return _draw(model_probs, generator)
-    scores = logits / config.temperature
+    scores = _tempered(logits, config.temperature)
     if 0 < config.top_k < vocab:
         kth = torch.topk(scores, config.top_k, dim=-1).values[:, -1:]
         scores = scores.masked_fill(scores < kth, float("-inf"))
@@ -378,6 +386,27 @@ def _pick_tokens(
         drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
         scores = scores.masked_fill(drop, float("-inf"))
     return _draw(torch.softmax(scores, dim=-1), generator)
+
+
+def _tempered(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """`logits / temperature`, safe for any temperature in (0, inf).
+
+    A plain division overflows once |logit| / temperature passes float32's
+    range (temperature 1e-38 turned every score into +-inf, and the softmax
+    into NaN). Shifting each row by its maximum first makes the best score
+    exactly 0 whatever the temperature, and the others at worst -inf, so the
+    softmax stays defined: a tiny temperature draws the most likely token
+    (uniformly among ties), a huge one draws uniformly. The temperature is
+    held at float32's smallest normal number, so a denormal one cannot be
+    flushed to zero (0 / 0) by a CPU that flushes denormals.
+    """
+    if temperature >= 1.0:  # nothing can overflow: keep the plain division's rounding
+        return logits / temperature
+    shifted = logits - logits.amax(dim=-1, keepdim=True)
+    return shifted / max(temperature, _SMALLEST_NORMAL)
+
+
+_SMALLEST_NORMAL = float(torch.finfo(torch.float32).tiny)
 
 
 def _draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -396,6 +425,11 @@ def _draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     rows, vocab = probs.shape
     blocks = torch.nn.functional.pad(probs, (0, (-vocab) % _BLOCK)).view(rows, -1, _BLOCK)
     block_cdf = blocks.sum(dim=-1, dtype=torch.float64).cumsum(dim=-1)  # (rows, blocks)
+    totals = block_cdf[:, -1]
+    if not bool(((totals > 0) & torch.isfinite(totals)).all()):  # NaN logits, say
+        raise SamplingError(
+            "the next-token distribution is not a distribution (NaN, infinite or zero mass)"
+        )
     u = torch.rand((rows, 1), dtype=torch.float64, generator=generator)
     target = _below(u * block_cdf[:, -1:], block_cdf[:, -1:])
     block = torch.searchsorted(block_cdf, target, right=True)  # (rows, 1)

@@ -22,7 +22,7 @@ import numpy as np
 from language_ranker.v1 import ranker_pb2 as pb
 from language_ranker.v1 import ranker_pb2_grpc as pb_grpc
 
-from ._errors import RequestError
+from ._errors import LimitError, RequestError
 from .config import EngineConfig
 from .engine import (
     Done,
@@ -67,9 +67,10 @@ class CentralServicer(pb_grpc.CentralServiceServicer):
         self.limits = limits or ServiceLimits()
         self.engine = Engine(loaded, self.limits, engine)
 
-    def close(self) -> None:
-        """Cancels whatever is running and stops the engine."""
-        self.engine.close()
+    def close(self, timeout: float = 10.0) -> bool:
+        """Cancels whatever is running and stops the engine; False if its thread is still
+        inside a computation after `timeout` seconds."""
+        return self.engine.close(timeout)
 
     def Info(self, request: pb.InfoRequest, context: grpc.ServicerContext) -> pb.InfoResponse:
         m = self.loaded
@@ -200,11 +201,14 @@ def _instruction(
 
 
 def _checked(context: grpc.ServicerContext, validate: Callable[[], _Job]) -> _Job:
-    """The validated job, or the call aborted with INVALID_ARGUMENT naming the field."""
+    """The validated job, or the call aborted with INVALID_ARGUMENT naming the field
+    (RESOURCE_EXHAUSTED naming the limit for a request over one)."""
     try:
         return validate()
     except RequestError as error:
         _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+    except LimitError as error:
+        _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) -> NoReturn:
@@ -238,9 +242,7 @@ def _submitted(context: grpc.ServicerContext, submit: Callable[[float | None], T
         ticket = submit(deadline)
     except Overloaded as error:
         code = (
-            grpc.StatusCode.UNAVAILABLE
-            if error.shutting_down
-            else grpc.StatusCode.RESOURCE_EXHAUSTED
+            grpc.StatusCode.UNAVAILABLE if error.unavailable else grpc.StatusCode.RESOURCE_EXHAUSTED
         )
         _abort(context, code, str(error))
     if not context.add_callback(ticket.cancel):  # the call already ended

@@ -8,10 +8,13 @@ and as the single-request sampler gives.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
 
+import grpc
 import numpy as np
 import pytest
 
@@ -239,4 +242,231 @@ def test_a_slow_reader_stops_its_own_work_not_the_others(tiny_model) -> None:
         unread.release()
         assert engine.wait_idle(10)
     finally:
+        engine.close()
+
+
+@contextlib.contextmanager
+def _hooked(model, hook, *, kwargs: bool = False, after: bool = False) -> Iterator[None]:
+    """Runs `hook` on every pass of the model's decoder (before it, or after it with
+    `after`) inside the block: how these tests make a computation fail or stall in a
+    real model."""
+    decoder = model.model.model
+    if after:
+        handle = decoder.register_forward_hook(hook, with_kwargs=True)
+    else:
+        handle = decoder.register_forward_pre_hook(hook, with_kwargs=kwargs)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def test_a_tiny_temperature_beside_an_innocent_request_harms_neither(engine, tiny_model) -> None:
+    innocent = _job(tiny_model, "an innocent request", k=4, tokens=10, seed=21)
+    alone = _collect(engine.submit_generate(innocent))[1]
+    tiny = _job(tiny_model, "a tiny temperature", k=3, tokens=10, seed=5, temperature=1e-38)
+    greedy = _collect(
+        engine.submit_generate(
+            dataclasses.replace(tiny, sampling=dataclasses.replace(tiny.sampling, temperature=0.0))
+        )
+    )[1]
+    tickets = [engine.submit_generate(tiny), engine.submit_generate(innocent)]
+    (_, cold, cold_end), (_, busy, busy_end) = (_collect(t) for t in tickets)
+    assert isinstance(cold_end, Done) and isinstance(busy_end, Done), (cold_end, busy_end)
+    _assert_same(alone, busy)
+    # A temperature that small is greedy decoding, row after row.
+    assert [c.token_ids for c in cold.values()] == [greedy[0].token_ids] * 3
+    assert engine.wait_idle(5) and engine.admitted == 0
+
+
+def test_a_request_the_model_fails_on_fails_alone(engine, tiny_model) -> None:
+    # NaN logits for one prompt (recognised by its length): its first draw fails.
+    culprit = _job(tiny_model, "poison " * 9, k=2, tokens=8, seed=1)
+    innocent = _job(tiny_model, "fine", k=3, tokens=8, seed=2)
+    alone = _collect(engine.submit_generate(innocent))[1]
+    poisoned = len(culprit.prompt_ids)
+
+    def nan_states(module, args, kwargs, output):
+        if kwargs["input_ids"].shape[1] == poisoned:
+            output.last_hidden_state.fill_(float("nan"))
+
+    with _hooked(tiny_model, nan_states, after=True):
+        tickets = [engine.submit_generate(culprit), engine.submit_generate(innocent)]
+        (_, _, failed), (_, served, done) = (_collect(t) for t in tickets)
+    assert isinstance(failed, StreamEnd) and failed.code == grpc.StatusCode.INTERNAL, failed
+    assert "not finite" in failed.details or "not a distribution" in failed.details
+    assert isinstance(done, Done)
+    _assert_same(alone, served)
+    assert engine.wait_idle(5) and engine.admitted == 0
+
+
+def test_a_shared_decode_step_that_fails_is_retried_without_the_request_that_broke_it(
+    engine, tiny_model, caplog
+) -> None:
+    # The model raises on any pass that feeds a position past 100: only the long
+    # prompt's rows get there, but in a shared step everyone's pass fails.
+    culprit = _job(tiny_model, "a long prompt, " * 30, k=2, tokens=10, seed=1)
+    assert len(culprit.prompt_ids) > 95
+    innocent = _job(tiny_model, "short", k=3, tokens=30, seed=2)
+    alone = _collect(engine.submit_generate(innocent))[1]
+
+    def too_far(module, args, kwargs):
+        positions = kwargs.get("position_ids")
+        if positions is not None and positions.shape[1] == 1 and int(positions.max()) > 100:
+            raise RuntimeError("position out of range (injected)")
+
+    with _hooked(tiny_model, too_far, kwargs=True):
+        tickets = [engine.submit_generate(innocent), engine.submit_generate(culprit)]
+        (_, served, done), (_, _, failed) = (_collect(t) for t in tickets)
+    assert isinstance(failed, StreamEnd) and failed.code == grpc.StatusCode.INTERNAL, failed
+    assert "injected" in failed.details
+    assert isinstance(done, Done), done
+    _assert_same(alone, served)
+    assert any("stepping each alone" in r.getMessage() for r in caplog.records)
+
+
+def test_a_long_response_features_call_past_its_deadline_stops_within_a_piece(tiny_model) -> None:
+    # One response far longer than a Features pass: it is fed a slice at a time.
+    engine = Engine(tiny_model, ServiceLimits(features_pass_tokens=16))
+    try:
+        prompt = tiny_model.tokenizer("Rate this")["input_ids"]
+        long = (tiny_model.tokenizer("word " * 200)["input_ids"] * 8)[:220]
+        features = FeatureRequest(layer=2, encoding=FP16, mean=True, mean_entropy=True)
+        job = FeaturesJob(prompt, [long], features)
+        ticket = engine.submit_features(job)
+        done = list(ticket.events())
+        ticket.release()
+        _, pooled = pool_responses(tiny_model, prompt, [long], [2], mean_entropy=True)
+        assert isinstance(done[0], FeaturesDone)  # sliced, it is what one pass gives
+        np.testing.assert_allclose(done[0].pooled[0].last, pooled[0].last, atol=1e-4)
+        np.testing.assert_allclose(done[0].pooled[0].mean, pooled[0].mean, atol=1e-4)
+        assert done[0].pooled[0].mean_entropy == pytest.approx(pooled[0].mean_entropy, abs=1e-4)
+
+        slow = threading.Event()
+
+        def crawl(module, args):  # every pass takes 50 ms: the call outlives its deadline
+            if not slow.is_set():
+                time.sleep(0.05)
+
+        with _hooked(tiny_model, crawl):
+            started = time.monotonic()
+            ticket = engine.submit_features(job, deadline=started + 0.3)
+            events = list(ticket.events())
+            ticket.release()
+            ended = time.monotonic() - started
+            assert isinstance(events[-1], StreamEnd) and events[-1].details == "deadline exceeded"
+            assert ended < 0.3 + 0.5  # the stream ends at the deadline, not after the work
+            assert engine.wait_idle(1.0)  # and the engine drops it within a piece
+        quick = _job(tiny_model, "still there?", k=1, tokens=2)
+        assert isinstance(_collect(engine.submit_generate(quick))[2], Done)
+    finally:
+        engine.close()
+
+
+def test_a_long_prompt_is_prefilled_in_pieces_while_others_keep_decoding(tiny_model) -> None:
+    endless = dataclasses.replace(tiny_model, eos_token_ids=frozenset())  # rows never end early
+    engine = Engine(endless, config=EngineConfig(turn_tokens=8))
+    passes: list[tuple[int, int]] = []  # (rows, tokens) of every pass, in order
+
+    def record(module, args, kwargs):
+        passes.append(tuple(kwargs["input_ids"].shape))
+
+    try:
+        running = _job(endless, "keep going", k=2, tokens=60, seed=4)
+        long = _job(endless, "a long prompt, " * 12, k=2, tokens=4, seed=5)
+        reference = [
+            {
+                c.index: c
+                for c in sample(endless, j.prompt_ids, j.sampling, 2, entropy=True)
+                if isinstance(c, SampledCandidate)
+            }
+            for j in (running, long)
+        ]
+        with _hooked(endless, record, kwargs=True):
+            first = engine.submit_generate(running)
+            assert isinstance(next(first.events()), InstructionReady)
+            second = engine.submit_generate(long)
+            (_, got_running, end_running), (_, got_long, end_long) = (
+                _collect(first),
+                _collect(second),
+            )
+        assert isinstance(end_running, Done) and isinstance(end_long, Done)
+        _assert_same(reference[0], got_running)
+        _assert_same(reference[1], got_long)  # pieces of 8 tokens: the same as one pass
+        # The long prompt went in as pieces of 8, with decode steps between them.
+        pieces = [i for i, shape in enumerate(passes) if shape == (1, 8)]
+        assert len(pieces) >= len(long.prompt_ids) // 8 - 1
+        between = passes[pieces[0] : pieces[-1]]
+        assert sum(rows == 2 and tokens == 1 for rows, tokens in between) >= len(pieces) - 1
+    finally:
+        engine.close()
+
+
+def test_a_cancelled_or_expired_request_gives_its_slot_back_at_once(tiny_model) -> None:
+    config = EngineConfig(max_batch_requests=1, max_queued_requests=1)
+    engine = Engine(tiny_model, config=config)
+    gate = threading.Event()
+
+    def hold(module, args):  # the engine is stuck inside a pass until the gate opens
+        gate.wait(30)
+
+    try:
+        with _hooked(tiny_model, hold):
+            busy = engine.submit_generate(_job(tiny_model, "busy", k=1, tokens=3))
+            time.sleep(0.2)
+            queued = engine.submit_generate(_job(tiny_model, "queued", k=1, tokens=3))
+            with pytest.raises(Overloaded):
+                engine.submit_generate(_job(tiny_model, "one too many", k=1, tokens=3))
+            started = time.monotonic()
+            queued.cancel()
+            assert isinstance(list(queued.events())[-1], StreamEnd)
+            queued.release()
+            expiring = engine.submit_generate(
+                _job(tiny_model, "expiring", k=1, tokens=3), deadline=time.monotonic() + 0.2
+            )
+            assert list(expiring.events())[-1].details == "deadline exceeded"
+            expiring.release()
+            assert time.monotonic() - started < 0.2 + 1.0  # not when the engine moves on
+            busy.cancel()
+            busy.release()
+            assert engine.admitted == 0  # while the engine is still inside its pass
+            gate.set()
+        assert engine.wait_idle(10)
+        assert isinstance(
+            _collect(engine.submit_generate(_job(tiny_model, "next", k=1, tokens=2)))[2], Done
+        )
+    finally:
+        gate.set()
+        engine.close()
+
+
+def test_a_stuck_engine_reports_itself_and_lets_its_requests_go(tiny_model) -> None:
+    engine = Engine(tiny_model, config=EngineConfig(stuck_seconds=0.3))
+    health: list[bool] = []
+    engine.on_health(health.append)
+    gate = threading.Event()
+
+    def hold(module, args):
+        gate.wait(10)
+
+    try:
+        with _hooked(tiny_model, hold):
+            stuck = engine.submit_generate(_job(tiny_model, "stuck", k=1, tokens=3))
+            end = list(stuck.events())[-1]
+            stuck.release()
+            assert isinstance(end, StreamEnd) and end.code == grpc.StatusCode.UNAVAILABLE
+            assert health == [False] and not engine.serving
+            with pytest.raises(Overloaded, match="stuck_seconds") as refused:
+                engine.submit_generate(_job(tiny_model, "refused", k=1, tokens=3))
+            assert refused.value.unavailable
+            gate.set()
+            deadline = time.monotonic() + 10
+            while not engine.serving and time.monotonic() < deadline:
+                time.sleep(0.02)
+        assert health == [False, True]
+        assert isinstance(
+            _collect(engine.submit_generate(_job(tiny_model, "back", k=1, tokens=2)))[2], Done
+        )
+    finally:
+        gate.set()
         engine.close()

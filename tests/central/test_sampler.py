@@ -275,3 +275,43 @@ def test_onednn_linears_only_apply_inside_the_block(tiny_model) -> None:
             raise RuntimeError("leave the block by an exception")
     assert all("forward" not in m.__dict__ for m in linears)
     torch.testing.assert_close(fast, stock, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("temperature", "top_p", "top_k", "draws"),
+    [
+        (1e-38, 1.0, 0, "argmax"),  # logits / t overflowed float32: NaN, then an index error
+        (1.4e-45, 1.0, 0, "argmax"),  # float32's smallest denormal
+        (1e-38, 0.5, 5, "argmax"),
+        (3e38, 1.0, 0, "any"),  # nearly uniform
+        (1.0, 1.4e-45, 0, "argmax"),  # the nucleus keeps the most likely token alone
+        (1e-30, 1e-30, 2**32 - 1, "argmax"),  # top_k beyond the vocabulary: no filter
+        (0.7, 1.0, 1, "argmax"),
+    ],
+)
+def test_extreme_sampling_values_draw_real_tokens(
+    temperature: float, top_p: float, top_k: int, draws: str
+) -> None:
+    from central.sampler import pick_next
+
+    torch.manual_seed(0)
+    logits = torch.randn(6, 300) * 30
+    logits[0, 7] = logits[0].max() + 1e-3  # a near tie
+    config = SamplingConfig(k=6, temperature=temperature, top_p=top_p, top_k=top_k)
+    ids, logprobs, _ = pick_next(logits, config, torch.Generator().manual_seed(1), False)
+    assert ((ids >= 0) & (ids < 300)).all()
+    assert all(np.isfinite(logprobs))
+    if draws == "argmax":
+        assert ids.tolist() == logits.argmax(dim=-1).tolist()
+
+
+def test_logits_that_are_not_finite_raise_a_sampling_error_not_an_index_error() -> None:
+    from central.sampler import SamplingError, pick_next
+
+    logits = torch.randn(3, 300)
+    logits[1] = float("nan")
+    for config in (SamplingConfig(k=3), SamplingConfig(k=3, temperature=0.5, top_p=0.9)):
+        with pytest.raises(SamplingError, match=r"not finite|not a distribution"):
+            pick_next(logits, config, torch.Generator().manual_seed(1), False)
+    with pytest.raises(SamplingError):  # greedy draws nothing, but its log p is NaN
+        pick_next(logits, SamplingConfig(k=3, temperature=0.0), torch.Generator(), False)
