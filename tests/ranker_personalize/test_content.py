@@ -1,0 +1,141 @@
+"""The content study's pieces: its judges, the block-generic fit, the fast replay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.app.taste_fit import Reaction, TasteConfig, TasteFit
+from edge.runtime.content import content_block
+from ranker_personalize.blockfit import BlockFit, block_config, replay
+from ranker_personalize.content_study import Bank, Candidate, compare, decisive_counts
+from ranker_personalize.content_users import (
+    CONTENT_DESCRIPTIONS,
+    CONTENT_JUDGES,
+    CONTENT_KINDS,
+    DEV,
+    HELD_OUT,
+    make_content_users,
+)
+from ranker_personalize.pool import Pool
+from ranker_personalize.simulate import SimConfig, pool_signals, run_user, taste_config
+from ranker_personalize.users import make_users
+
+from .conftest import fake_pool
+
+
+@pytest.mark.parametrize(
+    ("judge", "better", "worse"),
+    [
+        ("outdoors", "Take a walk in the park and enjoy the fresh air.", "Open the file."),
+        ("hedging", "It may help, and it often does.", "It helps. It works."),
+        ("warm", "Don't worry, be patient, and enjoy it.", "Do the task."),
+        ("specific", "Run 5 km in 30 minutes with Anna.", "Run a bit with someone."),
+        ("reader", "You can do it your way.", "One can do it one's way."),
+        ("money", "Set a budget so you spend less money.", "Set a goal."),
+        ("health", "Sleep and exercise keep your body healthy.", "Read a novel."),
+        ("cautious", "Be careful to avoid this mistake.", "Go ahead."),
+        ("upbeat", "It is fun and rewarding, you will love it.", "It is a task."),
+        ("timely", "Every morning, first stretch for ten minutes.", "Stretch."),
+        ("reasons", "Rest, because it helps you recover.", "Rest and recover."),
+        ("plain", "Rest well and recover.", "Just rest, really, it's very good stuff."),
+    ],
+)
+def test_content_judges_prefer_their_taste(judge: str, better: str, worse: str) -> None:
+    assert CONTENT_JUDGES[judge](better) > CONTENT_JUDGES[judge](worse)
+
+
+def test_content_judges_are_split_in_two_halves_of_several_kinds() -> None:
+    assert set(DEV) | set(HELD_OUT) == set(CONTENT_JUDGES) == set(CONTENT_KINDS)
+    assert set(CONTENT_DESCRIPTIONS) == set(CONTENT_JUDGES)
+    assert not set(DEV) & set(HELD_OUT) and len(DEV) == len(HELD_OUT) == 6
+    assert len(set(CONTENT_KINDS.values())) >= 6
+    assert not set(CONTENT_JUDGES) & {u.name for u in make_users()}  # no name clashes
+    user = make_content_users(["money"])[0]
+    assert user.prefers(["Buy it cheap.", "Save money on a budget.", "Go."]) == {1}
+
+
+def test_decisive_counts_count_prompts_where_the_judge_does_not_tie(pool: Pool) -> None:
+    counts = decisive_counts(make_content_users(["reader", "money"]), pool)
+    # the fake pool's texts say "you" in one of five texts, and nothing about money
+    assert counts["money"] == 0
+    assert 0 < counts["reader"] <= len(pool)
+
+
+def _blocks(pool: Pool) -> dict[str, np.ndarray]:
+    return {"last": pool.candidates, "mean": pool.means, "signals": pool_signals(pool)}
+
+
+def test_block_fit_is_the_shipped_fit_on_the_shipped_blocks(pool: Pool) -> None:
+    """Same sets, reactions and schedule: the same heads, mix and scores."""
+    config = TasteConfig()
+    blocks = _blocks(pool)
+    shipped = TasteFit(pool.candidates.shape[2], ("last", "mean", "signals"), config)
+    generic = BlockFit({n: b.shape[2] for n, b in blocks.items()}, config)
+    for i in range(12):
+        reaction = [Reaction("pick", i % 4, None, tuple(j for j in range(4) if j != i % 4))]
+        shipped.add_set(str(i), blocks["last"][i], blocks["mean"][i], blocks["signals"][i])
+        generic.add_set(str(i), {n: b[i] for n, b in blocks.items()})
+        shipped.set_reactions(str(i), reaction)
+        generic.set_reactions(str(i), reaction)
+        shipped.fit(40 if i == 0 else 1)
+        generic.fit(40 if i == 0 else 1)
+    np.testing.assert_allclose(generic.v, shipped.v, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(generic.mix(), shipped.mix())
+    head = shipped.head()
+    np.testing.assert_allclose(
+        generic.score(blocks), head.score(pool.candidates, pool.means, blocks["signals"]), rtol=1e-5
+    )
+
+
+def test_block_fit_takes_a_new_block_with_its_own_prior(pool: Pool) -> None:
+    """A content block learns a taste the vectors do not show: a word."""
+    content = np.stack([content_block(t) for t in pool.texts])
+    blocks = {"last": pool.candidates, "content": content}
+    config = block_config(TasteConfig(), head_priors=({"content": 100.0},))
+    fit = BlockFit({n: b.shape[2] for n, b in blocks.items()}, config)
+    judge = CONTENT_JUDGES["reader"]
+    for i in range(len(pool)):
+        scores = np.array([judge(t) for t in pool.texts[i]])
+        if scores.max() == scores.min():
+            continue
+        best = int(np.argmax(scores))
+        fit.add_set(str(i), {n: b[i] for n, b in blocks.items()})
+        fit.set_reactions(str(i), [Reaction("pick", best, None, tuple(
+            j for j in range(4) if scores[j] < scores[best]))])  # fmt: skip
+        fit.fit(20)
+    assert fit.weights()["content"].any()
+    with pytest.raises(Exception, match="head_priors"):
+        block_config(TasteConfig(), head_priors=())
+
+
+def test_replay_picks_what_the_real_loop_picks(pool: Pool, tmp_path: Path) -> None:
+    """The fast replay and the store -> learner -> ONNX -> registry loop agree pick for pick."""
+    train, test = pool.subset(range(30)), pool.subset(range(30, 40))
+    sim = SimConfig(budgets=(0, 3, 8))
+    user = make_users()[0]
+    real = run_user(user, train, test, tmp_path, 0, sim)
+    fast = replay(
+        user, _blocks(train), train.texts, _blocks(test), 0, taste_config(sim), sim.budgets
+    )
+    for budget in sim.budgets:
+        np.testing.assert_array_equal(fast.picks[budget], real.picks[budget])
+
+
+def test_compare_reports_curves_ceilings_and_gains() -> None:
+    pool = fake_pool(prompts=40, seed=1)
+    train, test = pool.subset(range(28)), pool.subset(range(28, 40))
+    bank = Bank(train, test, {"words": lambda p: np.stack([content_block(t) for t in p.texts])})
+    users = [make_users()[0], *make_content_users(["reader"])]
+    out = compare(
+        bank, [Candidate("v2+words", ("last", "mean", "signals", "words"))], users,
+        seeds=(0,), budgets=(0, 5, 50),
+    )  # fmt: skip
+    section = out["v2+words"]
+    assert set(section["users"]) == {"concise", "reader"}
+    reader = section["users"]["reader"]
+    assert reader["curve"][0]["mean"] == reader["first"]["mean"]  # 0 events: the first sample
+    assert reader["ceiling"] is not None and 0 <= reader["ceiling"]["mean"] <= 1
+    assert section["summary"]["content"]["worst_gain_at_50"]["user"] == "reader"
