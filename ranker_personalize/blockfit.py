@@ -41,6 +41,7 @@ __all__ = [
     "block_config",
     "ceiling_picks",
     "fit_reaction",
+    "pooled",
     "replay",
 ]
 
@@ -144,12 +145,15 @@ class BlockFit(TasteFit):
         v = self.v
         return {b: v[lo:hi].astype(np.float32) for b, (lo, hi) in self._spans.items()}
 
-    def score(self, blocks: Blocks) -> np.ndarray:
+    def score(self, blocks: Blocks, global_scores: np.ndarray | None = None) -> np.ndarray:
         """(..., K) scores of (..., K, width) blocks, as the composed graph computes them:
-        one float32 product per block, summed (the head alone: no global ranker)."""
+        ``(1 + u)`` times the global ranker's scores (when given), plus one float32
+        product per block."""
         weights = self.weights()
         first = blocks[self.blocks[0]]
         total = np.zeros(np.shape(first)[:-1], np.float32)
+        if global_scores is not None:
+            total += np.float32(1.0 + self.global_weight) * np.asarray(global_scores, np.float32)
         for name, w in weights.items():
             total += np.asarray(blocks[name], np.float32) @ w
         return total
@@ -169,6 +173,8 @@ class ReplayResult:
     picks: dict[int, np.ndarray]  # budget -> top-1 pick per test prompt
     mix: list[tuple[float, ...]] = field(default_factory=list)  # heads' shares after each update
     fit_ms: list[float] = field(default_factory=list)  # wall time of each update's fit
+    events: list[tuple[int, Reaction]] = field(default_factory=list)  # (train prompt, reaction)
+    global_weight: dict[int, float] = field(default_factory=dict)  # budget -> u
 
 
 def _select(blocks: Blocks, i: int) -> dict[str, np.ndarray]:
@@ -183,12 +189,21 @@ def replay(
     seed: int,
     config: TasteConfig,
     budgets: Sequence[int] = (0, 10, 25, 50, 100, 200),
+    prior: tuple[np.ndarray, np.ndarray] | None = None,
+    first_sample_until_update: bool = False,
 ) -> ReplayResult:
     """``simulate.run_user`` without the store, ONNX and registry (see the module doc).
 
-    ``train`` and ``test`` hold the blocks the head reads (every name in them);
-    the first sample (index 0) is the pick until the first update.
+    ``train`` and ``test`` hold the blocks the head reads (every name in them).
+    ``prior`` is a global ranker's (P, K) scores of the train and test prompts
+    (``pooled``): it ranks until the first update and the head is fitted on top
+    of it, weighted by the user's ``1 + u``, as the study's cold start does;
+    without it the first sample (index 0) is the pick until the first update.
+    ``first_sample_until_update`` shows the first sample before the first update
+    even with a prior, which then enters as the head's offset from the first
+    update on.
     """
+    g_train, g_test = prior if prior is not None else (None, None)
     n_train = len(train_texts)
     rng = np.random.default_rng(seed)
     order = np.concatenate(
@@ -200,21 +215,26 @@ def replay(
     result = ReplayResult({})
     n_test = len(next(iter(test.values())))
     if 0 in budgets:
-        result.picks[0] = np.zeros(n_test, np.int64)
+        ranked = g_test is not None and not first_sample_until_update
+        result.picks[0] = (
+            np.argmax(g_test, 1).astype(np.int64) if ranked else np.zeros(n_test, np.int64)
+        )
     for event in range(1, max(budgets) + 1):
         i = int(order[event - 1])
         k = len(train_texts[i])
-        shown = (
-            np.arange(k)
-            if fit is None
-            else np.argsort(-fit.score(_select(train, i)), kind="stable")
-        )
+        g = None if g_train is None else g_train[i]
+        if fit is not None:
+            shown = np.argsort(-fit.score(_select(train, i), g), kind="stable")
+        else:
+            ranked = g is not None and not first_sample_until_update
+            shown = np.argsort(-g, kind="stable") if ranked else np.arange(k)
         reaction = fit_reaction(user.react(train_texts[i], shown, rng))
+        result.events.append((i, reaction))
         cold = fit is None
         if fit is None:
-            fit = BlockFit(sizes, config)
+            fit = BlockFit(sizes, config, has_global=g is not None)
         set_id = f"e{event}"  # every event is a new shown set, as in the study
-        fit.add_set(set_id, _select(train, i))
+        fit.add_set(set_id, _select(train, i), g)
         reactions[set_id] = [reaction]
         fit.set_reactions(set_id, reactions[set_id])
         report = (
@@ -223,8 +243,24 @@ def replay(
         result.mix.append(report.mix)
         result.fit_ms.append(1000 * report.seconds)
         if event in budgets:
-            result.picks[event] = np.argmax(fit.score(test), axis=1).astype(np.int64)
+            result.picks[event] = np.argmax(fit.score(test, g_test), axis=1).astype(np.int64)
+            result.global_weight[event] = fit.global_weight
     return result
+
+
+def pooled(
+    events: Sequence[Sequence[tuple[int, Reaction]]], train: Blocks, config: TasteConfig
+) -> BlockFit:
+    """The pooled global ranker (``globalrank.train_global``): the same learner fitted
+    once, cold, on every given user's events together (each event its own set)."""
+    sizes = {name: int(value.shape[-1]) for name, value in train.items()}
+    fit = BlockFit(sizes, config)
+    for u, user_events in enumerate(events):
+        for e, (i, reaction) in enumerate(user_events):
+            fit.add_set(f"u{u}e{e}", _select(train, i))
+            fit.set_reactions(f"u{u}e{e}", [reaction])
+    fit.fit(config.cold_passes, 1.0)
+    return fit
 
 
 def ceiling_picks(

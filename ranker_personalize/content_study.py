@@ -22,18 +22,19 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edge.app.taste_fit import TasteConfig
-from edge.runtime.content import ContentSpec, content_block
 from ranker_personalize import metrics
 from ranker_personalize.blockfit import block_config, ceiling_picks, replay
 from ranker_personalize.content_users import DEV, HELD_OUT, make_content_users
 from ranker_personalize.pool import Pool
 from ranker_personalize.simulate import pool_signals
 from ranker_personalize.users import SimUser, make_users
+from ranker_personalize.words import ContentSpec, content_block
 
 __all__ = [
     "BUDGETS",
@@ -43,6 +44,7 @@ __all__ = [
     "decisive_counts",
     "study_users",
     "summarise_candidate",
+    "vector_makers",
     "words_maker",
 ]
 
@@ -111,6 +113,34 @@ class Bank:
 def words_maker(spec: ContentSpec) -> Maker:
     """The on-device hashed-words block of every answer of a pool."""
     return lambda pool: np.stack([content_block(texts, spec) for texts in pool.texts])
+
+
+def vector_makers(root: Path) -> dict[str, Maker]:
+    """Blocks read from ``content_vectors``' cache under ``root``: ``minilm`` (sentence
+    vectors), ``static`` (MiniLM's mean input embedding), and from central ``mean<L>`` /
+    ``last<L>`` (the mean / last-token state at layer L: 0 is the embedding layer)."""
+    from ranker_personalize.content_vectors import LAYERS, load_vectors
+
+    loaded: dict[tuple[str, tuple[str, ...]], dict[str, np.ndarray]] = {}
+
+    def arrays(kind: str, pool: Pool) -> dict[str, np.ndarray]:
+        key = (kind, tuple(pool.uids))
+        if key not in loaded:  # every layer of a pool is read once (float16 on disk)
+            loaded[key] = load_vectors(root / kind, pool.uids, widen=False)
+        return loaded[key]
+
+    def minilm(name: str) -> Maker:
+        return lambda pool: arrays("minilm-vectors", pool)[name].astype(np.float32)
+
+    def central(name: str, layer: int) -> Maker:
+        index = LAYERS.index(layer)
+        return lambda pool: arrays("central", pool)[name][:, :, index].astype(np.float32)
+
+    makers = {"minilm": minilm("sentence"), "static": minilm("static")}
+    for layer in LAYERS:
+        makers[f"mean{layer}"] = central("mean", layer)
+        makers[f"last{layer}"] = central("last", layer)
+    return makers
 
 
 def study_users(which: str = "all") -> list[SimUser]:

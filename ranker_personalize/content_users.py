@@ -40,6 +40,7 @@ __all__ = [
     "CONTENT_KINDS",
     "DEV",
     "HELD_OUT",
+    "LEXICONS",
     "ContentUser",
     "make_content_users",
 ]
@@ -178,6 +179,14 @@ CONTENT_JUDGES: dict[str, Judge] = {
 
 DEV: tuple[str, ...] = ("outdoors", "hedging", "warm", "specific", "reader", "money")
 HELD_OUT: tuple[str, ...] = ("health", "cautious", "upbeat", "timely", "reasons", "plain")
+
+# The word list each judge counts (``specific`` also counts digits and names).
+LEXICONS: dict[str, frozenset[str]] = {
+    "outdoors": _OUTDOORS, "hedging": _HEDGES, "warm": _WARM,
+    "specific": _NUMBER_WORDS | _UNITS, "reader": _READER, "money": _MONEY,
+    "health": _HEALTH, "cautious": _CAUTION, "upbeat": _UPBEAT, "timely": _TIME,
+    "reasons": _REASONS, "plain": _FILLER,
+}  # fmt: skip
 
 CONTENT_DESCRIPTIONS: dict[str, str] = {
     "outdoors": "prefers answers about nature and the outdoors (most such words)",

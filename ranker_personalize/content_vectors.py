@@ -194,14 +194,16 @@ def minilm_vectors(pool: Pool, directory: Path, model_dir: Path) -> int:
     return made
 
 
-def load_vectors(directory: Path, uids: Sequence[str]) -> dict[str, np.ndarray]:
-    """The arrays cached for ``uids``, stacked (P, ...) and widened to float32."""
+def load_vectors(directory: Path, uids: Sequence[str], widen: bool = True) -> dict[str, np.ndarray]:
+    """The arrays cached for ``uids``, stacked (P, ...); floats widened to float32 unless
+    ``widen`` is False."""
     columns: dict[str, list[np.ndarray]] = {}
     for uid in uids:
         with np.load(directory / f"{uid}.npz", allow_pickle=False) as arrays:
             for name in arrays.files:
                 columns.setdefault(name, []).append(arrays[name])
+    stacked = {name: np.stack(values) for name, values in columns.items()}
     return {
-        name: np.stack(v).astype(np.float32 if np.stack(v).dtype.kind == "f" else np.stack(v).dtype)
-        for name, v in columns.items()
+        name: values.astype(np.float32) if widen and values.dtype.kind == "f" else values
+        for name, values in stacked.items()
     }

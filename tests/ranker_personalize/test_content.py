@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from edge.app.taste_fit import Reaction, TasteConfig, TasteFit
-from edge.runtime.content import content_block
 from ranker_personalize.blockfit import BlockFit, block_config, replay
 from ranker_personalize.content_study import Bank, Candidate, compare, decisive_counts
 from ranker_personalize.content_users import (
@@ -22,6 +21,7 @@ from ranker_personalize.content_users import (
 from ranker_personalize.pool import Pool
 from ranker_personalize.simulate import SimConfig, pool_signals, run_user, taste_config
 from ranker_personalize.users import make_users
+from ranker_personalize.words import content_block
 
 from .conftest import fake_pool
 
@@ -139,3 +139,84 @@ def test_compare_reports_curves_ceilings_and_gains() -> None:
     assert reader["curve"][0]["mean"] == reader["first"]["mean"]  # 0 events: the first sample
     assert reader["ceiling"] is not None and 0 <= reader["ceiling"]["mean"] <= 1
     assert section["summary"]["content"]["worst_gain_at_50"]["user"] == "reader"
+
+
+def test_replay_with_a_global_ranker_picks_what_the_real_cold_start_picks(
+    pool: Pool, tmp_path: Path
+) -> None:
+    """A global ranker fitted on two users' events, published, then a third user's
+    session: the replay given the global's scores agrees with the real loop, and
+    the pooled fit is the real pooled ranker."""
+    from edge.runtime.scoring import Ranker
+    from ranker_personalize.blockfit import pooled
+    from ranker_personalize.globalrank import collect_events, train_global
+
+    train, test = pool.subset(range(30)), pool.subset(range(30, 40))
+    sim = SimConfig(budgets=(0, 4, 8))
+    users = make_users()[:3]
+    config = taste_config(sim)
+    homes, replays = [], []
+    for seed, user in enumerate(users[:2]):
+        run_user(user, train, test, tmp_path / user.name, seed, sim)
+        homes.append((tmp_path / user.name, user.name))
+        replays.append(replay(user, _blocks(train), train.texts, _blocks(test), seed, config, (8,)))
+    real_global = train_global(collect_events(homes, 8, sim.ranker_name), tmp_path / "g", sim)
+    fast_global = pooled([r.events for r in replays], _blocks(train), config)
+    ranker = Ranker(real_global.model)
+
+    def global_scores(p: Pool) -> np.ndarray:
+        return ranker.score_batch(
+            p.instructions, p.candidates, mean_candidates=p.means, signals=pool_signals(p)
+        )
+
+    np.testing.assert_allclose(fast_global.score(_blocks(test)), global_scores(test), atol=1e-4)
+    real_global.publish(tmp_path / "new", sim.ranker_name)
+    real_global.close()
+    real = run_user(users[2], train, test, tmp_path / "new", 5, sim)
+    prior = (global_scores(train), global_scores(test))
+    fast = replay(
+        users[2], _blocks(train), train.texts, _blocks(test), 5, config, sim.budgets, prior=prior
+    )
+    for budget in sim.budgets:
+        np.testing.assert_array_equal(fast.picks[budget], real.picks[budget])
+    first = replay(users[2], _blocks(train), train.texts, _blocks(test), 5, config, sim.budgets,
+                   prior=prior, first_sample_until_update=True)  # fmt: skip
+    assert not first.picks[0].any()  # the first sample until the first update
+
+
+def _fake_bank() -> Bank:
+    pool = fake_pool(prompts=40, seed=2)
+    train, test = pool.subset(range(28)), pool.subset(range(28, 40))
+    return Bank(train, test, {"words": lambda p: np.stack([content_block(t) for t in p.texts])})
+
+
+def test_cold_start_compares_three_ways_of_starting() -> None:
+    from ranker_personalize.content_report import COLD_BUDGETS, cold_start
+
+    bank = _fake_bank()
+    users = [*make_users()[:2], *make_content_users(["reader"])]
+    out = cold_start(bank, Candidate("v2", ("last", "mean", "signals")), users, (0,), events=6)
+    assert set(out) == {"concise", "verbose", "reader"}
+    for section in out.values():
+        assert set(section) >= {"first", "from_scratch", "from_global", "first_then_global"}
+        assert set(section["from_global"]) == set(COLD_BUDGETS)
+        # without a global at 0 events, and with one held back: the first sample
+        for way in ("from_scratch", "first_then_global"):
+            assert section[way][0]["mean"] == section["first"]["mean"]
+            assert section[way + "_gain_at_0"]["mean"] == 0
+
+
+def test_diagnose_measures_the_four_bounds() -> None:
+    from ranker_personalize.content_diagnose import BestOfK, diagnose
+
+    bank = _fake_bank()
+    user = BestOfK("reader", "reader", 0.0)
+    texts = ["You and your plan.", "A plan.", "Your own plan."]  # 50, 0 and 33 per 100 words
+    reaction = user.react(texts, [0, 1, 2], np.random.default_rng(0))
+    assert (reaction.kind, reaction.candidate, reaction.rejected) == ("pick", 0, (1, 2))
+    v2 = Candidate("v2", ("last", "mean", "signals"))
+    out = diagnose(bank, Candidate("v2+words", (*v2.blocks, "words")), v2, ["reader"], (0,),
+                   sets=(5,), widths=(64,))  # fmt: skip
+    assert set(out["judge_feature"]["reader"]) == {10, 50, 200}
+    assert set(out["ceiling_by_sets"]["reader"]) == {"v2", "v2+words"}
+    assert 0 <= out["oracle_words"]["reader"][64] <= 100
