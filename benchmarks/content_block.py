@@ -11,7 +11,8 @@ Targets (issue 22): the content block for K=8 answers of ~50 tokens costs
 - ``minilm`` (with ``--minilm DIR``, a directory written by
   ``ranker_personalize.content_vectors.export_minilm``): all-MiniLM-L6-v2 on
   onnxruntime, one thread, ``tokenizers`` tokenisation, mean-pooled: the
-  sentence-encoder alternative.
+  sentence-encoder alternative; and ``static``, the mean of its input token
+  embeddings (tokenizer + table lookup, no network).
 - ``update``: the shipped torch-free fit (``TasteFit``'s optimiser, through the
   content study's ``BlockFit``, which takes a block more) after each new event
   on top of ``--history`` events: 576-d last and mean vectors + signals (v2),
@@ -35,7 +36,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -102,15 +102,23 @@ def minilm_costs(directory: Path, reps: int) -> dict[str, float]:
     encoder = MiniLM(directory, threads=1)
     rng = np.random.default_rng(0)
     sets = [answers(rng) for _ in range(8)]
-    encoder.encode(sets[0])
-    times = []
-    for r in range(reps):
-        start = time.perf_counter()
-        encoder.encode(sets[r % len(sets)])
-        times.append(time.perf_counter() - start)
+    state = {"i": 0}
+
+    def next_set() -> list[str]:
+        state["i"] = (state["i"] + 1) % len(sets)
+        return sets[state["i"]]
+
+    seconds = interleaved(
+        {
+            "minilm": lambda: encoder.encode(next_set()),
+            "static": lambda: encoder.static(next_set()),
+        },
+        reps,
+    )
     return {
-        "minilm_ms_p50": 1000 * median(times),
-        "minilm_ms_p95": 1000 * float(np.percentile(times, 95)),
+        "minilm_ms_p50": 1000 * median(seconds["minilm"]),
+        "minilm_ms_p95": 1000 * float(np.percentile(seconds["minilm"], 95)),
+        "static_ms_p50": 1000 * median(seconds["static"]),
     }
 
 

@@ -163,17 +163,27 @@ class MiniLM:
 
     def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """((K, 384) sentence vectors, (K, 384) mean input embeddings), both L2-normalised."""
-        batch = self.tokenizer.encode_batch(list(texts))
-        ids = np.array([e.ids for e in batch], np.int64)
-        mask = np.array([e.attention_mask for e in batch], np.int64)
+        ids, mask = self._tokens(texts)
         hidden = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
         weights = mask[..., None].astype(np.float32)
         sentence = (hidden * weights).sum(1) / np.maximum(weights.sum(1), 1.0)
+        return _unit(sentence), self._static(ids, mask)
+
+    def static(self, texts: Sequence[str]) -> np.ndarray:
+        """(K, 384) mean input embeddings only: a tokenizer and a table lookup, no network."""
+        return self._static(*self._tokens(texts))
+
+    def _tokens(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        batch = self.tokenizer.encode_batch(list(texts))
+        ids = np.array([e.ids for e in batch], np.int64)
+        return ids, np.array([e.attention_mask for e in batch], np.int64)
+
+    def _static(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         inner = mask.copy()  # the static mean skips [CLS] and [SEP]
         inner[:, 0] = 0
         inner[np.arange(len(ids)), mask.sum(1) - 1] = 0
         static = (self.table[ids] * inner[..., None]).sum(1) / np.maximum(inner.sum(1), 1)[:, None]
-        return _unit(sentence), _unit(static)
+        return _unit(static)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
