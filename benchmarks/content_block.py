@@ -35,7 +35,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
+import itertools
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -69,18 +71,19 @@ def answers(rng: np.random.Generator, k: int = K) -> list[str]:
     return [" ".join(rng.choice(SENTENCES, size=4, replace=False)) for _ in range(k)]
 
 
+def cycling(sets: list[list[str]]) -> Callable[[], list[str]]:
+    """A new set of answers at each call, round robin (no cache warms on one set)."""
+    it = itertools.cycle(sets)
+    return lambda: next(it)
+
+
 def content_costs(reps: int) -> dict[str, float]:
     from edge.runtime.signals import text_signals
     from ranker_personalize.words import content_block
 
     rng = np.random.default_rng(0)
     sets = [answers(rng) for _ in range(64)]
-    state = {"i": 0}
-
-    def next_set() -> list[str]:
-        state["i"] = (state["i"] + 1) % len(sets)
-        return sets[state["i"]]
-
+    next_set = cycling(sets)
     seconds = interleaved(
         {"content": lambda: content_block(next_set()), "signals": lambda: text_signals(next_set())},
         reps,
@@ -101,13 +104,7 @@ def minilm_costs(directory: Path, reps: int) -> dict[str, float]:
 
     encoder = MiniLM(directory, threads=1)
     rng = np.random.default_rng(0)
-    sets = [answers(rng) for _ in range(8)]
-    state = {"i": 0}
-
-    def next_set() -> list[str]:
-        state["i"] = (state["i"] + 1) % len(sets)
-        return sets[state["i"]]
-
+    next_set = cycling([answers(rng) for _ in range(8)])
     seconds = interleaved(
         {
             "minilm": lambda: encoder.encode(next_set()),

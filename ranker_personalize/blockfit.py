@@ -76,13 +76,13 @@ class BlockFit(TasteFit):
         if not names:
             raise TrainingError("a block fit needs at least one block")
         super().__init__(sizes[names[0]], ("last",), config, has_global=False)
-        self.blocks = tuple(names)  # type: ignore[assignment]  # any names here
+        self.blocks = tuple(names)  # type: ignore[arg-type]  # any names here
         self._spans = {}
         width = 0
         for name in names:
             self._spans[name] = (width, width + int(sizes[name]))  # type: ignore[index]
             width += int(sizes[name])
-        self._groups = dict(self._spans)
+        self._groups = dict(self._spans)  # type: ignore[arg-type]
         self._global_col = None
         if has_global and config.global_weight:
             self._global_col = width
@@ -217,7 +217,9 @@ def replay(
     if 0 in budgets:
         ranked = g_test is not None and not first_sample_until_update
         result.picks[0] = (
-            np.argmax(g_test, 1).astype(np.int64) if ranked else np.zeros(n_test, np.int64)
+            np.argmax(g_test, 1).astype(np.int64)
+            if ranked and g_test is not None
+            else np.zeros(n_test, np.int64)
         )
     for event in range(1, max(budgets) + 1):
         i = int(order[event - 1])
@@ -227,8 +229,8 @@ def replay(
             shown = np.argsort(-fit.score(_select(train, i), g), kind="stable")
         else:
             ranked = g is not None and not first_sample_until_update
-            shown = np.argsort(-g, kind="stable") if ranked else np.arange(k)
-        reaction = fit_reaction(user.react(train_texts[i], shown, rng))
+            shown = np.argsort(-g, kind="stable") if ranked and g is not None else np.arange(k)
+        reaction = fit_reaction(user.react(train_texts[i], shown.tolist(), rng))
         result.events.append((i, reaction))
         cold = fit is None
         if fit is None:
@@ -271,7 +273,7 @@ def ceiling_picks(
     every head refitted to convergence; the test picks. None if no prompt is decisive."""
     sizes = {name: int(value.shape[-1]) for name, value in train.items()}
     fit = BlockFit(sizes, config)
-    for i in np.flatnonzero(scores.max(1) > scores.min(1)):
+    for i in np.flatnonzero(scores.max(1) > scores.min(1)).tolist():
         fit.add_set(str(i), _select(train, i))
         best = scores[i].max()
         rest = tuple(int(j) for j in np.flatnonzero(scores[i] < best))

@@ -214,7 +214,7 @@ def run_content_study(
 
 def _jsonable(value: object) -> object:
     if hasattr(value, "item"):
-        return value.item()  # type: ignore[attr-defined]
+        return value.item()
     raise TypeError(f"not JSON-able: {type(value)}")
 
 

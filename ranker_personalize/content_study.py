@@ -245,6 +245,10 @@ def _group_mean(users: Mapping[str, Any], names: Iterable[str], key: Callable[[A
     return round(100 * float(np.mean(values)), 1) if values else None
 
 
+def _at(budget: int) -> Callable[[Any], Any]:
+    return lambda user: user["curve"][budget]["mean"]
+
+
 def summarise_candidate(section: Mapping[str, Any], budgets: Sequence[int]) -> dict[str, Any]:
     """Group means (percent) of a candidate's users at each budget, ceilings, and the
     smallest content user's gain over its first sample at 50 events (with interval)."""
@@ -256,8 +260,7 @@ def summarise_candidate(section: Mapping[str, Any], budgets: Sequence[int]) -> d
             continue
         out[group] = {
             "first": _group_mean(users, names, lambda u: u["first"]["mean"]),
-            **{str(b): _group_mean(users, names, lambda u, b=b: u["curve"][b]["mean"])
-               for b in budgets},
+            **{str(b): _group_mean(users, names, _at(b)) for b in budgets},
             "ceiling": _group_mean(
                 users, names, lambda u: u["ceiling"]["mean"] if u["ceiling"] else None
             ),
