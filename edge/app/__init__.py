@@ -3,6 +3,8 @@
 - ``store`` (``records``, ``ids``): feedback (thumbs, picks, scores) and the
   sets it was on, in SQLite; ``records`` are what it hands back;
 - ``registry``: versioned per-user rankers with checksums, atomic saves, rollback;
+- ``lineage``: what a line of versions learned (its cursor) and what a rollback
+  made it forget;
 - ``learning``: the learner seam: ``UserLearner``, ``LearnerSpec`` and the one
   ``LearnReport`` every learner returns;
 - ``taste``: the torch-free learner (its own room): each user's taste as a
@@ -48,6 +50,16 @@ if TYPE_CHECKING:
         StartedFrom,
         UserLearner,
     )
+    from edge.app.lineage import (
+        CURSOR_KEY,
+        FORGOTTEN_KEY,
+        EventRanges,
+        cursor_of,
+        forgotten_on_leaving,
+        learnable,
+        merged,
+        ranges_of,
+    )
     from edge.app.personal import (
         PersonalRanker,
         Shown,
@@ -83,7 +95,10 @@ if TYPE_CHECKING:
 _EXPORTS: dict[str, str] = {
     "Block": "edge.app.dataset",
     "BlockKind": "edge.app.dataset",
+    "CURSOR_KEY": "edge.app.lineage",
     "Checkpoint": "edge.app.checkpoint",
+    "EventRanges": "edge.app.lineage",
+    "FORGOTTEN_KEY": "edge.app.lineage",
     "FeedbackEvent": "edge.app.records",
     "FeedbackKind": "edge.app.records",
     "FeedbackStore": "edge.app.store",
@@ -111,16 +126,24 @@ _EXPORTS: dict[str, str] = {
     "events_to_dataset": "edge.app.training_data",
     "graph_parts": "edge.app.taste",
     "label_kind": "edge.app.dataset",
+    "cursor_of": "edge.app.lineage",
+    "forgotten_on_leaving": "edge.app.lineage",
+    "learnable": "edge.app.lineage",
+    "merged": "edge.app.lineage",
+    "ranges_of": "edge.app.lineage",
     "preference_pairs": "edge.app.taste",
     "training_features": "edge.app.dataset",
     "validate_id": "edge.app.ids",
 }
 
 __all__ = [
+    "CURSOR_KEY",
+    "FORGOTTEN_KEY",
     "IDENTITY_KEY",
     "Block",
     "BlockKind",
     "Checkpoint",
+    "EventRanges",
     "FeedbackEvent",
     "FeedbackKind",
     "FeedbackStore",
@@ -144,10 +167,15 @@ __all__ = [
     "UserLearner",
     "VersionInfo",
     "compose_ranker",
+    "cursor_of",
     "events_to_dataset",
+    "forgotten_on_leaving",
     "graph_parts",
     "label_kind",
+    "learnable",
+    "merged",
     "preference_pairs",
+    "ranges_of",
     "training_features",
     "validate_id",
 ]

@@ -5,7 +5,8 @@ Read from the source, not from a running interpreter: every ``import`` and
 function (a lazy import still is a dependency) and under ``TYPE_CHECKING``.
 The order, lowest first (``LAYERS``)::
 
-    edge._errors, edge._lazy, edge._atomic   package infrastructure
+    edge._errors                              the exception hierarchy (imports nothing)
+    edge._lazy, edge._atomic                  package infrastructure
     edge.runtime, edge.eval                   rank and talk to central; statistics
     edge.app                                  store, registry, datasets, the learner seam
     edge.app.taste                            the torch-free taste learner
@@ -34,7 +35,8 @@ EDGE = Path(__file__).resolve().parents[2] / "edge"
 
 # Lowest first; a module belongs to the longest prefix listed.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("edge._errors", "edge._lazy", "edge._atomic"),
+    ("edge._errors",),
+    ("edge._lazy", "edge._atomic"),
     ("edge.runtime", "edge.eval"),
     ("edge.app",),
     ("edge.app.taste",),
@@ -45,6 +47,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("edge.cli",),
 )
 _RANK = {prefix: rank for rank, prefixes in enumerate(LAYERS) for prefix in prefixes}
+# Private modules every room may import: the package's own infrastructure.
+INFRASTRUCTURE = (*LAYERS[0], *LAYERS[1])
 _TOP = len(LAYERS)  # the package itself (edge/__init__.py): above every room
 
 
@@ -117,7 +121,7 @@ def problem(imp: Import) -> str | None:
     if here != there and rank_of(target) >= rank_of(importer):
         return f"{where}: {there} is not below {here}"
     private_module = any(p.startswith("_") for p in target.split(".")[1:])
-    if here != there and private_module and there not in LAYERS[0]:
+    if here != there and private_module and there not in INFRASTRUCTURE:
         return f"{where}: a private module of {there}"
     private_names = [n for n in imp.names if n.startswith("_")]
     if here != there and private_names:
