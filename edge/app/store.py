@@ -330,6 +330,44 @@ class FeedbackStore:
             raise UnknownCandidateSetError(user, set_id)
         return decode_shown(row, self.path)
 
+    def recent_sets(
+        self, user: str, *, task: str | None = None, limit: int = 10
+    ) -> list[ShownSet]:
+        """The user's most recently shown sets, newest first (of ``task`` when given)."""
+        where, params = "user_id = ?", [user]
+        if task is not None:
+            where += " AND task = ?"
+            params.append(task)
+        with self._query() as conn:
+            rows = conn.execute(
+                f"SELECT {SHOWN_COLUMNS} FROM shown WHERE {where} ORDER BY row_id DESC LIMIT ?",
+                (*params, int(limit)),
+            ).fetchall()
+        return [decode_shown(row, self.path) for row in rows]
+
+    def find_set(self, user: str, reference: str, *, task: str | None = None) -> ShownSet:
+        """The user's set whose id is ``reference`` or starts with it (of ``task``
+        when given): what a person types after seeing a short id. An unknown or
+        ambiguous reference raises UnknownCandidateSetError or StoreError."""
+        if not reference:
+            raise StoreError("a set reference must not be empty")
+        where = "user_id = ? AND substr(set_id, 1, ?) = ?"
+        params: list[object] = [user, len(reference), reference]
+        if task is not None:
+            where += " AND task = ?"
+            params.append(task)
+        with self._query() as conn:
+            rows = conn.execute(
+                f"SELECT {SHOWN_COLUMNS} FROM shown WHERE {where} ORDER BY row_id DESC LIMIT 3",
+                params,
+            ).fetchall()
+        exact = [r for r in rows if r[1] == reference]
+        if exact or len(rows) == 1:
+            return decode_shown((exact or rows)[0], self.path)
+        if not rows:
+            raise UnknownCandidateSetError(user, reference)
+        raise StoreError(f"{reference!r} starts more than one set of user {user!r}: give more")
+
     def _select_events(
         self, where: str, params: Sequence[object], limit: int | None = None
     ) -> list[FeedbackEvent]:
