@@ -19,10 +19,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    """The parser itself, or each of its subcommands."""
+    """The parser itself, or each of its subcommands (theirs too, at any depth)."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
+            found: dict[str, argparse.ArgumentParser] = {}
+            for command in action.choices.values():
+                found.update(_commands(command))
+            return found
     return {parser.prog: parser}
 
 
