@@ -11,6 +11,8 @@
   linear head over the candidates' parts, fitted with numpy per event and
   composed with the global ranker into one ONNX file;
 - ``personal``: ``PersonalRanker``, generate -> rank -> feedback -> learn;
+  ``async_personal``: ``AsyncPersonalRanker``, the same awaited; both are
+  ``personal_base.PersonalBase``;
 - ``dataset``, ``training_data``: grouped training data as numpy arrays, and
   feedback events turned into it (what the trainers read);
 - ``checkpoint``: a ranker's kind, config and weights as numpy, the format the
@@ -27,6 +29,9 @@ from typing import TYPE_CHECKING
 from edge._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from edge.app.async_personal import (
+        AsyncPersonalRanker,
+    )
     from edge.app.checkpoint import (
         Checkpoint,
     )
@@ -62,6 +67,9 @@ if TYPE_CHECKING:
     )
     from edge.app.personal import (
         PersonalRanker,
+    )
+    from edge.app.personal_base import (
+        PersonalBase,
         Shown,
     )
     from edge.app.records import (
@@ -110,10 +118,12 @@ _EXPORTS: dict[str, str] = {
     "LearnerSpec": "edge.app.learning",
     "Pair": "edge.app.dataset",
     "Pairs": "edge.app.taste",
+    "AsyncPersonalRanker": "edge.app.async_personal",
+    "PersonalBase": "edge.app.personal_base",
     "PersonalRanker": "edge.app.personal",
     "Reaction": "edge.app.taste",
     "Registry": "edge.app.registry",
-    "Shown": "edge.app.personal",
+    "Shown": "edge.app.personal_base",
     "ShownSet": "edge.app.records",
     "StartedFrom": "edge.app.learning",
     "TasteConfig": "edge.app.taste",
@@ -140,6 +150,7 @@ __all__ = [
     "CURSOR_KEY",
     "FORGOTTEN_KEY",
     "IDENTITY_KEY",
+    "AsyncPersonalRanker",
     "Block",
     "BlockKind",
     "Checkpoint",
@@ -154,6 +165,7 @@ __all__ = [
     "LearnerSpec",
     "Pair",
     "Pairs",
+    "PersonalBase",
     "PersonalRanker",
     "Reaction",
     "Registry",

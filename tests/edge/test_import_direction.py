@@ -10,7 +10,9 @@ The order, lowest first (``LAYERS``)::
     edge.runtime, edge.eval                   rank and talk to central; statistics
     edge.app                                  store, registry, datasets, the learner seam
     edge.app.taste                            the torch-free taste learner
-    edge.app.personal                         PersonalRanker (and the old taste module paths)
+    edge.app.personal_base                    what both PersonalRanker front ends share
+    edge.app.personal, edge.app.async_personal  PersonalRanker, AsyncPersonalRanker (and the
+                                              old taste module paths)
     edge.training                             torch rankers, loop, export, torch learner
     edge.swift                                SWIFT, whose head derives from training's contract
     edge.checks, edge.demo                    what exercises the rooms below
@@ -40,7 +42,13 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("edge.runtime", "edge.eval"),
     ("edge.app",),
     ("edge.app.taste",),
-    ("edge.app.personal", "edge.app.taste_fit", "edge.app.personal_learner"),
+    ("edge.app.personal_base",),
+    (
+        "edge.app.personal",
+        "edge.app.async_personal",
+        "edge.app.taste_fit",
+        "edge.app.personal_learner",
+    ),
     ("edge.training",),
     ("edge.swift",),
     ("edge.checks", "edge.demo"),
