@@ -76,7 +76,7 @@ class LearnerConfig:
     replay_size: int = 256  # older events mixed into each update (0 disables replay)
     min_new_events: int = 1  # skip the update until at least this many new events
     unlabelled: Literal["ignore", "negative"] = "ignore"  # see events_to_dataset
-    exporter: Exporter = "torchscript"  # fast on-device export; "dynamo"/"template" also work
+    exporter: Exporter = "auto"  # the fast legacy tracer; "dynamo"/"template" also work
     parity_ks: tuple[int, ...] = (2, 5)  # K values checked torch vs onnxruntime after export
     parity_rtol: float = 1e-4  # parity tolerance relative to the scores (see check_parity)
 
