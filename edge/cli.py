@@ -414,8 +414,10 @@ def _version_line(info: VersionInfo, current: bool, damage: CorruptModelError | 
 
 
 def _event_ranges(ranges: tuple[tuple[int, int], ...]) -> str:
-    """``4-6, 9-9`` for the ranges ((3, 6), (8, 9)) (after, up_to)."""
-    return ", ".join(f"{after + 1}-{up_to}" for after, up_to in ranges)
+    """``4-6, 9`` for the ranges ((3, 6), (8, 9)) (after, up_to)."""
+    return ", ".join(
+        f"{after + 1}-{up_to}" if up_to > after + 1 else str(up_to) for after, up_to in ranges
+    )
 
 
 def _learn(args: argparse.Namespace) -> int:
