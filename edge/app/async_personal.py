@@ -19,35 +19,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge.app.learning import LearnerSpec, LearnReport
+from edge.app.learning import LearnReport
 from edge.app.personal_base import GENERATE_DEFAULTS, PersonalBase, Shown
 from edge.runtime.types import Generation
 
 if TYPE_CHECKING:
-    from edge.runtime.async_client import AsyncCentralClient
+    from edge.runtime.async_client import AsyncCentralClient  # noqa: F401 (used below)
     from edge.runtime.client_base import Prompt
 
 __all__ = ["AsyncPersonalRanker"]
 
 
-class AsyncPersonalRanker(PersonalBase):
+class AsyncPersonalRanker(PersonalBase["AsyncCentralClient"]):  # a string: no grpc at import
     """One user's ranker for an asyncio app; the same options and values as `PersonalRanker`."""
-
-    def __init__(
-        self,
-        central: AsyncCentralClient,
-        home: str | Path,
-        user: str,
-        name: str = "chat",
-        *,
-        learner: LearnerSpec | None = None,
-    ) -> None:
-        """``central`` samples the candidates; the rest is ``PersonalBase``'s."""
-        self.central = central
-        super().__init__(home, user, name, learner=learner)
 
     async def __aenter__(self) -> AsyncPersonalRanker:
         return self

@@ -33,37 +33,22 @@ layer raises FeatureError instead of ranking it by features it never saw.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge.app.learning import LearnerSpec, LearnReport
+from edge.app.learning import LearnReport
 from edge.app.personal_base import GENERATE_DEFAULTS, PersonalBase, Shown
 from edge.app.personal_base import REGISTRY_DIR as REGISTRY_DIR  # where they were
 from edge.app.personal_base import STORE_FILE as STORE_FILE
 from edge.runtime.types import Generation
 
 if TYPE_CHECKING:
-    from edge.runtime.client import CentralClient, Prompt
+    from edge.runtime.client import CentralClient, Prompt  # noqa: F401 (CentralClient: below)
 
 __all__ = ["PersonalRanker", "Shown"]
 
 
-class PersonalRanker(PersonalBase):
+class PersonalRanker(PersonalBase["CentralClient"]):  # a string: no grpc at import
     """One user's ranker: ranks with onnxruntime, learns from that user's feedback only."""
-
-    def __init__(
-        self,
-        central: CentralClient,
-        home: str | Path,
-        user: str,
-        name: str = "chat",
-        *,
-        learner: LearnerSpec | None = None,
-    ) -> None:
-        """``central`` samples the candidates; the rest is ``PersonalBase``'s
-        (``learner`` None: the torch-free taste learner)."""
-        self.central = central
-        super().__init__(home, user, name, learner=learner)
 
     def __enter__(self) -> PersonalRanker:
         return self

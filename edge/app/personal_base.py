@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -30,6 +30,8 @@ from edge.runtime.signals import candidate_signals
 from edge.runtime.types import Candidate, FeatureIdentity, Generation
 
 __all__ = ["PersonalBase", "Shown"]
+
+CentralT = TypeVar("CentralT")  # CentralClient or AsyncCentralClient
 
 STORE_FILE = "feedback.sqlite3"  # under home: every user's feedback
 REGISTRY_DIR = "rankers"  # under home: every user's versions
@@ -63,25 +65,29 @@ class Shown:
         return [self.generation.candidates[i] for i in self.order]
 
 
-class PersonalBase:
+class PersonalBase(Generic[CentralT]):
     """One user's ranker of one name: store, registry, learner and the ranker in use."""
 
     def __init__(
         self,
+        central: CentralT,
         home: str | Path,
         user: str,
         name: str = "chat",
         *,
         learner: LearnerSpec | None = None,
     ) -> None:
-        """``learner``: the config of the learner that learns this user's feedback
-        (``edge.app.learning.LearnerSpec``), built once here. None is
+        """``central``: the client that samples candidates (a front end's own kind);
+        feedback and rankers live under ``home``. ``learner``: the config of the
+        learner that learns this user's feedback (``edge.app.learning.LearnerSpec``),
+        built once here. None is
         ``TasteConfig()``: a numpy head on top of the registry's global ranker of
         ``name`` (``edge.app.taste``); ``edge.training.LearnerConfig(...)`` trains
         a whole torch ranker per user, from ``LearnerConfig.base`` when given.
         Either way a global ranker saved in the registry under ``name`` ranks for
         a new user until their first update. A damaged current version is stepped
         over for the newest intact one, with a ``CorruptVersionWarning``."""
+        self.central = central
         self.home = Path(home).expanduser()
         self.home.mkdir(parents=True, exist_ok=True)
         self.user = user

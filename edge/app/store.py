@@ -334,16 +334,7 @@ class FeedbackStore:
         self, user: str, *, task: str | None = None, limit: int = 10
     ) -> list[ShownSet]:
         """The user's most recently shown sets, newest first (of ``task`` when given)."""
-        where, params = "user_id = ?", [user]
-        if task is not None:
-            where += " AND task = ?"
-            params.append(task)
-        with self._query() as conn:
-            rows = conn.execute(
-                f"SELECT {SHOWN_COLUMNS} FROM shown WHERE {where} ORDER BY row_id DESC LIMIT ?",
-                (*params, int(limit)),
-            ).fetchall()
-        return [decode_shown(row, self.path) for row in rows]
+        return self._newest_sets(user, "", [], task, limit)
 
     def find_set(self, user: str, reference: str, *, task: str | None = None) -> ShownSet:
         """The user's set whose id is ``reference`` or starts with it (of ``task``
@@ -351,22 +342,27 @@ class FeedbackStore:
         ambiguous reference raises UnknownCandidateSetError or StoreError."""
         if not reference:
             raise StoreError("a set reference must not be empty")
-        where = "user_id = ? AND substr(set_id, 1, ?) = ?"
-        params: list[object] = [user, len(reference), reference]
-        if task is not None:
-            where += " AND task = ?"
-            params.append(task)
-        with self._query() as conn:
-            rows = conn.execute(
-                f"SELECT {SHOWN_COLUMNS} FROM shown WHERE {where} ORDER BY row_id DESC LIMIT 3",
-                params,
-            ).fetchall()
-        exact = [r for r in rows if r[1] == reference]
-        if exact or len(rows) == 1:
-            return decode_shown((exact or rows)[0], self.path)
-        if not rows:
+        where = " AND substr(set_id, 1, ?) = ?"
+        found = self._newest_sets(user, where, [len(reference), reference], task, 3)
+        exact = [one for one in found if one.set_id == reference]
+        if exact or len(found) == 1:
+            return (exact or found)[0]
+        if not found:
             raise UnknownCandidateSetError(user, reference)
         raise StoreError(f"{reference!r} starts more than one set of user {user!r}: give more")
+
+    def _newest_sets(
+        self, user: str, where: str, params: list[object], task: str | None, limit: int
+    ) -> list[ShownSet]:
+        """The user's sets matching ``where`` (and ``task``), newest first."""
+        sql = f"SELECT {SHOWN_COLUMNS} FROM shown WHERE user_id = ?{where}"
+        params = [user, *params]
+        if task is not None:
+            sql += " AND task = ?"
+            params.append(task)
+        with self._query() as conn:
+            rows = conn.execute(f"{sql} ORDER BY row_id DESC LIMIT ?", [*params, int(limit)])
+            return [decode_shown(row, self.path) for row in rows.fetchall()]
 
     def _select_events(
         self, where: str, params: Sequence[object], limit: int | None = None

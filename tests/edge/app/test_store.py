@@ -401,3 +401,21 @@ def test_a_full_disk_is_named_as_such_and_loses_no_acknowledged_event() -> None:
     assert "FULL no space left to write" in proc.stdout and "feedback.sqlite3" in proc.stdout
     assert "STILL FULL" in proc.stdout and "OK" in proc.stdout
     assert "corrupt" not in proc.stdout + proc.stderr
+
+
+def test_sets_are_listed_newest_first_and_found_by_any_unique_start(tmp_path: Path) -> None:
+    from edge import UnknownCandidateSetError
+
+    with FeedbackStore(tmp_path / "fb.db") as store:
+        inst, cands = np.zeros(8, np.float32), np.ones((3, 8), np.float32)
+        for set_id, task in (("ab12", "chat"), ("ab34", "chat"), ("cd56", "math")):
+            store.record_shown("u", set_id, inst, cands, task=task)
+        assert [s.set_id for s in store.recent_sets("u")] == ["cd56", "ab34", "ab12"]
+        assert [s.set_id for s in store.recent_sets("u", task="chat", limit=1)] == ["ab34"]
+        assert store.find_set("u", "ab3").set_id == "ab34"
+        assert store.find_set("u", "cd56", task="math").set_id == "cd56"
+        with pytest.raises(StoreError, match="'ab' starts more than one set"):
+            store.find_set("u", "ab")
+        with pytest.raises(UnknownCandidateSetError):
+            store.find_set("u", "cd", task="chat")
+        assert store.recent_sets("nobody") == []
