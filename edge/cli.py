@@ -125,8 +125,10 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("prompt", help="the prompt sent to central")
     generate.add_argument("--central", default="127.0.0.1:50051", help="central's address")
     _connection_args(generate)
-    generate.add_argument("--k", type=int, default=4, help="candidates to sample")
-    generate.add_argument("--max-new-tokens", type=int, default=64, help="tokens per candidate")
+    generate.add_argument("--k", type=_positive, default=4, help="candidates to sample")
+    generate.add_argument(
+        "--max-new-tokens", type=_positive, default=64, help="tokens per candidate"
+    )
     generate.add_argument(
         "--no-greedy-first",
         dest="greedy_first",
@@ -138,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     sets = commands.add_parser(
         "sets", help="list the sets recently shown to a user", formatter_class=_FORMATTER
     )
-    sets.add_argument("--limit", type=int, default=5, help="how many sets, newest first")
+    sets.add_argument("--limit", type=_positive, default=5, help="how many sets, newest first")
     _user_args(sets)
     _feedback_parser(commands)
 
@@ -205,6 +207,17 @@ def _set_args(parser: argparse.ArgumentParser) -> None:
         help="the set's id or a unique start of it (None: the latest set shown)",
     )
     _user_args(parser)
+
+
+def _positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _connection_args(parser: argparse.ArgumentParser) -> None:

@@ -109,3 +109,10 @@ def test_learn_with_a_torch_learner_names_the_extra_without_torch(
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1  # one line, no traceback
     assert "pip install 'language-ranker[train]'" in proc.stderr
+
+
+def test_a_bad_k_is_refused_by_the_parser_in_one_line(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", "hi", "--k", "-1"])
+    assert exit_.value.code == 2
+    assert "argument --k: must be at least 1, got -1" in capsys.readouterr().err
