@@ -22,6 +22,7 @@ server starts sending is decoded by one line in ``_decode_candidate`` or
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -178,14 +179,19 @@ class ClientBase:
 
         Unset sampling fields stay unset so the server's defaults apply; without
         per-token features the request is byte for byte what it was before they
-        existed.
+        existed. A K below 1 raises ValueError and an unknown option TypeError,
+        each naming the value, before anything is sent.
         """
-        return _generate_request(prompt, k, **options)
+        _check_options("generate", options, GenerateOptions)
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"k must be a whole number of candidates, at least 1; got {k!r}")
+        return _generate_request(prompt, int(k), **options)
 
     def build_features_request(
         self, prompt: Prompt, responses: Sequence[str], **options: Unpack[FeatureOptions]
     ) -> pb.FeaturesRequest:
         """The wire request `features` sends."""
+        _check_options("features", options, FeatureOptions)
         return pb.FeaturesRequest(
             prompt=_prompt(prompt, options.get("raw", False)),
             responses=list(responses),
@@ -403,6 +409,19 @@ def _optional_float(message: Any, name: str) -> float | None:
 
 
 # ------------------------------------------------------------------ building requests
+
+
+def _check_options(method: str, options: Any, known: Any) -> None:
+    """TypeError naming an option ``known`` (a TypedDict) lacks, and the closest one."""
+    names = sorted(known.__required_keys__ | known.__optional_keys__)
+    for name in options:
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TypeError(
+                f"{method}() got an unknown option {name!r}{hint}; its options are "
+                f"{', '.join(names)} and timeout"
+            )
 
 
 def _generate_request(

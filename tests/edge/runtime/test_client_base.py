@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from edge._errors import ServerError
+from edge.runtime.client import CentralClient
 from edge.runtime.client_base import ClientBase, _optional_float, _optional_tensor
 from edge.runtime.types import Candidate, Usage
 from language_ranker.v1 import ranker_pb2 as pb
@@ -111,3 +112,21 @@ def test_optional_fields_are_none_when_unset_or_unknown_to_this_proto() -> None:
     assert isinstance(candidate, Candidate)
     if "mean_feature" not in pb.Candidate.DESCRIPTOR.fields_by_name:
         assert candidate.mean_feature is None and candidate.mean_entropy is None
+
+
+@pytest.mark.parametrize("k", [-1, 0, 2.5, True, "4"])
+def test_a_bad_k_is_refused_before_sending_naming_it(k: object) -> None:
+    client = CentralClient("127.0.0.1:1")
+    with pytest.raises(ValueError, match=r"k must be a whole number of candidates"):
+        client.build_generate_request("hi", k)  # type: ignore[arg-type]
+    client.close()
+
+
+def test_an_unknown_option_is_named_with_the_closest_one() -> None:
+    client = CentralClient("127.0.0.1:1")
+    expected = r"unknown option 'tempreature' \(did you mean 'temperature'\?\); its options"
+    with pytest.raises(TypeError, match=rf"generate\(\) got an {expected} are .*top_p"):
+        client.build_generate_request("hi", 4, tempreature=0.5)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"features\(\) got an unknown option 'seed'"):
+        client.build_features_request("hi", ["a"], seed=1)  # type: ignore[call-arg]
+    client.close()
