@@ -275,8 +275,9 @@ def _check_port_free(host: str, port: int) -> None:
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
             raise ConfigError(
-                "--port", f"{port} is in use on {host} (another ranker-central?); "
-                "stop that server or choose another --port"
+                "--port",
+                f"{port} is in use on {host} (another ranker-central?); "
+                "stop that server or choose another --port",
             ) from None
         why = error.strerror or str(error)
         raise ConfigError("--host", f"{host} cannot be bound here: {why}") from None

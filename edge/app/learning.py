@@ -48,7 +48,6 @@ StartedFrom = Literal["user", "base", "global", "scratch"]
 IDENTITY_KEY = "features"  # version metadata: the features' model, checksum and layer
 
 
-
 @dataclass(frozen=True)
 class FitReport:
     """What one fit of the optimiser did, for a learner that reports it (the taste learner)."""

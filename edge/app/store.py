@@ -330,9 +330,7 @@ class FeedbackStore:
             raise UnknownCandidateSetError(user, set_id)
         return decode_shown(row, self.path)
 
-    def recent_sets(
-        self, user: str, *, task: str | None = None, limit: int = 10
-    ) -> list[ShownSet]:
+    def recent_sets(self, user: str, *, task: str | None = None, limit: int = 10) -> list[ShownSet]:
         """The user's most recently shown sets, newest first (of ``task`` when given)."""
         return self._newest_sets(user, "", [], task, limit)
 
