@@ -13,8 +13,8 @@ Targets (issue 22): the content block for K=8 answers of ~50 tokens costs
   onnxruntime, one thread, ``tokenizers`` tokenisation, mean-pooled: the
   sentence-encoder alternative; and ``static``, the mean of its input token
   embeddings (tokenizer + table lookup, no network).
-- ``update``: the shipped torch-free fit (``TasteFit``'s optimiser, through the
-  content study's ``BlockFit``, which takes a block more) after each new event
+- ``update``: the shipped torch-free fit (``TasteFit`` over one more block)
+  after each new event
   on top of ``--history`` events: 576-d last and mean vectors + signals (v2),
   then v2 + a 576-d content block (the embedding-layer mean central would
   send, the recommended default), then v2 + the 1024-column hashed-words block;
@@ -123,9 +123,9 @@ def update_costs(history: int, repeats: int, dim: int = 576) -> dict[str, float]
     """The fit after one new event on top of ``history`` events, per representation:
     v2 (last + mean + signals), + the embedding-layer mean central would send (576,
     dense), + the hashed-words block (1024)."""
-    from edge.app.taste_fit import Reaction, TasteConfig
+    from edge.app.taste import Reaction, TasteConfig, TasteFit
     from edge.runtime.signals import SIGNAL_NAMES, text_signals
-    from ranker_personalize.blockfit import BlockFit, block_config
+    from ranker_personalize.blockfit import block_config
     from ranker_personalize.words import CONTENT_DIM, content_block
 
     extra = {"v2": 0, "v2_emb": dim, "v2_words": CONTENT_DIM}
@@ -135,7 +135,7 @@ def update_costs(history: int, repeats: int, dim: int = 576) -> dict[str, float]
         sizes = {"last": dim, "mean": dim, "signals": len(SIGNAL_NAMES)}
         if width:
             sizes["content"] = width
-        fit = BlockFit(sizes, block_config(TasteConfig()))
+        fit = TasteFit(sizes, block_config(TasteConfig()))
         times = []
         for n in range(history + repeats):
             texts = answers(rng)

@@ -1,15 +1,8 @@
 """The shipped taste fit over any named blocks, and a fast offline replay of the study.
 
-``edge.app.taste_fit.TasteFit`` fits a user's head over the three blocks the
-SDK ships (last-token vector, mean vector, signals). Choosing a *content*
-block means fitting the same learner over blocks it does not know yet, before
-the SDK's store, ONNX graph and registry carry them. ``BlockFit`` is that
-learner with the block layout given as data: it inherits every line of the
-optimiser, the standardisation, the priors and the heads' mix from
-``TasteFit`` and only replaces the three methods that name the blocks
-(building the layout, adding a set, reading the weights). The integration
-step turns the layout into a ``TasteFit`` argument; until then this module is
-the stand-in, used by the content study only.
+``edge.app.taste.TasteFit`` takes its block layout as data (block name ->
+width), so the content study fits the shipped learner, line for line, over
+blocks the SDK does not carry (``block_config`` lets the priors name them).
 
 ``replay`` is the study's feedback loop (``simulate.Session`` and
 ``PersonalLearner.learn``) without the store, the ONNX file and the registry:
@@ -29,13 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from edge._errors import FeatureError, TrainingError
-from edge.app.taste_fit import Reaction, TasteConfig, TasteFit, _Set
+from edge.app.taste import Reaction, TasteConfig, TasteFit
+from edge.app.taste.config import GROUPS
 from ranker_personalize.users import Reaction as UserReaction
 from ranker_personalize.users import SimUser
 
 __all__ = [
-    "BlockFit",
     "Blocks",
     "ReplayResult",
     "block_config",
@@ -50,113 +42,16 @@ Blocks = Mapping[str, np.ndarray]  # block name -> (P, K, width) features of a p
 
 def block_config(base: TasteConfig, **changes: Any) -> TasteConfig:
     """``base`` with ``changes``, where ``head_priors`` and ``standardise_each`` may name
-    any block: ``TasteConfig`` checks them against the shipped blocks only, so they
-    are set after its checks (the integration step widens those checks)."""
-    loose = {k: changes.pop(k) for k in ("head_priors", "standardise_each") if k in changes}
-    config = replace(base, **changes)
-    for name, value in loose.items():
-        setattr(config, name, value)
-    if not config.head_priors:
-        raise TrainingError("head_priors needs at least one head")
-    return config
+    any block (they become ``extra_blocks``, which ``TasteConfig`` accepts)."""
+    named = {
+        name for prior in changes.get("head_priors", base.head_priors) for name in prior
+    } | set(changes.get("standardise_each", base.standardise_each))
+    extra = tuple(sorted(named - set(GROUPS) - set(base.extra_blocks)))
+    return replace(base, extra_blocks=(*base.extra_blocks, *extra), **changes)
 
 
-class BlockFit(TasteFit):
-    """``TasteFit`` over blocks given by name and width (``sizes``, in stacking order).
-
-    The first block plays the role of the shipped fit's ``last`` block (it must
-    be present in every set); the others may be absent from a set (zeros, as
-    there). ``has_global`` adds the global score's column exactly as there.
-    """
-
-    def __init__(
-        self, sizes: Mapping[str, int], config: TasteConfig, has_global: bool = False
-    ) -> None:
-        names = list(sizes)
-        if not names:
-            raise TrainingError("a block fit needs at least one block")
-        super().__init__(sizes[names[0]], ("last",), config, has_global=False)
-        self.blocks = tuple(names)  # type: ignore[arg-type]  # any names here
-        self._spans = {}
-        width = 0
-        for name in names:
-            self._spans[name] = (width, width + int(sizes[name]))  # type: ignore[index]
-            width += int(sizes[name])
-        self._groups = dict(self._spans)  # type: ignore[arg-type]
-        self._global_col = None
-        if has_global and config.global_weight:
-            self._global_col = width
-            self._groups["global"] = (width, width + 1)
-            width += 1
-        self.width = width
-        self._x = np.zeros((0, width), np.float32)
-        self._ss = np.zeros(width)
-        self._count = dict.fromkeys(self._groups, 0)
-        self._group_width = np.ones(width)
-        for lo, hi in self._groups.values():
-            self._group_width[lo:hi] = hi - lo
-        self._heads = [self._new_head(root) for root in self._root_priors()]
-
-    def add_set(  # type: ignore[override]
-        self, set_id: str, blocks: Mapping[str, np.ndarray], global_scores: np.ndarray | None = None
-    ) -> None:
-        """Append a shown set: ``blocks`` maps block names to (K, width) features."""
-        if set_id in self._sets:
-            raise TrainingError(f"set {set_id!r} is already in the fit")
-        first = np.asarray(blocks[self.blocks[0]], np.float32)
-        k = first.shape[0]
-        rows = np.zeros((k, self.width), np.float32)
-        g = np.zeros(k) if global_scores is None else np.asarray(global_scores, np.float64)
-        given: dict[str, Any] = {**blocks, "global": None if global_scores is None else g[:, None]}
-        for group, (lo, hi) in self._groups.items():
-            value = given.get(group)
-            if value is None:
-                continue
-            arr = np.asarray(value, np.float64)
-            if arr.shape != (k, hi - lo):
-                raise FeatureError(f"set {set_id!r}: {group} block has shape {arr.shape}")
-            deviations = arr - arr.mean(0)  # only differences within a set matter
-            rows[:, lo:hi] = deviations
-            if k > 1:
-                self._ss[lo:hi] += (deviations**2).sum(0)
-                self._count[group] += k - 1
-                self._scale_cache = None
-        self._grow(k)
-        start, stored = self._rows, self._stored
-        self._x[stored : stored + k - 1] = rows[1:]
-        self._row_of[stored : stored + k - 1] = np.arange(start + 1, start + k)
-        self._first_of[stored : stored + k - 1] = start
-        self._set_of[stored : stored + k - 1] = len(self._sets)
-        self._g[start : start + k] = g
-        for head in self._heads:
-            head.h[start : start + k] = rows @ head.v.astype(np.float32)
-            if head.filled:
-                dirs = head.dirs[: head.filled].T.astype(np.float32)
-                head.dir_rows[start : start + k, : head.filled] = rows @ dirs
-        if len(self._sets) % self.config.refresh_block == 0:
-            self._block_starts.append((start, stored))
-        self._rows += k
-        self._stored += k - 1
-        self._sets[set_id] = _Set(start, k)
-        self._firsts.append(start)
-
-    def weights(self) -> dict[str, np.ndarray]:
-        """The ranking head (the heads' mix) per block, float32 in raw feature space."""
-        v = self.v
-        return {b: v[lo:hi].astype(np.float32) for b, (lo, hi) in self._spans.items()}
-
-    def score(self, blocks: Blocks, global_scores: np.ndarray | None = None) -> np.ndarray:
-        """(..., K) scores of (..., K, width) blocks, as the composed graph computes them:
-        ``(1 + u)`` times the global ranker's scores (when given), plus one float32
-        product per block."""
-        weights = self.weights()
-        first = blocks[self.blocks[0]]
-        total = np.zeros(np.shape(first)[:-1], np.float32)
-        if global_scores is not None:
-            total += np.float32(1.0 + self.global_weight) * np.asarray(global_scores, np.float32)
-        for name, w in weights.items():
-            total += np.asarray(blocks[name], np.float32) @ w
-        return total
+def _layout(blocks: Blocks) -> dict[str, int]:
+    return {name: int(value.shape[-1]) for name, value in blocks.items()}
 
 
 def fit_reaction(reaction: UserReaction) -> Reaction:
@@ -209,8 +104,8 @@ def replay(
     order = np.concatenate(
         [rng.permutation(n_train) for _ in range(1 + max(budgets) // n_train)]
     )  # as simulate.Session draws it, from the same generator as the reactions
-    sizes = {name: int(value.shape[-1]) for name, value in train.items()}
-    fit: BlockFit | None = None
+    layout = _layout(train)
+    fit: TasteFit | None = None
     reactions: dict[str, list[Reaction]] = {}
     result = ReplayResult({})
     n_test = len(next(iter(test.values())))
@@ -234,7 +129,7 @@ def replay(
         result.events.append((i, reaction))
         cold = fit is None
         if fit is None:
-            fit = BlockFit(sizes, config, has_global=g is not None)
+            fit = TasteFit(layout, config, has_global=g is not None)
         set_id = f"e{event}"  # every event is a new shown set, as in the study
         fit.add_set(set_id, _select(train, i), g)
         reactions[set_id] = [reaction]
@@ -252,11 +147,10 @@ def replay(
 
 def pooled(
     events: Sequence[Sequence[tuple[int, Reaction]]], train: Blocks, config: TasteConfig
-) -> BlockFit:
+) -> TasteFit:
     """The pooled global ranker (``globalrank.train_global``): the same learner fitted
     once, cold, on every given user's events together (each event its own set)."""
-    sizes = {name: int(value.shape[-1]) for name, value in train.items()}
-    fit = BlockFit(sizes, config)
+    fit = TasteFit(_layout(train), config)
     for u, user_events in enumerate(events):
         for e, (i, reaction) in enumerate(user_events):
             fit.add_set(f"u{u}e{e}", _select(train, i))
@@ -271,8 +165,7 @@ def ceiling_picks(
     """The full-label ceiling (``Study.ceiling``): every decisive train prompt's exact
     preferences (each top answer over each other), one update per set in order, then
     every head refitted to convergence; the test picks. None if no prompt is decisive."""
-    sizes = {name: int(value.shape[-1]) for name, value in train.items()}
-    fit = BlockFit(sizes, config)
+    fit = TasteFit(_layout(train), config)
     for i in np.flatnonzero(scores.max(1) > scores.min(1)).tolist():
         fit.add_set(str(i), _select(train, i))
         best = scores[i].max()

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.app.taste_fit import TasteConfig
+from edge.app.taste import TasteConfig
 from ranker_personalize import metrics
 from ranker_personalize.blockfit import block_config, ceiling_picks, replay
 from ranker_personalize.content_users import DEV, HELD_OUT, make_content_users

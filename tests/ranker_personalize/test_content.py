@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.app.taste_fit import Reaction, TasteConfig, TasteFit
-from ranker_personalize.blockfit import BlockFit, block_config, replay
+from edge.app.taste import Reaction, TasteConfig, TasteFit
+from edge.runtime.parts import part_layout
+from ranker_personalize.blockfit import block_config, replay
 from ranker_personalize.content_study import Bank, Candidate, compare, decisive_counts
 from ranker_personalize.content_users import (
     CONTENT_DESCRIPTIONS,
@@ -68,34 +69,35 @@ def _blocks(pool: Pool) -> dict[str, np.ndarray]:
     return {"last": pool.candidates, "mean": pool.means, "signals": pool_signals(pool)}
 
 
-def test_block_fit_is_the_shipped_fit_on_the_shipped_blocks(pool: Pool) -> None:
-    """Same sets, reactions and schedule: the same heads, mix and scores."""
+def test_the_fit_scores_as_its_head_and_any_layout_order_gives_the_same_fit(pool: Pool) -> None:
+    """The layout is data: the registry's parts in another stacking order fit the same
+    heads and mix, and ``TasteFit.score`` is what the head (the composed graph) scores."""
     config = TasteConfig()
     blocks = _blocks(pool)
-    shipped = TasteFit(pool.candidates.shape[2], ("last", "mean", "signals"), config)
-    generic = BlockFit({n: b.shape[2] for n, b in blocks.items()}, config)
+    shipped = TasteFit(part_layout(pool.candidates.shape[2], blocks), config)
+    reordered = TasteFit({n: blocks[n].shape[2] for n in ("last", "signals", "mean")}, config)
     for i in range(12):
         reaction = [Reaction("pick", i % 4, None, tuple(j for j in range(4) if j != i % 4))]
-        shipped.add_set(str(i), blocks["last"][i], blocks["mean"][i], blocks["signals"][i])
-        generic.add_set(str(i), {n: b[i] for n, b in blocks.items()})
-        shipped.set_reactions(str(i), reaction)
-        generic.set_reactions(str(i), reaction)
-        shipped.fit(40 if i == 0 else 1)
-        generic.fit(40 if i == 0 else 1)
-    np.testing.assert_allclose(generic.v, shipped.v, rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(generic.mix(), shipped.mix())
+        for fit in (shipped, reordered):
+            fit.add_set(str(i), {n: b[i] for n, b in blocks.items()})
+            fit.set_reactions(str(i), reaction)
+            fit.fit(40 if i == 0 else 1)
+    for name, w in shipped.weights().items():
+        np.testing.assert_allclose(reordered.weights()[name], w, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(reordered.mix(), shipped.mix(), rtol=1e-4)
     head = shipped.head()
     np.testing.assert_allclose(
-        generic.score(blocks), head.score(pool.candidates, pool.means, blocks["signals"]), rtol=1e-5
+        shipped.score(blocks), head.score(pool.candidates, pool.means, blocks["signals"]), rtol=1e-5
     )
 
 
-def test_block_fit_takes_a_new_block_with_its_own_prior(pool: Pool) -> None:
+def test_the_fit_takes_a_new_block_with_its_own_prior(pool: Pool) -> None:
     """A content block learns a taste the vectors do not show: a word."""
     content = np.stack([content_block(t) for t in pool.texts])
     blocks = {"last": pool.candidates, "content": content}
     config = block_config(TasteConfig(), head_priors=({"content": 100.0},))
-    fit = BlockFit({n: b.shape[2] for n, b in blocks.items()}, config)
+    assert config.extra_blocks == ("content",)
+    fit = TasteFit({n: b.shape[2] for n, b in blocks.items()}, config)
     judge = CONTENT_JUDGES["reader"]
     for i in range(len(pool)):
         scores = np.array([judge(t) for t in pool.texts[i]])

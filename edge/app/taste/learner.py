@@ -59,7 +59,7 @@ from edge.app.taste.fit import TasteFit
 from edge.app.taste.head import TasteHead
 from edge.app.taste.pairs import Reaction
 from edge.runtime.onnx_meta import META_PREFIX
-from edge.runtime.parts import Part
+from edge.runtime.parts import Part, part_layout
 from edge.runtime.scoring import RankingSession
 from edge.runtime.signals import SIGNALS_VERSION
 from edge.runtime.types import FeatureIdentity
@@ -262,7 +262,7 @@ class TasteLearner:
         """Whether held rows must be rebuilt from the store: the global ranker changed
         (the offsets did), the parts or the feature size did (another model), a
         rollback forgot events the rows hold, or the history outgrew twice its limit."""
-        d = rows.fit.feature_size
+        d = rows.fit.layout["last"]
         return (
             rows.global_sha256 != glob_sha
             or rows.forgotten != forgotten
@@ -275,7 +275,8 @@ class TasteLearner:
         self, events: Sequence[FeedbackEvent], glob: _Global | None, forgotten: EventRanges
     ) -> _UserRows:
         d = int(events[-1].shown.candidates.shape[1])
-        fit = TasteFit(d, self._parts(events), self.config, has_global=glob is not None)
+        layout = part_layout(d, self._parts(events))
+        fit = TasteFit(layout, self.config, has_global=glob is not None)
         glob_sha = glob.info.model_sha256 if glob else None
         return _UserRows(fit, global_sha256=glob_sha, forgotten=forgotten)
 
@@ -297,13 +298,9 @@ class TasteLearner:
 
     def _add_set(self, fit: TasteFit, shown: ShownSet, glob: _Global | None) -> None:
         signals = shown.signal_block()
-        fit.add_set(
-            shown.set_id,
-            shown.candidates,
-            shown.mean_candidates if "mean" in fit.parts else None,
-            signals if "signals" in fit.parts else None,
-            _global_scores(glob, shown, signals),
-        )
+        parts = {"last": shown.candidates, "mean": shown.mean_candidates, "signals": signals}
+        fitted = {name: value for name, value in parts.items() if name in fit.parts}
+        fit.add_set(shown.set_id, fitted, _global_scores(glob, shown, signals))
 
     # -- the global ranker and the warm start -------------------------------------------
     def _global(self, name: str) -> _Global | None:
@@ -343,8 +340,10 @@ class TasteLearner:
                 head = TasteHead.from_bytes(good[1], f"{user}/{name} v{good[0].version}")
             except CorruptModelError:
                 head = None  # e.g. the weights of a torch ranker: the head starts afresh
-        if head is not None and head.feature_size != rows.fit.feature_size:
-            head = None
+        if head is not None and any(
+            len(w) != rows.fit.layout.get(p, len(w)) for p, w in head.weights.items()
+        ):
+            head = None  # another model's features (or a part computed another way)
         evidence = _evidence(good[0].metadata) if head is not None and good is not None else None
         rows.fit.start_from(head, evidence)
         if head is None or good is None:
