@@ -23,7 +23,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from language_ranker.v1 import ranker_pb2 as pb
 
 from ._errors import ConfigError, MissingDependencyError, missing_extra
-from ._signals import stop_requested
+from ._signals import stop_requested, wait_for_stop
 from .config import ServerConfig, exposure_warning, server_threads, validate_config
 from .model import LoadedModel, load_model
 
@@ -279,7 +279,7 @@ def serve_forever(config: ServerConfig) -> None:
     stopping = stop_requested()
     where = _address(config.host, running.port)
     print(f"ranker-central: serving {running.servicer.loaded.name} on {where}", flush=True)
-    stopping.wait()
+    wait_for_stop(stopping)
     if not running.stop():
         log.warning("shutdown: the engine is still inside a computation; exiting without it")
         logging.shutdown()
