@@ -6,6 +6,8 @@ The room, one concern per file, each usable and testable alone:
   within a shown set, and the Bradley-Terry loss on them;
 - ``rows``: one user's candidates as rows of their parts, stored as
   deviations from their set's mean, and the standardisation of the columns;
+- ``basis``: the low-rank basis a wide part (a 4096-d hidden state) is fitted
+  in: shipped with the global ranker, else a seeded random one;
 - ``heads``: several heads over the same rows, each trusting the parts
   differently, and their Hedge mix on prequential evidence;
 - ``optimiser``: sequential subspace steps (SESOP) with a kept gradient (SAGA),
@@ -20,9 +22,8 @@ The room, one concern per file, each usable and testable alone:
 The model, the objective, the derivations and the study figures behind each
 default are in ``docs/taste-learner.md``. A new part of the candidate
 (``edge.runtime.parts``) becomes one more group of columns in ``rows`` and one
-more input of the composed graph without a change here; a learner for wide
-features (a low-rank basis or a sketch of the history) is another
-``optimiser``/``rows`` pair behind the same ``TasteFit`` API.
+more input of the composed graph without a change here, and is fitted in a
+basis when it is wider than ``TasteConfig.reduce_above``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING
 from edge._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from edge.app.taste.basis import attach_basis, population_basis
     from edge.app.taste.compose import compose_ranker, graph_parts
     from edge.app.taste.config import TasteConfig
     from edge.app.taste.fit import TasteFit
@@ -47,8 +49,10 @@ _EXPORTS: dict[str, str] = {
     "TasteFit": "edge.app.taste.fit",
     "TasteHead": "edge.app.taste.head",
     "TasteLearner": "edge.app.taste.learner",
+    "attach_basis": "edge.app.taste.basis",
     "compose_ranker": "edge.app.taste.compose",
     "graph_parts": "edge.app.taste.compose",
+    "population_basis": "edge.app.taste.basis",
     "preference_pairs": "edge.app.taste.pairs",
 }
 
@@ -59,8 +63,10 @@ __all__ = [
     "TasteFit",
     "TasteHead",
     "TasteLearner",
+    "attach_basis",
     "compose_ranker",
     "graph_parts",
+    "population_basis",
     "preference_pairs",
 ]
 

@@ -14,7 +14,7 @@ docs/taste-learner.md.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +22,7 @@ import numpy as np
 from edge._errors import FeatureError, TrainingError
 from edge.app.learning import FitReport
 from edge.app.taste import optimiser
+from edge.app.taste.basis import PartBasis, choose_bases
 from edge.app.taste.config import TasteConfig
 from edge.app.taste.head import TasteHead
 from edge.app.taste.heads import HeadState, hedge_mix, root_priors
@@ -47,6 +48,11 @@ class TasteFit:
     ``v``'s last coordinate is ``u``. The fit keeps one head per
     ``config.head_priors`` entry over the same rows (they differ only in how
     much each part is trusted a priori) and ranks with their mix (``mix``).
+
+    A part wider than ``config.reduce_above`` is fitted in a basis
+    (``edge.app.taste.basis``): ``shipped`` (the global ranker's, by part) where
+    it has one, else the seeded random one. ``v`` and the rows are then in the
+    basis's coordinates for that part; ``head`` folds them into raw weights.
     """
 
     def __init__(
@@ -55,6 +61,7 @@ class TasteFit:
         parts: Sequence[Part],
         config: TasteConfig,
         has_global: bool = False,
+        shipped: Mapping[Part, np.ndarray] | None = None,
     ) -> None:
         self.config = config
         self.rows = Rows(
@@ -64,6 +71,7 @@ class TasteFit:
             standardise_each=config.standardise_each,
             variance_prior=config.variance_prior,
             refresh_block=config.refresh_block,
+            bases=choose_bases(config, feature_size, parts, shipped),
         )
         self.parts: tuple[Part, ...] = self.rows.parts  # the parts fitted, in input order
         self.feature_size = feature_size
@@ -89,6 +97,17 @@ class TasteFit:
 
     def has_set(self, set_id: str) -> bool:
         return set_id in self._sets
+
+    @property
+    def bases(self) -> dict[Part, PartBasis]:
+        """The parts fitted in a basis, and their bases (empty: every part whole)."""
+        return self.rows.bases
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held for this user: the rows and every head's state, capacity
+        included (not the bases, which every user of a width shares)."""
+        return self.rows.nbytes + sum(head.nbytes for head in self.heads)
 
     def add_set(
         self,
@@ -171,15 +190,21 @@ class TasteFit:
         return 0.0 if column is None else float(self.v[column])
 
     def head(self) -> TasteHead:
-        """The current weights (the heads' mix) as a head for ``compose_ranker``."""
+        """The current weights (the heads' mix) as a head for ``compose_ranker``, in raw
+        feature space: a part fitted in a basis ``P`` folds in as ``P @ a``."""
         v, column = self.v, self.rows.global_column
-        weights = {p: v[lo:hi].astype(np.float32) for p, (lo, hi) in self.rows.spans.items()}
+        weights: dict[Part, np.ndarray] = {}
+        for part, (lo, hi) in self.rows.spans.items():
+            weights[part] = v[lo:hi].astype(np.float32)
+            if part in self.bases:
+                weights[part] = self.bases[part].matrix @ weights[part]
         u = 0.0 if column is None else float(v[column])
         return TasteHead(weights, global_weight=u)
 
     def start_from(self, head: TasteHead | None, evidence: Sequence[float] | None = None) -> None:
-        """Give every head ``head``'s weights (None: zeros) for the parts both have,
-        and its u when this fit has one; forget memory. ``evidence`` (one value per
+        """Give every head ``head``'s weights (None: zeros) for the parts both have
+        (projected onto a part's basis: exact for a head this basis folded), and its
+        u when this fit has one; forget memory. ``evidence`` (one value per
         head, e.g. what a saved version recorded) restores the mix; else it restarts
         even."""
         v = np.zeros(self.width)
@@ -190,7 +215,9 @@ class TasteFit:
                     f"{self.feature_size}"
                 )
             for part, (lo, hi) in self.rows.spans.items():
-                if part in head.weights:
+                if part in head.weights and part in self.bases:  # its nearest in the span
+                    v[lo:hi] = self.bases[part].matrix.T @ head.weights[part]
+                elif part in head.weights:
                     v[lo:hi] = head.weights[part]
             if self.rows.global_column is not None:
                 v[self.rows.global_column] = head.global_weight

@@ -20,6 +20,11 @@ by coordinate for the groups of ``standardise_each`` (the signals, whose units
 differ, each shrunk towards its group's mean by ``variance_prior``
 pseudo-counts), as a whole for the others (a hidden-state part). See
 docs/taste-learner.md for why.
+
+A part with a basis (``edge.app.taste.basis``: the wide parts) is kept as its
+coordinates in that basis, ``P^T x``: its group of columns is ``rank`` wide,
+and everything here (the products, the standardisation) is in those
+coordinates; ``TasteFit.head`` folds the weights back (``v = P a``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge._errors import FeatureError, TrainingError
+from edge.app.taste.basis import PartBasis
 from edge.runtime.parts import PARTS, Part
 
 __all__ = ["Rows", "SetRows", "resized", "rows_times", "times_rows"]
@@ -56,6 +62,7 @@ class Rows:
         standardise_each: Sequence[str] = (),
         variance_prior: float = 0.0,
         refresh_block: int = 1,
+        bases: Mapping[Part, PartBasis] | None = None,
     ) -> None:
         self.parts: tuple[Part, ...] = tuple(p for p in PARTS if p in parts)
         if "last" not in self.parts:
@@ -64,11 +71,20 @@ class Rows:
         self._standardise_each = tuple(standardise_each)
         self._variance_prior = variance_prior
         self._refresh_block = refresh_block
+        # the parts kept in a basis (their coordinates in it), by name
+        self.bases: dict[Part, PartBasis] = {p: b for p, b in (bases or {}).items() if p in parts}
+        self._basis_of: dict[str, PartBasis] = {p: b for p, b in self.bases.items()}
         # Column spans: each part's, then u's column ("global") when it is fitted.
         self.spans: dict[Part, tuple[int, int]] = {}
+        self._input_width: dict[str, int] = {"global": 1}  # values per candidate given
         width = 0
         for p in self.parts:
-            size = PARTS[p].size(feature_size)
+            size = self._input_width[p] = PARTS[p].size(feature_size)
+            if p in self.bases:
+                if self.bases[p].width != size:
+                    raise FeatureError(f"a basis of width {self.bases[p].width} for the "
+                                       f"{p} part of {size} values")  # fmt: skip
+                size = self.bases[p].rank
             self.spans[p] = (width, width + size)
             width += size
         # groups of columns standardised together: the parts, and u's column when fitted
@@ -117,6 +133,13 @@ class Rows:
         return self._stored
 
     @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays held for this user (capacity included; not the bases,
+        which every user of a width shares)."""
+        arrays = (self._x, self._row_of, self._first_of, self._set_of, self._g, self._ss)
+        return sum(a.nbytes for a in arrays) + 8 * 2 * len(self._block_starts)
+
+    @property
     def block_starts(self) -> np.ndarray:
         """(blocks, 2): the (row, stored row) where every ``refresh_block``-th set starts."""
         return np.asarray(self._block_starts, np.int64).reshape(-1, 2)
@@ -148,9 +171,12 @@ class Rows:
             if value is None:
                 continue
             arr = np.asarray(value, np.float64)
-            if arr.shape != (k, hi - lo):
+            if arr.shape != (k, self._input_width[group]):
                 raise FeatureError(f"set {set_id!r}: {group} part has shape {arr.shape}")
-            deviations = arr - arr.mean(0)
+            deviations = arr - arr.mean(0)  # before any projection: exact where all share an offset
+            basis = self._basis_of.get(group)
+            if basis is not None:
+                deviations = (deviations.astype(np.float32) @ basis.matrix).astype(np.float64)
             rows[:, lo:hi] = deviations
             squares[group] = (deviations**2).sum(0)
         return SetRows(rows, g, squares)
