@@ -7,7 +7,8 @@ The room, one concern per file, each usable and testable alone:
 - ``rows``: one user's candidates as rows of their parts, stored as
   deviations from their set's mean, and the standardisation of the columns;
 - ``basis``: the low-rank basis a wide part (a 4096-d hidden state) is fitted
-  in: shipped with the global ranker, else a seeded random one;
+  in, shipped with the global ranker (``basis.population_basis`` and
+  ``basis.attach_basis``, for whoever publishes it) or else a seeded random one;
 - ``heads``: several heads over the same rows, each trusting the parts
   differently, and their Hedge mix on prequential evidence;
 - ``optimiser``: sequential subspace steps (SESOP) with a kept gradient (SAGA),
@@ -33,7 +34,6 @@ from typing import TYPE_CHECKING
 from edge._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from edge.app.taste.basis import attach_basis, population_basis
     from edge.app.taste.compose import compose_ranker, graph_parts
     from edge.app.taste.config import TasteConfig
     from edge.app.taste.fit import TasteFit
@@ -49,10 +49,8 @@ _EXPORTS: dict[str, str] = {
     "TasteFit": "edge.app.taste.fit",
     "TasteHead": "edge.app.taste.head",
     "TasteLearner": "edge.app.taste.learner",
-    "attach_basis": "edge.app.taste.basis",
     "compose_ranker": "edge.app.taste.compose",
     "graph_parts": "edge.app.taste.compose",
-    "population_basis": "edge.app.taste.basis",
     "preference_pairs": "edge.app.taste.pairs",
 }
 
@@ -63,10 +61,8 @@ __all__ = [
     "TasteFit",
     "TasteHead",
     "TasteLearner",
-    "attach_basis",
     "compose_ranker",
     "graph_parts",
-    "population_basis",
     "preference_pairs",
 ]
 

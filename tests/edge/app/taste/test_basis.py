@@ -17,16 +17,14 @@ import edge.app.taste.learner as taste_learner
 from edge import ConfigError, CorruptModelError
 from edge.app.personal import PersonalRanker
 from edge.app.registry import Registry
-from edge.app.taste import (
-    Reaction,
-    TasteConfig,
-    TasteFit,
-    TasteHead,
+from edge.app.taste import Reaction, TasteConfig, TasteFit, TasteHead, compose_ranker
+from edge.app.taste.basis import (
     attach_basis,
-    compose_ranker,
+    choose_bases,
     population_basis,
+    random_basis,
+    shipped_basis,
 )
-from edge.app.taste.basis import choose_bases, random_basis, shipped_basis
 from edge.runtime.scoring import RankingSession
 from edge.runtime.signals import SIGNAL_NAMES, candidate_signals
 from tests.edge.app._generations import generation
