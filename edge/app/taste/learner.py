@@ -320,12 +320,20 @@ class TasteLearner:
             try:
                 model = self.registry.load_model(None, name, info.version)
                 session = RankingSession(model, f"global/{name} v{info.version}")
-                weights = self.registry.load_weights(None, name, info.version)
-                basis = shipped_basis(weights, f"global/{name} v{info.version} weights")
             except CorruptModelError:
                 continue
-            return _GLOBALS.put(_Global(info, model, session, basis))
+            return _GLOBALS.put(_Global(info, model, session, self._basis(name, info)))
         return None
+
+    def _basis(self, name: str, info: VersionInfo) -> dict[Part, np.ndarray]:
+        """The basis a global version's weights archive ships; none when it ships none
+        or the archive is damaged (its model still ranks: the random basis stands in,
+        and the user's versions record which they used)."""
+        try:
+            weights = self.registry.load_weights(None, name, info.version)
+            return shipped_basis(weights, f"global/{name} v{info.version} weights")
+        except CorruptModelError:
+            return {}
 
     def _warm_start(
         self, user: str, name: str, rows: _UserRows, current: VersionInfo | None

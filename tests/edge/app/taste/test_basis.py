@@ -277,3 +277,22 @@ def test_a_users_rows_shrink_by_width_over_rank() -> None:
     assert reduced.width == 32 and whole.width == 1024
     assert reduced.rows.nbytes < whole.rows.nbytes / 20
     assert reduced.nbytes < whole.nbytes / 10  # the heads' state included
+
+
+def test_a_damaged_global_archive_still_ranks_and_the_random_basis_stands_in(
+    tmp_path: Path,
+) -> None:
+    head = TasteHead.zeros(D, PARTS)  # type: ignore[arg-type]
+    registry = Registry(tmp_path / "rankers")
+    basis = {"last": _orthonormal(np.random.default_rng(0), D, 4)}
+    info = registry.save_global("chat", compose_ranker(head),
+                                weights=attach_basis(head.to_bytes(), basis))  # fmt: skip
+    weights_file = registry.model_path(None, "chat").parent / str(info.weights_file)
+    weights_file.write_bytes(b"damaged")
+    me = PersonalRanker(None, tmp_path, "finn", "chat", learner=SMALL)  # type: ignore[arg-type]
+    g, liked = generation(0)
+    me.pick(me.show(g), liked[0])
+    report = me.learn()
+    assert report.updated and report.global_version == 1 and report.started_from == "global"
+    meta = me.registry.current("finn", "chat").metadata
+    assert meta["basis"]["last"] == {"source": "random", "rank": 8, "seed": 0}
