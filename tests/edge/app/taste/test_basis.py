@@ -62,6 +62,14 @@ def _sets(n: int, seed: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, i
     return out
 
 
+def _teach(me: PersonalRanker, seeds: range) -> None:
+    """One pick of a liked answer per generation, each learned at once."""
+    for seed in seeds:
+        g, liked = generation(seed)
+        me.pick(me.show(g), liked[0])
+        me.learn()
+
+
 def _fill(fit: TasteFit, sets: list, project: dict[str, np.ndarray] | None = None) -> None:
     for i, (last, mean, sig, best) in enumerate(sets):
         if project:
@@ -195,10 +203,7 @@ def test_the_folded_head_is_a_plain_linear_onnx_head_that_scores_as_numpy_does(
 
 def test_a_restart_re_derives_the_basis_and_the_saved_head_lies_in_it(tmp_path: Path) -> None:
     me = PersonalRanker(None, tmp_path, "dana", "chat", learner=SMALL)  # type: ignore[arg-type]
-    for seed in range(10):
-        g, liked = generation(seed)
-        me.pick(me.show(g), liked[0])
-        me.learn()
+    _teach(me, range(10))
     meta = me.registry.current("dana", "chat").metadata
     random_8 = {"source": "random", "rank": 8, "seed": 0}
     assert meta["basis"] == {"last": random_8, "mean": random_8}
@@ -229,10 +234,7 @@ def test_a_global_ranker_ships_its_basis_and_a_new_basis_rebuilds_the_rows(
     first = {"last": _orthonormal(rng, D, 5), "mean": _orthonormal(rng, D, 6)}
     registry.save_global("chat", global_model, weights=attach_basis(global_head.to_bytes(), first))
     me = PersonalRanker(None, tmp_path, "erin", "chat", learner=SMALL)  # type: ignore[arg-type]
-    for seed in range(4):
-        g, liked = generation(seed)
-        me.pick(me.show(g), liked[0])
-        me.learn()
+    _teach(me, range(4))
     meta = me.registry.current("erin", "chat").metadata
     assert meta["basis"] == {"last": {"source": "global", "rank": 5},
                              "mean": {"source": "global", "rank": 6}}  # fmt: skip
