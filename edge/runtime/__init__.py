@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         PemSource,
         Prompt,
         StreamEvent,
+        VectorOptions,
     )
     from edge.runtime.features import (
         as_candidates,
@@ -81,6 +82,7 @@ if TYPE_CHECKING:
         Part,
         PartSpec,
         VectorPart,
+        part_layout,
     )
     from edge.runtime.scalars import (
         SCALAR_COLUMNS,
@@ -117,6 +119,7 @@ if TYPE_CHECKING:
         FeatureIdentity,
         FinishReason,
         Generation,
+        ResponseVectors,
         Usage,
     )
     from edge.runtime.wire import (
@@ -171,6 +174,7 @@ _EXPORTS: dict[str, str] = {
     "Ranker": "edge.runtime.scoring",
     "Ranking": "edge.runtime.scoring",
     "RankingSession": "edge.runtime.scoring",
+    "ResponseVectors": "edge.runtime.types",
     "SCALAR_COLUMNS": "edge.runtime.scalars",
     "SIGNALS_VERSION": "edge.runtime.signals",
     "SIGNAL_NAMES": "edge.runtime.signals",
@@ -180,7 +184,9 @@ _EXPORTS: dict[str, str] = {
     "TokenFeatureRequest": "edge.runtime.token_wire",
     "Usage": "edge.runtime.types",
     "VECTOR_PARTS": "edge.runtime.parts",
+    "VectorOptions": "edge.runtime.client_base",
     "VectorPart": "edge.runtime.parts",
+    "part_layout": "edge.runtime.parts",
     "as_candidates": "edge.runtime.features",
     "as_vector": "edge.runtime.features",
     "candidate_signals": "edge.runtime.signals",
@@ -246,11 +252,13 @@ __all__ = [
     "Ranker",
     "Ranking",
     "RankingSession",
+    "ResponseVectors",
     "Scalars",
     "StreamEvent",
     "TokenAssembler",
     "TokenFeatureRequest",
     "Usage",
+    "VectorOptions",
     "VectorPart",
     "as_candidates",
     "as_vector",
@@ -259,6 +267,7 @@ __all__ = [
     "decode_tensor",
     "identity_metadata",
     "input_doc",
+    "part_layout",
     "read_identity",
     "read_model",
     "session_options",

@@ -25,13 +25,14 @@ compute or keep it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 from edge.runtime.onnx_meta import INPUT_CANDIDATES, INPUT_MEAN_CANDIDATES, INPUT_SIGNALS
 from edge.runtime.signals import SIGNAL_NAMES, SIGNALS_VERSION
 
-__all__ = ["PARTS", "VECTOR_PARTS", "Part", "PartSpec", "VectorPart"]
+__all__ = ["PARTS", "VECTOR_PARTS", "Part", "PartSpec", "VectorPart", "part_layout"]
 
 Part = Literal["last", "mean", "signals"]  # a part of a candidate, by name
 VectorPart = Literal["last", "mean"]  # the hidden-state parts (central sends them)
@@ -76,3 +77,14 @@ PARTS: dict[Part, PartSpec] = {
     ),
 }
 VECTOR_PARTS: tuple[VectorPart, ...] = ("last", "mean")  # in input order
+
+
+def part_layout(feature_size: int, parts: Iterable[str]) -> dict[str, int]:
+    """The block layout of ``parts`` for features of ``feature_size`` values: each part's
+    width, in input order (what ``edge.app.taste.TasteFit`` takes). An unknown name
+    raises ValueError."""
+    wanted = set(parts)
+    unknown = wanted - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown parts {sorted(unknown)}; the parts are {list(PARTS)}")
+    return {name: spec.size(feature_size) for name, spec in PARTS.items() if name in wanted}

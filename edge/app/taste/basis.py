@@ -87,27 +87,26 @@ class PartBasis:
 
 def choose_bases(
     config: TasteConfig,
-    feature_size: int,
-    parts: Sequence[Part],
-    shipped: Mapping[Part, np.ndarray] | None = None,
-) -> dict[Part, PartBasis]:
-    """The basis of every part wider than ``config.reduce_above``: the one shipped
-    with the global ranker when it has one of the part's width, else the seeded
-    random one of ``config.basis_rank`` directions. Parts not listed stay whole."""
+    layout: Mapping[str, int],
+    shipped: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, PartBasis]:
+    """The basis of every block of ``layout`` (name -> width) wider than
+    ``config.reduce_above``: the one shipped with the global ranker when it has
+    one of the block's width, else the seeded random one of ``config.basis_rank``
+    directions. Blocks not listed stay whole."""
     if config.reduce_above is None:
         return {}
-    out: dict[Part, PartBasis] = {}
-    for part in parts:
-        width = PARTS[part].size(feature_size)
+    out: dict[str, PartBasis] = {}
+    for name, width in layout.items():
         if width <= config.reduce_above:
             continue
-        given = (shipped or {}).get(part)
+        given = (shipped or {}).get(name)
         if given is not None and given.shape[0] == width:
-            out[part] = PartBasis(given, "global")
+            out[name] = PartBasis(given, "global")
         else:
             rank = min(config.basis_rank, width)
-            out[part] = PartBasis(random_basis(width, rank, config.basis_seed, part), "random",
-                                  config.basis_seed)  # fmt: skip
+            matrix = random_basis(width, rank, config.basis_seed, name)
+            out[name] = PartBasis(matrix, "random", config.basis_seed)
     return out
 
 
@@ -223,22 +222,22 @@ def attach_basis(weights: bytes, basis: Mapping[Part, np.ndarray]) -> bytes:
     return Checkpoint(ckpt.kind, config, arrays).to_bytes()
 
 
-def shipped_basis(weights: bytes | None, source: str = "global head") -> dict[Part, np.ndarray]:
-    """The basis a global ranker's weights archive carries ({} when it has none, or the
-    archive is not a taste head's); a malformed one raises CorruptModelError."""
+def shipped_basis(weights: bytes | None, source: str = "global head") -> dict[str, np.ndarray]:
+    """The basis a global ranker's weights archive carries, by part ({} when it has
+    none, or the archive is not a taste head's); a malformed one raises
+    CorruptModelError."""
     if not weights:
         return {}
     ckpt = Checkpoint.from_bytes(weights, source)
     if ckpt.kind != HEAD_KIND:
         return {}
-    out: dict[Part, np.ndarray] = {}
+    out: dict[str, np.ndarray] = {}
     for key, matrix in ckpt.weights.items():
         if key.startswith(BASIS_KEY):
             name = key[len(BASIS_KEY) :]
             if name not in PARTS:
                 raise CorruptModelError(f"{source} ships a basis for an unknown part {name!r}")
-            part: Part = name
-            out[part] = _checked(part, np.asarray(matrix, np.float32), source)
+            out[name] = _checked(name, np.asarray(matrix, np.float32), source)
     return out
 
 

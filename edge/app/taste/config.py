@@ -62,7 +62,7 @@ class TasteConfig:
     # 0.98): the heads learn at different speeds, so old evidence describes the
     # heads as they were, not as they are (1: never forget).
     evidence_decay: float = 0.98
-    # A part wider than this (the hidden-state parts of a 4096-d model, not of a
+    # A block wider than this (the hidden-state parts of a 4096-d model, not of a
     # 576-d one) is fitted in a basis of a few hundred directions: the one shipped
     # with the global ranker, else a seeded random one (edge.app.taste.basis). The
     # user's rows and each update's reading shrink by width / rank; the head stays
@@ -70,6 +70,10 @@ class TasteConfig:
     reduce_above: int | None = 1024
     basis_rank: int = 256  # directions per reduced part when the global ranker ships none
     basis_seed: int = 0  # seed of that random basis (the same for every user)
+    # Names of blocks beyond the parts registry that head_priors and standardise_each
+    # may name: the candidate blocks of an offline study (TasteFit takes any block
+    # layout). The shipped learner fits registry parts only.
+    extra_blocks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.l2 <= 0:
@@ -82,11 +86,12 @@ class TasteConfig:
             raise ConfigError(f"refresh_block must be at least 1, got {self.refresh_block}")
         if not self.head_priors:
             raise ConfigError("head_priors needs at least one head")
-        if set(self.standardise_each) - set(GROUPS):
-            raise ConfigError(f"standardise_each names groups of {GROUPS}")
+        groups = (*GROUPS, *self.extra_blocks)
+        if set(self.standardise_each) - set(groups):
+            raise ConfigError(f"standardise_each names groups of {groups}")
         for prior in self.head_priors:
-            if set(prior) - set(GROUPS) or not all(f > 0 for f in prior.values()):
-                raise ConfigError(f"a head prior maps {GROUPS} to factors > 0, got {prior}")
+            if set(prior) - set(groups) or not all(f > 0 for f in prior.values()):
+                raise ConfigError(f"a head prior maps {groups} to factors > 0, got {prior}")
         if not self.mix_rate > 0:
             raise ConfigError(f"mix_rate must be positive, got {self.mix_rate}")
         if not 0 < self.evidence_decay <= 1:

@@ -28,7 +28,6 @@ from edge.app.taste.head import TasteHead
 from edge.app.taste.heads import HeadState, hedge_mix, root_priors
 from edge.app.taste.pairs import Pairs, Reaction, pair_loss, preference_pairs
 from edge.app.taste.rows import Rows
-from edge.runtime.parts import Part
 
 __all__ = ["TasteFit"]
 
@@ -49,32 +48,38 @@ class TasteFit:
     ``config.head_priors`` entry over the same rows (they differ only in how
     much each part is trusted a priori) and ranks with their mix (``mix``).
 
-    A part wider than ``config.reduce_above`` is fitted in a basis
-    (``edge.app.taste.basis``): ``shipped`` (the global ranker's, by part) where
-    it has one, else the seeded random one. ``v`` and the rows are then in the
-    basis's coordinates for that part; ``head`` folds them into raw weights.
+    ``layout`` maps each block the rows stack to its width, in stacking order:
+    ``edge.runtime.parts.part_layout(d, parts)`` for the parts a ranker reads
+    (what the learner passes; ``head`` then gives the ``TasteHead`` to compose).
+    Any other names work for an offline study of new blocks (``weights`` and
+    ``score`` read them; ``TasteConfig.extra_blocks`` lets its priors name them).
+    The first block is required in every set.
+
+    A block wider than ``config.reduce_above`` is fitted in a basis
+    (``edge.app.taste.basis``): ``shipped`` (the global ranker's, by block name)
+    where it has one of the block's width, else the seeded random one. ``v`` and
+    the rows are then in the basis's coordinates for that block; ``weights``
+    folds them back into raw weights.
     """
 
     def __init__(
         self,
-        feature_size: int,
-        parts: Sequence[Part],
+        layout: Mapping[str, int],
         config: TasteConfig,
         has_global: bool = False,
-        shipped: Mapping[Part, np.ndarray] | None = None,
+        shipped: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         self.config = config
         self.rows = Rows(
-            feature_size,
-            parts,
+            layout,
             global_column=has_global and config.global_weight,
             standardise_each=config.standardise_each,
             variance_prior=config.variance_prior,
             refresh_block=config.refresh_block,
-            bases=choose_bases(config, feature_size, parts, shipped),
+            bases=choose_bases(config, layout, shipped),
         )
-        self.parts: tuple[Part, ...] = self.rows.parts  # the parts fitted, in input order
-        self.feature_size = feature_size
+        self.parts: tuple[str, ...] = self.rows.parts  # the blocks fitted, in layout order
+        self.layout: dict[str, int] = self.rows.layout  # block name -> width
         self.width = self.rows.width  # D: the length of a row and of v
         roots = root_priors(config.head_priors, self.parts, self.rows.groups, self.width)
         # one head per distinct prior, in head_priors order
@@ -99,8 +104,8 @@ class TasteFit:
         return set_id in self._sets
 
     @property
-    def bases(self) -> dict[Part, PartBasis]:
-        """The parts fitted in a basis, and their bases (empty: every part whole)."""
+    def bases(self) -> dict[str, PartBasis]:
+        """The blocks fitted in a basis, and their bases (empty: every block whole)."""
         return self.rows.bases
 
     @property
@@ -112,18 +117,20 @@ class TasteFit:
     def add_set(
         self,
         set_id: str,
-        candidates: np.ndarray,
-        mean_candidates: np.ndarray | None = None,
-        signals: np.ndarray | None = None,
+        parts: Mapping[str, np.ndarray | None],
         global_scores: np.ndarray | None = None,
     ) -> None:
-        """Append a shown set's K rows (parts the set lacks stay 0: no information).
+        """Append a shown set's K rows from its ``parts`` by block name ((K, width)
+        each; the layout's first block required, the others may be absent or None:
+        they stay 0, no information).
 
         ``global_scores`` are the global ranker's scores of the set (None: 0), the
         offset and, when u is fitted, the last column."""
         if set_id in self._sets:
             raise TrainingError(f"set {set_id!r} is already in the fit")
-        parts = {"last": candidates, "mean": mean_candidates, "signals": signals}
+        unknown = {name for name, value in parts.items() if value is not None} - set(self.layout)
+        if unknown:
+            raise FeatureError(f"set {set_id!r}: parts {sorted(unknown)} are not in the fit")
         new = self.rows.deviations(set_id, parts, global_scores)
         start, grown = self.rows.add(new)
         for head in self.heads:
@@ -189,36 +196,57 @@ class TasteFit:
         column = self.rows.global_column
         return 0.0 if column is None else float(self.v[column])
 
+    def weights(self) -> dict[str, np.ndarray]:
+        """The ranking head (the heads' mix) per block, float32 in raw feature space: a
+        block fitted in a basis ``P`` folds in as ``P @ a``."""
+        out: dict[str, np.ndarray] = {}
+        for name, (lo, hi) in self.rows.spans.items():
+            out[name] = self.v[lo:hi].astype(np.float32)
+            if name in self.bases:
+                out[name] = self.bases[name].matrix @ out[name]
+        return out
+
+    def score(
+        self, parts: Mapping[str, np.ndarray], global_scores: np.ndarray | None = None
+    ) -> np.ndarray:
+        """(..., K) scores of (..., K, width) blocks by name, as the composed graph
+        computes them: ``(1 + u)`` times the global ranker's scores (when given) plus
+        one float32 product per block (every block of the layout needed)."""
+        weights = self.weights()
+        missing = [name for name in weights if name not in parts]
+        if missing:
+            raise FeatureError(f"scoring needs the parts {missing}")
+        total = np.zeros(np.shape(parts[self.parts[0]])[:-1], np.float32)
+        if global_scores is not None:
+            total += np.float32(1.0 + self.global_weight) * np.asarray(global_scores, np.float32)
+        for name, w in weights.items():
+            total += np.asarray(parts[name], np.float32) @ w
+        return total
+
     def head(self) -> TasteHead:
-        """The current weights (the heads' mix) as a head for ``compose_ranker``, in raw
-        feature space: a part fitted in a basis ``P`` folds in as ``P @ a``."""
-        v, column = self.v, self.rows.global_column
-        weights: dict[Part, np.ndarray] = {}
-        for part, (lo, hi) in self.rows.spans.items():
-            weights[part] = v[lo:hi].astype(np.float32)
-            if part in self.bases:
-                weights[part] = self.bases[part].matrix @ weights[part]
-        u = 0.0 if column is None else float(v[column])
-        return TasteHead(weights, global_weight=u)
+        """The current weights (the heads' mix) as a head for ``compose_ranker`` (every
+        block of the layout must be a part of ``edge.runtime.parts``)."""
+        return TasteHead(self.weights(), global_weight=self.global_weight)
 
     def start_from(self, head: TasteHead | None, evidence: Sequence[float] | None = None) -> None:
         """Give every head ``head``'s weights (None: zeros) for the parts both have
         (projected onto a part's basis: exact for a head this basis folded), and its
         u when this fit has one; forget memory. ``evidence`` (one value per
         head, e.g. what a saved version recorded) restores the mix; else it restarts
-        even."""
+        even. A part of another width (another model's features) raises FeatureError."""
         v = np.zeros(self.width)
         if head is not None:
-            if head.feature_size != self.feature_size:
-                raise FeatureError(
-                    f"saved head reads {head.feature_size} features, feedback has "
-                    f"{self.feature_size}"
-                )
             for part, (lo, hi) in self.rows.spans.items():
-                if part in head.weights and part in self.bases:  # its nearest in the span
-                    v[lo:hi] = self.bases[part].matrix.T @ head.weights[part]
-                elif part in head.weights:
-                    v[lo:hi] = head.weights[part]
+                if part not in head.weights:
+                    continue
+                given = head.weights[part]
+                if len(given) != self.layout[part]:
+                    raise FeatureError(
+                        f"saved head's {part} part has {len(given)} values, this fit's has "
+                        f"{self.layout[part]}"
+                    )
+                basis = self.bases.get(part)
+                v[lo:hi] = given if basis is None else basis.matrix.T @ given  # nearest in span
             if self.rows.global_column is not None:
                 v[self.rows.global_column] = head.global_weight
         restored = evidence is not None and len(evidence) == len(self.heads)

@@ -44,7 +44,7 @@ class TasteHead:
     """Per-part weight vectors in raw feature space (what the graph multiplies by),
     and the user's weight on the global ranker's score."""
 
-    weights: dict[Part, np.ndarray] = field(repr=False)  # part -> (width,) float32
+    weights: dict[str, np.ndarray] = field(repr=False)  # part name -> (width,) float32
     signals_version: int = SIGNALS_VERSION  # version of the signals part's columns
     global_weight: float = 0.0  # u: the global score counts (1 + u) times
 
@@ -143,7 +143,7 @@ class TasteHead:
             raise CorruptModelError(f"{source} is a taste head of format {fmt!r}, this "
                                     f"version reads 1 to {HEAD_FORMAT}")  # fmt: skip
         try:
-            weights: dict[Part, np.ndarray] = {
+            weights: dict[str, np.ndarray] = {
                 p: np.asarray(ckpt.weights[p], np.float32)
                 for p in PARTS
                 if p in ckpt.config["blocks"]

@@ -28,7 +28,9 @@ The rows live in memory between calls (one entry per store, user and ranker,
 a few most recent users kept), so a steady-state update reads only the new
 events; a fresh process rebuilds them once from the store (at most
 ``history`` events). Each save records the cursor (the newest event learned):
-the next update learns whatever came after it, whoever saved it.
+the next update learns whatever came after it, whoever saved it. Events a
+rollback forgot (``Registry.forgotten``) are never read, neither as new events
+nor as history, and each save records them (``FORGOTTEN_KEY``).
 
 The learner continues from the newest saved head that verifies: a damaged
 weights file of the current version falls back to the version before it, as
@@ -48,17 +50,17 @@ import numpy as np
 
 from edge._errors import CorruptModelError, FeatureError, UnknownUserError
 from edge.app.learning import IDENTITY_KEY, FitReport, LearnReport, StartedFrom
+from edge.app.lineage import CURSOR_KEY, FORGOTTEN_KEY, EventRanges, learnable
 from edge.app.records import FeedbackEvent, ShownSet
 from edge.app.registry import Registry, VersionInfo
 from edge.app.store import FeedbackStore
 from edge.app.taste.basis import shipped_basis
-from edge.app.taste.compose import compose_ranker
 from edge.app.taste.config import TasteConfig
 from edge.app.taste.fit import TasteFit
 from edge.app.taste.head import TasteHead
 from edge.app.taste.pairs import Reaction
 from edge.runtime.onnx_meta import META_PREFIX
-from edge.runtime.parts import Part
+from edge.runtime.parts import Part, part_layout
 from edge.runtime.scoring import RankingSession
 from edge.runtime.signals import SIGNALS_VERSION
 from edge.runtime.types import FeatureIdentity
@@ -77,7 +79,7 @@ class _Global:
     info: VersionInfo
     model: bytes = field(repr=False)
     session: RankingSession = field(repr=False)
-    basis: dict[Part, np.ndarray] = field(default_factory=dict, repr=False)
+    basis: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def key(self) -> str:
@@ -100,6 +102,7 @@ class _UserRows:
     reactions: dict[str, list[Reaction]] = field(default_factory=dict)  # per set id
     weights_sha256: str | None = None  # the saved head the fit's v equals (None: unsaved)
     global_key: str | None = None  # the global ranker the offsets and basis came from
+    forgotten: EventRanges = ()  # the events a rollback forgot, left out of the fit
 
 
 class _RowsCache:
@@ -187,17 +190,19 @@ class TasteLearner:
         identity: FeatureIdentity | None = None,
     ) -> LearnReport:
         current = self.registry.current(user, name) if self.registry.has(user, name) else None
-        saved_cursor = int(current.metadata.get("cursor", 0)) if current else 0
+        saved_cursor = int(current.metadata.get(CURSOR_KEY, 0)) if current else 0
+        forgotten = self.registry.forgotten(user, name)
         glob = self._global(name)
         glob_key = glob.key if glob else None
-        new = self._events(user, name, since=rows.cursor) if rows is not None else []
-        if rows is not None and self._stale(rows, new, glob_key):
+        new = self._events(user, name, rows.cursor, forgotten) if rows is not None else []
+        if rows is not None and self._stale(rows, new, glob_key, forgotten):
             rows = None
         if rows is None:
-            new = _same_size_as_newest(self._events(user, name, since=0))[-self.config.history :]
+            every = self._events(user, name, 0, forgotten)
+            new = _same_size_as_newest(every)[-self.config.history :]
             if not new:
                 return self._skipped(user, name, saved_cursor, started)
-            rows = self._empty_rows(new, glob)
+            rows = self._empty_rows(new, glob, forgotten)
         warm = self._warm_start(user, name, rows, current)
         self._ingest(rows, new, glob)
         pending = [e for e in rows.event_ids if e > saved_cursor]
@@ -243,9 +248,11 @@ class TasteLearner:
         return LearnReport.skipped(user, name, cursor, time.perf_counter() - started, new_events)
 
     # -- reading -----------------------------------------------------------------------
-    def _events(self, user: str, name: str, since: int) -> list[FeedbackEvent]:
+    def _events(
+        self, user: str, name: str, since: int, forgotten: EventRanges
+    ) -> list[FeedbackEvent]:
         try:
-            return self.store.events(user, since=since, task=name)
+            return learnable(self.store.events(user, since=since, task=name), forgotten)
         except UnknownUserError:
             return []
 
@@ -258,24 +265,36 @@ class TasteLearner:
             parts.append("signals")
         return tuple(parts)
 
-    def _stale(self, rows: _UserRows, new: Sequence[FeedbackEvent], glob_key: str | None) -> bool:
+    def _stale(
+        self,
+        rows: _UserRows,
+        new: Sequence[FeedbackEvent],
+        glob_key: str | None,
+        forgotten: EventRanges,
+    ) -> bool:
         """Whether held rows must be rebuilt from the store: another config, the global
         ranker changed (the offsets did, and perhaps the basis), the parts or the
-        feature size did (another model), or the history outgrew twice its limit."""
-        d = rows.fit.feature_size
+        feature size did (another model), a rollback forgot events the rows hold, or
+        the history outgrew twice its limit."""
+        d = rows.fit.layout["last"]
         return (
             rows.fit.config != self.config
             or rows.global_key != glob_key
+            or rows.forgotten != forgotten
             or (bool(new) and self._parts(new) != rows.fit.parts)
             or any(e.shown.candidates.shape[1] != d for e in new)
             or len(rows.event_ids) + len(new) > 2 * self.config.history
         )
 
-    def _empty_rows(self, events: Sequence[FeedbackEvent], glob: _Global | None) -> _UserRows:
+    def _empty_rows(
+        self, events: Sequence[FeedbackEvent], glob: _Global | None, forgotten: EventRanges
+    ) -> _UserRows:
         d = int(events[-1].shown.candidates.shape[1])
+        layout = part_layout(d, self._parts(events))
         shipped = glob.basis if glob else None
-        fit = TasteFit(d, self._parts(events), self.config, glob is not None, shipped)
-        return _UserRows(fit, global_key=glob.key if glob else None)
+        fit = TasteFit(layout, self.config, glob is not None, shipped)
+        glob_key = glob.key if glob else None
+        return _UserRows(fit, global_key=glob_key, forgotten=forgotten)
 
     def _ingest(
         self, rows: _UserRows, events: Sequence[FeedbackEvent], glob: _Global | None
@@ -295,13 +314,9 @@ class TasteLearner:
 
     def _add_set(self, fit: TasteFit, shown: ShownSet, glob: _Global | None) -> None:
         signals = shown.signal_block()
-        fit.add_set(
-            shown.set_id,
-            shown.candidates,
-            shown.mean_candidates if "mean" in fit.parts else None,
-            signals if "signals" in fit.parts else None,
-            _global_scores(glob, shown, signals),
-        )
+        parts = {"last": shown.candidates, "mean": shown.mean_candidates, "signals": signals}
+        fitted = {name: value for name, value in parts.items() if name in fit.parts}
+        fit.add_set(shown.set_id, fitted, _global_scores(glob, shown, signals))
 
     # -- the global ranker and the warm start -------------------------------------------
     def _global(self, name: str) -> _Global | None:
@@ -325,7 +340,7 @@ class TasteLearner:
             return _GLOBALS.put(_Global(info, model, session, self._basis(name, info)))
         return None
 
-    def _basis(self, name: str, info: VersionInfo) -> dict[Part, np.ndarray]:
+    def _basis(self, name: str, info: VersionInfo) -> dict[str, np.ndarray]:
         """The basis a global version's weights archive ships; none when it ships none
         or the archive is damaged (its model still ranks: the random basis stands in,
         and the user's versions record which they used)."""
@@ -351,8 +366,10 @@ class TasteLearner:
                 head = TasteHead.from_bytes(good[1], f"{user}/{name} v{good[0].version}")
             except CorruptModelError:
                 head = None  # e.g. the weights of a torch ranker: the head starts afresh
-        if head is not None and head.feature_size != rows.fit.feature_size:
-            head = None
+        if head is not None and any(
+            len(w) != rows.fit.layout.get(p, len(w)) for p, w in head.weights.items()
+        ):
+            head = None  # another model's features (or a part computed another way)
         evidence = _evidence(good[0].metadata) if head is not None and good is not None else None
         rows.fit.start_from(head, evidence)
         if head is None or good is None:
@@ -374,6 +391,8 @@ class TasteLearner:
         new_events: int,
         identity: FeatureIdentity | None,
     ) -> VersionInfo:
+        from edge.app.taste.compose import compose_ranker  # onnx: loaded at the first save
+
         meta = {
             META_PREFIX + "user": user,
             META_PREFIX + "name": name,
@@ -388,7 +407,8 @@ class TasteLearner:
             weights=head.to_bytes(),
             metadata={
                 "learner": LEARNER_NAME,
-                "cursor": rows.cursor,
+                CURSOR_KEY: rows.cursor,
+                FORGOTTEN_KEY: [list(r) for r in rows.forgotten],
                 "events": len(rows.event_ids),
                 "new_events": new_events,
                 "pairs": len(rows.fit.pairs().weights),

@@ -1,7 +1,9 @@
 """One user's rows: every shown candidate as one row of its parts, kept for the fit.
 
-A row ``x_k`` stacks a candidate's parts (``edge.runtime.parts``: the last-token
-vector, the mean vector, the signals) and, when the sets come with a global
+A row ``x_k`` stacks a candidate's parts in the order of the fit's *layout* (a
+mapping of block name -> width: ``edge.runtime.parts.part_layout`` gives the
+registry's parts, e.g. the last-token vector, the mean vector, the signals; an
+offline study may name blocks of its own) and, when the sets come with a global
 ranker's scores and ``u`` is fitted, the global score ``g_k`` as one more
 column; a part the set lacks stays 0 (no information). The global scores are
 also kept apart, as each row's offset.
@@ -21,10 +23,11 @@ differ, each shrunk towards its group's mean by ``variance_prior``
 pseudo-counts), as a whole for the others (a hidden-state part). See
 docs/taste-learner.md for why.
 
-A part with a basis (``edge.app.taste.basis``: the wide parts) is kept as its
-coordinates in that basis, ``P^T x``: its group of columns is ``rank`` wide,
-and everything here (the products, the standardisation) is in those
-coordinates; ``TasteFit.head`` folds the weights back (``v = P a``).
+A block with a basis (``edge.app.taste.basis``: the wide ones) is kept as its
+coordinates in that basis, ``P^T x``: the layout still gives the width a set
+brings, its group of columns is ``rank`` wide, and everything here (the
+products, the standardisation) is in those coordinates; ``TasteFit.weights``
+folds the weights back (``v = P a``).
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ import numpy as np
 
 from edge._errors import FeatureError, TrainingError
 from edge.app.taste.basis import PartBasis
-from edge.runtime.parts import PARTS, Part
 
 __all__ = ["Rows", "SetRows", "resized", "rows_times", "times_rows"]
 
@@ -55,40 +57,45 @@ class Rows:
 
     def __init__(
         self,
-        feature_size: int,
-        parts: Sequence[Part],
+        layout: Mapping[str, int],
         *,
         global_column: bool = False,
         standardise_each: Sequence[str] = (),
         variance_prior: float = 0.0,
         refresh_block: int = 1,
-        bases: Mapping[Part, PartBasis] | None = None,
+        bases: Mapping[str, PartBasis] | None = None,
     ) -> None:
-        self.parts: tuple[Part, ...] = tuple(p for p in PARTS if p in parts)
-        if "last" not in self.parts:
-            raise TrainingError("a taste head needs the 'last' part")
-        self.feature_size = feature_size
+        if not layout:
+            raise TrainingError("rows need at least one block")
+        if "global" in layout:
+            raise TrainingError("'global' names u's column, not a block")
+        if not all(int(w) >= 1 for w in layout.values()):
+            raise TrainingError(f"every block needs a width of at least 1, got {dict(layout)}")
+        # The blocks in stacking order (edge.runtime.parts.part_layout: the input order).
+        # The first is in every set (it says how many candidates a set has); a set
+        # may lack the others.
+        self.layout: dict[str, int] = {name: int(w) for name, w in layout.items()}
+        self.parts: tuple[str, ...] = tuple(self.layout)
         self._standardise_each = tuple(standardise_each)
         self._variance_prior = variance_prior
         self._refresh_block = refresh_block
-        # the parts kept in a basis (their coordinates in it), by name
-        self.bases: dict[Part, PartBasis] = {p: b for p, b in (bases or {}).items() if p in parts}
-        self._basis_of: dict[str, PartBasis] = {p: b for p, b in self.bases.items()}
-        # Column spans: each part's, then u's column ("global") when it is fitted.
-        self.spans: dict[Part, tuple[int, int]] = {}
-        self._input_width: dict[str, int] = {"global": 1}  # values per candidate given
+        # The blocks kept in a basis (their coordinates in it), by name.
+        self.bases: dict[str, PartBasis] = {n: b for n, b in (bases or {}).items() if n in layout}
+        self._input_width = {**self.layout, "global": 1}  # values per candidate given
+        # Column spans: each block's (a basis's rank for a block kept in one), then
+        # u's column ("global") when it is fitted.
+        self.spans: dict[str, tuple[int, int]] = {}
         width = 0
-        for p in self.parts:
-            size = self._input_width[p] = PARTS[p].size(feature_size)
-            if p in self.bases:
-                if self.bases[p].width != size:
-                    raise FeatureError(f"a basis of width {self.bases[p].width} for the "
-                                       f"{p} part of {size} values")  # fmt: skip
-                size = self.bases[p].rank
-            self.spans[p] = (width, width + size)
+        for name, size in self.layout.items():
+            if name in self.bases:
+                if self.bases[name].width != size:
+                    raise FeatureError(f"a basis of width {self.bases[name].width} for the "
+                                       f"{name} block of {size} values")  # fmt: skip
+                size = self.bases[name].rank
+            self.spans[name] = (width, width + size)
             width += size
-        # groups of columns standardised together: the parts, and u's column when fitted
-        self.groups: dict[str, tuple[int, int]] = {p: span for p, span in self.spans.items()}
+        # groups of columns standardised together: the blocks, and u's column when fitted
+        self.groups: dict[str, tuple[int, int]] = dict(self.spans)
         self.global_column: int | None = None  # u's column, when fitted
         if global_column:
             self.global_column = width
@@ -152,19 +159,22 @@ class Rows:
         global_scores: np.ndarray | None = None,
     ) -> SetRows:
         """A set's K rows as deviations from the set's mean, from its ``parts`` by name
-        ((K, width) each; "last" required); the parts it lacks stay 0. Checked and
-        computed only: ``add`` keeps them."""
-        cand = np.asarray(parts["last"], np.float32)
-        k = cand.shape[0]
-        if cand.ndim != 2 or cand.shape[1] != self.feature_size:
+        ((K, width) each; the first block of the layout required); the blocks it
+        lacks stay 0. Checked and computed only: ``add`` keeps them."""
+        first = self.parts[0]
+        if parts.get(first) is None:
+            raise FeatureError(f"set {set_id!r}: the {first!r} part is required")
+        lead = np.asarray(parts[first])
+        if lead.ndim != 2 or lead.shape[1] != self.layout[first]:
             raise FeatureError(
-                f"set {set_id!r}: candidates have shape {cand.shape}, expected (K, "
-                f"{self.feature_size})"
+                f"set {set_id!r}: {first} part has shape {lead.shape}, expected (K, "
+                f"{self.layout[first]})"
             )
+        k = lead.shape[0]
         rows = np.zeros((k, self.width), np.float32)
         g = np.zeros(k) if global_scores is None else np.asarray(global_scores, np.float64)
         column = None if global_scores is None else g[:, None]
-        given = {**parts, "last": cand, "global": column}
+        given = {**parts, "global": column}
         squares: dict[str, np.ndarray] = {}
         for group, (lo, hi) in self.groups.items():
             value = given.get(group)
@@ -174,7 +184,7 @@ class Rows:
             if arr.shape != (k, self._input_width[group]):
                 raise FeatureError(f"set {set_id!r}: {group} part has shape {arr.shape}")
             deviations = arr - arr.mean(0)  # before any projection: exact where all share an offset
-            basis = self._basis_of.get(group)
+            basis = self.bases.get(group)
             if basis is not None:
                 deviations = (deviations.astype(np.float32) @ basis.matrix).astype(np.float64)
             rows[:, lo:hi] = deviations

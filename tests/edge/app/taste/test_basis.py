@@ -25,6 +25,7 @@ from edge.app.taste.basis import (
     random_basis,
     shipped_basis,
 )
+from edge.runtime.parts import part_layout
 from edge.runtime.scoring import RankingSession
 from edge.runtime.signals import SIGNAL_NAMES, candidate_signals
 from tests.edge.app._generations import generation
@@ -33,6 +34,7 @@ REPO = Path(__file__).resolve().parents[4]
 D = 32  # the generations' and the shared ListRanker fixture's feature size
 S = len(SIGNAL_NAMES)
 PARTS = ("last", "mean", "signals")
+LAYOUT = part_layout(D, PARTS)  # last 32, mean 32, signals 23
 # The 32-d vector parts go into 8 directions; the 23 signals stay whole.
 SMALL = TasteConfig(reduce_above=24, basis_rank=8)
 
@@ -74,7 +76,7 @@ def _fill(fit: TasteFit, sets: list, project: dict[str, np.ndarray] | None = Non
     for i, (last, mean, sig, best) in enumerate(sets):
         if project:
             last, mean = last @ project["last"], mean @ project["mean"]
-        fit.add_set(str(i), last, mean, sig)
+        fit.add_set(str(i), {"last": last, "mean": mean, "signals": sig})
         fit.set_reactions(str(i), [Reaction("pick", best, None, tuple(set(range(6)) - {best}))])
 
 
@@ -121,19 +123,19 @@ def test_a_population_basis_holds_the_directions_along_which_answers_differ() ->
 
 
 def test_only_parts_wider_than_the_threshold_get_a_basis_and_a_shipped_one_wins() -> None:
-    chosen = choose_bases(SMALL, D, PARTS)
+    chosen = choose_bases(SMALL, LAYOUT)
     assert set(chosen) == {"last", "mean"}
     assert chosen["last"].describe() == {"source": "random", "rank": 8, "seed": 0}
     assert np.array_equal(chosen["last"].matrix, random_basis(D, 8, 0, "last"))
     shipped = {"last": _orthonormal(np.random.default_rng(1), D, 5)}
-    chosen = choose_bases(SMALL, D, PARTS, shipped)
+    chosen = choose_bases(SMALL, LAYOUT, shipped)
     assert chosen["last"].describe() == {"source": "global", "rank": 5}
     assert chosen["last"].matrix is shipped["last"] and chosen["mean"].source == "random"
     other_width = {"last": _orthonormal(np.random.default_rng(1), 16, 5)}  # another model's
-    assert choose_bases(SMALL, D, PARTS, other_width)["last"].source == "random"
-    assert choose_bases(TasteConfig(), 576, PARTS) == {}  # 576-d stays whole by default
-    assert choose_bases(TasteConfig(reduce_above=None), 4096, PARTS) == {}
-    assert set(choose_bases(TasteConfig(), 4096, PARTS)) == {"last", "mean"}
+    assert choose_bases(SMALL, LAYOUT, other_width)["last"].source == "random"
+    assert choose_bases(TasteConfig(), part_layout(576, PARTS)) == {}  # 576-d: whole
+    assert choose_bases(TasteConfig(reduce_above=None), part_layout(4096, PARTS)) == {}
+    assert set(choose_bases(TasteConfig(), part_layout(4096, PARTS))) == {"last", "mean"}
     with pytest.raises(ConfigError, match="reduce_above"):
         TasteConfig(reduce_above=0)
     with pytest.raises(ConfigError, match="basis_rank"):
@@ -145,10 +147,10 @@ def test_a_fit_in_a_basis_is_the_whole_fit_of_the_projected_parts_folded_back() 
     reduced fit equals a whole fit of pre-projected parts, and its head is P a."""
     sets = _sets(40, seed=0)
     config = TasteConfig(reduce_above=24, basis_rank=8, tolerance=1e-9)
-    reduced = TasteFit(D, PARTS, config)
+    reduced = TasteFit(LAYOUT, config)
     project = {p: reduced.bases[p].matrix for p in ("last", "mean")}  # type: ignore[index]
-    assert reduced.width == 8 + 8 + S and reduced.feature_size == D
-    whole = TasteFit(8, PARTS, TasteConfig(reduce_above=None, tolerance=1e-9))
+    assert reduced.width == 8 + 8 + S and reduced.layout == LAYOUT  # the widths given
+    whole = TasteFit(part_layout(8, PARTS), TasteConfig(reduce_above=None, tolerance=1e-9))
     _fill(reduced, sets)
     _fill(whole, sets, project)
     np.testing.assert_allclose(reduced.rows.full(), whole.rows.full(), atol=1e-4)
@@ -167,19 +169,45 @@ def test_a_fit_in_a_basis_is_the_whole_fit_of_the_projected_parts_folded_back() 
         small.score(last @ project["last"], mean @ project["mean"], sig),
         rtol=1e-3, atol=1e-3,
     )  # fmt: skip
+    parts = {"last": last, "mean": mean, "signals": sig}  # TasteFit.score reads raw parts too
+    np.testing.assert_allclose(reduced.score(parts), head.score(last, mean, sig), rtol=1e-5)
+
+
+def test_a_studys_wide_block_of_any_name_is_fitted_in_a_basis_and_scored_raw() -> None:
+    """The layout is data: an offline study's block wider than reduce_above gets a
+    basis like a shipped part, and weights/score stay in raw feature space."""
+    rng = np.random.default_rng(4)
+    config = TasteConfig(reduce_above=24, basis_rank=8, extra_blocks=("words",))
+    fit = TasteFit({"words": 40, "flags": 3}, config)
+    assert set(fit.bases) == {"words"} and fit.width == 8 + 3
+    direction = rng.standard_normal(40)
+    for i in range(30):
+        words, flags = rng.standard_normal((6, 40)), rng.standard_normal((6, 3))
+        best = int(np.argmax(words @ direction))
+        fit.add_set(str(i), {"words": words, "flags": flags})
+        fit.set_reactions(str(i), [Reaction("pick", best, None, tuple(set(range(6)) - {best}))])
+    fit.fit(40, 1.0)
+    weights = fit.weights()
+    assert weights["words"].shape == (40,) and weights["flags"].shape == (3,)
+    basis = fit.bases["words"].matrix
+    np.testing.assert_allclose(basis @ (basis.T @ weights["words"]), weights["words"], atol=1e-5)
+    words, flags = rng.standard_normal((6, 40)), rng.standard_normal((6, 3))
+    want = words @ weights["words"] + flags @ weights["flags"]
+    np.testing.assert_allclose(fit.score({"words": words, "flags": flags}), want, rtol=1e-5)
 
 
 def test_the_folded_head_is_a_plain_linear_onnx_head_that_scores_as_numpy_does(
     onnx_file: Path,
 ) -> None:
     global_model = onnx_file.read_bytes()
-    fit = TasteFit(D, PARTS, SMALL, has_global=True)
+    fit = TasteFit(LAYOUT, SMALL, has_global=True)
     base = RankingSession(global_model)
     for i in range(12):
         g, liked = generation(i)
         means = np.stack([c.mean_feature for c in g.candidates])  # type: ignore[misc]
         sig = candidate_signals(g.candidates)
-        fit.add_set(str(i), g.features, means, sig, base.score(g.instruction, g.features))
+        parts = {"last": g.features, "mean": means, "signals": sig}
+        fit.add_set(str(i), parts, base.score(g.instruction, g.features))
         fit.set_reactions(str(i), [Reaction("thumb", liked[0], 1.0)])
     cold = compose_ranker(fit.head(), global_model)  # a new user: exactly the global ranker
     g, _ = generation(50)
@@ -210,12 +238,12 @@ def test_a_restart_re_derives_the_basis_and_the_saved_head_lies_in_it(tmp_path: 
     saved = TasteHead.from_bytes(me.registry.load_weights("dana", "chat") or b"")
     basis_module._RANDOM._entries.clear()  # a new process: nothing held
     taste_learner._CACHE._entries.clear()
-    again = TasteFit(D, PARTS, SMALL)
+    again = TasteFit(LAYOUT, SMALL)
     again.start_from(saved)
     for part in ("last", "mean"):  # the re-derived basis holds the saved head exactly
         assert np.linalg.norm(saved.weights[part]) > 0
         np.testing.assert_allclose(again.head().weights[part], saved.weights[part], atol=1e-6)
-    elsewhere = TasteFit(D, PARTS, TasteConfig(reduce_above=24, basis_rank=8, basis_seed=1))
+    elsewhere = TasteFit(LAYOUT, TasteConfig(reduce_above=24, basis_rank=8, basis_seed=1))
     elsewhere.start_from(saved)  # another basis keeps only the head's shadow in it
     assert not np.allclose(elsewhere.head().weights["last"], saved.weights["last"], atol=1e-3)
     g, liked = generation(10)
@@ -269,12 +297,12 @@ def test_a_basis_rides_in_a_head_archive_that_still_loads_and_a_bad_one_is_corru
 
 def test_a_users_rows_shrink_by_width_over_rank() -> None:
     rng = np.random.default_rng(0)
-    fits = [TasteFit(512, ("last", "mean"), TasteConfig(reduce_above=r, basis_rank=16))
-            for r in (None, 256)]  # fmt: skip
+    layout = part_layout(512, ("last", "mean"))
+    fits = [TasteFit(layout, TasteConfig(reduce_above=r, basis_rank=16)) for r in (None, 256)]
     for i in range(40):
         last, mean = rng.standard_normal((2, 8, 512)).astype(np.float32)
         for fit in fits:
-            fit.add_set(str(i), last, mean)
+            fit.add_set(str(i), {"last": last, "mean": mean})
     whole, reduced = fits
     assert reduced.width == 32 and whole.width == 1024
     assert reduced.rows.nbytes < whole.rows.nbytes / 20

@@ -7,6 +7,7 @@ import pytest
 
 from edge import FeatureError, TrainingError
 from edge.app.taste.rows import Rows
+from edge.runtime.parts import part_layout
 from edge.runtime.signals import SIGNAL_NAMES
 
 S = len(SIGNAL_NAMES)
@@ -14,7 +15,8 @@ S = len(SIGNAL_NAMES)
 
 def _rows(sets: int = 5, d: int = 6, seed: int = 0, **options: object) -> tuple[Rows, list]:
     rng = np.random.default_rng(seed)
-    rows = Rows(d, ("last", "signals"), global_column=True, refresh_block=2, **options)  # type: ignore[arg-type]
+    layout = part_layout(d, ("last", "signals"))
+    rows = Rows(layout, global_column=True, refresh_block=2, **options)  # type: ignore[arg-type]
     raw = []
     for i in range(sets):
         k = 3 + i % 3
@@ -63,8 +65,20 @@ def test_a_set_that_does_not_fit_is_refused_before_anything_is_kept() -> None:
     count, scale = rows.count, rows.scale().copy()
     with pytest.raises(FeatureError, match="signals part has shape"):
         rows.deviations("bad", {"last": np.zeros((3, 6)), "signals": np.zeros((3, S + 1))})
-    with pytest.raises(FeatureError, match=r"candidates have shape \(3, 5\)"):
+    with pytest.raises(FeatureError, match=r"last part has shape \(3, 5\), expected \(K, 6\)"):
         rows.deviations("bad", {"last": np.zeros((3, 5))})
+    with pytest.raises(FeatureError, match="'last' part is required"):
+        rows.deviations("bad", {"signals": np.zeros((3, S))})
     assert rows.count == count and np.array_equal(rows.scale(), scale)
-    with pytest.raises(TrainingError, match="needs the 'last' part"):
-        Rows(6, ("mean",))
+    with pytest.raises(TrainingError, match="'global' names u's column"):
+        Rows({"last": 6, "global": 1})
+    with pytest.raises(TrainingError, match="at least one block"):
+        Rows({})
+
+
+def test_the_layout_is_data_any_block_names_in_the_order_given() -> None:
+    rows = Rows({"words": 3, "last": 2})
+    assert rows.parts == ("words", "last") and rows.spans == {"words": (0, 3), "last": (3, 5)}
+    new = rows.deviations("a", {"words": np.eye(3), "last": None})
+    np.testing.assert_allclose(new.rows[:, :3], np.eye(3) - 1 / 3, atol=1e-6)
+    assert not new.rows[:, 3:].any() and set(new.squares) == {"words"}
