@@ -189,7 +189,7 @@ STAGES = (
     ("TasteFit", "add_set", "add the set to the rows"),
     ("TasteFit", "fit", "fit"),
     ("TasteFit", "head", "fold the head to raw weights"),
-    ("learner", "compose_ranker", "compose ONNX (global + head)"),
+    ("compose", "compose_ranker", "compose ONNX (global + head)"),
     ("Registry", "save", "registry save (3 fsynced files)"),
     ("PersonalRanker", "_swap", "hot swap (reopen, verify, new session)"),
 )
@@ -199,7 +199,7 @@ CPU = ", CPU"  # a stage's CPU time is recorded under its label plus this
 
 def stage_timer(totals: dict[str, list[float]]) -> Callable[[], None]:
     """Time the torch-free learner's stages by wrapping what it calls; returns undo."""
-    import edge.app.taste.learner as learner_mod
+    import edge.app.taste.compose as compose_mod  # the learner imports it at its first save
     from edge.app.personal import PersonalRanker
     from edge.app.registry import Registry
     from edge.app.store import FeedbackStore
@@ -208,7 +208,7 @@ def stage_timer(totals: dict[str, list[float]]) -> Callable[[], None]:
     owners: dict[str, Any] = {
         "FeedbackStore": FeedbackStore,
         "TasteFit": TasteFit,
-        "learner": learner_mod,
+        "compose": compose_mod,
         "Registry": Registry,
         "PersonalRanker": PersonalRanker,
     }

@@ -186,7 +186,9 @@ class TasteFit:
 
     @property
     def v(self) -> np.ndarray:
-        """The ranking head's weights in raw feature space: the heads' mix."""
+        """The ranking head's weights over the rows' columns, the heads' mix: raw
+        feature space but for a block fitted in a basis, in its coordinates there
+        (``weights`` folds them back)."""
         share = self.mix()
         return np.sum([a * head.v for a, head in zip(share, self.heads, strict=True)], axis=0)
 
@@ -199,9 +201,9 @@ class TasteFit:
     def weights(self) -> dict[str, np.ndarray]:
         """The ranking head (the heads' mix) per block, float32 in raw feature space: a
         block fitted in a basis ``P`` folds in as ``P @ a``."""
-        out: dict[str, np.ndarray] = {}
+        v, out = self.v, {}
         for name, (lo, hi) in self.rows.spans.items():
-            out[name] = self.v[lo:hi].astype(np.float32)
+            out[name] = v[lo:hi].astype(np.float32)
             if name in self.bases:
                 out[name] = self.bases[name].matrix @ out[name]
         return out
