@@ -62,6 +62,14 @@ class TasteConfig:
     # 0.98): the heads learn at different speeds, so old evidence describes the
     # heads as they were, not as they are (1: never forget).
     evidence_decay: float = 0.98
+    # A block wider than this (the hidden-state parts of a 4096-d model, not of a
+    # 576-d one) is fitted in a basis of a few hundred directions: the one shipped
+    # with the global ranker, else a seeded random one (edge.app.taste.basis). The
+    # user's rows and each update's reading shrink by width / rank; the head stays
+    # a linear head over the raw inputs. None: every part at full width.
+    reduce_above: int | None = 1024
+    basis_rank: int = 256  # directions per reduced part when the global ranker ships none
+    basis_seed: int = 0  # seed of that random basis (the same for every user)
     # Names of blocks beyond the parts registry that head_priors and standardise_each
     # may name: the candidate blocks of an offline study (TasteFit takes any block
     # layout). The shipped learner fits registry parts only.
@@ -88,6 +96,10 @@ class TasteConfig:
             raise ConfigError(f"mix_rate must be positive, got {self.mix_rate}")
         if not 0 < self.evidence_decay <= 1:
             raise ConfigError(f"evidence_decay must be in (0, 1], got {self.evidence_decay}")
+        if self.reduce_above is not None and self.reduce_above < 1:
+            raise ConfigError(f"reduce_above must be at least 1 or None, got {self.reduce_above}")
+        if self.basis_rank < 1:
+            raise ConfigError(f"basis_rank must be at least 1, got {self.basis_rank}")
 
     def build(self, store: FeedbackStore, registry: Registry) -> TasteLearner:
         """The taste learner with these settings (what ``PersonalRanker`` calls)."""

@@ -54,6 +54,7 @@ from edge.app.lineage import CURSOR_KEY, FORGOTTEN_KEY, EventRanges, learnable
 from edge.app.records import FeedbackEvent, ShownSet
 from edge.app.registry import Registry, VersionInfo
 from edge.app.store import FeedbackStore
+from edge.app.taste.basis import shipped_basis
 from edge.app.taste.config import TasteConfig
 from edge.app.taste.fit import TasteFit
 from edge.app.taste.head import TasteHead
@@ -72,11 +73,23 @@ _CACHE_CAPACITY = 8  # users whose rows a process keeps between updates
 
 @dataclass
 class _Global:
-    """The global ranker of a name as the learner uses it: bytes and a session."""
+    """The global ranker of a name as the learner uses it: bytes, a session, and the
+    basis its weights archive ships for the wide parts (empty without one)."""
 
     info: VersionInfo
     model: bytes = field(repr=False)
     session: RankingSession = field(repr=False)
+    basis: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def key(self) -> str:
+        return _global_key(self.info)
+
+
+def _global_key(info: VersionInfo) -> str:
+    """What a user's rows depend on in a global version: its model (the offsets)
+    and its weights archive (the basis it ships)."""
+    return f"{info.model_sha256}/{info.weights_sha256}"
 
 
 @dataclass
@@ -88,7 +101,7 @@ class _UserRows:
     event_ids: list[int] = field(default_factory=list)  # every event in the fit, ascending
     reactions: dict[str, list[Reaction]] = field(default_factory=dict)  # per set id
     weights_sha256: str | None = None  # the saved head the fit's v equals (None: unsaved)
-    global_sha256: str | None = None  # the global model the offsets came from
+    global_key: str | None = None  # the global ranker the offsets and basis came from
     forgotten: EventRanges = ()  # the events a rollback forgot, left out of the fit
 
 
@@ -116,20 +129,20 @@ _CACHE = _RowsCache(_CACHE_CAPACITY)
 
 
 class _GlobalsCache:
-    """Loaded global rankers by the sha256 of their (verified) ONNX bytes."""
+    """Loaded global rankers by the sha256 of their (verified) ONNX and weights bytes."""
 
     def __init__(self, capacity: int = 4) -> None:
         self._entries: OrderedDict[str, _Global] = OrderedDict()
         self._capacity = capacity
         self._lock = threading.Lock()
 
-    def get(self, sha256: str) -> _Global | None:
+    def get(self, key: str) -> _Global | None:
         with self._lock:
-            return self._entries.get(sha256)
+            return self._entries.get(key)
 
     def put(self, glob: _Global) -> _Global:
         with self._lock:
-            self._entries[glob.info.model_sha256] = glob
+            self._entries[glob.key] = glob
             while len(self._entries) > self._capacity:
                 self._entries.popitem(last=False)
         return glob
@@ -180,9 +193,9 @@ class TasteLearner:
         saved_cursor = int(current.metadata.get(CURSOR_KEY, 0)) if current else 0
         forgotten = self.registry.forgotten(user, name)
         glob = self._global(name)
-        glob_sha = glob.info.model_sha256 if glob else None
+        glob_key = glob.key if glob else None
         new = self._events(user, name, rows.cursor, forgotten) if rows is not None else []
-        if rows is not None and self._stale(rows, new, glob_sha, forgotten):
+        if rows is not None and self._stale(rows, new, glob_key, forgotten):
             rows = None
         if rows is None:
             every = self._events(user, name, 0, forgotten)
@@ -256,15 +269,17 @@ class TasteLearner:
         self,
         rows: _UserRows,
         new: Sequence[FeedbackEvent],
-        glob_sha: str | None,
+        glob_key: str | None,
         forgotten: EventRanges,
     ) -> bool:
-        """Whether held rows must be rebuilt from the store: the global ranker changed
-        (the offsets did), the parts or the feature size did (another model), a
-        rollback forgot events the rows hold, or the history outgrew twice its limit."""
+        """Whether held rows must be rebuilt from the store: another config, the global
+        ranker changed (the offsets did, and perhaps the basis), the parts or the
+        feature size did (another model), a rollback forgot events the rows hold, or
+        the history outgrew twice its limit."""
         d = rows.fit.layout["last"]
         return (
-            rows.global_sha256 != glob_sha
+            rows.fit.config != self.config
+            or rows.global_key != glob_key
             or rows.forgotten != forgotten
             or (bool(new) and self._parts(new) != rows.fit.parts)
             or any(e.shown.candidates.shape[1] != d for e in new)
@@ -276,9 +291,10 @@ class TasteLearner:
     ) -> _UserRows:
         d = int(events[-1].shown.candidates.shape[1])
         layout = part_layout(d, self._parts(events))
-        fit = TasteFit(layout, self.config, has_global=glob is not None)
-        glob_sha = glob.info.model_sha256 if glob else None
-        return _UserRows(fit, global_sha256=glob_sha, forgotten=forgotten)
+        shipped = glob.basis if glob else None
+        fit = TasteFit(layout, self.config, glob is not None, shipped)
+        glob_key = glob.key if glob else None
+        return _UserRows(fit, global_key=glob_key, forgotten=forgotten)
 
     def _ingest(
         self, rows: _UserRows, events: Sequence[FeedbackEvent], glob: _Global | None
@@ -313,7 +329,7 @@ class TasteLearner:
         for info in sorted(versions, key=lambda v: v.version, reverse=True):
             if info.version > current:
                 continue
-            held = _GLOBALS.get(info.model_sha256)
+            held = _GLOBALS.get(_global_key(info))
             if held is not None:
                 return held
             try:
@@ -321,14 +337,24 @@ class TasteLearner:
                 session = RankingSession(model, f"global/{name} v{info.version}")
             except CorruptModelError:
                 continue
-            return _GLOBALS.put(_Global(info, model, session))
+            return _GLOBALS.put(_Global(info, model, session, self._basis(name, info)))
         return None
+
+    def _basis(self, name: str, info: VersionInfo) -> dict[str, np.ndarray]:
+        """The basis a global version's weights archive ships; none when it ships none
+        or the archive is damaged (its model still ranks: the random basis stands in,
+        and the user's versions record which they used)."""
+        try:
+            weights = self.registry.load_weights(None, name, info.version)
+            return shipped_basis(weights, f"global/{name} v{info.version} weights")
+        except CorruptModelError:
+            return {}
 
     def _warm_start(
         self, user: str, name: str, rows: _UserRows, current: VersionInfo | None
     ) -> _Warm:
         """Make the fit's weights equal the newest saved head that verifies."""
-        origin: StartedFrom = "global" if rows.global_sha256 else "scratch"
+        origin: StartedFrom = "global" if rows.global_key else "scratch"
         if current is not None and current.weights_sha256 == rows.weights_sha256:
             return _Warm("user", current.version, memory_kept=True)
         if current is None and rows.weights_sha256 is None:  # nothing saved yet
@@ -394,6 +420,7 @@ class TasteLearner:
                 "global_weight": head.global_weight,
                 "head_evidence": list(rows.fit.evidence),
                 "head_mix": [float(a) for a in rows.fit.mix()],
+                "basis": {p: b.describe() for p, b in rows.fit.bases.items()},
                 IDENTITY_KEY: identity.to_dict() if identity and identity.known else None,
             },
             expect_current=current.version if current else 0,
