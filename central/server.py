@@ -132,15 +132,20 @@ class RunningServer:
 def start_server(config: ServerConfig, loaded: LoadedModel | None = None) -> RunningServer:
     """Checks every setting, loads the model (unless given one), binds, and starts serving.
 
-    A bad setting raises `ConfigError` before the model loads; a non-loopback
-    bind without TLS and client authentication is refused unless
-    ``config.insecure``, and then logged as a warning.
+    A bad setting raises `ConfigError` before the model loads, a device this
+    machine lacks (``--device cuda`` without CUDA) or a dtype it cannot run
+    included; a non-loopback bind without TLS and client authentication is
+    refused unless ``config.insecure``, and then logged as a warning. The
+    model, device and dtype settings apply to the model loaded here; a
+    ``loaded`` model is served where it is.
     """
     config = validate_config(config)
     if (exposure := exposure_warning(config)) is not None:
         log.warning("INSECURE (--insecure): %s", exposure)
-    if loaded is None:  # ours alone: keep one (packed) copy of each weight
-        loaded = load_model(config.model, dtype=config.dtype, cache_dir=config.cache_dir)
+    if loaded is None:  # ours alone: keep one (packed, on a CPU) copy of each weight
+        loaded = load_model(
+            config.model, dtype=config.dtype, cache_dir=config.cache_dir, device=config.device
+        )
         pack_linears(loaded.model)
     token = config.auth_token
     server = grpc.server(
@@ -161,7 +166,13 @@ def start_server(config: ServerConfig, loaded: LoadedModel | None = None) -> Run
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving %s on %s", loaded.name, _address(config.host, port))
+    log.info(
+        "serving %s (%s, %s) on %s",
+        loaded.name,
+        loaded.device,
+        str(loaded.model.dtype).removeprefix("torch."),
+        _address(config.host, port),
+    )
     return RunningServer(server, port, health_servicer, servicer, config.grace_seconds)
 
 
