@@ -26,6 +26,13 @@ exactly as `sampler.sample` does alone, so a seeded request gets the same
 tokens whatever else shares the batch; its features are computed in the
 same pass as its tokens, as before.
 
+Device: the model, the batch's KV buffers, every request's generator and
+running vectors live on the model's device (`central.device`). A decode
+step copies to the host what the wire needs and nothing else, for all
+requests at once: the tokens every row drew (with their log-probabilities
+and entropies), then the vectors of the rows that finished, if any. A
+prefill copies its request's instruction feature.
+
 Memory: the decode batch holds at most `max_batch_rows` rows; a Features
 pass feeds at most `features_pass_tokens` tokens (rows x longest response;
 a longer single response goes alone), so its activations are bounded by
@@ -54,15 +61,19 @@ from ._errors import ServiceError
 from .batch import DecodeBatch, Joining
 from .config import EngineConfig, ServiceLimits
 from .decoding import full_cache
+from .device import tensor_on, to_host
 from .forward import Forward, PrefilledPrompt
 from .model import LoadedModel
 from .outbox import Outbox, StreamEnd
-from .pooling import Pooled, pool_response_pass
+from .pooling import Pooled, pool_response_passes
 from .sampler import (
     CandidateRows,
+    Draw,
+    Finishing,
     SampledCandidate,
     empty_response_state,
     ended_at_once,
+    finish,
 )
 from .token_features import compute_token_features
 from .validation import FeaturesJob, GenerateJob
@@ -474,13 +485,14 @@ class Engine:
         job, sampling = task.job, task.job.sampling
         layer = job.features.layer
         forward = self._forward((layer,))
+        device = self.loaded.device
         seed = sampling.seed if sampling.seed is not None else secrets.randbits(63)
-        task.generator = torch.Generator().manual_seed(seed)
+        task.generator = torch.Generator(device=device).manual_seed(seed)
         cache = full_cache(self.loaded.model)
-        prefill = forward(torch.tensor([job.prompt_ids]), cache)
-        instruction = prefill.hidden[layer][0, -1].numpy().copy()
+        prefill = forward(tensor_on([job.prompt_ids], device), cache)
+        instruction = to_host(prefill.hidden[layer][0, -1])
         task.outbox.put(InstructionReady(instruction, len(job.prompt_ids)), instruction.nbytes)
-        rows = CandidateRows(sampling.k, instruction.shape[0])
+        rows = CandidateRows(sampling.k, instruction.shape[0], device)
         task.rows = rows
         assert prefill.logits is not None
         entropy = job.features.mean_entropy
@@ -529,15 +541,14 @@ class Engine:
         job = task.job
         layer, entropy = job.features.layer, job.features.mean_entropy
         prompt = PrefilledPrompt(self.loaded, job.prompt_ids, [layer], logits=entropy)
-        instruction = prompt.hidden[layer].numpy().copy()
+        instruction = to_host(prompt.hidden[layer])
         pooled: list[Pooled] = []
         groups = _token_budget_groups(
             job.responses, self.limits.features_pass_tokens, self.limits.features_batch
         )
         for group in groups:
             yield
-            for passed in prompt.feed(group, batch_size=len(group)):
-                pooled.append(pool_response_pass(passed, [layer]))
+            pooled += pool_response_passes(list(prompt.feed(group, len(group))), [layer])
         result = FeaturesDone(instruction, pooled)
         task.outbox.put(result, sum(p.last.nbytes + p.mean.nbytes for p in pooled))
         task.outbox.close()
@@ -566,30 +577,57 @@ class Engine:
             return
         layers = tuple(sorted({t.job.features.layer for t in self._decoding}))
         out, slots = self._batch.step(self._forward(layers))
-        row_of = {slot: b for b, slot in enumerate(slots)}
         assert out.logits is not None
-        still: list[_GenerateTask] = []
+        row_of = {slot: b for b, slot in enumerate(slots)}
+        # Every request's rows, request by request: one upload, then slices of it.
+        order = tensor_on([row_of[s] for t in self._decoding for s in t.slots], self._batch.device)
+        proposals: list[torch.Tensor] = []
+        at = 0
         for task in self._decoding:
-            batch_rows = [row_of[s] for s in task.slots]
-            task.rows.fed(out.hidden[task.job.features.layer][batch_rows, -1])  # type: ignore[union-attr]
-            if self._advance(task, out.logits[batch_rows]):
+            assert task.rows is not None and task.generator is not None
+            features = task.job.features
+            rows, at = order[at : at + len(task.slots)], at + len(task.slots)
+            task.rows.fed(out.hidden[features.layer].index_select(0, rows)[:, -1])
+            if not task.final:
+                logits = out.logits.index_select(0, rows)
+                proposals.append(
+                    task.rows.propose(
+                        logits, task.job.sampling, task.generator, features.mean_entropy
+                    )
+                )
+        # The step's one copy of the draws (every request's), then one of finished vectors.
+        host = to_host(torch.cat(proposals, 1)) if proposals else None
+        drawn = iter(_split_columns(host, proposals) if host is not None else [])
+        draws: list[Draw | None] = []
+        finishing: list[Finishing] = []
+        for task in self._decoding:
+            assert task.rows is not None
+            entropy = task.job.features.mean_entropy
+            if task.final:  # every row has its last token fed: all of them are done
+                draws.append(None)
+                every = list(range(len(task.rows.index)))
+                finishing.append(Finishing(task.rows, every, False, entropy))
+            else:
+                draw = task.rows.record(next(drawn), self.loaded.eos_token_ids)
+                draws.append(draw)
+                finishing.append(Finishing(task.rows, [b for b, _ in draw.ended], True, entropy))
+        still: list[_GenerateTask] = []
+        for task, drew, candidates in zip(self._decoding, draws, finish(finishing), strict=True):
+            for candidate in candidates:
+                self._emit(task, candidate)
+            if self._advance(task, drew):
                 still.append(task)
         self._decoding = still
 
-    def _advance(self, task: _GenerateTask, logits: torch.Tensor) -> bool:
-        """Draws the task's next tokens; True while it has rows left."""
+    def _advance(self, task: _GenerateTask, draw: Draw | None) -> bool:
+        """Moves the task past this step's draw (None: its final step); True while it has
+        rows left. Its finished rows' candidates are out already."""
         rows, sampling = task.rows, task.job.sampling
-        assert rows is not None and task.generator is not None
-        entropy = task.job.features.mean_entropy
-        if task.final:
-            for b in range(len(rows.index)):
-                self._emit(task, rows.finished(b, False, entropy))
+        assert rows is not None
+        if draw is None:
             self._batch.finish(task.slots)
             self._after_sampling(task)
             return False
-        draw = rows.draw(logits, sampling, task.generator, self.loaded.eos_token_ids, entropy)
-        for b, _ in draw.ended:
-            self._emit(task, rows.finished(b, True, entropy))
         self._batch.finish([task.slots[b] for b, _ in draw.ended])
         rows.keep(draw.keep)
         task.slots = [task.slots[b] for b in draw.keep]
@@ -625,6 +663,12 @@ class Engine:
 
 
 _MAX_JOIN_WAIT_STEPS = 2  # a newcomer joins after this many steps even alone
+
+
+def _split_columns(host: np.ndarray, parts: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    """`host`, the copy of ``torch.cat(parts, 1)``, cut back into one array per part."""
+    bounds = list(itertools.accumulate(part.shape[1] for part in parts))[:-1]
+    return np.split(host, bounds, axis=1)
 
 
 def _token_budget_groups(

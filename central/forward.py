@@ -36,6 +36,7 @@ from typing import Any, Literal
 import torch
 
 from .decoding import LayerCapture, new_cache, onednn_linears, select_rows
+from .device import tensor_on
 from .model import LoadedModel
 
 __all__ = ["Forward", "Pass", "PrefilledPrompt", "ResponsePass", "empty_response_tokens"]
@@ -78,6 +79,7 @@ class Forward:
 
     def __init__(self, loaded: LoadedModel, layers: Sequence[int] = ()) -> None:
         self.model = loaded.model
+        self.device = loaded.device  # where every input must be (callers build them there)
         self.layers = tuple(dict.fromkeys(layers))  # distinct layers, in request order
         self._capture = LayerCapture(loaded.model, self.layers) if self.layers else None
 
@@ -96,6 +98,7 @@ class Forward:
         Rows of different lengths (`central.batch`) pass their padding mask
         (batch, cached + new columns), their own position ids and the
         column the new tokens go in; a batch of equal rows needs none.
+        Every tensor is on `self.device`; what comes back stays there.
         """
         inputs: dict[str, Any] = {
             "input_ids": input_ids,
@@ -166,7 +169,9 @@ class PrefilledPrompt:
         self._cache = new_cache(loaded.model)
         with torch.inference_mode():
             out = self._forward(
-                torch.tensor([list(prompt_ids)]), self._cache, logits="last" if logits else "none"
+                tensor_on([list(prompt_ids)], loaded.device),
+                self._cache,
+                logits="last" if logits else "none",
             )
         # layer -> (hidden,) state of the prompt's last token
         self.hidden = {layer: h[0, -1] for layer, h in out.hidden.items()}
@@ -183,8 +188,9 @@ class PrefilledPrompt:
         fed = [r or empty_response_tokens(self.loaded) for r in batch]
         longest = max(len(tokens) for tokens in fed)
         cache = copy.deepcopy(self._cache)  # the prompt's own cache stays for the next batch
-        select_rows(cache, [0] * len(batch))
-        ids = torch.tensor([tokens + [_PAD] * (longest - len(tokens)) for tokens in fed])
+        device = self.loaded.device
+        select_rows(cache, [0] * len(batch), device)
+        ids = tensor_on([tokens + [_PAD] * (longest - len(tokens)) for tokens in fed], device)
         out = self._forward(ids, cache, logits="all" if self._logits else "none")
         for row, (response, tokens) in enumerate(zip(batch, fed, strict=True)):
             n = len(tokens)

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .device import to_host
 from .forward import PrefilledPrompt, ResponsePass
 from .model import LoadedModel
 
-__all__ = ["Pooled", "entropy", "pool_response_pass", "pool_responses"]
+__all__ = ["Pooled", "entropy", "pool_response_pass", "pool_response_passes", "pool_responses"]
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,12 @@ def entropy(logp: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tens
     `probs` is `logp.exp()` when the caller has it already (the sampler does).
     """
     probs = logp.exp() if probs is None else probs
-    values = -torch.linalg.vecdot(probs, logp)
-    if values.isnan().any():  # a masked token: probability 0 times log-probability -inf
-        values = -torch.linalg.vecdot(probs, logp.clamp(min=torch.finfo(logp.dtype).min))
-    return values
+    if logp.device.type == "cpu":  # on a GPU, asking whether any is NaN would wait for it
+        values = -torch.linalg.vecdot(probs, logp)
+        if not values.isnan().any():
+            return values
+    # A masked token: probability 0 times log-probability -inf.
+    return -torch.linalg.vecdot(probs, logp.clamp(min=torch.finfo(logp.dtype).min))
 
 
 def pool_responses(
@@ -63,18 +66,44 @@ def pool_responses(
     logits); without it they stop at the deepest layer asked for.
     """
     prompt = PrefilledPrompt(loaded, prompt_ids, layers, logits=mean_entropy)
-    instruction = torch.stack([prompt.hidden[layer] for layer in layers]).numpy()
-    return instruction, [pool_response_pass(p, layers) for p in prompt.feed(responses, batch_size)]
+    instruction = to_host(torch.stack([prompt.hidden[layer] for layer in layers]))
+    pooled: list[Pooled] = []
+    for start in range(0, len(responses), batch_size):
+        passes = prompt.feed(responses[start : start + batch_size], batch_size)
+        pooled += pool_response_passes(list(passes), layers)
+    return instruction, pooled
 
 
 def pool_response_pass(passed: ResponsePass, layers: Sequence[int]) -> Pooled:
     """One response's vectors, from the pass that fed it."""
-    states = [passed.hidden[layer] for layer in layers]  # each (fed tokens, hidden)
-    drawn_from = passed.logits
-    return Pooled(
-        last=torch.stack([s[-1] for s in states]).numpy(),
-        mean=torch.stack([s.mean(dim=0) for s in states]).numpy(),
-        mean_entropy=None
-        if drawn_from is None
-        else float(entropy(torch.log_softmax(drawn_from, dim=-1)).mean()),
-    )
+    return pool_response_passes([passed], layers)[0]
+
+
+def pool_response_passes(passes: Sequence[ResponsePass], layers: Sequence[int]) -> list[Pooled]:
+    """Each response's vectors, from the passes that fed them, copied to the host at once.
+
+    Pooled on the model's device; one copy brings back every response's last
+    and mean vectors at every layer (and mean entropy, where logits were computed).
+    """
+    if not passes:
+        return []
+    rows = []
+    for passed in passes:
+        states = [passed.hidden[layer] for layer in layers]  # each (fed tokens, hidden)
+        last = torch.stack([s[-1] for s in states])
+        mean = torch.stack([s.mean(dim=0) for s in states])
+        values = [last.flatten(), mean.flatten()]
+        if passed.logits is not None:
+            values.append(entropy(torch.log_softmax(passed.logits, dim=-1)).mean()[None])
+        rows.append(torch.cat(values))
+    host = to_host(torch.stack(rows))  # (responses, 2 x layers x hidden [+ 1])
+    shape = (len(layers), -1)
+    width = host.shape[1] // 2 if passes[0].logits is None else (host.shape[1] - 1) // 2
+    return [
+        Pooled(
+            last=row[:width].reshape(shape),
+            mean=row[width : 2 * width].reshape(shape),
+            mean_entropy=None if passed.logits is None else float(row[-1]),
+        )
+        for passed, row in zip(passes, host, strict=True)
+    ]

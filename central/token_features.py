@@ -30,6 +30,7 @@ import torch
 from language_ranker.v1 import ranker_pb2 as pb
 
 from ._errors import RequestError
+from .device import tensor_on, to_host
 from .features import encode, resolve_encoding
 from .forward import PrefilledPrompt
 from .model import LoadedModel
@@ -137,7 +138,7 @@ def compute_token_features_many(
     prompt = PrefilledPrompt(loaded, prompt_ids, layers, logits=logits)
     for position, passed in enumerate(prompt.feed(responses, batch_size)):
         n = passed.num_tokens  # an empty response has no token features (no row for its EOS)
-        tokens = torch.tensor(list(responses[position]), dtype=torch.long)
+        tokens = tensor_on(list(responses[position]), loaded.device)
         values = []
         for request in requests:
             if request.logits_mode:
@@ -145,7 +146,7 @@ def compute_token_features_many(
                 values.append(_logit_features(passed.logits[:n], tokens, request.top_logprobs))
             else:
                 values.append(torch.cat([passed.hidden[i][:n] for i in request.layers], -1))
-        yield position, tuple(v.numpy() for v in values)
+        yield position, tuple(to_host(v) for v in values)
 
 
 def _logit_features(logits: torch.Tensor, tokens: torch.Tensor, top: int) -> torch.Tensor:

@@ -5,6 +5,13 @@ This machine has no GPU, so the CUDA path itself cannot run here. What can:
 
 - the choice of device and dtype, and the one-line refusals (no CUDA, a
   device index this machine lacks, out of memory while loading);
+- that every tensor the engine, sampler and feature passes create is placed
+  on the model's device explicitly: they run with torch's default device set
+  to ``meta``, where a tensor created without a device cannot meet the
+  model's without an error;
+- that a decode step copies to the host only what goes on the wire, in at
+  most two copies for every row of every request;
+- a bfloat16 model through the same engine (the dtype a GPU serves in).
 """
 
 from __future__ import annotations
@@ -13,19 +20,32 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+import central.engine
+import central.sampler
 from central._errors import ConfigError, ModelLoadError
 from central.cli import main as central_main
 from central.config import ServerConfig, validate_config
-from central.decoding import PackedLinear
+from central.decoding import PackedLinear, pack_linears
 from central.device import resolve_device, resolve_dtype
+from central.engine import Done, Engine, Ticket
 from central.model import load_model
+from central.pooling import pool_responses
+from central.sampler import SampledCandidate, SamplingConfig, sample
 from central.scale.config import ScaleConfig, replica_device, validate_scale_config
+from central.token_features import TokenRequest, compute_token_features
+from language_ranker.v1 import ranker_pb2 as pb
+
+from .test_engine import _collect, _job
 
 HAS_CUDA = torch.cuda.is_available()
 
@@ -158,3 +178,185 @@ def test_replicas_run_on_the_gpus_they_reserve() -> None:
         with pytest.raises(ConfigError) as raised:
             config(**fields)
         assert raised.value.option == option and words in str(raised.value)
+
+
+# ------------------------------------------------------------------ placement
+
+
+@contextmanager
+def _default_device_meta() -> Iterator[None]:
+    """Tensors created without a device land on ``meta`` (in this thread)."""
+    with torch.device("meta"):
+        yield
+
+
+def test_the_sampler_places_every_tensor_it_creates(tiny_model) -> None:
+    ids = tiny_model.tokenizer("Where does the river go?")["input_ids"]
+    config = SamplingConfig(k=5, max_new_tokens=9, seed=4, greedy_first=True, top_p=0.9)
+    expected = list(sample(tiny_model, ids, config, 2, entropy=True))
+    with _default_device_meta():
+        got = list(sample(tiny_model, ids, config, 2, entropy=True))
+    np.testing.assert_array_equal(got[0], expected[0])
+    for mine, theirs in zip(got[1:], expected[1:], strict=True):
+        assert isinstance(mine, SampledCandidate) and isinstance(theirs, SampledCandidate)
+        assert (mine.index, mine.token_ids) == (theirs.index, theirs.token_ids)
+        np.testing.assert_array_equal(mine.feature, theirs.feature)
+        np.testing.assert_array_equal(mine.mean_feature, theirs.mean_feature)
+
+
+def test_feature_passes_place_every_tensor_they_create(tiny_model) -> None:
+    prompt = tiny_model.tokenizer("Which is better?")["input_ids"]
+    responses = [tiny_model.tokenizer(t)["input_ids"] for t in ["yes", "", "no, not at all"]]
+    request = TokenRequest((2, 4), 0, pb.ENCODING_FP16)
+    logits_request = TokenRequest((), 3, pb.ENCODING_FP16)
+
+    def run() -> tuple:
+        pooled = pool_responses(tiny_model, prompt, responses, [1, 3], mean_entropy=True)
+        tokens = list(compute_token_features(tiny_model, prompt, responses, request))
+        logits = list(compute_token_features(tiny_model, prompt, responses, logits_request))
+        return pooled, tokens, logits
+
+    (instruction, pooled), tokens, logits = run()
+    with _default_device_meta():
+        (meta_instruction, meta_pooled), meta_tokens, meta_logits = run()
+    np.testing.assert_array_equal(meta_instruction, instruction)
+    for mine, theirs in zip(meta_pooled, pooled, strict=True):
+        np.testing.assert_array_equal(mine.last, theirs.last)
+        np.testing.assert_array_equal(mine.mean, theirs.mean)
+        assert mine.mean_entropy == theirs.mean_entropy
+    for (_, mine), (_, theirs) in zip(meta_tokens + meta_logits, tokens + logits, strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def _collect_within(ticket: Ticket, seconds: float) -> tuple:
+    """`_collect`, failing after `seconds` rather than waiting for ever: an engine that
+    fails while admitting a request leaves its stream open (the request is in no list
+    the engine ends on failure)."""
+    done: list[tuple] = []
+    reader = threading.Thread(target=lambda: done.append(_collect(ticket)), daemon=True)
+    reader.start()
+    reader.join(seconds)
+    assert done, f"no result within {seconds} s"
+    return done[0]
+
+
+def test_the_engine_places_every_tensor_it_creates(
+    tiny_model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = [
+        _job(tiny_model, "Tell me about the sea", k=5, tokens=14, seed=11),
+        _job(tiny_model, "hi", k=3, tokens=20, seed=1, greedy_first=True),
+        _job(tiny_model, "colder", k=2, tokens=6, seed=3, temperature=0.7, top_p=0.9),
+    ]
+    plain = Engine(tiny_model)
+    try:
+        expected = [_collect_within(plain.submit_generate(job), 60) for job in jobs]
+    finally:
+        plain.close()
+    run = Engine._run
+
+    def run_with_meta_default(self: Engine) -> None:  # the engine thread's default: meta
+        with _default_device_meta():
+            run(self)
+
+    monkeypatch.setattr(Engine, "_run", run_with_meta_default)
+    engine = Engine(tiny_model)
+    try:
+        tickets = [engine.submit_generate(job) for job in jobs]
+        got_all = [_collect_within(ticket, 60) for ticket in tickets]
+    finally:
+        engine.close()
+    for (instruction, candidates, _), (got_instruction, got, last) in zip(
+        expected, got_all, strict=True
+    ):
+        assert isinstance(last, Done), last
+        np.testing.assert_array_equal(got_instruction, instruction)
+        assert {i: c.token_ids for i, c in got.items()} == {
+            i: c.token_ids for i, c in candidates.items()
+        }
+        for index, candidate in candidates.items():
+            np.testing.assert_allclose(got[index].feature, candidate.feature, atol=1e-5)
+
+
+def test_a_decode_step_copies_only_the_wire_values_to_the_host(
+    tiny_model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most two copies a step, whatever the rows: the draws of every row (3 values
+    each), then the vectors of the rows that finished (2 per row)."""
+    copies: list[tuple[int, tuple[int, ...]]] = []  # (step, shape) of each copy to the host
+    step = {"count": 0, "now": 0}  # decode steps so far; the one running (0: none)
+    to_host = central.engine.to_host
+
+    def counted(tensor: torch.Tensor) -> np.ndarray:
+        copies.append((step["now"], tuple(tensor.shape)))
+        return to_host(tensor)
+
+    decode_step = Engine._decode_step
+
+    def numbered_step(self: Engine) -> None:
+        step["count"] += 1
+        step["now"] = step["count"]
+        try:
+            decode_step(self)
+        finally:
+            step["now"] = 0  # prefills and the first draws copy outside any step
+
+    monkeypatch.setattr(central.engine, "to_host", counted)
+    monkeypatch.setattr(central.sampler, "to_host", counted)
+    monkeypatch.setattr(Engine, "_decode_step", numbered_step)
+    engine = Engine(tiny_model)
+    try:
+        jobs = [_job(tiny_model, f"prompt number {i}", k=6, tokens=10, seed=i) for i in range(4)]
+        tickets = [engine.submit_generate(job) for job in jobs]
+        results = [_collect(ticket) for ticket in tickets]
+    finally:
+        engine.close()
+    assert all(isinstance(last, Done) for _, _, last in results)
+    width = tiny_model.hidden_size
+    in_steps: dict[int, list[tuple[int, ...]]] = {}
+    for step, shape in copies:
+        if step > 0:
+            in_steps.setdefault(step, []).append(shape)
+    assert in_steps, "no decode step ran"
+    busiest = 0
+    for shapes in in_steps.values():
+        assert len(shapes) <= 2, shapes
+        draws = [s for s in shapes if len(s) == 2]
+        vectors = [s for s in shapes if len(s) == 3]
+        assert len(draws) <= 1 and len(vectors) <= 1, shapes
+        assert all(s[0] == 3 for s in draws)  # token, log-probability, entropy per row
+        assert all(s[1:] == (2, width) for s in vectors)  # last and summed state per row
+        busiest = max([busiest, *(s[1] for s in draws)])
+    assert busiest > 6, "several requests' rows should have shared a step"
+
+
+# ------------------------------------------------------------------ bfloat16
+
+
+@pytest.fixture(scope="module")
+def bf16_model(tiny_checkpoint: Path):
+    return load_model(str(tiny_checkpoint), dtype="bfloat16")
+
+
+def test_a_bfloat16_model_skips_the_cpu_fp32_fast_path(bf16_model) -> None:
+    assert bf16_model.model.dtype == torch.bfloat16
+    assert pack_linears(bf16_model.model) == 0
+    assert not any(isinstance(m, PackedLinear) for m in bf16_model.model.modules())
+
+
+def test_a_bfloat16_model_serves_float32_vectors_of_a_plain_pass(bf16_model) -> None:
+    engine = Engine(bf16_model)
+    try:
+        job = _job(bf16_model, "What is two plus three?", k=4, tokens=8, seed=2)
+        instruction, candidates, last = _collect(engine.submit_generate(job))
+    finally:
+        engine.close()
+    assert isinstance(last, Done) and sorted(candidates) == [0, 1, 2, 3]
+    assert instruction.dtype == np.float32 and instruction.shape == (bf16_model.hidden_size,)
+    for candidate in candidates.values():
+        fed = job.prompt_ids + (candidate.token_ids or [bf16_model.tokenizer.eos_token_id])
+        with torch.inference_mode():
+            out = bf16_model.model(torch.tensor([fed]), output_hidden_states=True)
+        expected = out.hidden_states[2][0, -1].float().numpy()
+        assert candidate.feature.dtype == np.float32
+        np.testing.assert_allclose(candidate.feature, expected, rtol=0.05, atol=0.05)
