@@ -29,6 +29,7 @@ state (the instruction feature), as they were before representation v2.
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -39,7 +40,15 @@ from .decoding import LayerCapture, new_cache, onednn_linears, select_rows
 from .device import tensor_on
 from .model import LoadedModel
 
-__all__ = ["Forward", "Pass", "PrefilledPrompt", "ResponsePass", "empty_response_tokens"]
+__all__ = [
+    "Forward",
+    "Pass",
+    "PrefilledPrompt",
+    "ResponsePass",
+    "cache_argument",
+    "empty_response_tokens",
+    "returned_cache",
+]
 
 Logits = Literal["none", "last", "all"]  # which positions' logits a pass computes
 
@@ -59,6 +68,30 @@ def empty_response_tokens(loaded: LoadedModel) -> list[int]:
             raise ValueError(f"model {loaded.name} has no end-of-sequence token")
         eos = min(loaded.eos_token_ids)
     return [int(eos)]
+
+
+def cache_argument(model: torch.nn.Module) -> str:
+    """The name under which `model.forward` takes its KV cache.
+
+    transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name
+    warns until 5.40, then goes); a model's own signature says which it is,
+    so every supported version gets the name it expects.
+    """
+    kind = type(model)
+    name = _CACHE_ARGUMENT.get(kind)
+    if name is None:
+        parameters = inspect.signature(kind.forward).parameters
+        name = _CACHE_ARGUMENT[kind] = "cache" if "cache" in parameters else "past_key_values"
+    return name
+
+
+_CACHE_ARGUMENT: dict[type, str] = {}  # model class -> its forward's name for the cache
+
+
+def returned_cache(output: Any) -> Any:
+    """The KV cache a forward pass returned (``output.cache``, or ``past_key_values``
+    before transformers 5.24), read without the deprecated alias."""
+    return output["cache"] if "cache" in output else output["past_key_values"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +115,7 @@ class Forward:
         self.device = loaded.device  # where every input must be (callers build them there)
         self.layers = tuple(dict.fromkeys(layers))  # distinct layers, in request order
         self._capture = LayerCapture(loaded.model, self.layers) if self.layers else None
+        self._cache_name = cache_argument(loaded.model)
 
     def __call__(
         self,
@@ -102,7 +136,7 @@ class Forward:
         """
         inputs: dict[str, Any] = {
             "input_ids": input_ids,
-            "past_key_values": cache,
+            self._cache_name: cache,
             "use_cache": True,
             "logits_to_keep": 0 if logits == "all" else 1,  # the LM head where it is read
         }
