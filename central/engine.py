@@ -62,7 +62,7 @@ from .batch import DecodeBatch, Joining
 from .config import EngineConfig, ServiceLimits
 from .decoding import full_cache
 from .device import tensor_on, to_host
-from .forward import Forward, PrefilledPrompt
+from .forward import Forward, Pass, PrefilledPrompt
 from .model import LoadedModel
 from .outbox import Outbox, StreamEnd
 from .pooling import Pooled, pool_response_passes
@@ -577,47 +577,60 @@ class Engine:
             return
         layers = tuple(sorted({t.job.features.layer for t in self._decoding}))
         out, slots = self._batch.step(self._forward(layers))
+        # What the step sends to the host, each for every request at once: the draws,
+        # then the vectors of the rows that finished.
+        draws = self._record(self._propose(out, slots))
+        finishing = []
+        for task, draw in zip(self._decoding, draws, strict=True):
+            assert task.rows is not None
+            entropy = task.job.features.mean_entropy
+            if draw is None:  # its final step: every row has its last token fed
+                every = list(range(len(task.rows.index)))
+                finishing.append(Finishing(task.rows, every, False, entropy))
+            else:
+                finishing.append(Finishing(task.rows, [b for b, _ in draw.ended], True, entropy))
+        still: list[_GenerateTask] = []
+        for task, draw, candidates in zip(self._decoding, draws, finish(finishing), strict=True):
+            for candidate in candidates:
+                self._emit(task, candidate)
+            if self._advance(task, draw):
+                still.append(task)
+        self._decoding = still
+
+    def _propose(self, out: Pass, slots: list[int]) -> list[torch.Tensor | None]:
+        """Feeds each request its rows' new states and draws their next tokens, on the
+        device: per request, `CandidateRows.propose`'s tensor (None in its final step)."""
         assert out.logits is not None
         row_of = {slot: b for b, slot in enumerate(slots)}
         # Every request's rows, request by request: one upload, then slices of it.
         order = tensor_on([row_of[s] for t in self._decoding for s in t.slots], self._batch.device)
-        proposals: list[torch.Tensor] = []
+        proposals: list[torch.Tensor | None] = []
         at = 0
         for task in self._decoding:
             assert task.rows is not None and task.generator is not None
             features = task.job.features
             rows, at = order[at : at + len(task.slots)], at + len(task.slots)
             task.rows.fed(out.hidden[features.layer].index_select(0, rows)[:, -1])
-            if not task.final:
-                logits = out.logits.index_select(0, rows)
-                proposals.append(
-                    task.rows.propose(
-                        logits, task.job.sampling, task.generator, features.mean_entropy
-                    )
-                )
-        # The step's one copy of the draws (every request's), then one of finished vectors.
-        host = to_host(torch.cat(proposals, 1)) if proposals else None
-        drawn = iter(_split_columns(host, proposals) if host is not None else [])
+            if task.final:
+                proposals.append(None)
+                continue
+            logits = out.logits.index_select(0, rows)
+            sampling = task.job.sampling
+            proposals.append(
+                task.rows.propose(logits, sampling, task.generator, features.mean_entropy)
+            )
+        return proposals
+
+    def _record(self, proposals: list[torch.Tensor | None]) -> list[Draw | None]:
+        """Every request's draws, copied to the host at once and recorded in its rows."""
+        drawn = [p for p in proposals if p is not None]
+        host = iter(_split_columns(to_host(torch.cat(drawn, 1)), drawn) if drawn else [])
         draws: list[Draw | None] = []
-        finishing: list[Finishing] = []
-        for task in self._decoding:
+        for task, proposal in zip(self._decoding, proposals, strict=True):
             assert task.rows is not None
-            entropy = task.job.features.mean_entropy
-            if task.final:  # every row has its last token fed: all of them are done
-                draws.append(None)
-                every = list(range(len(task.rows.index)))
-                finishing.append(Finishing(task.rows, every, False, entropy))
-            else:
-                draw = task.rows.record(next(drawn), self.loaded.eos_token_ids)
-                draws.append(draw)
-                finishing.append(Finishing(task.rows, [b for b, _ in draw.ended], True, entropy))
-        still: list[_GenerateTask] = []
-        for task, drew, candidates in zip(self._decoding, draws, finish(finishing), strict=True):
-            for candidate in candidates:
-                self._emit(task, candidate)
-            if self._advance(task, drew):
-                still.append(task)
-        self._decoding = still
+            ends = self.loaded.eos_token_ids
+            draws.append(None if proposal is None else task.rows.record(next(host), ends))
+        return draws
 
     def _advance(self, task: _GenerateTask, draw: Draw | None) -> bool:
         """Moves the task past this step's draw (None: its final step); True while it has
