@@ -112,7 +112,6 @@ class Forward:
 
     def __init__(self, loaded: LoadedModel, layers: Sequence[int] = ()) -> None:
         self.model = loaded.model
-        self.device = loaded.device  # where every input must be (callers build them there)
         self.layers = tuple(dict.fromkeys(layers))  # distinct layers, in request order
         self._capture = LayerCapture(loaded.model, self.layers) if self.layers else None
         self._cache_name = cache_argument(loaded.model)
@@ -132,7 +131,7 @@ class Forward:
         Rows of different lengths (`central.batch`) pass their padding mask
         (batch, cached + new columns), their own position ids and the
         column the new tokens go in; a batch of equal rows needs none.
-        Every tensor is on `self.device`; what comes back stays there.
+        Every tensor is on the model's device; what comes back stays there.
         """
         inputs: dict[str, Any] = {
             "input_ids": input_ids,
