@@ -6,7 +6,9 @@ of the token it feeds, so features cost nothing extra (the authors' code
 runs a second forward pass instead):
 
 - the mean over the response's tokens is a running sum per row, one add a
-  step, divided by the token count when the row finishes;
+  step, divided by the token count when the row finishes; the embedding
+  mean (on request) is the same sum over hidden state 0, read by one more
+  hook on the first decoder layer's input in the same passes;
 - a response that ends with EOS: the token before EOS was fed in the step
   that produced EOS, so its hidden state is in hand;
 - a response that hits ``max_new_tokens``: its last token has not been fed
@@ -40,6 +42,8 @@ then `record`), and the vectors of the rows that finished (`finish`).
 from __future__ import annotations
 
 import copy
+import itertools
+import math
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -50,6 +54,7 @@ import torch
 
 from .decoding import new_cache, select_rows
 from .device import tensor_on, to_host
+from .features import EMBEDDING_LAYER
 from .forward import Forward, Pass, empty_response_tokens
 from .model import LoadedModel
 from .pooling import entropy
@@ -58,13 +63,16 @@ __all__ = [
     "Cancelled",
     "CandidateRows",
     "Draw",
+    "EosState",
     "Finishing",
     "SampledCandidate",
     "SamplingConfig",
+    "SamplingError",
     "empty_response_state",
     "ended_at_once",
     "finish",
     "pick_next",
+    "read_draws",
     "sample",
     "sample_stream",
 ]
@@ -94,10 +102,17 @@ class SampledCandidate:
     feature: np.ndarray  # (hidden,) float32, hidden state of the last token
     mean_feature: np.ndarray  # (hidden,) float32, mean hidden state over the response's tokens
     mean_entropy: float | None  # nats, temperature 1; None unless asked for
+    # (hidden,) float32, mean of hidden state 0 over the response's tokens; None unless
+    # it was captured (`sample(embedding_mean=True)`)
+    embedding_mean_feature: np.ndarray | None = None
 
 
 class Cancelled(Exception):
     """`should_stop` turned true; generation was abandoned mid-way."""
+
+
+class SamplingError(ValueError):
+    """The model's next-token distribution cannot be sampled (NaN or infinite logits)."""
 
 
 NO_FEATURE = np.empty(0, dtype=np.float32)  # the feature when features are off
@@ -112,6 +127,7 @@ def sample(
     should_stop: Callable[[], bool] = lambda: False,
     features: bool = True,
     entropy: bool = False,
+    embedding_mean: bool = False,
 ) -> Iterator[np.ndarray | SampledCandidate]:
     """Yields the instruction feature, then each candidate as it finishes.
 
@@ -120,11 +136,14 @@ def sample(
     `NO_FEATURE` (an empty array): plain generation, for benchmarks and
     callers that only want text. `entropy` adds each candidate's mean
     next-token entropy (a dot product over the vocabulary a step: a few
-    percent of a step, so only on request). `sample_stream` is the typed
-    view of the same stream.
+    percent of a step, so only on request). `embedding_mean` adds each
+    candidate's mean of hidden state 0 (`embedding_mean_feature`), captured
+    in the same passes. `sample_stream` is the typed view of the same stream.
     """
     with torch.inference_mode():
-        yield from _sample(loaded, prompt_ids, config, layer, should_stop, features, entropy)
+        yield from _sample(
+            loaded, prompt_ids, config, layer, should_stop, features, entropy, embedding_mean
+        )
 
 
 def sample_stream(
@@ -136,6 +155,7 @@ def sample_stream(
     should_stop: Callable[[], bool] = lambda: False,
     features: bool = True,
     entropy: bool = False,
+    embedding_mean: bool = False,
 ) -> tuple[np.ndarray, Iterator[SampledCandidate]]:
     """`sample` split into its two parts: (instruction feature, candidates as they finish).
 
@@ -150,6 +170,7 @@ def sample_stream(
         should_stop=should_stop,
         features=features,
         entropy=entropy,
+        embedding_mean=embedding_mean,
     )
     instruction = next(events)
     assert isinstance(instruction, np.ndarray)
@@ -171,10 +192,13 @@ class CandidateRows:
 
     Batch row b holds candidate `index[b]`. Token ids and sums of scalars are
     kept per candidate on the host; the hidden-state tensors per batch row on
-    the model's device, shrinking with the batch.
+    the model's device, shrinking with the batch. With `embedding`, the sum of
+    hidden state 0 is kept too.
     """
 
-    def __init__(self, k: int, width: int, device: torch.device | None = None) -> None:
+    def __init__(
+        self, k: int, width: int, embedding: bool = False, device: torch.device | None = None
+    ) -> None:
         self.device = device or torch.device("cpu")  # where the vectors accumulate
         self.index = list(range(k))  # candidate index of each batch row
         self.tokens: list[list[int]] = [[] for _ in range(k)]  # response ids, EOS excluded
@@ -182,6 +206,8 @@ class CandidateRows:
         self.entropy = [0.0] * k  # sum of the entropies the response's tokens were drawn from
         self.last = torch.zeros(k, width, device=self.device)  # state of each row's newest token
         self.total = torch.zeros(k, width, device=self.device)  # sum of its fed tokens' states
+        # sum of the hidden states 0 of each row's fed tokens; None unless asked for
+        self.embedded = torch.zeros(k, width, device=self.device) if embedding else None
 
     def draw(
         self,
@@ -216,9 +242,9 @@ class CandidateRows:
         return pick_next(logits, config, generator, entropy, greedy)
 
     def record(self, drawn: np.ndarray, end_tokens: frozenset[int]) -> Draw:
-        """Records the draws of `propose`, copied to the host: (3, rows) token, log p, entropy."""
-        picked = drawn[0].astype(np.int64).tolist()
-        logprobs, entropies = drawn[1].tolist(), drawn[2].tolist()
+        """Records the draws of `propose`, copied to the host (`read_draws`); a
+        `SamplingError` if they are not finite, before anything is recorded."""
+        picked, logprobs, entropies = read_draws(drawn)
         keep: list[int] = []
         ended: list[tuple[int, float]] = []
         for b, row in enumerate(self.index):
@@ -237,17 +263,32 @@ class CandidateRows:
             self.index = [self.index[b] for b in rows]
             index = tensor_on(rows, self.device)
             self.last, self.total = self.last[index], self.total[index]
+            if self.embedded is not None:
+                self.embedded = self.embedded[index]
 
-    def fed(self, newest: torch.Tensor) -> None:
-        """`newest` (rows, hidden): the feature-layer state of the token each row was just fed."""
+    def fed(self, newest: torch.Tensor, embedded: torch.Tensor | None = None) -> None:
+        """`newest` (rows, hidden): the feature-layer state of the token each row was just
+        fed; `embedded` (rows, hidden): its hidden state 0, when the rows keep that sum."""
         self.last = newest
         self.total += newest
+        if self.embedded is not None:
+            assert embedded is not None, "these rows keep the embedding mean: pass hidden state 0"
+            self.embedded += embedded
+
+    def fed_pass(self, step: Pass, layer: int) -> None:
+        """`fed` with the newest tokens' states from `step`, a pass over these rows alone."""
+        embedded = None if self.embedded is None else _newest(step, EMBEDDING_LAYER)
+        self.fed(_newest(step, layer), embedded)
 
     def vectors(self, rows: Sequence[int]) -> torch.Tensor:
-        """(len(rows), 2, hidden) on the device: the last state and the sum of the states of
-        batch rows `rows` (what `finished` turns into the candidate's two vectors)."""
+        """(len(rows), 2 or 3, hidden) on the device: the last state, the sum of the states
+        and, with the embedding mean, the sum of hidden states 0 of batch rows `rows`
+        (what `finished` turns into the candidate's vectors)."""
         index = tensor_on(list(rows), self.device)
-        return torch.stack([self.last.index_select(0, index), self.total.index_select(0, index)], 1)
+        sums = [self.last, self.total]
+        if self.embedded is not None:
+            sums.append(self.embedded)
+        return torch.stack([t.index_select(0, index) for t in sums], 1)
 
     def finished(
         self, b: int, by_eos: bool, entropy: bool, vectors: np.ndarray
@@ -263,6 +304,7 @@ class CandidateRows:
             feature=vectors[0],
             mean_feature=vectors[1] / np.float32(n),
             mean_entropy=self.entropy[row] / n if entropy else None,
+            embedding_mean_feature=None if self.embedded is None else vectors[2] / np.float32(n),
         )
 
 
@@ -280,16 +322,24 @@ def finish(finishing: Sequence[Finishing]) -> list[list[SampledCandidate]]:
     """The candidates of every finishing row, per `Finishing` in order.
 
     Their vectors come to the host in one copy, whatever the number of rows
-    and requests.
+    and requests (requests with and without the embedding mean alike).
     """
-    wanted = [f for f in finishing if f.batch_rows]
-    if not wanted:
+    vectors = [f.rows.vectors(f.batch_rows) if f.batch_rows else None for f in finishing]
+    sent = [v for v in vectors if v is not None]
+    if not sent:
         return [[] for _ in finishing]
-    host = iter(to_host(torch.cat([f.rows.vectors(f.batch_rows) for f in wanted])))
-    return [
-        [f.rows.finished(b, f.by_eos, f.entropy, next(host)) for b in f.batch_rows]
-        for f in finishing
-    ]
+    host = to_host(torch.cat([v.flatten() for v in sent]))
+    pieces = iter(np.split(host, list(itertools.accumulate(v.numel() for v in sent))[:-1]))
+    candidates: list[list[SampledCandidate]] = []
+    for f, v in zip(finishing, vectors, strict=True):
+        if v is None:
+            candidates.append([])
+            continue
+        rows = next(pieces).reshape(v.shape)  # (rows, 2 or 3, hidden)
+        candidates.append(
+            [f.rows.finished(b, f.by_eos, f.entropy, rows[i]) for i, b in enumerate(f.batch_rows)]
+        )
+    return candidates
 
 
 def _sample(
@@ -300,23 +350,25 @@ def _sample(
     should_stop: Callable[[], bool],
     features: bool,
     entropy: bool,
+    embedding_mean: bool,
 ) -> Iterator[np.ndarray | SampledCandidate]:
     device = loaded.device
     generator = torch.Generator(device=device).manual_seed(
         config.seed if config.seed is not None else secrets.randbits(63)
     )
-    entropy = entropy and features
-    forward = Forward(loaded, [layer] if features else [])
+    entropy, embedding_mean = entropy and features, embedding_mean and features
+    layers = [layer, EMBEDDING_LAYER] if embedding_mean else [layer]
+    forward = Forward(loaded, layers if features else [])
     cache = new_cache(loaded.model)
     prefill = forward(tensor_on([prompt_ids], device), cache)
     instruction = to_host(_newest(prefill, layer)[0]) if features else NO_FEATURE
     yield instruction
 
-    rows = CandidateRows(config.k, instruction.shape[0], device)
+    rows = CandidateRows(config.k, instruction.shape[0], embedding_mean, device)
     assert prefill.logits is not None
     logits = prefill.logits.expand(config.k, -1)
     shared = True  # the cache holds the prompt once, for every row, until the first step
-    at_once: np.ndarray | None = None  # the state standing for an empty response, once needed
+    at_once: EosState | None = None  # the states standing for an empty response, once needed
     while rows.index:
         if should_stop():
             raise Cancelled
@@ -342,12 +394,12 @@ def _sample(
             shared = False
         if len(rows.tokens[rows.index[0]]) >= config.max_new_tokens:  # all rows are this long
             if features:  # the newest tokens are not fed yet: one pass up to the feature layer
-                rows.fed(_newest(forward(next_ids[:, None], cache, logits="none"), layer))
+                rows.fed_pass(forward(next_ids[:, None], cache, logits="none"), layer)
             yield from finish([Finishing(rows, list(range(len(rows.index))), False, entropy)])[0]
             return
         step = forward(next_ids[:, None], cache)
         if features:
-            rows.fed(_newest(step, layer))
+            rows.fed_pass(step, layer)
         assert step.logits is not None
         logits = step.logits
 
@@ -357,21 +409,34 @@ def _newest(step: Pass, layer: int) -> torch.Tensor:
     return step.hidden[layer][:, -1]
 
 
+@dataclass(frozen=True)
+class EosState:
+    """What stands for an empty response: the end-of-sequence token fed once after the prompt."""
+
+    feature: np.ndarray  # (hidden,) float32, its state at the feature layer
+    embedded: np.ndarray | None  # (hidden,) float32, its hidden state 0; None unless captured
+
+
 def empty_response_state(
     loaded: LoadedModel, forward: Forward, prompt_cache: Any, layer: int
-) -> np.ndarray:
-    """(hidden,) state of the end-of-sequence token fed once after the prompt.
+) -> EosState:
+    """The states of the end-of-sequence token fed once after the prompt.
 
     Runs on a copy of the one-row prompt cache, which the rows still need,
-    and stops at the feature layer.
+    and stops at the feature layer. Hidden state 0 is read when `forward`
+    captures it.
     """
     alone = copy.deepcopy(prompt_cache)
     ids = tensor_on([empty_response_tokens(loaded)], loaded.device)
-    return to_host(_newest(forward(ids, alone, logits="none"), layer)[0])
+    step = forward(ids, alone, logits="none")
+    embedded = step.hidden.get(EMBEDDING_LAYER)
+    states = [_newest(step, layer)[0]] + ([] if embedded is None else [embedded[0, -1]])
+    host = to_host(torch.stack(states))  # one copy for both
+    return EosState(feature=host[0], embedded=None if embedded is None else host[1])
 
 
 def ended_at_once(
-    row: int, logprob: float, state: np.ndarray, entropy: float | None
+    row: int, logprob: float, state: EosState, entropy: float | None
 ) -> SampledCandidate:
     """A candidate whose first token was EOS: its vectors are the EOS state (see `forward`)."""
     return SampledCandidate(
@@ -379,9 +444,10 @@ def ended_at_once(
         token_ids=[],
         finished_by_eos=True,
         cumulative_logprob=logprob,
-        feature=state,
-        mean_feature=state,
+        feature=state.feature,
+        mean_feature=state.feature,
         mean_entropy=entropy,
+        embedding_mean_feature=state.embedded,
     )
 
 
@@ -394,7 +460,8 @@ def pick_next(
 ) -> torch.Tensor:
     """Next token per row, its log-probability and (when asked, else 0) the entropy, at
     temperature 1: one (3, rows) float64 tensor on the logits' device, so that the caller
-    brings all three to the host in one copy (token ids are exact in float64).
+    brings all three to the host in one copy (token ids are exact in float64) and reads
+    them with `read_draws`.
 
     Rows in `greedy_rows` take the most likely token, whatever the sampling settings.
     """
@@ -407,6 +474,16 @@ def pick_next(
     chosen = logp.gather(1, next_ids[:, None])[:, 0]
     entropies = entropy(logp, probs) if with_entropy else torch.zeros_like(chosen)
     return torch.stack([next_ids.double(), chosen.double(), entropies.double()])
+
+
+def read_draws(drawn: np.ndarray) -> tuple[list[int], list[float], list[float]]:
+    """`pick_next`'s (3, rows) draws, copied to the host, as (token ids, log-probabilities,
+    entropies); `SamplingError` if the model's output was broken (a log-probability that is
+    not finite: NaN or infinite logits, which only show here on a GPU)."""
+    logprobs = drawn[1].tolist()
+    if not all(math.isfinite(value) for value in logprobs):
+        raise SamplingError("the model's next-token logits are not finite (NaN or inf)")
+    return drawn[0].astype(np.int64).tolist(), logprobs, drawn[2].tolist()
 
 
 def _draws_from_model(config: SamplingConfig, vocab: int) -> bool:
@@ -431,7 +508,7 @@ def _pick_tokens(
     vocab = logits.shape[-1]
     if model_probs is not None and _draws_from_model(config, vocab):
         return _draw(model_probs, generator)
-    scores = logits / config.temperature
+    scores = _tempered(logits, config.temperature)
     if 0 < config.top_k < vocab:
         kth = torch.topk(scores, config.top_k, dim=-1).values[:, -1:]
         scores = scores.masked_fill(scores < kth, float("-inf"))
@@ -444,6 +521,27 @@ def _pick_tokens(
         drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
         scores = scores.masked_fill(drop, float("-inf"))
     return _draw(torch.softmax(scores, dim=-1), generator)
+
+
+def _tempered(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """`logits / temperature`, safe for any temperature in (0, inf).
+
+    A plain division overflows once |logit| / temperature passes float32's
+    range (temperature 1e-38 turned every score into +-inf, and the softmax
+    into NaN). Shifting each row by its maximum first makes the best score
+    exactly 0 whatever the temperature, and the others at worst -inf, so the
+    softmax stays defined: a tiny temperature draws the most likely token
+    (uniformly among ties), a huge one draws uniformly. The temperature is
+    held at float32's smallest normal number, so a denormal one cannot be
+    flushed to zero (0 / 0) by a CPU that flushes denormals.
+    """
+    if temperature >= 1.0:  # nothing can overflow: keep the plain division's rounding
+        return logits / temperature
+    shifted = logits - logits.amax(dim=-1, keepdim=True)
+    return shifted / max(temperature, _SMALLEST_NORMAL)
+
+
+_SMALLEST_NORMAL = float(torch.finfo(torch.float32).tiny)
 
 
 def _draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -462,13 +560,22 @@ def _draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     rows, vocab = probs.shape
     blocks = torch.nn.functional.pad(probs, (0, (-vocab) % _BLOCK)).view(rows, -1, _BLOCK)
     block_cdf = blocks.sum(dim=-1, dtype=torch.float64).cumsum(dim=-1)  # (rows, blocks)
+    if probs.device.type == "cpu":  # on a GPU, asking would wait for it: `read_draws` tells
+        totals = block_cdf[:, -1]
+        if not bool(((totals > 0) & torch.isfinite(totals)).all()):  # NaN logits, say
+            raise SamplingError(
+                "the next-token distribution is not a distribution (NaN, infinite or zero mass)"
+            )
     u = torch.rand((rows, 1), dtype=torch.float64, generator=generator, device=probs.device)
     target = _below(u * block_cdf[:, -1:], block_cdf[:, -1:])
-    block = torch.searchsorted(block_cdf, target, right=True)  # (rows, 1)
+    # A real distribution never lands past the last block or on padding; a broken one
+    # (NaN) might, and is kept in range so that it fails as a `SamplingError`, not as
+    # an out-of-bounds index (a device-side assert on a GPU).
+    block = torch.searchsorted(block_cdf, target, right=True).clamp_(max=block_cdf.shape[1] - 1)
     before = torch.where(block > 0, block_cdf.gather(1, (block - 1).clamp(min=0)), 0.0)
     inner_cdf = blocks[torch.arange(rows, device=probs.device), block[:, 0]].double().cumsum(-1)
     inner = torch.searchsorted(inner_cdf, _below(target - before, inner_cdf[:, -1:]), right=True)
-    return (block * _BLOCK + inner)[:, 0]
+    return (block * _BLOCK + inner)[:, 0].clamp_(max=vocab - 1)
 
 
 _BLOCK = 256  # tokens per block in `_draw`

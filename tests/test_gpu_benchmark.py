@@ -28,7 +28,7 @@ def test_smoke_mode_measures_every_part_on_a_tiny_model() -> None:
     assert result["benchmark"] == "gpu_scale" and result["device"] == "cpu"
     assert [row["requests"] for row in result["levels"]] == [1, 3]
     for row in result["levels"]:
-        assert row["errors"] == []
+        assert row["errors"] == [] and row["hf_batched"] == "ran"
         assert row["engine_tok_s"] > 0 and row["hf_one_per_call_tok_s"] > 0
         assert 0 < row["first_message_p50_s"] <= row["first_candidate_p50_s"]
     assert len(result["capture"]["features_s"]) == 2 and result["capture"]["ratio"] > 0

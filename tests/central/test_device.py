@@ -88,9 +88,7 @@ def test_dtype_auto_is_float32_on_the_cpu_and_explicit_dtypes_pass() -> None:
         assert resolve_dtype(dtype, cpu) == dtype
     if HAS_CUDA:  # bfloat16 where the GPU has it, float16 where it does not
         bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
-        assert resolve_dtype("auto", torch.device("cuda", 0)) == (
-            "bfloat16" if bf16 else "float16"
-        )
+        assert resolve_dtype("auto", torch.device("cuda", 0)) == ("bfloat16" if bf16 else "float16")
 
 
 def test_serve_on_a_device_this_machine_lacks_fails_at_once_before_loading(
