@@ -16,6 +16,7 @@ This machine has no GPU, so the CUDA path itself cannot run here. What can:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -33,18 +34,20 @@ import central.engine
 import central.sampler
 from central._errors import ConfigError, ModelLoadError
 from central.cli import main as central_main
-from central.config import ServerConfig, validate_config
+from central.config import EngineConfig, ServerConfig, ServiceLimits, validate_config
 from central.decoding import PackedLinear, pack_linears
 from central.device import resolve_device, resolve_dtype
-from central.engine import Done, Engine, Ticket
+from central.engine import Done, Engine, FeaturesDone, InstructionReady, Ticket, TokenValues
+from central.features import FeatureRequest
 from central.model import load_model
 from central.pooling import pool_responses
 from central.sampler import SampledCandidate, SamplingConfig, sample
 from central.scale.config import ScaleConfig, replica_device, validate_scale_config
 from central.token_features import TokenRequest, compute_token_features
+from central.validation import FeaturesJob, GenerateJob
 from language_ranker.v1 import ranker_pb2 as pb
 
-from .test_engine import _collect, _job
+from .test_engine import _collect, _hooked, _job
 
 HAS_CUDA = torch.cuda.is_available()
 
@@ -188,15 +191,17 @@ def _default_device_meta() -> Iterator[None]:
 def test_the_sampler_places_every_tensor_it_creates(tiny_model) -> None:
     ids = tiny_model.tokenizer("Where does the river go?")["input_ids"]
     config = SamplingConfig(k=5, max_new_tokens=9, seed=4, greedy_first=True, top_p=0.9)
-    expected = list(sample(tiny_model, ids, config, 2, entropy=True))
+    expected = list(sample(tiny_model, ids, config, 2, entropy=True, embedding_mean=True))
     with _default_device_meta():
-        got = list(sample(tiny_model, ids, config, 2, entropy=True))
+        got = list(sample(tiny_model, ids, config, 2, entropy=True, embedding_mean=True))
     np.testing.assert_array_equal(got[0], expected[0])
     for mine, theirs in zip(got[1:], expected[1:], strict=True):
         assert isinstance(mine, SampledCandidate) and isinstance(theirs, SampledCandidate)
         assert (mine.index, mine.token_ids) == (theirs.index, theirs.token_ids)
         np.testing.assert_array_equal(mine.feature, theirs.feature)
         np.testing.assert_array_equal(mine.mean_feature, theirs.mean_feature)
+        assert theirs.embedding_mean_feature is not None
+        np.testing.assert_array_equal(mine.embedding_mean_feature, theirs.embedding_mean_feature)
 
 
 def test_feature_passes_place_every_tensor_they_create(tiny_model) -> None:
@@ -223,61 +228,132 @@ def test_feature_passes_place_every_tensor_they_create(tiny_model) -> None:
         np.testing.assert_array_equal(mine, theirs)
 
 
-def _collect_within(ticket: Ticket, seconds: float) -> tuple:
-    """`_collect`, failing after `seconds` rather than waiting for ever: an engine that
-    fails while admitting a request leaves its stream open (the request is in no list
-    the engine ends on failure)."""
-    done: list[tuple] = []
-    reader = threading.Thread(target=lambda: done.append(_collect(ticket)), daemon=True)
+def _every_kind_of_work(model) -> list[GenerateJob | FeaturesJob]:
+    """A Generate of each kind (with the embedding mean, with per-token features, a
+    long prompt prefilled in pieces) and a Features call fed in slices."""
+    prompt = model.tokenizer("Which is better?")["input_ids"]
+    responses = [model.tokenizer(t)["input_ids"] for t in ["yes", "", "no, not at all " * 6]]
+    features = FeatureRequest(
+        layer=3, encoding=pb.ENCODING_FP16, mean=True, mean_entropy=True, embedding_mean=True
+    )
+    with_tokens = _job(model, "hi", k=3, tokens=20, seed=1, greedy_first=True)
+    return [
+        _job(model, "Tell me about the sea", k=5, tokens=14, seed=11, embedding=True),
+        dataclasses.replace(with_tokens, tokens=TokenRequest((1, 3), 0, pb.ENCODING_FP16)),
+        _job(model, "a long prompt, " * 12, k=2, tokens=6, seed=3, temperature=0.7, top_p=0.9),
+        FeaturesJob(prompt, responses, features),
+    ]
+
+
+def _run_all(engine: Engine, jobs: list[GenerateJob | FeaturesJob]) -> list[list[object]]:
+    """Every event of every job, submitted together."""
+
+    def submit(job: GenerateJob | FeaturesJob) -> Ticket:
+        if isinstance(job, FeaturesJob):
+            return engine.submit_features(job)
+        return engine.submit_generate(job)
+
+    tickets = [submit(job) for job in jobs]
+    return [_events_within(ticket, 60) for ticket in tickets]
+
+
+def _events_within(ticket: Ticket, seconds: float) -> list[object]:
+    """The ticket's events, failing after `seconds` rather than waiting for ever: an
+    engine that fails while admitting a request leaves its stream open (the request is
+    in no list the engine ends on failure)."""
+    done: list[list[object]] = []
+
+    def read() -> None:
+        try:
+            done.append(list(ticket.events()))
+        finally:
+            ticket.release()
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     reader.join(seconds)
     assert done, f"no result within {seconds} s"
     return done[0]
 
 
+def _assert_same_events(got: list[object], expected: list[object]) -> None:
+    assert [type(e) for e in got] == [type(e) for e in expected], (got[-1:], expected[-1:])
+    assert isinstance(got[-1], (Done, FeaturesDone)), got[-1]
+    for mine, theirs in zip(got, expected, strict=True):
+        if isinstance(theirs, SampledCandidate):
+            assert isinstance(mine, SampledCandidate)
+            assert (mine.index, mine.token_ids) == (theirs.index, theirs.token_ids)
+            vectors = ("feature", "mean_feature", "embedding_mean_feature")
+        elif isinstance(theirs, FeaturesDone):
+            assert isinstance(mine, FeaturesDone)
+            np.testing.assert_allclose(mine.instruction, theirs.instruction, atol=1e-5)
+            for row, want in zip(mine.pooled, theirs.pooled, strict=True):
+                for name in ("last", "mean", "embedding_mean"):
+                    np.testing.assert_allclose(getattr(row, name), getattr(want, name), atol=1e-5)
+                assert row.mean_entropy == pytest.approx(want.mean_entropy, abs=1e-5)
+            continue
+        else:
+            vectors = {InstructionReady: ("feature",), TokenValues: ("values",)}.get(
+                type(theirs), ()
+            )
+        for name in vectors:
+            want = getattr(theirs, name)
+            if want is None:
+                assert getattr(mine, name) is None, name
+            else:
+                np.testing.assert_allclose(getattr(mine, name), want, atol=1e-5, err_msg=name)
+
+
 def test_the_engine_places_every_tensor_it_creates(
-    tiny_model, monkeypatch: pytest.MonkeyPatch
+    tiny_model, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    jobs = [
-        _job(tiny_model, "Tell me about the sea", k=5, tokens=14, seed=11),
-        _job(tiny_model, "hi", k=3, tokens=20, seed=1, greedy_first=True),
-        _job(tiny_model, "colder", k=2, tokens=6, seed=3, temperature=0.7, top_p=0.9),
-    ]
-    plain = Engine(tiny_model)
-    try:
-        expected = [_collect_within(plain.submit_generate(job), 60) for job in jobs]
-    finally:
-        plain.close()
-    run = Engine._run
+    """Every path of the engine, run with the engine thread's default device ``meta``:
+    prefill in pieces, decode steps, a shared step that fails and is retried per
+    request (`DecodeBatch.step_alone`), the embedding mean, a Features call fed in
+    slices, per-token features; it computes what it computes on the default device."""
+    config = EngineConfig(turn_tokens=16)  # the long prompt and the Features call in pieces
+    limits = ServiceLimits(features_pass_tokens=16)
+    jobs = _every_kind_of_work(tiny_model)
+    failed = {"shared steps": 0}
+
+    def fail_the_third_shared_step(module: object, args: object, kwargs: dict) -> None:
+        rows, columns = kwargs["input_ids"].shape
+        # More rows than any one request has (k = 5, 3, 2): a step several requests share.
+        if columns == 1 and rows > 5 and failed["shared steps"] < 3:
+            failed["shared steps"] += 1
+            if failed["shared steps"] == 3:
+                raise RuntimeError("a shared step fails (injected)")
+
+    def run(engine: Engine) -> list[list[object]]:
+        failed["shared steps"] = 0
+        with _hooked(tiny_model, fail_the_third_shared_step, kwargs=True):
+            try:
+                return _run_all(engine, jobs)
+            finally:
+                engine.close()
+
+    expected = run(Engine(tiny_model, limits, config))
+    retried = sum("stepping each alone" in r.getMessage() for r in caplog.records)
+    assert retried == 1, "the shared step should have failed once and been retried"
+    plain_run = Engine._run
 
     def run_with_meta_default(self: Engine) -> None:  # the engine thread's default: meta
         with _default_device_meta():
-            run(self)
+            plain_run(self)
 
     monkeypatch.setattr(Engine, "_run", run_with_meta_default)
-    engine = Engine(tiny_model)
-    try:
-        tickets = [engine.submit_generate(job) for job in jobs]
-        got_all = [_collect_within(ticket, 60) for ticket in tickets]
-    finally:
-        engine.close()
-    for (instruction, candidates, _), (got_instruction, got, last) in zip(
-        expected, got_all, strict=True
-    ):
-        assert isinstance(last, Done), last
-        np.testing.assert_array_equal(got_instruction, instruction)
-        assert {i: c.token_ids for i, c in got.items()} == {
-            i: c.token_ids for i, c in candidates.items()
-        }
-        for index, candidate in candidates.items():
-            np.testing.assert_allclose(got[index].feature, candidate.feature, atol=1e-5)
+    got = run(Engine(tiny_model, limits, config))
+    assert sum("stepping each alone" in r.getMessage() for r in caplog.records) == 2
+    for mine, theirs in zip(got, expected, strict=True):
+        _assert_same_events(mine, theirs)
 
 
 def test_a_decode_step_copies_only_the_wire_values_to_the_host(
     tiny_model, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """At most two copies a step, whatever the rows: the draws of every row (3 values
-    each), then the vectors of the rows that finished (2 per row)."""
+    each), then the vectors of the rows that finished (2 per row, 3 with the embedding
+    mean), requests with and without the embedding mean in the same copy."""
     copies: list[tuple[int, tuple[int, ...]]] = []  # (step, shape) of each copy to the host
     step = {"count": 0, "now": 0}  # decode steps so far; the one running (0: none)
     to_host = central.engine.to_host
@@ -301,7 +377,10 @@ def test_a_decode_step_copies_only_the_wire_values_to_the_host(
     monkeypatch.setattr(Engine, "_decode_step", numbered_step)
     engine = Engine(tiny_model)
     try:
-        jobs = [_job(tiny_model, f"prompt number {i}", k=6, tokens=10, seed=i) for i in range(4)]
+        jobs = [
+            _job(tiny_model, f"prompt number {i}", k=6, tokens=10, seed=i, embedding=i % 2 == 1)
+            for i in range(4)
+        ]
         tickets = [engine.submit_generate(job) for job in jobs]
         results = [_collect(ticket) for ticket in tickets]
     finally:
@@ -313,16 +392,25 @@ def test_a_decode_step_copies_only_the_wire_values_to_the_host(
         if step > 0:
             in_steps.setdefault(step, []).append(shape)
     assert in_steps, "no decode step ran"
-    busiest = 0
+    busiest, vector_values = 0, 0
     for shapes in in_steps.values():
         assert len(shapes) <= 2, shapes
         draws = [s for s in shapes if len(s) == 2]
-        vectors = [s for s in shapes if len(s) == 3]
+        vectors = [s for s in shapes if len(s) == 1]  # every finished row's, flattened
         assert len(draws) <= 1 and len(vectors) <= 1, shapes
         assert all(s[0] == 3 for s in draws)  # token, log-probability, entropy per row
-        assert all(s[1:] == (2, width) for s in vectors)  # last and summed state per row
+        vector_values += sum(s[0] for s in vectors)
         busiest = max([busiest, *(s[1] for s in draws)])
     assert busiest > 6, "several requests' rows should have shared a step"
+    # Last and summed state per finished row, and the summed embedding where asked for:
+    # nothing more crossed (rows that ended at once were sent from the prefill).
+    finished = [
+        (c, job.features.embedding_mean)
+        for job, (_, candidates, _) in zip(jobs, results, strict=True)
+        for c in candidates.values()
+        if c.token_ids
+    ]
+    assert vector_values == sum((3 if embedding else 2) * width for _, embedding in finished)
 
 
 # ------------------------------------------------------------------ bfloat16
