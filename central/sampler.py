@@ -479,7 +479,8 @@ def pick_next(
 def read_draws(drawn: np.ndarray) -> tuple[list[int], list[float], list[float]]:
     """`pick_next`'s (3, rows) draws, copied to the host, as (token ids, log-probabilities,
     entropies); `SamplingError` if the model's output was broken (a log-probability that is
-    not finite: NaN or infinite logits, which only show here on a GPU)."""
+    not finite: NaN or infinite logits; on a GPU, where `_draw` does not stop to check,
+    this is where they show)."""
     logprobs = drawn[1].tolist()
     if not all(math.isfinite(value) for value in logprobs):
         raise SamplingError("the model's next-token logits are not finite (NaN or inf)")
