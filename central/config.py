@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._errors import ConfigError
+from .device import AUTO, check_device_name
 from .model import DEFAULT_MODEL, EMBEDDED_MODELS
 
 __all__ = [
     "DTYPES",
+    "DTYPE_CHOICES",
     "TOKEN_ENV",
     "EngineConfig",
     "ServerConfig",
@@ -41,6 +43,7 @@ __all__ = [
 
 TOKEN_ENV = "RANKER_CENTRAL_TOKEN"  # the bearer token, when no --token-file is given
 DTYPES = ("float32", "bfloat16", "float16")  # torch dtypes a model can run in
+DTYPE_CHOICES = (AUTO, *DTYPES)  # what --dtype accepts: auto is float32 on a CPU, bfloat16 on a GPU
 MiB = 1 << 20
 
 
@@ -99,7 +102,9 @@ class ServerConfig:
     model: str = "default"  # checkpoint directory, .gguf file, or an embedded model name
     host: str = "127.0.0.1"  # loopback unless told otherwise
     port: int = 50051  # 0 picks a free port (see RunningServer.port)
-    dtype: str = "float32"  # torch dtype the model runs in, one of DTYPES
+    # Where the model runs: auto (the first CUDA device, else the CPU), cpu, cuda or cuda:N
+    device: str = AUTO
+    dtype: str = AUTO  # torch dtype the model runs in, one of DTYPES; auto: per device
     cache_dir: Path | None = (
         None  # converted GGUF weights; None: $LANGUAGE_RANKER_CACHE or ~/.cache
     )
@@ -130,6 +135,7 @@ def validate_config(config: ServerConfig, environ: Mapping[str, str] | None = No
     result has ``auth_token`` set and ``token_file`` cleared.
     """
     check_model_options(config.model, config.dtype, config.cache_dir)
+    check_device_name(config.device)
     _check_address(config.host, config.port)
     _check_sizes(config)
     _check_tls(config)
@@ -201,8 +207,8 @@ def check_model_options(model: str, dtype: str, cache_dir: Path | None) -> None:
             raise ConfigError(
                 "--model", f"{path} is neither a checkpoint directory nor a .gguf file"
             )
-    if dtype not in DTYPES:
-        raise ConfigError("--dtype", f"must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype not in DTYPE_CHOICES:
+        raise ConfigError("--dtype", f"must be one of {', '.join(DTYPE_CHOICES)}, got {dtype!r}")
     if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
         raise ConfigError("--cache-dir", f"{cache_dir} exists and is not a directory")
 

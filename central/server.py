@@ -143,15 +143,20 @@ class RunningServer:
 def start_server(config: ServerConfig, loaded: LoadedModel | None = None) -> RunningServer:
     """Checks every setting, loads the model (unless given one), binds, and starts serving.
 
-    A bad setting raises `ConfigError` before the model loads; a non-loopback
-    bind without TLS and client authentication is refused unless
-    ``config.insecure``, and then logged as a warning.
+    A bad setting raises `ConfigError` before the model loads, a device this
+    machine lacks (``--device cuda`` without CUDA) or a dtype it cannot run
+    included; a non-loopback bind without TLS and client authentication is
+    refused unless ``config.insecure``, and then logged as a warning. The
+    model, device and dtype settings apply to the model loaded here; a
+    ``loaded`` model is served where it is.
     """
     config = validate_config(config)
     if (exposure := exposure_warning(config)) is not None:
         log.warning("INSECURE (--insecure): %s", exposure)
-    if loaded is None:  # ours alone: keep one (packed) copy of each weight
-        loaded = load_model(config.model, dtype=config.dtype, cache_dir=config.cache_dir)
+    if loaded is None:  # ours alone: keep one (packed, on a CPU) copy of each weight
+        loaded = load_model(
+            config.model, dtype=config.dtype, cache_dir=config.cache_dir, device=config.device
+        )
         pack_linears(loaded.model)
     token = config.auth_token
     server = grpc.server(
@@ -174,8 +179,14 @@ def start_server(config: ServerConfig, loaded: LoadedModel | None = None) -> Run
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     servicer.engine.on_health(lambda serving: _report_health(health_servicer, serving))
     # debug: `serve_forever` prints the one "serving" line a user reads
-    log.debug("serving %s on %s", loaded.name, _address(config.host, port))
+    log.debug("serving %s on %s", _serving(loaded), _address(config.host, port))
     return RunningServer(server, port, health_servicer, servicer, config.grace_seconds)
+
+
+def _serving(loaded: LoadedModel) -> str:
+    """The model, its device and dtype, as the serving line names them."""
+    dtype = str(loaded.model.dtype).removeprefix("torch.")
+    return f"{loaded.name} ({loaded.device}, {dtype})"
 
 
 def _report_health(health_servicer: health.HealthServicer, serving: bool) -> None:
@@ -278,7 +289,7 @@ def serve_forever(config: ServerConfig) -> None:
     running = start_server(config)
     stopping = stop_requested()
     where = _address(config.host, running.port)
-    print(f"ranker-central: serving {running.servicer.loaded.name} on {where}", flush=True)
+    print(f"ranker-central: serving {_serving(running.servicer.loaded)} on {where}", flush=True)
     wait_for_stop(stopping)
     if not running.stop():
         log.warning("shutdown: the engine is still inside a computation; exiting without it")

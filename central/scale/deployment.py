@@ -33,7 +33,7 @@ from language_ranker.v1 import ranker_pb2 as pb
 
 from ..config import is_loopback
 from .bridge import run_stream, run_unary
-from .config import ScaleConfig
+from .config import ScaleConfig, replica_device
 from .context import RayContext, ReplicaCallContext
 
 __all__ = ["SERVICE_NAME", "CallGate", "CentralReplica", "peer_host"]
@@ -112,7 +112,12 @@ class CentralReplica:
         from ..model import load_model
         from ..service import CentralServicer
 
-        loaded = load_model(config.model, dtype=config.dtype, cache_dir=config.cache_dir)
+        loaded = load_model(
+            config.model,
+            dtype=config.dtype,
+            cache_dir=config.cache_dir,
+            device=replica_device(config),
+        )
         self._servicer = CentralServicer(loaded, config.limits, config.engine)
         self._gate = CallGate(config.auth_token, config.public)
         # Ray Serve admits at most max_ongoing_requests calls per replica; a few more
@@ -121,7 +126,7 @@ class CentralReplica:
             max_workers=config.max_ongoing_requests + 4, thread_name_prefix="central"
         )
         self.name = _actor_name() or serve.get_replica_context().replica_id.to_full_id_str()
-        log.info("replica %s serving %s", self.name, loaded.name)
+        log.info("replica %s serving %s on %s", self.name, loaded.name, loaded.device)
 
     # language_ranker.v1.CentralService
 
