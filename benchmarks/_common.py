@@ -72,9 +72,17 @@ def prompt_ids(loaded: Any, text: str = PROMPT) -> list[int]:
 
 
 def interleaved(
-    variants: dict[str, Callable[[], object]], reps: int, warmup: bool = True
+    variants: dict[str, Callable[[], object]],
+    reps: int,
+    warmup: bool = True,
+    cpu: dict[str, list[float]] | None = None,
 ) -> dict[str, list[float]]:
-    """Seconds per run of each variant, runs interleaved (order rotated every repetition)."""
+    """Seconds per run of each variant, runs interleaved (order rotated every repetition).
+
+    `cpu`, when given, receives each run's CPU seconds (this process, all its
+    threads): with one torch thread, what the run cost without the time the
+    other tenants of a shared machine held the core.
+    """
     names = list(variants)
     if warmup:
         for name in names:
@@ -83,9 +91,11 @@ def interleaved(
     for rep in range(reps):
         shift = rep % len(names)
         for name in names[shift:] + names[:shift]:
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             variants[name]()
             seconds[name].append(time.perf_counter() - started)
+            if cpu is not None:
+                cpu.setdefault(name, []).append(time.process_time() - started_cpu)
     return seconds
 
 

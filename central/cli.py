@@ -12,8 +12,10 @@ print just their result.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -241,6 +243,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.threads < 0:
         raise ConfigError("--threads", f"must be at least 0, got {args.threads}")
     config = validate_config(_server_config(args))
+    _check_port_free(config.host, config.port)  # before the model's minute of loading
     require_extra(*SERVER_MODULES, what=f"{PROG} serve")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from .server import serve_forever
@@ -251,6 +254,33 @@ def _serve(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     serve_forever(config)
     return 0
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """ConfigError naming --port when something already listens on host:port.
+
+    Binds and closes a probe socket as gRPC will (SO_REUSEADDR: a port in
+    TIME_WAIT is free). Something may still take the port during the load;
+    binding then fails with the same message."""
+    if port == 0:
+        return
+    bare = host.strip().removeprefix("[").removesuffix("]")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            bare, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                "--port",
+                f"{port} is in use on {host} (another ranker-central?); "
+                "stop that server or choose another --port",
+            ) from None
+        why = error.strerror or str(error)
+        raise ConfigError("--host", f"{host} cannot be bound here: {why}") from None
 
 
 def _prepare(args: argparse.Namespace) -> int:

@@ -72,12 +72,14 @@ from ._errors import LimitError
 from .batch import DecodeBatch, Joining
 from .config import EngineConfig, ServiceLimits
 from .decoding import full_cache
+from .features import EMBEDDING_LAYER, FeatureRequest
 from .forward import Forward, PrefilledPrompt
 from .model import LoadedModel
 from .outbox import Outbox, StreamEnd
 from .pooling import ChunkPooling, Pooled
 from .sampler import (
     CandidateRows,
+    EosState,
     SampledCandidate,
     empty_response_state,
     ended_at_once,
@@ -625,7 +627,7 @@ class Engine:
         rows that go on wait in `_joining` for this turn's join."""
         job, sampling = task.job, task.job.sampling
         layer = job.features.layer
-        forward = self._forward((layer,))
+        forward = self._forward(job.features.layers)
         cache = full_cache(self.loaded.model)
         ids, piece = job.prompt_ids, self.config.turn_tokens
         for start in range(0, len(ids), piece):
@@ -636,7 +638,7 @@ class Engine:
         task.outbox.put(InstructionReady(instruction, len(ids)), instruction.nbytes)
         seed = sampling.seed if sampling.seed is not None else secrets.randbits(63)
         task.generator = torch.Generator().manual_seed(seed)
-        rows = CandidateRows(sampling.k, instruction.shape[0])
+        rows = CandidateRows(sampling.k, instruction.shape[0], job.features.embedding_mean)
         assert prefill.logits is not None
         entropy = job.features.mean_entropy
         draw = rows.draw(
@@ -646,7 +648,7 @@ class Engine:
             self.loaded.eos_token_ids,
             entropy,
         )
-        at_once: np.ndarray | None = None  # every row that ends here ends at once
+        at_once: EosState | None = None  # every row that ends here ends at once
         for b, last_entropy in draw.ended:
             row = rows.index[b]
             if at_once is None:
@@ -673,7 +675,7 @@ class Engine:
         layer, entropy = job.features.layer, job.features.mean_entropy
         tokens = min(self.config.turn_tokens, self.limits.features_pass_tokens)
         prompt = PrefilledPrompt(
-            self.loaded, job.prompt_ids, [layer], logits=entropy, prefill=False
+            self.loaded, job.prompt_ids, job.features.layers, logits=entropy, prefill=False
         )
         while not prompt.ready:
             yield prompt.prefill(tokens)
@@ -683,13 +685,15 @@ class Engine:
             job.responses, self.limits.features_pass_tokens, self.limits.features_batch
         )
         for group in groups:
-            pooling = ChunkPooling(len(group), layer, instruction.shape[0], entropy)
+            pooling = ChunkPooling(
+                len(group), layer, instruction.shape[0], entropy, job.features.embedding_mean
+            )
             for chunk in prompt.chunks(group, columns=max(1, tokens // len(group))):
                 pooling.add(chunk)
                 yield len(group) * chunk.columns
             pooled.extend(pooling.pooled())
         result = FeaturesDone(instruction, pooled)
-        task.outbox.put(result, sum(p.last.nbytes + p.mean.nbytes for p in pooled))
+        task.outbox.put(result, sum(p.nbytes for p in pooled))
         task.outbox.close()
 
     def _token_unit(self, task: _GenerateTask) -> Unit:
@@ -753,7 +757,7 @@ class Engine:
     def _decode_step(self) -> bool:
         if not self._decoding:
             return False
-        layers = tuple(sorted({t.job.features.layer for t in self._decoding}))
+        layers = tuple(sorted({n for t in self._decoding for n in t.job.features.layers}))
         forward = self._forward(layers)
         try:
             out, slots = self._batch.step(forward)
@@ -762,7 +766,7 @@ class Engine:
             outputs = {}
             for task in self._decoding:
                 rows = [row_of[s] for s in task.slots]
-                outputs[task.id] = (out.hidden[task.job.features.layer][rows, -1], out.logits[rows])
+                outputs[task.id] = (_newest(out.hidden, task.job.features, rows), out.logits[rows])
         except Exception as error:
             outputs = self._step_each_alone(forward, error)
         self._progressed()
@@ -770,9 +774,9 @@ class Engine:
         for task in list(self._decoding):
             if task.id not in outputs:
                 continue  # failed alone
-            newest, logits = outputs[task.id]
+            (newest, embedded), logits = outputs[task.id]
             try:
-                task.rows.fed(newest)  # type: ignore[union-attr]
+                task.rows.fed(newest, embedded)  # type: ignore[union-attr]
                 going = self._advance(task, logits)
             except Exception as error:
                 self._fail(task, error)
@@ -784,7 +788,7 @@ class Engine:
 
     def _step_each_alone(
         self, forward: Forward, error: Exception
-    ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    ) -> dict[int, tuple[_Newest, torch.Tensor]]:
         """After a failed decode step: each request's rows take the step alone; those that
         fail alone fail, the others go on as if the step had succeeded."""
         log.warning(
@@ -798,7 +802,7 @@ class Engine:
             try:
                 out = self._batch.step_alone(forward, task.slots)
                 assert out.logits is not None
-                outputs[task.id] = (out.hidden[task.job.features.layer][:, -1], out.logits)
+                outputs[task.id] = (_newest(out.hidden, task.job.features), out.logits)
             except Exception as alone:
                 self._fail(task, alone)
         self._batch.advance()
@@ -832,7 +836,8 @@ class Engine:
 
     def _emit(self, task: _GenerateTask, candidate: SampledCandidate) -> None:
         task.responses[candidate.index] = candidate.token_ids
-        task.outbox.put(candidate, candidate.feature.nbytes + candidate.mean_feature.nbytes)
+        vectors = (candidate.feature, candidate.mean_feature, candidate.embedding_mean_feature)
+        task.outbox.put(candidate, sum(v.nbytes for v in vectors if v is not None))
 
     def _after_sampling(self, task: _GenerateTask) -> None:
         """Every candidate is out: per-token features next, or the end of the stream."""
@@ -856,6 +861,20 @@ class Engine:
 
 _MAX_JOIN_WAIT_STEPS = 2  # a newcomer joins after this many steps even alone
 _WATCH_SECONDS = 0.1  # how often the monitor looks at deadlines, readers and progress
+
+
+# A request's rows' newest states from a decode step: (rows, hidden) at its feature
+# layer, and (rows, hidden) hidden state 0 when it asked for the embedding mean.
+_Newest = tuple[torch.Tensor, torch.Tensor | None]
+
+
+def _newest(
+    hidden: dict[int, torch.Tensor], features: FeatureRequest, rows: list[int] | None = None
+) -> _Newest:
+    """The newest token's states of batch rows `rows` (all when None) that `features` reads."""
+    picked = slice(None) if rows is None else rows
+    embedded = hidden[EMBEDDING_LAYER][picked, -1] if features.embedding_mean else None
+    return hidden[features.layer][picked, -1], embedded
 
 
 def _token_budget_groups(

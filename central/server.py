@@ -173,7 +173,8 @@ def start_server(config: ServerConfig, loaded: LoadedModel | None = None) -> Run
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     servicer.engine.on_health(lambda serving: _report_health(health_servicer, serving))
-    log.info("serving %s on %s", loaded.name, _address(config.host, port))
+    # debug: `serve_forever` prints the one "serving" line a user reads
+    log.debug("serving %s on %s", loaded.name, _address(config.host, port))
     return RunningServer(server, port, health_servicer, servicer, config.grace_seconds)
 
 

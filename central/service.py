@@ -148,6 +148,7 @@ class CentralServicer(pb_grpc.CentralServiceServicer):
             feature=encode(candidate.feature, encoding) if features.last else None,
             mean_feature=encode(candidate.mean_feature, encoding) if features.mean else None,
             mean_entropy=candidate.mean_entropy if features.mean_entropy else None,
+            embedding_mean_feature=_embedding_mean(candidate, features),
         )
 
     def Features(
@@ -176,6 +177,9 @@ def _features_response(
         features=[encode(p.last[0], encoding) for p in pooled] if features.last else [],
         mean_features=[encode(p.mean[0], encoding) for p in pooled] if features.mean else [],
         mean_entropies=_entropies(pooled) if features.mean_entropy else [],
+        embedding_mean_features=_embedding_means(pooled, encoding)
+        if features.embedding_mean
+        else [],
     )
 
 
@@ -184,6 +188,21 @@ def _entropies(pooled: list[Pooled]) -> list[float]:
     known = [p.mean_entropy for p in pooled if p.mean_entropy is not None]
     assert len(known) == len(pooled), "pool_responses ran without logits"
     return known
+
+
+def _embedding_mean(candidate: SampledCandidate, features: FeatureRequest) -> pb.Tensor | None:
+    """The candidate's embedding mean, encoded, when the request asked for it."""
+    if not features.embedding_mean:
+        return None
+    assert candidate.embedding_mean_feature is not None, "sampled without hidden state 0"
+    return encode(candidate.embedding_mean_feature, features.encoding)
+
+
+def _embedding_means(pooled: list[Pooled], encoding: int) -> list[pb.Tensor]:
+    """Each response's embedding mean, encoded (the pooling kept them: embedding=True)."""
+    means = [p.embedding_mean for p in pooled if p.embedding_mean is not None]
+    assert len(means) == len(pooled), "the responses were pooled without hidden state 0"
+    return [encode(mean, encoding) for mean in means]
 
 
 def _instruction(

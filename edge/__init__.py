@@ -10,8 +10,8 @@ neither; tests/edge/test_import_direction.py checks every import):
                  onnxruntime scoring (Ranker, RankingSession), signals, parts
       eval/      no torch: statistics and score fusion
       app/       no torch: FeedbackStore (SQLite), Registry (versions), the
-                 learner seam, the taste learner (app/taste/), PersonalRanker,
-                 datasets and checkpoints as numpy
+                 learner seam, the taste learner (app/taste/), PersonalRanker and
+                 AsyncPersonalRanker, datasets and checkpoints as numpy
       training/  torch: ListRanker / PointRanker, losses, train, ONNX export, Learner
       swift/     SWIFT, the token-level head: torch to train and export,
                  torch-free scoring
@@ -35,7 +35,9 @@ if TYPE_CHECKING:
         ConnectionLostError,
         CorruptModelError,
         CorruptStoreError,
+        CorruptVersionWarning,
         DeadlineExceededError,
+        DiskFullError,
         ExportError,
         FeatureError,
         InvalidRequestError,
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
         UnknownUserError,
     )
     from edge.app import (
+        AsyncPersonalRanker,
         Checkpoint,
         FeedbackEvent,
         FeedbackStore,
@@ -108,6 +111,7 @@ if TYPE_CHECKING:
         export_onnx,
         from_checkpoint,
         make_config,
+        recommended_config,
         top1_accuracy,
         train,
     )
@@ -115,6 +119,7 @@ if TYPE_CHECKING:
 # public name -> the room (package) that exports it; imported on first use
 _EXPORTS: dict[str, str] = {
     "AsyncCentralClient": "edge.runtime",
+    "AsyncPersonalRanker": "edge.app",
     "Candidate": "edge.runtime",
     "CandidateTokens": "edge.runtime",
     "CentralClient": "edge.runtime",
@@ -124,7 +129,9 @@ _EXPORTS: dict[str, str] = {
     "ConnectionLostError": "edge._errors",
     "CorruptModelError": "edge._errors",
     "CorruptStoreError": "edge._errors",
+    "CorruptVersionWarning": "edge._errors",
     "DeadlineExceededError": "edge._errors",
+    "DiskFullError": "edge._errors",
     "ExportError": "edge._errors",
     "FeatureError": "edge._errors",
     "FeatureIdentity": "edge.runtime",
@@ -183,6 +190,7 @@ _EXPORTS: dict[str, str] = {
     "export_swift_onnx": "edge.swift",
     "from_checkpoint": "edge.training",
     "make_config": "edge.training",
+    "recommended_config": "edge.training",
     "top1_accuracy": "edge.training",
     "train": "edge.training",
     "train_swift": "edge.swift",
@@ -190,6 +198,7 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "AsyncCentralClient",
+    "AsyncPersonalRanker",
     "Candidate",
     "CandidateTokens",
     "CentralClient",
@@ -199,7 +208,9 @@ __all__ = [
     "ConnectionLostError",
     "CorruptModelError",
     "CorruptStoreError",
+    "CorruptVersionWarning",
     "DeadlineExceededError",
+    "DiskFullError",
     "ExportError",
     "FeatureError",
     "FeatureIdentity",
@@ -258,6 +269,7 @@ __all__ = [
     "export_swift_onnx",
     "from_checkpoint",
     "make_config",
+    "recommended_config",
     "top1_accuracy",
     "train",
     "train_swift",

@@ -6,6 +6,10 @@ python -m ranker_personalize run --quick                     # CI: tiny budgets 
 python -m ranker_personalize report                          # re-render from results.json
 python -m ranker_personalize content-vectors --pool DIR      # extra vectors for the content study
 python -m ranker_personalize content --pool DIR              # the content study (content-tastes.md)
+
+The report goes to ./ranker-personalize-report unless --out says otherwise (the
+committed one: --out docs/results/personalization). Every command needs the
+``eval`` extra; without it the command ends with one line naming it.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from pathlib import Path
 __all__ = ["main"]
 
 DEFAULT_CACHE = Path(".cache/personalize")
-DEFAULT_OUT = Path("docs/results/personalization")
+DEFAULT_OUT = Path("ranker-personalize-report")  # never the committed docs/results by default
 DEFAULT_VECTORS = Path(".cache/content")
-DEFAULT_CONTENT_OUT = Path("docs/results/content")
+DEFAULT_CONTENT_OUT = DEFAULT_OUT / "content"  # the committed one: --out docs/results/content
+EXTRA = "eval"  # the extra that installs what every command needs
 
 
 def _pool_dir(cache: Path, model_name: str, k: int, tokens: int) -> Path:
@@ -85,7 +90,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     from ranker_personalize.report import write_report
 
-    results = json.loads((args.out / "results.json").read_text())
+    found = args.out / "results.json"
+    if not found.exists():
+        raise SystemExit(f"ranker-personalize: no {found}: run `ranker-personalize run` first")
+    results = json.loads(found.read_text())
     print(write_report(results, args.out))
     return 0
 
@@ -208,11 +216,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _needs(args: argparse.Namespace) -> tuple[str, ...]:
+    """The modules a command imports beyond the runtime install."""
+    if args.command == "pool":
+        return ("torch", "transformers", "tqdm")
+    if args.command == "run":
+        return ("tqdm", "matplotlib") + (() if args.no_costs else ("torch",))
+    return ("matplotlib",)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from edge._errors import MissingDependencyError, require_extra
+
     args = _parser().parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(message)s",
     )
+    try:
+        for module in _needs(args):
+            require_extra(module, extra=EXTRA, what=f"ranker-personalize {args.command}")
+    except MissingDependencyError as missing:
+        print(f"ranker-personalize: {missing}", file=sys.stderr)
+        return 2
     return int(args.func(args))

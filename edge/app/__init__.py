@@ -3,12 +3,16 @@
 - ``store`` (``records``, ``ids``): feedback (thumbs, picks, scores) and the
   sets it was on, in SQLite; ``records`` are what it hands back;
 - ``registry``: versioned per-user rankers with checksums, atomic saves, rollback;
+- ``lineage``: what a line of versions learned (its cursor) and what a rollback
+  made it forget;
 - ``learning``: the learner seam: ``UserLearner``, ``LearnerSpec`` and the one
   ``LearnReport`` every learner returns;
 - ``taste``: the torch-free learner (its own room): each user's taste as a
   linear head over the candidates' parts, fitted with numpy per event and
   composed with the global ranker into one ONNX file;
 - ``personal``: ``PersonalRanker``, generate -> rank -> feedback -> learn;
+  ``async_personal``: ``AsyncPersonalRanker``, the same awaited; both are
+  ``personal_base.PersonalBase``;
 - ``dataset``, ``training_data``: grouped training data as numpy arrays, and
   feedback events turned into it (what the trainers read);
 - ``checkpoint``: a ranker's kind, config and weights as numpy, the format the
@@ -25,6 +29,9 @@ from typing import TYPE_CHECKING
 from edge._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from edge.app.async_personal import (
+        AsyncPersonalRanker,
+    )
     from edge.app.checkpoint import (
         Checkpoint,
     )
@@ -48,8 +55,22 @@ if TYPE_CHECKING:
         StartedFrom,
         UserLearner,
     )
+    from edge.app.lineage import (
+        CURSOR_KEY,
+        FORGOTTEN_KEY,
+        EventRanges,
+        cursor_of,
+        forgotten_on_leaving,
+        learnable,
+        merged,
+        ranges_of,
+    )
     from edge.app.personal import (
         PersonalRanker,
+    )
+    from edge.app.personal_base import (
+        ColdStart,
+        PersonalBase,
         Shown,
     )
     from edge.app.records import (
@@ -81,9 +102,13 @@ if TYPE_CHECKING:
 
 # public name -> the module that defines it (imported on first use)
 _EXPORTS: dict[str, str] = {
+    "ColdStart": "edge.app.personal_base",
     "Block": "edge.app.dataset",
     "BlockKind": "edge.app.dataset",
+    "CURSOR_KEY": "edge.app.lineage",
     "Checkpoint": "edge.app.checkpoint",
+    "EventRanges": "edge.app.lineage",
+    "FORGOTTEN_KEY": "edge.app.lineage",
     "FeedbackEvent": "edge.app.records",
     "FeedbackKind": "edge.app.records",
     "FeedbackStore": "edge.app.store",
@@ -95,10 +120,12 @@ _EXPORTS: dict[str, str] = {
     "LearnerSpec": "edge.app.learning",
     "Pair": "edge.app.dataset",
     "Pairs": "edge.app.taste",
+    "AsyncPersonalRanker": "edge.app.async_personal",
+    "PersonalBase": "edge.app.personal_base",
     "PersonalRanker": "edge.app.personal",
     "Reaction": "edge.app.taste",
     "Registry": "edge.app.registry",
-    "Shown": "edge.app.personal",
+    "Shown": "edge.app.personal_base",
     "ShownSet": "edge.app.records",
     "StartedFrom": "edge.app.learning",
     "TasteConfig": "edge.app.taste",
@@ -111,16 +138,26 @@ _EXPORTS: dict[str, str] = {
     "events_to_dataset": "edge.app.training_data",
     "graph_parts": "edge.app.taste",
     "label_kind": "edge.app.dataset",
+    "cursor_of": "edge.app.lineage",
+    "forgotten_on_leaving": "edge.app.lineage",
+    "learnable": "edge.app.lineage",
+    "merged": "edge.app.lineage",
+    "ranges_of": "edge.app.lineage",
     "preference_pairs": "edge.app.taste",
     "training_features": "edge.app.dataset",
     "validate_id": "edge.app.ids",
 }
 
 __all__ = [
+    "CURSOR_KEY",
+    "FORGOTTEN_KEY",
     "IDENTITY_KEY",
+    "AsyncPersonalRanker",
     "Block",
     "BlockKind",
     "Checkpoint",
+    "ColdStart",
+    "EventRanges",
     "FeedbackEvent",
     "FeedbackKind",
     "FeedbackStore",
@@ -131,6 +168,7 @@ __all__ = [
     "LearnerSpec",
     "Pair",
     "Pairs",
+    "PersonalBase",
     "PersonalRanker",
     "Reaction",
     "Registry",
@@ -144,10 +182,15 @@ __all__ = [
     "UserLearner",
     "VersionInfo",
     "compose_ranker",
+    "cursor_of",
     "events_to_dataset",
+    "forgotten_on_leaving",
     "graph_parts",
     "label_kind",
+    "learnable",
+    "merged",
     "preference_pairs",
+    "ranges_of",
     "training_features",
     "validate_id",
 ]

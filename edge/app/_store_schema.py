@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edge._errors import CorruptStoreError, StoreError
+from edge._errors import CorruptStoreError, DiskFullError, RankerError, StoreError
 from edge.app.records import FeedbackEvent, ShownSet
 from edge.runtime.scalars import Scalars
 
@@ -33,6 +33,7 @@ __all__ = [
     "decode_event",
     "decode_shown",
     "is_corruption",
+    "sqlite_failure",
 ]
 
 _SCHEMA = """
@@ -89,10 +90,28 @@ _CORRUPTION_HINTS = ("malformed", "not a database", "encrypted", "disk image", "
 
 
 def is_corruption(exc: sqlite3.DatabaseError) -> bool:
-    if isinstance(exc, sqlite3.IntegrityError):
+    if isinstance(exc, sqlite3.IntegrityError) or _is_full(exc):
         return False
     text = str(exc).lower()
     return type(exc) is sqlite3.DatabaseError or any(h in text for h in _CORRUPTION_HINTS)
+
+
+def _is_full(exc: sqlite3.DatabaseError) -> bool:
+    """SQLITE_FULL: the disk (or a quota) is full; the statement was rolled back."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF == sqlite3.SQLITE_FULL
+    return "database or disk is full" in str(exc)
+
+
+def sqlite_failure(exc: sqlite3.DatabaseError, path: Path) -> RankerError | None:
+    """What a SQLite error means to the caller: a full disk (DiskFullError), a
+    damaged file (CorruptStoreError), or None for anything else."""
+    if _is_full(exc):
+        return DiskFullError(path, str(exc))
+    if is_corruption(exc):
+        return CorruptStoreError(path, str(exc))
+    return None
 
 
 def connect(path: Path, timeout: float) -> sqlite3.Connection:
@@ -113,7 +132,8 @@ def connect(path: Path, timeout: float) -> sqlite3.Connection:
         _migrate(conn, path)
     except sqlite3.DatabaseError as exc:
         conn.close()
-        raise CorruptStoreError(path, str(exc)) from exc
+        failure = sqlite_failure(exc, path)
+        raise failure or StoreError(f"cannot open feedback store {path}: {exc}") from exc
     except StoreError:
         conn.close()
         raise
@@ -156,7 +176,8 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
             (str(SCHEMA_VERSION),),
         )
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite may have rolled back already (a full disk)
+            conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
 

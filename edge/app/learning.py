@@ -14,6 +14,13 @@ learners implement it:
 ``PersonalRanker(learner=...)`` takes either config (``LearnerSpec``: anything
 that ``build``s a ``UserLearner``), builds the learner once, and from then on
 calls ``learn`` through this seam alone, so the app's code never names torch.
+
+What every learner honours: the registry's lock for the ranker across
+read-fit-save (``Registry.locked``) with a compare-and-swap save, so two
+processes never learn one event twice nor move the cursor back; and the events
+a rollback forgot (``Registry.forgotten``, dropped by ``edge.app.lineage.learnable``),
+which no later version learns again, and which each saved version records under
+``FORGOTTEN_KEY`` beside its ``CURSOR_KEY`` (``edge.app.lineage``).
 """
 
 from __future__ import annotations
@@ -26,7 +33,14 @@ if TYPE_CHECKING:
     from edge.app.store import FeedbackStore
     from edge.runtime.types import FeatureIdentity
 
-__all__ = ["IDENTITY_KEY", "FitReport", "LearnReport", "LearnerSpec", "StartedFrom", "UserLearner"]
+__all__ = [
+    "IDENTITY_KEY",
+    "FitReport",
+    "LearnReport",
+    "LearnerSpec",
+    "StartedFrom",
+    "UserLearner",
+]
 
 # Where a user's weights came from: their own saved version, a base checkpoint
 # (the torch learner), the global ranker of the same name, or nothing.

@@ -19,7 +19,9 @@ and the row layout are ``edge.app._store_schema``'s, and turning events into
 training data is ``edge.app.training_data``'s.
 
 Durability: WAL journal, ``synchronous=FULL`` and one transaction per event, so
-an acknowledged event survives a crash and a rejected one leaves no trace.
+an acknowledged event survives a crash and a rejected one leaves no trace. A
+full disk raises DiskFullError (the event is not recorded; the store stays
+usable once there is room), a damaged file CorruptStoreError.
 Features are raw float16/float32 bytes with their shape in columns, never
 pickles, so a store file cannot execute code. Every query filters by user id:
 one user's calls never see another user's rows. The feedback row id is a
@@ -41,7 +43,6 @@ from pathlib import Path
 import numpy as np
 
 from edge._errors import (
-    CorruptStoreError,
     StoreError,
     UnknownCandidateSetError,
     UnknownUserError,
@@ -52,7 +53,7 @@ from edge.app._store_schema import (
     connect,
     decode_event,
     decode_shown,
-    is_corruption,
+    sqlite_failure,
 )
 from edge.app.ids import validate_id
 from edge.app.records import FeedbackEvent, FeedbackKind, ShownSet
@@ -92,13 +93,15 @@ class FeedbackStore:
 
     @contextmanager
     def _query(self) -> Iterator[sqlite3.Connection]:
-        """Run reads under the lock, turning corruption into CorruptStoreError."""
+        """Run statements under the lock, turning a damaged file into CorruptStoreError
+        and a full disk into DiskFullError."""
         with self._lock:
             try:
                 yield self._conn
             except sqlite3.DatabaseError as exc:
-                if is_corruption(exc):
-                    raise CorruptStoreError(self.path, str(exc)) from exc
+                failure = sqlite_failure(exc, self.path)
+                if failure is not None:
+                    raise failure from exc
                 raise
 
     @contextmanager
@@ -108,10 +111,11 @@ class FeedbackStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite may have rolled back already (a full disk)
+                    conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
 
     # -- writing ---------------------------------------------------------------------
     def record_shown(
@@ -351,6 +355,38 @@ class FeedbackStore:
         if row is None:
             raise UnknownCandidateSetError(user, set_id)
         return decode_shown(row, self.path)
+
+    def recent_sets(self, user: str, *, task: str | None = None, limit: int = 10) -> list[ShownSet]:
+        """The user's most recently shown sets, newest first (of ``task`` when given)."""
+        return self._newest_sets(user, "", [], task, limit)
+
+    def find_set(self, user: str, reference: str, *, task: str | None = None) -> ShownSet:
+        """The user's set whose id is ``reference`` or starts with it (of ``task``
+        when given): what a person types after seeing a short id. An unknown or
+        ambiguous reference raises UnknownCandidateSetError or StoreError."""
+        if not reference:
+            raise StoreError("a set reference must not be empty")
+        where = " AND substr(set_id, 1, ?) = ?"
+        found = self._newest_sets(user, where, [len(reference), reference], task, 3)
+        exact = [one for one in found if one.set_id == reference]
+        if exact or len(found) == 1:
+            return (exact or found)[0]
+        if not found:
+            raise UnknownCandidateSetError(user, reference)
+        raise StoreError(f"{reference!r} starts more than one set of user {user!r}: give more")
+
+    def _newest_sets(
+        self, user: str, where: str, params: list[object], task: str | None, limit: int
+    ) -> list[ShownSet]:
+        """The user's sets matching ``where`` (and ``task``), newest first."""
+        sql = f"SELECT {SHOWN_COLUMNS} FROM shown WHERE user_id = ?{where}"
+        params = [user, *params]
+        if task is not None:
+            sql += " AND task = ?"
+            params.append(task)
+        with self._query() as conn:
+            rows = conn.execute(f"{sql} ORDER BY row_id DESC LIMIT ?", [*params, int(limit)])
+            return [decode_shown(row, self.path) for row in rows.fetchall()]
 
     def _select_events(
         self, where: str, params: Sequence[object], limit: int | None = None

@@ -14,7 +14,13 @@
 5. save a new registry version whose metadata records the new cursor.
 
 A crash anywhere before step 5 leaves the previous version current, and since
-the cursor only advances with a saved version, no feedback is skipped.
+the cursor only advances with a saved version, no feedback is skipped. The
+whole update holds the registry's lock for the ranker (``Registry.locked``) and
+saves with a compare-and-swap on the version it started from, so two processes
+learning one user take turns: each event is learned once and the cursor never
+moves back. Events a rollback forgot (``Registry.forgotten``) are neither new
+events nor replayed. A user whose current version is a taste head (the
+torch-free learner's) is refused with a TrainingError saying so.
 """
 
 from __future__ import annotations
@@ -28,8 +34,10 @@ from typing import Any, Literal
 from edge._errors import ConfigError, TrainingError
 from edge.app.checkpoint import Checkpoint
 from edge.app.learning import IDENTITY_KEY, LearnReport, StartedFrom
-from edge.app.registry import Registry
+from edge.app.lineage import CURSOR_KEY, FORGOTTEN_KEY, learnable
+from edge.app.registry import Registry, VersionInfo
 from edge.app.store import FeedbackStore
+from edge.app.taste.head import HEAD_KIND
 from edge.app.training_data import events_to_dataset
 from edge.runtime.types import FeatureIdentity
 from edge.training.export import Exporter, check_parity, export_onnx
@@ -45,6 +53,8 @@ from edge.training.rankers import (
 )
 
 __all__ = ["Learner", "LearnerConfig"]
+
+LEARNER_NAME = "torch"  # the "learner" entry of the versions this learner saves
 
 
 def _default_train() -> TrainConfig:
@@ -66,7 +76,7 @@ class LearnerConfig:
     replay_size: int = 256  # older events mixed into each update (0 disables replay)
     min_new_events: int = 1  # skip the update until at least this many new events
     unlabelled: Literal["ignore", "negative"] = "ignore"  # see events_to_dataset
-    exporter: Exporter = "torchscript"  # fast on-device export; "dynamo"/"template" also work
+    exporter: Exporter = "auto"  # the fast legacy tracer; "dynamo"/"template" also work
     parity_ks: tuple[int, ...] = (2, 5)  # K values checked torch vs onnxruntime after export
     parity_rtol: float = 1e-4  # parity tolerance relative to the scores (see check_parity)
 
@@ -152,24 +162,31 @@ class Learner:
         self.registry = registry
         self.config = config or LearnerConfig()
 
-    def _cursor(self, user: str, name: str) -> int:
-        if not self.registry.has(user, name):
-            return 0
-        return int(self.registry.current(user, name).metadata.get("cursor", 0))
-
-    def _initial(self, user: str, name: str, feature_size: int) -> tuple[VectorRanker, StartedFrom]:
+    def _initial(
+        self, user: str, name: str, current: VersionInfo | None, feature_size: int
+    ) -> tuple[VectorRanker, StartedFrom]:
         """The weights to continue from, refused when they are not a list or point ranker."""
-        model, origin = self._start(user, name, feature_size)
+        model, origin = self._start(user, name, current, feature_size)
         return require_family(model, VectorRanker, "train", f"Learner ({origin} weights)"), origin
 
-    def _start(self, user: str, name: str, feature_size: int) -> tuple[RankerModule, StartedFrom]:
-        if self.registry.has(user, name):
-            warm = _WARM.take(self.registry.current(user, name).weights_sha256)
+    def _start(
+        self, user: str, name: str, current: VersionInfo | None, feature_size: int
+    ) -> tuple[RankerModule, StartedFrom]:
+        if current is not None:
+            warm = _WARM.take(current.weights_sha256)
             if warm is not None:
                 return warm, "user"
-            weights = self.registry.load_weights(user, name)
+            weights = self.registry.load_weights(user, name, current.version)
             if weights is not None:
-                return from_checkpoint(Checkpoint.from_bytes(weights, f"{user}/{name}")), "user"
+                checkpoint = Checkpoint.from_bytes(weights, f"{user}/{name}")
+                if checkpoint.kind == HEAD_KIND:
+                    raise TrainingError(
+                        f"{user}/{name} v{current.version} is a taste head (the torch-free "
+                        "learner's, PersonalRanker's default), which the torch learner cannot "
+                        "continue: learn it with TasteConfig (`ranker-edge learn`), or give "
+                        "the torch learner a ranker name of its own"
+                    )
+                return from_checkpoint(checkpoint), "user"
         if self.config.base is not None:
             return from_checkpoint(self.config.base), "base"
         if self.registry.has(None, name):
@@ -188,18 +205,27 @@ class Learner:
         recorded (``IDENTITY_KEY`` in its metadata), if anything.
         """
         start = time.perf_counter()
-        cursor = self._cursor(user, name)
-        new = self.store.events(user, since=cursor, task=name)
+        with self.registry.locked(user, name):
+            return self._learn_locked(user, name, identity, start)
+
+    def _learn_locked(
+        self, user: str, name: str, identity: FeatureIdentity | None, start: float
+    ) -> LearnReport:
+        current = self.registry.current(user, name) if self.registry.has(user, name) else None
+        cursor = int(current.metadata.get(CURSOR_KEY, 0)) if current is not None else 0
+        forgotten = self.registry.forgotten(user, name)
+        new = learnable(self.store.events(user, since=cursor, task=name), forgotten)
         if len(new) < max(1, self.config.min_new_events):
             return LearnReport.skipped(user, name, cursor, time.perf_counter() - start, len(new))
         replay = self.store.sample_events(
             user, self.config.replay_size, up_to=cursor, task=name, seed=new[-1].event_id
         )
+        replay = learnable(replay, forgotten)
         new_data = events_to_dataset(new, unlabelled=self.config.unlabelled)
         data = events_to_dataset([*new, *replay], unlabelled=self.config.unlabelled)
         if data.num_groups == 0:
             raise TrainingError(f"{len(new)} new events of {user!r} yield no training example")
-        model, origin = self._initial(user, name, data.feature_size)
+        model, origin = self._initial(user, name, current, data.feature_size)
         if model.parts != ("last",):  # a v2 ranker: the sets' mean vectors and signals too
             new_data, data = (
                 events_to_dataset(events, unlabelled=self.config.unlabelled, parts=model.parts)
@@ -214,9 +240,8 @@ class Learner:
         train(model, data, self.config.train)
         after = evaluate_loss(model, new_data, self.config.train)
         new_cursor = new[-1].event_id
-        if identity is None and self.registry.has(user, name):
-            record = self.registry.current(user, name).metadata.get(IDENTITY_KEY)
-            identity = FeatureIdentity.from_dict(record)
+        if identity is None and current is not None:
+            identity = FeatureIdentity.from_dict(current.metadata.get(IDENTITY_KEY))
         onnx_bytes = export_onnx(
             model,
             exporter=self.config.exporter,
@@ -231,7 +256,9 @@ class Learner:
             onnx_bytes,
             weights=model.to_checkpoint().to_bytes(),
             metadata={
-                "cursor": new_cursor,
+                "learner": LEARNER_NAME,
+                CURSOR_KEY: new_cursor,
+                FORGOTTEN_KEY: [list(r) for r in forgotten],
                 "new_events": len(new),
                 "replayed_events": len(replay),
                 "started_from": origin,
@@ -239,6 +266,7 @@ class Learner:
                 "loss_after": after,
                 IDENTITY_KEY: identity.to_dict() if identity and identity.known else None,
             },
+            expect_current=current.version if current is not None else 0,
         )
         _WARM.put(info.weights_sha256, model)
         return LearnReport(

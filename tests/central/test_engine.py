@@ -50,6 +50,7 @@ def _job(
     top_p: float = 1.0,
     entropy: bool = True,
     greedy_first: bool = False,
+    embedding: bool = False,
 ) -> GenerateJob:
     ids = model.tokenizer(text)["input_ids"]
     sampling = SamplingConfig(
@@ -60,7 +61,9 @@ def _job(
         seed=seed,
         greedy_first=greedy_first,
     )
-    features = FeatureRequest(layer=layer, encoding=FP16, mean=True, mean_entropy=entropy)
+    features = FeatureRequest(
+        layer=layer, encoding=FP16, mean=True, mean_entropy=entropy, embedding_mean=embedding
+    )
     return GenerateJob(ids, sampling, features, None)
 
 
@@ -88,21 +91,28 @@ def _assert_same(alone: dict[int, SampledCandidate], busy: dict[int, SampledCand
         np.testing.assert_allclose(got.feature, expected.feature, atol=1e-4)
         np.testing.assert_allclose(got.mean_feature, expected.mean_feature, atol=1e-4)
         assert got.mean_entropy == pytest.approx(expected.mean_entropy, abs=1e-4)
+        if expected.embedding_mean_feature is None:
+            assert got.embedding_mean_feature is None
+        else:
+            assert got.embedding_mean_feature is not None
+            np.testing.assert_allclose(
+                got.embedding_mean_feature, expected.embedding_mean_feature, atol=1e-5
+            )
 
 
 def test_seeded_requests_are_the_same_alone_and_in_a_busy_batch(engine, tiny_model) -> None:
-    # Prompts of many lengths, other K, settings and layers; staggered, so requests join
-    # a batch already decoding, take over rows others left, and make the buffers grow.
+    # Prompts of many lengths, other K, settings, layers and vectors; staggered, so requests
+    # join a batch already decoding, take over rows others left, and make the buffers grow.
     jobs = [
-        _job(tiny_model, "Tell me about the sea", k=5, tokens=14, seed=11),
+        _job(tiny_model, "Tell me about the sea", k=5, tokens=14, seed=11, embedding=True),
         _job(tiny_model, "hi", k=3, tokens=20, seed=1),
         _job(tiny_model, "a much longer prompt than the others, " * 4, k=7, tokens=9, seed=2),
         _job(tiny_model, "sample me colder", k=2, tokens=16, seed=3, temperature=0.7, top_p=0.9),
-        _job(tiny_model, "another layer", k=4, tokens=18, seed=4, layer=4, entropy=False),
+        _job(tiny_model, "another layer", k=4, tokens=18, seed=4, layer=4, embedding=True),
         _job(tiny_model, "greedy", k=1, tokens=12, seed=5, temperature=0.0),
         _job(tiny_model, "the longest prompt of them all, it goes on and on, " * 5, k=6, tokens=7),
         _job(tiny_model, "x", k=8, tokens=25, seed=7),
-        _job(tiny_model, "one more", k=2, tokens=1, seed=8),
+        _job(tiny_model, "one more", k=2, tokens=1, seed=8, embedding=True),
         _job(tiny_model, "greedy row first", k=3, tokens=11, seed=9, greedy_first=True),
     ]
     alone = [_collect(engine.submit_generate(job))[1] for job in jobs]
@@ -122,29 +132,45 @@ def test_seeded_requests_are_the_same_alone_and_in_a_busy_batch(engine, tiny_mod
         _assert_same(expected, results[i][1])
 
 
-def test_the_engine_samples_what_the_single_request_sampler_samples(engine, tiny_model) -> None:
-    job = _job(tiny_model, "Count to ten", k=6, tokens=10, seed=5)
-    events = list(sample(tiny_model, job.prompt_ids, job.sampling, 2, entropy=True))
+@pytest.mark.parametrize("ends", ["model", "often"])
+def test_the_engine_samples_what_the_single_request_sampler_samples(tiny_model, ends) -> None:
+    """With "often" a third of the vocabulary are end tokens: some rows end at once (the EOS
+    state, from the prefill), others after a token or two, beside rows cut at the limit."""
+    model = tiny_model
+    if ends == "often":
+        model = dataclasses.replace(tiny_model, eos_token_ids=frozenset(range(2, 140)))
+    job = _job(model, "Count to ten", k=10, tokens=10, seed=5, embedding=True)
+    events = list(sample(model, job.prompt_ids, job.sampling, 2, entropy=True, embedding_mean=True))
     reference = {c.index: c for c in events[1:] if isinstance(c, SampledCandidate)}
-    instruction, got, _ = _collect(engine.submit_generate(job))
+    assert ends == "model" or any(not c.token_ids for c in reference.values())
+    engine = Engine(model)
+    try:
+        instruction, got, _ = _collect(engine.submit_generate(job))
+    finally:
+        engine.close()
     np.testing.assert_allclose(instruction, events[0], atol=1e-5)
     _assert_same(reference, got)
+    assert all(c.embedding_mean_feature is not None for c in got.values())
 
 
 def test_features_through_the_engine_equal_a_plain_pooling_pass(engine, tiny_model) -> None:
     prompt = tiny_model.tokenizer("Which is better?")["input_ids"]
     responses = [tiny_model.tokenizer(t)["input_ids"] for t in ["yes", "", "no, not at all " * 9]]
-    features = FeatureRequest(layer=3, encoding=FP16, mean=True, mean_entropy=True)
+    features = FeatureRequest(
+        layer=3, encoding=FP16, mean=True, mean_entropy=True, embedding_mean=True
+    )
     ticket = engine.submit_features(FeaturesJob(prompt, responses, features))
     events = list(ticket.events())
     ticket.release()
     assert isinstance(events[0], FeaturesDone)
-    instruction, pooled = pool_responses(tiny_model, prompt, responses, [3], mean_entropy=True)
+    instruction, pooled = pool_responses(tiny_model, prompt, responses, [3, 0], mean_entropy=True)
     np.testing.assert_allclose(events[0].instruction, instruction[0], atol=1e-5)
     for got, want in zip(events[0].pooled, pooled, strict=True):
-        np.testing.assert_allclose(got.last, want.last, atol=1e-5)
-        np.testing.assert_allclose(got.mean, want.mean, atol=1e-5)
+        np.testing.assert_allclose(got.last, want.last[:1], atol=1e-5)
+        np.testing.assert_allclose(got.mean, want.mean[:1], atol=1e-5)
         assert got.mean_entropy == pytest.approx(want.mean_entropy, abs=1e-5)
+        assert got.embedding_mean is not None
+        np.testing.assert_allclose(got.embedding_mean, want.mean[1], atol=1e-6)
 
 
 def test_a_features_call_past_its_deadline_frees_the_engine_within_a_second(tiny_model) -> None:

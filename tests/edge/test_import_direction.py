@@ -5,11 +5,14 @@ Read from the source, not from a running interpreter: every ``import`` and
 function (a lazy import still is a dependency) and under ``TYPE_CHECKING``.
 The order, lowest first (``LAYERS``)::
 
-    edge._errors, edge._lazy, edge._atomic   package infrastructure
+    edge._errors                              the exception hierarchy (imports nothing)
+    edge._lazy, edge._atomic                  package infrastructure
     edge.runtime, edge.eval                   rank and talk to central; statistics
     edge.app                                  store, registry, datasets, the learner seam
     edge.app.taste                            the torch-free taste learner
-    edge.app.personal                         PersonalRanker (and the old taste module paths)
+    edge.app.personal_base                    what both PersonalRanker front ends share
+    edge.app.personal, edge.app.async_personal  PersonalRanker, AsyncPersonalRanker (and the
+                                              old taste module paths)
     edge.training                             torch rankers, loop, export, torch learner
     edge.swift                                SWIFT, whose head derives from training's contract
     edge.checks, edge.demo                    what exercises the rooms below
@@ -34,17 +37,26 @@ EDGE = Path(__file__).resolve().parents[2] / "edge"
 
 # Lowest first; a module belongs to the longest prefix listed.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("edge._errors", "edge._lazy", "edge._atomic"),
+    ("edge._errors",),
+    ("edge._lazy", "edge._atomic"),
     ("edge.runtime", "edge.eval"),
     ("edge.app",),
     ("edge.app.taste",),
-    ("edge.app.personal", "edge.app.taste_fit", "edge.app.personal_learner"),
+    ("edge.app.personal_base",),
+    (
+        "edge.app.personal",
+        "edge.app.async_personal",
+        "edge.app.taste_fit",
+        "edge.app.personal_learner",
+    ),
     ("edge.training",),
     ("edge.swift",),
     ("edge.checks", "edge.demo"),
     ("edge.cli",),
 )
 _RANK = {prefix: rank for rank, prefixes in enumerate(LAYERS) for prefix in prefixes}
+# Private modules every room may import: the package's own infrastructure.
+INFRASTRUCTURE = (*LAYERS[0], *LAYERS[1])
 _TOP = len(LAYERS)  # the package itself (edge/__init__.py): above every room
 
 
@@ -117,7 +129,7 @@ def problem(imp: Import) -> str | None:
     if here != there and rank_of(target) >= rank_of(importer):
         return f"{where}: {there} is not below {here}"
     private_module = any(p.startswith("_") for p in target.split(".")[1:])
-    if here != there and private_module and there not in LAYERS[0]:
+    if here != there and private_module and there not in INFRASTRUCTURE:
         return f"{where}: a private module of {there}"
     private_names = [n for n in imp.names if n.startswith("_")]
     if here != there and private_names:

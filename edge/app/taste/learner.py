@@ -28,7 +28,9 @@ The rows live in memory between calls (one entry per store, user and ranker,
 a few most recent users kept), so a steady-state update reads only the new
 events; a fresh process rebuilds them once from the store (at most
 ``history`` events). Each save records the cursor (the newest event learned):
-the next update learns whatever came after it, whoever saved it.
+the next update learns whatever came after it, whoever saved it. Events a
+rollback forgot (``Registry.forgotten``) are never read, neither as new events
+nor as history, and each save records them (``FORGOTTEN_KEY``).
 
 The learner continues from the newest saved head that verifies: a damaged
 weights file of the current version falls back to the version before it, as
@@ -49,10 +51,10 @@ import numpy as np
 
 from edge._errors import CorruptModelError, FeatureError, UnknownUserError
 from edge.app.learning import IDENTITY_KEY, FitReport, LearnReport, StartedFrom
+from edge.app.lineage import CURSOR_KEY, FORGOTTEN_KEY, EventRanges, learnable
 from edge.app.records import FeedbackEvent, ShownSet
 from edge.app.registry import Registry, VersionInfo
 from edge.app.store import FeedbackStore
-from edge.app.taste.compose import compose_ranker
 from edge.app.taste.config import TasteConfig
 from edge.app.taste.fit import TasteFit
 from edge.app.taste.head import TasteHead
@@ -89,6 +91,7 @@ class _UserRows:
     reactions: dict[str, list[Reaction]] = field(default_factory=dict)  # per set id
     weights_sha256: str | None = None  # the saved head the fit's v equals (None: unsaved)
     global_sha256: str | None = None  # the global model the offsets came from
+    forgotten: EventRanges = ()  # the events a rollback forgot, left out of the fit
 
 
 class _RowsCache:
@@ -176,17 +179,19 @@ class TasteLearner:
         identity: FeatureIdentity | None = None,
     ) -> LearnReport:
         current = self.registry.current(user, name) if self.registry.has(user, name) else None
-        saved_cursor = int(current.metadata.get("cursor", 0)) if current else 0
+        saved_cursor = int(current.metadata.get(CURSOR_KEY, 0)) if current else 0
+        forgotten = self.registry.forgotten(user, name)
         glob = self._global(name)
         glob_sha = glob.info.model_sha256 if glob else None
-        new = self._events(user, name, since=rows.cursor) if rows is not None else []
-        if rows is not None and self._stale(rows, new, glob_sha):
+        new = self._events(user, name, rows.cursor, forgotten) if rows is not None else []
+        if rows is not None and self._stale(rows, new, glob_sha, forgotten):
             rows = None
         if rows is None:
-            new = _same_size_as_newest(self._events(user, name, since=0))[-self.config.history :]
+            every = self._events(user, name, 0, forgotten)
+            new = _same_size_as_newest(every)[-self.config.history :]
             if not new:
                 return self._skipped(user, name, saved_cursor, started)
-            rows = self._empty_rows(new, glob)
+            rows = self._empty_rows(new, glob, forgotten)
         warm = self._warm_start(user, name, rows, current)
         self._ingest(rows, new, glob)
         pending = [e for e in rows.event_ids if e > saved_cursor]
@@ -232,9 +237,11 @@ class TasteLearner:
         return LearnReport.skipped(user, name, cursor, time.perf_counter() - started, new_events)
 
     # -- reading -----------------------------------------------------------------------
-    def _events(self, user: str, name: str, since: int) -> list[FeedbackEvent]:
+    def _events(
+        self, user: str, name: str, since: int, forgotten: EventRanges
+    ) -> list[FeedbackEvent]:
         try:
-            return self.store.events(user, since=since, task=name)
+            return learnable(self.store.events(user, since=since, task=name), forgotten)
         except UnknownUserError:
             return []
 
@@ -252,23 +259,33 @@ class TasteLearner:
             parts.append("lexicon")
         return tuple(parts)
 
-    def _stale(self, rows: _UserRows, new: Sequence[FeedbackEvent], glob_sha: str | None) -> bool:
+    def _stale(
+        self,
+        rows: _UserRows,
+        new: Sequence[FeedbackEvent],
+        glob_sha: str | None,
+        forgotten: EventRanges,
+    ) -> bool:
         """Whether held rows must be rebuilt from the store: the global ranker changed
-        (the offsets did), the parts or the feature size did (another model), or the
-        history outgrew twice its limit."""
+        (the offsets did), the parts or the feature size did (another model), a
+        rollback forgot events the rows hold, or the history outgrew twice its limit."""
         d = rows.fit.layout["last"]
         return (
             rows.global_sha256 != glob_sha
+            or rows.forgotten != forgotten
             or (bool(new) and self._parts(new) != rows.fit.parts)
             or any(e.shown.candidates.shape[1] != d for e in new)
             or len(rows.event_ids) + len(new) > 2 * self.config.history
         )
 
-    def _empty_rows(self, events: Sequence[FeedbackEvent], glob: _Global | None) -> _UserRows:
+    def _empty_rows(
+        self, events: Sequence[FeedbackEvent], glob: _Global | None, forgotten: EventRanges
+    ) -> _UserRows:
         d = int(events[-1].shown.candidates.shape[1])
         layout = part_layout(d, self._parts(events))
         fit = TasteFit(layout, self.config, has_global=glob is not None)
-        return _UserRows(fit, global_sha256=glob.info.model_sha256 if glob else None)
+        glob_sha = glob.info.model_sha256 if glob else None
+        return _UserRows(fit, global_sha256=glob_sha, forgotten=forgotten)
 
     def _ingest(
         self, rows: _UserRows, events: Sequence[FeedbackEvent], glob: _Global | None
@@ -363,6 +380,8 @@ class TasteLearner:
         new_events: int,
         identity: FeatureIdentity | None,
     ) -> VersionInfo:
+        from edge.app.taste.compose import compose_ranker  # onnx: loaded at the first save
+
         meta = {
             META_PREFIX + "user": user,
             META_PREFIX + "name": name,
@@ -377,7 +396,8 @@ class TasteLearner:
             weights=head.to_bytes(),
             metadata={
                 "learner": LEARNER_NAME,
-                "cursor": rows.cursor,
+                CURSOR_KEY: rows.cursor,
+                FORGOTTEN_KEY: [list(r) for r in rows.forgotten],
                 "events": len(rows.event_ids),
                 "new_events": new_events,
                 "pairs": len(rows.fit.pairs().weights),

@@ -99,3 +99,60 @@ def test_show_computes_the_signals_once_for_ranking_and_for_the_store(
     stored = me.store.shown("cy", shown.set_id)
     np.testing.assert_array_equal(stored.signals, signals_module.candidate_signals(g.candidates))
     me.close()
+
+
+_LEARNERS = [
+    TasteConfig(),
+    LearnerConfig(kind="point", train=TrainConfig(min_steps=3), parity_ks=(2,)),
+]
+
+
+@pytest.mark.parametrize("config", _LEARNERS, ids=["taste", "torch"])
+def test_after_a_rollback_the_rolled_back_feedback_is_not_learned_again(
+    config: LearnerSpec, tmp_path: Path
+) -> None:
+    me = PersonalRanker(None, tmp_path, "cal", "chat", learner=config)  # type: ignore[arg-type]
+    for seed in range(3):  # v1 learns events 1..3
+        g, liked = generation(seed)
+        me.pick(me.show(g), liked[0])
+    assert me.learn().cursor == 3
+    for seed in range(3, 6):  # v2 learns 4..6; the user then rejects it
+        g, liked = generation(seed)
+        me.pick(me.show(g), liked[-1])
+    assert me.learn().version == 2
+    assert me.rollback() == 1
+    assert not me.learn().updated  # nothing new: 4..6 are not new again
+    g, liked = generation(6)
+    me.pick(me.show(g), liked[0])  # event 7
+    report = me.learn()
+    assert report.updated and report.new_events == 1 and report.cursor == 7
+    assert report.saved is not None and report.saved.metadata["forgotten"] == [[3, 6]]
+    if isinstance(me.learner, TasteLearner):  # the history holds v1's events, not 4..6
+        assert report.replayed_events == 3
+    me.close()
+    # Another PersonalRanker on the same home reads the same: 4..6 stay forgotten.
+    again = PersonalRanker(None, tmp_path, "cal", "chat", learner=config)  # type: ignore[arg-type]
+    assert again.registry.forgotten("cal", "chat") == ((3, 6),)
+    g, liked = generation(7)
+    again.pick(again.show(g), liked[0])
+    fresh = again.learn()
+    assert fresh.new_events == 1 and fresh.cursor == 8
+    if isinstance(again.learner, TasteLearner):
+        assert fresh.replayed_events == 4  # 1..3 and 7
+    again.close()
+
+
+def test_the_torch_learner_refuses_a_taste_head_naming_the_way_out(tmp_path: Path) -> None:
+    from edge import TrainingError
+
+    taste = PersonalRanker(None, tmp_path, "dan", "chat")  # type: ignore[arg-type]
+    _teach(taste, range(1))
+    torch_config = LearnerConfig(kind="point", train=TrainConfig(min_steps=3), parity_ks=(2,))
+    me = PersonalRanker(None, tmp_path, "dan", "chat", learner=torch_config)  # type: ignore[arg-type]
+    g, liked = generation(5)
+    me.pick(me.show(g), liked[0])
+    with pytest.raises(TrainingError, match=r"dan/chat v1 is a taste head.*TasteConfig"):
+        me.learn()
+    assert me.registry.current("dan", "chat").version == 1
+    taste.close()
+    me.close()

@@ -424,3 +424,60 @@ def test_events_to_dataset_carries_mean_vectors_and_signals_when_asked(
     pair = next(b for b in full.blocks if b.kind == "pair")
     np.testing.assert_array_equal(pair.mean_candidates[0], mean[[1, 2]])
     assert pair.signals.shape == (1, 2, len(SIGNAL_NAMES))
+
+
+_FILL_THE_STORE = """
+import sys
+import numpy as np
+from edge import DiskFullError, FeedbackStore
+
+path = sys.argv[1] + "/feedback.sqlite3"
+store = FeedbackStore(path)
+rng = np.random.default_rng(0)
+acknowledged = 0
+try:
+    for i in range(100_000):
+        cands = rng.standard_normal((8, 64)).astype(np.float32)
+        store.record_shown("u", f"s{i}", rng.standard_normal(64), cands)
+        store.thumbs("u", f"s{i}", 0, up=True)
+        acknowledged += 1
+except DiskFullError as error:
+    print("FULL", error)
+try:
+    store.thumbs("u", "s0", 1, up=False)  # still full: refused, named, nothing half-done
+except DiskFullError:
+    print("STILL FULL")
+assert len(store.events("u")) == acknowledged  # every acknowledged event is there
+store.close()
+reopened = FeedbackStore(path)  # and the file is intact
+assert len(reopened.events("u")) == acknowledged > 0
+print("OK", acknowledged)
+"""
+
+
+def test_a_full_disk_is_named_as_such_and_loses_no_acknowledged_event() -> None:
+    from tests.edge.app._full_disk import run_on_small_disk
+
+    proc = run_on_small_disk(_FILL_THE_STORE, size_kb=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "FULL no space left to write" in proc.stdout and "feedback.sqlite3" in proc.stdout
+    assert "STILL FULL" in proc.stdout and "OK" in proc.stdout
+    assert "corrupt" not in proc.stdout + proc.stderr
+
+
+def test_sets_are_listed_newest_first_and_found_by_any_unique_start(tmp_path: Path) -> None:
+    from edge import UnknownCandidateSetError
+
+    with FeedbackStore(tmp_path / "fb.db") as store:
+        inst, cands = np.zeros(8, np.float32), np.ones((3, 8), np.float32)
+        for set_id, task in (("ab12", "chat"), ("ab34", "chat"), ("cd56", "math")):
+            store.record_shown("u", set_id, inst, cands, task=task)
+        assert [s.set_id for s in store.recent_sets("u")] == ["cd56", "ab34", "ab12"]
+        assert [s.set_id for s in store.recent_sets("u", task="chat", limit=1)] == ["ab34"]
+        assert store.find_set("u", "ab3").set_id == "ab34"
+        assert store.find_set("u", "cd56", task="math").set_id == "cd56"
+        with pytest.raises(StoreError, match="'ab' starts more than one set"):
+            store.find_set("u", "ab")
+        with pytest.raises(UnknownCandidateSetError):
+            store.find_set("u", "cd", task="chat")
+        assert store.recent_sets("nobody") == []

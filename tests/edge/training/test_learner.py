@@ -14,6 +14,7 @@ from edge.training.rankers import build_ranker, make_config
 from edge.training.synthetic import planted_dataset
 
 D = 16
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _record(store: FeedbackStore, user: str, start: int, count: int, task: str = "chat") -> None:
@@ -168,7 +169,7 @@ def test_warm_model_is_not_used_after_a_rollback(parts: tuple[FeedbackStore, Reg
     learner.learn("gus", "chat")
     registry.rollback("gus", "chat")  # back to v1: the warm model (v2's weights) must not be used
     v1 = Checkpoint.from_bytes(registry.load_weights("gus", "chat", 1))
-    model, origin = learner._initial("gus", "chat", D)
+    model, origin = learner._initial("gus", "chat", registry.current("gus", "chat"), D)
     assert origin == "user"
     for key, value in model.to_checkpoint().weights.items():
         np.testing.assert_array_equal(value, v1.weights[key])
@@ -210,3 +211,74 @@ def test_a_v2_ranker_learns_from_the_stored_mean_vectors_and_signals(
     store.thumbs("hal", "old", 0, up=True)
     with pytest.raises(TrainingError, match="reads 'mean_candidates' but 1 of the dataset's"):
         learner.learn("hal", "chat")
+
+
+_WORKER = """
+import json, os, sys, time
+import torch
+from edge.app.registry import Registry
+from edge.app.store import FeedbackStore
+from edge.training.learner import Learner, LearnerConfig
+
+torch.set_num_threads(1)
+root = sys.argv[1]
+store = FeedbackStore(root + "/fb.db")
+learner = Learner(store, Registry(root + "/reg"), LearnerConfig.per_event(kind="point"))
+print("READY", flush=True)
+while True:
+    stopping = os.path.exists(root + "/stop")
+    try:
+        report = learner.learn("zed", "chat")
+    except Exception as error:  # UnknownUserError until the first event
+        if type(error).__name__ != "UnknownUserError":
+            raise
+        report = None
+    if report is not None and report.updated:
+        print(json.dumps([report.version, report.cursor, report.new_events]), flush=True)
+    if stopping:
+        break
+    time.sleep(0.01)
+"""
+
+
+@pytest.mark.slow  # two processes import torch; ~20 s
+def test_two_processes_learning_one_user_learn_each_event_once(tmp_path: Path) -> None:
+    """Issue 25: two torch learners on one user moved the cursor back and trained 160
+    times for 90 events. Under the registry's lock each event is learned once."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "protos")])}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
+    ]
+    for worker in workers:
+        assert worker.stdout is not None and worker.stdout.readline().strip() == "READY"
+    with FeedbackStore(tmp_path / "fb.db") as store:
+        for start in range(15):  # 15 sets, 2 thumbs each: 30 events, while both learn
+            _record(store, "zed", 100 * start, 1)
+            time.sleep(0.05)
+        total = store.last_cursor("zed")
+    (tmp_path / "stop").touch()
+    reports = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=300)
+        assert worker.returncode == 0, err
+        reports += [json.loads(line) for line in out.splitlines() if line.startswith("[")]
+    reports.sort()
+    versions = [v for v, _, _ in reports]
+    cursors = [c for _, c, _ in reports]
+    assert versions == list(range(1, len(reports) + 1))  # no two saves of one number
+    assert cursors == sorted(set(cursors))  # the cursor only moves forward
+    assert sum(n for _, _, n in reports) == total == 30  # each event learned once
+    assert cursors[-1] == total
