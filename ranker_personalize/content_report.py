@@ -47,6 +47,7 @@ __all__ = [
     "CHOOSE",
     "COLD_BUDGETS",
     "DEFAULT",
+    "EARLIER_DEFAULT",
     "FINAL",
     "LEXICON",
     "cold_start",
@@ -178,12 +179,21 @@ LEXICON3: tuple[Candidate, ...] = (
     ),
 )  # fmt: skip
 
-DEFAULT = "v2+emb"  # the candidate the choose phase picked (see docs/results/content-tastes.md)
-FINAL: tuple[Candidate, ...] = tuple(
-    c
-    for c in CHOOSE
-    if c.name in ("v2", "v2+words", "v2+minilm", "v2+static", "v2+emb", "v2+emb+static")
-)
+# The candidate the lexicon phases picked on the development users (what ships:
+# TasteConfig's defaults; docs/results/content-tastes.md) and the one it replaced.
+DEFAULT = "v2+lex, sparse"
+EARLIER_DEFAULT = "v2+emb"
+FINAL: tuple[Candidate, ...] = (
+    *(c for c in CHOOSE if c.name in ("v2", EARLIER_DEFAULT)),
+    Candidate(
+        DEFAULT, (*_V2, "lexicon"), sparse_groups=_SPARSE,
+        note="the lexicon standardised as a whole, its prior adapting per category (shipped)",
+    ),
+    Candidate(
+        "v2+emb+lex, sparse", (*_V2, "mean0", "lexicon"), sparse_groups=_SPARSE,
+        note="does the embedding-layer mean add anything to the lexicon?",
+    ),
+)  # fmt: skip
 
 
 COLD_BUDGETS: tuple[int, ...] = (0, 10, 25, 50, 100)
@@ -272,11 +282,11 @@ def run_content_study(
     )
     if phase == "diagnose":
         users = study_users("dev")
-        by_name = {c.name: c for c in CHOOSE}
+        by_name = {c.name: c for c in (*CHOOSE, *FINAL)}
         results = {DEFAULT: diagnose(bank, by_name[DEFAULT], by_name["v2"], DEV,
                                      tuple(range(seeds)))}  # fmt: skip
     elif phase == "cold":
-        chosen = list(candidates or [c for c in CHOOSE if c.name == DEFAULT])
+        chosen = list(candidates or [c for c in FINAL if c.name == DEFAULT])
         results = {
             c.name: {"cold_start": cold_start(bank, c, users, tuple(range(seeds)))} for c in chosen
         }

@@ -66,7 +66,9 @@ class Candidate:
     head_priors: tuple[dict[str, float], ...] = ({"signals": 100.0}, {"last": 0.01})
     standardise_each: tuple[str, ...] = ("signals", "global")  # per-coordinate groups
     note: str = ""  # what it tests
-    sparse_groups: tuple[str, ...] = ()  # groups whose prior adapts per coordinate
+    # groups whose prior adapts per coordinate: none unless named (the shipped
+    # TasteConfig adapts the lexicon's)
+    sparse_groups: tuple[str, ...] = ()
     sparse_floor: float = 0.5  # TasteConfig.sparse_floor
 
     def config(self, base: TasteConfig | None = None) -> TasteConfig:

@@ -68,8 +68,10 @@ class TasteConfig:
     # layout). The shipped learner fits registry parts only.
     extra_blocks: tuple[str, ...] = ()
     # Groups whose prior adapts coordinate by coordinate (a reweighted L2 towards an L1
-    # prior, TasteFit._adapt_priors), and the floor of each coordinate's share.
-    sparse_groups: tuple[str, ...] = ()
+    # prior, TasteFit._adapt_priors), and the floor of each coordinate's share. The
+    # lexicon: a content taste is a few of its 211 categories, and the adaptive prior
+    # finds them (content users 38 -> 52 % top-1 at 50 events, docs/results/content/).
+    sparse_groups: tuple[str, ...] = ("lexicon",)
     sparse_floor: float = 0.5
 
     def __post_init__(self) -> None:
