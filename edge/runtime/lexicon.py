@@ -16,8 +16,8 @@ looking at any user:
 The recipe (version 1; any language can compute it, ``examples/node`` does):
 
 1. Replace U+2019 by ``'``. A *word* is a maximal run of Unicode letters and
-   decimal digits (``[\\p{L}\\p{Nd}]`` ... see ``_WORD``), with inner apostrophes
-   joining runs (``don't`` is one word); it is matched lower-cased.
+   numbers (``[\\p{L}\\p{N}]``: Python's ``[^\\W_]``, see ``_WORD``), with inner
+   apostrophes joining runs (``don't`` is one word); it is matched lower-cased.
 2. A list entry that is not exactly one such word (``a.m.``, ``in-law``,
    ``so_much_pain``, an empty entry) is dropped; an entry listed twice in a
    category counts once.
