@@ -68,7 +68,7 @@ def test_a_new_user_starts_at_the_first_sample_and_moves_from_the_first_event(
     assert _top1(me, held_out) >= 0.9 > first_sample + 0.3
     last = me.registry.current("alice", "chat")
     assert last.metadata["learner"] == "taste_head" and last.metadata["events"] == 15
-    assert last.metadata["blocks"] == ["last", "mean", "signals"]
+    assert last.metadata["blocks"] == ["last", "mean", "signals", "lexicon"]
     weights = me.registry.load_weights("alice", "chat")
     assert weights is not None and len(weights) < 64 * 1024
 
