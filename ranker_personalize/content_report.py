@@ -1,10 +1,14 @@
-"""The content study's two phases and their tables (``python -m ranker_personalize content``).
+"""The content study's phases and their tables (``python -m ranker_personalize content``).
 
 - ``choose``: every candidate representation on the study's format users and
-  the *development* half of the content users. The default is chosen from
-  this table only.
+  the *development* half of the content users (the first round: generic vectors).
+- ``lexicon``, ``lexicon2``, ``lexicon3``: the on-device lexicon's transforms and
+  priors, on the same users. The default (``DEFAULT``) is chosen from these
+  development tables only.
 - ``final``: the baseline, the chosen candidate and the alternatives worth
   reporting, on every user, the *held-out* content half included.
+- ``cold``: a new user and the global ranker; ``diagnose``: why content tastes
+  learn slowly.
 
 Each phase writes ``<phase>.json`` (every rate with its interval) and
 ``<phase>.md`` (the tables ``docs/results/content-tastes.md`` quotes) under
