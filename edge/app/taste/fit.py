@@ -84,6 +84,7 @@ class TasteFit:
         roots = root_priors(config.head_priors, self.parts, self.rows.groups, self.width)
         # one head per distinct prior, in head_priors order
         self.heads = [HeadState.zeros(root, self.rows.capacity, config.memory) for root in roots]
+        self._base_roots = [root.copy() for root in roots]  # before any adaptive prior
         self._sets: dict[str, _Set] = {}
         self._pairs: Pairs | None = Pairs.empty()  # all sets' pairs; None when stale
 
@@ -259,6 +260,27 @@ class TasteFit:
             state.filled = state.next = 0
             state.evidence = float(evidence[i]) if restored and evidence is not None else 0.0
 
+    def _adapt_priors(self) -> None:
+        """Sparse groups (``config.sparse_groups``): each coordinate's prior variance is
+        the group's times ``(|z_j| + e) / mean(|z| + e)`` (z: the head's standardised
+        weights so far, e: ``sparse_floor`` x their mean |z|), a reweighted L2 step
+        towards an L1 prior: the group's prior mass goes to the coordinates the
+        user's feedback has moved, the rest shrink."""
+        groups = [g for g in self.config.sparse_groups if g in self.rows.groups]
+        if not groups:
+            return
+        base_scale = self.rows.scale()
+        for head, base in zip(self.heads, self._base_roots, strict=True):
+            root = base.copy()
+            for group in groups:
+                lo, hi = self.rows.groups[group]
+                z = np.abs(head.v[lo:hi] / (base_scale[lo:hi] * base[lo:hi]))
+                level = float(z.mean())
+                if level > 0:
+                    weight = z + self.config.sparse_floor * level
+                    root[lo:hi] = base[lo:hi] * np.sqrt(weight / weight.mean())
+            head.root_prior = root
+
     # -- the objective and the fit -----------------------------------------------------
     def scale(self, head: HeadState | None = None) -> np.ndarray:
         """Raw -> standardised factor per coordinate (group width and within-set
@@ -301,6 +323,7 @@ class TasteFit:
             return FitReport(0, float("nan"), 0.0, time.perf_counter() - started, 0.0)
         share = self.config.refresh if refresh is None else refresh
         limit = self.config.passes if max_passes is None else max_passes
+        self._adapt_priors()
         runs = [optimiser.Run(head, self.scale(head)) for head in self.heads]
         optimiser.iterate(self.rows, runs, pairs, self.config, limit, share)
         mix = self.mix()

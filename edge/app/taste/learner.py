@@ -8,7 +8,7 @@ after feedback:
    processes or two threads, take turns and neither loses the other's events),
    read the events newer than what this process already holds for the user;
 2. add their shown sets as rows (last-token vector, mean vector when present,
-   signals of the current version), scored once by the global ranker of that
+   signals and lexicon of the current versions), scored once by the global ranker of that
    name, if the registry has one (its score is the head's offset, weighted by
    the user's own ``1 + u``);
 3. fit the heads (``edge.app.taste.fit``: a few heads that trust the parts
@@ -39,6 +39,7 @@ ranking does. No torch anywhere: numpy, onnx and onnxruntime.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import OrderedDict
@@ -59,8 +60,9 @@ from edge.app.taste.config import TasteConfig
 from edge.app.taste.fit import TasteFit
 from edge.app.taste.head import TasteHead
 from edge.app.taste.pairs import Reaction
+from edge.runtime.lexicon import LEXICON_VERSION
 from edge.runtime.onnx_meta import META_PREFIX
-from edge.runtime.parts import Part, part_layout
+from edge.runtime.parts import PARTS, Part, part_layout
 from edge.runtime.scoring import RankingSession
 from edge.runtime.signals import SIGNALS_VERSION
 from edge.runtime.types import FeatureIdentity
@@ -257,12 +259,17 @@ class TasteLearner:
             return []
 
     def _parts(self, events: Sequence[FeedbackEvent]) -> tuple[Part, ...]:
-        """The parts to fit: mean vectors only when the newest set carries them."""
+        """The parts to fit: mean vectors and the lexicon only when the newest set
+        carries them (the lexicon needs the texts); an older set that lacks one adds
+        zeros there, no information."""
         parts: list[Part] = ["last"]
-        if self.config.use_mean and events and events[-1].shown.mean_candidates is not None:
+        newest = events[-1].shown if events else None
+        if self.config.use_mean and newest is not None and newest.mean_candidates is not None:
             parts.append("mean")
         if self.config.use_signals:
             parts.append("signals")
+        if self.config.use_lexicon and newest is not None and _has_lexicon(newest):
+            parts.append("lexicon")
         return tuple(parts)
 
     def _stale(
@@ -314,9 +321,15 @@ class TasteLearner:
 
     def _add_set(self, fit: TasteFit, shown: ShownSet, glob: _Global | None) -> None:
         signals = shown.signal_block()
-        parts = {"last": shown.candidates, "mean": shown.mean_candidates, "signals": signals}
+        lexicon = shown.lexicon_block() if "lexicon" in fit.parts else None
+        parts = {
+            "last": shown.candidates,
+            "mean": shown.mean_candidates,
+            "signals": signals,
+            "lexicon": lexicon,
+        }
         fitted = {name: value for name, value in parts.items() if name in fit.parts}
-        fit.add_set(shown.set_id, fitted, _global_scores(glob, shown, signals))
+        fit.add_set(shown.set_id, fitted, _global_scores(glob, shown, signals, lexicon))
 
     # -- the global ranker and the warm start -------------------------------------------
     def _global(self, name: str) -> _Global | None:
@@ -370,6 +383,8 @@ class TasteLearner:
             len(w) != rows.fit.layout.get(p, len(w)) for p, w in head.weights.items()
         ):
             head = None  # another model's features (or a part computed another way)
+        if head is not None:
+            head = _current_parts(head)
         evidence = _evidence(good[0].metadata) if head is not None and good is not None else None
         rows.fit.start_from(head, evidence)
         if head is None or good is None:
@@ -414,6 +429,7 @@ class TasteLearner:
                 "pairs": len(rows.fit.pairs().weights),
                 "blocks": list(head.parts),
                 "signals_version": SIGNALS_VERSION,
+                "lexicon_version": LEXICON_VERSION if "lexicon" in head.parts else None,
                 "global_version": glob.info.version if glob else None,
                 "fit_passes": fit.passes,
                 "fit_loss": fit.loss,
@@ -453,7 +469,27 @@ def _same_size_as_newest(events: list[FeedbackEvent]) -> list[FeedbackEvent]:
     return [e for e in events if e.shown.candidates.shape[1] == d]
 
 
-def _global_scores(glob: _Global | None, shown: ShownSet, signals: np.ndarray) -> np.ndarray:
+def _has_lexicon(shown: ShownSet) -> bool:
+    """Whether a set can give the lexicon block (stored, or texts to compute it from)."""
+    return shown.texts is not None or (
+        shown.lexicon is not None and shown.lexicon_version == LEXICON_VERSION
+    )
+
+
+def _current_parts(head: TasteHead) -> TasteHead:
+    """``head`` without the weights of a device part fitted on another version of its
+    columns (they would weigh columns that now mean something else): that part
+    starts afresh, the others continue."""
+    stale = [p for p in head.parts if p != "last" and head.version_of(p) != PARTS[p].version]
+    if not stale:
+        return head
+    weights = {p: w for p, w in head.weights.items() if p not in stale}
+    return dataclasses.replace(head, weights=weights)
+
+
+def _global_scores(
+    glob: _Global | None, shown: ShownSet, signals: np.ndarray, lexicon: np.ndarray | None
+) -> np.ndarray:
     """The global ranker's scores of a stored set; zeros without one, or when the set
     lacks an input the global graph reads (e.g. mean vectors on an old event)."""
     k = shown.k
@@ -465,6 +501,7 @@ def _global_scores(glob: _Global | None, shown: ShownSet, signals: np.ndarray) -
             shown.candidates.astype(np.float32),
             mean_candidates=shown.mean_candidates,
             signals=signals,
+            lexicon=lexicon if lexicon is not None else shown.lexicon_block(),
         ).astype(np.float64)
     except FeatureError:
         return np.zeros(k)
