@@ -93,12 +93,14 @@ def choose_bases(
     """The basis of every block of ``layout`` (name -> width) wider than
     ``config.reduce_above``: the one shipped with the global ranker when it has
     one of the block's width, else the seeded random one of ``config.basis_rank``
-    directions. Blocks not listed stay whole."""
+    directions. Blocks not listed stay whole, and so does a registered part of a
+    fixed width (signals, the lexicon): its coordinates are named quantities that
+    the learner's priors address one by one, which a rotation would mix."""
     if config.reduce_above is None:
         return {}
     out: dict[str, PartBasis] = {}
     for name, width in layout.items():
-        if width <= config.reduce_above:
+        if width <= config.reduce_above or _named_coordinates(name):
             continue
         given = (shipped or {}).get(name)
         if given is not None and given.shape[0] == width:
@@ -108,6 +110,12 @@ def choose_bases(
             matrix = random_basis(width, rank, config.basis_seed, name)
             out[name] = PartBasis(matrix, "random", config.basis_seed)
     return out
+
+
+def _named_coordinates(block: str) -> bool:
+    """Whether ``block`` is a registered part whose width is fixed (not the model's)."""
+    spec = PARTS.get(block)  # type: ignore[call-overload]
+    return spec is not None and spec.width is not None
 
 
 class _Cache:

@@ -40,11 +40,9 @@ ranking does. No torch anywhere: numpy, onnx and onnxruntime.
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +57,7 @@ from edge.app.taste.basis import shipped_basis
 from edge.app.taste.config import TasteConfig
 from edge.app.taste.fit import TasteFit
 from edge.app.taste.head import TasteHead
+from edge.app.taste.memory import GLOBALS, ROWS, GlobalRanker, UserRows, global_key
 from edge.app.taste.pairs import Reaction
 from edge.runtime.lexicon import LEXICON_VERSION
 from edge.runtime.onnx_meta import META_PREFIX
@@ -70,87 +69,6 @@ from edge.runtime.types import FeatureIdentity
 __all__ = ["LEARNER_NAME", "TasteLearner"]
 
 LEARNER_NAME = "taste_head"  # the "learner" entry of every version's metadata
-_CACHE_CAPACITY = 8  # users whose rows a process keeps between updates
-
-
-@dataclass
-class _Global:
-    """The global ranker of a name as the learner uses it: bytes, a session, and the
-    basis its weights archive ships for the wide parts (empty without one)."""
-
-    info: VersionInfo
-    model: bytes = field(repr=False)
-    session: RankingSession = field(repr=False)
-    basis: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
-
-    @property
-    def key(self) -> str:
-        return _global_key(self.info)
-
-
-def _global_key(info: VersionInfo) -> str:
-    """What a user's rows depend on in a global version: its model (the offsets)
-    and its weights archive (the basis it ships)."""
-    return f"{info.model_sha256}/{info.weights_sha256}"
-
-
-@dataclass
-class _UserRows:
-    """What a process keeps per (store, user, ranker) between updates."""
-
-    fit: TasteFit
-    cursor: int = 0  # newest event id in the fit
-    event_ids: list[int] = field(default_factory=list)  # every event in the fit, ascending
-    reactions: dict[str, list[Reaction]] = field(default_factory=dict)  # per set id
-    weights_sha256: str | None = None  # the saved head the fit's v equals (None: unsaved)
-    global_key: str | None = None  # the global ranker the offsets and basis came from
-    forgotten: EventRanges = ()  # the events a rollback forgot, left out of the fit
-
-
-class _RowsCache:
-    """Recently used users' rows, least recently used dropped first."""
-
-    def __init__(self, capacity: int) -> None:
-        self._entries: OrderedDict[tuple[str, str, str], _UserRows] = OrderedDict()
-        self._capacity = capacity
-        self._lock = threading.Lock()
-
-    def take(self, key: tuple[str, str, str]) -> _UserRows | None:
-        """Remove and return the entry: an update that fails half-way leaves none."""
-        with self._lock:
-            return self._entries.pop(key, None)
-
-    def put(self, key: tuple[str, str, str], rows: _UserRows) -> None:
-        with self._lock:
-            self._entries[key] = rows
-            while len(self._entries) > self._capacity:
-                self._entries.popitem(last=False)
-
-
-_CACHE = _RowsCache(_CACHE_CAPACITY)
-
-
-class _GlobalsCache:
-    """Loaded global rankers by the sha256 of their (verified) ONNX and weights bytes."""
-
-    def __init__(self, capacity: int = 4) -> None:
-        self._entries: OrderedDict[str, _Global] = OrderedDict()
-        self._capacity = capacity
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> _Global | None:
-        with self._lock:
-            return self._entries.get(key)
-
-    def put(self, glob: _Global) -> _Global:
-        with self._lock:
-            self._entries[glob.key] = glob
-            while len(self._entries) > self._capacity:
-                self._entries.popitem(last=False)
-        return glob
-
-
-_GLOBALS = _GlobalsCache()
 
 
 def _reaction(event: FeedbackEvent) -> Reaction:
@@ -177,7 +95,7 @@ class TasteLearner:
         started = time.perf_counter()
         with self.registry.locked(user, name):
             key = (str(Path(self.store.path).resolve()), user, name)
-            rows = _CACHE.take(key)
+            rows = ROWS.take(key)
             report = self._learn_locked(user, name, rows, key, started, identity)
         return report
 
@@ -186,7 +104,7 @@ class TasteLearner:
         self,
         user: str,
         name: str,
-        rows: _UserRows | None,
+        rows: UserRows | None,
         key: tuple[str, str, str],
         started: float,
         identity: FeatureIdentity | None = None,
@@ -209,7 +127,7 @@ class TasteLearner:
         self._ingest(rows, new, glob)
         pending = [e for e in rows.event_ids if e > saved_cursor]
         if len(pending) < max(1, self.config.min_new_events):
-            _CACHE.put(key, rows)
+            ROWS.put(key, rows)
             return self._skipped(user, name, saved_cursor, started, len(pending))
         touched = {e.shown.set_id for e in new if e.event_id > saved_cursor}
         before = rows.fit.loss(touched)
@@ -224,7 +142,7 @@ class TasteLearner:
             identity = FeatureIdentity.from_dict(current.metadata.get(IDENTITY_KEY))
         info = self._save(user, name, head, glob, current, rows, fit, len(pending), identity)
         rows.weights_sha256 = info.weights_sha256
-        _CACHE.put(key, rows)
+        ROWS.put(key, rows)
         return LearnReport(
             user=user,
             name=name,
@@ -274,7 +192,7 @@ class TasteLearner:
 
     def _stale(
         self,
-        rows: _UserRows,
+        rows: UserRows,
         new: Sequence[FeedbackEvent],
         glob_key: str | None,
         forgotten: EventRanges,
@@ -294,17 +212,17 @@ class TasteLearner:
         )
 
     def _empty_rows(
-        self, events: Sequence[FeedbackEvent], glob: _Global | None, forgotten: EventRanges
-    ) -> _UserRows:
+        self, events: Sequence[FeedbackEvent], glob: GlobalRanker | None, forgotten: EventRanges
+    ) -> UserRows:
         d = int(events[-1].shown.candidates.shape[1])
         layout = part_layout(d, self._parts(events))
         shipped = glob.basis if glob else None
         fit = TasteFit(layout, self.config, glob is not None, shipped)
         glob_key = glob.key if glob else None
-        return _UserRows(fit, global_key=glob_key, forgotten=forgotten)
+        return UserRows(fit, global_key=glob_key, forgotten=forgotten)
 
     def _ingest(
-        self, rows: _UserRows, events: Sequence[FeedbackEvent], glob: _Global | None
+        self, rows: UserRows, events: Sequence[FeedbackEvent], glob: GlobalRanker | None
     ) -> None:
         """Add the events' sets and reactions to the fit."""
         touched: dict[str, None] = {}
@@ -319,7 +237,7 @@ class TasteLearner:
         for set_id in touched:
             rows.fit.set_reactions(set_id, rows.reactions[set_id])
 
-    def _add_set(self, fit: TasteFit, shown: ShownSet, glob: _Global | None) -> None:
+    def _add_set(self, fit: TasteFit, shown: ShownSet, glob: GlobalRanker | None) -> None:
         signals = shown.signal_block()
         lexicon = shown.lexicon_block() if "lexicon" in fit.parts else None
         parts = {
@@ -332,7 +250,7 @@ class TasteLearner:
         fit.add_set(shown.set_id, fitted, _global_scores(glob, shown, signals, lexicon))
 
     # -- the global ranker and the warm start -------------------------------------------
-    def _global(self, name: str) -> _Global | None:
+    def _global(self, name: str) -> GlobalRanker | None:
         """The newest global ranker of ``name`` at or before its current version that
         verifies and loads; None without one. Held per process by checksum."""
         if not self.registry.has(None, name):
@@ -342,7 +260,7 @@ class TasteLearner:
         for info in sorted(versions, key=lambda v: v.version, reverse=True):
             if info.version > current:
                 continue
-            held = _GLOBALS.get(_global_key(info))
+            held = GLOBALS.get(global_key(info))
             if held is not None:
                 return held
             try:
@@ -350,7 +268,7 @@ class TasteLearner:
                 session = RankingSession(model, f"global/{name} v{info.version}")
             except CorruptModelError:
                 continue
-            return _GLOBALS.put(_Global(info, model, session, self._basis(name, info)))
+            return GLOBALS.put(GlobalRanker(info, model, session, self._basis(name, info)))
         return None
 
     def _basis(self, name: str, info: VersionInfo) -> dict[str, np.ndarray]:
@@ -364,7 +282,7 @@ class TasteLearner:
             return {}
 
     def _warm_start(
-        self, user: str, name: str, rows: _UserRows, current: VersionInfo | None
+        self, user: str, name: str, rows: UserRows, current: VersionInfo | None
     ) -> _Warm:
         """Make the fit's weights equal the newest saved head that verifies."""
         origin: StartedFrom = "global" if rows.global_key else "scratch"
@@ -399,9 +317,9 @@ class TasteLearner:
         user: str,
         name: str,
         head: TasteHead,
-        glob: _Global | None,
+        glob: GlobalRanker | None,
         current: VersionInfo | None,
-        rows: _UserRows,
+        rows: UserRows,
         fit: FitReport,
         new_events: int,
         identity: FeatureIdentity | None,
@@ -488,7 +406,7 @@ def _current_parts(head: TasteHead) -> TasteHead:
 
 
 def _global_scores(
-    glob: _Global | None, shown: ShownSet, signals: np.ndarray, lexicon: np.ndarray | None
+    glob: GlobalRanker | None, shown: ShownSet, signals: np.ndarray, lexicon: np.ndarray | None
 ) -> np.ndarray:
     """The global ranker's scores of a stored set; zeros without one, or when the set
     lacks an input the global graph reads (e.g. mean vectors on an old event)."""

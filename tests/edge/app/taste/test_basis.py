@@ -13,11 +13,10 @@ import onnx
 import pytest
 
 import edge.app.taste.basis as basis_module
-import edge.app.taste.learner as taste_learner
 from edge import ConfigError, CorruptModelError
 from edge.app.personal import PersonalRanker
 from edge.app.registry import Registry
-from edge.app.taste import Reaction, TasteConfig, TasteFit, TasteHead, compose_ranker
+from edge.app.taste import Reaction, TasteConfig, TasteFit, TasteHead, compose_ranker, memory
 from edge.app.taste.basis import (
     attach_basis,
     choose_bases,
@@ -42,7 +41,7 @@ SMALL = TasteConfig(reduce_above=24, basis_rank=8)
 @pytest.fixture(autouse=True)
 def _fresh_process_state() -> None:
     """Each test starts like a fresh process: no rows nor random bases held."""
-    taste_learner._CACHE._entries.clear()
+    memory.ROWS.clear()
     basis_module._RANDOM._entries.clear()
 
 
@@ -237,7 +236,7 @@ def test_a_restart_re_derives_the_basis_and_the_saved_head_lies_in_it(tmp_path: 
     assert meta["basis"] == {"last": random_8, "mean": random_8}
     saved = TasteHead.from_bytes(me.registry.load_weights("dana", "chat") or b"")
     basis_module._RANDOM._entries.clear()  # a new process: nothing held
-    taste_learner._CACHE._entries.clear()
+    memory.ROWS.clear()
     again = TasteFit(LAYOUT, SMALL)
     again.start_from(saved)
     for part in ("last", "mean"):  # the re-derived basis holds the saved head exactly

@@ -16,12 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import edge.app.taste.learner as taste_learner
 from edge import ConfigError
 from edge.app.personal import PersonalRanker
 from edge.app.registry import Registry
 from edge.app.store import FeedbackStore
-from edge.app.taste import TasteHead, TasteLearner, compose_ranker
+from edge.app.taste import TasteHead, TasteLearner, compose_ranker, memory
 from edge.runtime.scoring import RankingSession
 from tests.edge.app._generations import generation
 
@@ -33,7 +32,7 @@ K = 5
 @pytest.fixture(autouse=True)
 def _fresh_process_state() -> None:
     """Each test starts like a fresh app process: no rows held from another test."""
-    taste_learner._CACHE._entries.clear()
+    memory.ROWS.clear()
 
 
 def _teach(me: PersonalRanker, seeds: range) -> None:
@@ -150,7 +149,7 @@ def test_a_damaged_current_head_falls_back_to_the_last_good_one_for_learning(
     current = me.registry.current("dave", "chat")
     path = tmp_path / "rankers/users/dave/chat" / str(current.weights_file)
     path.write_bytes(path.read_bytes()[:100])  # torn write
-    taste_learner._CACHE._entries.clear()  # as in a new process
+    memory.ROWS.clear()  # as in a new process
     g, liked = generation(2)
     me.pick(me.show(g), liked[0])
     report = me.learn()
@@ -277,7 +276,7 @@ def test_a_restarted_learner_keeps_the_users_mix_of_heads(tmp_path: Path) -> Non
     evidence, mix = saved["head_evidence"], saved["head_mix"]
     assert len(evidence) == len(mix) == 2 and sum(mix) == pytest.approx(1.0)
     assert max(mix) > 0.6  # 12 events already tell the heads apart
-    taste_learner._CACHE._entries.clear()  # a new process
+    memory.ROWS.clear()  # a new process
     g, liked = generation(12)
     me.pick(me.show(g), liked[0])
     report = me.learn()
@@ -305,7 +304,7 @@ def test_a_set_recorded_without_texts_adds_no_lexicon_information(tmp_path: Path
     head = TasteHead.from_bytes(me.registry.load_weights("dana", "chat") or b"")
     assert head.parts == ("last", "mean", "signals", "lexicon")
     key = (str((tmp_path / "feedback.sqlite3").resolve()), "dana", "chat")
-    held = taste_learner._CACHE.take(key)
+    held = memory.ROWS.take(key)
     assert held is not None
     lo, hi = held.fit.rows.spans["lexicon"]
     rows = held.fit.rows.full()
