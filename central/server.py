@@ -140,8 +140,10 @@ def start_server(config: ServerConfig, loaded: LoadedModel | None = None) -> Run
     if (exposure := exposure_warning(config)) is not None:
         log.warning("INSECURE (--insecure): %s", exposure)
     if loaded is None:  # ours alone: keep one (packed) copy of each weight
-        loaded = load_model(config.model, dtype=config.dtype, cache_dir=config.cache_dir)
-        pack_linears(loaded.model)
+        loaded = load_model(
+            config.model, dtype=config.dtype, weights=config.weights, cache_dir=config.cache_dir
+        )
+        pack_linears(loaded.model)  # dense weights: oneDNN's packed copy (int8: none left)
     token = config.auth_token
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=server_threads(config), thread_name_prefix="rpc"),
@@ -161,7 +163,12 @@ def start_server(config: ServerConfig, loaded: LoadedModel | None = None) -> Run
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving %s on %s", loaded.name, _address(config.host, port))
+    log.info(
+        "serving %s (%s weights) on %s",
+        loaded.name,
+        loaded.weights_format,
+        _address(config.host, port),
+    )
     return RunningServer(server, port, health_servicer, servicer, config.grace_seconds)
 
 
@@ -244,6 +251,10 @@ def serve_forever(config: ServerConfig) -> None:
     running = start_server(config)
     stopping = stop_requested()
     where = _address(config.host, running.port)
-    print(f"ranker-central: serving {running.servicer.loaded.name} on {where}", flush=True)
+    loaded = running.servicer.loaded
+    print(
+        f"ranker-central: serving {loaded.name} ({loaded.weights_format} weights) on {where}",
+        flush=True,
+    )
     stopping.wait()
     running.stop()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .._argparse import EXIT_ERROR, DefaultsFormatter, OneLineParser
 from .._errors import ServiceError
-from ..config import DTYPES, TOKEN_ENV, ServiceLimits
+from ..config import DTYPES, TOKEN_ENV, WEIGHTS, ServiceLimits
 from ..model import DEFAULT_MODEL, EMBEDDED_MODELS
 from .config import PROXY_LOCATIONS, ScaleConfig, validate_scale_config
 
@@ -59,6 +59,12 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
         f"embedded model ({embedded}; 'default' is {DEFAULT_MODEL})",
     )
     group.add_argument("--dtype", default=ScaleConfig.dtype, choices=DTYPES, help="torch dtype")
+    group.add_argument(
+        "--weights",
+        default=ScaleConfig.weights,
+        choices=WEIGHTS,
+        help="the linears' weights: int8, dense (as --dtype), or auto (int8 on a CPU)",
+    )
     group.add_argument(
         "--cache-dir",
         type=Path,
@@ -181,6 +187,7 @@ def _config(args: argparse.Namespace) -> ScaleConfig:
     return ScaleConfig(
         model=args.model,
         dtype=args.dtype,
+        weights=args.weights,
         cache_dir=args.cache_dir,
         limits=ServiceLimits(max_k=args.max_k, max_new_tokens=args.max_new_tokens),
         replicas=args.replicas,

@@ -38,6 +38,7 @@ class ScaleConfig:
 
     model: str = "default"  # checkpoint directory, .gguf file or embedded name, on every node
     dtype: str = "float32"  # torch dtype the model runs in
+    weights: str = "auto"  # the linears' weight format (central.config.WEIGHTS)
     cache_dir: Path | None = (
         None  # converted GGUF weights; None: $LANGUAGE_RANKER_CACHE or ~/.cache
     )
@@ -85,6 +86,7 @@ def validate_scale_config(
         ServerConfig(
             model=config.model,
             dtype=config.dtype,
+            weights=config.weights,
             cache_dir=config.cache_dir,
             port=config.port,
             limits=config.limits,

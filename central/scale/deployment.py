@@ -112,7 +112,9 @@ class CentralReplica:
         from ..model import load_model
         from ..service import CentralServicer
 
-        loaded = load_model(config.model, dtype=config.dtype, cache_dir=config.cache_dir)
+        loaded = load_model(
+            config.model, dtype=config.dtype, weights=config.weights, cache_dir=config.cache_dir
+        )
         self._servicer = CentralServicer(loaded, config.limits, config.engine)
         self._gate = CallGate(config.auth_token, config.public)
         # Ray Serve admits at most max_ongoing_requests calls per replica; a few more

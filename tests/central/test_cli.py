@@ -137,6 +137,11 @@ def test_bad_serve_flags_end_in_one_line_before_anything_loads(
         (["prepare", "--model", "/no/such/model"], "ranker-central: --model '/no/such/model' is"),
         (["serve", "--port", "x"], "ranker-central serve: argument --port: invalid int value"),
         (["prepare", "--dtype", "float64"], "ranker-central prepare: argument --dtype: invalid"),
+        (["serve", "--weights", "int4"], "ranker-central serve: argument --weights: invalid"),
+        (
+            ["prepare", "--weights", "int8", "--dtype", "float16"],
+            "ranker-central: --weights int8 runs with --dtype float32, not float16",
+        ),
     ],
 )
 def test_argument_errors_are_one_line_too(args: list[str], expected: str) -> None:

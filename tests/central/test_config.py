@@ -165,6 +165,8 @@ def test_tls_files_must_be_readable_pem_that_match(tls: dict[str, Path], tmp_pat
         ({"max_receive_bytes": 0}, "max_receive_bytes"),
         ({"grace_seconds": -1.0}, "grace_seconds"),
         ({"dtype": "float64"}, "--dtype"),
+        ({"weights": "int4"}, "--weights"),
+        ({"weights": "int8", "dtype": "bfloat16"}, "--weights"),
         ({"model": ""}, "--model"),
         ({"model": "/no/such/model"}, "--model"),
     ],
