@@ -56,11 +56,14 @@ def set_threads(threads: int) -> int:
     return torch.get_num_threads()
 
 
-def load_default(no_eos: bool = True) -> Any:
-    """The real default model; with `no_eos` no response ends early, so lengths are fixed."""
+def load_default(no_eos: bool = True, weights: str = "auto") -> Any:
+    """The real default model; with `no_eos` no response ends early, so lengths are fixed.
+
+    `weights` as `ranker-central --weights` (auto: int8 on a CPU where it works).
+    """
     from central.model import load_model
 
-    loaded = load_model("default")
+    loaded = load_model("default", weights=weights)
     return dataclasses.replace(loaded, eos_token_ids=frozenset()) if no_eos else loaded
 
 
@@ -72,9 +75,17 @@ def prompt_ids(loaded: Any, text: str = PROMPT) -> list[int]:
 
 
 def interleaved(
-    variants: dict[str, Callable[[], object]], reps: int, warmup: bool = True
+    variants: dict[str, Callable[[], object]],
+    reps: int,
+    warmup: bool = True,
+    cpu: dict[str, list[float]] | None = None,
 ) -> dict[str, list[float]]:
-    """Seconds per run of each variant, runs interleaved (order rotated every repetition)."""
+    """Seconds per run of each variant, runs interleaved (order rotated every repetition).
+
+    `cpu`, when given, receives each run's CPU seconds (this process, all its
+    threads): with one torch thread, what the run cost without the time the
+    other tenants of a shared machine held the core.
+    """
     names = list(variants)
     if warmup:
         for name in names:
@@ -83,9 +94,11 @@ def interleaved(
     for rep in range(reps):
         shift = rep % len(names)
         for name in names[shift:] + names[:shift]:
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             variants[name]()
             seconds[name].append(time.perf_counter() - started)
+            if cpu is not None:
+                cpu.setdefault(name, []).append(time.process_time() - started_cpu)
     return seconds
 
 
