@@ -73,9 +73,11 @@ class Tally:
     closes_at: float = float("inf")  # perf_counter time the window ends; later calls don't count
 
 
-def start_server(batch_requests: int | None, threads: int) -> tuple[subprocess.Popen[str], int]:
+def start_server(
+    batch_requests: int | None, threads: int, weights: str
+) -> tuple[subprocess.Popen[str], int]:
     command = [sys.executable, "-m", "central.cli", "serve", "--model", "default", "--port", "0"]
-    command += ["--threads", str(threads)]
+    command += ["--threads", str(threads), "--weights", weights]
     if batch_requests is not None:
         command += ["--max-batch-requests", str(batch_requests)]
     process = subprocess.Popen(
@@ -195,9 +197,9 @@ def _quantile(values: list[float], q: float) -> float | None:
 
 
 def serve_and_measure(
-    name: str, batch_requests: int | None, seconds: float, threads: int
+    name: str, batch_requests: int | None, seconds: float, threads: int, weights: str
 ) -> list[dict[str, Any]]:
-    process, port = start_server(batch_requests, threads)
+    process, port = start_server(batch_requests, threads, weights)
     try:
         rows = []
         for load in LOADS:
@@ -235,10 +237,16 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=0, help="the servers' torch threads (0: torch's choice)"
     )
+    parser.add_argument(
+        "--weights",
+        default="auto",
+        choices=("auto", "dense", "int8"),
+        help="both servers' weight format (auto: int8 on a CPU)",
+    )
     args = parser.parse_args()
     seconds = 15.0 if args.quick else args.seconds
-    serial = serve_and_measure("serialised", 1, seconds, args.threads)
-    engine = serve_and_measure("engine", None, seconds, args.threads)
+    serial = serve_and_measure("serialised", 1, seconds, args.threads, args.weights)
+    engine = serve_and_measure("engine", None, seconds, args.threads, args.weights)
     ratios = {}
     for before, after in zip(serial, engine, strict=True):
         if before["p50_s"] and after["p50_s"] and before["tokens_per_s"]:
@@ -250,6 +258,7 @@ def main() -> None:
     emit(
         {
             "benchmark": "p7_concurrency",
+            "weights": args.weights,
             "seconds": seconds,
             "rows": serial + engine,
             "ratios": ratios,

@@ -84,7 +84,7 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
         choices=WEIGHTS,
         help="the linears' weights: int8 (2-3x faster on a CPU; features ~0.999 cosine to "
         "fp32, and rankers check which they were trained on), dense (as --dtype), or auto: "
-        "int8 where the CPU kernel works, else dense",
+        "int8 on a CPU where the kernel works, for Llama-family models; else dense",
     )
     parser.add_argument(
         "--cache-dir",

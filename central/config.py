@@ -43,8 +43,8 @@ __all__ = [
 TOKEN_ENV = "RANKER_CENTRAL_TOKEN"  # the bearer token, when no --token-file is given
 DTYPES = ("float32", "bfloat16", "float16")  # torch dtypes a model can run in
 # How the linears hold their weights (central.model.load_model): "auto" is int8 on a CPU
-# where the kernel works (float32 dtype) and dense elsewhere; "dense" keeps --dtype;
-# "int8" insists (CPU, float32), and fails the start where it cannot run.
+# where the kernel works (float32 dtype, Llama-family models) and dense elsewhere; "dense"
+# keeps --dtype; "int8" insists (CPU, float32), and fails the start where it cannot run.
 WEIGHTS = ("auto", "dense", "int8")
 MiB = 1 << 20
 

@@ -33,8 +33,9 @@ checksum.
 
 The weight format (`LoadedModel.weights_format`) is chosen at load:
 ``weights="auto"`` runs the linears in int8 on a CPU where the kernel works
-(`central.quantized`; 2-3x faster per linear) and keeps them in ``dtype``
-elsewhere; ``"dense"`` always keeps ``dtype``; ``"int8"`` insists. An int8
+(`central.quantized`; 2-3x faster per linear) for Llama-family models (whose
+layers `central.cpu_layers` runs batch-invariant), and keeps them in
+``dtype`` elsewhere; ``"dense"`` always keeps ``dtype``; ``"int8"`` insists. An int8
 model is prepared for serving only (smoothed, Llama layers fused, linears
 quantised): load another copy with ``weights="dense"`` to train on it.
 """
@@ -209,7 +210,16 @@ def _load_directory(directory: Path, name: str, dtype: str, sha256: str = "") ->
 
 
 def _in_format(loaded: LoadedModel, weights: str, cache_dir: Path) -> LoadedModel:
-    """`loaded` with its linears in the format `weights` asks for (see `load_model`)."""
+    """`loaded` with its linears in the format `weights` asks for (see `load_model`).
+
+    ``auto`` picks int8 only for models whose layers `central.cpu_layers`
+    runs (Llama's): rounding each input to int8 amplifies the float-rounding
+    differences batched attention has, and only those layers attend without
+    them, so a seeded request keeps its tokens whatever shares the batch.
+    Others (Gemma 3) stay dense unless ``int8`` is asked for by name, which
+    gives up that guarantee (a warning says so).
+    """
+    from .cpu_layers import fusable
     from .quantized import INT8, int8_usable
 
     if weights not in ("auto", "dense", INT8):
@@ -229,8 +239,14 @@ def _in_format(loaded: LoadedModel, weights: str, cache_dir: Path) -> LoadedMode
                 "int8 weights need PyTorch's fbgemm int8 kernel, which is missing or wrong "
                 "here; use --weights dense"
             )
-    elif dense != "float32" or not on_cpu or not int8_usable():
-        return loaded  # auto: int8 only where it runs
+        if not fusable(loaded.model):
+            log.warning(
+                "%s in int8: its layers are not ones central runs batch-invariant, so a "
+                "seeded request may draw other tokens when it shares the batch",
+                loaded.name,
+            )
+    elif dense != "float32" or not on_cpu or not int8_usable() or not fusable(loaded.model):
+        return loaded  # auto: int8 only where it runs, and runs batch-invariant
     _to_int8(loaded, cache_dir)
     return dataclasses.replace(loaded, weights_format=INT8)
 

@@ -151,3 +151,25 @@ def test_unknown_or_impossible_formats_are_refused(tiny_checkpoint) -> None:
     with pytest.raises(ModelLoadError, match="float32"):
         load_model(str(tiny_checkpoint), weights="int8", dtype="bfloat16")
     assert load_model(str(tiny_checkpoint), dtype="bfloat16").weights_format == "bfloat16"
+
+
+def test_auto_keeps_other_architectures_dense(tiny_checkpoint, tmp_path: Path, caplog) -> None:
+    # Only the layers central.cpu_layers runs attend bit-identically alone or batched;
+    # int8 rounding would turn other layers' rounding differences into other tokens.
+    import shutil
+
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    directory = tmp_path / "tiny-qwen2"
+    shutil.copytree(tiny_checkpoint, directory)
+    for weights in directory.glob("*.safetensors"):
+        weights.unlink()
+    config = Qwen2Config(
+        vocab_size=400, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(config).save_pretrained(directory)
+    assert load_model(str(directory), cache_dir=tmp_path / "cache").weights_format == "float32"
+    forced = load_model(str(directory), weights="int8", cache_dir=tmp_path / "cache")
+    assert forced.weights_format == INT8 and "batch-invariant" in caplog.text
