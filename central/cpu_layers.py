@@ -12,7 +12,11 @@ linears themselves. `fuse_llama_layers` rewrites each `LlamaDecoderLayer`:
 - the rotary embedding is applied to the queries and keys in one pass
   (`roll` against a sign-folded sine, the same values as `rotate_half`);
 - a single query token attends per key-value head (queries of a group packed
-  as rows, as Hugging Face's own `pack_gqa`), with no copy of the keys.
+  as rows, as Hugging Face's own `pack_gqa`), with no copy of the keys;
+- in a decode step of rows of different lengths (`central.batch`), each run
+  of rows sharing a history attends to exactly its own columns, so a row's
+  result is bit for bit what it is alone (`_LeanLayer._one_token` says why
+  int8 needs this).
 
 The layer computes the same function as Hugging Face's (each output equal up
 to float rounding; `tests/central/test_cpu_layers.py`), reads and writes the

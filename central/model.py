@@ -11,9 +11,9 @@ it is in and for how long; elsewhere it is silent.
 The cache is keyed by the GGUF's content (its sha256), not its path: a copy
 of the file, or the same file reached by another path, finds the conversion
 already made. Conversions not loaded for `STALE_AFTER_DAYS` are removed when
-another is made or loaded, and so are conversions made by releases that keyed
-them by path (one whose file is loaded now is adopted instead: renamed, not
-converted again).
+another is made or loaded (`prune_conversions`). A conversion an older
+release made, keyed by the file's path, is adopted (renamed, not converted
+again) when its file is loaded, and pruned like the others otherwise.
 
 The weights' sha256 (`weights_sha256`) names the feature space together with
 the layer and the weight format: Info reports them, and an exported ranker
@@ -35,9 +35,10 @@ The weight format (`LoadedModel.weights_format`) is chosen at load:
 ``weights="auto"`` runs the linears in int8 on a CPU where the kernel works
 (`central.quantized`; 2-3x faster per linear) for Llama-family models (whose
 layers `central.cpu_layers` runs batch-invariant), and keeps them in
-``dtype`` elsewhere; ``"dense"`` always keeps ``dtype``; ``"int8"`` insists. An int8
-model is prepared for serving only (smoothed, Llama layers fused, linears
-quantised): load another copy with ``weights="dense"`` to train on it.
+``dtype`` elsewhere; ``"dense"`` always keeps ``dtype``; ``"int8"``
+insists. An int8 model is prepared for serving only (smoothed, Llama layers
+fused, linears quantised; cached under ``prepared/``): load another copy
+with ``weights="dense"`` to train on it.
 """
 
 from __future__ import annotations
