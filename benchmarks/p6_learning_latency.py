@@ -100,7 +100,7 @@ class Step:
         report = self.me.learn()
         # The chain really happened: a new version, cursor at the event, runtime swapped.
         assert report.updated and report.cursor == event, (report.updated, report.cursor, event)
-        assert self.me.version == report.version.version
+        assert self.me.version == report.version
 
 
 def interleaved_steps(steps: dict[str, Step], reps: int) -> dict[str, list[float]]:

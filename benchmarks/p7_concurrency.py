@@ -11,13 +11,16 @@ with a mix (K from 1 to 16, 4 to 32 new tokens, seeded per client).
 
 Reports, per server and load: aggregate generated tokens/s, call latency
 (p50/p95 of the calls completed in the window, and the mean by Little's law,
-which also counts the calls still queued when the window closes), health
+which also counts the calls still queued when the window closes), time to
+first candidate (p50/p95, from sending the call to its first `candidate`
+message, over the calls whose first candidate came in the window), health
 p99, errors, RSS (first, peak, last sample); then the engine's ratios
 against the serialised server.
 Targets at 50 clients: tokens/s >= 4x, p50 <= 1/4, health p99 <= 100 ms,
 0 errors, flat RSS.
 
     python benchmarks/p7_concurrency.py [--quick] [--seconds 60] [--threads 0]
+        [--engine-flags "--turn-tokens 128"]
 """
 
 from __future__ import annotations
@@ -68,16 +71,17 @@ LOADS = [
 class Tally:
     tokens: int = 0
     latencies: list[float] = field(default_factory=list)
+    first_candidates: list[float] = field(default_factory=list)  # seconds to the first one
     errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     closes_at: float = float("inf")  # perf_counter time the window ends; later calls don't count
 
 
 def start_server(
-    batch_requests: int | None, threads: int, weights: str
+    batch_requests: int | None, threads: int, weights: str, flags: list[str]
 ) -> tuple[subprocess.Popen[str], int]:
     command = [sys.executable, "-m", "central.cli", "serve", "--model", "default", "--port", "0"]
-    command += ["--threads", str(threads), "--weights", weights]
+    command += ["--threads", str(threads), "--weights", weights, *flags]
     if batch_requests is not None:
         command += ["--max-batch-requests", str(batch_requests)]
     process = subprocess.Popen(
@@ -109,9 +113,15 @@ def client(port: int, seed: int, mix: bool, stop: threading.Event, tally: Tally)
         while not stop.is_set():
             started = time.perf_counter()
             try:
-                generated = 0
+                generated, waiting_for_first = 0, True
                 for message in stub.Generate(request_for(rng, mix), timeout=600):
-                    if message.WhichOneof("event") == "usage":
+                    event = message.WhichOneof("event")
+                    if event == "candidate" and waiting_for_first:
+                        first, waiting_for_first = time.perf_counter(), False
+                        with tally.lock:
+                            if first <= tally.closes_at:
+                                tally.first_candidates.append(first - started)
+                    elif event == "usage":
                         generated = message.usage.generated_tokens
             except grpc.RpcError as error:
                 with tally.lock:
@@ -167,6 +177,7 @@ def run_load(port: int, pid: int, load: Load, seconds: float) -> dict[str, Any]:
     with tally.lock:
         tally.closes_at = time.perf_counter()
         tokens, latencies, errors = tally.tokens, list(tally.latencies), list(tally.errors)
+        firsts = list(tally.first_candidates)
     stop.set()
     for thread in threads:
         thread.join(timeout=120)
@@ -181,6 +192,8 @@ def run_load(port: int, pid: int, load: Load, seconds: float) -> dict[str, Any]:
         "mean_latency_s": load.clients * seconds / len(latencies) if latencies else None,
         "p50_s": statistics.median(latencies) if latencies else None,
         "p95_s": _quantile(latencies, 0.95),
+        "first_candidate_p50_s": statistics.median(firsts) if firsts else None,
+        "first_candidate_p95_s": _quantile(firsts, 0.95),
         "health_p99_ms": None if not delays else 1000 * _quantile(delays, 0.99),
         "health_failures": len(probe_failures),
         "errors": len(errors),
@@ -197,9 +210,14 @@ def _quantile(values: list[float], q: float) -> float | None:
 
 
 def serve_and_measure(
-    name: str, batch_requests: int | None, seconds: float, threads: int, weights: str
+    name: str,
+    batch_requests: int | None,
+    seconds: float,
+    threads: int,
+    weights: str,
+    flags: list[str],
 ) -> list[dict[str, Any]]:
-    process, port = start_server(batch_requests, threads, weights)
+    process, port = start_server(batch_requests, threads, weights, flags)
     try:
         rows = []
         for load in LOADS:
@@ -222,6 +240,8 @@ def _line(row: dict[str, Any]) -> str:
         f"{row['calls']:4d} calls, mean {f(row['mean_latency_s'], '6.1f')} s, "
         f"p50 {f(row['p50_s'], '6.2f')} s, "
         f"p95 {f(row['p95_s'], '6.2f')} s, "
+        f"first candidate p50 {f(row['first_candidate_p50_s'], '6.2f')} "
+        f"/ p95 {f(row['first_candidate_p95_s'], '6.2f')} s, "
         f"health p99 {f(row['health_p99_ms'], '6.1f')} ms ({row['health_failures']} failed), "
         f"{row['errors']} errors, RSS {f(rss.get('first'), '.0f')}/{f(rss.get('peak'), '.0f')}/"
         f"{f(rss.get('last'), '.0f')} MB"
@@ -243,10 +263,16 @@ def main() -> None:
         choices=("auto", "dense", "int8"),
         help="both servers' weight format (auto: int8 on a CPU)",
     )
+    parser.add_argument(
+        "--engine-flags",
+        default="",
+        help="more `ranker-central serve` flags for the engine's server (e.g. '--turn-tokens 128')",
+    )
     args = parser.parse_args()
     seconds = 15.0 if args.quick else args.seconds
-    serial = serve_and_measure("serialised", 1, seconds, args.threads, args.weights)
-    engine = serve_and_measure("engine", None, seconds, args.threads, args.weights)
+    flags = args.engine_flags.split()
+    serial = serve_and_measure("serialised", 1, seconds, args.threads, args.weights, [])
+    engine = serve_and_measure("engine", None, seconds, args.threads, args.weights, flags)
     ratios = {}
     for before, after in zip(serial, engine, strict=True):
         if before["p50_s"] and after["p50_s"] and before["tokens_per_s"]:
@@ -260,6 +286,7 @@ def main() -> None:
             "benchmark": "p7_concurrency",
             "weights": args.weights,
             "seconds": seconds,
+            "engine_flags": flags,
             "rows": serial + engine,
             "ratios": ratios,
         }

@@ -12,7 +12,7 @@ gives one thumb per set (up on the good one or down on another, at random).
 Each user first learns a history of 200 events, so every timed update is a
 steady-state one.
 
-- torch-free: the default ``PersonalRanker`` (``edge.app.personal_learner``),
+- torch-free: the default ``PersonalRanker`` (``edge.app.taste.TasteLearner``),
   run in a subprocess where ``sys.modules["torch"] = None``. Its stages are
   timed too: the fit itself (the "update" of the target; wall time, and the
   process's CPU time, which a busy machine does not inflate), composing the
@@ -116,7 +116,7 @@ class Step:
         event = self.me.thumbs(self.shown, self.pick, up=self.up)
         report = self.me.learn()
         assert report.updated and report.cursor == event, (report.updated, report.cursor, event)
-        assert self.me.version == report.version.version
+        assert self.me.version == report.version
         return report
 
 
@@ -158,11 +158,11 @@ def stats(ms: list[float]) -> dict[str, float]:
 
 def stage_timer(totals: dict[str, list[float]]) -> Callable[[], None]:
     """Time the torch-free learner's stages by wrapping what it calls; returns undo."""
-    import edge.app.personal_learner as learner_mod
+    import edge.app.taste.learner as learner_mod
     from edge.app.personal import PersonalRanker
     from edge.app.registry import Registry
     from edge.app.store import FeedbackStore
-    from edge.app.taste_fit import TasteFit
+    from edge.app.taste import TasteFit
 
     targets: list[tuple[Any, str, str]] = [
         (FeedbackStore, "thumbs", "feedback event (SQLite commit)"),
@@ -197,7 +197,7 @@ def _timing(fn: Callable[..., Any], label: str, totals: dict[str, list[float]]) 
 # -- the two learners ------------------------------------------------------------------
 def torch_free(dim: int, history: int, reps: int, root: Path) -> dict[str, Any]:
     """The default PersonalRanker; meant to run where torch cannot be imported."""
-    import edge.app.personal_learner as learner_mod
+    import edge.app.taste.learner as learner_mod
     from edge.app.personal import PersonalRanker
     from edge.app.taste import TasteHead
 

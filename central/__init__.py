@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import (
     ConfigError,
+    LimitError,
     MissingDependencyError,
     ModelLoadError,
     RequestError,
@@ -61,6 +62,7 @@ __all__ = [
     "EMBEDDED_MODELS",
     "CentralServicer",
     "ConfigError",
+    "LimitError",
     "LoadedModel",
     "MissingDependencyError",
     "ModelLoadError",

@@ -13,9 +13,12 @@ of these, so no name means two things.
     ├── MissingDependencyError  a part needs the ``central`` extra (torch, transformers,
     │                           grpc health and reflection); also an ImportError
     ├── ModelLoadError          a model could not be found, converted or loaded (start-up stops)
-    └── RequestError            a request field is invalid -> INVALID_ARGUMENT; the message
-                                starts with the field's path (``k: must be between 1 and 64``),
-                                and edge raises it as ``edge.InvalidRequestError``
+    ├── RequestError            a request field is invalid -> INVALID_ARGUMENT; the message
+    │                           starts with the field's path (``k: must be between 1 and 64``),
+    │                           and edge raises it as ``edge.InvalidRequestError``
+    └── LimitError              a request is over a configured limit, or the server cannot take
+                                it now -> RESOURCE_EXHAUSTED (UNAVAILABLE while draining or
+                                stuck); the message ends with the limit's name
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import importlib
 __all__ = [
     "CENTRAL_EXTRA_MODULES",
     "ConfigError",
+    "LimitError",
     "MissingDependencyError",
     "ModelLoadError",
     "RequestError",
@@ -94,3 +98,11 @@ class RequestError(ServiceError):
         super().__init__(f"{field}: {problem}")
         self.field = field  # dotted path of the offending field, e.g. "sampling.top_p"
         self.problem = problem  # what is wrong with it, e.g. "must be in (0, 1], got 0.0"
+
+
+class LimitError(ServiceError):
+    """A request is over a configured limit; the message ends with the limit's name."""
+
+    def __init__(self, limit: str, message: str) -> None:
+        super().__init__(f"{message} ({limit})")
+        self.limit = limit  # the limit's name, e.g. "max_features_bytes"

@@ -98,16 +98,20 @@ class DecodeBatch:
         self._positions = torch.cat([self._positions, torch.zeros(grown, dtype=torch.long)])
         self._next = torch.cat([self._next, torch.zeros(grown, dtype=torch.long)])
         free += list(range(rows - grown, rows))
-        slots = []
-        for j in joining:
-            taken, free = free[: j.rows], free[j.rows :]
-            self._write_prompt(taken, j)
-            ids = list(range(self._next_slot, self._next_slot + j.rows))
-            self._next_slot += j.rows
-            for row, slot in zip(taken, ids, strict=True):
-                self._slot_of_row[row] = slot
-                self._row_of_slot[slot] = row
-            slots.append(ids)
+        slots: list[list[int]] = []
+        try:
+            for j in joining:
+                taken, free = free[: j.rows], free[j.rows :]
+                self._write_prompt(taken, j)
+                ids = list(range(self._next_slot, self._next_slot + j.rows))
+                self._next_slot += j.rows
+                for row, slot in zip(taken, ids, strict=True):
+                    self._slot_of_row[row] = slot
+                    self._row_of_slot[slot] = row
+                slots.append(ids)
+        except BaseException:  # none of them joins: the rows already taken are freed
+            self.finish([slot for ids in slots for slot in ids])
+            raise
         self._start = min(self._start, self._end - longest)
         return slots
 
@@ -120,19 +124,62 @@ class DecodeBatch:
         for layer, keys, values in zip(self._cache.layers, self._keys, self._values, strict=True):
             assert isinstance(layer, GrowingLayer)
             layer.adopt(keys[:rows, :, self._start :], values[:rows, :, self._start :], width)
-        columns = torch.arange(self._start, self._end + 1)
-        mask = (columns[None, :] >= self._first[:, None]).long()
-        mask[:, -1] = 1  # a free row sees the column it is fed in: no row is all padding
         out = forward(
             self._next[:, None],
             self._cache,
-            attention_mask=mask,
+            attention_mask=self._mask(),
             position_ids=self._positions[:, None],
             cache_position=torch.tensor([width]),
         )
-        self._end += 1
-        self._positions += 1
+        self.advance()
         return out, [-1 if s is None else s for s in self._slot_of_row]
+
+    def step_alone(self, forward: Forward, slots: Sequence[int]) -> Pass:
+        """`step` for `slots`' rows alone (their pass rows in `slots` order), on a copy of
+        their part of the cache; the new column is written back. How the engine finds
+        which request makes a shared step fail. Once every live row has had its step
+        this way, `advance()`."""
+        self._ensure(self.rows, left=0, right=1)
+        rows = torch.tensor([self._row_of_slot[s] for s in slots], dtype=torch.long)
+        width = self._end - self._start
+        cache = full_cache(self.loaded.model)
+        if not cache.layers:
+            cache.layers = [GrowingLayer() for _ in self._keys]
+        copies = []
+        for layer, keys, values in zip(cache.layers, self._keys, self._values, strict=True):
+            assert isinstance(layer, GrowingLayer)
+            mine = (
+                keys[rows, :, self._start : self._end + 1],
+                values[rows, :, self._start : self._end + 1],
+            )
+            layer.adopt(*mine, width)
+            copies.append(mine)
+        out = forward(
+            self._next[rows, None],
+            cache,
+            attention_mask=self._mask()[rows],
+            position_ids=self._positions[rows, None],
+            cache_position=torch.tensor([width]),
+        )
+        for (keys_copy, values_copy), keys, values in zip(
+            copies, self._keys, self._values, strict=True
+        ):
+            keys[rows, :, self._end] = keys_copy[:, :, width]
+            values[rows, :, self._end] = values_copy[:, :, width]
+        return out
+
+    def advance(self) -> None:
+        """Every row has been fed its token: the batch moves one column on."""
+        if self._row_of_slot:
+            self._end += 1
+            self._positions += 1
+
+    def _mask(self) -> torch.Tensor:
+        """(rows, columns in use + 1): which columns each row attends to in the next pass."""
+        columns = torch.arange(self._start, self._end + 1)
+        mask = (columns[None, :] >= self._first[:, None]).long()
+        mask[:, -1] = 1  # a free row sees the column it is fed in: no row is all padding
+        return mask
 
     def feed_next(self, slots: Sequence[int], ids: Sequence[int]) -> None:
         """Sets what `slots` are fed in the next step."""
@@ -142,7 +189,9 @@ class DecodeBatch:
     def finish(self, slots: Sequence[int]) -> None:
         """Frees `slots`' rows: fed padding until a newcomer takes them over."""
         for slot in slots:
-            row = self._row_of_slot.pop(slot)
+            row = self._row_of_slot.pop(slot, None)
+            if row is None:  # already free
+                continue
             self._slot_of_row[row] = None
             self._first[row] = _FREE
             self._next[row] = _PAD

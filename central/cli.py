@@ -12,8 +12,10 @@ print just their result.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -145,6 +147,21 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
         help="a client that has not read for this long is cancelled",
     )
     parser.add_argument(
+        "--turn-tokens",
+        type=int,
+        default=engine.turn_tokens,
+        help="tokens of prefill, Features and per-token work between two decode steps "
+        "(the most one such pass feeds): lower keeps running requests producing faster "
+        "while others start",
+    )
+    parser.add_argument(
+        "--stuck-seconds",
+        type=float,
+        default=engine.stuck_seconds,
+        help="an engine that finishes no piece of work for this long reports NOT_SERVING "
+        "and fails what it holds with UNAVAILABLE until it moves again",
+    )
+    parser.add_argument(
         "--max-workers",
         type=int,
         default=None,
@@ -221,6 +238,8 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
             max_batch_requests=args.max_batch_requests,
             max_queued_requests=args.max_queued_requests,
             stall_seconds=args.stall_seconds,
+            turn_tokens=args.turn_tokens,
+            stuck_seconds=args.stuck_seconds,
         ),
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
@@ -234,6 +253,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.threads < 0:
         raise ConfigError("--threads", f"must be at least 0, got {args.threads}")
     config = validate_config(_server_config(args))
+    _check_port_free(config.host, config.port)  # before the model's minute of loading
     require_extra(*SERVER_MODULES, what=f"{PROG} serve")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from .server import serve_forever
@@ -246,6 +266,33 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """ConfigError naming --port when something already listens on host:port.
+
+    Binds and closes a probe socket as gRPC will (SO_REUSEADDR: a port in
+    TIME_WAIT is free). Something may still take the port during the load;
+    binding then fails with the same message."""
+    if port == 0:
+        return
+    bare = host.strip().removeprefix("[").removesuffix("]")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            bare, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                "--port",
+                f"{port} is in use on {host} (another ranker-central?); "
+                "stop that server or choose another --port",
+            ) from None
+        why = error.strerror or str(error)
+        raise ConfigError("--host", f"{host} cannot be bound here: {why}") from None
+
+
 def _prepare(args: argparse.Namespace) -> int:
     check_model_options(args.model, args.dtype, args.cache_dir, args.weights)
     require_extra(*MODEL_MODULES, what=f"{PROG} prepare")
@@ -253,9 +300,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     path = resolve_model_path(args.model)
-    loaded = load_model(
-        str(path), dtype=args.dtype, weights=args.weights, cache_dir=args.cache_dir
-    )
+    loaded = load_model(str(path), dtype=args.dtype, weights=args.weights, cache_dir=args.cache_dir)
     if path.suffix == ".gguf":
         where = f"converted weights cached in {converted_dir(path, args.cache_dir)}"
     else:

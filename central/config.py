@@ -68,6 +68,8 @@ class ServiceLimits:
     max_features_tokens: int = 32 * 1024  # all responses of one Features request, in tokens
     # Tokens (rows x longest response) in one Features pass: bounds its memory (see engine)
     features_pass_tokens: int = 1024
+    # Text of all responses of one Features request, checked before it is tokenised
+    max_features_bytes: int = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,14 @@ class EngineConfig:
     # A client that has not taken a message for this long is cancelled (its stream
     # ends CANCELLED), freeing its rows and its server thread
     stall_seconds: float = 30.0
-    prefill_tokens_per_step: int = 4096  # prompt tokens prefilled between two decode steps
+    # The scheduling budget: tokens of work outside the decode batch (prompt prefill,
+    # Features and per-token passes) between two decode steps, and the most one pass of
+    # it feeds. Running requests get a token every step plus about this much other work,
+    # however long a prompt or response is (see central.engine)
+    turn_tokens: int = 256
+    # An engine that finishes no piece of work for this long is stuck: health says
+    # NOT_SERVING, what it holds fails UNAVAILABLE and new work is refused until it moves
+    stuck_seconds: float = 60.0
 
 
 @dataclass
@@ -226,6 +235,8 @@ _FLAGS = {
     "engine.max_batch_requests": "--max-batch-requests",
     "engine.max_queued_requests": "--max-queued-requests",
     "engine.stall_seconds": "--stall-seconds",
+    "engine.turn_tokens": "--turn-tokens",
+    "engine.stuck_seconds": "--stuck-seconds",
 }
 
 

@@ -5,7 +5,11 @@ Layers are numbered as Hugging Face's ``output_hidden_states`` returns them:
 final norm. Language Ranker's default, 0.6 of depth, comes from its Table 5.
 At that layer a candidate carries the last token's state (the paper's
 feature, and the v1 wire's only one) and, when asked, the mean over the
-response's tokens and the mean next-token entropy (representation v2).
+response's tokens and the mean next-token entropy (representation v2). It
+can also carry, whatever the layer, the mean of hidden state 0 over the same
+tokens (`EMBEDDING_LAYER`): the input embeddings, which say which words the
+answer uses before any layer mixes them with the prompt (the content study,
+docs/results/content-tastes.md).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from ._errors import RequestError
 
 __all__ = [
     "DEFAULT_LAYER_FRACTION",
+    "EMBEDDING_LAYER",
     "SUPPORTED_ENCODINGS",
     "SUPPORTED_VECTORS",
     "FeatureRequest",
@@ -32,6 +37,11 @@ __all__ = [
 ]
 
 DEFAULT_LAYER_FRACTION = 0.6
+
+# The hidden state FEATURE_VECTOR_EMBEDDING_MEAN averages: output_hidden_states[0],
+# the input of the first decoder layer (the token embeddings, scaled as the model
+# scales them: Gemma multiplies by sqrt(hidden size)).
+EMBEDDING_LAYER = 0
 
 # Encodings this server can produce, in the order Info reports them.
 SUPPORTED_ENCODINGS: tuple[pb.Encoding, ...] = (
@@ -47,6 +57,7 @@ _INT8_MAX = 127
 SUPPORTED_VECTORS: tuple[pb.FeatureVector, ...] = (
     pb.FEATURE_VECTOR_LAST,
     pb.FEATURE_VECTOR_MEAN,
+    pb.FEATURE_VECTOR_EMBEDDING_MEAN,
 )
 
 
@@ -59,6 +70,15 @@ class FeatureRequest:
     last: bool = True  # send the last token's state (Candidate.feature)
     mean: bool = False  # send the mean over the response's tokens (Candidate.mean_feature)
     mean_entropy: bool = False  # send the mean next-token entropy (Candidate.mean_entropy)
+    # send the mean of hidden state 0 over the response's tokens
+    # (Candidate.embedding_mean_feature)
+    embedding_mean: bool = False
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """The hidden states the passes must capture: the feature layer, and hidden
+        state 0 when the embedding mean is asked for."""
+        return (self.layer, EMBEDDING_LAYER) if self.embedding_mean else (self.layer,)
 
 
 def resolve_features(spec: pb.FeatureSpec, num_layers: int) -> FeatureRequest:
@@ -78,6 +98,7 @@ def resolve_features(spec: pb.FeatureSpec, num_layers: int) -> FeatureRequest:
         last=pb.FEATURE_VECTOR_LAST in vectors,
         mean=pb.FEATURE_VECTOR_MEAN in vectors,
         mean_entropy=spec.mean_entropy,
+        embedding_mean=pb.FEATURE_VECTOR_EMBEDDING_MEAN in vectors,
     )
 
 

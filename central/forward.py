@@ -38,7 +38,14 @@ import torch
 from .decoding import LayerCapture, new_cache, onednn_linears, select_rows
 from .model import LoadedModel
 
-__all__ = ["Forward", "Pass", "PrefilledPrompt", "ResponsePass", "empty_response_tokens"]
+__all__ = [
+    "Forward",
+    "Pass",
+    "PrefilledPrompt",
+    "ResponseChunk",
+    "ResponsePass",
+    "empty_response_tokens",
+]
 
 Logits = Literal["none", "last", "all"]  # which positions' logits a pass computes
 
@@ -145,11 +152,46 @@ class ResponsePass:
     logits: torch.Tensor | None
 
 
+@dataclass(frozen=True)
+class ResponseChunk:
+    """One pass over a slice of columns of a right-padded batch of responses.
+
+    Row r's real columns are those before ``lengths[r]`` (its fed tokens);
+    the rest of the slice is padding. Long responses are fed as several
+    chunks on the same cache (`PrefilledPrompt.chunks`), so a pass's cost
+    and memory are bounded whatever a response's length.
+    """
+
+    start: int  # the response position of the slice's first column
+    columns: int  # the slice's width
+    lengths: list[int]  # fed tokens of each row (1 for an empty response: its EOS)
+    hidden: dict[int, torch.Tensor]  # layer -> (rows, columns, hidden) float32
+    # (rows, columns, vocab) float32 logits at each column; None without logits
+    logits: torch.Tensor | None
+    # (rows, vocab) the logits at the position before the slice (the prompt's last
+    # for the first slice); None without logits
+    before: torch.Tensor | None
+
+    def real_columns(self, row: int) -> int:
+        """How many of the slice's columns hold row `row`'s own tokens."""
+        return max(0, min(self.columns, self.lengths[row] - self.start))
+
+    def drawn_from(self, row: int) -> torch.Tensor:
+        """(real columns, vocab): the logits each of row `row`'s tokens here was drawn from
+        (token j's from position j - 1)."""
+        assert self.logits is not None and self.before is not None, "fed without logits"
+        n = self.real_columns(row)
+        return torch.cat([self.before[row, None], self.logits[row, : n - 1]])[:n]
+
+
 class PrefilledPrompt:
     """A prompt run through the model once, ready to have responses appended to it.
 
     The prompt's KV cache is computed once; each batch of responses runs on
-    a copy of it, replicated to the batch.
+    a copy of it, replicated to the batch. With ``prefill=False`` the prompt
+    is fed later, `prefill(tokens)` at a time (the engine cuts long prompts
+    so that other work goes on between the pieces); `ready` says when the
+    whole prompt is in.
     """
 
     def __init__(
@@ -159,38 +201,71 @@ class PrefilledPrompt:
         layers: Sequence[int],
         *,
         logits: bool = False,
+        prefill: bool = True,
     ) -> None:
         self.loaded = loaded
         self._forward = Forward(loaded, layers)
         self._logits = logits
+        self._prompt = list(prompt_ids)
+        self._fed = 0  # prompt tokens in the cache so far
         self._cache = new_cache(loaded.model)
-        with torch.inference_mode():
-            out = self._forward(
-                torch.tensor([list(prompt_ids)]), self._cache, logits="last" if logits else "none"
-            )
-        # layer -> (hidden,) state of the prompt's last token
-        self.hidden = {layer: h[0, -1] for layer, h in out.hidden.items()}
+        # layer -> (hidden,) state of the prompt's last token (set once the prompt is in)
+        self.hidden: dict[int, torch.Tensor] = {}
         # (vocab,) logits at the prompt's last position (what the first token is drawn from)
-        self.last_logits = None if out.logits is None else out.logits[0]
+        self.last_logits: torch.Tensor | None = None
+        if prefill:
+            self.prefill()
+
+    @property
+    def ready(self) -> bool:
+        """True once the whole prompt is in the cache."""
+        return self._fed >= len(self._prompt)
+
+    @torch.inference_mode()
+    def prefill(self, tokens: int | None = None) -> int:
+        """Feeds the next `tokens` prompt tokens (the rest when None); returns how many."""
+        piece = self._prompt[self._fed : None if tokens is None else self._fed + tokens]
+        if not piece:
+            return 0
+        self._fed += len(piece)
+        # Without logits the pass ends at the deepest layer asked for, every piece
+        # alike: the layers above it are never read, so their cache is never needed.
+        wanted: Logits = "last" if self._logits else "none"
+        out = self._forward(torch.tensor([piece]), self._cache, logits=wanted)
+        if self.ready:
+            self.hidden = {layer: h[0, -1] for layer, h in out.hidden.items()}
+            self.last_logits = None if out.logits is None else out.logits[0]
+        return len(piece)
 
     @torch.inference_mode()
     def feed(self, responses: Sequence[Sequence[int]], batch_size: int) -> Iterator[ResponsePass]:
         """One `ResponsePass` per response, in order, `batch_size` responses per pass."""
         for start in range(0, len(responses), batch_size):
-            yield from self._batch([list(r) for r in responses[start : start + batch_size]])
+            batch = [list(r) for r in responses[start : start + batch_size]]
+            (whole,) = self.chunks(batch, columns=None)
+            for row, response in enumerate(batch):
+                n = whole.lengths[row]
+                hidden = {layer: h[row, :n] for layer, h in whole.hidden.items()}
+                drawn_from = None if whole.logits is None else whole.drawn_from(row)
+                yield ResponsePass(len(response), hidden, drawn_from)
 
-    def _batch(self, batch: list[list[int]]) -> Iterator[ResponsePass]:
-        fed = [r or empty_response_tokens(self.loaded) for r in batch]
-        longest = max(len(tokens) for tokens in fed)
+    @torch.inference_mode()
+    def chunks(
+        self, batch: Sequence[Sequence[int]], columns: int | None
+    ) -> Iterator[ResponseChunk]:
+        """`batch`'s responses fed after the prompt, `columns` positions a pass (all at
+        once when None), the cache carried from one pass to the next."""
+        assert self.ready, "the prompt is not prefilled yet"
+        fed = [list(r) or empty_response_tokens(self.loaded) for r in batch]
+        lengths = [len(tokens) for tokens in fed]
+        longest = max(lengths)
         cache = copy.deepcopy(self._cache)  # the prompt's own cache stays for the next batch
         select_rows(cache, [0] * len(batch))
         ids = torch.tensor([tokens + [_PAD] * (longest - len(tokens)) for tokens in fed])
-        out = self._forward(ids, cache, logits="all" if self._logits else "none")
-        for row, (response, tokens) in enumerate(zip(batch, fed, strict=True)):
-            n = len(tokens)
-            hidden = {layer: h[row, :n] for layer, h in out.hidden.items()}
-            drawn_from = None
-            if out.logits is not None and self.last_logits is not None:
-                # Token j was drawn from the logits at the position before it.
-                drawn_from = torch.cat([self.last_logits[None], out.logits[row, : n - 1]])
-            yield ResponsePass(len(response), hidden, drawn_from)
+        before = None if self.last_logits is None else self.last_logits.expand(len(batch), -1)
+        step = longest if columns is None else max(1, columns)
+        for start in range(0, longest, step):
+            piece = ids[:, start : start + step]
+            out = self._forward(piece, cache, logits="all" if self._logits else "none")
+            yield ResponseChunk(start, piece.shape[1], lengths, out.hidden, out.logits, before)
+            before = None if out.logits is None else out.logits[:, -1]

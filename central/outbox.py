@@ -77,11 +77,16 @@ class Outbox:
     def closed(self) -> bool:
         return self._closed
 
-    def take(self) -> Any:
-        """The next event (blocking); `StreamEnd` or None once closed and drained."""
+    def take(self, timeout: float | None = None) -> Any:
+        """The next event (blocking); `StreamEnd` or None once closed and drained.
+        `TimeoutError` if none came within `timeout` seconds (None: wait as long as it takes)."""
+        end = None if timeout is None else time.monotonic() + timeout
         with self._ready:
             while not self._events and not self._closed:
-                self._ready.wait()
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError
+                self._ready.wait(left)
             if self._events:
                 event, size = self._events.popleft()
                 self._bytes -= size

@@ -10,7 +10,9 @@ Per response and layer: the last token's state, the mean state over the
 response's tokens and, when logits are computed, the mean entropy of the
 next-token distributions the tokens were drawn from. An empty response
 counts as its one end-of-sequence token (see `forward`), so all three are
-defined for it and none is the prompt's.
+defined for it and none is the prompt's. `ChunkPooling` also gives, on
+request, the mean of hidden state 0 over the same tokens (the embedding
+mean; `pool_responses` gives it as the `mean` of layer 0 when asked for it).
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .forward import PrefilledPrompt, ResponsePass
+from .features import EMBEDDING_LAYER
+from .forward import PrefilledPrompt, ResponseChunk, ResponsePass
 from .model import LoadedModel
 
-__all__ = ["Pooled", "entropy", "pool_response_pass", "pool_responses"]
+__all__ = ["ChunkPooling", "Pooled", "entropy", "pool_response_pass", "pool_responses"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,14 @@ class Pooled:
     last: np.ndarray  # (layers, hidden) float32, hidden state of the last token
     mean: np.ndarray  # (layers, hidden) float32, mean hidden state over the response's tokens
     mean_entropy: float | None  # nats, temperature 1; None when logits were not computed
+    # (hidden,) float32 mean of hidden state 0 over the response's tokens; None unless asked
+    embedding_mean: np.ndarray | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the vectors hold (what an outbox counts)."""
+        extra = 0 if self.embedding_mean is None else self.embedding_mean.nbytes
+        return self.last.nbytes + self.mean.nbytes + extra
 
 
 def entropy(logp: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
@@ -78,3 +89,55 @@ def pool_response_pass(passed: ResponsePass, layers: Sequence[int]) -> Pooled:
         if drawn_from is None
         else float(entropy(torch.log_softmax(drawn_from, dim=-1)).mean()),
     )
+
+
+class ChunkPooling:
+    """The same vectors as `pool_response_pass`, gathered from a batch fed in chunks.
+
+    What the engine uses for a Features call, so that a response of any
+    length is fed a bounded slice at a time: per row, a running sum of the
+    states and of the entropies, and the state of the last token once its
+    slice comes by. With `embedding`, a running sum of hidden state 0 too
+    (the chunks must carry it: fed with `EMBEDDING_LAYER` among the layers).
+    """
+
+    def __init__(
+        self, rows: int, layer: int, width: int, entropy: bool, embedding: bool = False
+    ) -> None:
+        self.layer = layer
+        self._total = torch.zeros(rows, width)
+        self._embedded = torch.zeros(rows, width) if embedding else None
+        self._last = torch.zeros(rows, width)
+        self._entropy = [0.0] * rows if entropy else None
+        self._lengths = [1] * rows
+
+    def add(self, chunk: ResponseChunk) -> None:
+        hidden = chunk.hidden[self.layer]
+        embedded = None if self._embedded is None else chunk.hidden[EMBEDDING_LAYER]
+        self._lengths = chunk.lengths
+        for row in range(hidden.shape[0]):
+            n = chunk.real_columns(row)
+            if n == 0:
+                continue
+            self._total[row] += hidden[row, :n].sum(dim=0)
+            if self._embedded is not None and embedded is not None:
+                self._embedded[row] += embedded[row, :n].sum(dim=0)
+            if chunk.start + n == chunk.lengths[row]:  # the row's last token is in this slice
+                self._last[row] = hidden[row, n - 1]
+            if self._entropy is not None:
+                drawn_from = torch.log_softmax(chunk.drawn_from(row), dim=-1)
+                self._entropy[row] += float(entropy(drawn_from).sum())
+
+    def pooled(self) -> list[Pooled]:
+        """One `Pooled` (one layer) per row, once every chunk has been added."""
+        return [
+            Pooled(
+                last=self._last[row, None].numpy().copy(),
+                mean=(self._total[row, None] / n).numpy(),
+                mean_entropy=None if self._entropy is None else self._entropy[row] / n,
+                embedding_mean=None
+                if self._embedded is None
+                else (self._embedded[row] / n).numpy(),
+            )
+            for row, n in enumerate(self._lengths)
+        ]

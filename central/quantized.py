@@ -179,7 +179,6 @@ def _pack(weight: torch.Tensor, scales: torch.Tensor) -> Any:
         return torch.ops.quantized.linear_prepack(quantized, None)
 
 
-
 def int8_usable() -> bool:
     """True when the int8 kernel exists here, is close to fp32 and batch-invariant.
 

@@ -6,7 +6,9 @@ of the token it feeds, so features cost nothing extra (the authors' code
 runs a second forward pass instead):
 
 - the mean over the response's tokens is a running sum per row, one add a
-  step, divided by the token count when the row finishes;
+  step, divided by the token count when the row finishes; the embedding
+  mean (on request) is the same sum over hidden state 0, read by one more
+  hook on the first decoder layer's input in the same passes;
 - a response that ends with EOS: the token before EOS was fed in the step
   that produced EOS, so its hidden state is in hand;
 - a response that hits ``max_new_tokens``: its last token has not been fed
@@ -34,6 +36,7 @@ per vocabulary entry.
 from __future__ import annotations
 
 import copy
+import math
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -43,6 +46,7 @@ import numpy as np
 import torch
 
 from .decoding import new_cache, select_rows
+from .features import EMBEDDING_LAYER
 from .forward import Forward, Pass, empty_response_tokens
 from .model import LoadedModel
 from .pooling import entropy
@@ -51,8 +55,10 @@ __all__ = [
     "Cancelled",
     "CandidateRows",
     "Draw",
+    "EosState",
     "SampledCandidate",
     "SamplingConfig",
+    "SamplingError",
     "empty_response_state",
     "ended_at_once",
     "pick_next",
@@ -85,10 +91,17 @@ class SampledCandidate:
     feature: np.ndarray  # (hidden,) float32, hidden state of the last token
     mean_feature: np.ndarray  # (hidden,) float32, mean hidden state over the response's tokens
     mean_entropy: float | None  # nats, temperature 1; None unless asked for
+    # (hidden,) float32, mean of hidden state 0 over the response's tokens; None unless
+    # it was captured (`sample(embedding_mean=True)`)
+    embedding_mean_feature: np.ndarray | None = None
 
 
 class Cancelled(Exception):
     """`should_stop` turned true; generation was abandoned mid-way."""
+
+
+class SamplingError(ValueError):
+    """The model's next-token distribution cannot be sampled (NaN or infinite logits)."""
 
 
 NO_FEATURE = np.empty(0, dtype=np.float32)  # the feature when features are off
@@ -103,6 +116,7 @@ def sample(
     should_stop: Callable[[], bool] = lambda: False,
     features: bool = True,
     entropy: bool = False,
+    embedding_mean: bool = False,
 ) -> Iterator[np.ndarray | SampledCandidate]:
     """Yields the instruction feature, then each candidate as it finishes.
 
@@ -111,11 +125,14 @@ def sample(
     `NO_FEATURE` (an empty array): plain generation, for benchmarks and
     callers that only want text. `entropy` adds each candidate's mean
     next-token entropy (a dot product over the vocabulary a step: a few
-    percent of a step, so only on request). `sample_stream` is the typed
-    view of the same stream.
+    percent of a step, so only on request). `embedding_mean` adds each
+    candidate's mean of hidden state 0 (`embedding_mean_feature`), captured
+    in the same passes. `sample_stream` is the typed view of the same stream.
     """
     with torch.inference_mode():
-        yield from _sample(loaded, prompt_ids, config, layer, should_stop, features, entropy)
+        yield from _sample(
+            loaded, prompt_ids, config, layer, should_stop, features, entropy, embedding_mean
+        )
 
 
 def sample_stream(
@@ -127,6 +144,7 @@ def sample_stream(
     should_stop: Callable[[], bool] = lambda: False,
     features: bool = True,
     entropy: bool = False,
+    embedding_mean: bool = False,
 ) -> tuple[np.ndarray, Iterator[SampledCandidate]]:
     """`sample` split into its two parts: (instruction feature, candidates as they finish).
 
@@ -141,6 +159,7 @@ def sample_stream(
         should_stop=should_stop,
         features=features,
         entropy=entropy,
+        embedding_mean=embedding_mean,
     )
     instruction = next(events)
     assert isinstance(instruction, np.ndarray)
@@ -162,16 +181,18 @@ class CandidateRows:
 
     Batch row b holds candidate `index[b]`. Token ids and sums of scalars are
     kept per candidate; the hidden-state tensors per batch row, shrinking
-    with the batch.
+    with the batch. With `embedding`, the sum of hidden state 0 is kept too.
     """
 
-    def __init__(self, k: int, width: int) -> None:
+    def __init__(self, k: int, width: int, embedding: bool = False) -> None:
         self.index = list(range(k))  # candidate index of each batch row
         self.tokens: list[list[int]] = [[] for _ in range(k)]  # response ids, EOS excluded
         self.logprob = [0.0] * k  # sum of log p of each token drawn, EOS included
         self.entropy = [0.0] * k  # sum of the entropies the response's tokens were drawn from
         self.last = torch.zeros(k, width)  # state of each row's newest fed token
         self.total = torch.zeros(k, width)  # sum of the states of each row's fed tokens
+        # sum of the hidden states 0 of each row's fed tokens; None unless asked for
+        self.embedded = torch.zeros(k, width) if embedding else None
 
     def draw(
         self,
@@ -210,11 +231,22 @@ class CandidateRows:
         if len(rows) < len(self.index):
             self.index = [self.index[b] for b in rows]
             self.last, self.total = self.last[rows], self.total[rows]
+            if self.embedded is not None:
+                self.embedded = self.embedded[rows]
 
-    def fed(self, newest: torch.Tensor) -> None:
-        """`newest` (rows, hidden): the feature-layer state of the token each row was just fed."""
+    def fed(self, newest: torch.Tensor, embedded: torch.Tensor | None = None) -> None:
+        """`newest` (rows, hidden): the feature-layer state of the token each row was just
+        fed; `embedded` (rows, hidden): its hidden state 0, when the rows keep that sum."""
         self.last = newest
         self.total += newest
+        if self.embedded is not None:
+            assert embedded is not None, "these rows keep the embedding mean: pass hidden state 0"
+            self.embedded += embedded
+
+    def fed_pass(self, step: Pass, layer: int) -> None:
+        """`fed` with the newest tokens' states from `step`, a pass over these rows alone."""
+        embedded = None if self.embedded is None else _newest(step, EMBEDDING_LAYER)
+        self.fed(_newest(step, layer), embedded)
 
     def finished(self, b: int, by_eos: bool, entropy: bool) -> SampledCandidate:
         row = self.index[b]
@@ -227,6 +259,9 @@ class CandidateRows:
             feature=self.last[b].numpy().copy(),
             mean_feature=(self.total[b] / n).numpy(),
             mean_entropy=self.entropy[row] / n if entropy else None,
+            embedding_mean_feature=None
+            if self.embedded is None
+            else (self.embedded[b] / n).numpy(),
         )
 
 
@@ -238,22 +273,24 @@ def _sample(
     should_stop: Callable[[], bool],
     features: bool,
     entropy: bool,
+    embedding_mean: bool,
 ) -> Iterator[np.ndarray | SampledCandidate]:
     generator = torch.Generator().manual_seed(
         config.seed if config.seed is not None else secrets.randbits(63)
     )
-    entropy = entropy and features
-    forward = Forward(loaded, [layer] if features else [])
+    entropy, embedding_mean = entropy and features, embedding_mean and features
+    layers = [layer, EMBEDDING_LAYER] if embedding_mean else [layer]
+    forward = Forward(loaded, layers if features else [])
     cache = new_cache(loaded.model)
     prefill = forward(torch.tensor([prompt_ids]), cache)
     instruction = _newest(prefill, layer)[0].numpy().copy() if features else NO_FEATURE
     yield instruction
 
-    rows = CandidateRows(config.k, instruction.shape[0])
+    rows = CandidateRows(config.k, instruction.shape[0], embedding_mean)
     assert prefill.logits is not None
     logits = prefill.logits.expand(config.k, -1)
     shared = True  # the cache holds the prompt once, for every row, until the first step
-    at_once: np.ndarray | None = None  # the state standing for an empty response, once needed
+    at_once: EosState | None = None  # the states standing for an empty response, once needed
     while rows.index:
         if should_stop():
             raise Cancelled
@@ -277,13 +314,13 @@ def _sample(
             shared = False
         if len(rows.tokens[rows.index[0]]) >= config.max_new_tokens:  # all rows are this long
             if features:  # the newest tokens are not fed yet: one pass up to the feature layer
-                rows.fed(_newest(forward(next_ids[:, None], cache, logits="none"), layer))
+                rows.fed_pass(forward(next_ids[:, None], cache, logits="none"), layer)
             for b in range(len(rows.index)):
                 yield rows.finished(b, False, entropy)
             return
         step = forward(next_ids[:, None], cache)
         if features:
-            rows.fed(_newest(step, layer))
+            rows.fed_pass(step, layer)
         assert step.logits is not None
         logits = step.logits
 
@@ -293,21 +330,35 @@ def _newest(step: Pass, layer: int) -> torch.Tensor:
     return step.hidden[layer][:, -1]
 
 
+@dataclass(frozen=True)
+class EosState:
+    """What stands for an empty response: the end-of-sequence token fed once after the prompt."""
+
+    feature: np.ndarray  # (hidden,) float32, its state at the feature layer
+    embedded: np.ndarray | None  # (hidden,) float32, its hidden state 0; None unless captured
+
+
 def empty_response_state(
     loaded: LoadedModel, forward: Forward, prompt_cache: Any, layer: int
-) -> np.ndarray:
-    """(hidden,) state of the end-of-sequence token fed once after the prompt.
+) -> EosState:
+    """The states of the end-of-sequence token fed once after the prompt.
 
     Runs on a copy of the one-row prompt cache, which the rows still need,
-    and stops at the feature layer.
+    and stops at the feature layer. Hidden state 0 is read when `forward`
+    captures it.
     """
     alone = copy.deepcopy(prompt_cache)
     ids = torch.tensor([empty_response_tokens(loaded)])
-    return _newest(forward(ids, alone, logits="none"), layer)[0].numpy().copy()
+    step = forward(ids, alone, logits="none")
+    embedded = step.hidden.get(EMBEDDING_LAYER)
+    return EosState(
+        feature=_newest(step, layer)[0].numpy().copy(),
+        embedded=None if embedded is None else embedded[0, -1].numpy().copy(),
+    )
 
 
 def ended_at_once(
-    row: int, logprob: float, state: np.ndarray, entropy: float | None
+    row: int, logprob: float, state: EosState, entropy: float | None
 ) -> SampledCandidate:
     """A candidate whose first token was EOS: its vectors are the EOS state (see `forward`)."""
     return SampledCandidate(
@@ -315,9 +366,10 @@ def ended_at_once(
         token_ids=[],
         finished_by_eos=True,
         cumulative_logprob=logprob,
-        feature=state,
-        mean_feature=state,
+        feature=state.feature,
+        mean_feature=state.feature,
         mean_entropy=entropy,
+        embedding_mean_feature=state.embedded,
     )
 
 
@@ -339,6 +391,8 @@ def pick_next(
         rows = torch.tensor(list(greedy_rows))
         next_ids[rows] = logits[rows].argmax(dim=-1)
     chosen = logp.gather(1, next_ids[:, None])[:, 0].tolist()
+    if not all(math.isfinite(value) for value in chosen):  # the model's output is broken
+        raise SamplingError("the model's next-token logits are not finite (NaN or inf)")
     entropies = entropy(logp, probs).tolist() if with_entropy else [0.0] * len(chosen)
     return next_ids, chosen, entropies
 
@@ -365,7 +419,7 @@ def _pick_tokens(
     vocab = logits.shape[-1]
     if model_probs is not None and _draws_from_model(config, vocab):
         return _draw(model_probs, generator)
-    scores = logits / config.temperature
+    scores = _tempered(logits, config.temperature)
     if 0 < config.top_k < vocab:
         kth = torch.topk(scores, config.top_k, dim=-1).values[:, -1:]
         scores = scores.masked_fill(scores < kth, float("-inf"))
@@ -378,6 +432,27 @@ def _pick_tokens(
         drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
         scores = scores.masked_fill(drop, float("-inf"))
     return _draw(torch.softmax(scores, dim=-1), generator)
+
+
+def _tempered(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """`logits / temperature`, safe for any temperature in (0, inf).
+
+    A plain division overflows once |logit| / temperature passes float32's
+    range (temperature 1e-38 turned every score into +-inf, and the softmax
+    into NaN). Shifting each row by its maximum first makes the best score
+    exactly 0 whatever the temperature, and the others at worst -inf, so the
+    softmax stays defined: a tiny temperature draws the most likely token
+    (uniformly among ties), a huge one draws uniformly. The temperature is
+    held at float32's smallest normal number, so a denormal one cannot be
+    flushed to zero (0 / 0) by a CPU that flushes denormals.
+    """
+    if temperature >= 1.0:  # nothing can overflow: keep the plain division's rounding
+        return logits / temperature
+    shifted = logits - logits.amax(dim=-1, keepdim=True)
+    return shifted / max(temperature, _SMALLEST_NORMAL)
+
+
+_SMALLEST_NORMAL = float(torch.finfo(torch.float32).tiny)
 
 
 def _draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -396,6 +471,11 @@ def _draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     rows, vocab = probs.shape
     blocks = torch.nn.functional.pad(probs, (0, (-vocab) % _BLOCK)).view(rows, -1, _BLOCK)
     block_cdf = blocks.sum(dim=-1, dtype=torch.float64).cumsum(dim=-1)  # (rows, blocks)
+    totals = block_cdf[:, -1]
+    if not bool(((totals > 0) & torch.isfinite(totals)).all()):  # NaN logits, say
+        raise SamplingError(
+            "the next-token distribution is not a distribution (NaN, infinite or zero mass)"
+        )
     u = torch.rand((rows, 1), dtype=torch.float64, generator=generator)
     target = _below(u * block_cdf[:, -1:], block_cdf[:, -1:])
     block = torch.searchsorted(block_cdf, target, right=True)  # (rows, 1)

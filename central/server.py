@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
+import sys
 from collections.abc import Callable, Iterable
 from concurrent import futures
 from dataclasses import dataclass
@@ -48,6 +50,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CentralService"].full_name
+# On shutdown, how long the engine thread may take to finish its current piece of work
+# once every request has been cancelled (each piece is bounded: see EngineConfig.turn_tokens)
+ENGINE_STOP_SECONDS = 10.0
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"  # grpcio-reflection ships only v1alpha
 
 
@@ -112,18 +117,24 @@ class RunningServer:
     servicer: CentralServicer
     grace_seconds: float
 
-    def stop(self, grace: float | None = None) -> None:
+    def stop(self, grace: float | None = None) -> bool:
         """Drains, then stops. Health says NOT_SERVING at once and new work is refused
         (UNAVAILABLE) while calls in flight get `grace` seconds (default: the configured
-        grace) to finish; the rest are then cancelled and the server stops."""
+        grace) to finish; the rest are then cancelled and the server stops.
+
+        Returns False if the engine thread was still inside a computation after
+        `ENGINE_STOP_SECONDS` (it stops after its current piece of work): a
+        process must then not let Python finalise while it runs (see
+        `serve_forever`)."""
         grace = self.grace_seconds if grace is None else grace
         self.health.enter_graceful_shutdown()
         engine = self.servicer.engine
         engine.stop_admitting()
         if not engine.wait_idle(grace):
             log.info("shutdown: grace period over, cancelling %d requests", engine.admitted)
-        self.servicer.close()
+        stopped = self.servicer.close(ENGINE_STOP_SECONDS)
         self.server.stop(1.0).wait()  # the cancelled calls' last messages
+        return stopped
 
     def wait(self) -> None:
         self.server.wait_for_termination()
@@ -163,13 +174,27 @@ def start_server(config: ServerConfig, loaded: LoadedModel | None = None) -> Run
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info(
+    servicer.engine.on_health(lambda serving: _report_health(health_servicer, serving))
+    # debug: `serve_forever` prints the one "serving" line a user reads
+    log.debug(
         "serving %s (%s weights) on %s",
         loaded.name,
         loaded.weights_format,
         _address(config.host, port),
     )
     return RunningServer(server, port, health_servicer, servicer, config.grace_seconds)
+
+
+def _report_health(health_servicer: health.HealthServicer, serving: bool) -> None:
+    """What the engine says of itself, as the health service says it (NOT_SERVING while
+    it is stuck; once draining, the health service keeps NOT_SERVING whatever this says)."""
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else (health_pb2.HealthCheckResponse.NOT_SERVING)
+    )
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, status)
 
 
 def _enable_reflection(server: grpc.Server, services: list[str]) -> None:
@@ -247,7 +272,16 @@ def _bind(server: grpc.Server, config: ServerConfig) -> int:
 
 
 def serve_forever(config: ServerConfig) -> None:
-    """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
+    """Runs until SIGTERM or SIGINT, then shuts down gracefully, and returns within the
+    grace period plus about `ENGINE_STOP_SECONDS` whatever is in flight.
+
+    If the engine thread is still inside a computation by then, the process
+    exits here (status 0) without finalising Python: a thread that comes
+    back from a torch call while the interpreter finalises is ended by
+    CPython with ``pthread_exit``, whose unwinding through torch's C++
+    frames aborts the process (SIGABRT, "terminate called without an
+    active exception").
+    """
     running = start_server(config)
     stopping = stop_requested()
     where = _address(config.host, running.port)
@@ -257,4 +291,9 @@ def serve_forever(config: ServerConfig) -> None:
         flush=True,
     )
     stopping.wait()
-    running.stop()
+    if not running.stop():
+        log.warning("shutdown: the engine is still inside a computation; exiting without it")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

@@ -22,7 +22,7 @@ import numpy as np
 from language_ranker.v1 import ranker_pb2 as pb
 from language_ranker.v1 import ranker_pb2_grpc as pb_grpc
 
-from ._errors import RequestError
+from ._errors import LimitError, RequestError
 from .config import EngineConfig
 from .engine import (
     Done,
@@ -67,9 +67,10 @@ class CentralServicer(pb_grpc.CentralServiceServicer):
         self.limits = limits or ServiceLimits()
         self.engine = Engine(loaded, self.limits, engine)
 
-    def close(self) -> None:
-        """Cancels whatever is running and stops the engine."""
-        self.engine.close()
+    def close(self, timeout: float = 10.0) -> bool:
+        """Cancels whatever is running and stops the engine; False if its thread is still
+        inside a computation after `timeout` seconds."""
+        return self.engine.close(timeout)
 
     def Info(self, request: pb.InfoRequest, context: grpc.ServicerContext) -> pb.InfoResponse:
         m = self.loaded
@@ -148,6 +149,7 @@ class CentralServicer(pb_grpc.CentralServiceServicer):
             feature=encode(candidate.feature, encoding) if features.last else None,
             mean_feature=encode(candidate.mean_feature, encoding) if features.mean else None,
             mean_entropy=candidate.mean_entropy if features.mean_entropy else None,
+            embedding_mean_feature=_embedding_mean(candidate, features),
         )
 
     def Features(
@@ -176,6 +178,9 @@ def _features_response(
         features=[encode(p.last[0], encoding) for p in pooled] if features.last else [],
         mean_features=[encode(p.mean[0], encoding) for p in pooled] if features.mean else [],
         mean_entropies=_entropies(pooled) if features.mean_entropy else [],
+        embedding_mean_features=_embedding_means(pooled, encoding)
+        if features.embedding_mean
+        else [],
     )
 
 
@@ -184,6 +189,21 @@ def _entropies(pooled: list[Pooled]) -> list[float]:
     known = [p.mean_entropy for p in pooled if p.mean_entropy is not None]
     assert len(known) == len(pooled), "pool_responses ran without logits"
     return known
+
+
+def _embedding_mean(candidate: SampledCandidate, features: FeatureRequest) -> pb.Tensor | None:
+    """The candidate's embedding mean, encoded, when the request asked for it."""
+    if not features.embedding_mean:
+        return None
+    assert candidate.embedding_mean_feature is not None, "sampled without hidden state 0"
+    return encode(candidate.embedding_mean_feature, features.encoding)
+
+
+def _embedding_means(pooled: list[Pooled], encoding: int) -> list[pb.Tensor]:
+    """Each response's embedding mean, encoded (the pooling kept them: embedding=True)."""
+    means = [p.embedding_mean for p in pooled if p.embedding_mean is not None]
+    assert len(means) == len(pooled), "the responses were pooled without hidden state 0"
+    return [encode(mean, encoding) for mean in means]
 
 
 def _instruction(
@@ -201,11 +221,14 @@ def _instruction(
 
 
 def _checked(context: grpc.ServicerContext, validate: Callable[[], _Job]) -> _Job:
-    """The validated job, or the call aborted with INVALID_ARGUMENT naming the field."""
+    """The validated job, or the call aborted with INVALID_ARGUMENT naming the field
+    (RESOURCE_EXHAUSTED naming the limit for a request over one)."""
     try:
         return validate()
     except RequestError as error:
         _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
+    except LimitError as error:
+        _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) -> NoReturn:
@@ -239,9 +262,7 @@ def _submitted(context: grpc.ServicerContext, submit: Callable[[float | None], T
         ticket = submit(deadline)
     except Overloaded as error:
         code = (
-            grpc.StatusCode.UNAVAILABLE
-            if error.shutting_down
-            else grpc.StatusCode.RESOURCE_EXHAUSTED
+            grpc.StatusCode.UNAVAILABLE if error.unavailable else grpc.StatusCode.RESOURCE_EXHAUSTED
         )
         _abort(context, code, str(error))
     if not context.add_callback(ticket.cancel):  # the call already ended

@@ -41,6 +41,7 @@ __all__ = [
     "default_token_layers",
     "resolve_token_spec",
     "token_chunks",
+    "token_feature_passes",
 ]
 
 DEFAULT_TOKEN_LAYERS = 4  # a request without layers gets the last four hidden states
@@ -132,20 +133,63 @@ def compute_token_features_many(
     hidden-state and the logits-only features together (as the quality
     harness does) costs one pass instead of two.
     """
+    for finished in token_feature_passes(loaded, prompt_ids, responses, requests, batch_size):
+        yield from finished
+
+
+def token_feature_passes(
+    loaded: LoadedModel,
+    prompt_ids: Sequence[int],
+    responses: Sequence[Sequence[int]],
+    requests: Sequence[TokenRequest],
+    batch_size: int = 4,
+    pass_tokens: int | None = None,
+) -> Iterator[list[tuple[int, tuple[np.ndarray, ...]]]]:
+    """`compute_token_features_many` one forward pass at a time: after each pass, the
+    responses it finished (often none). With `pass_tokens` no pass feeds more than
+    about that many tokens (prompt pieces, and rows x columns of responses), so a
+    caller can stop or do other work between passes whatever the lengths."""
     layers = sorted({layer for r in requests for layer in r.layers})
     logits = any(r.logits_mode for r in requests)
-    prompt = PrefilledPrompt(loaded, prompt_ids, layers, logits=logits)
-    for position, passed in enumerate(prompt.feed(responses, batch_size)):
-        n = passed.num_tokens  # an empty response has no token features (no row for its EOS)
-        tokens = torch.tensor(list(responses[position]), dtype=torch.long)
-        values = []
-        for request in requests:
-            if request.logits_mode:
-                assert passed.logits is not None
-                values.append(_logit_features(passed.logits[:n], tokens, request.top_logprobs))
-            else:
-                values.append(torch.cat([passed.hidden[i][:n] for i in request.layers], -1))
-        yield position, tuple(v.numpy() for v in values)
+    prompt = PrefilledPrompt(loaded, prompt_ids, layers, logits=logits, prefill=False)
+    while not prompt.ready:
+        prompt.prefill(pass_tokens)
+        yield []
+    for first in range(0, len(responses), batch_size):
+        batch = [list(r) for r in responses[first : first + batch_size]]
+        columns = None if pass_tokens is None else max(1, pass_tokens // len(batch))
+        pieces: list[list[list[torch.Tensor]]] = [[[] for _ in requests] for _ in batch]
+        for chunk in prompt.chunks(batch, columns):
+            for row, response in enumerate(batch):
+                # An empty response has no token features (no row for its EOS).
+                n = min(chunk.real_columns(row), max(0, len(response) - chunk.start))
+                if n == 0:
+                    continue
+                tokens = torch.tensor(response[chunk.start : chunk.start + n], dtype=torch.long)
+                for kind, request in enumerate(requests):
+                    if request.logits_mode:
+                        drawn_from = chunk.drawn_from(row)[:n]
+                        piece = _logit_features(drawn_from, tokens, request.top_logprobs)
+                    else:
+                        piece = torch.cat([chunk.hidden[i][row, :n] for i in request.layers], -1)
+                    pieces[row][kind].append(piece)
+            if chunk.start + chunk.columns < max(chunk.lengths):  # more passes follow
+                yield []
+        finished = []
+        for row in range(len(batch)):
+            values = tuple(
+                _joined(parts, request, loaded.hidden_size)
+                for parts, request in zip(pieces[row], requests, strict=True)
+            )
+            finished.append((first + row, values))
+        yield finished
+
+
+def _joined(parts: list[torch.Tensor], request: TokenRequest, hidden_size: int) -> np.ndarray:
+    """A response's (T, D) values from its slices; (0, D) for an empty response."""
+    if not parts:
+        return np.zeros((0, request.feature_size(hidden_size)), dtype=np.float32)
+    return torch.cat(parts).numpy()
 
 
 def _logit_features(logits: torch.Tensor, tokens: torch.Tensor, top: int) -> torch.Tensor:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from language_ranker.v1 import ranker_pb2 as pb
 
-from ._errors import RequestError
+from ._errors import LimitError, RequestError
 from .config import ServiceLimits  # torch-free, so the CLI can show its defaults
 from .features import FeatureRequest, resolve_features
 from .model import LoadedModel
@@ -73,20 +73,36 @@ def validate_features(
 ) -> FeaturesJob:
     """The checked FeaturesRequest, or `RequestError` for its first bad field."""
     features = resolve_features(request.features, loaded.num_layers)
-    prompt_ids = render_prompt(loaded, request.prompt)
     if len(request.responses) > limits.max_feature_responses:
         raise RequestError(
             "responses",
             f"{len(request.responses)} responses, at most {limits.max_feature_responses}",
         )
-    responses = [response_ids(loaded, r) for r in request.responses]
-    for i, ids in enumerate(responses):
+    # Sizes first: tokenising megabytes of text costs seconds of CPU.
+    size = sum(len(r.encode()) for r in request.responses)
+    if size > limits.max_features_bytes:
+        raise LimitError(
+            "max_features_bytes",
+            f"the responses are {size} bytes, at most {limits.max_features_bytes}",
+        )
+    prompt_ids = render_prompt(loaded, request.prompt)
+    responses, tokens = [], 0
+    for i, text in enumerate(request.responses):
+        ids = response_ids(loaded, text)
+        tokens += len(ids) or 1
+        if tokens > limits.max_features_tokens:  # refused before the rest is tokenised
+            raise LimitError(
+                "max_features_tokens",
+                f"the responses hold at least {tokens} tokens, at most "
+                f"{limits.max_features_tokens}",
+            )
         if len(prompt_ids) + len(ids) > loaded.context_length:
             raise RequestError(
                 f"responses[{i}]",
                 f"prompt + response is {len(prompt_ids) + len(ids)} tokens, "
                 f"the model's context is {loaded.context_length}",
             )
+        responses.append(ids)
     return FeaturesJob(prompt_ids, responses, features)
 
 

@@ -1,17 +1,21 @@
 """Language Ranker edge SDK: rank, store feedback, and learn per-user rankers on device.
 
-The package is laid out along the torch boundary:
+The package is laid out along the torch boundary, in rooms that import one
+way: each imports only the rooms listed before it (runtime and eval import
+neither; tests/edge/test_import_direction.py checks every import):
 
     edge/
+      _errors.py the one exception hierarchy every room raises
       runtime/   no torch: CentralClient (sync and asyncio), wire decoding,
-                 onnxruntime scoring (Ranker, RankingSession)
-      app/       no torch: FeedbackStore (SQLite), Registry (versions),
-                 PersonalRanker, datasets and checkpoints as numpy
+                 onnxruntime scoring (Ranker, RankingSession), signals, parts
+      eval/      no torch: statistics and score fusion
+      app/       no torch: FeedbackStore (SQLite), Registry (versions), the
+                 learner seam, the taste learner (app/taste/), PersonalRanker and
+                 AsyncPersonalRanker, datasets and checkpoints as numpy
       training/  torch: ListRanker / PointRanker, losses, train, ONNX export, Learner
       swift/     SWIFT, the token-level head: torch to train and export,
                  torch-free scoring
-      eval/      no torch: statistics and score fusion
-      _errors.py the one exception hierarchy every room raises
+      checks/    torch: check_ranker, the contract every ranker kind passes
 
 Every public name is importable from here and is loaded on first use, so
 ``import edge`` loads neither onnxruntime, grpc nor torch until the code that
@@ -27,10 +31,13 @@ from edge._lazy import lazy_exports
 if TYPE_CHECKING:
     from edge._errors import (
         CentralError,
+        ConfigError,
         ConnectionLostError,
         CorruptModelError,
         CorruptStoreError,
+        CorruptVersionWarning,
         DeadlineExceededError,
+        DiskFullError,
         ExportError,
         FeatureError,
         InvalidRequestError,
@@ -44,16 +51,19 @@ if TYPE_CHECKING:
         UnknownUserError,
     )
     from edge.app import (
+        AsyncPersonalRanker,
         Checkpoint,
         FeedbackEvent,
         FeedbackStore,
         Group,
         GroupDataset,
+        LearnReport,
         Pair,
         PersonalRanker,
         Registry,
         Shown,
         ShownSet,
+        TasteConfig,
         VersionInfo,
         events_to_dataset,
     )
@@ -73,6 +83,8 @@ if TYPE_CHECKING:
         TokenFeatureRequest,
     )
     from edge.swift import (
+        SwiftConfig,
+        SwiftRanker,
         SwiftTrainConfig,
         SwiftTrainResult,
         TokenDataset,
@@ -85,14 +97,11 @@ if TYPE_CHECKING:
     from edge.training import (
         Learner,
         LearnerConfig,
-        LearnReport,
         ListRanker,
         ListRankerConfig,
         ParityReport,
         PointRanker,
         PointRankerConfig,
-        SwiftConfig,
-        SwiftRanker,
         TrainConfig,
         TrainResult,
         build_ranker,
@@ -102,6 +111,7 @@ if TYPE_CHECKING:
         export_onnx,
         from_checkpoint,
         make_config,
+        recommended_config,
         top1_accuracy,
         train,
     )
@@ -109,15 +119,19 @@ if TYPE_CHECKING:
 # public name -> the room (package) that exports it; imported on first use
 _EXPORTS: dict[str, str] = {
     "AsyncCentralClient": "edge.runtime",
+    "AsyncPersonalRanker": "edge.app",
     "Candidate": "edge.runtime",
     "CandidateTokens": "edge.runtime",
     "CentralClient": "edge.runtime",
     "CentralError": "edge._errors",
+    "ConfigError": "edge._errors",
     "Checkpoint": "edge.app",
     "ConnectionLostError": "edge._errors",
     "CorruptModelError": "edge._errors",
     "CorruptStoreError": "edge._errors",
+    "CorruptVersionWarning": "edge._errors",
     "DeadlineExceededError": "edge._errors",
+    "DiskFullError": "edge._errors",
     "ExportError": "edge._errors",
     "FeatureError": "edge._errors",
     "FeatureIdentity": "edge.runtime",
@@ -128,7 +142,7 @@ _EXPORTS: dict[str, str] = {
     "GroupDataset": "edge.app",
     "Instruction": "edge.runtime",
     "InvalidRequestError": "edge._errors",
-    "LearnReport": "edge.training",
+    "LearnReport": "edge.app",
     "Learner": "edge.training",
     "LearnerConfig": "edge.training",
     "ListRanker": "edge.training",
@@ -151,9 +165,10 @@ _EXPORTS: dict[str, str] = {
     "Shown": "edge.app",
     "ShownSet": "edge.app",
     "StoreError": "edge._errors",
-    "SwiftConfig": "edge.training",
-    "SwiftRanker": "edge.training",
+    "SwiftConfig": "edge.swift",
+    "SwiftRanker": "edge.swift",
     "SwiftTrainConfig": "edge.swift",
+    "TasteConfig": "edge.app",
     "SwiftTrainResult": "edge.swift",
     "TokenDataset": "edge.swift",
     "TokenFeatureRequest": "edge.runtime",
@@ -175,6 +190,7 @@ _EXPORTS: dict[str, str] = {
     "export_swift_onnx": "edge.swift",
     "from_checkpoint": "edge.training",
     "make_config": "edge.training",
+    "recommended_config": "edge.training",
     "top1_accuracy": "edge.training",
     "train": "edge.training",
     "train_swift": "edge.swift",
@@ -182,15 +198,19 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "AsyncCentralClient",
+    "AsyncPersonalRanker",
     "Candidate",
     "CandidateTokens",
     "CentralClient",
     "CentralError",
     "Checkpoint",
+    "ConfigError",
     "ConnectionLostError",
     "CorruptModelError",
     "CorruptStoreError",
+    "CorruptVersionWarning",
     "DeadlineExceededError",
+    "DiskFullError",
     "ExportError",
     "FeatureError",
     "FeatureIdentity",
@@ -228,6 +248,7 @@ __all__ = [
     "SwiftRanker",
     "SwiftTrainConfig",
     "SwiftTrainResult",
+    "TasteConfig",
     "TokenDataset",
     "TokenFeatureRequest",
     "TokenGroup",
@@ -248,6 +269,7 @@ __all__ = [
     "export_swift_onnx",
     "from_checkpoint",
     "make_config",
+    "recommended_config",
     "top1_accuracy",
     "train",
     "train_swift",

@@ -7,6 +7,7 @@ vector" (a bug to fix), "this file on disk is damaged" (restore or retrain) and
 still tell those cases apart.
 
     RankerError
+    ├── ConfigError               a config value out of range or unknown (also ValueError)
     ├── FeatureError              wrong size, wrong dtype, NaN/inf in a feature
     ├── UnknownUserError          no data or ranker stored for this user
     ├── UnknownCandidateSetError  feedback for a candidate set never recorded as shown
@@ -14,6 +15,7 @@ still tell those cases apart.
     ├── StoreError                misuse of the feedback store (duplicate set, bad index)
     │   └── CorruptStoreError     unreadable / truncated SQLite feedback store
     ├── RegistryError             bad user id or ranker name, missing version, ...
+    ├── DiskFullError             no space left to write a store, a version or an export
     ├── TrainingError             nothing to learn from, inconsistent training data
     ├── ExportError               ONNX export failed or disagrees with the torch ranker
     ├── MissingDependencyError    a part needs an extra that is not installed (also ImportError)
@@ -25,6 +27,10 @@ still tell those cases apart.
 
 Messages name the offending value and what was expected, e.g.
 ``feature has 512 values, ranker expects 576``.
+
+One warning, ``CorruptVersionWarning``, says that a damaged file was stepped
+over rather than raised (a ranker version, or a registry manifest read from its
+backup): the app keeps working, and the damage is still reported.
 """
 
 from __future__ import annotations
@@ -34,10 +40,13 @@ from pathlib import Path
 
 __all__ = [
     "CentralError",
+    "ConfigError",
     "ConnectionLostError",
     "CorruptModelError",
     "CorruptStoreError",
+    "CorruptVersionWarning",
     "DeadlineExceededError",
+    "DiskFullError",
     "ExportError",
     "FeatureError",
     "InvalidRequestError",
@@ -55,6 +64,15 @@ __all__ = [
 
 class RankerError(Exception):
     """Base class of every error raised by the edge SDK."""
+
+
+class ConfigError(RankerError, ValueError):
+    """A config value is invalid: out of range, an unknown name, fields that contradict.
+
+    Raised by every edge config when it is built (``TasteConfig``,
+    ``LearnerConfig``, ``TrainConfig``, the ranker configs, ``DemoConfig``,
+    ...), naming the field and the value; configs are frozen, so a value
+    checked once stays valid."""
 
 
 class FeatureError(RankerError, ValueError):
@@ -105,6 +123,23 @@ class CorruptStoreError(StoreError):
 
 class RegistryError(RankerError):
     """A registry operation is invalid: bad id, unknown ranker name or version."""
+
+
+class DiskFullError(RankerError):
+    """No space left on the device (or over a quota) while writing a file.
+
+    Nothing was half-written: the feedback store rolled the event back, and a
+    registry version or an exported file was never made current; free space and
+    retry."""
+
+    def __init__(self, path: Path | str, detail: str) -> None:
+        self.path = Path(path)
+        super().__init__(f"no space left to write {self.path} ({detail}); free space and retry")
+
+
+class CorruptVersionWarning(UserWarning):
+    """A damaged file was stepped over, not raised: a corrupt ranker version the
+    registry fell back from, or a damaged manifest read from its backup."""
 
 
 class TrainingError(RankerError):

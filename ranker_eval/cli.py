@@ -1,4 +1,8 @@
-"""`ranker-eval`: generate (or reuse) candidates, score every method, write the report."""
+"""`ranker-eval`: generate (or reuse) candidates, score every method, write the report.
+
+Needs the ``eval`` extra (torch, transformers, plots); without it, it ends with
+one line naming it.
+"""
 
 from __future__ import annotations
 
@@ -105,8 +109,20 @@ def _isolation_refusal(config: RunConfig, phase: str) -> str | None:
     return None
 
 
+# What every phase imports beyond the runtime install, all in the `eval` extra.
+NEEDS = ("torch", "transformers", "tqdm", "matplotlib")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from edge._errors import MissingDependencyError, require_extra
+
     args = _parser().parse_args(argv)
+    try:
+        for module in NEEDS:
+            require_extra(module, extra="eval", what="ranker-eval")
+    except MissingDependencyError as missing:
+        print(f"ranker-eval: {missing}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(message)s",

@@ -206,7 +206,7 @@ def evaluate_task(
                 "diff": mean,
                 "low": low,
                 "high": high,
-                "verdict": verdict(low, high),
+                "verdict": verdict(low, high, len(per_problem[name])),
             }
     result = {
         "task": split.task.name,

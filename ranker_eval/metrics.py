@@ -12,11 +12,27 @@ import numpy as np
 
 from edge.eval.stats import Z95, bootstrap_ci, paired_difference, wilson
 
-__all__ = ["Z95", "bootstrap_ci", "k_grid", "paired_difference", "subsets", "verdict", "wilson"]
+__all__ = [
+    "MIN_PROBLEMS",
+    "Z95",
+    "bootstrap_ci",
+    "k_grid",
+    "paired_difference",
+    "subsets",
+    "verdict",
+    "wilson",
+]
+
+# Below this many paired problems a bootstrap interval says nothing: with one
+# problem every resample is that problem, and a single hit reads as a certain win.
+MIN_PROBLEMS = 10
 
 
-def verdict(low: float, high: float) -> str:
-    """'wins' / 'loses' when the 95% interval of the difference excludes 0, else 'tie'."""
+def verdict(low: float, high: float, n: int | None = None) -> str:
+    """'wins' / 'loses' when the 95% interval of the difference excludes 0, else 'tie';
+    'too few' when it rests on fewer than ``MIN_PROBLEMS`` problems (``n``)."""
+    if n is not None and n < MIN_PROBLEMS:
+        return "too few"
     if low > 0:
         return "wins"
     if high < 0:

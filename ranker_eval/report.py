@@ -11,6 +11,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ranker_eval.metrics import MIN_PROBLEMS
+
 SUMMARY = (
     "first sample", "greedy", "beam search", "self-consistency", "max mean log-prob",
     "text RM (MiniLM)", "LoRA RM", "ListRanker", "PointRanker", "SWIFT", "SWIFT (logits)",
@@ -99,7 +101,7 @@ def _verdicts(model: dict[str, Any]) -> list[str]:
     """One line per ranker: how many baseline comparisons it wins, ties and loses."""
     lines = []
     for ranker in _compared(model):
-        counts = {"wins": [], "tie": [], "loses": []}
+        counts: dict[str, list[str]] = {"wins": [], "tie": [], "loses": [], "too few": []}
         for t in model["tasks"]:
             for name, c in t["comparisons"].items():
                 if name.startswith(f"{ranker} vs "):
@@ -107,6 +109,7 @@ def _verdicts(model: dict[str, Any]) -> list[str]:
         lines.append(
             f"- {ranker}: wins {len(counts['wins'])}, ties {len(counts['tie'])}, "
             f"loses {len(counts['loses'])} of {sum(map(len, counts.values()))} comparisons"
+            + (f" ({len(counts['too few'])} on too few problems)" if counts["too few"] else "")
             + (f"; wins: {', '.join(counts['wins'])}" if counts["wins"] else "")
             + (f"; loses: {', '.join(counts['loses'])}" if counts["loses"] else "")
         )
@@ -237,7 +240,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         "Accuracy is the fraction of test problems whose selected response passes the task's",
         "programmatic check, in %, with a Wilson 95% interval. Comparisons are paired over",
         "problems (every method selects from the same candidates): **wins** / **loses** when",
-        "the bootstrap 95% interval of the difference excludes 0, else **tie**.",
+        "the bootstrap 95% interval of the difference excludes 0, else **tie**; **too few**",
+        f"below {MIN_PROBLEMS} test problems, where a bootstrap interval says nothing.",
         "",
         METHODS.format(lora_steps=results.get("config", {}).get("lora_steps", "?")),
         "",

@@ -4,6 +4,12 @@ python -m ranker_personalize pool --prompts 240 --threads 1  # once, the long po
 python -m ranker_personalize run --budget-minutes 60         # every phase and the costs
 python -m ranker_personalize run --quick                     # CI: tiny budgets and model
 python -m ranker_personalize report                          # re-render from results.json
+python -m ranker_personalize content-vectors --pool DIR      # extra vectors for the content study
+python -m ranker_personalize content --pool DIR              # the content study (content-tastes.md)
+
+The report goes to ./ranker-personalize-report unless --out says otherwise (the
+committed one: --out docs/results/personalization). Every command needs the
+``eval`` extra; without it the command ends with one line naming it.
 """
 
 from __future__ import annotations
@@ -17,7 +23,10 @@ from pathlib import Path
 __all__ = ["main"]
 
 DEFAULT_CACHE = Path(".cache/personalize")
-DEFAULT_OUT = Path("docs/results/personalization")
+DEFAULT_OUT = Path("ranker-personalize-report")  # never the committed docs/results by default
+DEFAULT_VECTORS = Path(".cache/content")
+DEFAULT_CONTENT_OUT = DEFAULT_OUT / "content"  # the committed one: --out docs/results/content
+EXTRA = "eval"  # the extra that installs what every command needs
 
 
 def _pool_dir(cache: Path, model_name: str, k: int, tokens: int) -> Path:
@@ -84,8 +93,39 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     from ranker_personalize.report import write_report
 
-    results = json.loads((args.out / "results.json").read_text())
+    found = args.out / "results.json"
+    if not found.exists():
+        raise SystemExit(f"ranker-personalize: no {found}: run `ranker-personalize run` first")
+    results = json.loads(found.read_text())
     print(write_report(results, args.out))
+    return 0
+
+
+def _cmd_content_vectors(args: argparse.Namespace) -> int:
+    import torch
+
+    from central.model import load_model
+    from ranker_personalize.content_vectors import central_vectors, export_minilm, minilm_vectors
+    from ranker_personalize.pool import load_pool
+
+    torch.set_num_threads(args.threads)
+    pool = load_pool(args.pool or _find_pool(args.cache))
+    minilm = args.vectors / "minilm"
+    if not (minilm / "minilm.onnx").exists():
+        export_minilm(minilm)
+    made = minilm_vectors(pool, args.vectors / "minilm-vectors", minilm)
+    logging.info("content vectors: MiniLM for %d new prompts", made)
+    made = central_vectors(load_model(args.model), pool, args.vectors / "central")
+    logging.info("content vectors: central layers for %d new prompts", made)
+    return 0
+
+
+def _cmd_content(args: argparse.Namespace) -> int:
+    from ranker_personalize.content_report import run_content_study
+
+    pool_dir = args.pool or _find_pool(args.cache)
+    command = "python -m ranker_personalize " + " ".join(args.argv)
+    print(run_content_study(pool_dir, args.vectors, args.out, args.phase, command, args.seeds))
     return 0
 
 
@@ -140,14 +180,65 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report directory")
     report.set_defaults(func=_cmd_report)
+    vectors = sub.add_parser(
+        "content-vectors",
+        help="central's vectors at every depth and MiniLM's for the pool's answers (cached)",
+        formatter_class=_FORMATTER,
+    )
+    vectors.add_argument(
+        "--pool", type=Path, default=None, help="pool directory (default: largest)"
+    )
+    vectors.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="pool cache root")
+    vectors.add_argument("--vectors", type=Path, default=DEFAULT_VECTORS, help="output root")
+    vectors.add_argument("--model", default="default", help="central model name or path")
+    vectors.add_argument("--threads", type=int, default=1, help="torch threads")
+    vectors.set_defaults(func=_cmd_content_vectors)
+    content = sub.add_parser(
+        "content",
+        help="compare content representations on content and format users",
+        formatter_class=_FORMATTER,
+    )
+    content.add_argument(
+        "--pool", type=Path, default=None, help="pool directory (default: largest)"
+    )
+    content.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="pool cache root")
+    content.add_argument(
+        "--vectors", type=Path, default=DEFAULT_VECTORS, help="content-vectors root"
+    )
+    content.add_argument("--out", type=Path, default=DEFAULT_CONTENT_OUT, help="results directory")
+    content.add_argument(
+        "--phase", choices=("choose", "final", "cold", "diagnose"), default="final",
+        help="choose: every candidate on the development users; final: the chosen few on all; "
+        "cold: a new user with the global ranker (the default candidate); diagnose: why "
+        "content tastes learn slowly (development users)",
+    )  # fmt: skip
+    content.add_argument("--seeds", type=int, default=5, help="feedback seeds per user")
+    content.set_defaults(func=_cmd_content)
     return parser
 
 
+def _needs(args: argparse.Namespace) -> tuple[str, ...]:
+    """The modules a command imports beyond the runtime install."""
+    if args.command == "pool":
+        return ("torch", "transformers", "tqdm")
+    if args.command == "run":
+        return ("tqdm", "matplotlib") + (() if args.no_costs else ("torch",))
+    return ("matplotlib",)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from edge._errors import MissingDependencyError, require_extra
+
     args = _parser().parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(message)s",
     )
+    try:
+        for module in _needs(args):
+            require_extra(module, extra=EXTRA, what=f"ranker-personalize {args.command}")
+    except MissingDependencyError as missing:
+        print(f"ranker-personalize: {missing}", file=sys.stderr)
+        return 2
     return int(args.func(args))

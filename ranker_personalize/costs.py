@@ -106,8 +106,8 @@ def torch_free_updates(
     The user learns after every event, as in the study, so the timed updates are
     the steady state: one new event on top of ``history``.
     """
+    from edge.app.learning import LearnReport
     from edge.app.personal import PersonalRanker
-    from edge.app.personal_learner import UpdateReport
     from edge.app.taste import TasteHead
     from ranker_personalize.study import split_pool
 
@@ -125,7 +125,7 @@ def torch_free_updates(
             shown = me.show(gen)
             record(me, shown, user.react(gen.texts, shown.order, rng))
             report = me.learn()
-            assert isinstance(report, UpdateReport) and report.fit is not None
+            assert isinstance(report, LearnReport) and report.fit is not None
             if n >= history:
                 fit_ms.append(1000 * report.fit.seconds)
                 fit_cpu_ms.append(1000 * report.fit.cpu_seconds)

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 
 from edge.app.personal import PersonalRanker
-from edge.app.taste import Block
-from edge.app.taste_fit import Reaction as FitReaction
-from edge.app.taste_fit import TasteFit
+from edge.app.taste import Reaction as FitReaction
+from edge.app.taste import TasteFit
+from edge.runtime.parts import Part, part_layout
 from ranker_personalize import metrics
 from ranker_personalize.correctness import (
     CorrectnessSet,
@@ -109,7 +109,7 @@ class Study:
         self.scores = {u.name: np.stack([u.scores(t) for t in test.texts]) for u in users}
         self.test_signals = pool_signals(test)  # computed once, for every ranking of test
         self.results: dict[str, Any] = {"skipped": [], "seconds": {}}
-        self.updates: list[Any] = []  # UpdateReports of the shipped variant's curve runs
+        self.updates: list[Any] = []  # LearnReports of the shipped variant's curve runs
         # variant -> user -> seed -> picks, and variant -> seed -> picks of the pooled ranker
         self._personal: dict[str, dict[str, dict[int, Picks]]] = {v: {} for v in VARIANTS}
         self._global: dict[str, dict[int, Picks]] = {v: {} for v in VARIANTS}
@@ -206,16 +206,17 @@ class Study:
         train_signals, test_signals = pool_signals(self.train), pool_signals(self.test)
         for variant, use_signals in VARIANTS.items():
             config = taste_config(self._sim(variant))
-            blocks: tuple[Block, ...] = (
+            blocks: tuple[Part, ...] = (
                 ("last", "mean", "signals") if use_signals else ("last", "mean")
             )
             for user in self.users:
                 scores = np.stack([user.scores(t) for t in self.train.texts])
-                fit = TasteFit(self.train.candidates.shape[2], blocks, config)
+                fit = TasteFit(part_layout(self.train.candidates.shape[2], blocks), config)
                 for i in np.flatnonzero(metrics.decisive(scores)):
-                    fit.add_set(
-                        str(i), self.train.candidates[i], self.train.means[i], train_signals[i]
-                    )
+                    parts = {"last": self.train.candidates[i], "mean": self.train.means[i]}
+                    if use_signals:
+                        parts["signals"] = train_signals[i]
+                    fit.add_set(str(i), parts)
                     top = np.flatnonzero(scores[i] == scores[i].max())
                     rest = tuple(int(j) for j in np.flatnonzero(scores[i] < scores[i].max()))
                     fit.set_reactions(

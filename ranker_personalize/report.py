@@ -480,11 +480,11 @@ def _render(results: dict[str, Any], budgets: list[int]) -> str:
         "(no_you: lexical, social: topical). Feedback as the demo simulates it: half thumbs "
         f"on the answer shown first, half picks among 2-3 shown; noise {meta['noise']} (a "
         f"reaction is random with this probability). Seeds {meta['seeds']}.",
-        f"- Learner: what ships, torch-free (`PersonalRanker.learn()` -> `UpdateReport`; "
+        f"- Learner: what ships, torch-free (`PersonalRanker.learn()` -> `LearnReport`; "
         f"TasteConfig {meta['learner']}), after every event: one head per entry of "
         "`head_priors` (each multiplies some blocks' prior variance), fitted over the same "
         "rows and ranked by their Hedge mix on each head's prequential pair log-loss "
-        "(`edge/app/taste_fit.py`). Each curve is run twice: with the signals block "
+        "(`edge/app/taste/`). Each curve is run twice: with the signals block "
         "(shipped) and without it (then the signals-heavy head is the balanced one).",
         "- Global (pooled): the same learner fitted on every user's first N events together, "
         "one ranker for all (what a server would fit from uploaded feedback).",

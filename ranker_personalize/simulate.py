@@ -24,9 +24,9 @@ from typing import Any, cast
 
 import numpy as np
 
+from edge.app.learning import LearnReport
 from edge.app.personal import PersonalRanker, Shown
-from edge.app.personal_learner import UpdateReport
-from edge.app.taste_fit import TasteConfig
+from edge.app.taste import TasteConfig
 from edge.runtime.scoring import Ranker
 from edge.runtime.signals import text_signals
 from edge.runtime.types import Candidate, Generation
@@ -141,7 +141,7 @@ class RunResult:
     """What one user's session produced."""
 
     picks: dict[int, np.ndarray]  # budget -> top-1 pick per test prompt
-    updates: list[UpdateReport] = field(default_factory=list)  # every learn() report
+    updates: list[LearnReport] = field(default_factory=list)  # every learn() report
     reactions: list[Reaction] = field(default_factory=list)  # the feedback given, in order
 
 
@@ -183,7 +183,7 @@ class Session:
         self.result.reactions.append(reaction)
         if self.event % self.config.update_every == 0 or self.event in self.config.budgets:
             report = self.device.learn()
-            assert isinstance(report, UpdateReport)  # the torch-free learner
+            assert isinstance(report, LearnReport)  # the torch-free learner
             self.result.updates.append(report)
 
     def close(self) -> None:

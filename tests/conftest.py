@@ -23,9 +23,7 @@ _CORPUS = [
 ] * 20
 
 
-def build_tiny_checkpoint(
-    directory: Path, *, eos_bias: float = 2.5, hidden_size: int = 64
-) -> Path:
+def build_tiny_checkpoint(directory: Path, *, eos_bias: float = 2.5, hidden_size: int = 64) -> Path:
     """Writes a 4-layer, 64-wide Llama and a byte-level BPE tokenizer to `directory`.
 
     Random weights rarely pick EOS, so the EOS row of the LM head is tied to

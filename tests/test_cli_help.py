@@ -19,10 +19,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    """The parser itself, or each of its subcommands."""
+    """The parser itself, or each of its subcommands (theirs too, at any depth)."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
+            found: dict[str, argparse.ArgumentParser] = {}
+            for command in action.choices.values():
+                found.update(_commands(command))
+            return found
     return {parser.prog: parser}
 
 
@@ -50,3 +53,36 @@ def test_help_runs_where_torch_cannot_be_imported(module: str) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "--help" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "argv", "what"),
+    [
+        ("ranker_eval.cli", ["--quick", "--out", "{tmp}"], "ranker-eval"),
+        ("ranker_personalize.cli", ["pool", "--prompts", "1"], "ranker-personalize pool"),
+        ("ranker_personalize.cli", ["run", "--quick", "--out", "{tmp}"], "ranker-personalize run"),
+    ],
+)
+def test_research_tools_name_the_extra_in_one_line_without_torch(
+    module: str, argv: list[str], what: str, tmp_path: Path
+) -> None:
+    """Issue 24: in a runtime-only install these ended in a raw torch/tqdm traceback."""
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    code = f"import sys; sys.modules['torch'] = None; from {module} import main; "
+    code += f"sys.exit(main({argv!r}))"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "protos")])},
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"{what.split()[0]}: {what} needs torch, which is not installed: "
+        "pip install 'language-ranker[eval]'"
+    ]
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_the_study_never_writes_the_committed_report_by_default() -> None:
+    args = personalize_parser().parse_args(["run"])
+    assert args.out == Path("ranker-personalize-report")
+    assert personalize_parser().parse_args(["report"]).out == args.out

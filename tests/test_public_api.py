@@ -7,7 +7,9 @@ Three rules, checked over every module of ``edge`` and ``central``:
    (not imports) is listed, so a new public name cannot be forgotten;
 3. each room of ``edge`` (``edge.runtime``, ``edge.app``, ...) exports exactly
    the union of its modules' ``__all__``, each name from the module that
-   defines it, and ``edge`` itself exports only names its rooms export.
+   defines it, and ``edge`` itself exports only names its rooms export;
+4. one name, one object: where two modules of a room (or two rooms) list the
+   same name, it is the same object, never two things under one name.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import pytest
 import edge
 
 REPO = Path(__file__).resolve().parents[1]
-ROOMS = ("runtime", "app", "training", "swift", "eval")
+ROOMS = ("runtime", "app", "training", "swift", "checks", "eval")
 
 
 def _modules(package: str) -> list[str]:
@@ -42,9 +44,11 @@ def _source(module: str) -> ast.Module:
 
 def _declared_all(tree: ast.Module) -> list[str] | None:
     for node in tree.body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
-        ):
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        if isinstance(node, ast.AnnAssign):
+            targets = [node.target]
+        if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets):
+            assert isinstance(node, ast.Assign | ast.AnnAssign)
             assert isinstance(node.value, ast.List)
             return [ast.literal_eval(e) for e in node.value.elts]
     return None
@@ -71,27 +75,52 @@ def test_module_all_is_declared_complete_and_resolves(module: str) -> None:
     assert not stale, f"{module}.__all__ lists names that do not exist: {stale}"
 
 
+def _one_object_per_name(owners: dict[str, dict[str, object]]) -> dict[str, object]:
+    """name -> its object, from name -> {exporter: object}; fails on a name that two
+    exporters bind to two different objects."""
+    clashes = {
+        name: sorted(by)
+        for name, by in owners.items()
+        if len({id(value) for value in by.values()}) > 1
+    }
+    assert not clashes, f"one name bound to two objects: {clashes}"
+    return {name: next(iter(by.values())) for name, by in owners.items()}
+
+
 @pytest.mark.parametrize("room", ROOMS)
 def test_room_exports_exactly_its_modules_names(room: str) -> None:
     package = importlib.import_module(f"edge.{room}")
-    expected: dict[str, object] = {}
+    owners: dict[str, dict[str, object]] = {}
     for module in _modules(f"edge.{room}")[1:]:
         if module.rsplit(".", 1)[-1].startswith("_") or module.count(".") > 2:
-            continue  # private modules, and the rankers subpackage's own files
+            continue  # private modules, and the subpackages' own files (rankers/, taste/)
         mod = importlib.import_module(module)
         for name in mod.__all__:
-            expected.setdefault(name, getattr(mod, name))
+            owners.setdefault(name, {})[module] = getattr(mod, name)
+    expected = _one_object_per_name(owners)
     assert sorted(package.__all__) == sorted(expected), f"edge.{room}.__all__ is out of date"
     for name, value in expected.items():
         assert getattr(package, name) is value, f"edge.{room}.{name} is not {value!r}"
 
 
+def test_a_name_bound_to_two_objects_is_caught() -> None:
+    class Block:  # e.g. a dataset's stack of groups
+        pass
+
+    part = ("last", "mean", "signals")  # and a candidate's parts, under the same name
+    with pytest.raises(AssertionError, match=r"one name bound to two objects: \{'Block'"):
+        _one_object_per_name({"Block": {"edge.app.dataset": Block, "edge.app.taste": part}})
+    same = {"Part": {"edge.runtime.parts": part, "edge.app.dataset": part}}
+    assert _one_object_per_name(same) == {"Part": part}  # a re-export is one object
+
+
 def test_top_level_exports_come_from_the_rooms() -> None:
-    room_names: dict[str, object] = {}
+    owners: dict[str, dict[str, object]] = {}
     for room in ROOMS:
         package = importlib.import_module(f"edge.{room}")
         for name in package.__all__:
-            room_names.setdefault(name, getattr(package, name))
+            owners.setdefault(name, {})[room] = getattr(package, name)
+    room_names = _one_object_per_name(owners)
     errors = importlib.import_module("edge._errors")
     for name in edge.__all__:
         value = getattr(edge, name)

@@ -147,14 +147,26 @@ class CentralReplica:
     # grpc.health.v1.Health
 
     async def Check(self, request: Any, grpc_context: RayContext) -> Any:
-        """SERVING for "" and CentralService (this replica has its model); NOT_FOUND otherwise."""
+        """SERVING for "" and CentralService (this replica has its model), NOT_SERVING
+        while its engine is stuck; NOT_FOUND for any other service."""
         from grpc_health.v1 import health_pb2
 
         call = ReplicaCallContext(grpc_context, self.name)
         self._gate.check(call, health=True)
         if request.service not in ("", SERVICE_NAME):
             call.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
-        return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
+        serving = self._servicer.engine.serving
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else (health_pb2.HealthCheckResponse.NOT_SERVING)
+        )
+        return health_pb2.HealthCheckResponse(status=status)
+
+    def check_health(self) -> None:
+        """Ray Serve's own probe: a replica whose engine is stuck is replaced."""
+        if not self._servicer.engine.serving:
+            raise RuntimeError("the engine has made no progress for stuck_seconds")
 
     async def Watch(self, request: Any, grpc_context: RayContext) -> AsyncIterator[Any]:
         """UNIMPLEMENTED: poll Check instead (a watch would pin one replica)."""

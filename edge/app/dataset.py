@@ -3,7 +3,7 @@
 The unit of ranking is a *group*: one instruction feature and the K candidates
 sampled for it, with one label per candidate. A candidate is its last-token
 feature and, optionally (representation v2), the mean hidden state over its
-response tokens and its block of on-device signals (``edge.runtime.signals``).
+response tokens and its on-device signals: the parts of ``edge.runtime.parts``.
 Listwise losses need the whole group at once, and batching needs equal K, so the
 dataset keeps groups in *blocks* of equal K (and equal parts) stacked into dense
 arrays. A block built from one big numpy array (the common offline case) is kept
@@ -23,6 +23,7 @@ import numpy as np
 
 from edge._errors import FeatureError, TrainingError
 from edge.runtime.features import check_finite
+from edge.runtime.parts import Part
 
 __all__ = [
     "Block",
@@ -30,14 +31,11 @@ __all__ = [
     "Group",
     "GroupDataset",
     "Pair",
-    "Part",
     "label_kind",
     "training_features",
 ]
 
 BlockKind = Literal["binary", "graded", "pair"]
-# The parts of a candidate a dataset can carry: "last" always, "mean" and "signals" optionally.
-Part = Literal["last", "mean", "signals"]
 
 
 def label_kind(labels: np.ndarray) -> Literal["binary", "graded"]:

@@ -5,18 +5,24 @@ over one central model. Feedback goes to a SQLite store and rankers to a
 versioned registry, both under `home`; several users and several ranker names
 can share the same home.
 
-    central = CentralClient("127.0.0.1:50051")
-    me = PersonalRanker(central, home="~/.ranker", user="alice", name="math")
-    shown = me.generate("Which number is larger, 47 or 74?", k=8)
-    print(shown.best.text)                  # the ranker's pick (first sample until trained)
-    me.thumbs(shown, shown.best.index, up=False)
-    me.learn()                              # fit, compose the ONNX ranker, hot-swap
+    with CentralClient("127.0.0.1:50051") as central, PersonalRanker(
+        central, home="~/.ranker", user="alice", name="math"
+    ) as me:
+        shown = me.generate("Which number is larger, 47 or 74?", k=8)
+        print(shown.best.text)             # the ranker's pick (the greedy answer until trained)
+        me.thumbs(shown, shown.best.index, up=False)
+        me.learn()                         # fit, compose the ONNX ranker, hot-swap
 
-Learning needs no torch by default: ``edge.app.personal_learner`` fits a small
-per-user head over the candidates' vectors and on-device signals with numpy,
-on top of the global ranker of the same name when the registry has one, in
-milliseconds per event. ``learner=LearnerConfig(...)`` (``edge.training``,
-needs torch) instead trains a whole List/Point ranker per user, as before.
+An asyncio app uses `edge.app.async_personal.AsyncPersonalRanker`, the same
+calls awaited; both front ends share `edge.app.personal_base.PersonalBase`.
+
+Learning goes through one seam (``edge.app.learning``): ``learner=`` takes a
+learner's config, which builds the learner once. By default (``TasteConfig``,
+``edge.app.taste``) it needs no torch: a small per-user head over the
+candidates' vectors and on-device signals, fitted with numpy on top of the
+global ranker of the same name when the registry has one, in milliseconds per
+event. ``learner=LearnerConfig(...)`` (``edge.training``, needs torch) instead
+trains a whole List/Point ranker per user; this module never names it.
 
 Each saved ranker records the identity of the features it learned from (the
 model's name and weights checksum, the layer: ``Generation.identity`` of the
@@ -26,183 +32,68 @@ layer raises FeatureError instead of ranking it by features it never saw.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from edge.app.personal_learner import PersonalLearner, UpdateReport
-from edge.app.registry import Registry
-from edge.app.store import FeedbackStore
-from edge.app.taste_fit import TasteConfig
-from edge.runtime.scoring import Ranker, Ranking
-from edge.runtime.types import Candidate, FeatureIdentity, Generation
+from edge.app.learning import LearnReport
+from edge.app.personal_base import GENERATE_DEFAULTS, PersonalBase, Shown
+from edge.app.personal_base import REGISTRY_DIR as REGISTRY_DIR  # where they were
+from edge.app.personal_base import STORE_FILE as STORE_FILE
+from edge.runtime.types import Generation
 
 if TYPE_CHECKING:
-    from edge.app.checkpoint import Checkpoint
-    from edge.runtime.client import CentralClient, Prompt
-    from edge.training.learner import LearnerConfig, LearnReport
+    from edge.runtime.client import CentralClient, Prompt  # noqa: F401 (CentralClient: below)
 
 __all__ = ["PersonalRanker", "Shown"]
 
-STORE_FILE = "feedback.sqlite3"
-REGISTRY_DIR = "rankers"
 
-
-@dataclass(frozen=True)
-class Shown:
-    """A generation as shown to the user, ranked best first."""
-
-    set_id: str  # names this candidate set in the feedback store
-    generation: Generation  # the K candidates and their features
-    order: tuple[int, ...]  # candidate indices, best first
-    ranker_version: int | None  # which ranker version ranked them; None: no ranker yet
-
-    @property
-    def best(self) -> Candidate:
-        """The candidate to show first."""
-        return self.generation.candidates[self.order[0]]
-
-    @property
-    def ranked(self) -> list[Candidate]:
-        return [self.generation.candidates[i] for i in self.order]
-
-
-class PersonalRanker:
+class PersonalRanker(PersonalBase["CentralClient"]):  # a string: no grpc at import
     """One user's ranker: ranks with onnxruntime, learns from that user's feedback only."""
 
-    def __init__(
-        self,
-        central: CentralClient,
-        home: str | Path,
-        user: str,
-        name: str = "chat",
-        *,
-        learner: TasteConfig | LearnerConfig | None = None,
-        base: Checkpoint | None = None,
-    ) -> None:
-        """`learner`: a TasteConfig (or None) learns with numpy, a torch head on top of
-        the registry's global ranker of `name` (see edge.app.personal_learner); a
-        LearnerConfig trains a whole torch ranker per user (edge.training.learner).
-        `base` is a torch ranker checkpoint a new user's torch training starts from
-        (it selects the torch learner). Either way a global ranker saved in the
-        registry under `name` ranks for a new user until their first update."""
-        self.central = central
-        self.home = Path(home).expanduser()
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.user = user
-        self.name = name
-        self.store = FeedbackStore(self.home / STORE_FILE)
-        self.registry = Registry(self.home / REGISTRY_DIR)
-        self._learner_config = learner
-        self._base = base
-        self._torch_learner = base is not None or not (
-            learner is None or isinstance(learner, TasteConfig)
-        )
-        self._ranker_is_global = False
-        self._ranker: Ranker | None = None
-        # the features of the generations shown by this object, recorded by the next learn
-        self._identity: FeatureIdentity | None = None
-        if self.registry.has(user, name):
-            self._ranker = self.registry.open(user, name, fallback=True)
-        elif self.registry.has(None, name):
-            # A new user ranks with the shared (global) ranker of this name until
-            # their own first update, instead of showing the first sample.
-            self._ranker = self.registry.open(None, name, fallback=True)
-            self._ranker_is_global = True
+    def __enter__(self) -> PersonalRanker:
+        return self
 
-    @property
-    def version(self) -> int | None:
-        """The user's own ranker version in use; None before their first `learn`
-        (while there is no ranker, or the shared global one ranks)."""
-        if self._ranker is None or self._ranker_is_global:
-            return None
-        version = self._ranker.version
-        return version if isinstance(version, int) else None
-
-    def rank(self, generation: Generation) -> Ranking:
-        """Orders a generation best first; index order while there is no ranker yet.
-
-        The ranker is fed every input its graph declares: the candidates' vectors,
-        their mean vectors, and the on-device signals of their texts. A generation
-        from another model or layer than the ranker recorded raises FeatureError."""
-        if self._ranker is None:
-            k = len(generation.candidates)
-            return Ranking(order=np.arange(k), scores=np.zeros(k, np.float32))
-        return self._ranker.rank_generation(generation)
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def generate(self, prompt: Prompt, k: int = 8, **options: Any) -> Shown:
         """Samples K candidates from central, ranks them, and records them as shown.
 
-        Unless ``options`` say otherwise, central is asked for both vectors and the
-        mean entropy (representation v2), which the personal head reads; a server
-        that predates them sends the last-token vector alone and the head does
-        without the rest. Candidate 0 is the greedy answer (``greedy_first``), so
-        the ranker can keep the model's best single guess where no sample beats
-        it; an older server samples it like the others.
+        Unless ``options`` say otherwise, central is asked for both vectors, the
+        mean entropy and the greedy answer as candidate 0 (``GENERATE_DEFAULTS``);
+        an older server sends what it has and the head does without the rest.
         """
-        options.setdefault("vectors", ("last", "mean"))
-        options.setdefault("mean_entropy", True)
-        options.setdefault("greedy_first", True)
-        generation = self.central.generate(prompt, k, **options)
+        generation = self.central.generate(prompt, k, **{**GENERATE_DEFAULTS, **options})
         return self.show(generation)
 
     def show(self, generation: Generation) -> Shown:
-        """Ranks a generation the app already has and records it as shown."""
-        ranking = self.rank(generation)
-        if generation.identity is not None:
-            self._identity = generation.identity
-        set_id = uuid.uuid4().hex
-        self.store.record_generation(self.user, set_id, generation, task=self.name)
-        return Shown(set_id, generation, tuple(int(i) for i in ranking.order), self.version)
+        """Ranks a generation the app already has and records it as shown (its
+        signals computed once, for both)."""
+        return self._show(generation)
 
     def thumbs(self, shown: Shown, candidate: int, *, up: bool) -> int:
         """Thumbs up or down on one shown candidate; returns the event id."""
-        return self.store.thumbs(self.user, shown.set_id, candidate, up)
+        return self._thumbs(shown, candidate, up)
 
     def pick(self, shown: Shown, chosen: int, rejected: Sequence[int] | None = None) -> int:
         """The user preferred `chosen` over `rejected` (default: all other candidates)."""
-        return self.store.pick(self.user, shown.set_id, chosen, rejected)
+        return self._pick(shown, chosen, rejected)
 
     def score(self, shown: Shown, candidate: int, value: float) -> int:
         """A real-valued rating of one candidate."""
-        return self.store.score(self.user, shown.set_id, candidate, value)
+        return self._score(shown, candidate, value)
 
-    def learn(self) -> UpdateReport | LearnReport:
+    def learn(self) -> LearnReport:
         """Learns the feedback recorded since the last update, saves a new version
-        and hot-swaps to it. Torch-free unless a LearnerConfig or `base` was given."""
-        report: UpdateReport | LearnReport
-        if self._torch_learner:
-            from edge.training.learner import Learner, LearnerConfig
+        and hot-swaps to it."""
+        return self._learn()
 
-            config = self._learner_config
-            torch_config = config if isinstance(config, LearnerConfig) else None
-            learner = Learner(self.store, self.registry, torch_config, base=self._base)
-            report = learner.learn(self.user, self.name, self._identity)
-        else:
-            taste = self._learner_config if isinstance(self._learner_config, TasteConfig) else None
-            personal = PersonalLearner(self.store, self.registry, taste)
-            report = personal.learn(self.user, self.name, self._identity)
-        if report.updated and report.version is not None:
-            self._swap(report.version.version)
-        return report
-
-    def rollback(self) -> int:
-        """Returns to the previous saved version, in the registry and in the runtime."""
-        info = self.registry.rollback(self.user, self.name)
-        self._swap(info.version)
-        return info.version
-
-    def _swap(self, version: int) -> None:
-        fresh = self.registry.open(self.user, self.name, version)
-        if self._ranker is None or self._ranker_is_global:
-            self._ranker = fresh
-            self._ranker_is_global = False
-        else:
-            self._ranker.swap(fresh.session, version)
+    def rollback(self, to: int | None = None) -> int:
+        """Returns to an earlier saved version (default: the previous one), in the
+        registry and in the runtime; the feedback only the versions left had learned
+        is not learned again (``edge.app.lineage``). Returns the version now current."""
+        return self._rollback(to)
 
     def close(self) -> None:
-        self.store.close()
+        """Closes the feedback store (central is the caller's to close)."""
+        self._close()

@@ -3,6 +3,7 @@
 Layout under ``root``::
 
     users/<user>/<name>/manifest.json       versions, checksums, the current one
+    users/<user>/<name>/manifest.backup.json  the same, written after it
     users/<user>/<name>/v000001.onnx        what the runtime loads
     users/<user>/<name>/v000001.weights.npz what the next incremental update starts from
     global/<name>/...                        the same for shared (global/task) rankers
@@ -11,8 +12,14 @@ Every file is written with ``atomic_write`` and the manifest is updated last, so
 a crash at any point leaves the previous version current and intact; a version
 file that never made it into the manifest is simply ignored (and its number is
 skipped). Loading verifies the sha256 recorded in the manifest, so a damaged
-file raises CorruptModelError naming it instead of ranking with garbage. Pass
-``user=None`` to address the global rankers.
+file raises CorruptModelError naming it instead of ranking with garbage. The
+manifest is written twice, the backup after the manifest: a damaged manifest is
+read from its backup (with a ``CorruptVersionWarning``) and rewritten whole by the
+next save. Pass ``user=None`` to address the global rankers.
+
+Rollback and feedback: rolling back from version C to T forgets the feedback
+C's line learned that T's did not, so the next update never learns it again
+(``edge.app.lineage`` says how; ``forgotten(user, name)`` gives the ranges).
 
 Over time and under concurrency:
 
@@ -35,33 +42,26 @@ import hashlib
 import json
 import re
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge._errors import CorruptModelError, RegistryError, UnknownUserError
-from edge.app._atomic import atomic_write, file_lock
+from edge._atomic import atomic_write, file_lock
+from edge._errors import CorruptModelError, CorruptVersionWarning, RegistryError, UnknownUserError
+from edge.app.ids import validate_id
+from edge.app.lineage import FORGOTTEN_KEY, EventRanges, forgotten_on_leaving, merged, ranges_of
 from edge.runtime.scoring import Ranker, RankingSession
 
-__all__ = ["Registry", "VersionInfo", "validate_id"]
+__all__ = ["Registry", "VersionInfo"]
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}$")
 _MANIFEST = "manifest.json"
+_BACKUP = "manifest.backup.json"  # the same manifest, written after it
 _FORMAT = 1
 _LOCK = ".lock"  # held for every write to a ranker directory
 _LEARN_LOCK = ".learn.lock"  # held by a learner across read-fit-save (see Registry.locked)
 _VERSION_FILE = re.compile(r"^v(\d{6})\.(?:onnx|weights\.npz)$")
-
-
-def validate_id(value: str, what: str) -> str:
-    """Accept ids usable as one path component; reject traversal and separators."""
-    if not isinstance(value, str) or not _ID.match(value) or ".." in value:
-        raise RegistryError(
-            f"invalid {what} {value!r}: use 1-128 characters from letters, digits and "
-            "_ . @ + -, starting with a letter or digit, without '..'"
-        )
-    return value
 
 
 def _sha256(data: bytes) -> str:
@@ -108,15 +108,35 @@ class Registry:
 
     # -- manifest ------------------------------------------------------------------
     def _read_manifest(self, user: str | None, name: str) -> dict[str, Any]:
-        path = self._dir(user, name) / _MANIFEST
-        if not path.exists():
+        """The manifest, or its backup (with a warning) when the manifest is damaged."""
+        directory = self._dir(user, name)
+        if not self.has(user, name):
             if user is not None and not self._user_dir(user).exists():
                 raise UnknownUserError(user, f"registry {self.root}")
             who = "global" if user is None else f"user {user!r}"
             raise RegistryError(f"no ranker named {name!r} for {who} in {self.root}")
         try:
+            return self._parse_manifest(directory / _MANIFEST)
+        except CorruptModelError as damage:
+            try:
+                manifest = self._parse_manifest(directory / _BACKUP)
+            except CorruptModelError:
+                raise damage from None
+            warnings.warn(
+                f"{damage}; read its backup {_BACKUP} instead (version "
+                f"{manifest['current']} current); the next save rewrites both",
+                CorruptVersionWarning,
+                stacklevel=3,
+            )
+            return manifest
+
+    @staticmethod
+    def _parse_manifest(path: Path) -> dict[str, Any]:
+        try:
             manifest = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError) as exc:
+        except FileNotFoundError as exc:
+            raise CorruptModelError("manifest is missing", path) from exc
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
             raise CorruptModelError(f"unreadable manifest ({exc})", path) from exc
         if not (
             isinstance(manifest, dict)
@@ -142,7 +162,11 @@ class Registry:
         versions: list[VersionInfo],
         current: int,
         last_number: int = 0,
+        forgotten: Mapping[int, EventRanges] | None = None,
     ) -> None:
+        """Write the manifest, then its backup (same bytes): a crash between the two
+        leaves a good manifest, and damage to one leaves the other."""
+        kept = {v.version for v in versions}
         body = {
             "format": _FORMAT,
             "user": user,
@@ -153,9 +177,24 @@ class Registry:
                 {k: v for k, v in asdict(info).items() if k not in ("user", "name")}
                 for info in versions
             ],
+            # events a rollback made each version's line forget (see the module doc)
+            "forgotten": {
+                str(n): [list(r) for r in ranges]
+                for n, ranges in sorted((forgotten or {}).items())
+                if n in kept and ranges
+            },
         }
         data = json.dumps(body, indent=1, sort_keys=True).encode()
-        atomic_write(self._dir(user, name) / _MANIFEST, data)
+        directory = self._dir(user, name)
+        atomic_write(directory / _MANIFEST, data)
+        atomic_write(directory / _BACKUP, data)
+
+    @staticmethod
+    def _forgotten_map(manifest: Mapping[str, Any]) -> dict[int, EventRanges]:
+        value = manifest.get("forgotten")
+        if not isinstance(value, dict):
+            return {}
+        return {int(k): ranges_of(v) for k, v in value.items() if str(k).isdigit()}
 
     # -- queries -------------------------------------------------------------------
     def users(self) -> list[str]:
@@ -169,10 +208,11 @@ class Registry:
             if user is None:
                 return []
             raise UnknownUserError(user, f"registry {self.root}")
-        return sorted(p.name for p in base.iterdir() if (p / _MANIFEST).exists())
+        return sorted(p.name for p in base.iterdir() if self.has(user, p.name))
 
     def has(self, user: str | None, name: str) -> bool:
-        return (self._dir(user, name) / _MANIFEST).exists()
+        directory = self._dir(user, name)
+        return (directory / _MANIFEST).exists() or (directory / _BACKUP).exists()
 
     def versions(self, user: str | None, name: str) -> list[VersionInfo]:
         return self._infos(user, name, self._read_manifest(user, name))
@@ -188,6 +228,32 @@ class Registry:
 
     def current(self, user: str | None, name: str) -> VersionInfo:
         return self.version(user, name)
+
+    def forgotten(self, user: str | None, name: str) -> EventRanges:
+        """Feedback events the current version's line does not learn: the ranges
+        rollbacks forgot (``edge.app.lineage``); none before the first version."""
+        if not self.has(user, name):
+            return ()
+        manifest = self._read_manifest(user, name)
+        current = self.version(user, name)
+        return self._line_forgotten(current, self._forgotten_map(manifest))
+
+    @staticmethod
+    def _line_forgotten(info: VersionInfo, forgotten: Mapping[int, EventRanges]) -> EventRanges:
+        """A version's line's ranges: those it was saved with, plus its rollbacks'."""
+        saved = ranges_of(info.metadata.get(FORGOTTEN_KEY))
+        return merged([*saved, *forgotten.get(info.version, ())])
+
+    def verify(
+        self, user: str | None, name: str, version: int | None = None
+    ) -> CorruptModelError | None:
+        """Why a version (default: current) cannot be loaded, or None when its model
+        file is there and matches its checksum."""
+        try:
+            self.load_model(user, name, version)
+        except CorruptModelError as damage:
+            return damage
+        return None
 
     # -- save / rollback -----------------------------------------------------------
     def save(
@@ -236,7 +302,8 @@ class Registry:
             if weights is not None and info.weights_file is not None:
                 atomic_write(directory / info.weights_file, weights)
             kept = self._pruned([*versions, info], number)
-            self._write_manifest(user, name, kept, number, number)
+            forgotten = self._forgotten_map(manifest) if manifest else {}
+            self._write_manifest(user, name, kept, number, number, forgotten)
             self._clean_locked(directory, kept)  # the pruned versions' files
         return info
 
@@ -295,20 +362,40 @@ class Registry:
             yield
 
     def rollback(self, user: str | None, name: str, to: int | None = None) -> VersionInfo:
-        """Make an earlier version current (default: the one before the current one)."""
+        """Make an earlier version current (default: the one before the current one).
+
+        The feedback the versions left behind learned after the target's cursor is
+        forgotten by the target's line (``edge.app.lineage``): the next update does
+        not learn it again. A target whose model file is damaged is refused
+        (CorruptModelError naming it) and nothing changes; ``to`` picks another.
+        """
         directory = self._dir(user, name)
-        with file_lock(directory / ".lock"):
+        with file_lock(directory / _LOCK):
             manifest = self._read_manifest(user, name)
             versions = self._infos(user, name, manifest)
+            by_number = {v.version: v for v in versions}
             current = manifest["current"]
             older = [v.version for v in versions if v.version < current]
             target = to if to is not None else (max(older) if older else None)
             if target is None:
                 raise RegistryError(f"ranker {name!r} of {user!r} has no version before {current}")
-            if target not in {v.version for v in versions}:
+            if target not in by_number:
                 raise RegistryError(f"ranker {name!r} of {user!r} has no version {target}")
+            info = by_number[target]
+            self._verified(directory, info.model_file, info.model_sha256)
+            forgotten = self._forgotten_map(manifest)
+            if current in by_number and target != current:
+                left = by_number[current]
+                forgotten[target] = forgotten_on_leaving(
+                    info.metadata,
+                    self._line_forgotten(info, forgotten),
+                    left.metadata,
+                    self._line_forgotten(left, forgotten),
+                )
             last = manifest.get("last_number", 0)
-            self._write_manifest(user, name, versions, target, last if isinstance(last, int) else 0)
+            self._write_manifest(
+                user, name, versions, target, last if isinstance(last, int) else 0, forgotten
+            )
         return self.version(user, name, target)
 
     # -- loading -------------------------------------------------------------------
@@ -362,7 +449,9 @@ class Registry:
         """A runtime Ranker for a version (default: current).
 
         With ``fallback=True`` a corrupt current version is skipped for the newest
-        older one that verifies and loads, so an app keeps ranking after a bad write.
+        older one that verifies and loads, so an app keeps ranking after a bad write;
+        the damage is reported with a ``CorruptVersionWarning`` naming both
+        versions (the returned ranker's ``version`` is the one that ranks).
         Leftovers of interrupted writes in the ranker's directory are removed first.
         """
         self.clean(user, name)
@@ -376,8 +465,18 @@ class Registry:
             try:
                 data = self.load_model(user, name, cand.version)
                 path = str(self._dir(user, name) / cand.model_file)
-                return Ranker(RankingSession(data, path), version=cand.version)
+                ranker = Ranker(RankingSession(data, path), version=cand.version)
             except CorruptModelError as exc:
                 error = error or exc
+                continue
+            if error is not None:
+                who = "global" if user is None else repr(user)
+                warnings.warn(
+                    f"ranker {name!r} of {who}: version {info.version} is corrupt ({error}); "
+                    f"ranking with version {cand.version}",
+                    CorruptVersionWarning,
+                    stacklevel=2,
+                )
+            return ranker
         assert error is not None
         raise error

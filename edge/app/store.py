@@ -5,20 +5,21 @@ features, optional texts) and later feedback on it: a thumbs up/down on one
 candidate, a pick of one over others, or a real-valued score. Feedback keeps a
 reference to its set, so the features needed for training are stored once.
 
-A set keeps what retraining under any representation needs: per candidate the
-last-token vector, the mean vector over the response when central sent one, the
-text, the model's scalars (token count, cumulative log-probability, mean
-entropy, finish reason) and the on-device signals with their
+A set keeps what retraining under any representation needs
+(``edge.app.records.ShownSet``): per candidate the last-token vector, the mean
+vector over the response when central sent one, the text, the model's scalars
+(``edge.runtime.scalars``) and the on-device signals with their
 ``SIGNALS_VERSION``; every feedback row records the signals version too. Signals
 stored under another version are recomputed from the text and scalars on read
 (``ShownSet.signal_block``), so old events stay usable when the set changes.
-
-Schema versions: 1 (the first release: vectors and texts) and 2 (adds the mean
-vectors, scalars and signals). Opening a version-1 store migrates it in place,
-in one transaction; its old sets read with ``mean_candidates`` and scalars None.
+This module records and queries; the schema, its migration from older releases
+and the row layout are ``edge.app._store_schema``'s, and turning events into
+training data is ``edge.app.training_data``'s.
 
 Durability: WAL journal, ``synchronous=FULL`` and one transaction per event, so
-an acknowledged event survives a crash and a rejected one leaves no trace.
+an acknowledged event survives a crash and a rejected one leaves no trace. A
+full disk raises DiskFullError (the event is not recorded; the store stays
+usable once there is room), a damaged file CorruptStoreError.
 Features are raw float16/float32 bytes with their shape in columns, never
 pickles, so a store file cannot execute code. Every query filters by user id:
 one user's calls never see another user's rows. The feedback row id is a
@@ -32,143 +33,34 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator, Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
 
 import numpy as np
 
 from edge._errors import (
-    CorruptStoreError,
     StoreError,
     UnknownCandidateSetError,
     UnknownUserError,
 )
-from edge.app.dataset import Group, GroupDataset, Pair, Part
-from edge.app.registry import validate_id
+from edge.app._store_schema import (
+    SHOWN_COLUMNS,
+    SHOWN_COLUMNS_S,
+    connect,
+    decode_event,
+    decode_shown,
+    sqlite_failure,
+)
+from edge.app.ids import validate_id
+from edge.app.records import FeedbackEvent, FeedbackKind, ShownSet
 from edge.runtime.features import as_candidates, as_vector
-from edge.runtime.signals import SIGNALS_VERSION, text_signals
+from edge.runtime.scalars import Scalars
+from edge.runtime.signals import SIGNAL_NAMES, SIGNALS_VERSION, candidate_signals
 from edge.runtime.types import Generation
 
-__all__ = ["FeedbackEvent", "FeedbackKind", "FeedbackStore", "ShownSet", "events_to_dataset"]
-
-FeedbackKind = Literal["thumb", "pick", "score"]
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS shown (
-    row_id INTEGER PRIMARY KEY,
-    user_id TEXT NOT NULL,
-    set_id TEXT NOT NULL,
-    task TEXT NOT NULL,
-    created REAL NOT NULL,
-    dtype TEXT NOT NULL CHECK (dtype IN ('float16', 'float32')),
-    feature_size INTEGER NOT NULL,
-    k INTEGER NOT NULL,
-    instruction BLOB NOT NULL,
-    candidates BLOB NOT NULL,
-    texts TEXT,
-    mean_candidates BLOB,
-    scalars TEXT,
-    signals BLOB,
-    signals_version INTEGER,
-    UNIQUE (user_id, set_id)
-);
-CREATE TABLE IF NOT EXISTS feedback (
-    event_id INTEGER PRIMARY KEY AUTOINCREMENT,
-    user_id TEXT NOT NULL,
-    shown_id INTEGER NOT NULL REFERENCES shown (row_id),
-    kind TEXT NOT NULL CHECK (kind IN ('thumb', 'pick', 'score')),
-    candidate INTEGER NOT NULL,
-    value REAL,
-    rejected TEXT,
-    created REAL NOT NULL,
-    signals_version INTEGER
-);
-CREATE INDEX IF NOT EXISTS feedback_by_user ON feedback (user_id, event_id);
-"""
-_SCHEMA_VERSION = 2
-# Columns each schema version added, applied in order to migrate an older store.
-_ADDED_COLUMNS: dict[int, list[tuple[str, str, str]]] = {
-    2: [
-        ("shown", "mean_candidates", "BLOB"),
-        ("shown", "scalars", "TEXT"),
-        ("shown", "signals", "BLOB"),
-        ("shown", "signals_version", "INTEGER"),
-        ("feedback", "signals_version", "INTEGER"),
-    ],
-}
-_CORRUPTION_HINTS = ("malformed", "not a database", "encrypted", "disk image", "corrupt")
-
-
-@dataclass(frozen=True)
-class ShownSet:
-    """A candidate set as it was shown to a user."""
-
-    user: str  # who saw it
-    set_id: str  # the app's id for this set (unique per user)
-    task: str  # which ranker it belongs to, e.g. "chat" or "math"
-    instruction: np.ndarray = field(repr=False)  # (d,) as stored (float16 or float32)
-    candidates: np.ndarray = field(repr=False)  # (K, d) as stored
-    texts: tuple[str, ...] | None = None  # candidate texts, if the app stored them
-    created: float = 0.0  # unix time it was recorded
-    # (K, d) mean over each response's tokens, as stored; None when central sent none
-    # or the set predates schema 2
-    mean_candidates: np.ndarray | None = field(default=None, repr=False)
-    num_tokens: tuple[int, ...] | None = None  # generated tokens per candidate
-    cumulative_logprobs: tuple[float, ...] | None = None  # sum of token log-probs per candidate
-    mean_entropies: tuple[float | None, ...] | None = None  # None where central sent none
-    finish_reasons: tuple[str, ...] | None = None  # "eos" or "length" per candidate
-    signals: np.ndarray | None = field(default=None, repr=False)  # (K, S) as recorded
-    signals_version: int | None = None  # SIGNALS_VERSION of ``signals``
-
-    @property
-    def k(self) -> int:
-        return int(self.candidates.shape[0])
-
-    def signal_block(self) -> np.ndarray:
-        """(K, S) signals of the current SIGNALS_VERSION: as stored when they are of
-        this version, else recomputed from the stored texts and scalars."""
-        if self.signals is not None and self.signals_version == SIGNALS_VERSION:
-            return self.signals
-        return text_signals(
-            self.texts if self.texts is not None else [""] * self.k,
-            num_tokens=self.num_tokens,
-            cumulative_logprobs=self.cumulative_logprobs,
-            mean_entropies=self.mean_entropies,
-            finish_reasons=self.finish_reasons,
-        )
-
-
-@dataclass(frozen=True)
-class FeedbackEvent:
-    """One reaction of a user to a shown set."""
-
-    event_id: int  # increasing cursor; events(since=c) returns ids > c
-    kind: FeedbackKind  # "thumb", "pick" or "score"
-    candidate: int  # thumbed / chosen / scored candidate index within the set
-    value: float | None  # thumb: 1.0 up / 0.0 down; score: the value; pick: None
-    rejected: tuple[int, ...]  # pick: indices passed over; empty otherwise
-    created: float  # unix time of the event
-    shown: ShownSet = field(repr=False)  # the set it refers to, with its features
-    signals_version: int | None = None  # SIGNALS_VERSION when recorded; None before schema 2
-
-    @property
-    def user(self) -> str:
-        return self.shown.user
-
-    @property
-    def set_id(self) -> str:
-        return self.shown.set_id
-
-
-def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
-    if isinstance(exc, sqlite3.IntegrityError):
-        return False
-    text = str(exc).lower()
-    return type(exc) is sqlite3.DatabaseError or any(h in text for h in _CORRUPTION_HINTS)
+__all__ = ["FeedbackStore"]
 
 
 class FeedbackStore:
@@ -177,73 +69,7 @@ class FeedbackStore:
     def __init__(self, path: str | Path, *, timeout: float = 10.0) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
-        self._conn = self._open(timeout)
-
-    # -- connection ------------------------------------------------------------------
-    def _open(self, timeout: float) -> sqlite3.Connection:
-        """Connect, check integrity *before* writing anything, then ensure the schema."""
-        if self.path.is_dir():
-            raise CorruptStoreError(self.path, "is a directory")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            self.path, timeout=timeout, isolation_level=None, check_same_thread=False
-        )
-        try:
-            status = conn.execute("PRAGMA quick_check").fetchone()[0]
-            if status != "ok":
-                raise CorruptStoreError(self.path, f"integrity check says {status!r}")
-            self._refuse_newer(conn)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.executescript(_SCHEMA)
-            self._migrate(conn)
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise CorruptStoreError(self.path, str(exc)) from exc
-        except StoreError:
-            conn.close()
-            raise
-        return conn
-
-    def _refuse_newer(self, conn: sqlite3.Connection) -> None:
-        """Raise StoreError, before anything is written, for a newer release's store."""
-        has_meta = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-        ).fetchone()
-        if not has_meta:
-            return
-        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        found = int(row[0]) if row is not None and str(row[0]).isdigit() else 0
-        if found > _SCHEMA_VERSION:
-            raise StoreError(
-                f"feedback store {self.path} has schema version {found}, written by a "
-                f"newer release; this release reads up to version {_SCHEMA_VERSION}"
-            )
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        """Bring an older schema up to _SCHEMA_VERSION in one transaction.
-
-        Columns are added where the table lacks them rather than trusting the
-        recorded version alone, so a store whose first open was cut short between
-        creating the tables and recording the version also ends up complete.
-        """
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            self._refuse_newer(conn)
-            for version in sorted(_ADDED_COLUMNS):
-                for table, column, kind in _ADDED_COLUMNS[version]:
-                    have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
-                    if column not in have:
-                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-            conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-                (str(_SCHEMA_VERSION),),
-            )
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        self._conn = connect(self.path, timeout)
 
     @property
     def schema_version(self) -> int:
@@ -264,13 +90,15 @@ class FeedbackStore:
 
     @contextmanager
     def _query(self) -> Iterator[sqlite3.Connection]:
-        """Run reads under the lock, turning corruption into CorruptStoreError."""
+        """Run statements under the lock, turning a damaged file into CorruptStoreError
+        and a full disk into DiskFullError."""
         with self._lock:
             try:
                 yield self._conn
             except sqlite3.DatabaseError as exc:
-                if _is_corruption(exc):
-                    raise CorruptStoreError(self.path, str(exc)) from exc
+                failure = sqlite_failure(exc, self.path)
+                if failure is not None:
+                    raise failure from exc
                 raise
 
     @contextmanager
@@ -280,10 +108,11 @@ class FeedbackStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite may have rolled back already (a full disk)
+                    conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
 
     # -- writing ---------------------------------------------------------------------
     def record_shown(
@@ -296,6 +125,8 @@ class FeedbackStore:
         texts: Sequence[str] | None = None,
         task: str = "default",
         mean_candidates: np.ndarray | None = None,
+        scalars: Scalars | None = None,
+        signals: np.ndarray | None = None,
         num_tokens: Sequence[int] | None = None,
         cumulative_logprobs: Sequence[float] | None = None,
         mean_entropies: Sequence[float | None] | None = None,
@@ -304,10 +135,22 @@ class FeedbackStore:
         """Record that ``user`` was shown these K candidates; feedback may follow.
 
         Everything after ``task`` is optional, one entry per candidate: the mean
-        vectors (same shape as ``candidates``) and the model's scalars. The
-        signals are computed here from the texts and scalars and stored with
-        their version. ``record_generation`` fills all of it from a Generation.
+        vectors (same shape as ``candidates``), the model's scalars and the
+        on-device signals of the current version (computed here from the texts
+        and scalars when not given). ``record_generation`` fills all of it from
+        a Generation. The four scalar columns by keyword are the old spelling of
+        ``scalars=Scalars(...)`` (deprecated).
         """
+        by_keyword = Scalars(num_tokens, cumulative_logprobs, mean_entropies, finish_reasons)
+        if by_keyword.known:
+            if scalars is not None:
+                raise StoreError("give the scalars as scalars= or as columns, not both")
+            warnings.warn(
+                "record_shown(num_tokens=..., ...) is deprecated: pass scalars=Scalars(...)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            scalars = by_keyword
         validate_id(user, "user id")
         validate_id(task, "task")
         if not isinstance(set_id, str) or not set_id:
@@ -322,17 +165,11 @@ class FeedbackStore:
             if mean.shape != cand.shape:
                 raise StoreError(f"got {mean.shape[0]} mean vectors for {k} candidates")
             mean = mean.astype(dtype)
-        columns = {
-            "texts": texts,
-            "num_tokens": num_tokens,
-            "cumulative_logprob": cumulative_logprobs,
-            "mean_entropy": mean_entropies,
-            "finish_reason": finish_reasons,
-        }
+        scalars = scalars if scalars is not None else Scalars()
+        columns = {"texts": texts, **scalars.columns()}
         for what, values in columns.items():
             if values is not None and len(values) != k:
                 raise StoreError(f"got {len(values)} {what} values for {k} candidates")
-        scalars = _scalars_json(num_tokens, cumulative_logprobs, mean_entropies, finish_reasons)
         shown = ShownSet(
             user,
             set_id,
@@ -342,9 +179,15 @@ class FeedbackStore:
             tuple(texts) if texts is not None else None,
             time.time(),
             mean,
-            *_decode_scalars(scalars),
+            scalars,
         )
-        signals = shown.signal_block()
+        if signals is None:
+            signals = shown.signal_block()
+        elif np.shape(signals) != (k, len(SIGNAL_NAMES)):
+            raise StoreError(
+                f"signals have shape {np.shape(signals)}, expected ({k}, {len(SIGNAL_NAMES)})"
+            )
+        signals = np.asarray(signals, np.float32)
         with self._transaction() as conn:
             try:
                 conn.execute(
@@ -363,8 +206,8 @@ class FeedbackStore:
                         cand.tobytes(),
                         json.dumps(list(texts)) if texts is not None else None,
                         mean.tobytes() if mean is not None else None,
-                        scalars,
-                        signals.astype(np.float32).tobytes(),
+                        scalars.to_json(),
+                        signals.tobytes(),
                         SIGNALS_VERSION,
                     ),
                 )
@@ -375,10 +218,17 @@ class FeedbackStore:
         return dataclasses.replace(shown, signals=signals, signals_version=SIGNALS_VERSION)
 
     def record_generation(
-        self, user: str, set_id: str, generation: Generation, *, task: str = "default"
+        self,
+        user: str,
+        set_id: str,
+        generation: Generation,
+        *,
+        task: str = "default",
+        signals: np.ndarray | None = None,
     ) -> ShownSet:
         """Record a Generation as shown: vectors, mean vectors if every candidate has
-        one, texts and scalars."""
+        one, texts, scalars and signals (``signals``: the candidates' own, when the
+        caller has already computed them to rank with)."""
         cands = generation.candidates
         means = [c.mean_feature for c in cands if c.mean_feature is not None]
         return self.record_shown(
@@ -389,10 +239,8 @@ class FeedbackStore:
             texts=[c.text for c in cands],
             task=task,
             mean_candidates=np.stack(means) if means and len(means) == len(cands) else None,
-            num_tokens=[c.num_tokens for c in cands],
-            cumulative_logprobs=[c.cumulative_logprob for c in cands],
-            mean_entropies=[c.mean_entropy for c in cands],
-            finish_reasons=[c.finish_reason for c in cands],
+            scalars=Scalars.of(cands),
+            signals=candidate_signals(cands) if signals is None else signals,
         )
 
     def _shown_row(self, conn: sqlite3.Connection, user: str, set_id: str) -> tuple[int, int]:
@@ -475,19 +323,51 @@ class FeedbackStore:
     def shown(self, user: str, set_id: str) -> ShownSet:
         with self._query() as conn:
             row = conn.execute(
-                f"SELECT {_SHOWN_COLS} FROM shown WHERE user_id = ? AND set_id = ?",
+                f"SELECT {SHOWN_COLUMNS} FROM shown WHERE user_id = ? AND set_id = ?",
                 (user, set_id),
             ).fetchone()
         if row is None:
             raise UnknownCandidateSetError(user, set_id)
-        return self._decode_shown(row)
+        return decode_shown(row, self.path)
+
+    def recent_sets(self, user: str, *, task: str | None = None, limit: int = 10) -> list[ShownSet]:
+        """The user's most recently shown sets, newest first (of ``task`` when given)."""
+        return self._newest_sets(user, "", [], task, limit)
+
+    def find_set(self, user: str, reference: str, *, task: str | None = None) -> ShownSet:
+        """The user's set whose id is ``reference`` or starts with it (of ``task``
+        when given): what a person types after seeing a short id. An unknown or
+        ambiguous reference raises UnknownCandidateSetError or StoreError."""
+        if not reference:
+            raise StoreError("a set reference must not be empty")
+        where = " AND substr(set_id, 1, ?) = ?"
+        found = self._newest_sets(user, where, [len(reference), reference], task, 3)
+        exact = [one for one in found if one.set_id == reference]
+        if exact or len(found) == 1:
+            return (exact or found)[0]
+        if not found:
+            raise UnknownCandidateSetError(user, reference)
+        raise StoreError(f"{reference!r} starts more than one set of user {user!r}: give more")
+
+    def _newest_sets(
+        self, user: str, where: str, params: list[object], task: str | None, limit: int
+    ) -> list[ShownSet]:
+        """The user's sets matching ``where`` (and ``task``), newest first."""
+        sql = f"SELECT {SHOWN_COLUMNS} FROM shown WHERE user_id = ?{where}"
+        params = [user, *params]
+        if task is not None:
+            sql += " AND task = ?"
+            params.append(task)
+        with self._query() as conn:
+            rows = conn.execute(f"{sql} ORDER BY row_id DESC LIMIT ?", [*params, int(limit)])
+            return [decode_shown(row, self.path) for row in rows.fetchall()]
 
     def _select_events(
         self, where: str, params: Sequence[object], limit: int | None = None
     ) -> list[FeedbackEvent]:
         sql = (
             "SELECT f.event_id, f.kind, f.candidate, f.value, f.rejected, f.created, "
-            f"f.signals_version, {_SHOWN_COLS_S} "
+            f"f.signals_version, {SHOWN_COLUMNS_S} "
             "FROM feedback f JOIN shown s ON s.row_id = f.shown_id "
             f"WHERE {where} ORDER BY f.event_id"
         )
@@ -496,7 +376,7 @@ class FeedbackStore:
 
         with self._query() as conn:
             rows = conn.execute(sql, params).fetchall()
-        return [self._decode_event(r) for r in rows]
+        return [decode_event(r, self.path) for r in rows]
 
     def events(
         self, user: str, *, since: int = 0, task: str | None = None, limit: int | None = None
@@ -559,192 +439,3 @@ class FeedbackStore:
         with self._query() as conn:
             row = conn.execute(sql, params).fetchone()
         return int(row[0] or 0)
-
-    # -- decoding --------------------------------------------------------------------
-    def _decode_shown(self, row: Sequence[Any]) -> ShownSet:
-        """A ``shown`` row (``_SHOWN_FIELDS`` order; columns are SQLite values) as a set."""
-        user, set_id, task, created, dtype, d, k, inst_b, cand_b, texts = row[:10]
-        mean_b, scalars, signals_b, signals_version = row[10:14]
-        try:
-            dt = np.dtype(str(dtype))
-            inst = np.frombuffer(inst_b, dtype=dt).reshape(int(d))
-            cand = np.frombuffer(cand_b, dtype=dt).reshape(int(k), int(d))
-            mean = None
-            if mean_b is not None:
-                mean = np.frombuffer(mean_b, dtype=dt).reshape(int(k), int(d))
-            signals = None
-            if signals_b is not None:
-                signals = np.frombuffer(signals_b, dtype=np.float32).reshape(int(k), -1)
-            text_list = tuple(json.loads(texts)) if texts is not None else None
-            per_candidate = _decode_scalars(scalars)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise CorruptStoreError(
-                self.path, f"set {set_id!r} has damaged features: {exc}"
-            ) from exc
-        return ShownSet(
-            str(user),
-            str(set_id),
-            str(task),
-            inst,
-            cand,
-            text_list,
-            float(created),
-            mean,
-            *per_candidate,
-            signals=signals,
-            signals_version=None if signals_version is None else int(signals_version),
-        )
-
-    def _decode_event(self, row: Sequence[Any]) -> FeedbackEvent:
-        event_id, kind, candidate, value, rejected, created, signals_version = row[:7]
-        shown = self._decode_shown(row[7:])
-        return FeedbackEvent(
-            event_id=int(event_id),
-            kind=kind,
-            candidate=int(candidate),
-            value=None if value is None else float(value),
-            rejected=tuple(json.loads(rejected)) if rejected else (),
-            created=float(created),
-            shown=shown,
-            signals_version=None if signals_version is None else int(signals_version),
-        )
-
-
-_SHOWN_FIELDS = (
-    "user_id",
-    "set_id",
-    "task",
-    "created",
-    "dtype",
-    "feature_size",
-    "k",
-    "instruction",
-    "candidates",
-    "texts",
-    "mean_candidates",
-    "scalars",
-    "signals",
-    "signals_version",
-)
-_SHOWN_COLS = ", ".join(_SHOWN_FIELDS)
-_SHOWN_COLS_S = ", ".join(f"s.{c}" for c in _SHOWN_FIELDS)
-_LAST_ONLY: tuple[Part, ...] = ("last",)  # events_to_dataset's default parts
-_SCALAR_KEYS = ("num_tokens", "cumulative_logprob", "mean_entropy", "finish_reason")
-
-
-def _scalars_json(
-    num_tokens: Sequence[int] | None,
-    cumulative_logprobs: Sequence[float] | None,
-    mean_entropies: Sequence[float | None] | None,
-    finish_reasons: Sequence[str] | None,
-) -> str | None:
-    """The per-candidate scalars as one JSON object of lists (None when none given)."""
-    columns: dict[str, list[Any] | None] = {
-        "num_tokens": None if num_tokens is None else [int(n) for n in num_tokens],
-        "cumulative_logprob": None
-        if cumulative_logprobs is None
-        else [float(c) for c in cumulative_logprobs],
-        "mean_entropy": None
-        if mean_entropies is None
-        else [None if e is None or not np.isfinite(e) else float(e) for e in mean_entropies],
-        "finish_reason": None if finish_reasons is None else [str(f) for f in finish_reasons],
-    }
-    given = {key: value for key, value in columns.items() if value is not None}
-    return json.dumps(given) if given else None
-
-
-def _decode_scalars(
-    text: str | None,
-) -> tuple[
-    tuple[int, ...] | None,
-    tuple[float, ...] | None,
-    tuple[float | None, ...] | None,
-    tuple[str, ...] | None,
-]:
-    """``_scalars_json``'s output back as ShownSet's four per-candidate tuples."""
-    data = json.loads(text) if text is not None else {}
-    if not isinstance(data, dict):
-        raise ValueError(f"scalars are not a JSON object: {text!r}")
-    num, cum, ent, fin = (data.get(key) for key in _SCALAR_KEYS)
-    return (
-        None if num is None else tuple(int(n) for n in num),
-        None if cum is None else tuple(float(c) for c in cum),
-        None if ent is None else tuple(None if e is None else float(e) for e in ent),
-        None if fin is None else tuple(str(f) for f in fin),
-    )
-
-
-def events_to_dataset(
-    events: Iterable[FeedbackEvent],
-    *,
-    unlabelled: Literal["ignore", "negative"] = "ignore",
-    parts: Collection[Part] = _LAST_ONLY,
-) -> GroupDataset:
-    """Turn feedback events into training data for ``edge.training.loop``.
-
-    Per shown set (the latest event wins for a candidate rated twice):
-    - thumbs -> one binary group of the thumbed candidates (label 1 up, 0 down);
-      with ``unlabelled="negative"`` every other shown candidate joins as a 0;
-    - scores -> one graded group of the scored candidates (MSE);
-    - picks  -> one preference pair per rejected candidate (Bradley-Terry).
-    Duplicate events (the same event id twice, e.g. new + replayed) count once.
-
-    ``parts`` adds the candidates' mean vectors ("mean", for the sets that have
-    them) and signals ("signals", of the current SIGNALS_VERSION, recomputed for
-    sets stored under another) to the last-token vectors every example carries.
-    """
-    by_set: dict[tuple[str, str], list[FeedbackEvent]] = {}
-    seen: set[int] = set()
-    for ev in sorted(events, key=lambda e: e.event_id):
-        if ev.event_id in seen:
-            continue
-        seen.add(ev.event_id)
-        by_set.setdefault((ev.user, ev.set_id), []).append(ev)
-    groups: list[Group] = []
-    pairs: list[Pair] = []
-    for evs in by_set.values():
-        shown = evs[0].shown
-        mean = shown.mean_candidates if "mean" in parts else None
-        signals = shown.signal_block() if "signals" in parts else None
-        thumbs = {e.candidate: float(e.value or 0.0) for e in evs if e.kind == "thumb"}
-        scores = {e.candidate: float(e.value or 0.0) for e in evs if e.kind == "score"}
-        if thumbs:
-            if unlabelled == "negative":
-                thumbs = {i: thumbs.get(i, 0.0) for i in range(shown.k)}
-            groups.append(_group(shown, thumbs, mean, signals))
-        if scores:
-            groups.append(_group(shown, scores, mean, signals))
-        for e in evs:
-            if e.kind == "pick":
-                pairs += [_pair(shown, e.candidate, r, mean, signals) for r in e.rejected]
-    return GroupDataset.from_groups(groups, pairs)
-
-
-def _group(
-    shown: ShownSet,
-    labels: dict[int, float],
-    mean: np.ndarray | None,
-    signals: np.ndarray | None,
-) -> Group:
-    idx = sorted(labels)
-    return Group(
-        shown.instruction,
-        shown.candidates[idx],
-        np.array([labels[i] for i in idx], dtype=np.float32),
-        None if mean is None else mean[idx],
-        None if signals is None else signals[idx],
-    )
-
-
-def _pair(
-    shown: ShownSet, chosen: int, rejected: int, mean: np.ndarray | None, signals: np.ndarray | None
-) -> Pair:
-    return Pair(
-        shown.instruction,
-        shown.candidates[chosen],
-        shown.candidates[rejected],
-        None if mean is None else mean[chosen],
-        None if mean is None else mean[rejected],
-        None if signals is None else signals[chosen],
-        None if signals is None else signals[rejected],
-    )

@@ -6,17 +6,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from edge._errors import RankerError
+from edge._errors import ConfigError
 from edge.demo.tasks import ASSISTANT_PROMPTS
 
-__all__ = ["PARTS", "DemoConfig", "LearnerKind", "Part"]
+__all__ = ["DEMO_PARTS", "DemoConfig", "DemoPart", "LearnerKind"]
 
-Part = Literal["correctness", "personalization"]
+DemoPart = Literal["correctness", "personalization"]  # a part of the demo (not of a candidate)
 LearnerKind = Literal["taste", "list", "point"]
-PARTS: tuple[Part, ...] = ("correctness", "personalization")
+DEMO_PARTS: tuple[DemoPart, ...] = ("correctness", "personalization")
 
 
-@dataclass
+@dataclass(frozen=True)
 class DemoConfig:
     """Sizes and settings of the demo; the defaults are sized for 6 minutes on 2 idle cores.
 
@@ -40,7 +40,7 @@ class DemoConfig:
     greedy_first: bool = True
     seed: int = 0  # seeds prompts, sampling, the simulated users and training
     home: Path | None = None  # where feedback and rankers go; None: a temporary directory
-    parts: tuple[Part, ...] = PARTS  # which parts run
+    parts: tuple[DemoPart, ...] = DEMO_PARTS  # which parts of the demo run
 
     # The correctness part: "which number is larger?", answers marked right or wrong.
     train_prompts: int = 48  # prompts in the feedback stream (K thumbs each)
@@ -73,14 +73,14 @@ class DemoConfig:
         }
         for option, (value, low) in at_least.items():
             if value < low:
-                raise RankerError(f"--{option} must be at least {low}, got {value}")
+                raise ConfigError(f"--{option} must be at least {low}, got {value}")
         if self.taste_prompts + self.taste_test_prompts > len(ASSISTANT_PROMPTS):
-            raise RankerError(
+            raise ConfigError(
                 f"--taste-prompts + --taste-test-prompts must be at most "
                 f"{len(ASSISTANT_PROMPTS)} (the demo's prompts), got "
                 f"{self.taste_prompts} + {self.taste_test_prompts}"
             )
         if not 0.0 <= self.taste_noise <= 1.0:
-            raise RankerError(f"--taste-noise must be in [0, 1], got {self.taste_noise}")
-        if not self.parts or not set(self.parts) <= set(PARTS):
-            raise RankerError(f"parts must be among {PARTS}, got {self.parts}")
+            raise ConfigError(f"--taste-noise must be in [0, 1], got {self.taste_noise}")
+        if not self.parts or not set(self.parts) <= set(DEMO_PARTS):
+            raise ConfigError(f"parts must be among {DEMO_PARTS}, got {self.parts}")

@@ -19,6 +19,7 @@ same held-out prompts, each with a 95% bootstrap interval.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -209,9 +210,8 @@ def _learner_config(config: DemoConfig) -> Any:
         return None
     from edge.training.learner import LearnerConfig
 
-    learner = LearnerConfig(kind=config.kind)
-    learner.train.seed = config.seed
-    return learner
+    default = LearnerConfig(kind=config.kind)
+    return dataclasses.replace(default, train=dataclasses.replace(default.train, seed=config.seed))
 
 
 def _feedback_stream(

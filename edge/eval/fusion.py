@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edge._errors import FeatureError
+from edge._errors import ConfigError, FeatureError
 
 __all__ = ["FusedScorer", "FusionMethod", "minmax_fusion", "minmax_scale", "rank_fusion", "ranks"]
 
@@ -95,9 +95,9 @@ class FusedScorer:
 
     def __post_init__(self) -> None:
         if self.method not in ("rank", "minmax"):
-            raise ValueError(f"method must be 'rank' or 'minmax', got {self.method!r}")
+            raise ConfigError(f"method must be 'rank' or 'minmax', got {self.method!r}")
         if not 0.0 <= self.weight <= 1.0:
-            raise ValueError(f"weight must be in [0, 1], got {self.weight}")
+            raise ConfigError(f"weight must be in [0, 1], got {self.weight}")
 
     def combine(self, first: object, second: object) -> np.ndarray:
         """Fuse two already computed score arrays with this scorer's method."""

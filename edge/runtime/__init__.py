@@ -6,11 +6,18 @@ ranks ships this room (and ``edge.app``) without torch:
 - ``client``, ``async_client`` (one base in ``client_base``): CentralClient and
   its asyncio twin, returning candidates with numpy features;
 - ``wire``, ``token_wire``: decoding the wire's tensors and per-token chunks;
-- ``scoring``: onnxruntime scoring with hot swap (``Ranker``, ``RankingSession``),
-  feeding every input a graph declares;
+- ``session``, ``scoring``: a loaded ONNX ranker graph (``OnnxSession``, the
+  base SWIFT's token session shares) and onnxruntime scoring with hot swap
+  (``Ranker``, ``RankingSession``), feeding every input a graph declares;
+- ``parts``: the registry of a candidate's parts (last, mean, signals): each
+  part's graph input, width, source and version;
+- ``scalars``: the model's numbers per candidate as columns (``Scalars``), what
+  the signals, the store and the datasets read;
 - ``signals``: the versioned on-device signals of a candidate's text and scalars;
 - ``types``, ``features``, ``onnx_meta``: the values apps get, feature checks,
-  and the metadata keys every exported ranker carries.
+  and the metadata keys every exported ranker carries;
+- ``stamp``: what every writer of a ranker graph records in it (the exporters
+  above and the on-device composer of ``edge.app``).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ if TYPE_CHECKING:
         PemSource,
         Prompt,
         StreamEvent,
+        VectorOptions,
     )
     from edge.runtime.features import (
         as_candidates,
@@ -69,17 +77,37 @@ if TYPE_CHECKING:
         input_doc,
         read_identity,
     )
+    from edge.runtime.parts import (
+        PARTS,
+        VECTOR_PARTS,
+        Part,
+        PartSpec,
+        VectorPart,
+        part_layout,
+    )
+    from edge.runtime.scalars import (
+        SCALAR_COLUMNS,
+        Scalars,
+    )
     from edge.runtime.scoring import (
-        ModelSource,
         Ranker,
         Ranking,
         RankingSession,
+    )
+    from edge.runtime.session import (
+        ModelSource,
+        OnnxSession,
+        read_model,
+        session_options,
     )
     from edge.runtime.signals import (
         SIGNAL_NAMES,
         SIGNALS_VERSION,
         candidate_signals,
         text_signals,
+    )
+    from edge.runtime.stamp import (
+        stamp_ranker,
     )
     from edge.runtime.token_wire import (
         CandidateTokens,
@@ -92,6 +120,7 @@ if TYPE_CHECKING:
         FeatureIdentity,
         FinishReason,
         Generation,
+        ResponseVectors,
         Usage,
     )
     from edge.runtime.wire import (
@@ -136,19 +165,30 @@ _EXPORTS: dict[str, str] = {
     "META_SOURCE_MODEL": "edge.runtime.onnx_meta",
     "META_SOURCE_SHA256": "edge.runtime.onnx_meta",
     "ModelInfo": "edge.runtime.client_base",
-    "ModelSource": "edge.runtime.scoring",
+    "ModelSource": "edge.runtime.session",
     "OUTPUT_SCORES": "edge.runtime.onnx_meta",
+    "OnnxSession": "edge.runtime.session",
+    "PARTS": "edge.runtime.parts",
+    "Part": "edge.runtime.parts",
+    "PartSpec": "edge.runtime.parts",
     "PemSource": "edge.runtime.client_base",
     "Prompt": "edge.runtime.client_base",
     "Ranker": "edge.runtime.scoring",
     "Ranking": "edge.runtime.scoring",
     "RankingSession": "edge.runtime.scoring",
+    "ResponseVectors": "edge.runtime.types",
+    "SCALAR_COLUMNS": "edge.runtime.scalars",
     "SIGNALS_VERSION": "edge.runtime.signals",
     "SIGNAL_NAMES": "edge.runtime.signals",
+    "Scalars": "edge.runtime.scalars",
     "StreamEvent": "edge.runtime.client_base",
     "TokenAssembler": "edge.runtime.token_wire",
     "TokenFeatureRequest": "edge.runtime.token_wire",
     "Usage": "edge.runtime.types",
+    "VECTOR_PARTS": "edge.runtime.parts",
+    "VectorOptions": "edge.runtime.client_base",
+    "VectorPart": "edge.runtime.parts",
+    "part_layout": "edge.runtime.parts",
     "as_candidates": "edge.runtime.features",
     "as_vector": "edge.runtime.features",
     "candidate_signals": "edge.runtime.signals",
@@ -157,6 +197,9 @@ _EXPORTS: dict[str, str] = {
     "identity_metadata": "edge.runtime.onnx_meta",
     "input_doc": "edge.runtime.onnx_meta",
     "read_identity": "edge.runtime.onnx_meta",
+    "read_model": "edge.runtime.session",
+    "session_options": "edge.runtime.session",
+    "stamp_ranker": "edge.runtime.stamp",
     "text_signals": "edge.runtime.signals",
     "token_spec": "edge.runtime.token_wire",
 }
@@ -186,8 +229,11 @@ __all__ = [
     "META_SOURCE_MODEL",
     "META_SOURCE_SHA256",
     "OUTPUT_SCORES",
+    "PARTS",
+    "SCALAR_COLUMNS",
     "SIGNALS_VERSION",
     "SIGNAL_NAMES",
+    "VECTOR_PARTS",
     "AsyncCentralClient",
     "Candidate",
     "CandidateTokens",
@@ -201,15 +247,22 @@ __all__ = [
     "Instruction",
     "ModelInfo",
     "ModelSource",
+    "OnnxSession",
+    "Part",
+    "PartSpec",
     "PemSource",
     "Prompt",
     "Ranker",
     "Ranking",
     "RankingSession",
+    "ResponseVectors",
+    "Scalars",
     "StreamEvent",
     "TokenAssembler",
     "TokenFeatureRequest",
     "Usage",
+    "VectorOptions",
+    "VectorPart",
     "as_candidates",
     "as_vector",
     "candidate_signals",
@@ -217,7 +270,11 @@ __all__ = [
     "decode_tensor",
     "identity_metadata",
     "input_doc",
+    "part_layout",
     "read_identity",
+    "read_model",
+    "session_options",
+    "stamp_ranker",
     "text_signals",
     "token_spec",
 ]

@@ -28,8 +28,9 @@ from edge.runtime.client_base import (
     ModelInfo,
     Prompt,
     StreamEvent,
+    VectorOptions,
 )
-from edge.runtime.types import Generation, Usage
+from edge.runtime.types import Generation, ResponseVectors, Usage
 from language_ranker.v1 import ranker_pb2 as pb
 
 __all__ = ["AsyncCentralClient"]
@@ -100,6 +101,19 @@ class AsyncCentralClient(ClientBase):
         """(instruction (d,), responses (n, d)) for responses you already have."""
         request = self.build_features_request(prompt, responses, **options)
         return self._decode_features(await self._call(self._stub.Features, request, timeout))
+
+    async def response_vectors(
+        self,
+        prompt: Prompt,
+        responses: Sequence[str],
+        *,
+        timeout: float | None = None,
+        **options: Unpack[VectorOptions],
+    ) -> ResponseVectors:
+        """The vectors of responses you already have (see `CentralClient.response_vectors`)."""
+        request = self.build_features_request(prompt, responses, **options)
+        reply = await self._call(self._stub.Features, request, timeout)
+        return self._decode_vectors(request, reply, await self._model())
 
     async def _model(self) -> ModelInfo | None:
         """Info for a generation's identity (see `CentralClient._model`)."""

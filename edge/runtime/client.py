@@ -28,9 +28,10 @@ from edge.runtime.client_base import (
     ModelInfo,
     Prompt,
     StreamEvent,
+    VectorOptions,
 )
 from edge.runtime.token_wire import CandidateTokens, TokenFeatureRequest
-from edge.runtime.types import Generation, Usage
+from edge.runtime.types import Generation, ResponseVectors, Usage
 from language_ranker.v1 import ranker_pb2 as pb
 
 __all__ = [
@@ -121,9 +122,26 @@ class CentralClient(ClientBase):
         timeout: float | None = None,
         **options: Unpack[FeatureOptions],
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Features for responses you already have: (instruction (d,), responses (n, d))."""
+        """Features for responses you already have: (instruction (d,), responses (n, d)),
+        the last token's vectors; `response_vectors` gives the other vectors too."""
         request = self.build_features_request(prompt, responses, **options)
         return self._decode_features(self._call(self._stub.Features, request, timeout))
+
+    def response_vectors(
+        self,
+        prompt: Prompt,
+        responses: Sequence[str],
+        *,
+        timeout: float | None = None,
+        **options: Unpack[VectorOptions],
+    ) -> ResponseVectors:
+        """The vectors `vectors` names (and the mean entropy, with `mean_entropy`) for
+        responses you already have, one row each: what sampled candidates with these
+        texts would carry, e.g. to import labelled answers for a ranker that reads
+        ``vectors=("last", "mean", "embedding_mean")``. Its `identity` names the model."""
+        request = self.build_features_request(prompt, responses, **options)
+        reply = self._call(self._stub.Features, request, timeout)
+        return self._decode_vectors(request, reply, self._model())
 
     def _model(self) -> ModelInfo | None:
         """Info for a generation's identity: kept from the last answer, else asked now;

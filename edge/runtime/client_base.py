@@ -22,6 +22,7 @@ server starts sending is decoded by one line in ``_decode_candidate`` or
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from edge._errors import (
     ServerError,
 )
 from edge.runtime.token_wire import CandidateTokens, TokenAssembler, TokenFeatureRequest, token_spec
-from edge.runtime.types import Candidate, FeatureIdentity, Generation, Usage
+from edge.runtime.types import Candidate, FeatureIdentity, Generation, ResponseVectors, Usage
 from edge.runtime.wire import ENCODINGS, decode_tensor
 from language_ranker.v1 import ranker_pb2 as pb
 from language_ranker.v1 import ranker_pb2_grpc as pb_grpc
@@ -53,6 +54,7 @@ __all__ = [
     "PemSource",
     "Prompt",
     "StreamEvent",
+    "VectorOptions",
 ]
 
 # A plain string, or chat messages as {"role": ..., "content": ...} dicts.
@@ -82,6 +84,9 @@ class ModelInfo:
     greedy_first: bool = False  # whether the server honours `greedy_first` (older ones do not)
     # how central computes the features: "int8" or a dense dtype; "" from an older server
     weights_format: str = ""
+    # the `vectors` a request may ask for ("last", "mean", "embedding_mean"); () from a
+    # server older than representation v2 (it sends "last" only)
+    feature_vectors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,17 @@ class FeatureOptions(TypedDict, total=False):
     raw: bool  # send a plain prompt as is, without the chat template
 
 
-class GenerateOptions(FeatureOptions, total=False):
+class VectorOptions(FeatureOptions, total=False):
+    """Keyword options of `generate`, `stream` and `response_vectors`: which vectors."""
+
+    # vectors per candidate (representation v2), any of "last" (Candidate.feature), "mean"
+    # (Candidate.mean_feature) and "embedding_mean" (Candidate.embedding_mean_feature, from
+    # servers whose Info lists it); None or empty: the last token's alone, the v1 stream
+    vectors: Sequence[str] | None
+    mean_entropy: bool  # also send each candidate's mean entropy (Candidate.mean_entropy)
+
+
+class GenerateOptions(VectorOptions, total=False):
     """Keyword options of `generate` and `stream`; unset sampling fields use the server's."""
 
     temperature: float | None  # softmax temperature, 0 is greedy; server default 1.0
@@ -122,10 +137,6 @@ class GenerateOptions(FeatureOptions, total=False):
     token_features: TokenFeatureRequest | bool | None
     # a ranker whose `needs_token_features` decides `token_features` when that is None
     ranker: object | None
-    # vectors per candidate (representation v2): "last" (Candidate.feature) and/or "mean"
-    # (Candidate.mean_feature); None or empty: the last token's alone, the v1 stream
-    vectors: Sequence[str] | None
-    mean_entropy: bool  # also send each candidate's mean entropy (Candidate.mean_entropy)
 
 
 class ClientBase:
@@ -180,18 +191,30 @@ class ClientBase:
 
         Unset sampling fields stay unset so the server's defaults apply; without
         per-token features the request is byte for byte what it was before they
-        existed.
+        existed. A K below 1 raises ValueError and an unknown option TypeError,
+        each naming the value, before anything is sent.
         """
-        return _generate_request(prompt, k, **options)
+        _check_options("generate", options, GenerateOptions)
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"k must be a whole number of candidates, at least 1; got {k!r}")
+        return _generate_request(prompt, int(k), **options)
 
     def build_features_request(
-        self, prompt: Prompt, responses: Sequence[str], **options: Unpack[FeatureOptions]
+        self, prompt: Prompt, responses: Sequence[str], **options: Unpack[VectorOptions]
     ) -> pb.FeaturesRequest:
-        """The wire request `features` sends."""
+        """The wire request `features` (no `vectors`: the last token's alone) and
+        `response_vectors` send."""
+        _check_options("features", options, VectorOptions)
+        spec = _feature_spec(
+            options.get("layer"),
+            options.get("encoding", "fp16"),
+            options.get("vectors"),
+            options.get("mean_entropy", False),
+        )
         return pb.FeaturesRequest(
             prompt=_prompt(prompt, options.get("raw", False)),
             responses=list(responses),
-            features=_feature_spec(options.get("layer"), options.get("encoding", "fp16")),
+            features=spec,
         )
 
     def _deadline(self, timeout: float | None) -> float | None:
@@ -229,6 +252,7 @@ class ClientBase:
     def _decode_info(self, reply: pb.InfoResponse) -> ModelInfo:
         """The reply as a ModelInfo, also kept for the identity of later generations."""
         names = {v: k for k, v in ENCODINGS.items()}
+        vectors = {v: k for k, v in _VECTORS.items()}
         self._info = ModelInfo(
             model_name=reply.model_name,
             num_layers=reply.num_layers,
@@ -242,6 +266,7 @@ class ClientBase:
             model_sha256=reply.model_sha256,
             greedy_first=reply.greedy_first,
             weights_format=reply.weights_format,
+            feature_vectors=tuple(vectors[v] for v in reply.feature_vectors if v in vectors),
         )
         return self._info
 
@@ -252,6 +277,49 @@ class ClientBase:
         if not reply.features:
             return instruction, np.zeros((0, instruction.shape[0]), np.float32)
         return instruction, np.stack([decode_tensor(t) for t in reply.features])
+
+    @staticmethod
+    def _decode_vectors(
+        request: pb.FeaturesRequest, reply: pb.FeaturesResponse, model: ModelInfo | None
+    ) -> ResponseVectors:
+        """The reply to `request` as `ResponseVectors`; `model` (Info) names its model."""
+        instruction = decode_tensor(reply.instruction.feature)
+        count, width = len(request.responses), instruction.shape[0]
+        asked = set(request.features.vectors) or {pb.FEATURE_VECTOR_LAST}
+
+        def rows(vector: int, tensors: Sequence[pb.Tensor]) -> np.ndarray | None:
+            if vector not in asked or (count and not tensors):  # not asked, or not sent
+                return None
+            if len(tensors) != count:
+                raise ServerError(f"Features sent {len(tensors)} vectors for {count} responses")
+            if not tensors:
+                return np.zeros((0, width), np.float32)
+            return np.stack([decode_tensor(t) for t in tensors])
+
+        entropies = reply.mean_entropies
+        if request.features.mean_entropy and len(entropies) not in (0, count):
+            raise ServerError(f"Features sent {len(entropies)} entropies for {count} responses")
+        vectors = ResponseVectors(
+            instruction=instruction,
+            layer_index=reply.instruction.layer_index,
+            last=rows(pb.FEATURE_VECTOR_LAST, reply.features),
+            mean=rows(pb.FEATURE_VECTOR_MEAN, reply.mean_features),
+            embedding_mean=rows(pb.FEATURE_VECTOR_EMBEDDING_MEAN, reply.embedding_mean_features),
+            mean_entropy=np.asarray(entropies, np.float32)
+            if request.features.mean_entropy and len(entropies) == count
+            else None,
+        )
+        parts = [
+            name
+            for name, array in (
+                ("last", vectors.last),
+                ("mean", vectors.mean),
+                ("embedding_mean", vectors.embedding_mean),
+            )
+            if array is not None
+        ]
+        identity = _identity_of(model, vectors.layer_index, tuple(parts))
+        return dataclasses.replace(vectors, identity=identity)
 
 
 # ------------------------------------------------------------------ the Generate stream
@@ -340,12 +408,20 @@ def _identity(
         parts.append("last")
     if all(c.mean_feature is not None for c in candidates):
         parts.append("mean")
+    if all(c.embedding_mean_feature is not None for c in candidates):
+        parts.append("embedding_mean")
+    return _identity_of(model, layer_index, tuple(parts))
+
+
+def _identity_of(
+    model: ModelInfo | None, layer_index: int, parts: tuple[str, ...]
+) -> FeatureIdentity:
     return FeatureIdentity(
         model_name=model.model_name if model else "",
         model_sha256=model.model_sha256 if model else "",
         layer_index=layer_index,
         weights_format=model.weights_format if model else "",
-        parts=tuple(parts),
+        parts=parts,
     )
 
 
@@ -378,10 +454,18 @@ def _decode_candidate(message: pb.Candidate) -> Candidate:
         token_ids=tuple(message.token_ids),
         finish_reason="eos" if message.finish_reason == pb.FINISH_REASON_EOS else "length",
         cumulative_logprob=message.cumulative_logprob,
-        feature=decode_tensor(message.feature),
+        feature=_last_token_vector(message),
         mean_feature=_optional_tensor(message, "mean_feature"),
         mean_entropy=_optional_float(message, "mean_entropy"),
+        embedding_mean_feature=_optional_tensor(message, "embedding_mean_feature"),
     )
+
+
+def _last_token_vector(message: pb.Candidate) -> np.ndarray:
+    """`feature`, or an empty (0,) array when the request's `vectors` left "last" out."""
+    if not message.HasField("feature"):
+        return np.empty(0, np.float32)
+    return decode_tensor(message.feature)
 
 
 def _optional(message: Any, name: str) -> Any:
@@ -407,6 +491,19 @@ def _optional_float(message: Any, name: str) -> float | None:
 
 
 # ------------------------------------------------------------------ building requests
+
+
+def _check_options(method: str, options: Any, known: Any) -> None:
+    """TypeError naming an option ``known`` (a TypedDict) lacks, and the closest one."""
+    names = sorted(known.__required_keys__ | known.__optional_keys__)
+    for name in options:
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TypeError(
+                f"{method}() got an unknown option {name!r}{hint}; its options are "
+                f"{', '.join(names)} and timeout"
+            )
 
 
 def _generate_request(
@@ -449,7 +546,12 @@ def _prompt(prompt: Prompt, raw: bool) -> pb.Prompt:
     return pb.Prompt(chat=pb.Chat(messages=messages))
 
 
-_VECTORS = {"last": pb.FEATURE_VECTOR_LAST, "mean": pb.FEATURE_VECTOR_MEAN}
+# The names of FeatureSpec.vectors, as `vectors=` and FeatureIdentity.parts spell them.
+_VECTORS = {
+    "last": pb.FEATURE_VECTOR_LAST,
+    "mean": pb.FEATURE_VECTOR_MEAN,
+    "embedding_mean": pb.FEATURE_VECTOR_EMBEDDING_MEAN,
+}
 
 
 def _feature_spec(

@@ -20,11 +20,11 @@ before. Raw arrays (``score``, ``rank``, ``score_batch``) carry no identity,
 so only their shapes are checked: an app that feeds arrays itself must keep
 them from the model and layer the ranker was trained on.
 
-Sessions run on one intra-op thread because one ranking is a handful of small
-matmuls where thread hand-off costs more than it saves, and the app's UI thread
-should not compete with a pool. ``Ranker`` adds a thread-safe hot swap: a new version is loaded and
-validated *before* it replaces the current one, readers never take a lock (they
-read one reference), and the previous versions are kept for rollback.
+Loading (a path or the bytes, one intra-op thread) is ``edge.runtime.session``'s,
+shared with SWIFT's token session. ``Ranker`` adds a thread-safe hot swap: a new
+version is loaded and validated *before* it replaces the current one, readers
+never take a lock (they read one reference), and the previous versions are kept
+for rollback.
 
 Importing this module must never import torch (checked by the test suite).
 """
@@ -34,10 +34,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from edge._errors import CorruptModelError, FeatureError, RankerError
 from edge.runtime.features import as_candidates, as_vector, check_finite
@@ -53,12 +51,12 @@ from edge.runtime.onnx_meta import (
     OUTPUT_SCORES,
     read_identity,
 )
+from edge.runtime.parts import PARTS
+from edge.runtime.session import ModelSource, OnnxSession
 from edge.runtime.signals import SIGNAL_NAMES, SIGNALS_VERSION, candidate_signals
 from edge.runtime.types import Candidate, FeatureIdentity, Generation
 
-__all__ = ["ModelSource", "Ranker", "Ranking", "RankingSession"]
-
-ModelSource = bytes | str | Path
+__all__ = ["Ranker", "Ranking", "RankingSession"]
 
 
 @dataclass(frozen=True)
@@ -74,49 +72,18 @@ class Ranking:
         return int(self.order[0])
 
 
-def _read(model: ModelSource) -> tuple[bytes, str]:
-    if isinstance(model, bytes | bytearray | memoryview):
-        return bytes(model), "<bytes>"
-    path = Path(model)
-    try:
-        return path.read_bytes(), str(path)
-    except IsADirectoryError as exc:
-        raise CorruptModelError("is a directory, not an ONNX file", path) from exc
-
-
-def _options(threads: int) -> ort.SessionOptions:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3  # errors only: do not spam the app's stderr
-    return opts
-
-
-# What each optional input is, for error messages that say how to provide it.
+# The optional inputs (every part but the last-token vector), each with how to provide
+# it, for error messages.
 _OPTIONAL_INPUTS: dict[str, str] = {
-    INPUT_MEAN_CANDIDATES: "the mean over each response's tokens (Candidate.mean_feature; "
-    "ask central for mean features)",
-    INPUT_SIGNALS: "the on-device signals (edge.runtime.signals.candidate_signals)",
+    spec.input: spec.provide for spec in PARTS.values() if spec.input != INPUT_CANDIDATES
 }
 
 
-class RankingSession:
+class RankingSession(OnnxSession):
     """One loaded ONNX ranker: validates features and scores candidates."""
 
     def __init__(self, data: bytes, source: str = "<bytes>", *, threads: int = 1) -> None:
-        if not data:
-            raise CorruptModelError("file is empty", source if source != "<bytes>" else None)
-        try:
-            self._session = ort.InferenceSession(
-                data, sess_options=_options(threads), providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            where = source if source != "<bytes>" else None
-            raise CorruptModelError(f"not a loadable ONNX model ({exc})", where) from exc
-        self.source = source
-        self.metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)
+        super().__init__(data, source, threads=threads)
         self.feature_size = self._check_io()
         self.kind: str | None = self.metadata.get(META_KIND)
         # the features it was trained on; None: not recorded, generations are not checked
@@ -137,16 +104,6 @@ class RankingSession:
                 f"graph declares inputs {sorted(unknown)} this runtime cannot provide",
                 self._where,
             )
-
-    @classmethod
-    def load(cls, model: ModelSource, *, threads: int = 1) -> RankingSession:
-        """Load from a file path or from the ONNX bytes themselves."""
-        data, source = _read(model)
-        return cls(data, source, threads=threads)
-
-    @property
-    def _where(self) -> str | None:
-        return None if self.source == "<bytes>" else self.source
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -262,11 +219,16 @@ class RankingSession:
         )
         return Ranking(order=np.argsort(-scores, kind="stable"), scores=scores)
 
-    def score_generation(self, generation: Generation) -> np.ndarray:
+    def score_generation(
+        self, generation: Generation, *, signals: np.ndarray | None = None
+    ) -> np.ndarray:
         """Score a generation's candidates, feeding every input the graph declares.
 
-        A generation from another model or layer than the one the ranker
-        recorded raises FeatureError (see `check_generation`)."""
+        ``signals`` are the candidates' on-device signals when the caller has
+        already computed them (``candidate_signals(generation.candidates)``,
+        e.g. to store them too); otherwise they are computed here, when the
+        graph reads them. A generation from another model or layer than the
+        one the ranker recorded raises FeatureError (see `check_generation`)."""
         self.check_generation(generation)
         cands = generation.candidates
         if not cands:
@@ -275,12 +237,15 @@ class RankingSession:
             generation.instruction,
             generation.features,
             mean_candidates=self._mean_of(cands),
-            signals=self._signals_of(cands),
+            signals=self._signals_of(cands, signals),
         )
 
-    def rank_generation(self, generation: Generation) -> Ranking:
-        """Order a generation's candidates best first (stable for ties)."""
-        scores = self.score_generation(generation)
+    def rank_generation(
+        self, generation: Generation, *, signals: np.ndarray | None = None
+    ) -> Ranking:
+        """Order a generation's candidates best first (stable for ties); ``signals``
+        as in ``score_generation``."""
+        scores = self.score_generation(generation, signals=signals)
         return Ranking(order=np.argsort(-scores, kind="stable"), scores=scores)
 
     def check_generation(self, generation: Generation) -> None:
@@ -307,7 +272,9 @@ class RankingSession:
                 )
         return np.stack([np.asarray(c.mean_feature) for c in cands])
 
-    def _signals_of(self, cands: Sequence[Candidate]) -> np.ndarray | None:
+    def _signals_of(
+        self, cands: Sequence[Candidate], computed: np.ndarray | None
+    ) -> np.ndarray | None:
         if INPUT_SIGNALS not in self.extra_inputs:
             return None
         wanted = self.signals_version
@@ -317,7 +284,7 @@ class RankingSession:
                 f"{wanted}, this runtime computes version {SIGNALS_VERSION}; retrain or "
                 "pass signals= computed the ranker's way"
             )
-        return candidate_signals(cands)
+        return candidate_signals(cands) if computed is None else computed
 
     def _extras(
         self,
@@ -349,13 +316,6 @@ class RankingSession:
             check_finite(arr, f"ranker input {name!r}")
             feeds[name] = arr
         return feeds
-
-    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        try:
-            (out,) = self._session.run([OUTPUT_SCORES], feeds)
-        except Exception as exc:
-            raise RankerError(f"onnxruntime failed to score ({self.source}): {exc}") from exc
-        return np.asarray(out, dtype=np.float32)
 
 
 def _last_dim(shape: Sequence[object]) -> int | None:
@@ -466,11 +426,15 @@ class Ranker:
             instruction, candidates, mean_candidates=mean_candidates, signals=signals
         )
 
-    def score_generation(self, generation: Generation) -> np.ndarray:
-        return self._active.session.score_generation(generation)
+    def score_generation(
+        self, generation: Generation, *, signals: np.ndarray | None = None
+    ) -> np.ndarray:
+        return self._active.session.score_generation(generation, signals=signals)
 
-    def rank_generation(self, generation: Generation) -> Ranking:
-        return self._active.session.rank_generation(generation)
+    def rank_generation(
+        self, generation: Generation, *, signals: np.ndarray | None = None
+    ) -> Ranking:
+        return self._active.session.rank_generation(generation, signals=signals)
 
     @property
     def identity(self) -> FeatureIdentity | None:

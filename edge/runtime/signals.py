@@ -2,11 +2,11 @@
 
 A hidden-state vector says what the model was thinking, not how long the answer
 is, whether it is a list, or how sure the model was. Those are cheap to read off
-the text and the scalars central already sends (token count, cumulative
-log-probability, mean entropy), and they are exactly what many tastes and many
-correctness checks turn on. Rankers take them as a separate named input
-(``signals``, shape (K, S)) so that a few numbers are not drowned among
-hundreds of hidden dimensions.
+the text and the scalars central already sends (``edge.runtime.scalars``: token
+count, cumulative log-probability, mean entropy, finish reason), and they are
+exactly what many tastes and many correctness checks turn on. Rankers take them
+as a separate named input (``signals``, shape (K, S)) so that a few numbers are
+not drowned among hundreds of hidden dimensions.
 
 The set is deliberately generic: length, layout, punctuation, character mix and
 the model's own likelihood, nothing aimed at a particular user or judge. It is
@@ -62,6 +62,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from edge._errors import FeatureError
+from edge.runtime.scalars import Scalars
 from edge.runtime.types import Candidate
 
 __all__ = ["SIGNALS_VERSION", "SIGNAL_NAMES", "candidate_signals", "text_signals"]
@@ -139,20 +140,13 @@ def _likelihood(num_tokens: int | None, cumulative: float | None) -> tuple[float
     return max(_MIN_MEAN_LOGPROB, mean), total
 
 
-def _number(value: object) -> float | None:
-    """A finite real number, or None for anything else (None, NaN, a string)."""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
-def _column(values: Sequence[object] | None, k: int, what: str) -> list[object]:
-    if values is None:
-        return [None] * k
-    if len(values) != k:
-        raise FeatureError(f"got {len(values)} {what} for {k} texts")
-    return list(values)
+# How a scalar column is named when its length is wrong.
+_WHAT = {
+    "num_tokens": "token counts",
+    "cumulative_logprobs": "cumulative log-probabilities",
+    "mean_entropies": "mean entropies",
+    "finish_reasons": "finish reasons",
+}
 
 
 def _consensus(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -175,6 +169,7 @@ def _consensus(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 
 def text_signals(
     texts: Sequence[str],
+    scalars: Scalars | None = None,
     *,
     num_tokens: Sequence[int | None] | None = None,
     cumulative_logprobs: Sequence[float | None] | None = None,
@@ -183,23 +178,31 @@ def text_signals(
 ) -> np.ndarray:
     """Signals of K texts and their (optional) scalars: (K, S) float32.
 
-    Each scalar sequence, when given, has one entry per text; a sequence or an
-    entry that is None means unknown. ``finish_reasons`` holds "eos"/"length".
+    ``scalars`` holds one entry per text in each known column; the four
+    keywords are the same columns given one by one (``Scalars``' fields), for
+    callers that hold them apart. A column or an entry that is None means
+    unknown. Finish reasons are "eos"/"length".
     """
+    columns = Scalars(num_tokens, cumulative_logprobs, mean_entropies, finish_reasons)
+    if scalars is not None and columns.known:
+        raise FeatureError("give the scalars as scalars= or as columns, not both")
+    known = scalars if scalars is not None else columns
     k = len(texts)
-    tokens = _column(num_tokens, k, "token counts")
-    cumulative = _column(cumulative_logprobs, k, "cumulative log-probabilities")
-    entropy = _column(mean_entropies, k, "mean entropies")
-    finish = _column(finish_reasons, k, "finish reasons")
+    for name, values in known.columns().items():
+        if values is not None and len(values) != k:
+            raise FeatureError(f"got {len(values)} {_WHAT[name]} for {k} texts")
+    unknown = (None,) * k
+    tokens = known.num_tokens or unknown
+    cumulative = known.cumulative_logprobs or unknown
+    entropy = known.mean_entropies or unknown
+    finish = known.finish_reasons or unknown
     out = np.zeros((k, len(SIGNAL_NAMES)), dtype=np.float32)
     agreement, similarity = _consensus(texts)
     for i, text in enumerate(texts):
-        count = _number(tokens[i])
-        n_tokens = int(count) if count is not None and count >= 0 else None
-        mean_lp, total_lp = _likelihood(n_tokens, _number(cumulative[i]))
-        ent = _number(entropy[i])
+        mean_lp, total_lp = _likelihood(tokens[i], cumulative[i])
+        ent = entropy[i]
         row = _text_row(text)
-        row[1] = _log(n_tokens or 0)
+        row[1] = _log(tokens[i] or 0)
         out[i] = [
             *row,
             mean_lp,
@@ -216,10 +219,4 @@ def text_signals(
 
 def candidate_signals(candidates: Sequence[Candidate]) -> np.ndarray:
     """Signals of K candidates as they come from central: (K, S) float32."""
-    return text_signals(
-        [c.text for c in candidates],
-        num_tokens=[c.num_tokens for c in candidates],
-        cumulative_logprobs=[c.cumulative_logprob for c in candidates],
-        mean_entropies=[c.mean_entropy for c in candidates],
-        finish_reasons=[c.finish_reason for c in candidates],
-    )
+    return text_signals([c.text for c in candidates], Scalars.of(candidates))

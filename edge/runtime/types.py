@@ -7,7 +7,14 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["Candidate", "FeatureIdentity", "FinishReason", "Generation", "Usage"]
+__all__ = [
+    "Candidate",
+    "FeatureIdentity",
+    "FinishReason",
+    "Generation",
+    "ResponseVectors",
+    "Usage",
+]
 
 FinishReason = Literal["eos", "length"]
 SHA_DIGITS = 16  # hex digits of the weights' sha256 an identity keeps (64 bits)
@@ -34,7 +41,7 @@ class FeatureIdentity:
     model_sha256: str = ""
     layer_index: int | None = None  # hidden-state index (0: the embeddings); None unknown
     # parts of a candidate: what a ranker reads, or what a generation's candidates carry
-    # ("last", "mean", "signals"); () unknown
+    # ("last", "mean", "embedding_mean", "signals"); () unknown
     parts: tuple[str, ...] = ()
     signals_version: int | None = None  # version of the "signals" part; None: none or unknown
     # how central computed them: Info.weights_format ("int8", "float32", ...); "" unknown
@@ -131,7 +138,9 @@ class Candidate:
     token_ids: tuple[int, ...]  # generated token ids, end-of-sequence excluded
     finish_reason: FinishReason  # "eos" (the model stopped) or "length" (hit the limit)
     cumulative_logprob: float  # sum of token log-probabilities under the model
-    feature: np.ndarray = field(repr=False)  # (hidden,) float32, last token of prompt+response
+    # (hidden,) float32, last token of prompt+response; (0,) when the request's `vectors`
+    # left "last" out
+    feature: np.ndarray = field(repr=False)
     # (T, D) float32 per-token features (SWIFT), one row per response token; None unless
     # the request asked for them (CentralClient.generate(token_features=...) or a ranker
     # with needs_token_features)
@@ -143,6 +152,10 @@ class Candidate:
     # mean entropy (nats) of the model's next-token distribution over the response tokens at
     # temperature 1; None when the server did not send it
     mean_entropy: float | None = None
+    # (hidden,) float32 mean of hidden state 0 (the input embeddings, whatever the feature
+    # layer) over the same tokens as `mean_feature`; None when the request did not ask for
+    # it (vectors=(..., "embedding_mean")) or the server predates it
+    embedding_mean_feature: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def num_tokens(self) -> int:
@@ -190,3 +203,23 @@ class Generation:
     @property
     def texts(self) -> list[str]:
         return [c.text for c in self.candidates]
+
+
+@dataclass(frozen=True)
+class ResponseVectors:
+    """The vectors of responses the app already has (labelled data to import), one row per
+    response in the order given: what `CentralClient.response_vectors` returns.
+
+    Each array is None when it was not asked for (or the server predates it); a row is
+    what a sampled `Candidate` with that text would carry (``last`` its ``feature``,
+    ``mean`` its ``mean_feature``, ``embedding_mean`` its ``embedding_mean_feature``).
+    """
+
+    instruction: np.ndarray = field(repr=False)  # (hidden,) float32, last prompt token
+    layer_index: int = 0  # hidden-state layer of `instruction`, `last` and `mean`
+    last: np.ndarray | None = field(default=None, repr=False)  # (n, hidden) float32
+    mean: np.ndarray | None = field(default=None, repr=False)  # (n, hidden) float32
+    embedding_mean: np.ndarray | None = field(default=None, repr=False)  # (n, hidden) float32
+    mean_entropy: np.ndarray | None = None  # (n,) float32, nats
+    # the model, layer and parts of these vectors (as `Generation.identity`); None unknown
+    identity: FeatureIdentity | None = None

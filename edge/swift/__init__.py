@@ -5,7 +5,11 @@
 - ``train`` (torch): ragged per-token datasets and the training loop;
 - ``export`` (torch): ONNX with dynamic batch, K and token length, plus parity;
 - ``scoring`` (no torch): onnxruntime scoring, ``TokenRankingSession``;
-- ``tokens`` (no torch): padding ragged per-token arrays.
+- ``tokens`` (no torch): padding ragged per-token arrays;
+- ``synthetic``: planted per-token datasets for tests and benchmarks.
+
+This room sits above ``edge.training``: the head derives from its ranker
+contract and registers the ``"swift"`` kind in its table when imported.
 
 An app that only ranks with SWIFT needs ``scoring`` and ``tokens``, which
 import neither torch nor the torch modules of this room.
@@ -29,6 +33,9 @@ if TYPE_CHECKING:
     )
     from edge.swift.scoring import (
         TokenRankingSession,
+    )
+    from edge.swift.synthetic import (
+        planted_token_dataset,
     )
     from edge.swift.tokens import (
         pad_groups,
@@ -64,6 +71,7 @@ _EXPORTS: dict[str, str] = {
     "export_swift_onnx": "edge.swift.export",
     "pad_groups": "edge.swift.tokens",
     "pad_tokens": "edge.swift.tokens",
+    "planted_token_dataset": "edge.swift.synthetic",
     "score_groups": "edge.swift.train",
     "swift_top1": "edge.swift.train",
     "train_swift": "edge.swift.train",
@@ -85,6 +93,7 @@ __all__ = [
     "export_swift_onnx",
     "pad_groups",
     "pad_tokens",
+    "planted_token_dataset",
     "score_groups",
     "swift_top1",
     "train_swift",

@@ -59,14 +59,14 @@ def export_swift_onnx(
     model: RankerModule,
     path: str | Path | None = None,
     *,
-    exporter: Exporter = "torchscript",
+    exporter: Exporter = "auto",
     metadata: Mapping[str, str] | None = None,
     identity: FeatureIdentity | None = None,
 ) -> bytes:
     """Export ``model`` to ONNX bytes (also written to ``path`` when given).
 
-    The legacy exporter is the default here: the graph is a single linear map
-    and a few elementwise ops, and it exports in well under a second. A list or
+    ``exporter`` as in ``export_onnx`` ("auto": the legacy tracer, which exports
+    this single linear map and a few elementwise ops in well under a second). A list or
     point ranker is refused (``ExportError``): ``edge.training.export_onnx``.
     ``identity`` names the model the per-token features come from (its layer
     is left out: the head's layers are in its config), as in ``export_onnx``.

@@ -29,12 +29,12 @@ the head is still exactly one linear layer per token.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import numpy as np
 
-from edge._errors import MissingDependencyError
+from edge._errors import ConfigError, MissingDependencyError
 
 try:
     import torch
@@ -42,34 +42,35 @@ except ImportError as error:  # a torch-free install: say which extra provides i
     raise MissingDependencyError("edge.swift.head", "torch", "train") from error
 from torch import nn
 
-from edge.training._contract import RankerModule, Step
+from edge.training.rankers import RANKER_KINDS, RankerModule, Step
 
 __all__ = ["SwiftConfig", "SwiftRanker", "TokenSource"]
 
 TokenSource = Literal["hidden", "logits"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class SwiftConfig:
     """Shape of a SWIFT head and the per-token features it was trained on."""
 
     feature_size: int  # d per token: len(layers) * hidden, or 2 + top_logprobs in logits mode
     source: TokenSource = "hidden"  # "hidden": hidden states; "logits": output distribution
-    layers: list[int] = field(default_factory=list)  # hidden-state layers asked of central
+    layers: tuple[int, ...] = ()  # hidden-state layers asked of central
     top_logprobs: int = 0  # logits mode: top-k log-probs per token asked of central (k)
     eps: float = 1e-6  # floor on sum(g_t) so an all-padding candidate divides safely
 
     def __post_init__(self) -> None:
         if self.feature_size < 1:
-            raise ValueError(f"feature_size must be >= 1, got {self.feature_size}")
+            raise ConfigError(f"feature_size must be >= 1, got {self.feature_size}")
         if self.source not in ("hidden", "logits"):
-            raise ValueError(f"source must be 'hidden' or 'logits', got {self.source!r}")
+            raise ConfigError(f"source must be 'hidden' or 'logits', got {self.source!r}")
         if self.source == "logits" and self.feature_size != 2 + self.top_logprobs:
-            raise ValueError(
+            raise ConfigError(
                 f"logits mode has 2 + top_logprobs = {2 + self.top_logprobs} features per "
                 f"token, config says {self.feature_size}"
             )
-        self.layers = [int(x) for x in self.layers]
+        # a list from JSON (checkpoints, metadata) or any sequence in; a tuple kept
+        object.__setattr__(self, "layers", tuple(int(x) for x in self.layers))
 
 
 class SwiftRanker(RankerModule):
@@ -127,3 +128,7 @@ class SwiftRanker(RankerModule):
         std = rows.std(0)
         self.shift.copy_(torch.from_numpy(mean.astype(np.float32)))
         self.scale.copy_(torch.from_numpy(np.where(std > 1e-6, std, 1.0).astype(np.float32)))
+
+
+# The "swift" entry of the kinds table, which names this module (edge.swift sits above it).
+RANKER_KINDS["swift"] = (SwiftRanker, SwiftConfig)

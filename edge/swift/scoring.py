@@ -2,10 +2,10 @@
 
 A SWIFT graph takes ``tokens (B, K, T, d)`` and ``mask (B, K, T)`` instead of
 the Language Ranker's ``(instruction, candidates)``, so it gets its own
-session class; loading, session options and the ``Ranking`` result are the
-ones ``edge.runtime.scoring`` uses. The session also says what to ask central for
-(``token_request``): the layers or top-k log-probs the head was trained on,
-read from the metadata the exporter wrote.
+session class; loading (``edge.runtime.session.OnnxSession``) and the
+``Ranking`` result are the ones ``edge.runtime.scoring`` uses. The session also
+says what to ask central for (``token_request``): the layers or top-k log-probs
+the head was trained on, read from the metadata the exporter wrote.
 
 Importing this module must never import torch.
 """
@@ -17,9 +17,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
-from edge._errors import CorruptModelError, FeatureError, RankerError
+from edge._errors import CorruptModelError, FeatureError
 from edge.runtime.features import check_finite
 from edge.runtime.onnx_meta import (
     INPUT_CANDIDATES,
@@ -30,37 +29,22 @@ from edge.runtime.onnx_meta import (
     META_KIND,
     OUTPUT_SCORES,
 )
-from edge.runtime.scoring import ModelSource, Ranking, _options, _read
+from edge.runtime.scoring import Ranking
+from edge.runtime.session import OnnxSession
 from edge.swift.tokens import pad_tokens
 
 __all__ = ["TokenRankingSession"]
 
 
-class TokenRankingSession:
+class TokenRankingSession(OnnxSession):
     """One loaded SWIFT graph: validates per-token features and scores candidates."""
 
     needs_token_features = True  # the client asks central for per-token features
 
     def __init__(self, data: bytes, source: str = "<bytes>", *, threads: int = 1) -> None:
-        where = source if source != "<bytes>" else None
-        if not data:
-            raise CorruptModelError("file is empty", where)
-        try:
-            self._session = ort.InferenceSession(
-                data, sess_options=_options(threads), providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise CorruptModelError(f"not a loadable ONNX model ({exc})", where) from exc
-        self.source = source
-        self.metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)
-        self.feature_size = self._check_io(where)
+        super().__init__(data, source, threads=threads)
+        self.feature_size = self._check_io(self._where)
         self.config: dict[str, Any] = json.loads(self.metadata.get(META_CONFIG, "{}"))
-
-    @classmethod
-    def load(cls, model: ModelSource, *, threads: int = 1) -> TokenRankingSession:
-        """Load from a file path or from the ONNX bytes themselves."""
-        data, source = _read(model)
-        return cls(data, source, threads=threads)
 
     def _check_io(self, where: str | None) -> int:
         inputs = {i.name: i for i in self._session.get_inputs()}
@@ -114,21 +98,17 @@ class TokenRankingSession:
                 f"token feature has {tok.shape[-1]} values, ranker expects {self.feature_size}"
             )
         check_finite(tok, "candidate token features")
-        return self._run(tok, msk)
+        return self._run_tokens(tok, msk)
 
     def score(self, candidates: Sequence[np.ndarray]) -> np.ndarray:
         """Score one group: K ragged ``(T_k, d)`` arrays -> ``(K,)`` float32."""
         tokens, mask = pad_tokens(candidates, self.feature_size)
-        return self._run(tokens[None], mask[None])[0]
+        return self._run_tokens(tokens[None], mask[None])[0]
 
     def rank(self, candidates: Sequence[np.ndarray]) -> Ranking:
         """Order one group's candidates best first (stable for ties)."""
         scores = self.score(candidates)
         return Ranking(order=np.argsort(-scores, kind="stable"), scores=scores)
 
-    def _run(self, tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        try:
-            (out,) = self._session.run([OUTPUT_SCORES], {INPUT_TOKENS: tokens, INPUT_MASK: mask})
-        except Exception as exc:
-            raise RankerError(f"onnxruntime failed to score ({self.source}): {exc}") from exc
-        return np.asarray(out, dtype=np.float32)
+    def _run_tokens(self, tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return self._run({INPUT_TOKENS: tokens, INPUT_MASK: mask})

@@ -127,7 +127,7 @@ def _token_array(array: object, what: str) -> np.ndarray:
     return training_features(out, what)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SwiftTrainConfig:
     """How to train SWIFT; defaults learn a planted signal without tuning."""
 
@@ -165,7 +165,7 @@ def build_swift(
     seed: int = 0,
 ) -> SwiftRanker:
     """A freshly initialised SWIFT head; the same seed always gives the same weights."""
-    config = SwiftConfig(feature_size, source, list(layers), top_logprobs)
+    config = SwiftConfig(feature_size, source, tuple(layers), top_logprobs)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return SwiftRanker(config)

@@ -3,12 +3,15 @@
 Everything here needs the ``train`` extra (torch, onnx):
 
 - ``rankers``: the torch modules, one file per family, built from a config;
-  ``RANKER_KINDS`` is the table of kinds (SWIFT's head lives in ``edge.swift``);
+  ``RANKER_KINDS`` is the table of kinds (SWIFT's head, in ``edge.swift`` above
+  this room, registers itself there);
 - ``losses``, ``loop``: listwise KL, BCE, MSE, pairwise; the seeded training loop;
 - ``export``: ONNX export with dynamic K and a parity check against torch;
 - ``learner``: incremental learning from the feedback store with replay;
-- ``synthetic``: planted datasets for tests and benchmarks;
-- ``conformance``: ``check_ranker(kind)``, the contract every kind passes.
+- ``synthetic``: planted datasets for tests and benchmarks.
+
+``check_ranker(kind)``, the contract every kind passes, sits above the
+families it checks, in ``edge.checks``.
 """
 
 from __future__ import annotations
@@ -22,11 +25,6 @@ from edge._lazy import lazy_exports
 require_extra("torch", extra="train", what="edge.training")
 
 if TYPE_CHECKING:
-    from edge.training.conformance import (
-        VARIANTS,
-        ConformanceReport,
-        check_ranker,
-    )
     from edge.training.export import (
         Exporter,
         ParityReport,
@@ -40,7 +38,6 @@ if TYPE_CHECKING:
     from edge.training.learner import (
         Learner,
         LearnerConfig,
-        LearnReport,
     )
     from edge.training.loop import (
         TrainConfig,
@@ -71,8 +68,6 @@ if TYPE_CHECKING:
         RankerModule,
         Representation,
         Step,
-        SwiftConfig,
-        SwiftRanker,
         VectorPart,
         VectorRanker,
         build_ranker,
@@ -86,14 +81,11 @@ if TYPE_CHECKING:
     )
     from edge.training.synthetic import (
         planted_dataset,
-        planted_token_dataset,
     )
 
 # public name -> the module that defines it (imported on first use)
 _EXPORTS: dict[str, str] = {
-    "ConformanceReport": "edge.training.conformance",
     "Exporter": "edge.training.export",
-    "LearnReport": "edge.training.learner",
     "Learner": "edge.training.learner",
     "LearnerConfig": "edge.training.learner",
     "ListRanker": "edge.training.rankers",
@@ -109,18 +101,14 @@ _EXPORTS: dict[str, str] = {
     "RankerModule": "edge.training.rankers",
     "Representation": "edge.training.rankers",
     "Step": "edge.training.rankers",
-    "SwiftConfig": "edge.training.rankers",
-    "SwiftRanker": "edge.training.rankers",
     "TrainConfig": "edge.training.loop",
     "TrainResult": "edge.training.loop",
-    "VARIANTS": "edge.training.conformance",
     "VECTOR_PARTS": "edge.training.rankers",
     "VectorPart": "edge.training.rankers",
     "VectorRanker": "edge.training.rankers",
     "block_loss": "edge.training.loop",
     "build_ranker": "edge.training.rankers",
     "check_parity": "edge.training.export",
-    "check_ranker": "edge.training.conformance",
     "count_parameters": "edge.training.rankers",
     "evaluate_loss": "edge.training.loop",
     "export_onnx": "edge.training.export",
@@ -134,7 +122,6 @@ _EXPORTS: dict[str, str] = {
     "optimizer_step": "edge.training.loop",
     "pairwise_logistic": "edge.training.losses",
     "planted_dataset": "edge.training.synthetic",
-    "planted_token_dataset": "edge.training.synthetic",
     "pointwise_bce": "edge.training.losses",
     "ranker_metadata": "edge.training.export",
     "recommended_config": "edge.training.rankers",
@@ -149,11 +136,8 @@ __all__ = [
     "RANKER_KINDS",
     "RECOMMENDED_SIGNAL_PRIOR",
     "RECOMMENDED_VECTORS",
-    "VARIANTS",
     "VECTOR_PARTS",
-    "ConformanceReport",
     "Exporter",
-    "LearnReport",
     "Learner",
     "LearnerConfig",
     "ListRanker",
@@ -166,8 +150,6 @@ __all__ = [
     "RankerModule",
     "Representation",
     "Step",
-    "SwiftConfig",
-    "SwiftRanker",
     "TrainConfig",
     "TrainResult",
     "VectorPart",
@@ -175,7 +157,6 @@ __all__ = [
     "block_loss",
     "build_ranker",
     "check_parity",
-    "check_ranker",
     "count_parameters",
     "evaluate_loss",
     "export_onnx",
@@ -189,7 +170,6 @@ __all__ = [
     "optimizer_step",
     "pairwise_logistic",
     "planted_dataset",
-    "planted_token_dataset",
     "pointwise_bce",
     "ranker_metadata",
     "recommended_config",
@@ -200,4 +180,17 @@ __all__ = [
     "train",
 ]
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+# Names that moved to other rooms (the one report of every learner to edge.app;
+# SWIFT and the checks to the rooms above this one): still reachable here for
+# old code, with a DeprecationWarning (see CHANGELOG.md).
+_MOVED: dict[str, str] = {
+    "ConformanceReport": "edge.checks.ConformanceReport",
+    "LearnReport": "edge.app.LearnReport",
+    "SwiftConfig": "edge.swift.SwiftConfig",
+    "SwiftRanker": "edge.swift.SwiftRanker",
+    "VARIANTS": "edge.checks.VARIANTS",
+    "check_ranker": "edge.checks.check_ranker",
+    "planted_token_dataset": "edge.swift.planted_token_dataset",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _MOVED)

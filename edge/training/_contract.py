@@ -18,8 +18,9 @@ in ``entry_points``; a function handed a ranker of another family refuses it
 (``require_family``) with the error of its step, naming the kind and the
 function that serves it, before any tensor reaches the wrong ``forward``.
 
-This module sits outside ``edge.training.rankers`` because ``edge.swift.head``
-derives from it while the kinds table there imports ``edge.swift.head``.
+This module sits outside ``edge.training.rankers`` because the kinds' own
+modules (``rankers/list.py``, ...) derive from it while the kinds table in
+``rankers/__init__.py`` imports them; other rooms import it from there.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ import torch
 from torch import nn
 
 from edge.app.checkpoint import Checkpoint
-from edge.app.dataset import Part
 from edge.runtime.onnx_meta import INPUT_CANDIDATES, INPUT_INSTRUCTION
+from edge.runtime.parts import Part
 
 __all__ = ["RankerModule", "Step", "VectorRanker", "count_parameters"]
 

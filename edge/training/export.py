@@ -13,7 +13,7 @@ features' ``identity`` (the source model's name and weights checksum and the
 layer, e.g. ``generation.identity``), it records that too, and the runtime
 then refuses a generation from another model or layer; without one (the
 default) the model is unknown and not checked. Each input carries a doc string
-with its name, dtype, shape and meaning (``edge.app._stamp``).
+with its name, dtype, shape and meaning (``edge.runtime.stamp``).
 """
 
 from __future__ import annotations
@@ -36,9 +36,8 @@ import onnx
 import torch
 from onnx import numpy_helper
 
+from edge._atomic import atomic_write
 from edge._errors import ExportError
-from edge.app._atomic import atomic_write
-from edge.app._stamp import stamp_ranker
 from edge.runtime.onnx_meta import (
     FORMAT_VERSION,
     INPUT_CANDIDATES,
@@ -56,6 +55,7 @@ from edge.runtime.onnx_meta import (
     OUTPUT_SCORES,
     identity_metadata,
 )
+from edge.runtime.stamp import stamp_ranker
 from edge.runtime.types import FeatureIdentity
 from edge.training.rankers import RankerModule, Representation, VectorRanker, require_family
 
@@ -70,7 +70,11 @@ __all__ = [
     "trace_onnx",
 ]
 
-Exporter = Literal["dynamo", "torchscript", "template"]
+# "auto" (the default): the legacy tracer ("torchscript", ~0.2 s for a ranker), and
+# torch.export ("dynamo", 7-30 s: its symbolic shapes) only where that fails, e.g.
+# on a torch that has dropped the legacy exporter (deprecated since torch 2.9).
+Exporter = Literal["auto", "dynamo", "torchscript", "template"]
+_log = logging.getLogger(__name__)
 _EXAMPLE_BATCH, _EXAMPLE_K = 2, 3
 _TEMPLATE_CAPACITY = 8  # traced graphs kept per process (one per ranker shape in use)
 
@@ -146,8 +150,9 @@ def trace_onnx(
     (a mapping in input order). `input_axes` maps each input's name, which is
     also its forward argument's name, to its dynamic dimensions; the output
     `scores` is (batch, k) for every ranker. "dynamo" uses torch.export,
-    anything else the legacy tracer (`fold` turns its constant folding off,
-    which templates need). An input the model declares but does not read (the
+    "torchscript" and "template" the legacy tracer (`fold` turns its constant
+    folding off, which templates need), "auto" the legacy tracer and
+    torch.export if that fails. An input the model declares but does not read (the
     last-token vectors of a ranker reading only mean vectors) is kept in the
     graph, so every ranker graph takes the inputs its name list promises.
     """
@@ -190,6 +195,12 @@ def _trace(
     *,
     fold: bool,
 ) -> onnx.ModelProto:
+    if exporter == "auto":
+        try:
+            return _trace(model, example, input_axes, "torchscript", fold=fold)
+        except Exception as legacy:  # e.g. a torch without the legacy exporter
+            _log.warning("legacy ONNX export failed (%s); using torch.export (seconds)", legacy)
+            return _trace(model, example, input_axes, "dynamo", fold=fold)
     args, kwargs = ((), dict(example)) if isinstance(example, Mapping) else (example, None)
     if exporter == "dynamo":
         dims = {
@@ -312,18 +323,20 @@ def export_onnx(
     model: RankerModule,
     path: str | Path | None = None,
     *,
-    exporter: Exporter = "dynamo",
+    exporter: Exporter = "auto",
     metadata: Mapping[str, str] | None = None,
     identity: FeatureIdentity | None = None,
 ) -> bytes:
     """Export ``model`` to ONNX bytes (also written to ``path`` when given).
 
-    ``exporter="dynamo"`` uses the maintained torch.export-based exporter;
-    ``"torchscript"`` the legacy one, about 10x faster to run, which matters when
-    a phone re-exports after every incremental update; ``"template"`` traces with
-    the legacy exporter once per ranker shape and afterwards only swaps the
-    weights into that graph (no tracing: milliseconds, for per-event updates).
-    All give dynamic B and K.
+    ``exporter="auto"`` (the default) traces with torch's legacy exporter
+    (``"torchscript"``: ~0.2 s for a ranker), and with the torch.export-based
+    one (``"dynamo"``: 7-30 s on a CPU, most of it solving symbolic shapes) only
+    where the legacy one fails, e.g. on a torch that has dropped it (it is
+    deprecated since torch 2.9; its warnings are silenced here). Both give the
+    same scores (``tests/edge/training/test_export.py``). ``"template"`` traces
+    once per ranker shape and afterwards only swaps the weights into that graph
+    (milliseconds, for per-event updates). All give dynamic B and K.
     Extra ``metadata`` (e.g. user and version) is added to ``metadata_props``.
     ``identity`` names the features the ranker was trained on (source model,
     weights checksum, layer; e.g. ``generation.identity``): the runtime then

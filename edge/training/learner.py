@@ -1,19 +1,26 @@
 """Incremental per-user learning: new feedback + replay -> new registry version (torch).
 
-``Learner.learn(user, name)`` is the whole loop an app runs in the background:
+``Learner.learn(user, name)`` (the ``edge.app.learning.UserLearner`` that
+``LearnerConfig`` builds) is the whole loop an app runs in the background:
 
 1. read the events newer than the cursor stored with the user's current version;
 2. mix in a random sample of older events (replay) so one burst of new feedback
    does not make the ranker forget what it learned before;
-3. start from the user's current weights, else a given base checkpoint, else the
-   registry's global ranker of that name, else a fresh ranker;
+3. start from the user's current weights, else the config's base checkpoint, else
+   the registry's global ranker of that name, else a fresh ranker;
 4. train a few steps (on every part of the shown sets the ranker reads: the
    last-token vectors, and for a representation v2 ranker the mean vectors and
    signals), export to ONNX, check torch/onnxruntime parity;
 5. save a new registry version whose metadata records the new cursor.
 
 A crash anywhere before step 5 leaves the previous version current, and since
-the cursor only advances with a saved version, no feedback is skipped.
+the cursor only advances with a saved version, no feedback is skipped. The
+whole update holds the registry's lock for the ranker (``Registry.locked``) and
+saves with a compare-and-swap on the version it started from, so two processes
+learning one user take turns: each event is learned once and the cursor never
+moves back. Events a rollback forgot (``Registry.forgotten``) are neither new
+events nor replayed. A user whose current version is a taste head (the
+torch-free learner's) is refused with a TrainingError saying so.
 """
 
 from __future__ import annotations
@@ -24,11 +31,14 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from edge._errors import TrainingError
+from edge._errors import ConfigError, TrainingError
 from edge.app.checkpoint import Checkpoint
-from edge.app.personal_learner import IDENTITY_KEY
+from edge.app.learning import IDENTITY_KEY, LearnReport, StartedFrom
+from edge.app.lineage import CURSOR_KEY, FORGOTTEN_KEY, learnable
 from edge.app.registry import Registry, VersionInfo
-from edge.app.store import FeedbackStore, events_to_dataset
+from edge.app.store import FeedbackStore
+from edge.app.taste.head import HEAD_KIND
+from edge.app.training_data import events_to_dataset
 from edge.runtime.types import FeatureIdentity
 from edge.training.export import Exporter, check_parity, export_onnx
 from edge.training.loop import TrainConfig, evaluate_loss, train
@@ -42,9 +52,9 @@ from edge.training.rankers import (
     require_kind,
 )
 
-__all__ = ["LearnReport", "Learner", "LearnerConfig"]
+__all__ = ["Learner", "LearnerConfig"]
 
-StartedFrom = Literal["user", "base", "global", "scratch"]
+LEARNER_NAME = "torch"  # the "learner" entry of the versions this learner saves
 
 
 def _default_train() -> TrainConfig:
@@ -53,23 +63,37 @@ def _default_train() -> TrainConfig:
     return TrainConfig(epochs=1, min_steps=30, batch_candidates=64)
 
 
-@dataclass
+@dataclass(frozen=True)
 class LearnerConfig:
     """How a Learner builds, trains and exports per-user rankers."""
 
     kind: str = "list"  # ranker kind for users starting from scratch: a list or point kind
     ranker_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. {"hidden_size": 32}
+    # A list or point ranker new users start from (before the registry's global ranker
+    # of that name); None: none.
+    base: Checkpoint | None = field(default=None, repr=False)
     train: TrainConfig = field(default_factory=_default_train)  # optimiser settings per update
     replay_size: int = 256  # older events mixed into each update (0 disables replay)
     min_new_events: int = 1  # skip the update until at least this many new events
     unlabelled: Literal["ignore", "negative"] = "ignore"  # see events_to_dataset
-    exporter: Exporter = "torchscript"  # fast on-device export; "dynamo"/"template" also work
+    exporter: Exporter = "auto"  # the fast legacy tracer; "dynamo"/"template" also work
     parity_ks: tuple[int, ...] = (2, 5)  # K values checked torch vs onnxruntime after export
     parity_rtol: float = 1e-4  # parity tolerance relative to the scores (see check_parity)
 
     def __post_init__(self) -> None:
         # Feedback holds one vector per candidate: per-token kinds (SWIFT) cannot learn from it.
-        require_kind(self.kind, VectorRanker, "train", "Learner")
+        kinds = [self.kind] + ([self.base.kind] if self.base is not None else [])
+        for kind in kinds:
+            try:
+                require_kind(kind, VectorRanker, "train", "Learner")
+            except TrainingError as refusal:  # the train step's refusal, as a config error
+                raise ConfigError(str(refusal)) from refusal
+        if self.replay_size < 0 or self.min_new_events < 0:
+            raise ConfigError("replay_size and min_new_events must be at least 0")
+
+    def build(self, store: FeedbackStore, registry: Registry) -> Learner:
+        """The torch learner with these settings (what ``PersonalRanker`` calls)."""
+        return Learner(store, registry, self)
 
     @classmethod
     def per_event(cls, **overrides: Any) -> LearnerConfig:
@@ -91,24 +115,6 @@ class LearnerConfig:
             **overrides,
         }
         return cls(**fields)
-
-
-@dataclass(frozen=True)
-class LearnReport:
-    """What one ``learn`` call did."""
-
-    user: str  # whose ranker
-    name: str  # which ranker
-    updated: bool  # False when there was not enough new feedback
-    version: VersionInfo | None  # the saved version, None when not updated
-    new_events: int  # events since the previous cursor
-    replayed_events: int  # older events mixed in
-    examples: int  # groups + pairs trained on
-    started_from: StartedFrom | None  # where the weights came from
-    loss_before: float  # loss on the new events before training
-    loss_after: float  # loss on the new events after training
-    cursor: int  # event id up to which feedback is now learned
-    seconds: float  # wall-clock time of the whole update
 
 
 class _WarmModels:
@@ -150,40 +156,39 @@ class Learner:
     """Keeps users' rankers up to date from a FeedbackStore into a Registry."""
 
     def __init__(
-        self,
-        store: FeedbackStore,
-        registry: Registry,
-        config: LearnerConfig | None = None,
-        *,
-        base: Checkpoint | None = None,
+        self, store: FeedbackStore, registry: Registry, config: LearnerConfig | None = None
     ) -> None:
         self.store = store
         self.registry = registry
         self.config = config or LearnerConfig()
-        if base is not None:
-            require_kind(base.kind, VectorRanker, "train", "Learner")
-        self.base = base  # global/task ranker new users start from
 
-    def _cursor(self, user: str, name: str) -> int:
-        if not self.registry.has(user, name):
-            return 0
-        return int(self.registry.current(user, name).metadata.get("cursor", 0))
-
-    def _initial(self, user: str, name: str, feature_size: int) -> tuple[VectorRanker, StartedFrom]:
+    def _initial(
+        self, user: str, name: str, current: VersionInfo | None, feature_size: int
+    ) -> tuple[VectorRanker, StartedFrom]:
         """The weights to continue from, refused when they are not a list or point ranker."""
-        model, origin = self._start(user, name, feature_size)
+        model, origin = self._start(user, name, current, feature_size)
         return require_family(model, VectorRanker, "train", f"Learner ({origin} weights)"), origin
 
-    def _start(self, user: str, name: str, feature_size: int) -> tuple[RankerModule, StartedFrom]:
-        if self.registry.has(user, name):
-            warm = _WARM.take(self.registry.current(user, name).weights_sha256)
+    def _start(
+        self, user: str, name: str, current: VersionInfo | None, feature_size: int
+    ) -> tuple[RankerModule, StartedFrom]:
+        if current is not None:
+            warm = _WARM.take(current.weights_sha256)
             if warm is not None:
                 return warm, "user"
-            weights = self.registry.load_weights(user, name)
+            weights = self.registry.load_weights(user, name, current.version)
             if weights is not None:
-                return from_checkpoint(Checkpoint.from_bytes(weights, f"{user}/{name}")), "user"
-        if self.base is not None:
-            return from_checkpoint(self.base), "base"
+                checkpoint = Checkpoint.from_bytes(weights, f"{user}/{name}")
+                if checkpoint.kind == HEAD_KIND:
+                    raise TrainingError(
+                        f"{user}/{name} v{current.version} is a taste head (the torch-free "
+                        "learner's, PersonalRanker's default), which the torch learner cannot "
+                        "continue: learn it with TasteConfig (`ranker-edge learn`), or give "
+                        "the torch learner a ranker name of its own"
+                    )
+                return from_checkpoint(checkpoint), "user"
+        if self.config.base is not None:
+            return from_checkpoint(self.config.base), "base"
         if self.registry.has(None, name):
             weights = self.registry.load_weights(None, name)
             if weights is not None:
@@ -200,21 +205,27 @@ class Learner:
         recorded (``IDENTITY_KEY`` in its metadata), if anything.
         """
         start = time.perf_counter()
-        cursor = self._cursor(user, name)
-        new = self.store.events(user, since=cursor, task=name)
+        with self.registry.locked(user, name):
+            return self._learn_locked(user, name, identity, start)
+
+    def _learn_locked(
+        self, user: str, name: str, identity: FeatureIdentity | None, start: float
+    ) -> LearnReport:
+        current = self.registry.current(user, name) if self.registry.has(user, name) else None
+        cursor = int(current.metadata.get(CURSOR_KEY, 0)) if current is not None else 0
+        forgotten = self.registry.forgotten(user, name)
+        new = learnable(self.store.events(user, since=cursor, task=name), forgotten)
         if len(new) < max(1, self.config.min_new_events):
-            return LearnReport(
-                user, name, False, None, len(new), 0, 0, None, float("nan"), float("nan"),
-                cursor, time.perf_counter() - start,
-            )  # fmt: skip
+            return LearnReport.skipped(user, name, cursor, time.perf_counter() - start, len(new))
         replay = self.store.sample_events(
             user, self.config.replay_size, up_to=cursor, task=name, seed=new[-1].event_id
         )
+        replay = learnable(replay, forgotten)
         new_data = events_to_dataset(new, unlabelled=self.config.unlabelled)
         data = events_to_dataset([*new, *replay], unlabelled=self.config.unlabelled)
         if data.num_groups == 0:
             raise TrainingError(f"{len(new)} new events of {user!r} yield no training example")
-        model, origin = self._initial(user, name, data.feature_size)
+        model, origin = self._initial(user, name, current, data.feature_size)
         if model.parts != ("last",):  # a v2 ranker: the sets' mean vectors and signals too
             new_data, data = (
                 events_to_dataset(events, unlabelled=self.config.unlabelled, parts=model.parts)
@@ -229,9 +240,8 @@ class Learner:
         train(model, data, self.config.train)
         after = evaluate_loss(model, new_data, self.config.train)
         new_cursor = new[-1].event_id
-        if identity is None and self.registry.has(user, name):
-            record = self.registry.current(user, name).metadata.get(IDENTITY_KEY)
-            identity = FeatureIdentity.from_dict(record)
+        if identity is None and current is not None:
+            identity = FeatureIdentity.from_dict(current.metadata.get(IDENTITY_KEY))
         onnx_bytes = export_onnx(
             model,
             exporter=self.config.exporter,
@@ -246,7 +256,9 @@ class Learner:
             onnx_bytes,
             weights=model.to_checkpoint().to_bytes(),
             metadata={
-                "cursor": new_cursor,
+                "learner": LEARNER_NAME,
+                CURSOR_KEY: new_cursor,
+                FORGOTTEN_KEY: [list(r) for r in forgotten],
                 "new_events": len(new),
                 "replayed_events": len(replay),
                 "started_from": origin,
@@ -254,13 +266,15 @@ class Learner:
                 "loss_after": after,
                 IDENTITY_KEY: identity.to_dict() if identity and identity.known else None,
             },
+            expect_current=current.version if current is not None else 0,
         )
         _WARM.put(info.weights_sha256, model)
         return LearnReport(
             user=user,
             name=name,
             updated=True,
-            version=info,
+            version=info.version,
+            saved=info,
             new_events=len(new),
             replayed_events=len(replay),
             examples=data.num_groups,

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from edge._errors import TrainingError
+from edge._errors import ConfigError, TrainingError
 from edge.app.dataset import Block, GroupDataset
 from edge.runtime.onnx_meta import (
     INPUT_CANDIDATES,
@@ -57,7 +57,7 @@ Indices = list[np.ndarray]
 Batch = tuple[int, np.ndarray]  # (block index, sorted group indices)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """How to train; the defaults train to convergence with early stopping.
 
@@ -89,6 +89,15 @@ class TrainConfig:
     # on a 2-core device shared with the app, more threads spin against each other
     # (measured 4.4 s with 1 thread vs 159 s with 2 under load for 37,400 x 4096-d).
     num_threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        losses = ("auto", "listwise", "pointwise")
+        if self.binary_loss not in losses:
+            raise ConfigError(f"binary_loss must be one of {losses}, got {self.binary_loss!r}")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ConfigError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+        if self.batch_candidates < 1:
+            raise ConfigError(f"batch_candidates must be at least 1, got {self.batch_candidates}")
 
     @property
     def early_stopping(self) -> bool:

@@ -6,7 +6,7 @@ ranks good candidates first, so accuracy on fresh data from the same direction
 is a direct, model-free check that training works. ``planted_dataset`` gives
 one vector per candidate (list and point rankers), optionally with the other
 parts of representation v2 (a mean vector, a signals block), any of which may
-carry the signal; ``planted_token_dataset`` ragged per-token features (SWIFT).
+carry the signal (SWIFT's per-token twin is ``edge.swift.planted_token_dataset``).
 The arrays are numpy.
 """
 
@@ -16,10 +16,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edge.app.dataset import GroupDataset, Part
-from edge.swift.train import TokenDataset
+from edge.app.dataset import GroupDataset
+from edge.runtime.parts import Part
 
-__all__ = ["planted_dataset", "planted_token_dataset"]
+__all__ = ["planted_dataset"]
 
 
 def planted_dataset(
@@ -100,42 +100,3 @@ def _direction(rng: np.random.Generator, size: int) -> np.ndarray:
     """A secret unit direction of ``size`` values."""
     direction = rng.standard_normal(size).astype(np.float32)
     return direction / np.linalg.norm(direction)
-
-
-def planted_token_dataset(
-    num_groups: int,
-    k: int,
-    feature_size: int,
-    *,
-    signal: float = 2.0,
-    positive_rate: float = 0.3,
-    max_tokens: int = 19,
-    seed: int = 0,
-    direction_seed: int = 99,
-) -> TokenDataset:
-    """``num_groups`` groups of ``k`` ragged candidates whose signal sits on ONE token.
-
-    Each candidate has 2 to ``max_tokens`` Gaussian token vectors (float16, as
-    central sends them); one random token gets ``+signal`` times the secret
-    direction if the candidate is correct, ``-signal`` times if not. A
-    last-token head cannot see it (the token is anywhere in the response); a
-    gated per-token head can, by opening its gate on the tokens that carry it.
-    One candidate per group is correct, each other one with ``positive_rate``.
-    Datasets sharing ``direction_seed`` share the direction.
-    """
-    rng = np.random.default_rng(seed)
-    direction = np.random.default_rng(direction_seed).standard_normal(feature_size)
-    tokens, labels = [], []
-    for _ in range(num_groups):
-        cands, labs = [], []
-        for j in range(k):
-            length = int(rng.integers(2, max_tokens + 1))
-            x = rng.standard_normal((length, feature_size)).astype(np.float32)
-            good = float(j == 0 or rng.random() < positive_rate)
-            x[int(rng.integers(0, length))] += np.float32(signal * (2 * good - 1)) * direction
-            cands.append(x.astype(np.float16))
-            labs.append(good)
-        order = rng.permutation(k)
-        tokens.append([cands[i] for i in order])
-        labels.append([labs[i] for i in order])
-    return TokenDataset.from_lists(tokens, labels)

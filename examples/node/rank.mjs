@@ -15,6 +15,9 @@
  * 3. The exported ranker takes `instruction` (B, d) and `candidates` (B, K, d)
  *    float32 and returns `scores` (B, K) (edge/runtime/onnx_meta.py); like the
  *    Python `Ranker`, one group is fed as a batch of one.
+ * 4. Vectors a request may add (`--embedding-mean`: the embedding layer's mean
+ *    over each response, `Candidate.embedding_mean_feature`) are decoded the
+ *    same way when the server sent them, for a ranker that reads them.
  */
 
 import { readFileSync } from 'node:fs';
@@ -55,6 +58,8 @@ options:
   --temperature T     softmax temperature, 0 is greedy (default: the server's, 1.0)
   --layer-index N     hidden-state layer of the features (default: the server's, 0.6 of depth)
   --encoding E        features on the wire: fp16, fp32 or int8 (default fp16)
+  --embedding-mean    also ask for each candidate's embedding mean (hidden state 0
+                      averaged over its tokens); decoded, and printed with --features
   --tls               use TLS, trusting the system's root certificates
   --tls-ca FILE       use TLS, trusting this PEM CA (a private or self-signed one)
   --proto-root DIR    directory holding ${PROTO_FILE} (default: the repository's protos/)
@@ -78,6 +83,7 @@ function parseOptions(argv) {
       temperature: { type: 'string' },
       'layer-index': { type: 'string' },
       encoding: { type: 'string', default: 'fp16' },
+      'embedding-mean': { type: 'boolean', default: false },
       tls: { type: 'boolean', default: false },
       'tls-ca': { type: 'string' },
       'proto-root': { type: 'string', default: DEFAULT_PROTO_ROOT },
@@ -104,6 +110,7 @@ function parseOptions(argv) {
     temperature: optionalNumber(values.temperature, '--temperature'),
     layerIndex: optionalInteger(values['layer-index'], '--layer-index'),
     encoding: values.encoding,
+    embeddingMean: values['embedding-mean'],
     tls: values.tls || values['tls-ca'] !== undefined,
     tlsCa: values['tls-ca'],
     protoRoot: values['proto-root'],
@@ -171,6 +178,10 @@ function generateRequest(options) {
   if (options.seed !== undefined) sampling.seed = String(options.seed);
   const features = { encoding: ENCODINGS[options.encoding] };
   if (options.layerIndex !== undefined) features.layer_index = options.layerIndex;
+  // No vectors named is the last token's alone; naming any, the last token's must be named too.
+  if (options.embeddingMean) {
+    features.vectors = ['FEATURE_VECTOR_LAST', 'FEATURE_VECTOR_EMBEDDING_MEAN'];
+  }
   return { prompt: { text: options.prompt }, k: options.k, sampling, features };
 }
 
@@ -245,6 +256,17 @@ async function score({ session }, instruction, candidates) {
   return Array.from(outputs[OUTPUT_SCORES].data); // (1, K) -> K numbers
 }
 
+/**
+ * A vector a candidate carries only when the request asked for it (`mean_feature`,
+ * `embedding_mean_feature`): decoded and checked like `feature`, or null when the
+ * server did not send it (not asked, or a server that predates it).
+ */
+function optionalVector(candidate, field, size) {
+  const tensor = candidate[field];
+  if (!tensor || !tensor.data?.length) return null;
+  return featureVector(tensor, size, `candidate ${candidate.index} ${field}`);
+}
+
 /** Candidate indices best first; ties keep index order (JS sort is stable). */
 function bestFirst(scores) {
   return scores.map((_, i) => i).sort((a, b) => scores[b] - scores[a]);
@@ -263,6 +285,13 @@ async function main(argv) {
     const rows = candidates.map((c) =>
       featureVector(c.feature, inst.length, `candidate ${c.index} feature`),
     );
+    const embeddingMeans = candidates.map((c) =>
+      optionalVector(c, 'embedding_mean_feature', inst.length),
+    );
+    if (options.embeddingMean && embeddingMeans.includes(null)) {
+      // A server older than representation v2 ignores `vectors` and sends the last alone.
+      throw new Error('central sent no embedding mean: it does not know FeatureSpec.vectors');
+    }
     const scores = await score(ranker, inst, rows);
     const order = bestFirst(scores);
     const result = {
@@ -276,6 +305,9 @@ async function main(argv) {
     if (options.printFeatures) {
       result.instruction = Array.from(inst);
       result.features = rows.map((row) => Array.from(row));
+      if (options.embeddingMean) {
+        result.embedding_means = embeddingMeans.map((vector) => Array.from(vector));
+      }
     }
     console.log(JSON.stringify(result, null, options.printFeatures ? undefined : 2));
   } finally {

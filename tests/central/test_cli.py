@@ -164,6 +164,22 @@ def test_flags_are_checked_before_torch_is_even_imported(tiny_checkpoint: Path) 
     assert proc.stderr == "ranker-central: --tls-key is required with --tls-cert\n"
 
 
+def test_a_port_in_use_is_named_before_anything_loads(tiny_checkpoint: Path) -> None:
+    """Issue 24: a port in use was reported only after the model had loaded (45 s)."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = _run_blocked("serve", "--model", str(tiny_checkpoint), "--port", str(port))
+    assert json.loads(proc.stdout) == {"exit": 2, "loaded": []}  # not even torch imported
+    assert proc.stderr == (
+        f"ranker-central: --port {port} is in use on 127.0.0.1 (another ranker-central?); "
+        "stop that server or choose another --port\n"
+    )
+
+
 @pytest.mark.parametrize("command", ["serve", "prepare"])
 def test_commands_that_need_the_model_name_the_extra(command: str, tiny_checkpoint) -> None:
     proc = _run_blocked(command, "--model", str(tiny_checkpoint))
@@ -323,6 +339,7 @@ def test_insecure_serve_warns_loudly_and_serves(tiny_checkpoint: Path) -> None:
         while time.monotonic() < deadline and not (lines and lines[-1].startswith(SERVING)):
             lines.append(process.stdout.readline())
         assert lines[-1].startswith(f"{SERVING} tiny-llama") and " on 0.0.0.0:" in lines[-1]
+        assert sum("serving tiny-llama" in line for line in lines) == 1  # said once
         warning = next(line for line in lines if "INSECURE" in line)
         assert "without TLS" in warning and "client authentication" in warning
         port = int(lines[-1].rsplit(":", 1)[1])

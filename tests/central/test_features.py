@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from central._errors import RequestError
-from central.features import encode, resolve_encoding, resolve_layer
+from central.features import encode, resolve_encoding, resolve_features, resolve_layer
 from language_ranker.v1 import ranker_pb2 as pb
 
 from .wire import decode
@@ -81,3 +81,14 @@ def test_unknown_encoding_is_rejected_and_unset_means_fp16() -> None:
     assert resolve_encoding(pb.ENCODING_UNSPECIFIED) == pb.ENCODING_FP16
     with pytest.raises(RequestError, match=r"features\.encoding: unknown encoding 9"):
         resolve_encoding(9)
+
+
+def test_the_embedding_mean_adds_hidden_state_0_to_the_layers_the_passes_capture() -> None:
+    vectors = [pb.FEATURE_VECTOR_LAST, pb.FEATURE_VECTOR_EMBEDDING_MEAN]
+    asked = resolve_features(pb.FeatureSpec(layer_index=7, vectors=vectors), 30)
+    assert (asked.last, asked.mean, asked.embedding_mean) == (True, False, True)
+    assert asked.layers == (7, 0)
+    alone = resolve_features(pb.FeatureSpec(vectors=[pb.FEATURE_VECTOR_EMBEDDING_MEAN]), 30)
+    assert (alone.last, alone.embedding_mean, alone.layers) == (False, True, (18, 0))
+    plain = resolve_features(pb.FeatureSpec(layer_index=7), 30)
+    assert (plain.last, plain.embedding_mean, plain.layers) == (True, False, (7,))

@@ -1,6 +1,7 @@
 """Representation v2 over a real gRPC server (tiny model): the mean over the response's
-tokens and the mean entropy, asked for per request, and a v1 client that sees exactly the
-v1 stream."""
+tokens, the mean entropy and the embedding layer's mean, asked for per request; a v1
+client that sees exactly the v1 stream, and a client from before the embedding mean that
+sees exactly what it saw."""
 
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ from language_ranker.v1 import ranker_pb2 as pb
 from .wire import decode
 
 V1_PROTO = Path(__file__).parent / "data" / "ranker_v1_before_representation_v2.proto"
+V2_PROTO = Path(__file__).parent / "data" / "ranker_v1_before_embedding_mean.proto"
 PROMPT = pb.Prompt(text="Write a short poem.")
 BOTH = [pb.FEATURE_VECTOR_LAST, pb.FEATURE_VECTOR_MEAN]
+ALL = [*BOTH, pb.FEATURE_VECTOR_EMBEDDING_MEAN]
 
 
 def _generate(stub, **fields) -> list[pb.GenerateResponse]:
@@ -43,7 +46,7 @@ def _plain(model, ids: list[int]):
 
 def test_info_advertises_the_vectors_and_the_entropy(central_stub) -> None:
     info = central_stub.Info(pb.InfoRequest(), timeout=5)
-    assert list(info.feature_vectors) == BOTH
+    assert list(info.feature_vectors) == ALL
     assert info.mean_entropy
 
 
@@ -64,6 +67,7 @@ def test_a_request_that_asks_for_nothing_new_gets_the_v1_candidates(central_stub
     for c in _candidates(events):
         assert c.HasField("feature")
         assert not c.HasField("mean_feature") and not c.HasField("mean_entropy")
+        assert not c.HasField("embedding_mean_feature")
     explicit = _generate(central_stub, features=pb.FeatureSpec(vectors=[pb.FEATURE_VECTOR_LAST]))
     assert [e.SerializeToString() for e in events[:-1]] == [
         e.SerializeToString() for e in explicit[:-1]
@@ -121,6 +125,59 @@ def test_features_rpc_returns_the_same_vectors_and_an_empty_response_is_not_the_
     assert len(default.features) == 3 and not default.mean_features and not default.mean_entropies
 
 
+@torch.inference_mode()
+def test_the_embedding_mean_is_hidden_state_0_averaged_over_the_response(
+    central_stub, tiny_model
+) -> None:
+    spec = pb.FeatureSpec(vectors=ALL, layer_index=3, encoding=pb.ENCODING_FP32)
+    candidates = _candidates(_generate(central_stub, features=spec))
+    ids = render_prompt(tiny_model, PROMPT)
+    for c in candidates:
+        fed = list(c.token_ids) or empty_response_tokens(tiny_model)
+        out = _plain(tiny_model, ids + fed)
+        embedded = out.hidden_states[0][0, len(ids) :].numpy().mean(0)
+        assert list(c.embedding_mean_feature.shape) == [tiny_model.hidden_size]
+        np.testing.assert_allclose(decode(c.embedding_mean_feature), embedded, atol=1e-6)
+        states = out.hidden_states[3][0, len(ids) :].numpy()
+        np.testing.assert_allclose(decode(c.mean_feature), states.mean(0), rtol=1e-4, atol=1e-5)
+    responses = ["red, green, blue", "", "blue"]
+    reply = central_stub.Features(
+        pb.FeaturesRequest(prompt=PROMPT, responses=responses, features=spec), timeout=10
+    )
+    assert len(reply.embedding_mean_features) == 3
+    for text, tensor in zip(responses, reply.embedding_mean_features, strict=True):
+        fed = response_ids(tiny_model, text) or empty_response_tokens(tiny_model)
+        embedded = _plain(tiny_model, ids + fed).hidden_states[0][0, len(ids) :].mean(0)
+        np.testing.assert_allclose(decode(tensor), embedded.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "dtype", "tolerance"),
+    [(pb.ENCODING_FP16, pb.DTYPE_FLOAT16, 1e-3), (pb.ENCODING_INT8, pb.DTYPE_INT8, 1 / 127)],
+)
+def test_the_embedding_mean_alone_in_each_encoding(
+    central_stub, encoding: int, dtype: int, tolerance: float
+) -> None:
+    """Asked alone it comes alone, in the request's encoding (within that encoding's step
+    of the exact values); the Features RPC likewise."""
+    exact = _candidates(_generate(central_stub, k=3, features=pb.FeatureSpec(
+        vectors=[pb.FEATURE_VECTOR_EMBEDDING_MEAN], encoding=pb.ENCODING_FP32)))  # fmt: skip
+    spec = pb.FeatureSpec(vectors=[pb.FEATURE_VECTOR_EMBEDDING_MEAN], encoding=encoding)
+    encoded = _candidates(_generate(central_stub, k=3, features=spec))
+    for want, got in zip(exact, encoded, strict=True):
+        assert not got.HasField("feature") and not got.HasField("mean_feature")
+        assert got.embedding_mean_feature.dtype == dtype
+        values, reference = decode(got.embedding_mean_feature), decode(want.embedding_mean_feature)
+        np.testing.assert_allclose(values, reference, atol=tolerance * np.abs(reference).max())
+    reply = central_stub.Features(
+        pb.FeaturesRequest(prompt=PROMPT, responses=["red", ""], features=spec), timeout=10
+    )
+    assert not reply.features and not reply.mean_features
+    assert [t.dtype for t in reply.embedding_mean_features] == [dtype, dtype]
+    default = central_stub.Features(pb.FeaturesRequest(prompt=PROMPT, responses=["red"]))
+    assert not default.embedding_mean_features
+
+
 def test_an_unknown_vector_is_an_invalid_argument(central_stub) -> None:
     for bad in ([pb.FEATURE_VECTOR_UNSPECIFIED], [pb.FEATURE_VECTOR_MEAN, 9]):
         with pytest.raises(grpc.RpcError) as raised:
@@ -165,16 +222,15 @@ print(json.dumps({
 """
 
 
-def test_a_client_built_from_the_v1_contract_gets_exactly_the_v1_stream(
-    tmp_path: Path, tiny_server, central_stub
-) -> None:
-    """Compiles the contract as it was before representation v2 and calls the live server."""
+def _run_old_client(tmp_path: Path, proto: Path, client: str, port: int) -> dict:
+    """Compiles `proto` (an older contract) into its own package and runs `client`, a
+    script using it, against the live server; returns what the script printed."""
     from grpc_tools import protoc
 
     package = tmp_path / "old"
     proto_dir = tmp_path / "proto" / "language_ranker" / "v1"
     proto_dir.mkdir(parents=True)
-    (proto_dir / "ranker.proto").write_text(V1_PROTO.read_text())
+    (proto_dir / "ranker.proto").write_text(proto.read_text())
     package.mkdir()
     include = Path(protoc.__file__).parent / "_proto"
     args = ["protoc", f"-I{tmp_path / 'proto'}", f"-I{include}"]
@@ -182,16 +238,23 @@ def test_a_client_built_from_the_v1_contract_gets_exactly_the_v1_stream(
     assert protoc.main([*args, *outputs, "language_ranker/v1/ranker.proto"]) == 0
     for directory in (package / "language_ranker", package / "language_ranker" / "v1"):
         (directory / "__init__.py").touch()
-    script = tmp_path / "v1_client.py"
-    script.write_text(_V1_CLIENT)
+    script = tmp_path / "old_client.py"
+    script.write_text(client)
     done = subprocess.run(
-        [sys.executable, str(script), str(package), f"127.0.0.1:{tiny_server.port}"],
+        [sys.executable, str(script), str(package), f"127.0.0.1:{port}"],
         capture_output=True,
         text=True,
         timeout=120,
         check=True,
     )
-    seen = json.loads(done.stdout)
+    return json.loads(done.stdout)
+
+
+def test_a_client_built_from_the_v1_contract_gets_exactly_the_v1_stream(
+    tmp_path: Path, tiny_server, central_stub
+) -> None:
+    """Compiles the contract as it was before representation v2 and calls the live server."""
+    seen = _run_old_client(tmp_path, V1_PROTO, _V1_CLIENT, tiny_server.port)
     assert seen["kinds"] == ["instruction"] + ["candidate"] * 6 + ["usage"]
     assert seen["unknown"] == [0] * 8  # not one field the v1 contract does not know
     assert seen["features_unknown"] == 0
@@ -202,4 +265,59 @@ def test_a_client_built_from_the_v1_contract_gets_exactly_the_v1_stream(
     now = _generate(central_stub)
     assert seen["events"][:-1] == [e.SerializeToString().hex() for e in now[:-1]]
     features = central_stub.Features(pb.FeaturesRequest(prompt=PROMPT, responses=["red", ""]))
+    assert seen["features"] == features.SerializeToString().hex()
+
+
+_V2_CLIENT = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import grpc
+from google.protobuf.unknown_fields import UnknownFieldSet
+from language_ranker.v1 import ranker_pb2 as old
+from language_ranker.v1 import ranker_pb2_grpc as old_grpc
+assert old.__file__.startswith(sys.argv[1]), old.__file__
+assert "FEATURE_VECTOR_EMBEDDING_MEAN" not in old.FeatureVector.keys()
+spec = old.FeatureSpec(vectors=[old.FEATURE_VECTOR_LAST, old.FEATURE_VECTOR_MEAN],
+                       mean_entropy=True)
+with grpc.insecure_channel(sys.argv[2]) as channel:
+    stub = old_grpc.CentralServiceStub(channel)
+    request = old.GenerateRequest(
+        prompt=old.Prompt(text="Write a short poem."), k=6,
+        sampling=old.SamplingParams(max_new_tokens=10, seed=7), features=spec,
+    )
+    events = list(stub.Generate(request, timeout=60))
+    features = stub.Features(
+        old.FeaturesRequest(prompt=request.prompt, responses=["red", ""], features=spec),
+        timeout=10,
+    )
+    info = stub.Info(old.InfoRequest(), timeout=5)
+unknown = [len(UnknownFieldSet(e)) + len(UnknownFieldSet(getattr(e, e.WhichOneof("event"))))
+           for e in events]
+print(json.dumps({
+    "events": [e.SerializeToString().hex() for e in events],
+    "unknown": unknown,
+    "features_unknown": len(UnknownFieldSet(features)),
+    "features": features.SerializeToString().hex(),
+    "feature_vectors": list(info.feature_vectors),
+}))
+"""
+
+
+def test_a_client_from_before_the_embedding_mean_gets_exactly_what_it_got(
+    tmp_path: Path, tiny_server, central_stub
+) -> None:
+    """The contract as it was before FEATURE_VECTOR_EMBEDDING_MEAN, asking for everything
+    it knew (last, mean, entropy): not one field it does not know comes back, and the
+    bytes are what a current client asking the same receives; Info's new vector reaches
+    it as an unknown enum value, which it keeps as a number."""
+    seen = _run_old_client(tmp_path, V2_PROTO, _V2_CLIENT, tiny_server.port)
+    assert seen["unknown"] == [0] * 8
+    assert seen["features_unknown"] == 0
+    assert seen["feature_vectors"] == [1, 2, 3]
+    spec = pb.FeatureSpec(vectors=BOTH, mean_entropy=True)
+    now = _generate(central_stub, features=spec)
+    assert seen["events"][:-1] == [e.SerializeToString().hex() for e in now[:-1]]
+    features = central_stub.Features(
+        pb.FeaturesRequest(prompt=PROMPT, responses=["red", ""], features=spec), timeout=10
+    )
     assert seen["features"] == features.SerializeToString().hex()

@@ -59,7 +59,8 @@ def _entropy(logits: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("ends", ["model", "often"])
 def test_in_pass_mean_and_entropy_equal_a_plain_forward_pass(tiny_model, ends: str) -> None:
-    """The running sums over the decode steps give a plain pass's mean over the response.
+    """The running sums over the decode steps give a plain pass's mean over the response,
+    at the feature layer and at hidden state 0 (the embedding mean).
 
     "often" counts a third of the vocabulary as end tokens, so some responses
     end at once (EOS first) and others after a few tokens, in one batch.
@@ -69,16 +70,19 @@ def test_in_pass_mean_and_entropy_equal_a_plain_forward_pass(tiny_model, ends: s
         model = dataclasses.replace(tiny_model, eos_token_ids=frozenset(range(2, 140)))
     ids = render_prompt(model, pb.Prompt(text="What is two plus three?"))
     config = SamplingConfig(k=12, max_new_tokens=6, seed=3)
-    events = list(sample(model, ids, config, LAYER, entropy=True))
+    events = list(sample(model, ids, config, LAYER, entropy=True, embedding_mean=True))
     candidates = events[1:]
     lengths = {len(c.token_ids) for c in candidates}
     assert len(lengths) > 1 and (ends == "model" or 0 in lengths)
+    assert ends == "often" or 6 in lengths  # rows cut at max_new_tokens: the collect-only pass
     for c in candidates:
         fed = _fed(model, c)
         out = _forward(model, ids + fed)
         states = out.hidden_states[LAYER][0, len(ids) :]
         np.testing.assert_allclose(c.mean_feature, states.mean(0), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(c.feature, states[-1], rtol=1e-4, atol=1e-5)
+        embedded = out.hidden_states[0][0, len(ids) :].mean(0)
+        np.testing.assert_allclose(c.embedding_mean_feature, embedded, rtol=1e-5, atol=1e-6)
         drawn_from = out.logits[0, len(ids) - 1 : len(ids) - 1 + len(fed)]
         assert c.mean_entropy == pytest.approx(float(_entropy(drawn_from).mean()), abs=1e-4)
 
@@ -100,8 +104,94 @@ def test_a_response_that_ends_at_once_is_the_eos_state_not_the_prompts(tiny_mode
         assert not np.allclose(c.feature, instruction, atol=1e-3)
         np.testing.assert_allclose(c.feature, eos_state, rtol=1e-4, atol=1e-5)
         np.testing.assert_array_equal(c.mean_feature, c.feature)
+        assert c.embedding_mean_feature is None  # not asked for
         assert c.cumulative_logprob == pytest.approx(float(torch.log_softmax(first, -1)[top]))
         assert c.mean_entropy == pytest.approx(float(_entropy(first)), abs=1e-4)
+
+
+def test_an_empty_responses_embedding_mean_is_the_eos_tokens_embedding(tiny_model) -> None:
+    ids = render_prompt(tiny_model, pb.Prompt(text="Write a poem."))
+    config = SamplingConfig(k=2, max_new_tokens=5, temperature=0.0)  # EOS first (see above)
+    candidates = list(sample(tiny_model, ids, config, LAYER, embedding_mean=True))[1:]
+    eos = _forward(tiny_model, [*ids, tiny_model.tokenizer.eos_token_id]).hidden_states[0]
+    for c in candidates:
+        assert c.token_ids == []
+        np.testing.assert_allclose(c.embedding_mean_feature, eos[0, -1], rtol=1e-6, atol=1e-7)
+
+
+def test_the_embedding_mean_changes_nothing_else_and_is_only_computed_when_asked(
+    tiny_model,
+) -> None:
+    ids = render_prompt(tiny_model, pb.Prompt(text="Write a poem."))
+    config = SamplingConfig(k=6, max_new_tokens=8, seed=2)
+    plain = list(sample(tiny_model, ids, config, LAYER, entropy=True))
+    asked = list(sample(tiny_model, ids, config, LAYER, entropy=True, embedding_mean=True))
+    np.testing.assert_array_equal(plain[0], asked[0])
+    for without, full in zip(plain[1:], asked[1:], strict=True):
+        assert without.embedding_mean_feature is None
+        assert full.embedding_mean_feature is not None
+        assert full.embedding_mean_feature.shape == (tiny_model.hidden_size,)
+        assert (without.index, without.token_ids) == (full.index, full.token_ids)
+        np.testing.assert_array_equal(without.feature, full.feature)
+        np.testing.assert_array_equal(without.mean_feature, full.mean_feature)
+        assert without.mean_entropy == full.mean_entropy
+    off = list(sample(tiny_model, ids, config, LAYER, features=False, embedding_mean=True))
+    assert all(c.embedding_mean_feature is None for c in off[1:])  # features off: nothing
+
+
+def test_at_layer_zero_the_embedding_mean_is_the_mean(tiny_model) -> None:
+    ids = render_prompt(tiny_model, pb.Prompt(text="List colours."))
+    config = SamplingConfig(k=4, max_new_tokens=6, seed=5)
+    for c in list(sample(tiny_model, ids, config, 0, embedding_mean=True))[1:]:
+        np.testing.assert_array_equal(c.embedding_mean_feature, c.mean_feature)
+
+
+@pytest.fixture(scope="module")
+def tiny_gemma(tiny_checkpoint, tmp_path_factory):
+    """A 2-layer random Gemma 3 with the tiny tokenizer: a model that scales its embeddings
+    (by sqrt(hidden size)) before the first layer, and mixes sliding-window layers in."""
+    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+
+    from central.model import load_model
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=256,
+        sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"],
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    directory = tmp_path_factory.mktemp("tiny-gemma3")
+    Gemma3ForCausalLM(config).eval().save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return load_model(str(directory))
+
+
+def test_the_embedding_mean_is_hidden_state_0_as_the_model_scales_it(tiny_gemma) -> None:
+    """Gemma multiplies its embeddings by sqrt(d) before the first layer: the embedding
+    mean is that scaled state (what output_hidden_states[0] gives), not the table's rows."""
+    ids = render_prompt(tiny_gemma, pb.Prompt(text="What is two plus three?"))
+    config = SamplingConfig(k=4, max_new_tokens=6, seed=1)
+    candidates = list(sample(tiny_gemma, ids, config, 1, embedding_mean=True))[1:]
+    table = tiny_gemma.model.get_input_embeddings().weight
+    for c in candidates:
+        fed = _fed(tiny_gemma, c)
+        out = _forward(tiny_gemma, ids + fed)
+        expected = out.hidden_states[0][0, len(ids) :].mean(0)
+        np.testing.assert_allclose(c.embedding_mean_feature, expected, rtol=1e-5, atol=1e-6)
+        rows = table.detach()[torch.tensor(fed)].mean(0)
+        np.testing.assert_allclose(expected, rows * 64**0.5, rtol=1e-5, atol=1e-6)  # scaled
+        np.testing.assert_allclose(c.feature, out.hidden_states[1][0, -1], rtol=1e-4, atol=1e-5)
 
 
 def test_entropy_is_only_computed_when_asked(tiny_model) -> None:
@@ -275,3 +365,43 @@ def test_onednn_linears_only_apply_inside_the_block(tiny_model) -> None:
             raise RuntimeError("leave the block by an exception")
     assert all("forward" not in m.__dict__ for m in linears)
     torch.testing.assert_close(fast, stock, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("temperature", "top_p", "top_k", "draws"),
+    [
+        (1e-38, 1.0, 0, "argmax"),  # logits / t overflowed float32: NaN, then an index error
+        (1.4e-45, 1.0, 0, "argmax"),  # float32's smallest denormal
+        (1e-38, 0.5, 5, "argmax"),
+        (3e38, 1.0, 0, "any"),  # nearly uniform
+        (1.0, 1.4e-45, 0, "argmax"),  # the nucleus keeps the most likely token alone
+        (1e-30, 1e-30, 2**32 - 1, "argmax"),  # top_k beyond the vocabulary: no filter
+        (0.7, 1.0, 1, "argmax"),
+    ],
+)
+def test_extreme_sampling_values_draw_real_tokens(
+    temperature: float, top_p: float, top_k: int, draws: str
+) -> None:
+    from central.sampler import pick_next
+
+    torch.manual_seed(0)
+    logits = torch.randn(6, 300) * 30
+    logits[0, 7] = logits[0].max() + 1e-3  # a near tie
+    config = SamplingConfig(k=6, temperature=temperature, top_p=top_p, top_k=top_k)
+    ids, logprobs, _ = pick_next(logits, config, torch.Generator().manual_seed(1), False)
+    assert ((ids >= 0) & (ids < 300)).all()
+    assert all(np.isfinite(logprobs))
+    if draws == "argmax":
+        assert ids.tolist() == logits.argmax(dim=-1).tolist()
+
+
+def test_logits_that_are_not_finite_raise_a_sampling_error_not_an_index_error() -> None:
+    from central.sampler import SamplingError, pick_next
+
+    logits = torch.randn(3, 300)
+    logits[1] = float("nan")
+    for config in (SamplingConfig(k=3), SamplingConfig(k=3, temperature=0.5, top_p=0.9)):
+        with pytest.raises(SamplingError, match=r"not finite|not a distribution"):
+            pick_next(logits, config, torch.Generator().manual_seed(1), False)
+    with pytest.raises(SamplingError):  # greedy draws nothing, but its log p is NaN
+        pick_next(logits, SamplingConfig(k=3, temperature=0.0), torch.Generator(), False)

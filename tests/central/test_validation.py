@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 import central
@@ -48,3 +50,20 @@ def test_one_error_tree_rooted_at_service_error() -> None:
     assert central.ServiceError is ServiceError
     # "CentralError" is edge's name for "talking to central failed"; central does not reuse it
     assert not hasattr(central, "CentralError") and not hasattr(central, "UnsupportedError")
+
+
+def test_features_sizes_are_refused_before_the_text_is_tokenised(tiny_model) -> None:
+    from central._errors import LimitError
+
+    huge = pb.FeaturesRequest(prompt=pb.Prompt(text="Hi"), responses=["word " * 30_000] * 4)
+    started = time.perf_counter()
+    with pytest.raises(LimitError) as raised:
+        validate_features(huge, tiny_model, ServiceLimits(max_features_bytes=512 * 1024))
+    assert raised.value.limit == "max_features_bytes" and "600000 bytes" in str(raised.value)
+    assert time.perf_counter() - started < 0.5  # 600 KB of text was never tokenised
+    # Within the bytes, the token count is kept as the responses are tokenised.
+    many = pb.FeaturesRequest(prompt=pb.Prompt(text="Hi"), responses=["word " * 20] * 10)
+    with pytest.raises(LimitError) as raised:
+        validate_features(many, tiny_model, ServiceLimits(max_features_tokens=30))
+    assert raised.value.limit == "max_features_tokens"
+    assert issubclass(LimitError, ServiceError) and central.LimitError is LimitError

@@ -168,7 +168,8 @@ def test_demo_runs_both_parts_against_a_running_central(tiny_server, tmp_path: P
         for user in ("demo-user", "concise", "detailed"):
             shown = store.events(user)[0].shown
             assert shown.mean_candidates is not None and shown.mean_candidates.shape == (4, 64)
-            assert shown.mean_entropies is not None and None not in shown.mean_entropies
+            entropies = shown.scalars.mean_entropies
+            assert entropies is not None and None not in entropies
     prompt = split_problems(4, 3, config.seed)[0][0].prompt
     with CentralClient(f"127.0.0.1:{tiny_server.port}") as central:
         greedy = central.generate(prompt, 1, temperature=0.0, max_new_tokens=4)

@@ -28,7 +28,7 @@ TORCH_FREE_MODULES = (
     "edge.swift.scoring",
     "edge.swift.tokens",
 )
-TORCH_MODULES = ("edge.training.rankers", "edge.training.loop", "edge.swift.head")
+TORCH_MODULES = ("edge.training.rankers", "edge.training.loop", "edge.swift.head", "edge.checks")
 
 
 def _torch_free_modules() -> list[str]:
@@ -102,3 +102,31 @@ def test_every_public_name_of_the_torch_free_rooms_resolves_without_torch() -> N
     proc = _run_blocked(code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def test_recording_feedback_loads_neither_onnxruntime_nor_onnx() -> None:
+    """A process that only records feedback (the store and its records) never pays for
+    the ranking runtime: ids are checked without loading the registry's sessions."""
+    code = (
+        "import edge.app.store, edge.app.records, edge.app.training_data\n"
+        "loaded = sorted(m for m in ('onnxruntime', 'onnx', 'grpc') if m in sys.modules)\n"
+        "print(loaded)\n"
+    )
+    proc = _run_blocked(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_opening_a_personal_ranker_loads_neither_onnx_nor_ml_dtypes(tmp_path: Path) -> None:
+    """Issue 24: ``from edge import PersonalRanker`` and opening one cost ~1.2 s of CPU,
+    most of it onnx and ml_dtypes, which only composing a new version needs. The
+    learner loads them at its first save; opening (and ranking) loads onnxruntime."""
+    code = (
+        "from edge import CentralClient, PersonalRanker, AsyncPersonalRanker\n"
+        f"PersonalRanker(CentralClient('127.0.0.1:1'), {str(tmp_path)!r}, 'u')\n"
+        "loaded = sorted(m for m in ('onnx', 'ml_dtypes', 'onnxruntime') if m in sys.modules)\n"
+        "print(loaded)\n"
+    )
+    proc = _run_blocked(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "['onnxruntime']"

@@ -170,6 +170,32 @@ def test_node_client_matches_the_python_sdk(
     assert node["order"] == ranking.order.tolist()
 
 
+@pytest.mark.parametrize("encoding", ["fp16", "int8"])
+def test_node_client_decodes_the_embedding_mean_as_the_python_sdk_does(
+    node_client: Path, tiny_server: RunningServer, ranker_file: Path, encoding: str
+) -> None:
+    target = f"127.0.0.1:{tiny_server.port}"
+    extra = ("--embedding-mean", "--encoding", encoding, "--features")
+    node = _rank_with_node(node_client, target, ranker_file, *extra)
+    with CentralClient(target, timeout=30) as client:
+        generation = client.generate(
+            PROMPT,
+            K,
+            seed=SEED,
+            max_new_tokens=MAX_NEW_TOKENS,
+            encoding=encoding,
+            vectors=("last", "embedding_mean"),
+        )
+    assert node["texts"] == generation.texts
+    means = np.stack([c.embedding_mean_feature for c in generation.candidates])
+    np.testing.assert_array_equal(np.asarray(node["embedding_means"], np.float32), means)
+    np.testing.assert_array_equal(np.asarray(node["features"], np.float32), generation.features)
+    expected = Ranker(ranker_file).score(generation.instruction, generation.features)
+    np.testing.assert_allclose(node["scores"], expected, rtol=0, atol=1e-4)
+    plain = _rank_with_node(node_client, target, ranker_file, "--features")
+    assert "embedding_means" not in plain  # not asked: the v1 request, nothing more
+
+
 @pytest.mark.slow  # several seconds; CI runs it
 def test_node_client_reaches_a_secured_central(
     node_client: Path,

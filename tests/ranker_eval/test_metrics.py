@@ -27,3 +27,13 @@ def test_subsets_are_distinct_candidates_and_full_pool_is_in_order() -> None:
     assert all(len(set(row)) == 4 for row in s.reshape(-1, 4))
     assert (subsets(8, 8, 5, 3, seed=0)[0] == np.arange(8)).all()
     assert k_grid(32) == [1, 2, 4, 8, 16, 32] and k_grid(12) == [1, 2, 4, 8, 12]
+
+
+def test_one_problem_is_too_few_to_call_a_win() -> None:
+    """Issue 24: `ranker-eval --quick` (n=1 test problem) reported wins."""
+    one_hit = paired_difference(np.ones(1), np.zeros(1), 200, 0)
+    assert one_hit[1:] == (1.0, 1.0)  # every resample is the same problem
+    assert verdict(*one_hit[1:], n=1) == "too few"
+    assert verdict(*paired_difference(np.ones(9), np.zeros(9), 200, 0)[1:], n=9) == "too few"
+    many = paired_difference(np.ones(10), np.zeros(10), 200, 0)
+    assert verdict(*many[1:], n=10) == "wins"

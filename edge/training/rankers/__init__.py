@@ -1,7 +1,12 @@
-"""Tiny rankers over LLM hidden states (torch): ListRanker, PointRanker and SWIFT.
+"""Tiny rankers over LLM hidden states (torch): ListRanker, PointRanker, and the kinds table.
 
 ``RANKER_KINDS`` is the one table of kinds: adding a kind is adding its entry
-(and the conformance check, ``edge.training.check_ranker``, then covers it).
+(and the conformance check, ``edge.checks.check_ranker``, then covers it). A
+kind defined in a room above this one adds its entry when its module is
+imported; the table names that module (``_LAZY_KINDS``), so looking the kind up
+imports it. SWIFT's head (``edge.swift``, above ``edge.training``) is such a
+kind: this room never imports it.
+
 List and point rankers read one or more parts of a candidate (``Representation``:
 the last-token vector, the mean vector, the signals block), each a named input.
 ``build_ranker`` makes a seeded ranker from a kind and config; ``from_checkpoint``
@@ -12,14 +17,15 @@ rebuilds one from weights stored by the registry. ``require_family`` and
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeVar
+import importlib
+from collections.abc import Iterator, MutableMapping
+from typing import Any, Protocol, TypeVar
 
 import torch
 
-from edge._errors import ExportError, RankerError, TrainingError
+from edge._errors import ConfigError, ExportError, RankerError, TrainingError
 from edge.app.checkpoint import Checkpoint
 from edge.runtime.signals import SIGNAL_NAMES, SIGNALS_VERSION
-from edge.swift.head import SwiftConfig, SwiftRanker
 from edge.training._contract import RankerModule, Step, VectorRanker, count_parameters
 from edge.training.rankers._parts import VECTOR_PARTS, PartRanker, Representation, VectorPart
 from edge.training.rankers.list import ListRanker, ListRankerConfig
@@ -39,8 +45,6 @@ __all__ = [
     "RankerModule",
     "Representation",
     "Step",
-    "SwiftConfig",
-    "SwiftRanker",
     "VectorPart",
     "VectorRanker",
     "build_ranker",
@@ -55,14 +59,59 @@ __all__ = [
 
 Family = TypeVar("Family", bound=RankerModule)
 
-RankerConfig = ListRankerConfig | PointRankerConfig | SwiftConfig
+
+class RankerConfig(Protocol):
+    """What every kind's config has (a dataclass per kind: ``ListRankerConfig``, ...)."""
+
+    @property
+    def feature_size(self) -> int: ...
+
+
+# Kinds defined in rooms above this one: kind -> the module that adds its entry on import.
+_LAZY_KINDS: dict[str, str] = {"swift": "edge.swift.head"}
+
+
+class _KindTable(MutableMapping[str, tuple[type[RankerModule], type[Any]]]):
+    """kind -> (module class, config class), complete: a lazy kind is imported on lookup."""
+
+    def __init__(self, kinds: dict[str, tuple[type[RankerModule], type[Any]]]) -> None:
+        self._kinds = kinds
+
+    def _load(self, kind: str | None = None) -> None:
+        for name, module in _LAZY_KINDS.items():
+            if name not in self._kinds and kind in (None, name):
+                importlib.import_module(module)  # adds the kind's entry
+
+    def __getitem__(self, kind: str) -> tuple[type[RankerModule], type[Any]]:
+        self._load(kind)
+        return self._kinds[kind]
+
+    def __setitem__(self, kind: str, entry: tuple[type[RankerModule], type[Any]]) -> None:
+        self._kinds[kind] = entry
+
+    def __delitem__(self, kind: str) -> None:
+        del self._kinds[kind]
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._kinds or kind in _LAZY_KINDS
+
+    def __iter__(self) -> Iterator[str]:
+        self._load()
+        return iter(self._kinds)
+
+    def __len__(self) -> int:
+        self._load()
+        return len(self._kinds)
+
 
 # kind -> (module class, config class); the module's base says its input family.
-RANKER_KINDS: dict[str, tuple[type[RankerModule], type[Any]]] = {
-    "list": (ListRanker, ListRankerConfig),
-    "point": (PointRanker, PointRankerConfig),
-    "swift": (SwiftRanker, SwiftConfig),  # per-token features: see edge.swift.train
-}
+RANKER_KINDS: MutableMapping[str, tuple[type[RankerModule], type[Any]]] = _KindTable(
+    {
+        "list": (ListRanker, ListRankerConfig),
+        "point": (PointRanker, PointRankerConfig),
+        # "swift": (SwiftRanker, SwiftConfig), per-token features: added by edge.swift.head
+    }
+)
 
 # The error each step raises when it refuses a kind.
 _STEP_ERRORS: dict[Step, type[RankerError]] = {
@@ -102,7 +151,7 @@ def require_family(model: RankerModule, family: type[Family], step: Step, caller
 def require_kind(kind: str, family: type[RankerModule], step: Step, caller: str) -> None:
     """Like ``require_family`` for a kind named in a config, before any ranker is built."""
     if kind not in RANKER_KINDS:
-        raise ValueError(f"unknown ranker kind {kind!r}, expected one of {sorted(RANKER_KINDS)}")
+        raise ConfigError(f"unknown ranker kind {kind!r}, expected one of {sorted(RANKER_KINDS)}")
     module = RANKER_KINDS[kind][0]
     if not issubclass(module, family):
         raise _refusal(kind, module, family, step, caller)
@@ -119,11 +168,11 @@ def make_config(
     or ``signal_prior={"mean_logprob": 1.0}``.
     """
     if kind not in RANKER_KINDS:
-        raise ValueError(f"unknown ranker kind {kind!r}, expected one of {sorted(RANKER_KINDS)}")
+        raise ConfigError(f"unknown ranker kind {kind!r}, expected one of {sorted(RANKER_KINDS)}")
     cfg_cls = RANKER_KINDS[kind][1]
     if signals:
         if not issubclass(cfg_cls, Representation):
-            raise ValueError(f"{kind!r} rankers do not read the signals block")
+            raise ConfigError(f"{kind!r} rankers do not read the signals part")
         overrides = {
             "signal_names": SIGNAL_NAMES,
             "signals_version": SIGNALS_VERSION,
@@ -171,7 +220,7 @@ def build_ranker(config: RankerConfig, seed: int = 0) -> RankerModule:
 def from_checkpoint(ckpt: Checkpoint) -> RankerModule:
     """Rebuild a torch ranker (kind, config and weights) from a numpy checkpoint."""
     if ckpt.kind not in RANKER_KINDS:
-        raise ValueError(f"checkpoint has unknown ranker kind {ckpt.kind!r}")
+        raise ConfigError(f"checkpoint has unknown ranker kind {ckpt.kind!r}")
     cfg_cls = RANKER_KINDS[ckpt.kind][1]
     names = {f.name for f in dataclasses.fields(cfg_cls)}
     config = cfg_cls(**{k: v for k, v in ckpt.config.items() if k in names})

@@ -34,25 +34,23 @@ so old configs and checkpoints load unchanged.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from edge.app.dataset import Part
+from edge._errors import ConfigError
 from edge.runtime.onnx_meta import (
     INPUT_CANDIDATES,
     INPUT_INSTRUCTION,
     INPUT_MEAN_CANDIDATES,
     INPUT_SIGNALS,
 )
+from edge.runtime.parts import VECTOR_PARTS, Part, VectorPart
 from edge.training._contract import VectorRanker
 
 __all__ = ["VECTOR_PARTS", "PartRanker", "Representation", "VectorPart"]
-
-VectorPart = Literal["last", "mean"]
-VECTOR_PARTS: tuple[VectorPart, ...] = ("last", "mean")  # in input order
 
 
 class Representation:
@@ -73,26 +71,28 @@ class Representation:
     signal_prior: dict[str, float]  # initial direct weight per signal name (standardised)
 
     def __post_init__(self) -> None:
-        # Configs come back from JSON (checkpoints, metadata) with lists for tuples.
+        # Configs come back from JSON (checkpoints, metadata) with lists for tuples; the
+        # dataclasses are frozen, so the normal forms are set through object.__setattr__.
         vectors = tuple(self.vectors)
-        self.vectors = tuple(p for p in VECTOR_PARTS if p in vectors)
+        object.__setattr__(self, "vectors", tuple(p for p in VECTOR_PARTS if p in vectors))
         if not self.vectors or len(self.vectors) != len(vectors):
-            raise ValueError(
+            raise ConfigError(
                 f"vectors must be distinct parts of {list(VECTOR_PARTS)}, at least one, "
                 f"got {list(vectors)}"
             )
-        self.signal_names = tuple(str(n) for n in self.signal_names)
+        object.__setattr__(self, "signal_names", tuple(str(n) for n in self.signal_names))
         if len(set(self.signal_names)) != len(self.signal_names):
-            raise ValueError(f"signal_names repeat a name: {list(self.signal_names)}")
+            raise ConfigError(f"signal_names repeat a name: {list(self.signal_names)}")
         if bool(self.signal_names) != (self.signals_version > 0):
-            raise ValueError(
+            raise ConfigError(
                 "signal_names and signals_version go together: both set or neither "
                 f"(got {len(self.signal_names)} names, version {self.signals_version})"
             )
         unknown = sorted(set(self.signal_prior) - set(self.signal_names))
         if unknown:
-            raise ValueError(f"signal_prior names signals the ranker does not read: {unknown}")
-        self.signal_prior = {str(k): float(v) for k, v in self.signal_prior.items()}
+            raise ConfigError(f"signal_prior names signals the ranker does not read: {unknown}")
+        prior = {str(k): float(v) for k, v in self.signal_prior.items()}
+        object.__setattr__(self, "signal_prior", prior)
 
     @property
     def num_signals(self) -> int:

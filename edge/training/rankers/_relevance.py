@@ -14,9 +14,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Relevance", "RelevanceKind"]
+from edge._errors import ConfigError
+
+__all__ = ["Relevance", "RelevanceKind", "check_relevance"]
 
 RelevanceKind = Literal["cosine", "linear"]
+
+
+def check_relevance(kind: str, temperature: float) -> None:
+    """Raise ConfigError unless ``kind`` is a relevance head and ``temperature`` > 0."""
+    if kind not in ("cosine", "linear"):
+        raise ConfigError(f"relevance must be 'cosine' or 'linear', got {kind!r}")
+    if temperature <= 0:
+        raise ConfigError(f"temperature must be > 0, got {temperature}")
 
 
 class Relevance(nn.Module):
@@ -24,10 +34,7 @@ class Relevance(nn.Module):
 
     def __init__(self, dim: int, kind: RelevanceKind, temperature: float) -> None:
         super().__init__()
-        if kind not in ("cosine", "linear"):
-            raise ValueError(f"relevance must be 'cosine' or 'linear', got {kind!r}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        check_relevance(kind, temperature)
         self.kind = kind
         self.dim = dim
         self.temperature = float(temperature)

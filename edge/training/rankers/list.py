@@ -20,12 +20,12 @@ import torch
 from torch import nn
 
 from edge.training.rankers._parts import PartRanker, Representation, VectorPart
-from edge.training.rankers._relevance import Relevance, RelevanceKind
+from edge.training.rankers._relevance import Relevance, RelevanceKind, check_relevance
 
 __all__ = ["ListRanker", "ListRankerConfig"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class ListRankerConfig(Representation):
     """Shape and head of a ListRanker (defaults: the paper's, ~0.30M params at 4096-d)."""
 
@@ -43,6 +43,10 @@ class ListRankerConfig(Representation):
     # the hidden-state score starts gated off: the untrained ranker ranks by these signals
     # alone ({"mean_logprob": 1.0}: the highest mean log-probability first).
     signal_prior: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_relevance(self.relevance, self.temperature)
 
 
 class _Block(nn.Module):

@@ -18,12 +18,12 @@ import torch
 from torch import nn
 
 from edge.training.rankers._parts import PartRanker, Representation, VectorPart
-from edge.training.rankers._relevance import Relevance, RelevanceKind
+from edge.training.rankers._relevance import Relevance, RelevanceKind, check_relevance
 
 __all__ = ["PointRanker", "PointRankerConfig"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class PointRankerConfig(Representation):
     """Shape and head of a PointRanker (defaults: the paper's, ~0.27M params at 4096-d)."""
 
@@ -41,6 +41,10 @@ class PointRankerConfig(Representation):
     # the hidden-state score starts gated off: the untrained ranker ranks by these signals
     # alone ({"mean_logprob": 1.0}: the highest mean log-probability first).
     signal_prior: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_relevance(self.relevance, self.temperature)
 
 
 class PointRanker(PartRanker):

@@ -26,6 +26,7 @@ class FeatureVector(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FEATURE_VECTOR_UNSPECIFIED: _ClassVar[FeatureVector]
     FEATURE_VECTOR_LAST: _ClassVar[FeatureVector]
     FEATURE_VECTOR_MEAN: _ClassVar[FeatureVector]
+    FEATURE_VECTOR_EMBEDDING_MEAN: _ClassVar[FeatureVector]
 
 class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -43,6 +44,7 @@ DTYPE_INT8: DType
 FEATURE_VECTOR_UNSPECIFIED: FeatureVector
 FEATURE_VECTOR_LAST: FeatureVector
 FEATURE_VECTOR_MEAN: FeatureVector
+FEATURE_VECTOR_EMBEDDING_MEAN: FeatureVector
 FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_EOS: FinishReason
 FINISH_REASON_LENGTH: FinishReason
@@ -164,7 +166,7 @@ class InstructionFeature(_message.Message):
     def __init__(self, feature: _Optional[_Union[Tensor, _Mapping]] = ..., layer_index: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., token_features: _Optional[_Union[TokenFeatureLayout, _Mapping]] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("index", "text", "token_ids", "num_tokens", "finish_reason", "cumulative_logprob", "feature", "mean_feature", "mean_entropy")
+    __slots__ = ("index", "text", "token_ids", "num_tokens", "finish_reason", "cumulative_logprob", "feature", "mean_feature", "mean_entropy", "embedding_mean_feature")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -174,6 +176,7 @@ class Candidate(_message.Message):
     FEATURE_FIELD_NUMBER: _ClassVar[int]
     MEAN_FEATURE_FIELD_NUMBER: _ClassVar[int]
     MEAN_ENTROPY_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_MEAN_FEATURE_FIELD_NUMBER: _ClassVar[int]
     index: int
     text: str
     token_ids: _containers.RepeatedScalarFieldContainer[int]
@@ -183,7 +186,8 @@ class Candidate(_message.Message):
     feature: Tensor
     mean_feature: Tensor
     mean_entropy: float
-    def __init__(self, index: _Optional[int] = ..., text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., num_tokens: _Optional[int] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., cumulative_logprob: _Optional[float] = ..., feature: _Optional[_Union[Tensor, _Mapping]] = ..., mean_feature: _Optional[_Union[Tensor, _Mapping]] = ..., mean_entropy: _Optional[float] = ...) -> None: ...
+    embedding_mean_feature: Tensor
+    def __init__(self, index: _Optional[int] = ..., text: _Optional[str] = ..., token_ids: _Optional[_Iterable[int]] = ..., num_tokens: _Optional[int] = ..., finish_reason: _Optional[_Union[FinishReason, str]] = ..., cumulative_logprob: _Optional[float] = ..., feature: _Optional[_Union[Tensor, _Mapping]] = ..., mean_feature: _Optional[_Union[Tensor, _Mapping]] = ..., mean_entropy: _Optional[float] = ..., embedding_mean_feature: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class TokenFeatures(_message.Message):
     __slots__ = ("index", "token_offset", "features", "last_chunk")
@@ -230,16 +234,18 @@ class FeaturesRequest(_message.Message):
     def __init__(self, prompt: _Optional[_Union[Prompt, _Mapping]] = ..., responses: _Optional[_Iterable[str]] = ..., features: _Optional[_Union[FeatureSpec, _Mapping]] = ...) -> None: ...
 
 class FeaturesResponse(_message.Message):
-    __slots__ = ("instruction", "features", "mean_features", "mean_entropies")
+    __slots__ = ("instruction", "features", "mean_features", "mean_entropies", "embedding_mean_features")
     INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     MEAN_FEATURES_FIELD_NUMBER: _ClassVar[int]
     MEAN_ENTROPIES_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_MEAN_FEATURES_FIELD_NUMBER: _ClassVar[int]
     instruction: InstructionFeature
     features: _containers.RepeatedCompositeFieldContainer[Tensor]
     mean_features: _containers.RepeatedCompositeFieldContainer[Tensor]
     mean_entropies: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, instruction: _Optional[_Union[InstructionFeature, _Mapping]] = ..., features: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., mean_features: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., mean_entropies: _Optional[_Iterable[float]] = ...) -> None: ...
+    embedding_mean_features: _containers.RepeatedCompositeFieldContainer[Tensor]
+    def __init__(self, instruction: _Optional[_Union[InstructionFeature, _Mapping]] = ..., features: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., mean_features: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., mean_entropies: _Optional[_Iterable[float]] = ..., embedding_mean_features: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ...) -> None: ...
 
 class InfoRequest(_message.Message):
     __slots__ = ()

@@ -12,10 +12,10 @@ import onnx
 import pytest
 
 from edge._errors import FeatureError
+from edge.app.learning import IDENTITY_KEY
 from edge.app.personal import PersonalRanker
-from edge.app.personal_learner import IDENTITY_KEY, PersonalLearner
 from edge.app.registry import Registry
-from edge.app.taste import TasteHead, compose_ranker
+from edge.app.taste import TasteHead, TasteLearner, compose_ranker
 from edge.runtime.client import CentralClient
 from edge.runtime.scoring import RankingSession
 from edge.runtime.signals import SIGNALS_VERSION
@@ -106,9 +106,9 @@ def test_a_later_update_without_an_identity_keeps_the_recorded_one(central, tmp_
     assert shown_from is not None
     user.learn()
     _teach(user, 1, first=2)
-    report = PersonalLearner(user.store, user.registry).learn("fred", "chat")  # no identity
-    assert report.updated and report.version is not None
-    recorded = FeatureIdentity.from_dict(report.version.metadata[IDENTITY_KEY])
+    report = TasteLearner(user.store, user.registry).learn("fred", "chat")  # no identity
+    assert report.updated and report.saved is not None
+    recorded = FeatureIdentity.from_dict(report.saved.metadata[IDENTITY_KEY])
     assert recorded == dataclasses.replace(shown_from, parts=())
     assert _recorded(user) == dataclasses.replace(shown_from, parts=())
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from edge import CorruptModelError, RegistryError, UnknownUserError
+from edge._errors import CorruptVersionWarning
 from edge.app.registry import Registry
 
 REPO = Path(__file__).resolve().parents[3]
@@ -66,7 +67,8 @@ def test_corrupt_latest_version_is_detected_and_older_survive(
     with pytest.raises(CorruptModelError, match="v000002"):
         reg.open("u", "chat")
     assert reg.load_model("u", "chat", 1) == model_v1
-    assert reg.open("u", "chat", fallback=True).version == 1
+    with pytest.warns(CorruptVersionWarning):
+        assert reg.open("u", "chat", fallback=True).version == 1
     assert reg.rollback("u", "chat").version == 1
     assert reg.open("u", "chat").version == 1
 
@@ -102,13 +104,83 @@ def test_global_rankers_live_apart_from_users(tmp_path: Path, model_v1: bytes) -
     assert reg.load_weights(None, "math") == b"global-weights"
 
 
-def test_corrupt_manifest_is_reported(tmp_path: Path, model_v1: bytes) -> None:
+def test_a_damaged_manifest_is_read_from_its_backup_and_reported(
+    tmp_path: Path, model_v1: bytes
+) -> None:
+    reg = Registry(tmp_path)
+    reg.save("u", "chat", model_v1, metadata={"cursor": 4})
+    reg.save("u", "chat", model_v1, metadata={"cursor": 9})
+    manifest = tmp_path / "users/u/chat/manifest.json"
+    manifest.write_text(manifest.read_text()[:20])  # damaged on disk
+    with pytest.warns(CorruptVersionWarning, match=r"manifest\.json: unreadable.*backup"):
+        assert [v.version for v in reg.versions("u", "chat")] == [1, 2]
+    with pytest.warns(CorruptVersionWarning):
+        ranker = Registry(tmp_path).open("u", "chat")
+    assert ranker.version == 2
+    with pytest.warns(CorruptVersionWarning):  # the next save writes both again
+        assert reg.save("u", "chat", model_v1).version == 3
+    assert json.loads(manifest.read_text())["current"] == 3
+    manifest.unlink()  # a lost manifest: the backup still names every version
+    with pytest.warns(CorruptVersionWarning, match="missing"):
+        assert reg.has("u", "chat") and reg.current("u", "chat").version == 3
+
+
+def test_a_manifest_damaged_with_its_backup_is_an_error(tmp_path: Path, model_v1: bytes) -> None:
     reg = Registry(tmp_path)
     reg.save("u", "chat", model_v1)
-    manifest = tmp_path / "users/u/chat/manifest.json"
-    manifest.write_text(manifest.read_text()[:20])
+    for name in ("manifest.json", "manifest.backup.json"):
+        path = tmp_path / "users/u/chat" / name
+        path.write_text(path.read_text()[:20])
     with pytest.raises(CorruptModelError, match=r"manifest\.json"):
         reg.versions("u", "chat")
+
+
+def test_falling_back_from_a_corrupt_version_is_reported(tmp_path: Path, model_v1: bytes) -> None:
+    reg = Registry(tmp_path)
+    reg.save("u", "chat", model_v1)
+    reg.save("u", "chat", model_v1)
+    reg.model_path("u", "chat").write_bytes(b"garbage")
+    assert reg.verify("u", "chat", 1) is None
+    damage = reg.verify("u", "chat")
+    assert damage is not None and "v000002.onnx" in str(damage)
+    with pytest.warns(CorruptVersionWarning, match="version 2 is corrupt.*ranking with version 1"):
+        assert reg.open("u", "chat", fallback=True).version == 1
+
+
+def test_rollback_refuses_a_corrupt_target(tmp_path: Path, model_v1: bytes) -> None:
+    reg = Registry(tmp_path)
+    for _ in range(3):
+        reg.save("u", "chat", model_v1)
+    reg.model_path("u", "chat", 2).write_bytes(b"garbage")
+    with pytest.raises(CorruptModelError, match="v000002"):
+        reg.rollback("u", "chat")
+    assert reg.current("u", "chat").version == 3
+    assert reg.rollback("u", "chat", to=1).version == 1
+
+
+def test_a_rollback_forgets_the_events_of_the_versions_left(
+    tmp_path: Path, model_v1: bytes
+) -> None:
+    reg = Registry(tmp_path)
+    assert reg.forgotten("u", "chat") == ()  # no ranker yet
+    reg.save("u", "chat", model_v1, metadata={"cursor": 5})
+    reg.save("u", "chat", model_v1, metadata={"cursor": 10})
+    reg.save("u", "chat", model_v1, metadata={"cursor": 12})
+    assert reg.forgotten("u", "chat") == ()
+    reg.rollback("u", "chat")  # 3 -> 2: events 11..12 forgotten by v2's line
+    assert reg.forgotten("u", "chat") == ((10, 12),)
+    reg.rollback("u", "chat")  # 2 -> 1: and 6..10 (2 had reached 12)
+    assert reg.forgotten("u", "chat") == ((5, 12),)
+    # A learner saving on top of v1 records the ranges in its metadata.
+    reg.save("u", "chat", model_v1, metadata={"cursor": 15, "forgotten": [[5, 12]]})
+    assert reg.forgotten("u", "chat") == ((5, 12),)
+    reg.rollback("u", "chat", to=3)  # any move forgets what only the line left learned
+    assert reg.forgotten("u", "chat") == ((12, 15),)
+    reg.rollback("u", "chat", to=4)
+    assert reg.forgotten("u", "chat") == ((5, 12),)
+    reg.rollback("u", "chat", to=2)  # from v4 (cursor 15): 11..15 too
+    assert reg.forgotten("u", "chat") == ((10, 15),)
+    assert Registry(tmp_path).forgotten("u", "chat") == ((10, 15),)  # kept on disk
 
 
 _CRASH = textwrap.dedent(
@@ -171,7 +243,7 @@ def test_versions_are_pruned_but_never_the_current_one_or_its_rollback_target(
     for i in range(6):
         reg.save("u", "chat", model_v1, weights=f"w{i}".encode())
     assert [v.version for v in reg.versions("u", "chat")] == [4, 5, 6]
-    assert _files(tmp_path) == {"manifest.json"} | {
+    assert _files(tmp_path) == {"manifest.json", "manifest.backup.json"} | {
         f"v{n:06d}.{ext}" for n in (4, 5, 6) for ext in ("onnx", "weights.npz")
     }
     reg.rollback("u", "chat", to=4)
@@ -214,7 +286,8 @@ def test_leftovers_of_interrupted_writes_are_removed_on_open(
     (directory / "notes.txt").write_text("not ours: left alone")
     assert reg.open("u", "chat").version == 1
     assert {p.name for p in directory.iterdir()} == {
-        ".lock", "manifest.json", "notes.txt", "v000001.onnx", "v000001.weights.npz",
+        ".lock", "manifest.json", "manifest.backup.json", "notes.txt", "v000001.onnx",
+        "v000001.weights.npz",
     }  # fmt: skip
     # A version number once written is not handed out again.
     assert reg.save("u", "chat", model_v1).version == 2
@@ -233,3 +306,38 @@ def test_learning_continues_from_the_newest_intact_weights(tmp_path: Path, model
     reg.rollback("u", "chat", to=1)
     (tmp_path / "users/u/chat/v000001.weights.npz").unlink()
     assert reg.last_good_weights("u", "chat") is None
+
+
+_FILL_THE_REGISTRY = """
+import os, sys
+from edge import DiskFullError, Registry
+
+root, model = sys.argv[1], open(os.environ["MODEL"], "rb").read()
+registry = Registry(root, keep=1000)
+saved = 0
+try:
+    while True:
+        registry.save("u", "chat", model, weights=os.urandom(20_000))
+        saved += 1
+except DiskFullError as error:
+    print("FULL", error)
+current = registry.current("u", "chat")
+assert current.version == saved, (current.version, saved)  # the last good one stays current
+assert registry.verify("u", "chat") is None
+registry.open("u", "chat")
+leftovers = [p for p in os.listdir(root + "/users/u/chat") if p.endswith(".tmp")]
+assert not leftovers, leftovers
+print("OK", saved)
+"""
+
+
+def test_a_full_disk_is_named_and_leaves_the_last_version_current(onnx_file: Path) -> None:
+    from tests.edge.app._full_disk import run_on_small_disk
+
+    os.environ["MODEL"] = str(onnx_file)
+    try:
+        proc = run_on_small_disk(_FILL_THE_REGISTRY, size_kb=400)
+    finally:
+        del os.environ["MODEL"]
+    assert proc.returncode == 0, proc.stderr
+    assert "FULL no space left to write" in proc.stdout and "OK" in proc.stdout

@@ -17,7 +17,8 @@ from edge import (
     UnknownCandidateSetError,
     UnknownUserError,
 )
-from edge.app.store import FeedbackStore, events_to_dataset
+from edge.app.store import FeedbackStore
+from edge.app.training_data import events_to_dataset
 
 D = 16
 REPO = Path(__file__).resolve().parents[3]
@@ -273,7 +274,7 @@ def test_a_schema_1_store_migrates_in_place_and_its_events_stay_usable(tmp_path:
         shown = old[0].shown
         np.testing.assert_array_equal(shown.candidates, cand)
         np.testing.assert_array_equal(shown.instruction, inst)
-        assert shown.mean_candidates is None and shown.num_tokens is None
+        assert shown.mean_candidates is None and not shown.scalars.known
         assert shown.signals is None and old[0].signals_version is None
         # Signals are recomputed from the stored texts (scalars unknown: 0).
         np.testing.assert_array_equal(
@@ -303,6 +304,7 @@ def test_a_store_from_a_newer_release_is_refused_untouched(tmp_path: Path) -> No
 def test_a_generation_is_stored_with_mean_vectors_scalars_and_signals(
     store: FeedbackStore,
 ) -> None:
+    from edge.runtime.scalars import Scalars
     from edge.runtime.signals import SIGNALS_VERSION, candidate_signals
     from edge.runtime.types import Candidate, Generation
 
@@ -319,8 +321,7 @@ def test_a_generation_is_stored_with_mean_vectors_scalars_and_signals(
     assert event.signals_version == SIGNALS_VERSION
     shown = event.shown
     np.testing.assert_array_equal(shown.mean_candidates, mean)
-    assert shown.num_tokens == (3, 1) and shown.cumulative_logprobs == (-1.5, -0.25)
-    assert shown.mean_entropies == (0.7, None) and shown.finish_reasons == ("eos", "length")
+    assert shown.scalars == Scalars((3, 1), (-1.5, -0.25), (0.7, None), ("eos", "length"))
     assert shown.texts == ("- one\n- two", "A long answer!")
     assert shown.signals_version == SIGNALS_VERSION
     np.testing.assert_array_equal(shown.signals, candidate_signals(cands))
@@ -329,7 +330,7 @@ def test_a_generation_is_stored_with_mean_vectors_scalars_and_signals(
     partial = (cands[0], Candidate(1, "x", (), "eos", 0.0, cand[1]))
     assert store.record_generation("u", "h", Generation("p", inst, partial)).mean_candidates is None
     with pytest.raises(StoreError, match="got 1 num_tokens values for 2 candidates"):
-        store.record_shown("u", "bad", inst, cand[:2], num_tokens=[1])
+        store.record_shown("u", "bad", inst, cand[:2], scalars=Scalars(num_tokens=[1]))
     with pytest.raises(FeatureError, match="mean candidate features"):
         store.record_shown("u", "bad", inst, cand[:2], mean_candidates=cand[:2, :5])
 
@@ -361,3 +362,60 @@ def test_events_to_dataset_carries_mean_vectors_and_signals_when_asked(
     pair = next(b for b in full.blocks if b.kind == "pair")
     np.testing.assert_array_equal(pair.mean_candidates[0], mean[[1, 2]])
     assert pair.signals.shape == (1, 2, len(SIGNAL_NAMES))
+
+
+_FILL_THE_STORE = """
+import sys
+import numpy as np
+from edge import DiskFullError, FeedbackStore
+
+path = sys.argv[1] + "/feedback.sqlite3"
+store = FeedbackStore(path)
+rng = np.random.default_rng(0)
+acknowledged = 0
+try:
+    for i in range(100_000):
+        cands = rng.standard_normal((8, 64)).astype(np.float32)
+        store.record_shown("u", f"s{i}", rng.standard_normal(64), cands)
+        store.thumbs("u", f"s{i}", 0, up=True)
+        acknowledged += 1
+except DiskFullError as error:
+    print("FULL", error)
+try:
+    store.thumbs("u", "s0", 1, up=False)  # still full: refused, named, nothing half-done
+except DiskFullError:
+    print("STILL FULL")
+assert len(store.events("u")) == acknowledged  # every acknowledged event is there
+store.close()
+reopened = FeedbackStore(path)  # and the file is intact
+assert len(reopened.events("u")) == acknowledged > 0
+print("OK", acknowledged)
+"""
+
+
+def test_a_full_disk_is_named_as_such_and_loses_no_acknowledged_event() -> None:
+    from tests.edge.app._full_disk import run_on_small_disk
+
+    proc = run_on_small_disk(_FILL_THE_STORE, size_kb=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "FULL no space left to write" in proc.stdout and "feedback.sqlite3" in proc.stdout
+    assert "STILL FULL" in proc.stdout and "OK" in proc.stdout
+    assert "corrupt" not in proc.stdout + proc.stderr
+
+
+def test_sets_are_listed_newest_first_and_found_by_any_unique_start(tmp_path: Path) -> None:
+    from edge import UnknownCandidateSetError
+
+    with FeedbackStore(tmp_path / "fb.db") as store:
+        inst, cands = np.zeros(8, np.float32), np.ones((3, 8), np.float32)
+        for set_id, task in (("ab12", "chat"), ("ab34", "chat"), ("cd56", "math")):
+            store.record_shown("u", set_id, inst, cands, task=task)
+        assert [s.set_id for s in store.recent_sets("u")] == ["cd56", "ab34", "ab12"]
+        assert [s.set_id for s in store.recent_sets("u", task="chat", limit=1)] == ["ab34"]
+        assert store.find_set("u", "ab3").set_id == "ab34"
+        assert store.find_set("u", "cd56", task="math").set_id == "cd56"
+        with pytest.raises(StoreError, match="'ab' starts more than one set"):
+            store.find_set("u", "ab")
+        with pytest.raises(UnknownCandidateSetError):
+            store.find_set("u", "cd", task="chat")
+        assert store.recent_sets("nobody") == []

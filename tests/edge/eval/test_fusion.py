@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge import FeatureError
+from edge import ConfigError, FeatureError
 from edge.eval.fusion import FusedScorer, minmax_fusion, minmax_scale, rank_fusion, ranks
 
 
@@ -48,7 +48,7 @@ def test_fused_scorer_combines_two_callables() -> None:
     x = np.array([1.0, 2.0, 3.0])
     assert FusedScorer(first, second, "minmax", weight=1.0)(x).tolist() == [0.0, 0.5, 1.0]
     assert FusedScorer(first, second, "rank")(x).shape == (3,)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="method must be 'rank' or 'minmax'"):
         FusedScorer(first, second, "mean")  # type: ignore[arg-type]
 
 

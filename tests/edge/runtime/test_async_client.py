@@ -36,7 +36,7 @@ def test_async_generate_matches_the_sync_client(tiny_server) -> None:
 def test_async_invalid_request_raises_the_same_error(tiny_server) -> None:
     async def run():
         async with AsyncCentralClient(f"127.0.0.1:{tiny_server.port}") as central:
-            await central.generate("hi", 0)
+            await central.generate("hi", 100)  # over the server's max_k
 
     with pytest.raises(InvalidRequestError, match=r"^k:"):
         asyncio.run(run())

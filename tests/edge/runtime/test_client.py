@@ -6,7 +6,10 @@ import socket
 
 import numpy as np
 import pytest
+import torch
 
+from central.forward import empty_response_tokens
+from central.prompting import render_prompt, response_ids
 from central.server import ServerConfig, start_server
 from edge._errors import (
     ConnectionLostError,
@@ -16,6 +19,7 @@ from edge._errors import (
 )
 from edge.runtime.client import CentralClient, Instruction
 from edge.runtime.types import Candidate
+from language_ranker.v1 import ranker_pb2 as pb
 
 
 @pytest.fixture()
@@ -28,6 +32,7 @@ def test_info(client) -> None:
     info = client.info()
     assert (info.num_layers, info.hidden_size, info.max_k) == (4, 64, 64)
     assert set(info.encodings) == {"fp16", "fp32", "int8"}
+    assert info.feature_vectors == ("last", "mean", "embedding_mean")
 
 
 def test_generate_returns_k_candidates_with_numpy_features(client) -> None:
@@ -67,6 +72,70 @@ def test_features_for_given_responses(client) -> None:
     instruction, features = client.features("List colours", ["red", "green and blue"])
     assert instruction.shape == (64,) and features.shape == (2, 64)
     assert not np.allclose(features[0], features[1])
+
+
+def _plain_pass(model, prompt: str, fed: list[int]):
+    ids = render_prompt(model, pb.Prompt(text=prompt))
+    with torch.inference_mode():
+        out = model.model(torch.tensor([ids + fed]), output_hidden_states=True)
+    return [h[0, len(ids) :].numpy() for h in out.hidden_states]
+
+
+def _assert_fp16_close(got: np.ndarray | None, want: np.ndarray) -> None:
+    """Within fp16's rounding (the default encoding) of the largest value."""
+    assert got is not None
+    np.testing.assert_allclose(got, want, atol=1e-3 * np.abs(want).max())
+
+
+def test_candidates_carry_the_embedding_mean_when_asked(client, tiny_model) -> None:
+    prompt, every = "Write a poem", ("last", "mean", "embedding_mean")
+    generation = client.generate(prompt, k=4, max_new_tokens=6, seed=2, vectors=every)
+    for c in generation.candidates:
+        assert c.embedding_mean_feature is not None
+        assert c.embedding_mean_feature.dtype == np.float32
+        assert c.embedding_mean_feature.shape == (64,)
+        states = _plain_pass(
+            tiny_model, prompt, list(c.token_ids) or empty_response_tokens(tiny_model)
+        )
+        _assert_fp16_close(c.embedding_mean_feature, states[0].mean(0))
+        _assert_fp16_close(c.mean_feature, states[2].mean(0))
+    plain = client.generate(prompt, k=4, max_new_tokens=6, seed=2)
+    assert all(c.embedding_mean_feature is None for c in plain.candidates)
+    alone = client.generate(prompt, k=2, max_new_tokens=6, seed=2, vectors=("embedding_mean",))
+    for c in alone.candidates:
+        assert c.feature.shape == (0,) and c.mean_feature is None
+        assert c.embedding_mean_feature is not None
+
+
+def test_response_vectors_for_given_responses(client, tiny_model) -> None:
+    texts = ["red", "green and blue", ""]
+    every = ("last", "mean", "embedding_mean")
+    got = client.response_vectors("List colours", texts, vectors=every, mean_entropy=True)
+    assert got.instruction.shape == (64,) and got.layer_index == 2
+    for array in (got.last, got.mean, got.embedding_mean):
+        assert array is not None and array.shape == (3, 64) and array.dtype == np.float32
+    assert got.mean_entropy is not None and got.mean_entropy.shape == (3,)
+    for row, text in enumerate(texts):
+        fed = response_ids(tiny_model, text) or empty_response_tokens(tiny_model)
+        states = _plain_pass(tiny_model, "List colours", fed)
+        _assert_fp16_close(got.embedding_mean[row], states[0].mean(0))
+        _assert_fp16_close(got.last[row], states[2][-1])
+    _, last = client.features("List colours", texts)
+    np.testing.assert_array_equal(got.last, last)  # the same pass, the same bytes
+    only = client.response_vectors("List colours", texts, vectors=("embedding_mean",))
+    assert only.last is None and only.mean is None and only.mean_entropy is None
+    np.testing.assert_array_equal(only.embedding_mean, got.embedding_mean)
+    none = client.response_vectors("List colours", [], vectors=every)
+    assert none.embedding_mean is not None and none.embedding_mean.shape == (0, 64)
+
+
+def test_an_unknown_vector_name_is_refused_before_any_call(client) -> None:
+    with pytest.raises(
+        ValueError, match=r"vectors must be among \['embedding_mean', 'last', 'mean'\]"
+    ):
+        client.generate("hi", k=1, vectors=("embeddings",))
+    with pytest.raises(ValueError, match="vectors must be among"):
+        client.response_vectors("hi", ["x"], vectors=("first",))
 
 
 def test_invalid_request_raises_invalid_request_error_naming_the_field(client) -> None:

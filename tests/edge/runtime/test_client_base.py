@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from edge._errors import ServerError
+from edge.runtime.client import CentralClient
 from edge.runtime.client_base import ClientBase, _optional_float, _optional_tensor
 from edge.runtime.types import Candidate, Usage
 from language_ranker.v1 import ranker_pb2 as pb
@@ -111,3 +112,66 @@ def test_optional_fields_are_none_when_unset_or_unknown_to_this_proto() -> None:
     assert isinstance(candidate, Candidate)
     if "mean_feature" not in pb.Candidate.DESCRIPTOR.fields_by_name:
         assert candidate.mean_feature is None and candidate.mean_entropy is None
+
+
+@pytest.mark.parametrize("k", [-1, 0, 2.5, True, "4"])
+def test_a_bad_k_is_refused_before_sending_naming_it(k: object) -> None:
+    client = CentralClient("127.0.0.1:1")
+    with pytest.raises(ValueError, match=r"k must be a whole number of candidates"):
+        client.build_generate_request("hi", k)  # type: ignore[arg-type]
+    client.close()
+
+
+def test_an_unknown_option_is_named_with_the_closest_one() -> None:
+    client = CentralClient("127.0.0.1:1")
+    expected = r"unknown option 'tempreature' \(did you mean 'temperature'\?\); its options"
+    with pytest.raises(TypeError, match=rf"generate\(\) got an {expected} are .*top_p"):
+        client.build_generate_request("hi", 4, tempreature=0.5)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"features\(\) got an unknown option 'seed'"):
+        client.build_features_request("hi", ["a"], seed=1)  # type: ignore[call-arg]
+    client.close()
+
+
+def test_the_embedding_mean_decodes_and_a_candidate_without_last_has_an_empty_feature() -> None:
+    message = pb.Candidate(
+        index=0, text="x", token_ids=[3], embedding_mean_feature=_tensor(4, value=0.5)
+    )  # "last" left out by the request: `feature` unset
+    candidate = _decode([pb.GenerateResponse(candidate=message)], token_features=False)[0]
+    assert isinstance(candidate, Candidate)
+    assert candidate.feature.shape == (0,) and candidate.feature.dtype == np.float32
+    assert candidate.mean_feature is None
+    assert candidate.embedding_mean_feature is not None
+    np.testing.assert_array_equal(candidate.embedding_mean_feature, np.full(4, 0.5, np.float32))
+    plain = _decode(_stream(), token_features=False)[1]
+    assert isinstance(plain, Candidate) and plain.embedding_mean_feature is None
+
+
+def _vectors_reply(**lists) -> pb.FeaturesResponse:
+    instruction = pb.InstructionFeature(feature=_tensor(4), layer_index=3)
+    return pb.FeaturesResponse(instruction=instruction, **lists)
+
+
+def test_response_vectors_keep_what_was_asked_and_refuse_a_short_reply() -> None:
+    every = [pb.FEATURE_VECTOR_LAST, pb.FEATURE_VECTOR_MEAN, pb.FEATURE_VECTOR_EMBEDDING_MEAN]
+    request = pb.FeaturesRequest(
+        responses=["a", "b"], features=pb.FeatureSpec(vectors=every, mean_entropy=True)
+    )
+    reply = _vectors_reply(
+        features=[_tensor(4, value=1), _tensor(4, value=2)],
+        mean_features=[_tensor(4), _tensor(4)],
+        embedding_mean_features=[_tensor(4, value=3), _tensor(4, value=4)],
+        mean_entropies=[0.5, 0.25],
+    )
+    got = ClientBase._decode_vectors(request, reply, None)
+    assert got.layer_index == 3 and got.identity is not None
+    assert got.identity.parts == ("last", "mean", "embedding_mean")
+    assert got.embedding_mean is not None and got.embedding_mean[:, 0].tolist() == [3.0, 4.0]
+    assert got.mean_entropy is not None and got.mean_entropy.tolist() == [0.5, 0.25]
+    # A server that predates the embedding mean sends none: None, and the identity says so.
+    older = _vectors_reply(features=list(reply.features), mean_features=list(reply.mean_features))
+    got = ClientBase._decode_vectors(request, older, None)
+    assert got.embedding_mean is None and got.mean_entropy is None
+    assert got.identity is not None and got.identity.parts == ("last", "mean")
+    short = _vectors_reply(features=[_tensor(4)])
+    with pytest.raises(ServerError, match="sent 1 vectors for 2 responses"):
+        ClientBase._decode_vectors(request, short, None)

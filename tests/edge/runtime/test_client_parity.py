@@ -87,6 +87,26 @@ CASES: dict[str, tuple[str, tuple[Any, ...], dict[str, Any]]] = {
         {"layer": 1, "encoding": "int8"},
     ),
     "features of no responses": ("features", ("List colours", []), {}),
+    "every vector and the entropy": (
+        "generate",
+        ("Write a poem", 3),
+        {
+            "max_new_tokens": 6,
+            "seed": 4,
+            "vectors": ("last", "mean", "embedding_mean"),
+            "mean_entropy": True,
+        },
+    ),
+    "the embedding mean alone, streamed": (
+        "stream",
+        ("List colours.", 2),
+        {"max_new_tokens": 5, "seed": 6, "vectors": ("embedding_mean",), "encoding": "int8"},
+    ),
+    "response vectors": (
+        "response_vectors",
+        ("List colours", ["red", "", "green and blue"]),
+        {"vectors": ("mean", "embedding_mean"), "mean_entropy": True, "layer": 3},
+    ),
 }
 
 
@@ -147,6 +167,10 @@ def test_the_compared_values_are_the_full_ones(tiny_server) -> None:
     assert [type(e) for e in events[3:]] == [CandidateTokens, CandidateTokens]
     _, (instruction, none) = _run_both(address, *CASES["features of no responses"])
     assert instruction.shape == (64,) and none.shape == (0, 64) and none.dtype == np.float32
+    _, every = _run_both(address, *CASES["every vector and the entropy"])
+    assert all(c.embedding_mean_feature.shape == (64,) for c in every.candidates)
+    _, given = _run_both(address, *CASES["response vectors"])
+    assert given.embedding_mean.shape == (3, 64) and given.mean_entropy.shape == (3,)
 
 
 def test_a_ranker_decides_token_features_in_both_clients(tiny_server) -> None:

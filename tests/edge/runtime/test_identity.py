@@ -117,6 +117,16 @@ def test_central_reports_the_weights_checksum_and_a_generation_carries_it(
     both = client.generate("Hi", k=2, max_new_tokens=4, layer=1, vectors=("last", "mean"))
     assert both.identity is not None
     assert (both.identity.layer_index, both.identity.parts) == (1, ("last", "mean"))
+    every = client.generate("Hi", k=2, max_new_tokens=4, vectors=("mean", "embedding_mean"))
+    assert every.identity is not None and every.identity.parts == ("mean", "embedding_mean")
+    given = client.response_vectors("Hi", ["red", ""], vectors=("last", "embedding_mean"))
+    assert given.identity == FeatureIdentity(
+        info.model_name,
+        info.model_sha256,
+        TINY_LAYER,
+        ("last", "embedding_mean"),
+        weights_format=format_,
+    )
 
 
 def test_the_async_client_fills_the_same_identity(tiny_server, generation) -> None:
@@ -217,6 +227,19 @@ def test_a_ranker_reading_mean_vectors_says_how_to_get_them(generation) -> None:
     data = _export(generation.identity, vectors=("last", "mean"))
     with pytest.raises(FeatureError, match=r"ask central for vectors=\['last', 'mean'\]"):
         RankingSession(data).score_generation(generation)
+
+
+def test_features_without_the_embedding_mean_a_ranker_reads_are_refused_naming_the_option(
+    client,
+) -> None:
+    reads = FeatureIdentity(parts=("last", "embedding_mean", "signals"))
+    plain = client.generate("Hi", k=2, max_new_tokens=4, seed=0)
+    assert plain.identity is not None
+    message = reads.mismatch(plain.identity)
+    assert message is not None
+    assert "ask central for vectors=['last', 'embedding_mean']" in message
+    both = client.generate("Hi", k=2, max_new_tokens=4, vectors=("last", "embedding_mean"))
+    assert both.identity is not None and reads.mismatch(both.identity) is None
 
 
 # ------------------------------------------------------------------ what the file says

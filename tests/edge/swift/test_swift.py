@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from edge import CorruptModelError, FeatureError
+from edge import ConfigError, CorruptModelError, FeatureError
 from edge.swift.export import check_swift_parity, export_swift_onnx
+from edge.swift.head import SwiftConfig, SwiftRanker
 from edge.swift.scoring import TokenRankingSession
+from edge.swift.synthetic import planted_token_dataset
 from edge.swift.tokens import pad_groups, pad_tokens
 from edge.swift.train import (
     SwiftTrainConfig,
@@ -18,14 +20,7 @@ from edge.swift.train import (
     swift_top1,
     train_swift,
 )
-from edge.training.rankers import (
-    SwiftConfig,
-    SwiftRanker,
-    build_ranker,
-    from_checkpoint,
-    make_config,
-)
-from edge.training.synthetic import planted_token_dataset
+from edge.training.rankers import build_ranker, from_checkpoint, make_config
 
 D = 24
 
@@ -54,10 +49,10 @@ def test_config_parameters_and_checkpoint_round_trip(head: SwiftRanker) -> None:
         head.needs_token_features and not build_ranker(make_config("point", D)).needs_token_features
     )
     again = from_checkpoint(head.to_checkpoint())
-    assert isinstance(again, SwiftRanker) and again.config.layers == [3, 4]
+    assert isinstance(again, SwiftRanker) and again.config.layers == (3, 4)
     x, m = torch.randn(2, 3, 4, D), torch.ones(2, 3, 4)
     assert torch.equal(again.eval()(x, m), head(x, m))
-    with pytest.raises(ValueError, match="2 \\+ top_logprobs"):
+    with pytest.raises(ConfigError, match="2 \\+ top_logprobs"):
         SwiftConfig(10, source="logits", top_logprobs=5)
 
 

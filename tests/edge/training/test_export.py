@@ -39,6 +39,32 @@ def test_dynamo_export_matches_torch_at_several_k(
     assert session.score(np.ones(32, np.float32), np.ones((1, 32), np.float32)).shape == (1,)
 
 
+def test_the_default_export_is_the_fast_tracer(point_ranker: RankerModule) -> None:
+    """Issue 24: the default was torch.export, 7-31 s a ranker; the legacy tracer
+    (0.03-0.1 s, benchmarks/export_speed.py) gives the same graph bytes."""
+    assert export_onnx(point_ranker) == export_onnx(point_ranker, exporter="torchscript")
+
+
+@pytest.mark.slow  # torch.export takes seconds a graph
+@pytest.mark.parametrize("kind", ["list", "point"])
+def test_the_default_and_torch_export_graphs_score_identically(kind: str) -> None:
+    from edge.training.rankers import build_ranker, recommended_config
+
+    model = build_ranker(recommended_config(kind, 32), seed=3)
+    fast, slow = (RankingSession.load(export_onnx(model, exporter=e)) for e in ("auto", "dynamo"))
+    rng = np.random.default_rng(0)
+    for k in (1, 3, 8):
+        inputs = {
+            "candidates": rng.standard_normal((k, 32)).astype(np.float32),
+            "mean_candidates": rng.standard_normal((k, 32)).astype(np.float32),
+            "signals": rng.standard_normal((k, len(SIGNAL_NAMES))).astype(np.float32),
+        }
+        instruction = rng.standard_normal(32).astype(np.float32)
+        np.testing.assert_array_equal(
+            fast.score(instruction, **inputs), slow.score(instruction, **inputs)
+        )
+
+
 def test_torchscript_export_and_metadata(point_ranker: RankerModule, tmp_path) -> None:
     path = tmp_path / "p.onnx"
     export_onnx(point_ranker, path, exporter="torchscript", metadata={"app.user": "u1"})

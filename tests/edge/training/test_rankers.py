@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from edge import ConfigError
 from edge.app.checkpoint import Checkpoint
 from edge.runtime.signals import SIGNAL_NAMES, SIGNALS_VERSION
 from edge.training.rankers import build_ranker, count_parameters, from_checkpoint, make_config
@@ -55,7 +56,7 @@ def test_checkpoint_round_trip_through_bytes(kind: str) -> None:
 
 
 def test_unknown_kind_is_rejected() -> None:
-    with pytest.raises(ValueError, match="unknown ranker kind"):
+    with pytest.raises(ConfigError, match="unknown ranker kind"):
         make_config("tree", 16)
 
 
@@ -166,17 +167,17 @@ def test_with_a_prior_an_untrained_ranker_ranks_by_the_highest_mean_logprob(
 def test_representation_fields_are_checked_and_survive_json() -> None:
     import json
 
-    with pytest.raises(ValueError, match="vectors must be distinct parts"):
+    with pytest.raises(ConfigError, match="vectors must be distinct parts"):
         make_config("list", 16, vectors=("last", "last"))
-    with pytest.raises(ValueError, match="vectors must be distinct parts"):
+    with pytest.raises(ConfigError, match="vectors must be distinct parts"):
         make_config("list", 16, vectors=())
-    with pytest.raises(ValueError, match="vectors must be distinct parts"):
+    with pytest.raises(ConfigError, match="vectors must be distinct parts"):
         make_config("point", 16, vectors=("first",))
-    with pytest.raises(ValueError, match="go together"):
+    with pytest.raises(ConfigError, match="go together"):
         make_config("point", 16, signal_names=("a", "b"))
-    with pytest.raises(ValueError, match=r"signals the ranker does not read: \['nope'\]"):
+    with pytest.raises(ConfigError, match=r"signals the ranker does not read: \['nope'\]"):
         make_config("point", 16, signals=True, signal_prior={"nope": 1.0})
-    with pytest.raises(ValueError, match="'swift' rankers do not read the signals block"):
+    with pytest.raises(ConfigError, match="'swift' rankers do not read the signals part"):
         make_config("swift", 16, signals=True)
     config = make_config("list", 16, vectors=("mean", "last"), signals=True)
     assert config.vectors == ("last", "mean")  # type: ignore[union-attr]

@@ -13,6 +13,10 @@ whole life and asserts at each step something a broken kind would fail:
 8. refusals: every entry point of the *other* input families refuses the kind
    with an edge error (a ``RankerError``) naming it, never a raw one.
 
+The check sits above every family it checks (``edge.checks``: above
+``edge.training`` and ``edge.swift``), so no family's room imports another's to
+test itself.
+
 Kinds differ only in their input family: ``VectorRanker`` (vectors per
 candidate: list, point) or ``SwiftRanker`` (per-token features). Each family
 is one ``_Family`` subclass below, saying how its rankers are trained,
@@ -58,6 +62,7 @@ from edge.runtime.signals import SIGNAL_NAMES
 from edge.swift.export import check_swift_parity, export_swift_onnx
 from edge.swift.head import SwiftRanker
 from edge.swift.scoring import TokenRankingSession
+from edge.swift.synthetic import planted_token_dataset
 from edge.swift.train import (
     SwiftTrainConfig,
     TokenDataset,
@@ -77,7 +82,7 @@ from edge.training.rankers import (
     from_checkpoint,
     make_config,
 )
-from edge.training.synthetic import planted_dataset, planted_token_dataset
+from edge.training.synthetic import planted_dataset
 
 __all__ = ["VARIANTS", "ConformanceReport", "check_ranker"]
 

@@ -2,11 +2,13 @@
 
 Every writer of a ranker graph (``edge.training.export_onnx``,
 ``edge.swift.export_swift_onnx`` and ``edge.app.taste.compose_ranker``) ends
-here, so every ranker file says the same things the same way: its
-``language_ranker.*`` metadata entries, a ``language_ranker.inputs`` entry
-listing each input's name, dtype and shape, and on each input a doc string
-naming the same plus what it holds, the source model and layer when known, and
-that fp16 wire features must be widened to float32.
+here, in the lowest room they all share, so every ranker file says the same
+things the same way: its ``language_ranker.*`` metadata entries, a
+``language_ranker.inputs`` entry listing each input's name, dtype and shape,
+and on each input a doc string naming the same plus what it holds, the source
+model and layer when known, and that fp16 wire features must be widened to
+float32. It needs the ``onnx`` package (a base dependency), which ranking
+itself never imports.
 """
 
 from __future__ import annotations

@@ -181,13 +181,13 @@ def test_a_graph_for_other_signals_is_refused_rather_than_fed_wrong_columns() ->
 def test_head_weights_round_trip_and_bad_archives_are_corrupt() -> None:
     head = _head(4)
     again = TasteHead.from_bytes(head.to_bytes())
-    assert again.blocks == head.blocks and again.signals_version == SIGNALS_VERSION
-    for block in head.blocks:
+    assert again.parts == head.parts and again.signals_version == SIGNALS_VERSION
+    for block in head.parts:
         np.testing.assert_array_equal(again.weights[block], head.weights[block])
     assert head.nbytes == 4 * (2 * D + S)
     with pytest.raises(CorruptModelError):
         TasteHead.from_bytes(b"not an archive")
-    with pytest.raises(FeatureError, match="signals block has 3 values"):
+    with pytest.raises(FeatureError, match="signals part has 3 values"):
         TasteHead({"last": np.zeros(D, np.float32), "signals": np.zeros(3, np.float32)})
     with pytest.raises(FeatureError, match="global ranker takes features of 32 values"):
         compose_ranker(
@@ -230,8 +230,8 @@ def test_u_round_trips_and_a_head_saved_before_u_existed_loads_with_u_zero(
     old_config = {k: v for k, v in ckpt.config.items() if k not in ("head_format", "global_weight")}
     old_bytes = Checkpoint(ckpt.kind, old_config, ckpt.weights).to_bytes()
     old = TasteHead.from_bytes(old_bytes)
-    assert old.global_weight == 0.0 and old.blocks == head.blocks
-    for block in head.blocks:
+    assert old.global_weight == 0.0 and old.parts == head.parts
+    for block in head.parts:
         np.testing.assert_array_equal(old.weights[block], head.weights[block])
     global_model = onnx_file.read_bytes()
     g = _generation(5)

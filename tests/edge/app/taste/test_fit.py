@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge import TrainingError
-from edge.app.taste import compose_ranker
-from edge.app.taste_fit import Pairs, Reaction, TasteConfig, TasteFit, preference_pairs
+from edge import ConfigError, FeatureError, TrainingError
+from edge.app.taste import Pairs, Reaction, TasteConfig, TasteFit, compose_ranker, preference_pairs
+from edge.runtime.parts import part_layout
 from edge.runtime.scoring import RankingSession
 from edge.runtime.signals import SIGNAL_NAMES
 
@@ -50,10 +50,14 @@ def _planted(sets: int, d: int, seed: int) -> tuple[np.ndarray, ...]:
     return last.astype(np.float32), mean.astype(np.float32), sig.astype(np.float32), utility
 
 
+def _parts(data: tuple[np.ndarray, ...], i: int) -> dict[str, np.ndarray]:
+    return {"last": data[0][i], "mean": data[1][i], "signals": data[2][i]}
+
+
 def _fill(fit: TasteFit, data: tuple[np.ndarray, ...], start: int, stop: int) -> None:
     last, mean, sig, utility = data
     for i in range(start, stop):
-        fit.add_set(str(i), last[i], mean[i], sig[i])
+        fit.add_set(str(i), {"last": last[i], "mean": mean[i], "signals": sig[i]})
         worst = tuple(int(j) for j in np.argsort(utility[i])[:3])
         fit.set_reactions(str(i), [Reaction("pick", int(np.argmax(utility[i])), None, worst)])
 
@@ -63,9 +67,9 @@ def _objective_and_gradient(
 ) -> tuple[float, np.ndarray]:
     """The documented objective of one head (its prior in ``s``) and its gradient,
     written out independently."""
-    pairs, s = fit.pairs(), fit._scale(fit._heads[head])
-    x = fit._full_rows().astype(np.float64)
-    g = fit._g[: fit.num_rows]  # the global offsets (0 without a global ranker)
+    pairs, s = fit.pairs(), fit.scale(fit.heads[head])
+    x = fit.rows.full().astype(np.float64)
+    g = fit.rows.offsets  # the global offsets (0 without a global ranker)
     margins = x[pairs.winners] @ v - x[pairs.losers] @ v + g[pairs.winners] - g[pairs.losers]
     value = (pairs.weights * np.logaddexp(0, -margins)).sum() + 0.5 * fit.config.l2 * (
         (v / s) ** 2
@@ -78,51 +82,49 @@ def _objective_and_gradient(
 def test_the_fit_reaches_the_optimum_of_the_documented_objective() -> None:
     data = _planted(40, 24, seed=0)
     config = TasteConfig(tolerance=1e-9, head_priors=ONE_HEAD)
-    fit = TasteFit(24, ("last", "mean", "signals"), config)
+    fit = TasteFit(part_layout(24, ("last", "mean", "signals")), config)
     _fill(fit, data, 0, 40)
     start, _ = _objective_and_gradient(fit, fit.v.copy())
     report = fit.fit(200)
     value, grad = _objective_and_gradient(fit, fit.v)
     assert value < start
-    assert np.linalg.norm(fit._scale() * grad) < 1e-6 * start
+    assert np.linalg.norm(fit.scale() * grad) < 1e-6 * start
     np.testing.assert_allclose(report.loss * fit.pairs().weights.sum(), value, rtol=1e-6)
     # A small move in any direction cannot lower the objective.
     rng = np.random.default_rng(1)
     for _ in range(5):
-        nudge = 1e-4 * rng.standard_normal(fit.width) * fit._scale()
+        nudge = 1e-4 * rng.standard_normal(fit.width) * fit.scale()
         assert _objective_and_gradient(fit, fit.v + nudge)[0] >= value - 1e-9
 
 
 def test_one_update_per_event_tracks_the_full_refit() -> None:
     data = _planted(120, 64, seed=2)
-    warm = TasteFit(64, ("last", "mean", "signals"), TasteConfig(passes=1))
+    warm = TasteFit(part_layout(64, ("last", "mean", "signals")), TasteConfig(passes=1))
     for i in range(120):
         _fill(warm, data, i, i + 1)
         warm.fit()
-    cold = TasteFit(64, ("last", "mean", "signals"), TasteConfig(tolerance=1e-9))
+    cold = TasteFit(part_layout(64, ("last", "mean", "signals")), TasteConfig(tolerance=1e-9))
     _fill(cold, data, 0, 120)
     cold.fit(300)
     # The default heads: signals x100 (first), then the mean-vector head (last x0.01).
-    gap = warm._objective(warm.pairs(), warm._heads[1]) - cold._objective(
-        cold.pairs(), cold._heads[1]
-    )
-    assert 0 <= gap < 1e-3 * cold._objective(cold.pairs(), cold._heads[1])
+    gap = warm.objective(warm.heads[1]) - cold.objective(cold.heads[1])
+    assert 0 <= gap < 1e-3 * cold.objective(cold.heads[1])
     # The signals-heavy head's steps move the signals first: it lags further, by
     # design (see the module docstring), but it tracks.
-    heavy = warm._objective(warm.pairs(), warm._heads[0])
-    best = cold._objective(cold.pairs(), cold._heads[0])
+    heavy = warm.objective(warm.heads[0])
+    best = cold.objective(cold.heads[0])
     assert 0 <= heavy - best < 0.1 * best
     # One balanced head alone tracks within 0.1% too.
     blocks = ("last", "mean", "signals")
-    one = TasteFit(64, blocks, TasteConfig(passes=1, head_priors=ONE_HEAD))
-    exact = TasteFit(64, blocks, TasteConfig(tolerance=1e-9, head_priors=ONE_HEAD))
+    one = TasteFit(part_layout(64, blocks), TasteConfig(passes=1, head_priors=ONE_HEAD))
+    exact = TasteFit(part_layout(64, blocks), TasteConfig(tolerance=1e-9, head_priors=ONE_HEAD))
     for i in range(120):
         _fill(one, data, i, i + 1)
         one.fit()
     _fill(exact, data, 0, 120)
     exact.fit(300)
-    gap = one._objective(one.pairs()) - exact._objective(exact.pairs())
-    assert 0 <= gap < 1e-3 * exact._objective(exact.pairs())
+    gap = one.objective() - exact.objective()
+    assert 0 <= gap < 1e-3 * exact.objective()
     test = _planted(300, 64, seed=3)
     scores = warm.head().score(test[0], test[1], test[2])
     assert (scores.argmax(1) == test[3].argmax(1)).mean() > 0.6  # chance: 1/6
@@ -134,24 +136,24 @@ def test_a_warm_iteration_reads_part_of_the_history_and_still_reaches_the_optimu
     is decided on the exact gradient."""
     data = _planted(40, 24, seed=0)
     config = TasteConfig(tolerance=1e-9, refresh=0.25, refresh_block=1, head_priors=ONE_HEAD)
-    partial = TasteFit(24, ("last", "mean", "signals"), config)
+    partial = TasteFit(part_layout(24, ("last", "mean", "signals")), config)
     _fill(partial, data, 0, 40)
     first = partial.fit(1)
     assert first.refreshed == pytest.approx(10 / 40)  # 10 of 40 sets of equal size
     reports = [partial.fit(1) for _ in range(400)]
-    exact = TasteFit(24, ("last", "mean", "signals"), config)
+    exact = TasteFit(part_layout(24, ("last", "mean", "signals")), config)
     _fill(exact, data, 0, 40)
     exact.fit(200, refresh=1.0)
     best, _ = _objective_and_gradient(exact, exact.v)
     value, grad = _objective_and_gradient(partial, partial.v)
     assert value == pytest.approx(best, rel=1e-6)
-    assert np.linalg.norm(partial._scale() * grad) < 1e-5 * best
+    assert np.linalg.norm(partial.scale() * grad) < 1e-5 * best
     # Every iteration read about a quarter, plus the whole history when the estimate
     # said "converged" and the exact gradient was checked.
     assert all(0.25 <= r.refreshed <= 1.25 + 1e-9 for r in reports)
-    kept = partial._heads[0].g_ref
+    kept = partial.heads[0].g_ref
     np.testing.assert_allclose(kept, _objective_and_gradient(partial, partial.v)[1]
-                               - partial.config.l2 * partial.v / partial._scale() ** 2,
+                               - partial.config.l2 * partial.v / partial.scale() ** 2,
                                rtol=1e-4, atol=1e-6)  # fmt: skip
 
 
@@ -160,29 +162,31 @@ def test_every_head_reaches_its_own_optimum_and_their_mix_is_one_onnx_head() -> 
     each converges to the optimum of the objective with its own prior, and the
     ranking head is their convex mix, which onnxruntime scores like numpy does."""
     data = _planted(40, 24, seed=5)
-    fit = TasteFit(24, ("last", "mean", "signals"), TasteConfig(tolerance=1e-9))
+    fit = TasteFit(part_layout(24, ("last", "mean", "signals")), TasteConfig(tolerance=1e-9))
     assert fit.num_heads == 2
     # Without signals the signals-heavy head is the balanced one; a head that
     # scales the only block is another l2, not another weighting: dropped.
-    assert TasteFit(24, ("last", "mean"), TasteConfig()).num_heads == 2
-    assert TasteFit(24, ("last",), TasteConfig()).num_heads == 1
+    assert TasteFit(part_layout(24, ("last", "mean")), TasteConfig()).num_heads == 2
+    assert TasteFit(part_layout(24, ("last",)), TasteConfig()).num_heads == 1
     assert (
-        TasteFit(24, ("last", "mean"), TasteConfig(head_priors=({}, {"signals": 9.0}))).num_heads
+        TasteFit(
+            part_layout(24, ("last", "mean")), TasteConfig(head_priors=({}, {"signals": 9.0}))
+        ).num_heads
         == 1
     )
     _fill(fit, data, 0, 40)
     fit.fit(300, refresh=1.0)
-    for i, head in enumerate(fit._heads):
+    for i, head in enumerate(fit.heads):
         start, _ = _objective_and_gradient(fit, np.zeros(fit.width), i)
         value, grad = _objective_and_gradient(fit, head.v, i)
         # float32 rows: the signals-heavy head (10x wider in s) stops nearer 1e-5
-        assert value < start and np.linalg.norm(fit._scale(head) * grad) < 1e-5 * start
-    assert not np.allclose(fit._heads[0].v, fit._heads[1].v)  # the priors differ
+        assert value < start and np.linalg.norm(fit.scale(head) * grad) < 1e-5 * start
+    assert not np.allclose(fit.heads[0].v, fit.heads[1].v)  # the priors differ
     share = fit.mix()
     assert share.sum() == pytest.approx(1.0) and (share > 0).all()
-    np.testing.assert_allclose(fit.v, share @ np.stack([h.v for h in fit._heads]))
+    np.testing.assert_allclose(fit.v, share @ np.stack([h.v for h in fit.heads]))
     test = _planted(50, 24, seed=6)
-    parts = [h.v for h in fit._heads]
+    parts = [h.v for h in fit.heads]
     expected = sum(
         a * (test[0] @ v[:24] + test[1] @ v[24:48] + test[2] @ v[48:])
         for a, v in zip(share, parts, strict=True)
@@ -201,15 +205,15 @@ def test_each_set_is_scored_by_every_head_before_it_is_learned() -> None:
     """Prequential evidence: a new set's pairs are charged at the heads' weights as
     they were before any fit saw the set."""
     data = _planted(3, 24, seed=7)
-    fit = TasteFit(24, ("last", "mean", "signals"), TasteConfig())
+    fit = TasteFit(part_layout(24, ("last", "mean", "signals")), TasteConfig())
     _fill(fit, data, 0, 1)  # a pick over 3: 3 pairs, scored at v = 0
     assert fit.evidence == pytest.approx((3 * np.log(2),) * 2)
     fit.fit(20)
-    before = [h.evidence for h in fit._heads]
+    before = [h.evidence for h in fit.heads]
     _fill(fit, data, 1, 2)
     pairs = fit.pairs(["1"])
     decay = fit.config.evidence_decay  # older evidence counts less as sets arrive
-    for head, old in zip(fit._heads, before, strict=True):
+    for head, old in zip(fit.heads, before, strict=True):
         margins = head.h[pairs.winners] - head.h[pairs.losers]
         charged = (pairs.weights * np.logaddexp(0, -margins)).sum()
         assert head.evidence == pytest.approx(decay * old + charged)
@@ -218,7 +222,7 @@ def test_each_set_is_scored_by_every_head_before_it_is_learned() -> None:
     fit.set_reactions("1", [Reaction("thumb", 0, 1.0)])
     assert fit.evidence == evidence
     # A restart restores the mix from the recorded evidence, else starts it even.
-    again = TasteFit(24, ("last", "mean", "signals"), TasteConfig())
+    again = TasteFit(part_layout(24, ("last", "mean", "signals")), TasteConfig())
     _fill(again, data, 0, 1)
     again.start_from(fit.head(), evidence=fit.evidence)
     np.testing.assert_allclose(again.mix(), fit.mix())
@@ -242,7 +246,7 @@ def test_prequential_evidence_picks_the_head_whose_prior_fits_the_taste(
     d, sets = 256, 60
     direction = rng.standard_normal(d) / np.sqrt(d)
     config = TasteConfig(head_priors=priors)
-    fit = TasteFit(d, ("last", "mean", "signals"), config)
+    fit = TasteFit(part_layout(d, ("last", "mean", "signals")), config)
     test = []
     for i in range(sets + 200):
         last = rng.standard_normal((6, d)).astype(np.float32)
@@ -253,7 +257,7 @@ def test_prequential_evidence_picks_the_head_whose_prior_fits_the_taste(
             test.append((last, mean, sig, utility))
             continue
         best = int(np.argmax(utility))
-        fit.add_set(str(i), last, mean, sig)
+        fit.add_set(str(i), {"last": last, "mean": mean, "signals": sig})
         fit.set_reactions(str(i), [Reaction("pick", best, None, tuple(set(range(6)) - {best}))])
         fit.fit(40 if i == 0 else 1)
     assert fit.mix()[winner] > 0.9, fit.evidence
@@ -261,7 +265,7 @@ def test_prequential_evidence_picks_the_head_whose_prior_fits_the_taste(
     truth = utility.argmax(1)
     mixed = (fit.head().score(last, mean, sig).argmax(1) == truth).mean()
     alone = []
-    for head in fit._heads:
+    for head in fit.heads:
         v = head.v
         scores = last @ v[:d] + mean @ v[d : 2 * d] + sig @ v[2 * d :]
         alone.append((scores.argmax(1) == truth).mean())
@@ -271,11 +275,12 @@ def test_prequential_evidence_picks_the_head_whose_prior_fits_the_taste(
 def test_a_taste_in_one_signal_is_not_drowned_by_wide_vectors() -> None:
     rng = np.random.default_rng(4)
     d, sets = 2048, 30
-    fit = TasteFit(d, ("last", "signals"), TasteConfig())
+    fit = TasteFit(part_layout(d, ("last", "signals")), TasteConfig())
     for i in range(sets):
         sig = rng.standard_normal((6, S)).astype(np.float32)
         best = int(np.argmax(sig[:, 0]))
-        fit.add_set(str(i), rng.standard_normal((6, d)).astype(np.float32), None, sig)
+        last = rng.standard_normal((6, d)).astype(np.float32)
+        fit.add_set(str(i), {"last": last, "signals": sig})
         fit.set_reactions(str(i), [Reaction("pick", best, None, tuple(set(range(6)) - {best}))])
     fit.fit(50)
     head = fit.head()
@@ -290,9 +295,9 @@ def test_a_taste_in_one_signal_is_not_drowned_by_wide_vectors() -> None:
 
 
 def test_at_zero_weights_the_head_adds_nothing_and_the_global_offset_is_respected() -> None:
-    fit = TasteFit(8, ("last",), TasteConfig())
+    fit = TasteFit(part_layout(8, ("last",)), TasteConfig())
     rows = np.eye(8, dtype=np.float32)[:3]
-    fit.add_set("a", rows, global_scores=np.array([5.0, 0.0, 0.0]))
+    fit.add_set("a", {"last": rows}, global_scores=np.array([5.0, 0.0, 0.0]))
     assert fit.head().score(rows).tolist() == [0.0, 0.0, 0.0]
     # The user agrees with the global ranker: nothing to learn, the weights stay ~0.
     fit.set_reactions("a", [Reaction("pick", 0, None, (1, 2))])
@@ -320,10 +325,10 @@ def _against_the_global(sets: int, d: int, seed: int) -> tuple[np.ndarray, ...]:
 def _reverse_taste_top1(events: int, global_weight: bool) -> tuple[float, float]:
     """Held-out top-1 on the reversed taste after ``events`` picks, and u."""
     train, test = _against_the_global(events, 256, 0), _against_the_global(300, 256, 1)
-    fit = TasteFit(256, ("last", "mean", "signals"), TasteConfig(global_weight=global_weight),
-                   has_global=True)  # fmt: skip
+    layout = part_layout(256, ("last", "mean", "signals"))
+    fit = TasteFit(layout, TasteConfig(global_weight=global_weight), has_global=True)
     for i in range(events):
-        fit.add_set(str(i), train[0][i], train[1][i], train[2][i], global_scores=train[3][i])
+        fit.add_set(str(i), _parts(train, i), global_scores=train[3][i])
         best = int(np.argmin(train[3][i]))
         fit.set_reactions(str(i), [Reaction("pick", best, None, tuple(set(range(6)) - {best}))])
         fit.fit()
@@ -346,10 +351,10 @@ def test_u_turns_the_global_ranker_down_for_a_user_of_the_opposite_taste() -> No
 def test_a_fit_with_u_reaches_the_optimum_and_starts_at_the_global_ranker() -> None:
     data = _against_the_global(30, 24, 2)
     config = TasteConfig(tolerance=1e-9, head_priors=ONE_HEAD)
-    fit = TasteFit(24, ("last", "mean", "signals"), config, has_global=True)
+    fit = TasteFit(part_layout(24, ("last", "mean", "signals")), config, has_global=True)
     assert fit.width == 2 * 24 + S + 1
     for i in range(30):
-        fit.add_set(str(i), data[0][i], data[1][i], data[2][i], global_scores=data[3][i])
+        fit.add_set(str(i), _parts(data, i), global_scores=data[3][i])
         worst = tuple(int(j) for j in np.argsort(-data[3][i])[:3])
         fit.set_reactions(str(i), [Reaction("pick", int(np.argmin(data[3][i])), None, worst)])
     assert fit.global_weight == 0.0 and fit.head().global_weight == 0.0  # the cold start
@@ -357,30 +362,41 @@ def test_a_fit_with_u_reaches_the_optimum_and_starts_at_the_global_ranker() -> N
     fit.fit(300, refresh=1.0)
     value, grad = _objective_and_gradient(fit, fit.v)
     assert value < 0.1 * start  # the reversed taste is easy once the global is reversed
-    assert np.linalg.norm(fit._scale() * grad) < 1e-6 * start
+    assert np.linalg.norm(fit.scale() * grad) < 1e-6 * start
     assert fit.head().global_weight == fit.v[-1] < 0
     # The global column is standardised by the global score's within-set spread.
     spread = np.concatenate([x - x.mean() for x in data[3]])
-    assert fit._scale()[-1] == pytest.approx(1 / np.sqrt((spread**2).sum() / (30 * 5)))
+    assert fit.scale()[-1] == pytest.approx(1 / np.sqrt((spread**2).sum() / (30 * 5)))
     # A fit warm-started from the head continues from its u.
-    again = TasteFit(24, ("last", "mean", "signals"), TasteConfig(), has_global=True)
-    again.add_set("0", data[0][0], data[1][0], data[2][0], global_scores=data[3][0])
+    again = TasteFit(part_layout(24, ("last", "mean", "signals")), TasteConfig(), has_global=True)
+    again.add_set("0", _parts(data, 0), global_scores=data[3][0])
     again.start_from(fit.head())
     assert again.global_weight == pytest.approx(fit.v[-1])
     # No global ranker: no column, u stays 0 and the fit is as before.
-    plain = TasteFit(24, ("last", "mean", "signals"), TasteConfig(), has_global=False)
+    plain = TasteFit(part_layout(24, ("last", "mean", "signals")), TasteConfig(), has_global=False)
     assert plain.width == 2 * 24 + S and plain.head().global_weight == 0.0
 
 
 def test_bad_input_is_refused() -> None:
-    fit = TasteFit(8, ("last", "mean"), TasteConfig())
-    with pytest.raises(TrainingError, match="needs the 'last' block"):
-        TasteFit(8, ("mean",), TasteConfig())
-    with pytest.raises(TrainingError, match="l2 must be positive"):
+    fit = TasteFit(part_layout(8, ("last", "mean")), TasteConfig())
+    with pytest.raises(FeatureError, match="needs the 'last' part"):  # a head to compose
+        TasteFit(part_layout(8, ("mean",)), TasteConfig()).head()
+    with pytest.raises(FeatureError, match="'last' part is required"):
+        fit.add_set("b", {"mean": np.zeros((3, 8), np.float32)})
+    with pytest.raises(FeatureError, match=r"parts \['signals'\] are not in the fit"):
+        fit.add_set("b", {"last": np.zeros((3, 8)), "signals": np.zeros((3, S))})
+    with pytest.raises(ValueError, match="unknown parts"):
+        part_layout(8, ("last", "lastt"))
+    with pytest.raises(ConfigError, match="a head prior maps"):
+        TasteConfig(head_priors=({"words": 2.0},))
+    assert TasteConfig(head_priors=({"words": 2.0},), extra_blocks=("words",)).extra_blocks
+    with pytest.raises(ConfigError, match="l2 must be positive"):
         TasteConfig(l2=0)
-    fit.add_set("a", np.zeros((3, 8), np.float32))
+    with pytest.raises(ConfigError, match="refresh_block must be at least 1"):
+        TasteConfig(refresh_block=0)
+    fit.add_set("a", {"last": np.zeros((3, 8), np.float32)})
     with pytest.raises(TrainingError, match="already in the fit"):
-        fit.add_set("a", np.zeros((3, 8), np.float32))
+        fit.add_set("a", {"last": np.zeros((3, 8), np.float32)})
     with pytest.raises(TrainingError, match="out of range"):
         fit.set_reactions("a", [Reaction("thumb", 3, 1.0)])
     assert fit.fit().passes == 0  # no pairs yet: nothing to do

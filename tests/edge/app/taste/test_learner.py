@@ -16,16 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import edge.app.personal_learner as personal_learner
+import edge.app.taste.learner as taste_learner
 from edge.app.personal import PersonalRanker
-from edge.app.personal_learner import PersonalLearner
 from edge.app.registry import Registry
 from edge.app.store import FeedbackStore
-from edge.app.taste import TasteHead, compose_ranker
+from edge.app.taste import TasteHead, TasteLearner, compose_ranker
 from edge.runtime.scoring import RankingSession
 from tests.edge.app._generations import generation
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[4]
 D = 32  # the shared ListRanker fixture's feature size
 K = 5
 
@@ -33,7 +32,7 @@ K = 5
 @pytest.fixture(autouse=True)
 def _fresh_process_state() -> None:
     """Each test starts like a fresh app process: no rows held from another test."""
-    personal_learner._CACHE._entries.clear()
+    taste_learner._CACHE._entries.clear()
 
 
 def _teach(me: PersonalRanker, seeds: range) -> None:
@@ -137,13 +136,13 @@ def test_a_damaged_current_head_falls_back_to_the_last_good_one_for_learning(
     current = me.registry.current("dave", "chat")
     path = tmp_path / "rankers/users/dave/chat" / str(current.weights_file)
     path.write_bytes(path.read_bytes()[:100])  # torn write
-    personal_learner._CACHE._entries.clear()  # as in a new process
+    taste_learner._CACHE._entries.clear()  # as in a new process
     g, liked = generation(2)
     me.pick(me.show(g), liked[0])
     report = me.learn()
     assert report.updated and report.started_from == "user" and report.warm_version == 1
     assert report.new_events == 1 and report.version is not None
-    assert report.version.version == 3 and me.version == 3
+    assert report.version == 3 and me.version == 3
 
 
 def test_a_head_is_never_mixed_with_another_feature_size(tmp_path: Path) -> None:
@@ -155,7 +154,7 @@ def test_a_head_is_never_mixed_with_another_feature_size(tmp_path: Path) -> None
             g, liked = generation(seed)
             store.record_generation("erin", f"s{seed}", g, task="chat")
             store.pick("erin", f"s{seed}", liked[0])
-        learner = PersonalLearner(store, registry)
+        learner = TasteLearner(store, registry)
         report = learner.learn("erin", "chat")
         assert report.updated and report.started_from == "scratch" and report.warm_version is None
         assert RankingSession(registry.load_model("erin", "chat")).feature_size == D
@@ -264,7 +263,7 @@ def test_a_restarted_learner_keeps_the_users_mix_of_heads(tmp_path: Path) -> Non
     evidence, mix = saved["head_evidence"], saved["head_mix"]
     assert len(evidence) == len(mix) == 2 and sum(mix) == pytest.approx(1.0)
     assert max(mix) > 0.6  # 12 events already tell the heads apart
-    personal_learner._CACHE._entries.clear()  # a new process
+    taste_learner._CACHE._entries.clear()  # a new process
     g, liked = generation(12)
     me.pick(me.show(g), liked[0])
     report = me.learn()

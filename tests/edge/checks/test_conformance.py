@@ -1,6 +1,6 @@
 """Every ranker kind passes one contract, and a broken kind fails it at the broken step.
 
-``check_ranker`` (edge.training.conformance) is parametrised over ``RANKER_KINDS``:
+``check_ranker`` (edge.checks.conformance) is parametrised over ``RANKER_KINDS``:
 a kind added to that table is checked here without touching this file. The
 refusal tests pin the messages a user sees when a kind meets a path that does
 not serve it: the edge error of that step, naming the kind and the way out.
@@ -17,29 +17,28 @@ import pytest
 import torch
 from torch import nn
 
-from edge import CorruptModelError, ExportError, TrainingError
+from edge import ConfigError, CorruptModelError, ExportError, TrainingError
 from edge.app.registry import Registry
+from edge.checks import VARIANTS, check_ranker
 from edge.runtime.scoring import Ranker
 from edge.swift import (
     TokenRankingSession,
     build_swift,
     check_swift_parity,
     export_swift_onnx,
+    planted_token_dataset,
     train_swift,
 )
 from edge.training import (
     RANKER_KINDS,
-    VARIANTS,
     LearnerConfig,
     RankerModule,
     VectorRanker,
     build_ranker,
     check_parity,
-    check_ranker,
     export_onnx,
     make_config,
     planted_dataset,
-    planted_token_dataset,
     train,
 )
 
@@ -172,9 +171,9 @@ def test_language_ranker_paths_refuse_swift_and_name_its_own(
         export_onnx(swift_head)
     with pytest.raises(ExportError, match=_needs("swift", "edge.swift.check_swift_parity")):
         check_parity(swift_head, swift_onnx)
-    with pytest.raises(TrainingError, match="Learner takes 'list' or 'point' rankers; 'swift'"):
+    with pytest.raises(ConfigError, match="Learner takes 'list' or 'point' rankers; 'swift'"):
         LearnerConfig(kind="swift")
-    with pytest.raises(ValueError, match="unknown ranker kind 'tree'"):
+    with pytest.raises(ConfigError, match="unknown ranker kind 'tree'"):
         LearnerConfig(kind="tree")
 
 
