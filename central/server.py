@@ -177,10 +177,10 @@ def start_server(config: ServerConfig, loaded: LoadedModel | None = None) -> Run
     servicer.engine.on_health(lambda serving: _report_health(health_servicer, serving))
     # debug: `serve_forever` prints the one "serving" line a user reads
     log.debug(
-        "serving %s (%s weights) on %s",
+        "serving %s on %s (%s weights)",
         loaded.name,
-        loaded.weights_format,
         _address(config.host, port),
+        loaded.weights_format,
     )
     return RunningServer(server, port, health_servicer, servicer, config.grace_seconds)
 
@@ -286,10 +286,10 @@ def serve_forever(config: ServerConfig) -> None:
     stopping = stop_requested()
     where = _address(config.host, running.port)
     loaded = running.servicer.loaded
-    print(
-        f"ranker-central: serving {loaded.name} ({loaded.weights_format} weights) on {where}",
-        flush=True,
-    )
+    # The serving line keeps its shape ("serving NAME on HOST:PORT", the last thing on
+    # it): scripts read the address from it. The weight format goes on the line before.
+    print(f"ranker-central: {loaded.name} runs on {loaded.weights_format} weights", flush=True)
+    print(f"ranker-central: serving {loaded.name} on {where}", flush=True)
     stopping.wait()
     if not running.stop():
         log.warning("shutdown: the engine is still inside a computation; exiting without it")
