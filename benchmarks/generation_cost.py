@@ -52,14 +52,14 @@ def measure(model: str, threads: int, reps: int, weights: str) -> dict[str, floa
     )  # fmt: skip
     try:
         assert server.stdout is not None
-        match, weights_format = None, "?"
+        match = None
         while match is None:
             line = server.stdout.readline()
             if not line:
                 raise RuntimeError(f"ranker-central serve --model {model} exited")
             match = SERVING_LINE.search(line)
-            reported = FORMAT_LINE.search(line)
-            weights_format = reported["format"] if reported else weights_format
+        reported = FORMAT_LINE.search(server.stdout.readline())  # the line after serving
+        weights_format = reported["format"] if reported else "?"
         result: dict[str, float | str] = {
             "model": match["name"],
             "threads": threads,

@@ -286,10 +286,10 @@ def serve_forever(config: ServerConfig) -> None:
     stopping = stop_requested()
     where = _address(config.host, running.port)
     loaded = running.servicer.loaded
-    # The serving line keeps its shape ("serving NAME on HOST:PORT", the last thing on
-    # it): scripts read the address from it. The weight format goes on the line before.
-    print(f"ranker-central: {loaded.name} runs on {loaded.weights_format} weights", flush=True)
+    # The serving line keeps its shape and comes first ("serving NAME on HOST:PORT", the
+    # address last): scripts read the address from the first line. The format follows.
     print(f"ranker-central: serving {loaded.name} on {where}", flush=True)
+    print(f"ranker-central: {loaded.name} runs on {loaded.weights_format} weights", flush=True)
     stopping.wait()
     if not running.stop():
         log.warning("shutdown: the engine is still inside a computation; exiting without it")
