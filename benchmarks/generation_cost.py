@@ -25,8 +25,10 @@ from pathlib import Path
 
 from _common import ROOT, base_parser, emit, median
 
-SERVING_LINE = re.compile(r"serving (?P<name>\S+) on (?P<address>\S+)")
-FORMAT_LINE = re.compile(r"runs on (?P<format>\S+) weights")
+# "serving NAME (DEVICE, FORMAT) on HOST:PORT"; FORMAT is int8 or the dense dtype
+SERVING_LINE = re.compile(
+    r"serving (?P<name>\S+) \((?P<device>[^,]+), (?P<format>[^)]+)\) on (?P<address>\S+)"
+)
 SNIPPET = "Which number is larger, 47 or 74? Reply with only the number."
 STORY = "Tell a long story about a lighthouse keeper and a storm."
 # name -> (prompt, K, max new tokens)
@@ -58,12 +60,10 @@ def measure(model: str, threads: int, reps: int, weights: str) -> dict[str, floa
             if not line:
                 raise RuntimeError(f"ranker-central serve --model {model} exited")
             match = SERVING_LINE.search(line)
-        reported = FORMAT_LINE.search(server.stdout.readline())  # the line after serving
-        weights_format = reported["format"] if reported else "?"
         result: dict[str, float | str] = {
             "model": match["name"],
             "threads": threads,
-            "weights_format": weights_format,
+            "weights_format": match["format"],
         }
         result["start_s"] = time.perf_counter() - started
         result["rss_loaded_mb"] = _memory_mb(server.pid)[0]

@@ -1,32 +1,48 @@
-"""Per-event personal update at 200 events of history: the torch-free learner vs torch.
+"""Per-event personal update at 200 and 1,000 events of history: the torch-free learner.
 
-Target (issue 12): a user's update costs <= 10 ms per event at 200 events of
-history on one thread, with torch absent, and the per-user state fits in 64 KB.
+Targets: a user's update costs <= 10 ms per event at 200 events of history on
+one thread, with torch absent (issue 12), at 576-d and at 4096-d, and <= 20 ms
+at 1,000 events; the rows a user's learner holds stay <= 64 MB at 1,000 events
+(issue 23); the per-user state fits in 64 KB.
 
-Both learners run the app's real chain, ``PersonalRanker.thumbs`` then
+Every learner runs the app's real chain, ``PersonalRanker.thumbs`` then
 ``PersonalRanker.learn`` (which saves a registry version and hot-swaps the
 runtime to it), on the same synthetic stream: K=8 candidates per shown set,
 float16 vectors (last token and mean, 576-d and 4096-d, as central sends them),
-texts and scalars, a planted direction marking the good candidate; the user
-gives one thumb per set (up on the good one or down on another, at random).
-Each user first learns a history of 200 events, so every timed update is a
-steady-state one.
+texts and scalars, a planted direction marking the good candidate (the same
+for every stream: a taste the population shares); the user gives one thumb per
+set (up on the good one or down on another, at random). Each user first learns
+a history of 200 (or 1,000) events, so every timed update is a steady-state one.
 
-- torch-free: the default ``PersonalRanker`` (``edge.app.taste.TasteLearner``),
-  run in a subprocess where ``sys.modules["torch"] = None``. Its stages are
-  timed too: the fit itself (the "update" of the target; wall time, and the
-  process's CPU time, which a busy machine does not inflate), composing the
-  ONNX ranker, the registry save (three fsynced files) and the hot swap. Its
+- torch-free learners (``edge.app.taste``), each run in a subprocess where
+  ``sys.modules["torch"] = None``, in two halves interleaved with the others:
+  - "whole rows": ``TasteConfig(reduce_above=None)``, every part at full
+    width (the learner before issue 23);
+  - "random basis": the default; at 4096-d the vector parts are fitted in a
+    seeded random basis of 256 directions (no global ranker ships one);
+  - "population basis": the default, with a global ranker that ships a basis
+    fitted on 1,000 other sets of the stream (``population_basis``: PCA of the
+    within-set deviations) and whose own head is zero, so that it ranks
+    nothing and only the basis differs.
+  At 576-d no part is wider than ``reduce_above``: the default is the whole
+  learner, measured once. The update is timed in stages: adding the new set
+  to the rows (the projection, in a basis), the fit itself, folding the head
+  back to raw weights, composing the ONNX ranker, the registry save (three
+  fsynced files) and the hot swap, each in wall time and in the process's CPU
+  time (which a busy machine does not inflate); "update" is the first three. The
   first update in a fresh process (the rows rebuilt from the store) is
   reported apart.
-- torch (baseline): ``learner=LearnerConfig.per_event()``, the fastest torch
-  configuration (``benchmarks/p6_learning_latency.py``), in this process.
+- torch (baseline, at the first history only): ``learner=LearnerConfig.per_event()``,
+  the fastest torch configuration (``benchmarks/p6_learning_latency.py``), in
+  this process.
 
-State bytes: the registry weights file a version adds (what the next update
-starts from), and for the head the raw float32 vectors. Held-out top-1 on fresh
-planted sets after the timed events checks that both still learn.
+Rows held: the bytes of a user's rows and heads' state in the learner's
+memory (capacity included; a shared basis apart). State bytes: the registry
+weights file a version adds (what the next update starts from). Held-out
+top-1 on 1,000 fresh planted sets after the timed events checks what each
+learner learned.
 
-    python benchmarks/personal_update.py [--quick] [--dims 576,4096] [--history 200]
+    python benchmarks/personal_update.py [--quick] [--dims 576,4096] [--history 200,1000]
 """
 
 from __future__ import annotations
@@ -47,8 +63,11 @@ import numpy as np
 from _common import ROOT, base_parser, emit, median
 
 K = 8  # candidates per shown set (the demo's K)
-TARGET_MS = 10.0  # per-event update, torch-free, at 200 events of history
-STATE_BYTES = 64 * 1024  # per-user state
+TARGET_MS = {200: 10.0, 1000: 20.0}  # per-event update, torch-free, by events of history
+ROWS_BYTES = 64 * 2**20  # rows a user's learner holds at 1,000 events
+STATE_BYTES = 64 * 1024  # per-user state on disk
+HELD_OUT = 1000  # fresh sets the learned rankers are scored on
+POPULATION = 1000  # other sets the shipped basis is fitted on
 TEXTS = (
     "Short answer.",
     "- one\n- two\n- three",
@@ -59,6 +78,13 @@ TEXTS = (
     "Well. Hmm.",
     "The result follows from the definition; see above.",
 )
+# The torch-free learners compared, by name: their TasteConfig fields, and whether a
+# global ranker ships the population's basis.
+LEARNERS: dict[str, dict[str, Any]] = {
+    "whole rows": {"config": {"reduce_above": None}, "shipped": False},
+    "random basis": {"config": {}, "shipped": False},
+    "population basis": {"config": {}, "shipped": True},
+}
 
 
 @dataclass
@@ -144,7 +170,7 @@ def seed_history(me: Any, feed: Feed, events: int) -> None:
     me.learn()
 
 
-def held_out_top1(me: Any, dim: int, sets: int = 200) -> float:
+def held_out_top1(me: Any, dim: int, sets: int = HELD_OUT) -> float:
     feed = Feed(dim, seed=555)
     hits = [
         int(me.rank(g).order[0]) == good for g, good in (feed.generation() for _ in range(sets))
@@ -156,24 +182,38 @@ def stats(ms: list[float]) -> dict[str, float]:
     return {"p50": median(ms), "p95": float(np.percentile(ms, 95)), "max": max(ms)}
 
 
+# The stages of the torch-free chain, timed by wrapping what the chain calls.
+STAGES = (
+    ("FeedbackStore", "thumbs", "feedback event (SQLite commit)"),
+    ("FeedbackStore", "events", "read new events"),
+    ("TasteFit", "add_set", "add the set to the rows"),
+    ("TasteFit", "fit", "fit"),
+    ("TasteFit", "head", "fold the head to raw weights"),
+    ("compose", "compose_ranker", "compose ONNX (global + head)"),
+    ("Registry", "save", "registry save (3 fsynced files)"),
+    ("PersonalRanker", "_swap", "hot swap (reopen, verify, new session)"),
+)
+UPDATE_STAGES = ("add the set to the rows", "fit", "fold the head to raw weights")
+CPU = ", CPU"  # a stage's CPU time is recorded under its label plus this
+
+
 def stage_timer(totals: dict[str, list[float]]) -> Callable[[], None]:
     """Time the torch-free learner's stages by wrapping what it calls; returns undo."""
-    import edge.app.taste.learner as learner_mod
+    import edge.app.taste.compose as compose_mod  # the learner imports it at its first save
     from edge.app.personal import PersonalRanker
     from edge.app.registry import Registry
     from edge.app.store import FeedbackStore
     from edge.app.taste import TasteFit
 
-    targets: list[tuple[Any, str, str]] = [
-        (FeedbackStore, "thumbs", "feedback event (SQLite commit)"),
-        (FeedbackStore, "events", "read new events"),
-        (TasteFit, "fit", "fit (the update)"),
-        (learner_mod, "compose_ranker", "compose ONNX (global + head)"),
-        (Registry, "save", "registry save (3 fsynced files)"),
-        (PersonalRanker, "_swap", "hot swap (reopen, verify, new session)"),
-    ]
-    originals = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in targets]
-    for (owner, attr, label), (_, _, fn) in zip(targets, originals, strict=True):
+    owners: dict[str, Any] = {
+        "FeedbackStore": FeedbackStore,
+        "TasteFit": TasteFit,
+        "compose": compose_mod,
+        "Registry": Registry,
+        "PersonalRanker": PersonalRanker,
+    }
+    originals = [(owners[owner], attr, getattr(owners[owner], attr)) for owner, attr, _ in STAGES]
+    for (_, _, label), (owner, attr, fn) in zip(STAGES, originals, strict=True):
         setattr(owner, attr, _timing(fn, label, totals))
 
     def undo() -> None:
@@ -184,24 +224,64 @@ def stage_timer(totals: dict[str, list[float]]) -> Callable[[], None]:
 
 
 def _timing(fn: Callable[..., Any], label: str, totals: dict[str, list[float]]) -> Any:
+    """``fn`` recording its wall time under ``label`` and its CPU time under ``label
+    + CPU`` (what a busy machine does not inflate), in ms."""
+
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         try:
             return fn(*args, **kwargs)
         finally:
             totals.setdefault(label, []).append(1000 * (time.perf_counter() - started))
+            totals.setdefault(label + CPU, []).append(1000 * (time.process_time() - cpu))
 
     return wrapper
 
 
-# -- the two learners ------------------------------------------------------------------
-def torch_free(dim: int, history: int, reps: int, root: Path) -> dict[str, Any]:
-    """The default PersonalRanker; meant to run where torch cannot be imported."""
+# -- the learners ---------------------------------------------------------------------
+def ship_population_basis(root: Path, dim: int, basis_file: Path) -> None:
+    """A global ranker "chat" whose head is zero and whose archive ships the basis."""
+    from edge.app.registry import Registry
+    from edge.app.taste import TasteHead, compose_ranker
+    from edge.app.taste.basis import attach_basis
+
+    with np.load(basis_file) as npz:
+        basis = {part: npz[part] for part in npz.files}
+    head = TasteHead.zeros(dim, ("last", "mean", "signals"))
+    Registry(root / "rankers").save_global(
+        "chat", compose_ranker(head), weights=attach_basis(head.to_bytes(), basis)
+    )
+
+
+def fit_population_basis(dim: int, path: Path) -> float:
+    """The population's basis (other sets of the stream) saved to ``path``; seconds."""
+    from edge.app.taste import TasteConfig
+    from edge.app.taste.basis import population_basis
+
+    feed = Feed(dim, seed=77)
+    sets = []
+    for _ in range(POPULATION):
+        g, _ = feed.generation()
+        sets.append({"last": g.features, "mean": np.stack([c.mean_feature for c in g.candidates])})
+    started = time.perf_counter()
+    basis = population_basis(sets, TasteConfig().basis_rank)
+    seconds = time.perf_counter() - started
+    np.savez(path, **basis)
+    return seconds
+
+
+def torch_free(spec: dict[str, Any], root: Path) -> dict[str, Any]:
+    """One torch-free learner on the stream; meant to run where torch cannot be imported."""
     import edge.app.taste.learner as learner_mod
     from edge.app.personal import PersonalRanker
-    from edge.app.taste import TasteHead
+    from edge.app.taste import TasteConfig, TasteHead
 
-    me = PersonalRanker(None, root / f"free-{dim}", user="alice", name="chat")  # type: ignore[arg-type]
+    dim, history, reps = spec["dim"], spec["history"], spec["reps"]
+    learner = LEARNERS[spec["learner"]]
+    if learner["shipped"]:
+        ship_population_basis(root, dim, Path(spec["basis_file"]))
+    config = TasteConfig(**learner["config"])
+    me = PersonalRanker(None, root, user="alice", name="chat", learner=config)  # type: ignore[arg-type]
     feed = Feed(dim, seed=11)
     seed_history(me, feed, history)
     totals: dict[str, list[float]] = {}
@@ -210,6 +290,10 @@ def torch_free(dim: int, history: int, reps: int, root: Path) -> dict[str, Any]:
         ms, reports = timed_steps(me, feed, reps, seed=100)
     finally:
         undo()
+    (held,) = learner_mod._CACHE._entries.values()
+    rows_bytes, bases = held.fit.nbytes, held.fit.bases
+    update = np.sum([totals[label][-reps:] for label in UPDATE_STAGES], axis=0)
+    update_cpu = np.sum([totals[label + CPU][-reps:] for label in UPDATE_STAGES], axis=0)
     learner_mod._CACHE._entries.clear()  # a fresh process: rows rebuilt from the store
     step = Step(me, feed, np.random.default_rng(7))
     started = time.perf_counter()
@@ -220,16 +304,19 @@ def torch_free(dim: int, history: int, reps: int, root: Path) -> dict[str, Any]:
     result = {
         "samples": {
             "chain_ms": ms,
+            "update_ms": update.tolist(),
+            "update_cpu_ms": update_cpu.tolist(),
             "fit_ms": [1000 * r.fit.seconds for r in reports],
             "fit_cpu_ms": [1000 * r.fit.cpu_seconds for r in reports],
             "learn_ms": [1000 * r.seconds for r in reports],
-            "fit_passes": [float(r.fit.passes) for r in reports],
-            "fit_refreshed": [float(r.fit.refreshed) for r in reports],
         },
-        "stages": totals,
+        "stages": {k: v[-reps:] for k, v in totals.items()},
         "first_update_in_fresh_process_ms": first_ms,
         "first_update_fit_ms": 1000 * first.fit.seconds,
         "events_in_fit": int(me.registry.current("alice", "chat").metadata["events"]),
+        "rows_bytes": rows_bytes,
+        "basis": {p: b.describe() for p, b in bases.items()},
+        "basis_bytes": sum(b.matrix.nbytes for b in bases.values()),
         "state_bytes": len(weights),
         "head_bytes": TasteHead.from_bytes(weights).nbytes,
         "onnx_bytes": len(model),
@@ -261,19 +348,19 @@ def with_torch(dim: int, history: int, reps: int, root: Path) -> dict[str, Any]:
         "learn_ms": stats([1000 * r.seconds for r in reports]),
         "state_bytes": len(weights),
         "onnx_bytes": len(me.registry.load_model("alice", "chat")),
-        "held_out_top1": held_out_top1(me, dim),
+        "held_out_top1": held_out_top1(me, dim, sets=200),
     }
     me.close()
     return result
 
 
-def run_torch_free_blocked(dim: int, history: int, reps: int) -> dict[str, Any]:
+def run_torch_free_blocked(spec: dict[str, Any]) -> dict[str, Any]:
     """torch_free() in a fresh interpreter where importing torch fails."""
     code = (
         "import sys, json, runpy\n"
         "sys.modules['torch'] = None\n"
         f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-        f"sys.argv = [{str(Path(__file__))!r}, '--worker', '{dim},{history},{reps}']\n"
+        f"sys.argv = [{str(Path(__file__))!r}, '--worker', {json.dumps(spec)!r}]\n"
         f"runpy.run_path({str(Path(__file__))!r}, run_name='__main__')\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
@@ -292,83 +379,129 @@ def pooled(*runs: dict[str, Any]) -> dict[str, Any]:
         out[key] = stats([x for run in runs for x in run["samples"][key]])
     stages = runs[-1]["stages"]
     out["stages_ms"] = {k: median([x for run in runs for x in run["stages"][k]]) for k in stages}
+    out["rows_bytes"] = max(run["rows_bytes"] for run in runs)
     out["load_average"] = os.getloadavg()[0]
     return out
 
 
 def table(results: dict[str, Any]) -> str:
-    rows = [
-        f"{'dim':>5} {'learner':<28} {'p50 ms':>8} {'p95 ms':>8} {'state B':>9} {'top-1':>6}",
-    ]
-    for dim, r in results.items():
-        free, base = r["torch_free"], r["torch"]
-        lines = [
-            ("torch-free: fit (update)", free["fit_ms"], free["state_bytes"], None),
-            ("torch-free: fit, CPU time", free["fit_cpu_ms"], free["state_bytes"], None),
-            ("torch-free: learn()", free["learn_ms"], free["state_bytes"], None),
-            ("torch-free: thumbs+learn+swap", free["chain_ms"], free["state_bytes"],
-             free["held_out_top1"]),
-            ("torch per_event: learn()", base["learn_ms"], base["state_bytes"], None),
-            ("torch per_event: thumbs+l+s", base["chain_ms"], base["state_bytes"],
-             base["held_out_top1"]),
-        ]  # fmt: skip
-        for name, ms, state, top1 in lines:
-            acc = f"{top1:6.2f}" if top1 is not None else ""
-            rows.append(
-                f"{dim:>5} {name:<28} {ms['p50']:8.2f} {ms['p95']:8.2f} {state:>9} {acc:>6}"
-            )
-    return "\n".join(rows)
+    header = (
+        f"{'dim':>5} {'events':>6} {'learner':<17} {'update p50':>10} {'p95':>6} {'CPU p50':>7} "
+        f"{'learn p50':>9} {'chain p50':>9} {'rows MB':>8} {'state B':>8} {'top-1':>6}"
+    )
+    lines = [header]
+    for dim, by_history in results.items():
+        for history, learners in by_history.items():
+            for name, r in learners.items():
+                if name == "torch per_event":
+                    lines.append(
+                        f"{dim:>5} {history:>6} {name:<17} {'':>10} {'':>6} {'':>7} "
+                        f"{r['learn_ms']['p50']:9.1f} {r['chain_ms']['p50']:9.1f} {'':>8} "
+                        f"{r['state_bytes']:>8} {r['held_out_top1']:6.3f}"
+                    )
+                    continue
+                lines.append(
+                    f"{dim:>5} {history:>6} {name:<17} {r['update_ms']['p50']:10.2f} "
+                    f"{r['update_ms']['p95']:6.2f} {r['update_cpu_ms']['p50']:7.2f} "
+                    f"{r['learn_ms']['p50']:9.1f} {r['chain_ms']['p50']:9.1f} "
+                    f"{r['rows_bytes'] / 2**20:8.1f} {r['state_bytes']:>8} "
+                    f"{r['held_out_top1']:6.3f}"
+                )
+    return "\n".join(lines)
+
+
+def describe(free: dict[str, Any]) -> str:
+    """A torch-free result's line beside the table: rebuild, basis, sizes, load."""
+    return (
+        f"  first update in a fresh process {free['first_update_in_fresh_process_ms']:.0f} "
+        f"ms (fit {free['first_update_fit_ms']:.0f} ms over {free['events_in_fit']} "
+        f"events); basis {free['basis'] or 'none'} ({free['basis_bytes'] / 2**20:.1f} MB, "
+        f"shared); head {free['head_bytes']} B, ONNX {free['onnx_bytes']} B; load "
+        f"average {free['load_average']:.1f} on {os.cpu_count()} CPUs"
+    )
+
+
+def learners_at(dim: int) -> list[str]:
+    """The learners worth comparing at ``dim``: one where nothing is reduced."""
+    from edge.app.taste import TasteConfig
+
+    reduce_above = TasteConfig().reduce_above
+    if reduce_above is None or dim <= reduce_above:
+        return ["whole rows"]
+    return list(LEARNERS)
 
 
 def main() -> None:
     parser = base_parser(__doc__)
     parser.add_argument("--dims", default="576,4096", help="feature sizes to measure")
-    parser.add_argument("--history", type=int, default=200, help="events learned before timing")
-    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # dim,history,reps
+    parser.add_argument(
+        "--history", default="200,1000", help="events learned before timing (comma list)"
+    )
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # a JSON spec
     args = parser.parse_args()
     if args.worker:  # inside the torch-blocked subprocess
-        dim, history, reps = (int(x) for x in args.worker.split(","))
         with tempfile.TemporaryDirectory() as tmp:
-            print(json.dumps(torch_free(dim, history, reps, Path(tmp))))
+            print(json.dumps(torch_free(json.loads(args.worker), Path(tmp))))
         return
     from _common import set_threads
 
     set_threads(args.threads)
     reps = 10 if args.quick else 40
+    histories = [int(x) for x in args.history.split(",")]
     results: dict[str, Any] = {}
-    for dim in (int(x) for x in args.dims.split(",")):
-        # The machine's load drifts over minutes: the torch-free runs (half the
-        # events each) bracket the torch baseline, and their samples are pooled.
-        before = run_torch_free_blocked(dim, args.history, reps // 2)
-        with tempfile.TemporaryDirectory() as tmp:
-            base = with_torch(dim, args.history, reps, Path(tmp))
-        after = run_torch_free_blocked(dim, args.history, reps - reps // 2)
-        free = pooled(before, after)
-        assert not free["torch_imported"]
-        results[str(dim)] = {"torch_free": free, "torch": base}
-        stages = ", ".join(f"{k} {v:.1f}" for k, v in free["stages_ms"].items())
-        print(f"{dim}-d torch-free update, median ms per stage: {stages}")
-        print(
-            f"{dim}-d first torch-free update in a fresh process: "
-            f"{free['first_update_in_fresh_process_ms']:.1f} ms "
-            f"(fit {free['first_update_fit_ms']:.1f} ms over {free['events_in_fit']} events); "
-            f"head {free['head_bytes']} B, ONNX {free['onnx_bytes']} B; "
-            f"load average {free['load_average']:.1f} on {os.cpu_count()} CPUs",
-            flush=True,
-        )
+    with tempfile.TemporaryDirectory() as tmp:
+        for dim in (int(x) for x in args.dims.split(",")):
+            names = learners_at(dim)
+            basis_file = Path(tmp) / f"basis-{dim}.npz"
+            if "population basis" in names:
+                seconds = fit_population_basis(dim, basis_file)
+                print(f"{dim}-d population basis from {POPULATION} sets: {seconds:.1f} s")
+            results[str(dim)] = {}
+            for history in histories:
+                spec = {"dim": dim, "history": history, "basis_file": str(basis_file)}
+                # The machine's load drifts over minutes: each learner runs in two
+                # halves, interleaved with the others (and around the torch
+                # baseline), and its samples are pooled.
+                halves: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+                for half, count in enumerate((reps // 2, reps - reps // 2)):
+                    for name in names if half == 0 else names[::-1]:
+                        run = {**spec, "learner": name, "reps": count}
+                        halves[name].append(run_torch_free_blocked(run))
+                    if half == 0 and history == histories[0]:
+                        base = with_torch(dim, history, reps, Path(tmp))
+                by_name = {name: pooled(*runs) for name, runs in halves.items()}
+                for name, free in by_name.items():
+                    assert not free["torch_imported"]
+                    stages = ", ".join(
+                        f"{k} {v:.1f}" for k, v in free["stages_ms"].items() if not k.endswith(CPU)
+                    )
+                    print(f"{dim}-d, {history} events, {name}: median ms per stage: {stages}")
+                    print(describe(free), flush=True)
+                if history == histories[0]:
+                    by_name["torch per_event"] = base
+                results[str(dim)][str(history)] = by_name
     print(table(results))
-    free = {d: r["torch_free"] for d, r in results.items()}
+    free_default = {
+        f"{d}/{h}": learners["random basis" if "random basis" in learners else "whole rows"]
+        for d, by_history in results.items()
+        for h, learners in by_history.items()
+    }
     emit(
         {
             "benchmark": "personal_update",
-            "history": args.history,
+            "history": histories,
             "target_ms": TARGET_MS,
             "results": results,
-            "update_ms_p50_torch_free": {d: f["fit_ms"]["p50"] for d, f in free.items()},
-            "update_cpu_ms_p50_torch_free": {d: f["fit_cpu_ms"]["p50"] for d, f in free.items()},
+            "update_ms_p50_default": {k: f["update_ms"]["p50"] for k, f in free_default.items()},
+            "update_cpu_ms_p50_default": {
+                k: f["update_cpu_ms"]["p50"] for k, f in free_default.items()
+            },
+            "rows_mb_default": {k: f["rows_bytes"] / 2**20 for k, f in free_default.items()},
             "meets_target": {
-                d: f["fit_ms"]["p50"] <= TARGET_MS and f["state_bytes"] <= STATE_BYTES
-                for d, f in free.items()
+                k: f["update_ms"]["p50"] <= TARGET_MS.get(int(k.split("/")[1]), TARGET_MS[200])
+                and f["state_bytes"] <= STATE_BYTES
+                and (int(k.split("/")[1]) < 1000 or f["rows_bytes"] <= ROWS_BYTES)
+                for k, f in free_default.items()
             },
         }
     )

@@ -14,8 +14,11 @@ the right, the way Hugging Face batches generation:
   position, so a row computes what it would alone (up to float rounding:
   the tests hold features to a tolerance and seeded tokens to equality).
 
-The keys and values live in buffers preallocated per layer, ``(row
-capacity, heads, column capacity, dim)``, and the cache handed to the model
+The keys and values live in buffers preallocated per layer on the
+model's device, ``(row capacity, heads, column capacity, dim)``; the rows'
+bookkeeping (first column, position, next token) is kept on the host and
+uploaded in one copy a step, from which the mask is built on the device.
+The cache handed to the model
 is a view of the rows and columns in use, so nothing is copied as rows come
 and go: a finished row stays where it is (fed a pad token, its output
 ignored) until a newcomer takes it over by writing its prompt's keys and
@@ -33,6 +36,7 @@ import torch
 from transformers.cache_utils import DynamicCache
 
 from .decoding import GrowingLayer, full_cache
+from .device import tensor_on, to_device
 from .forward import Forward, Pass
 from .model import LoadedModel
 
@@ -63,13 +67,16 @@ class DecodeBatch:
 
     def __init__(self, loaded: LoadedModel) -> None:
         self.loaded = loaded
+        self.device = loaded.device  # where the buffers live and every pass runs
         self._keys: list[torch.Tensor] = []  # per layer: (row cap, heads, column cap, dim)
         self._values: list[torch.Tensor] = []
         self._cache = full_cache(loaded.model)  # views of the rows and columns in use
         self._start = self._end = 0  # columns in use: [start, end); every row's newest at end-1
-        self._first = torch.zeros(0, dtype=torch.long)  # (rows,) a row's first real column
-        self._positions = torch.zeros(0, dtype=torch.long)  # (rows,) the next token's position
-        self._next = torch.zeros(0, dtype=torch.long)  # (rows,) the token each row is fed next
+        # Per row, on the host: its first real column, the next token's position, the token
+        # it is fed next.
+        self._first = _host_longs(0)
+        self._positions = _host_longs(0)
+        self._next = _host_longs(0)
         self._slot_of_row: list[int | None] = []  # None: a free row
         self._row_of_slot: dict[int, int] = {}
         self._next_slot = 0
@@ -94,9 +101,9 @@ class DecodeBatch:
         self._ensure(rows, left=longest, right=1, like=joining[0].cache)
         grown = rows - self.rows
         self._slot_of_row.extend([None] * grown)
-        self._first = torch.cat([self._first, torch.full((grown,), _FREE)])
-        self._positions = torch.cat([self._positions, torch.zeros(grown, dtype=torch.long)])
-        self._next = torch.cat([self._next, torch.zeros(grown, dtype=torch.long)])
+        self._first = torch.cat([self._first, _host_longs(grown, _FREE)])
+        self._positions = torch.cat([self._positions, _host_longs(grown)])
+        self._next = torch.cat([self._next, _host_longs(grown)])
         free += list(range(rows - grown, rows))
         slots: list[list[int]] = []
         try:
@@ -124,12 +131,13 @@ class DecodeBatch:
         for layer, keys, values in zip(self._cache.layers, self._keys, self._values, strict=True):
             assert isinstance(layer, GrowingLayer)
             layer.adopt(keys[:rows, :, self._start :], values[:rows, :, self._start :], width)
+        next_ids, mask, positions = self._inputs()
         out = forward(
-            self._next[:, None],
+            next_ids[:, None],
             self._cache,
-            attention_mask=self._mask(),
-            position_ids=self._positions[:, None],
-            cache_position=torch.tensor([width]),
+            attention_mask=mask,
+            position_ids=positions[:, None],
+            cache_position=torch.full((1,), width, dtype=torch.long, device=self.device),
         )
         self.advance()
         return out, [-1 if s is None else s for s in self._slot_of_row]
@@ -140,7 +148,8 @@ class DecodeBatch:
         which request makes a shared step fail. Once every live row has had its step
         this way, `advance()`."""
         self._ensure(self.rows, left=0, right=1)
-        rows = torch.tensor([self._row_of_slot[s] for s in slots], dtype=torch.long)
+        rows = [self._row_of_slot[s] for s in slots]
+        index = tensor_on(rows, self.device)
         width = self._end - self._start
         cache = full_cache(self.loaded.model)
         if not cache.layers:
@@ -149,23 +158,24 @@ class DecodeBatch:
         for layer, keys, values in zip(cache.layers, self._keys, self._values, strict=True):
             assert isinstance(layer, GrowingLayer)
             mine = (
-                keys[rows, :, self._start : self._end + 1],
-                values[rows, :, self._start : self._end + 1],
+                keys[index, :, self._start : self._end + 1],
+                values[index, :, self._start : self._end + 1],
             )
             layer.adopt(*mine, width)
             copies.append(mine)
+        next_ids, mask, positions = self._inputs(rows)
         out = forward(
-            self._next[rows, None],
+            next_ids[:, None],
             cache,
-            attention_mask=self._mask()[rows],
-            position_ids=self._positions[rows, None],
-            cache_position=torch.tensor([width]),
+            attention_mask=mask,
+            position_ids=positions[:, None],
+            cache_position=torch.full((1,), width, dtype=torch.long, device=self.device),
         )
         for (keys_copy, values_copy), keys, values in zip(
             copies, self._keys, self._values, strict=True
         ):
-            keys[rows, :, self._end] = keys_copy[:, :, width]
-            values[rows, :, self._end] = values_copy[:, :, width]
+            keys[index, :, self._end] = keys_copy[:, :, width]
+            values[index, :, self._end] = values_copy[:, :, width]
         return out
 
     def advance(self) -> None:
@@ -174,17 +184,25 @@ class DecodeBatch:
             self._end += 1
             self._positions += 1
 
-    def _mask(self) -> torch.Tensor:
-        """(rows, columns in use + 1): which columns each row attends to in the next pass."""
-        columns = torch.arange(self._start, self._end + 1)
-        mask = (columns[None, :] >= self._first[:, None]).long()
+    def _inputs(
+        self, rows: list[int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The next pass's (token ids, attention mask, position ids) for `rows` (all when
+        None), on the device: the rows' bookkeeping in one upload, the mask built there.
+        The mask is (rows, columns in use + 1): which columns each row attends to."""
+        bookkeeping = torch.stack([self._first, self._positions, self._next])
+        if rows is not None:
+            bookkeeping = bookkeeping[:, rows]
+        first, positions, next_ids = to_device(bookkeeping, self.device)
+        columns = torch.arange(self._start, self._end + 1, device=self.device)
+        mask = (columns[None, :] >= first[:, None]).long()
         mask[:, -1] = 1  # a free row sees the column it is fed in: no row is all padding
-        return mask
+        return next_ids, mask, positions
 
     def feed_next(self, slots: Sequence[int], ids: Sequence[int]) -> None:
         """Sets what `slots` are fed in the next step."""
-        rows = torch.tensor([self._row_of_slot[s] for s in slots], dtype=torch.long)
-        self._next[rows] = torch.tensor(list(ids), dtype=torch.long)
+        rows = [self._row_of_slot[s] for s in slots]
+        self._next[rows] = torch.tensor(list(ids), dtype=torch.long, device="cpu")
 
     def finish(self, slots: Sequence[int]) -> None:
         """Frees `slots`' rows: fed padding until a newcomer takes them over."""
@@ -210,12 +228,12 @@ class DecodeBatch:
         if not self._row_of_slot or self.live_rows * 2 > self.rows:
             return
         live = [r for r, s in enumerate(self._slot_of_row) if s is not None]
-        index = torch.tensor(live, dtype=torch.long)
+        index = tensor_on(live, self.device)
         for keys, values in zip(self._keys, self._values, strict=True):
             keys[: len(live)] = keys[index]
             values[: len(live)] = values[index]
-        self._first, self._positions = self._first[index], self._positions[index]
-        self._next = self._next[index]
+        self._first, self._positions = self._first[live], self._positions[live]
+        self._next = self._next[live]
         self._slot_of_row = [self._slot_of_row[r] for r in live]
         self._row_of_slot = {s: r for r, s in enumerate(self._slot_of_row) if s is not None}
 
@@ -225,15 +243,15 @@ class DecodeBatch:
 
     def _write_prompt(self, rows: list[int], joining: Joining) -> None:
         """Writes the prompt's keys and values into `rows`, right-aligned at `end`."""
-        length, index = joining.length, torch.tensor(rows, dtype=torch.long)
+        length, index = joining.length, tensor_on(rows, self.device)
         begin = self._end - length
         for layer, keys, values in zip(joining.cache.layers, self._keys, self._values, strict=True):
             prompt_keys, prompt_values = _kv(layer)
             keys[index, :, begin : self._end] = prompt_keys[:, :, :length]
             values[index, :, begin : self._end] = prompt_values[:, :, :length]
-        self._first[index] = begin
-        self._positions[index] = length
-        self._next[index] = torch.tensor(list(joining.next_ids), dtype=torch.long)
+        self._first[rows] = begin
+        self._positions[rows] = length
+        self._next[rows] = torch.tensor(list(joining.next_ids), dtype=torch.long, device="cpu")
 
     def _ensure(
         self, rows: int, *, left: int, right: int, like: DynamicCache | None = None
@@ -268,6 +286,11 @@ class DecodeBatch:
         used, start, end = self.rows, self._start, self._end
         new[:used, :, start + shift : end + shift] = old[:used, :, start:end]
         return new
+
+
+def _host_longs(count: int, value: int = 0) -> torch.Tensor:
+    """(count,) int64 on the host, filled with `value`: the rows' bookkeeping."""
+    return torch.full((count,), value, dtype=torch.long, device="cpu")
 
 
 def _zeros(like: torch.Tensor, rows: int, columns: int) -> torch.Tensor:

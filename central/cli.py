@@ -23,7 +23,7 @@ from pathlib import Path
 from ._argparse import EXIT_ERROR, DefaultsFormatter, OneLineParser
 from ._errors import ConfigError, ServiceError, require_extra
 from .config import (
-    DTYPES,
+    DTYPE_CHOICES,
     TOKEN_ENV,
     WEIGHTS,
     EngineConfig,
@@ -32,6 +32,7 @@ from .config import (
     check_model_options,
     validate_config,
 )
+from .device import DEVICE_NAMES
 from .model import DEFAULT_MODEL, EMBEDDED_MODELS
 
 __all__ = ["main"]
@@ -78,7 +79,10 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
         f"'default' is {DEFAULT_MODEL})",
     )
     parser.add_argument(
-        "--dtype", default="float32", choices=DTYPES, help="torch dtype the model runs in"
+        "--dtype",
+        default=ServerConfig.dtype,
+        choices=DTYPE_CHOICES,
+        help="torch dtype the model runs in; auto is float32 on a CPU, bfloat16 on a GPU",
     )
     parser.add_argument(
         "--weights",
@@ -98,6 +102,12 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
 
 def _serve_args(parser: argparse.ArgumentParser) -> None:
     limits = ServiceLimits()
+    parser.add_argument(
+        "--device",
+        default=ServerConfig.device,
+        help=f"where the model runs: {DEVICE_NAMES}; auto takes the first CUDA device if "
+        "torch sees one, else the CPU",
+    )
     parser.add_argument(
         "--host",
         default=ServerConfig.host,
@@ -224,6 +234,7 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         model=args.model,
         host=args.host,
         port=args.port,
+        device=args.device,
         dtype=args.dtype,
         weights=args.weights,
         cache_dir=args.cache_dir,

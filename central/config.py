@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._errors import ConfigError
+from .device import AUTO, check_device_name
 from .model import DEFAULT_MODEL, EMBEDDED_MODELS
 
 __all__ = [
     "DTYPES",
+    "DTYPE_CHOICES",
     "TOKEN_ENV",
     "WEIGHTS",
     "EngineConfig",
@@ -46,6 +48,7 @@ DTYPES = ("float32", "bfloat16", "float16")  # torch dtypes a model can run in
 # where the kernel works (float32 dtype, Llama-family models) and dense elsewhere; "dense"
 # keeps --dtype; "int8" insists (CPU, float32), and fails the start where it cannot run.
 WEIGHTS = ("auto", "dense", "int8")
+DTYPE_CHOICES = (AUTO, *DTYPES)  # what --dtype accepts: auto is float32 on a CPU, bfloat16 on a GPU
 MiB = 1 << 20
 
 
@@ -104,7 +107,9 @@ class ServerConfig:
     model: str = "default"  # checkpoint directory, .gguf file, or an embedded model name
     host: str = "127.0.0.1"  # loopback unless told otherwise
     port: int = 50051  # 0 picks a free port (see RunningServer.port)
-    dtype: str = "float32"  # torch dtype the model runs in, one of DTYPES
+    # Where the model runs: auto (the first CUDA device, else the CPU), cpu, cuda or cuda:N
+    device: str = AUTO
+    dtype: str = AUTO  # torch dtype the model runs in, one of DTYPES; auto: per device
     weights: str = "auto"  # the linears' weight format, one of WEIGHTS (see there)
     cache_dir: Path | None = (
         None  # converted GGUF weights; None: $LANGUAGE_RANKER_CACHE or ~/.cache
@@ -136,6 +141,7 @@ def validate_config(config: ServerConfig, environ: Mapping[str, str] | None = No
     result has ``auth_token`` set and ``token_file`` cleared.
     """
     check_model_options(config.model, config.dtype, config.cache_dir, config.weights)
+    check_device_name(config.device)
     _check_address(config.host, config.port)
     _check_sizes(config)
     _check_tls(config)
@@ -209,11 +215,11 @@ def check_model_options(
             raise ConfigError(
                 "--model", f"{path} is neither a checkpoint directory nor a .gguf file"
             )
-    if dtype not in DTYPES:
-        raise ConfigError("--dtype", f"must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype not in DTYPE_CHOICES:
+        raise ConfigError("--dtype", f"must be one of {', '.join(DTYPE_CHOICES)}, got {dtype!r}")
     if weights not in WEIGHTS:
         raise ConfigError("--weights", f"must be one of {', '.join(WEIGHTS)}, got {weights!r}")
-    if weights == "int8" and dtype != "float32":
+    if weights == "int8" and dtype not in (AUTO, "float32"):
         raise ConfigError("--weights", f"int8 runs with --dtype float32, not {dtype}")
     if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
         raise ConfigError("--cache-dir", f"{cache_dir} exists and is not a directory")

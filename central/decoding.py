@@ -34,6 +34,7 @@ from torch import nn
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
 from .cpu_layers import fuse_llama_layers
+from .device import tensor_on
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -66,7 +67,8 @@ def _onednn_usable() -> bool:
     if _ONEDNN_OK is None:
         try:
             with torch.inference_mode():
-                x, w, b = torch.randn(3, 2, 8), torch.randn(4, 8), torch.randn(4)
+                cpu = torch.device("cpu")  # whatever the default device is
+                x, w, b = (torch.randn(*shape, device=cpu) for shape in ((3, 2, 8), (4, 8), (4,)))
                 want = nn.functional.linear(x, w, b)
                 packed = torch.ops.mkldnn._reorder_linear_weight(w, _PACK_BATCH_HINT)
                 _ONEDNN_OK = all(
@@ -177,8 +179,8 @@ def pack_linears(model: nn.Module) -> int:
     one packed linear, fewer small ops per layer).
     """
     linears = _fast_linears(model)
-    if not _onednn_usable() or not _should_pack(linears):
-        return 0
+    if not linears or not _onednn_usable() or not _should_pack(linears):
+        return 0  # nothing to pack (a GPU or half-precision model), or not packable here
     if fuse_llama_layers(model):
         _LINEARS.pop(model, None)
         linears = _fast_linears(model)
@@ -225,10 +227,10 @@ def onednn_linears(model: nn.Module) -> Iterator[None]:
     holding the model (a test's reference pass, a training loop) keeps the
     stock path.
     """
-    if not _onednn_usable():
+    linears = _fast_linears(model)
+    if not linears or not _onednn_usable():  # a GPU or half-precision model: the stock path
         yield
         return
-    linears = _fast_linears(model)
     pack = _should_pack(linears)
     for module in linears:
         module.forward = _onednn_forward(module, _weight_for(module, pack))  # type: ignore[method-assign]
@@ -329,12 +331,14 @@ class GrowingLayer(DynamicLayer):
         self._set_length(self._length)
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self.reorder_cache(torch.as_tensor(indices, dtype=torch.long))
+        if self._key_buffer is not None:
+            device = self._key_buffer.device
+            self.reorder_cache(torch.as_tensor(indices, dtype=torch.long, device=device))
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         if self._key_buffer is not None:
-            rows = torch.arange(self._key_buffer.shape[0]).repeat_interleave(repeats)
-            self.reorder_cache(rows)
+            rows = torch.arange(self._key_buffer.shape[0], device=self._key_buffer.device)
+            self.reorder_cache(rows.repeat_interleave(repeats))
 
     def crop(self, tokens_to_remove: int) -> None:
         if tokens_to_remove > 0:
@@ -384,14 +388,21 @@ def full_cache(model: PreTrainedModel) -> DynamicCache:
     return cache
 
 
-def select_rows(cache: Cache, rows: torch.Tensor | Sequence[int]) -> None:
+def select_rows(
+    cache: Cache, rows: torch.Tensor | Sequence[int], device: torch.device | None = None
+) -> None:
     """Keeps (or repeats) the cache's batch rows `rows`, in that order.
 
-    Every row change goes through here: `Cache.reorder_cache` is annotated
-    with the legacy `torch.LongTensor` class, which no tensor has statically,
-    so the one cast that satisfies it lives in one place.
+    A list of rows is uploaded to `device` (the cache's, where the caller
+    knows it) without waiting for the GPU. Every row change goes through
+    here: `Cache.reorder_cache` is annotated with the legacy
+    `torch.LongTensor` class, which no tensor has statically, so the one
+    cast that satisfies it lives in one place.
     """
-    index = torch.as_tensor(rows, dtype=torch.long)
+    if isinstance(rows, torch.Tensor):
+        index = rows
+    else:
+        index = tensor_on(list(rows), device or torch.device("cpu"))
     cache.reorder_cache(cast(torch.LongTensor, index))
 
 

@@ -44,6 +44,14 @@ exactly as `sampler.sample` does alone, so a seeded request gets the same
 tokens whatever else shares the batch; its features are computed in the
 same pass as its tokens, as before.
 
+Device: the model, the batch's KV buffers, every request's generator and
+running vectors live on the model's device (`central.device`). A decode
+step copies to the host what the wire needs and nothing else, for all
+requests at once: the tokens every row drew (with their log-probabilities
+and entropies), then the vectors of the rows that finished, if any. A
+prefill copies its request's instruction feature; a Features call, its
+pooled vectors once per group of responses.
+
 Memory: the decode batch holds at most `max_batch_rows` rows; a pass
 outside it feeds at most `turn_tokens` tokens (and a Features pass at most
 `features_pass_tokens`), so its activations are bounded by that times the
@@ -72,17 +80,21 @@ from ._errors import LimitError
 from .batch import DecodeBatch, Joining
 from .config import EngineConfig, ServiceLimits
 from .decoding import full_cache
+from .device import tensor_on, to_host
 from .features import EMBEDDING_LAYER, FeatureRequest
-from .forward import Forward, PrefilledPrompt
+from .forward import Forward, Pass, PrefilledPrompt
 from .model import LoadedModel
 from .outbox import Outbox, StreamEnd
 from .pooling import ChunkPooling, Pooled
 from .sampler import (
     CandidateRows,
+    Draw,
     EosState,
+    Finishing,
     SampledCandidate,
     empty_response_state,
     ended_at_once,
+    finish,
 )
 from .token_features import token_feature_passes
 from .validation import FeaturesJob, GenerateJob
@@ -628,17 +640,19 @@ class Engine:
         job, sampling = task.job, task.job.sampling
         layer = job.features.layer
         forward = self._forward(job.features.layers)
+        device = self.loaded.device
         cache = full_cache(self.loaded.model)
         ids, piece = job.prompt_ids, self.config.turn_tokens
         for start in range(0, len(ids), piece):
-            prefill = forward(torch.tensor([ids[start : start + piece]]), cache)
+            prefill = forward(tensor_on([ids[start : start + piece]], device), cache)
             if start + piece < len(ids):
                 yield piece
-        instruction = prefill.hidden[layer][0, -1].numpy().copy()
+        instruction = to_host(prefill.hidden[layer][0, -1])
         task.outbox.put(InstructionReady(instruction, len(ids)), instruction.nbytes)
         seed = sampling.seed if sampling.seed is not None else secrets.randbits(63)
-        task.generator = torch.Generator().manual_seed(seed)
-        rows = CandidateRows(sampling.k, instruction.shape[0], job.features.embedding_mean)
+        task.generator = torch.Generator(device=device).manual_seed(seed)
+        embedding = job.features.embedding_mean
+        rows = CandidateRows(sampling.k, instruction.shape[0], embedding, device)
         assert prefill.logits is not None
         entropy = job.features.mean_entropy
         draw = rows.draw(
@@ -679,14 +693,19 @@ class Engine:
         )
         while not prompt.ready:
             yield prompt.prefill(tokens)
-        instruction = prompt.hidden[layer].numpy().copy()
+        instruction = to_host(prompt.hidden[layer])
         pooled: list[Pooled] = []
         groups = _token_budget_groups(
             job.responses, self.limits.features_pass_tokens, self.limits.features_batch
         )
         for group in groups:
             pooling = ChunkPooling(
-                len(group), layer, instruction.shape[0], entropy, job.features.embedding_mean
+                len(group),
+                layer,
+                instruction.shape[0],
+                entropy,
+                job.features.embedding_mean,
+                self.loaded.device,
             )
             for chunk in prompt.chunks(group, columns=max(1, tokens // len(group))):
                 pooling.add(chunk)
@@ -724,7 +743,7 @@ class Engine:
     def _join(self) -> None:
         """The requests prefilled this turn join the batch; if that fails, each tries
         alone, and only those that fail alone fail."""
-        joining, self._joining = self._joining, []
+        joining = list(self._joining)
         if not joining:
             return
         try:
@@ -741,6 +760,10 @@ class Engine:
                     self._join_all([task])
                 except Exception as alone:
                     self._fail(task, alone)
+        finally:
+            # Emptied only once they are in `_decoding` (or failed): a request whose rows
+            # are in the batch is always in sight of `wait_idle` and `_reap`.
+            self._joining = []
 
     def _join_all(self, tasks: list[_GenerateTask]) -> None:
         joinings = []
@@ -761,23 +784,21 @@ class Engine:
         forward = self._forward(layers)
         try:
             out, slots = self._batch.step(forward)
-            row_of = {slot: b for b, slot in enumerate(slots)}
-            assert out.logits is not None
-            outputs = {}
-            for task in self._decoding:
-                rows = [row_of[s] for s in task.slots]
-                outputs[task.id] = (_newest(out.hidden, task.job.features, rows), out.logits[rows])
+            outputs = self._outputs(out, slots)
         except Exception as error:
             outputs = self._step_each_alone(forward, error)
         self._progressed()
+        # What the step sends to the host, each for every request at once: the draws,
+        # then the vectors of the rows that finished. A request whose own part fails
+        # (its draw, its bookkeeping) fails alone.
+        draws = self._record(self._propose(outputs))
+        finishing = [_finishing(task, draw) for task, draw in draws]
         still: list[_GenerateTask] = []
-        for task in list(self._decoding):
-            if task.id not in outputs:
-                continue  # failed alone
-            (newest, embedded), logits = outputs[task.id]
+        for (task, draw), candidates in zip(draws, finish(finishing), strict=True):
             try:
-                task.rows.fed(newest, embedded)  # type: ignore[union-attr]
-                going = self._advance(task, logits)
+                for candidate in candidates:
+                    self._emit(task, candidate)
+                going = self._advance(task, draw)
             except Exception as error:
                 self._fail(task, error)
                 continue
@@ -785,6 +806,63 @@ class Engine:
                 still.append(task)
         self._decoding = still
         return True
+
+    def _outputs(self, out: Pass, slots: list[int]) -> dict[int, tuple[_Newest, torch.Tensor]]:
+        """Each request's part of a shared step, by task id: its rows' newest states and
+        their logits, still on the device."""
+        assert out.logits is not None
+        row_of = {slot: b for b, slot in enumerate(slots)}
+        # Every request's rows, request by request: one upload, then slices of it.
+        order = tensor_on([row_of[s] for t in self._decoding for s in t.slots], self._batch.device)
+        outputs = {}
+        at = 0
+        for task in self._decoding:
+            rows, at = order[at : at + len(task.slots)], at + len(task.slots)
+            newest = _newest(out.hidden, task.job.features, rows)
+            outputs[task.id] = (newest, out.logits.index_select(0, rows))
+        return outputs
+
+    def _propose(
+        self, outputs: dict[int, tuple[_Newest, torch.Tensor]]
+    ) -> list[tuple[_GenerateTask, torch.Tensor | None]]:
+        """Feeds each request its rows' new states and draws their next tokens, on the
+        device: per request, `CandidateRows.propose`'s tensor (None in its final step)."""
+        proposals: list[tuple[_GenerateTask, torch.Tensor | None]] = []
+        for task in list(self._decoding):
+            if task.id not in outputs:
+                continue  # failed alone
+            (newest, embedded), logits = outputs[task.id]
+            rows, sampling, features = task.rows, task.job.sampling, task.job.features
+            assert rows is not None and task.generator is not None
+            try:
+                rows.fed(newest, embedded)
+                proposal = None
+                if not task.final:
+                    proposal = rows.propose(logits, sampling, task.generator, features.mean_entropy)
+            except Exception as error:
+                self._fail(task, error)
+                continue
+            proposals.append((task, proposal))
+        return proposals
+
+    def _record(
+        self, proposals: list[tuple[_GenerateTask, torch.Tensor | None]]
+    ) -> list[tuple[_GenerateTask, Draw | None]]:
+        """Every request's draws, copied to the host at once and recorded in its rows."""
+        drawn = [p for _, p in proposals if p is not None]
+        host = iter(_split_columns(to_host(torch.cat(drawn, 1)), drawn) if drawn else [])
+        draws: list[tuple[_GenerateTask, Draw | None]] = []
+        for task, proposal in proposals:
+            assert task.rows is not None
+            if proposal is None:
+                draws.append((task, None))
+                continue
+            mine = next(host)
+            try:
+                draws.append((task, task.rows.record(mine, self.loaded.eos_token_ids)))
+            except Exception as error:  # a SamplingError: the model's output was broken
+                self._fail(task, error)
+        return draws
 
     def _step_each_alone(
         self, forward: Forward, error: Exception
@@ -808,21 +886,16 @@ class Engine:
         self._batch.advance()
         return outputs
 
-    def _advance(self, task: _GenerateTask, logits: torch.Tensor) -> bool:
-        """Draws the task's next tokens; True while it has rows left."""
+    def _advance(self, task: _GenerateTask, draw: Draw | None) -> bool:
+        """Moves the task past this step's draw (None: its final step); True while it has
+        rows left. Its finished rows' candidates are out already."""
         rows, sampling = task.rows, task.job.sampling
-        assert rows is not None and task.generator is not None
-        entropy = task.job.features.mean_entropy
-        if task.final:
-            for b in range(len(rows.index)):
-                self._emit(task, rows.finished(b, False, entropy))
+        assert rows is not None
+        if draw is None:
             self._batch.finish(task.slots)
             task.slots = []
             self._after_sampling(task)
             return False
-        draw = rows.draw(logits, sampling, task.generator, self.loaded.eos_token_ids, entropy)
-        for b, _ in draw.ended:
-            self._emit(task, rows.finished(b, True, entropy))
         ended = [task.slots[b] for b, _ in draw.ended]
         task.slots = [task.slots[b] for b in draw.keep]
         self._batch.finish(ended)
@@ -869,12 +942,31 @@ _Newest = tuple[torch.Tensor, torch.Tensor | None]
 
 
 def _newest(
-    hidden: dict[int, torch.Tensor], features: FeatureRequest, rows: list[int] | None = None
+    hidden: dict[int, torch.Tensor], features: FeatureRequest, rows: torch.Tensor | None = None
 ) -> _Newest:
-    """The newest token's states of batch rows `rows` (all when None) that `features` reads."""
-    picked = slice(None) if rows is None else rows
-    embedded = hidden[EMBEDDING_LAYER][picked, -1] if features.embedding_mean else None
-    return hidden[features.layer][picked, -1], embedded
+    """The newest token's states of batch rows `rows` (an index on the device; all when
+    None) that `features` reads."""
+
+    def pick(layer: int) -> torch.Tensor:
+        newest = hidden[layer][:, -1]
+        return newest if rows is None else newest.index_select(0, rows)
+
+    return pick(features.layer), pick(EMBEDDING_LAYER) if features.embedding_mean else None
+
+
+def _finishing(task: _GenerateTask, draw: Draw | None) -> Finishing:
+    """The rows of `task` that finish with this step's draw (None: its final step, all)."""
+    assert task.rows is not None
+    entropy = task.job.features.mean_entropy
+    if draw is None:  # its final step: every row has its last token fed
+        return Finishing(task.rows, list(range(len(task.rows.index))), False, entropy)
+    return Finishing(task.rows, [b for b, _ in draw.ended], True, entropy)
+
+
+def _split_columns(host: np.ndarray, parts: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    """`host`, the copy of ``torch.cat(parts, 1)``, cut back into one array per part."""
+    bounds = list(itertools.accumulate(part.shape[1] for part in parts))[:-1]
+    return np.split(host, bounds, axis=1)
 
 
 def _token_budget_groups(

@@ -29,6 +29,7 @@ state (the instruction feature), as they were before representation v2.
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -36,6 +37,7 @@ from typing import Any, Literal
 import torch
 
 from .decoding import LayerCapture, new_cache, onednn_linears, select_rows
+from .device import tensor_on
 from .model import LoadedModel
 
 __all__ = [
@@ -44,7 +46,9 @@ __all__ = [
     "PrefilledPrompt",
     "ResponseChunk",
     "ResponsePass",
+    "cache_argument",
     "empty_response_tokens",
+    "returned_cache",
 ]
 
 Logits = Literal["none", "last", "all"]  # which positions' logits a pass computes
@@ -67,6 +71,30 @@ def empty_response_tokens(loaded: LoadedModel) -> list[int]:
     return [int(eos)]
 
 
+def cache_argument(model: torch.nn.Module) -> str:
+    """The name under which `model.forward` takes its KV cache.
+
+    transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name
+    warns until 5.40, then goes); a model's own signature says which it is,
+    so every supported version gets the name it expects.
+    """
+    kind = type(model)
+    name = _CACHE_ARGUMENT.get(kind)
+    if name is None:
+        parameters = inspect.signature(kind.forward).parameters
+        name = _CACHE_ARGUMENT[kind] = "cache" if "cache" in parameters else "past_key_values"
+    return name
+
+
+_CACHE_ARGUMENT: dict[type, str] = {}  # model class -> its forward's name for the cache
+
+
+def returned_cache(output: Any) -> Any:
+    """The KV cache a forward pass returned (``output.cache``, or ``past_key_values``
+    before transformers 5.24), read without the deprecated alias."""
+    return output["cache"] if "cache" in output else output["past_key_values"]
+
+
 @dataclass(frozen=True)
 class Pass:
     """What one forward pass produced."""
@@ -87,6 +115,7 @@ class Forward:
         self.model = loaded.model
         self.layers = tuple(dict.fromkeys(layers))  # distinct layers, in request order
         self._capture = LayerCapture(loaded.model, self.layers) if self.layers else None
+        self._cache_name = cache_argument(loaded.model)
 
     def __call__(
         self,
@@ -103,10 +132,11 @@ class Forward:
         Rows of different lengths (`central.batch`) pass their padding mask
         (batch, cached + new columns), their own position ids and the
         column the new tokens go in; a batch of equal rows needs none.
+        Every tensor is on the model's device; what comes back stays there.
         """
         inputs: dict[str, Any] = {
             "input_ids": input_ids,
-            "past_key_values": cache,
+            self._cache_name: cache,
             "use_cache": True,
             "logits_to_keep": 0 if logits == "all" else 1,  # the LM head where it is read
         }
@@ -231,7 +261,7 @@ class PrefilledPrompt:
         # Without logits the pass ends at the deepest layer asked for, every piece
         # alike: the layers above it are never read, so their cache is never needed.
         wanted: Logits = "last" if self._logits else "none"
-        out = self._forward(torch.tensor([piece]), self._cache, logits=wanted)
+        out = self._forward(tensor_on([piece], self.loaded.device), self._cache, logits=wanted)
         if self.ready:
             self.hidden = {layer: h[0, -1] for layer, h in out.hidden.items()}
             self.last_logits = None if out.logits is None else out.logits[0]
@@ -260,8 +290,9 @@ class PrefilledPrompt:
         lengths = [len(tokens) for tokens in fed]
         longest = max(lengths)
         cache = copy.deepcopy(self._cache)  # the prompt's own cache stays for the next batch
-        select_rows(cache, [0] * len(batch))
-        ids = torch.tensor([tokens + [_PAD] * (longest - len(tokens)) for tokens in fed])
+        device = self.loaded.device
+        select_rows(cache, [0] * len(batch), device)
+        ids = tensor_on([tokens + [_PAD] * (longest - len(tokens)) for tokens in fed], device)
         before = None if self.last_logits is None else self.last_logits.expand(len(batch), -1)
         step = longest if columns is None else max(1, columns)
         for start in range(0, longest, step):

@@ -59,9 +59,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import ModelLoadError, require_extra
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "ORIGIN_FILE",
@@ -139,6 +142,11 @@ class LoadedModel:
     def has_chat_template(self) -> bool:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
+    @property
+    def device(self) -> torch.device:
+        """The torch device the weights live on (and every pass runs on)."""
+        return next(self.model.parameters()).device
+
 
 def default_cache_dir() -> Path:
     """Where converted weights live: $LANGUAGE_RANKER_CACHE or ~/.cache/language-ranker."""
@@ -161,15 +169,26 @@ def resolve_model_path(name_or_path: str) -> Path:
 def load_model(
     name_or_path: str = "default",
     *,
-    dtype: str = "float32",
+    dtype: str = "auto",
     weights: str = "auto",
     cache_dir: Path | None = None,
+    device: str | torch.device = "cpu",
 ) -> LoadedModel:
     """Loads a checkpoint directory or GGUF file (converting GGUF once, then cached).
 
-    ``weights`` is "auto", "dense" or "int8" (see the module docstring);
-    `LoadedModel.weights_format` says what was chosen.
+    ``device`` is a `torch.device` or a name `central.device.resolve_device`
+    takes (``auto``, ``cpu``, ``cuda``, ``cuda:N``); ``dtype`` ``auto`` is
+    float32 on the CPU and bfloat16 on a GPU. Both are checked before anything
+    is read (`ConfigError` naming the flag); running out of memory while the
+    weights load is a `ModelLoadError` saying so. ``weights`` is "auto",
+    "dense" or "int8" (see the module docstring); `LoadedModel.weights_format`
+    says what was chosen.
     """
+    from .device import resolve_device, resolve_dtype
+
+    require_extra("torch", "transformers", what="loading a model")
+    where = resolve_device(device)
+    dtype = resolve_dtype(dtype, where)
     path = resolve_model_path(name_or_path)
     cache = cache_dir or default_cache_dir()
     if path.is_file() and path.suffix == ".gguf":
@@ -179,22 +198,33 @@ def load_model(
     else:
         raise ModelLoadError(f"{path} is neither a checkpoint directory nor a .gguf file")
     name, sha256 = model_identity(path, cache)
-    loaded = _load_directory(directory, name, dtype, sha256)
+    loaded = _load_directory(directory, name, dtype, sha256, where)
     return _in_format(loaded, weights, cache)
 
 
-def _load_directory(directory: Path, name: str, dtype: str, sha256: str = "") -> LoadedModel:
+def _load_directory(
+    directory: Path, name: str, dtype: str, sha256: str = "", device: str | torch.device = "cpu"
+) -> LoadedModel:
     require_extra("torch", "transformers", what="loading a model")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    placement = {} if str(device) == "cpu" else {"device_map": str(device)}  # straight there
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(
-            directory, dtype=getattr(torch, dtype), local_files_only=True
+            directory, dtype=getattr(torch, dtype), local_files_only=True, **placement
         )
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"cannot load a causal LM from {directory}: {error}") from error
+    except (RuntimeError, MemoryError) as error:  # CUDA's or the CPU allocator's failure
+        if not _out_of_memory(error):
+            raise
+        raise ModelLoadError(
+            f"out of memory loading {name} onto {device} in {dtype} "
+            f"({_weight_bytes(directory) / 2**30:.1f} GiB of weight files): "
+            f"{_brief(error)} Try a smaller model or another --device"
+        ) from error
     model.eval()
     config = model.config.get_text_config()
     return LoadedModel(
@@ -296,6 +326,27 @@ def _prepared_file(cache_dir: Path, loaded: LoadedModel) -> Path | None:
         return None
     name = f"{loaded.name}-{loaded.weights_sha256[:16]}-{INT8}-v{PREPARED_VERSION}.safetensors"
     return cache_dir / "prepared" / name
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """True for an allocation failure: CUDA's OutOfMemoryError, the CPU allocator's, Python's."""
+    import torch
+
+    if isinstance(error, MemoryError | torch.cuda.OutOfMemoryError):
+        return True
+    return "can't allocate memory" in str(error)
+
+
+def _brief(error: BaseException, sentences: int = 3) -> str:
+    """The first sentences of an error on one line: torch's CUDA out-of-memory message
+    says what was asked for and what is free in three, then advice runs for a paragraph."""
+    parts = " ".join(str(error).split()).split(". ")
+    text = ". ".join(parts[:sentences]).rstrip(".")
+    return f"{text}." if text else f"{type(error).__name__}."
+
+
+def _weight_bytes(directory: Path) -> int:
+    return sum(f.stat().st_size for f in _weight_files(directory))
 
 
 def _eos_token_ids(model: Any, tokenizer: Any) -> frozenset[int]:

@@ -23,11 +23,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .device import tensor_on, to_host
 from .features import EMBEDDING_LAYER
 from .forward import PrefilledPrompt, ResponseChunk, ResponsePass
 from .model import LoadedModel
 
-__all__ = ["ChunkPooling", "Pooled", "entropy", "pool_response_pass", "pool_responses"]
+__all__ = [
+    "ChunkPooling",
+    "Pooled",
+    "entropy",
+    "pool_response_pass",
+    "pool_response_passes",
+    "pool_responses",
+]
 
 
 @dataclass(frozen=True)
@@ -53,10 +61,12 @@ def entropy(logp: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tens
     `probs` is `logp.exp()` when the caller has it already (the sampler does).
     """
     probs = logp.exp() if probs is None else probs
-    values = -torch.linalg.vecdot(probs, logp)
-    if values.isnan().any():  # a masked token: probability 0 times log-probability -inf
-        values = -torch.linalg.vecdot(probs, logp.clamp(min=torch.finfo(logp.dtype).min))
-    return values
+    if logp.device.type == "cpu":  # on a GPU, asking whether any is NaN would wait for it
+        values = -torch.linalg.vecdot(probs, logp)
+        if not values.isnan().any():
+            return values
+    # A masked token: probability 0 times log-probability -inf.
+    return -torch.linalg.vecdot(probs, logp.clamp(min=torch.finfo(logp.dtype).min))
 
 
 def pool_responses(
@@ -74,21 +84,47 @@ def pool_responses(
     logits); without it they stop at the deepest layer asked for.
     """
     prompt = PrefilledPrompt(loaded, prompt_ids, layers, logits=mean_entropy)
-    instruction = torch.stack([prompt.hidden[layer] for layer in layers]).numpy()
-    return instruction, [pool_response_pass(p, layers) for p in prompt.feed(responses, batch_size)]
+    instruction = to_host(torch.stack([prompt.hidden[layer] for layer in layers]))
+    pooled: list[Pooled] = []
+    for start in range(0, len(responses), batch_size):
+        passes = prompt.feed(responses[start : start + batch_size], batch_size)
+        pooled += pool_response_passes(list(passes), layers)
+    return instruction, pooled
 
 
 def pool_response_pass(passed: ResponsePass, layers: Sequence[int]) -> Pooled:
     """One response's vectors, from the pass that fed it."""
-    states = [passed.hidden[layer] for layer in layers]  # each (fed tokens, hidden)
-    drawn_from = passed.logits
-    return Pooled(
-        last=torch.stack([s[-1] for s in states]).numpy(),
-        mean=torch.stack([s.mean(dim=0) for s in states]).numpy(),
-        mean_entropy=None
-        if drawn_from is None
-        else float(entropy(torch.log_softmax(drawn_from, dim=-1)).mean()),
-    )
+    return pool_response_passes([passed], layers)[0]
+
+
+def pool_response_passes(passes: Sequence[ResponsePass], layers: Sequence[int]) -> list[Pooled]:
+    """Each response's vectors, from the passes that fed them, copied to the host at once.
+
+    Pooled on the model's device; one copy brings back every response's last
+    and mean vectors at every layer (and mean entropy, where logits were computed).
+    """
+    if not passes:
+        return []
+    rows = []
+    for passed in passes:
+        states = [passed.hidden[layer] for layer in layers]  # each (fed tokens, hidden)
+        last = torch.stack([s[-1] for s in states])
+        mean = torch.stack([s.mean(dim=0) for s in states])
+        values = [last.flatten(), mean.flatten()]
+        if passed.logits is not None:
+            values.append(entropy(torch.log_softmax(passed.logits, dim=-1)).mean()[None])
+        rows.append(torch.cat(values))
+    host = to_host(torch.stack(rows))  # (responses, 2 x layers x hidden [+ 1])
+    shape = (len(layers), -1)
+    width = host.shape[1] // 2 if passes[0].logits is None else (host.shape[1] - 1) // 2
+    return [
+        Pooled(
+            last=row[:width].reshape(shape),
+            mean=row[width : 2 * width].reshape(shape),
+            mean_entropy=None if passed.logits is None else float(row[-1]),
+        )
+        for passed, row in zip(passes, host, strict=True)
+    ]
 
 
 class ChunkPooling:
@@ -99,16 +135,25 @@ class ChunkPooling:
     states and of the entropies, and the state of the last token once its
     slice comes by. With `embedding`, a running sum of hidden state 0 too
     (the chunks must carry it: fed with `EMBEDDING_LAYER` among the layers).
+    The sums live on `device` (the model's); `pooled` copies them to the
+    host once, for every row.
     """
 
     def __init__(
-        self, rows: int, layer: int, width: int, entropy: bool, embedding: bool = False
+        self,
+        rows: int,
+        layer: int,
+        width: int,
+        entropy: bool,
+        embedding: bool = False,
+        device: torch.device | None = None,
     ) -> None:
         self.layer = layer
-        self._total = torch.zeros(rows, width)
-        self._embedded = torch.zeros(rows, width) if embedding else None
-        self._last = torch.zeros(rows, width)
-        self._entropy = [0.0] * rows if entropy else None
+        on = torch.device("cpu") if device is None else device
+        self._total = torch.zeros(rows, width, device=on)
+        self._embedded = torch.zeros(rows, width, device=on) if embedding else None
+        self._last = torch.zeros(rows, width, device=on)
+        self._entropy = torch.zeros(rows, device=on) if entropy else None
         self._lengths = [1] * rows
 
     def add(self, chunk: ResponseChunk) -> None:
@@ -126,18 +171,24 @@ class ChunkPooling:
                 self._last[row] = hidden[row, n - 1]
             if self._entropy is not None:
                 drawn_from = torch.log_softmax(chunk.drawn_from(row), dim=-1)
-                self._entropy[row] += float(entropy(drawn_from).sum())
+                self._entropy[row] += entropy(drawn_from).sum()
 
     def pooled(self) -> list[Pooled]:
         """One `Pooled` (one layer) per row, once every chunk has been added."""
+        width = self._total.shape[1]
+        n = tensor_on(self._lengths, self._total.device, torch.float32)[:, None]
+        parts = [self._last, self._total / n]
+        if self._embedded is not None:
+            parts.append(self._embedded / n)
+        if self._entropy is not None:
+            parts.append(self._entropy[:, None] / n)
+        host = to_host(torch.cat(parts, dim=1))  # (rows, 2 or 3 x width [+ 1])
         return [
             Pooled(
-                last=self._last[row, None].numpy().copy(),
-                mean=(self._total[row, None] / n).numpy(),
-                mean_entropy=None if self._entropy is None else self._entropy[row] / n,
-                embedding_mean=None
-                if self._embedded is None
-                else (self._embedded[row] / n).numpy(),
+                last=row[None, :width],
+                mean=row[None, width : 2 * width],
+                mean_entropy=None if self._entropy is None else float(row[-1]),
+                embedding_mean=None if self._embedded is None else row[2 * width : 3 * width],
             )
-            for row, n in enumerate(self._lengths)
+            for row in host
         ]

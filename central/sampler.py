@@ -31,11 +31,18 @@ oneDNN, a KV cache that appends in place, one hook on the feature layer
 instead of all hidden states, the LM head on the last position only, and
 one uniform draw per row instead of `torch.multinomial`'s one exponential
 per vocabulary entry.
+
+Everything lives on the model's device: the KV cache, the running vectors,
+the random draws (a generator on that device). What the host needs crosses
+in two copies a step for all rows at once (`central.device`): the tokens
+drawn with their log-probabilities and entropies (`CandidateRows.propose`,
+then `record`), and the vectors of the rows that finished (`finish`).
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import secrets
 from collections.abc import Callable, Iterator, Sequence
@@ -46,6 +53,7 @@ import numpy as np
 import torch
 
 from .decoding import new_cache, select_rows
+from .device import tensor_on, to_host
 from .features import EMBEDDING_LAYER
 from .forward import Forward, Pass, empty_response_tokens
 from .model import LoadedModel
@@ -56,12 +64,15 @@ __all__ = [
     "CandidateRows",
     "Draw",
     "EosState",
+    "Finishing",
     "SampledCandidate",
     "SamplingConfig",
     "SamplingError",
     "empty_response_state",
     "ended_at_once",
+    "finish",
     "pick_next",
+    "read_draws",
     "sample",
     "sample_stream",
 ]
@@ -180,19 +191,23 @@ class CandidateRows:
     """The rows of one request still being sampled, and what each has gathered so far.
 
     Batch row b holds candidate `index[b]`. Token ids and sums of scalars are
-    kept per candidate; the hidden-state tensors per batch row, shrinking
-    with the batch. With `embedding`, the sum of hidden state 0 is kept too.
+    kept per candidate on the host; the hidden-state tensors per batch row on
+    the model's device, shrinking with the batch. With `embedding`, the sum of
+    hidden state 0 is kept too.
     """
 
-    def __init__(self, k: int, width: int, embedding: bool = False) -> None:
+    def __init__(
+        self, k: int, width: int, embedding: bool = False, device: torch.device | None = None
+    ) -> None:
+        self.device = device or torch.device("cpu")  # where the vectors accumulate
         self.index = list(range(k))  # candidate index of each batch row
         self.tokens: list[list[int]] = [[] for _ in range(k)]  # response ids, EOS excluded
         self.logprob = [0.0] * k  # sum of log p of each token drawn, EOS included
         self.entropy = [0.0] * k  # sum of the entropies the response's tokens were drawn from
-        self.last = torch.zeros(k, width)  # state of each row's newest fed token
-        self.total = torch.zeros(k, width)  # sum of the states of each row's fed tokens
+        self.last = torch.zeros(k, width, device=self.device)  # state of each row's newest token
+        self.total = torch.zeros(k, width, device=self.device)  # sum of its fed tokens' states
         # sum of the hidden states 0 of each row's fed tokens; None unless asked for
-        self.embedded = torch.zeros(k, width) if embedding else None
+        self.embedded = torch.zeros(k, width, device=self.device) if embedding else None
 
     def draw(
         self,
@@ -204,24 +219,40 @@ class CandidateRows:
     ) -> Draw:
         """Draws each row's next token from `logits` (rows, vocab) and records it.
 
-        A row that draws an end token gets its log-probability added and is
-        listed in `Draw.ended`; the caller turns it into a candidate (with
-        `finished`) before calling `keep(draw.keep)`. The sampler and the
-        engine both step through here, so a request samples the same alone
-        or batched.
+        `propose` then `record`, with the one copy to the host between them;
+        the engine makes the two calls itself to copy every request's draws
+        at once. A row that draws an end token gets its log-probability
+        added and is listed in `Draw.ended`; the caller turns it into a
+        candidate (with `finish`) before calling `keep(draw.keep)`. The
+        sampler and the engine both step through here, so a request samples
+        the same alone or batched.
         """
+        return self.record(to_host(self.propose(logits, config, generator, entropy)), end_tokens)
+
+    def propose(
+        self,
+        logits: torch.Tensor,
+        config: SamplingConfig,
+        generator: torch.Generator,
+        entropy: bool,
+    ) -> torch.Tensor:
+        """Each row's next token from `logits` (rows, vocab), not yet recorded: a (3, rows)
+        float64 tensor on the device (see `pick_next`). Nothing waits for the device."""
         greedy = [b for b, row in enumerate(self.index) if row == 0] if config.greedy_first else []
-        next_ids, logprobs, entropies = pick_next(logits, config, generator, entropy, greedy)
-        picked = next_ids.tolist()
+        return pick_next(logits, config, generator, entropy, greedy)
+
+    def record(self, drawn: np.ndarray, end_tokens: frozenset[int]) -> Draw:
+        """Records the draws of `propose`, copied to the host (`read_draws`); a
+        `SamplingError` if they are not finite, before anything is recorded."""
+        picked, logprobs, entropies = read_draws(drawn)
         keep: list[int] = []
         ended: list[tuple[int, float]] = []
         for b, row in enumerate(self.index):
+            self.logprob[row] += logprobs[b]
             if picked[b] in end_tokens:
-                self.logprob[row] += logprobs[b]
                 ended.append((b, entropies[b]))
                 continue
             self.tokens[row].append(picked[b])
-            self.logprob[row] += logprobs[b]
             self.entropy[row] += entropies[b]
             keep.append(b)
         return Draw(picked, keep, ended)
@@ -230,9 +261,10 @@ class CandidateRows:
         """Keeps batch rows `rows` (in order) and drops the others."""
         if len(rows) < len(self.index):
             self.index = [self.index[b] for b in rows]
-            self.last, self.total = self.last[rows], self.total[rows]
+            index = tensor_on(rows, self.device)
+            self.last, self.total = self.last[index], self.total[index]
             if self.embedded is not None:
-                self.embedded = self.embedded[rows]
+                self.embedded = self.embedded[index]
 
     def fed(self, newest: torch.Tensor, embedded: torch.Tensor | None = None) -> None:
         """`newest` (rows, hidden): the feature-layer state of the token each row was just
@@ -248,7 +280,20 @@ class CandidateRows:
         embedded = None if self.embedded is None else _newest(step, EMBEDDING_LAYER)
         self.fed(_newest(step, layer), embedded)
 
-    def finished(self, b: int, by_eos: bool, entropy: bool) -> SampledCandidate:
+    def vectors(self, rows: Sequence[int]) -> torch.Tensor:
+        """(len(rows), 2 or 3, hidden) on the device: the last state, the sum of the states
+        and, with the embedding mean, the sum of hidden states 0 of batch rows `rows`
+        (what `finished` turns into the candidate's vectors)."""
+        index = tensor_on(list(rows), self.device)
+        sums = [self.last, self.total]
+        if self.embedded is not None:
+            sums.append(self.embedded)
+        return torch.stack([t.index_select(0, index) for t in sums], 1)
+
+    def finished(
+        self, b: int, by_eos: bool, entropy: bool, vectors: np.ndarray
+    ) -> SampledCandidate:
+        """Batch row b as a candidate; `vectors` is its row of `vectors`, on the host."""
         row = self.index[b]
         n = max(len(self.tokens[row]), 1)  # 0 only with features off (nothing to average)
         return SampledCandidate(
@@ -256,13 +301,45 @@ class CandidateRows:
             token_ids=list(self.tokens[row]),
             finished_by_eos=by_eos,
             cumulative_logprob=self.logprob[row],
-            feature=self.last[b].numpy().copy(),
-            mean_feature=(self.total[b] / n).numpy(),
+            feature=vectors[0],
+            mean_feature=vectors[1] / np.float32(n),
             mean_entropy=self.entropy[row] / n if entropy else None,
-            embedding_mean_feature=None
-            if self.embedded is None
-            else (self.embedded[b] / n).numpy(),
+            embedding_mean_feature=None if self.embedded is None else vectors[2] / np.float32(n),
         )
+
+
+@dataclass(frozen=True)
+class Finishing:
+    """Rows of one request that finished in a step (see `finish`)."""
+
+    rows: CandidateRows  # the request's rows
+    batch_rows: list[int]  # which of them finished, by batch row
+    by_eos: bool  # they drew an end token (else they reached max_new_tokens)
+    entropy: bool  # the request asked for the mean entropy
+
+
+def finish(finishing: Sequence[Finishing]) -> list[list[SampledCandidate]]:
+    """The candidates of every finishing row, per `Finishing` in order.
+
+    Their vectors come to the host in one copy, whatever the number of rows
+    and requests (requests with and without the embedding mean alike).
+    """
+    vectors = [f.rows.vectors(f.batch_rows) if f.batch_rows else None for f in finishing]
+    sent = [v for v in vectors if v is not None]
+    if not sent:
+        return [[] for _ in finishing]
+    host = to_host(torch.cat([v.flatten() for v in sent]))
+    pieces = iter(np.split(host, list(itertools.accumulate(v.numel() for v in sent))[:-1]))
+    candidates: list[list[SampledCandidate]] = []
+    for f, v in zip(finishing, vectors, strict=True):
+        if v is None:
+            candidates.append([])
+            continue
+        rows = next(pieces).reshape(v.shape)  # (rows, 2 or 3, hidden)
+        candidates.append(
+            [f.rows.finished(b, f.by_eos, f.entropy, rows[i]) for i, b in enumerate(f.batch_rows)]
+        )
+    return candidates
 
 
 def _sample(
@@ -275,18 +352,19 @@ def _sample(
     entropy: bool,
     embedding_mean: bool,
 ) -> Iterator[np.ndarray | SampledCandidate]:
-    generator = torch.Generator().manual_seed(
+    device = loaded.device
+    generator = torch.Generator(device=device).manual_seed(
         config.seed if config.seed is not None else secrets.randbits(63)
     )
     entropy, embedding_mean = entropy and features, embedding_mean and features
     layers = [layer, EMBEDDING_LAYER] if embedding_mean else [layer]
     forward = Forward(loaded, layers if features else [])
     cache = new_cache(loaded.model)
-    prefill = forward(torch.tensor([prompt_ids]), cache)
-    instruction = _newest(prefill, layer)[0].numpy().copy() if features else NO_FEATURE
+    prefill = forward(tensor_on([prompt_ids], device), cache)
+    instruction = to_host(_newest(prefill, layer)[0]) if features else NO_FEATURE
     yield instruction
 
-    rows = CandidateRows(config.k, instruction.shape[0], embedding_mean)
+    rows = CandidateRows(config.k, instruction.shape[0], embedding_mean, device)
     assert prefill.logits is not None
     logits = prefill.logits.expand(config.k, -1)
     shared = True  # the cache holds the prompt once, for every row, until the first step
@@ -295,28 +373,29 @@ def _sample(
         if should_stop():
             raise Cancelled
         draw = rows.draw(logits, config, generator, loaded.eos_token_ids, entropy)
+        ended: list[int] = []  # rows that end with tokens of their own
         for b, last_entropy in draw.ended:
             row = rows.index[b]
             if rows.tokens[row] or not features:
-                yield rows.finished(b, True, entropy)
+                ended.append(b)
                 continue
             # Ended at once: only in the first step, while the cache is still the prompt's.
             if at_once is None:
                 at_once = empty_response_state(loaded, forward, cache, layer)
             yield ended_at_once(row, rows.logprob[row], at_once, last_entropy if entropy else None)
+        yield from finish([Finishing(rows, ended, True, entropy)])[0]
         keep = draw.keep
         if not keep:
             return
-        next_ids = torch.tensor([draw.picked[b] for b in keep])
+        next_ids = tensor_on([draw.picked[b] for b in keep], device)
         if shared or len(keep) < len(rows.index):
-            select_rows(cache, [0] * len(keep) if shared else keep)
+            select_rows(cache, [0] * len(keep) if shared else keep, device)
             rows.keep(keep)
             shared = False
         if len(rows.tokens[rows.index[0]]) >= config.max_new_tokens:  # all rows are this long
             if features:  # the newest tokens are not fed yet: one pass up to the feature layer
                 rows.fed_pass(forward(next_ids[:, None], cache, logits="none"), layer)
-            for b in range(len(rows.index)):
-                yield rows.finished(b, False, entropy)
+            yield from finish([Finishing(rows, list(range(len(rows.index))), False, entropy)])[0]
             return
         step = forward(next_ids[:, None], cache)
         if features:
@@ -348,13 +427,12 @@ def empty_response_state(
     captures it.
     """
     alone = copy.deepcopy(prompt_cache)
-    ids = torch.tensor([empty_response_tokens(loaded)])
+    ids = tensor_on([empty_response_tokens(loaded)], loaded.device)
     step = forward(ids, alone, logits="none")
     embedded = step.hidden.get(EMBEDDING_LAYER)
-    return EosState(
-        feature=_newest(step, layer)[0].numpy().copy(),
-        embedded=None if embedded is None else embedded[0, -1].numpy().copy(),
-    )
+    states = [_newest(step, layer)[0]] + ([] if embedded is None else [embedded[0, -1]])
+    host = to_host(torch.stack(states))  # one copy for both
+    return EosState(feature=host[0], embedded=None if embedded is None else host[1])
 
 
 def ended_at_once(
@@ -379,8 +457,11 @@ def pick_next(
     generator: torch.Generator,
     with_entropy: bool,
     greedy_rows: Sequence[int] = (),
-) -> tuple[torch.Tensor, list[float], list[float]]:
-    """Next token per row, its log-probability and (when asked) the entropy, at temperature 1.
+) -> torch.Tensor:
+    """Next token per row, its log-probability and (when asked, else 0) the entropy, at
+    temperature 1: one (3, rows) float64 tensor on the logits' device, so that the caller
+    brings all three to the host in one copy (token ids are exact in float64) and reads
+    them with `read_draws`.
 
     Rows in `greedy_rows` take the most likely token, whatever the sampling settings.
     """
@@ -388,13 +469,22 @@ def pick_next(
     probs = logp.exp() if with_entropy or _draws_from_model(config, logits.shape[-1]) else None
     next_ids = _pick_tokens(logits, config, generator, probs)
     if greedy_rows:
-        rows = torch.tensor(list(greedy_rows))
+        rows = tensor_on(list(greedy_rows), logits.device)
         next_ids[rows] = logits[rows].argmax(dim=-1)
-    chosen = logp.gather(1, next_ids[:, None])[:, 0].tolist()
-    if not all(math.isfinite(value) for value in chosen):  # the model's output is broken
+    chosen = logp.gather(1, next_ids[:, None])[:, 0]
+    entropies = entropy(logp, probs) if with_entropy else torch.zeros_like(chosen)
+    return torch.stack([next_ids.double(), chosen.double(), entropies.double()])
+
+
+def read_draws(drawn: np.ndarray) -> tuple[list[int], list[float], list[float]]:
+    """`pick_next`'s (3, rows) draws, copied to the host, as (token ids, log-probabilities,
+    entropies); `SamplingError` if the model's output was broken (a log-probability that is
+    not finite: NaN or infinite logits; on a GPU, where `_draw` does not stop to check,
+    this is where they show)."""
+    logprobs = drawn[1].tolist()
+    if not all(math.isfinite(value) for value in logprobs):
         raise SamplingError("the model's next-token logits are not finite (NaN or inf)")
-    entropies = entropy(logp, probs).tolist() if with_entropy else [0.0] * len(chosen)
-    return next_ids, chosen, entropies
+    return drawn[0].astype(np.int64).tolist(), logprobs, drawn[2].tolist()
 
 
 def _draws_from_model(config: SamplingConfig, vocab: int) -> bool:
@@ -471,18 +561,22 @@ def _draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     rows, vocab = probs.shape
     blocks = torch.nn.functional.pad(probs, (0, (-vocab) % _BLOCK)).view(rows, -1, _BLOCK)
     block_cdf = blocks.sum(dim=-1, dtype=torch.float64).cumsum(dim=-1)  # (rows, blocks)
-    totals = block_cdf[:, -1]
-    if not bool(((totals > 0) & torch.isfinite(totals)).all()):  # NaN logits, say
-        raise SamplingError(
-            "the next-token distribution is not a distribution (NaN, infinite or zero mass)"
-        )
-    u = torch.rand((rows, 1), dtype=torch.float64, generator=generator)
+    if probs.device.type == "cpu":  # on a GPU, asking would wait for it: `read_draws` tells
+        totals = block_cdf[:, -1]
+        if not bool(((totals > 0) & torch.isfinite(totals)).all()):  # NaN logits, say
+            raise SamplingError(
+                "the next-token distribution is not a distribution (NaN, infinite or zero mass)"
+            )
+    u = torch.rand((rows, 1), dtype=torch.float64, generator=generator, device=probs.device)
     target = _below(u * block_cdf[:, -1:], block_cdf[:, -1:])
-    block = torch.searchsorted(block_cdf, target, right=True)  # (rows, 1)
+    # A real distribution never lands past the last block or on padding; a broken one
+    # (NaN) might, and is kept in range so that it fails as a `SamplingError`, not as
+    # an out-of-bounds index (a device-side assert on a GPU).
+    block = torch.searchsorted(block_cdf, target, right=True).clamp_(max=block_cdf.shape[1] - 1)
     before = torch.where(block > 0, block_cdf.gather(1, (block - 1).clamp(min=0)), 0.0)
-    inner_cdf = blocks[torch.arange(rows), block[:, 0]].double().cumsum(dim=-1)
+    inner_cdf = blocks[torch.arange(rows, device=probs.device), block[:, 0]].double().cumsum(-1)
     inner = torch.searchsorted(inner_cdf, _below(target - before, inner_cdf[:, -1:]), right=True)
-    return (block * _BLOCK + inner)[:, 0]
+    return (block * _BLOCK + inner)[:, 0].clamp_(max=vocab - 1)
 
 
 _BLOCK = 256  # tokens per block in `_draw`

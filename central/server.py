@@ -23,7 +23,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from language_ranker.v1 import ranker_pb2 as pb
 
 from ._errors import ConfigError, MissingDependencyError, missing_extra
-from ._signals import stop_requested
+from ._signals import stop_requested, wait_for_stop
 from .config import ServerConfig, exposure_warning, server_threads, validate_config
 from .model import LoadedModel, load_model
 
@@ -143,18 +143,25 @@ class RunningServer:
 def start_server(config: ServerConfig, loaded: LoadedModel | None = None) -> RunningServer:
     """Checks every setting, loads the model (unless given one), binds, and starts serving.
 
-    A bad setting raises `ConfigError` before the model loads; a non-loopback
-    bind without TLS and client authentication is refused unless
-    ``config.insecure``, and then logged as a warning.
+    A bad setting raises `ConfigError` before the model loads, a device this
+    machine lacks (``--device cuda`` without CUDA) or a dtype it cannot run
+    included; a non-loopback bind without TLS and client authentication is
+    refused unless ``config.insecure``, and then logged as a warning. The
+    model, device and dtype settings apply to the model loaded here; a
+    ``loaded`` model is served where it is.
     """
     config = validate_config(config)
     if (exposure := exposure_warning(config)) is not None:
         log.warning("INSECURE (--insecure): %s", exposure)
-    if loaded is None:  # ours alone: keep one (packed) copy of each weight
+    if loaded is None:  # ours alone: keep one (packed, on a CPU) copy of each weight
         loaded = load_model(
-            config.model, dtype=config.dtype, weights=config.weights, cache_dir=config.cache_dir
+            config.model,
+            dtype=config.dtype,
+            weights=config.weights,
+            cache_dir=config.cache_dir,
+            device=config.device,
         )
-        pack_linears(loaded.model)  # dense weights: oneDNN's packed copy (int8: none left)
+        pack_linears(loaded.model)  # dense fp32: oneDNN's packed copy (int8: none left)
     token = config.auth_token
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=server_threads(config), thread_name_prefix="rpc"),
@@ -176,13 +183,15 @@ def start_server(config: ServerConfig, loaded: LoadedModel | None = None) -> Run
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     servicer.engine.on_health(lambda serving: _report_health(health_servicer, serving))
     # debug: `serve_forever` prints the one "serving" line a user reads
-    log.debug(
-        "serving %s on %s (%s weights)",
-        loaded.name,
-        _address(config.host, port),
-        loaded.weights_format,
-    )
+    log.debug("serving %s on %s", _serving(loaded), _address(config.host, port))
     return RunningServer(server, port, health_servicer, servicer, config.grace_seconds)
+
+
+def _serving(loaded: LoadedModel) -> str:
+    """The model, its device and weight format (int8, or the dense dtype), as the serving
+    line names them."""
+    dtype = str(loaded.model.dtype).removeprefix("torch.")
+    return f"{loaded.name} ({loaded.device}, {loaded.weights_format or dtype})"
 
 
 def _report_health(health_servicer: health.HealthServicer, serving: bool) -> None:
@@ -285,12 +294,8 @@ def serve_forever(config: ServerConfig) -> None:
     running = start_server(config)
     stopping = stop_requested()
     where = _address(config.host, running.port)
-    loaded = running.servicer.loaded
-    # The serving line keeps its shape and comes first ("serving NAME on HOST:PORT", the
-    # address last): scripts read the address from the first line. The format follows.
-    print(f"ranker-central: serving {loaded.name} on {where}", flush=True)
-    print(f"ranker-central: {loaded.name} runs on {loaded.weights_format} weights", flush=True)
-    stopping.wait()
+    print(f"ranker-central: serving {_serving(running.servicer.loaded)} on {where}", flush=True)
+    wait_for_stop(stopping)
     if not running.stop():
         log.warning("shutdown: the engine is still inside a computation; exiting without it")
         logging.shutdown()

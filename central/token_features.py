@@ -30,6 +30,7 @@ import torch
 from language_ranker.v1 import ranker_pb2 as pb
 
 from ._errors import RequestError
+from .device import tensor_on, to_host
 from .features import encode, resolve_encoding
 from .forward import PrefilledPrompt
 from .model import LoadedModel
@@ -165,7 +166,7 @@ def token_feature_passes(
                 n = min(chunk.real_columns(row), max(0, len(response) - chunk.start))
                 if n == 0:
                     continue
-                tokens = torch.tensor(response[chunk.start : chunk.start + n], dtype=torch.long)
+                tokens = tensor_on(response[chunk.start : chunk.start + n], loaded.device)
                 for kind, request in enumerate(requests):
                     if request.logits_mode:
                         drawn_from = chunk.drawn_from(row)[:n]
@@ -189,7 +190,7 @@ def _joined(parts: list[torch.Tensor], request: TokenRequest, hidden_size: int) 
     """A response's (T, D) values from its slices; (0, D) for an empty response."""
     if not parts:
         return np.zeros((0, request.feature_size(hidden_size)), dtype=np.float32)
-    return torch.cat(parts).numpy()
+    return to_host(torch.cat(parts))
 
 
 def _logit_features(logits: torch.Tensor, tokens: torch.Tensor, top: int) -> torch.Tensor:

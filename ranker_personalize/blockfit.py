@@ -46,6 +46,7 @@ def block_config(base: TasteConfig, **changes: Any) -> TasteConfig:
     named = {
         name for prior in changes.get("head_priors", base.head_priors) for name in prior
     } | set(changes.get("standardise_each", base.standardise_each))
+    named |= set(changes.get("sparse_groups", base.sparse_groups))
     extra = tuple(sorted(named - set(GROUPS) - set(base.extra_blocks)))
     return replace(base, extra_blocks=(*base.extra_blocks, *extra), **changes)
 

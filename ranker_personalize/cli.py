@@ -207,8 +207,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     content.add_argument("--out", type=Path, default=DEFAULT_CONTENT_OUT, help="results directory")
     content.add_argument(
-        "--phase", choices=("choose", "final", "cold", "diagnose"), default="final",
+        "--phase", default="final",
+        choices=("choose", "lexicon", "lexicon2", "lexicon3", "final", "cold", "diagnose"),
         help="choose: every candidate on the development users; final: the chosen few on all; "
+        "lexicon: the lexicon block's transforms and priors (development users); "
         "cold: a new user with the global ranker (the default candidate); diagnose: why "
         "content tastes learn slowly (development users)",
     )  # fmt: skip

@@ -1,10 +1,14 @@
-"""The content study's two phases and their tables (``python -m ranker_personalize content``).
+"""The content study's phases and their tables (``python -m ranker_personalize content``).
 
 - ``choose``: every candidate representation on the study's format users and
-  the *development* half of the content users. The default is chosen from
-  this table only.
+  the *development* half of the content users (the first round: generic vectors).
+- ``lexicon``, ``lexicon2``, ``lexicon3``: the on-device lexicon's transforms and
+  priors, on the same users. The default (``DEFAULT``) is chosen from these
+  development tables only.
 - ``final``: the baseline, the chosen candidate and the alternatives worth
   reporting, on every user, the *held-out* content half included.
+- ``cold``: a new user and the global ranker; ``diagnose``: why content tastes
+  learn slowly.
 
 Each phase writes ``<phase>.json`` (every rate with its interval) and
 ``<phase>.md`` (the tables ``docs/results/content-tastes.md`` quotes) under
@@ -33,6 +37,7 @@ from ranker_personalize.content_study import (
     Candidate,
     compare,
     decisive_counts,
+    lexicon_makers,
     study_users,
     vector_makers,
     words_maker,
@@ -46,7 +51,9 @@ __all__ = [
     "CHOOSE",
     "COLD_BUDGETS",
     "DEFAULT",
+    "EARLIER_DEFAULT",
     "FINAL",
+    "LEXICON",
     "cold_start",
     "cold_tables",
     "diagnose_tables",
@@ -89,12 +96,108 @@ CHOOSE: tuple[Candidate, ...] = (
     ),
 )
 
-DEFAULT = "v2+emb"  # the candidate the choose phase picked (see docs/results/content-tastes.md)
-FINAL: tuple[Candidate, ...] = tuple(
-    c
-    for c in CHOOSE
-    if c.name in ("v2", "v2+words", "v2+minilm", "v2+static", "v2+emb", "v2+emb+static")
-)
+_LEX_EACH = ("signals", "global", "lexicon")  # the lexicon standardised per category
+LEXICON: tuple[Candidate, ...] = (
+    Candidate("v2", _V2, note="today's representation"),
+    Candidate("v2+emb", (*_V2, "mean0"), note="the embedding-layer mean (the earlier choice)"),
+    Candidate(
+        "v2+lex", (*_V2, "lexicon"), standardise_each=_LEX_EACH,
+        note="lexicon log(1 + count), singulars, standardised per category",
+    ),
+    Candidate(
+        "v2+lex, whole", (*_V2, "lexicon"),
+        note="the same, standardised as a whole (like a hidden-state part)",
+    ),
+    Candidate(
+        "v2+lex exact", (*_V2, "lex_exact"), standardise_each=("signals", "global", "lex_exact"),
+        note="exact words only (no singulars)",
+    ),
+    Candidate(
+        "v2+lex rate", (*_V2, "lex_rate"), standardise_each=("signals", "global", "lex_rate"),
+        note="count per word",
+    ),
+    Candidate(
+        "v2+lex sqrt", (*_V2, "lex_sqrt"), standardise_each=("signals", "global", "lex_sqrt"),
+        note="count / sqrt(words)",
+    ),
+    Candidate(
+        "v2+lex x10", (*_V2, "lexicon"), standardise_each=_LEX_EACH,
+        head_priors=tuple({**h, "lexicon": 10.0} for h in _SHIPPED_HEADS),
+        note="the lexicon's prior variance x10 in both heads",
+    ),
+    Candidate(
+        "v2+lex, lexicon head", (*_V2, "lexicon"), standardise_each=_LEX_EACH,
+        head_priors=(*_SHIPPED_HEADS, {"lexicon": 100.0}),
+        note="a third head trusting the lexicon 100x",
+    ),
+    Candidate(
+        "v2+emb+lex", (*_V2, "mean0", "lexicon"), standardise_each=_LEX_EACH,
+        note="both content blocks",
+    ),
+)  # fmt: skip
+LEXICON2: tuple[Candidate, ...] = (
+    Candidate("v2+lex, whole", (*_V2, "lexicon"), note="standardised as a whole"),
+    Candidate("v2+emb+lex, whole", (*_V2, "mean0", "lexicon"), note="both, lexicon whole"),
+    Candidate(
+        "v2+lex, whole, sparse", (*_V2, "lexicon"), sparse_groups=("lexicon",),
+        note="adaptive per-category prior (floor 0.5)",
+    ),
+    Candidate(
+        "v2+lex, whole, sparse 0.1", (*_V2, "lexicon"), sparse_groups=("lexicon",),
+        sparse_floor=0.1, note="adaptive per-category prior (floor 0.1)",
+    ),
+    Candidate("v2+lex rate, whole", (*_V2, "lex_rate"), note="count per word, whole"),
+    Candidate("v2+lex exact, whole", (*_V2, "lex_exact"), note="exact words, whole"),
+    Candidate(
+        "v2+lex, whole, x3", (*_V2, "lexicon"),
+        head_priors=tuple({**h, "lexicon": 3.0} for h in _SHIPPED_HEADS),
+        note="the lexicon's prior x3 in both heads",
+    ),
+    Candidate("v2+lex+words, whole", (*_V2, "lexicon", "words"), note="+ hashed words"),
+)  # fmt: skip
+_SPARSE = ("lexicon",)
+LEXICON3: tuple[Candidate, ...] = (
+    Candidate(
+        "v2+lex rate, sparse", (*_V2, "lex_rate"), sparse_groups=("lex_rate",),
+        note="count per word, adaptive prior",
+    ),
+    Candidate(
+        "v2+emb+lex, sparse", (*_V2, "mean0", "lexicon"), sparse_groups=_SPARSE,
+        note="+ the embedding-layer mean",
+    ),
+    Candidate(
+        "v2+lex, sparse 1.0", (*_V2, "lexicon"), sparse_groups=_SPARSE, sparse_floor=1.0,
+        note="adaptive prior, floor 1",
+    ),
+    Candidate(
+        "v2+lex, sparse, signals sparse too", (*_V2, "lexicon"),
+        sparse_groups=("lexicon", "signals"), note="the signals' prior adapts too",
+    ),
+    Candidate(
+        "v2+lex, sparse, per category", (*_V2, "lexicon"), sparse_groups=_SPARSE,
+        standardise_each=_LEX_EACH, note="adaptive prior, standardised per category",
+    ),
+    Candidate(
+        "v2+lex, sparse 0.25", (*_V2, "lexicon"), sparse_groups=_SPARSE, sparse_floor=0.25,
+        note="adaptive prior, floor 0.25",
+    ),
+)  # fmt: skip
+
+# The candidate the lexicon phases picked on the development users (what ships:
+# TasteConfig's defaults; docs/results/content-tastes.md) and the one it replaced.
+DEFAULT = "v2+lex, sparse"
+EARLIER_DEFAULT = "v2+emb"
+FINAL: tuple[Candidate, ...] = (
+    *(c for c in CHOOSE if c.name in ("v2", EARLIER_DEFAULT)),
+    Candidate(
+        DEFAULT, (*_V2, "lexicon"), sparse_groups=_SPARSE,
+        note="the lexicon standardised as a whole, its prior adapting per category (shipped)",
+    ),
+    Candidate(
+        "v2+emb+lex, sparse", (*_V2, "mean0", "lexicon"), sparse_groups=_SPARSE,
+        note="does the embedding-layer mean add anything to the lexicon?",
+    ),
+)  # fmt: skip
 
 
 COLD_BUDGETS: tuple[int, ...] = (0, 10, 25, 50, 100)
@@ -158,7 +261,11 @@ _COLD_WAYS = ("from_scratch", "from_global", "first_then_global")
 def _bank(pool_dir: Path, vectors: Path) -> tuple[Bank, Any]:
     pool = load_pool(pool_dir)
     train, test = split_pool(pool)
-    makers = {**vector_makers(vectors), "words": words_maker(ContentSpec())}
+    makers = {
+        **vector_makers(vectors),
+        "words": words_maker(ContentSpec()),
+        **lexicon_makers(),
+    }
     return Bank(train, test, makers), pool
 
 
@@ -174,19 +281,22 @@ def run_content_study(
     """Run one phase and write ``<phase>.json`` and ``<phase>.md`` under ``out``."""
     started = time.perf_counter()
     bank, pool = _bank(pool_dir, vectors)
-    users = study_users("format+dev" if phase == "choose" else "all")
+    users = study_users(
+        "format+dev" if phase in ("choose", "lexicon", "lexicon2", "lexicon3") else "all"
+    )
     if phase == "diagnose":
         users = study_users("dev")
-        by_name = {c.name: c for c in CHOOSE}
+        by_name = {c.name: c for c in (*CHOOSE, *FINAL)}
         results = {DEFAULT: diagnose(bank, by_name[DEFAULT], by_name["v2"], DEV,
                                      tuple(range(seeds)))}  # fmt: skip
     elif phase == "cold":
-        chosen = list(candidates or [c for c in CHOOSE if c.name == DEFAULT])
+        chosen = list(candidates or [c for c in FINAL if c.name == DEFAULT])
         results = {
             c.name: {"cold_start": cold_start(bank, c, users, tuple(range(seeds)))} for c in chosen
         }
     else:
-        chosen = list(candidates or (CHOOSE if phase == "choose" else FINAL))
+        phases = {"choose": CHOOSE, "lexicon": LEXICON, "lexicon2": LEXICON2, "lexicon3": LEXICON3}
+        chosen = list(candidates or phases.get(phase, FINAL))
         results = compare(bank, chosen, users, seeds=tuple(range(seeds)), budgets=BUDGETS)
     meta = {
         "phase": phase,

@@ -42,6 +42,7 @@ __all__ = [
     "Candidate",
     "compare",
     "decisive_counts",
+    "lexicon_makers",
     "study_users",
     "summarise_candidate",
     "vector_makers",
@@ -65,12 +66,18 @@ class Candidate:
     head_priors: tuple[dict[str, float], ...] = ({"signals": 100.0}, {"last": 0.01})
     standardise_each: tuple[str, ...] = ("signals", "global")  # per-coordinate groups
     note: str = ""  # what it tests
+    # groups whose prior adapts per coordinate: none unless named (the shipped
+    # TasteConfig adapts the lexicon's)
+    sparse_groups: tuple[str, ...] = ()
+    sparse_floor: float = 0.5  # TasteConfig.sparse_floor
 
     def config(self, base: TasteConfig | None = None) -> TasteConfig:
         return block_config(
             base or TasteConfig(),
             head_priors=self.head_priors,
             standardise_each=self.standardise_each,
+            sparse_groups=self.sparse_groups,
+            sparse_floor=self.sparse_floor,
         )
 
 
@@ -141,6 +148,39 @@ def vector_makers(root: Path) -> dict[str, Maker]:
         makers[f"mean{layer}"] = central("mean", layer)
         makers[f"last{layer}"] = central("last", layer)
     return makers
+
+
+def lexicon_makers() -> dict[str, Maker]:
+    """The on-device lexicon block (``edge.runtime.lexicon``: category counts) with the
+    transforms the study compares: ``lexicon`` (the shipped recipe: ``log(1 + count)``,
+    singulars matched), ``lex_exact`` (the same, exact words only), ``lex_rate``
+    (count per word), ``lex_sqrt`` (count / sqrt(words))."""
+    from edge.runtime.lexicon import category_counts
+
+    counted: dict[tuple[bool, tuple[str, ...]], tuple[np.ndarray, np.ndarray]] = {}
+
+    def counts(pool: Pool, singular: bool) -> tuple[np.ndarray, np.ndarray]:
+        key = (singular, tuple(pool.uids))
+        if key not in counted:
+            per_prompt = [category_counts(texts, singular) for texts in pool.texts]
+            counted[key] = (
+                np.stack([c for c, _ in per_prompt]),
+                np.stack([n for _, n in per_prompt]),
+            )
+        return counted[key]
+
+    def log1p(singular: bool) -> Maker:
+        return lambda pool: np.log1p(counts(pool, singular)[0])
+
+    def rate(pool: Pool) -> np.ndarray:
+        c, n = counts(pool, True)
+        return c / np.maximum(n, 1.0)[..., None]
+
+    def sqrt(pool: Pool) -> np.ndarray:
+        c, n = counts(pool, True)
+        return c / np.sqrt(np.maximum(n, 1.0))[..., None]
+
+    return {"lexicon": log1p(True), "lex_exact": log1p(False), "lex_rate": rate, "lex_sqrt": sqrt}
 
 
 def study_users(which: str = "all") -> list[SimUser]:

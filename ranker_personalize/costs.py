@@ -37,6 +37,7 @@ import json, sys, time
 import numpy as np
 import edge.runtime.scoring as rt
 from edge.runtime.signals import SIGNAL_NAMES
+from edge.runtime.lexicon import LEXICON_WIDTH
 
 def rss_kib():
     for line in open("/proc/self/status"):
@@ -49,8 +50,9 @@ rng = np.random.default_rng(0)
 inst = rng.standard_normal(d).astype(np.float32)
 cand = rng.standard_normal((8, d)).astype(np.float32)
 sig = np.zeros((8, len(SIGNAL_NAMES)), np.float32)
+lex = np.zeros((8, LEXICON_WIDTH), np.float32)
 def run(r):  # the optional inputs a graph does not declare are ignored
-    return r.score(inst, cand, mean_candidates=cand, signals=sig)
+    return r.score(inst, cand, mean_candidates=cand, signals=sig, lexicon=lex)
 run(rt.Ranker(paths[0]))  # warm the onnxruntime library itself
 before = rss_kib()
 rankers = [rt.Ranker(p) for p in paths]

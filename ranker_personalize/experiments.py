@@ -40,7 +40,7 @@ from ranker_personalize.simulate import (
     RunResult,
     Session,
     SimConfig,
-    pool_signals,
+    pool_parts,
     rank_pool,
     run_user,
     taste_config,
@@ -107,7 +107,7 @@ class Study:
         self.work = work
         self.deadline = deadline  # time.monotonic() after which optional phases are skipped
         self.scores = {u.name: np.stack([u.scores(t) for t in test.texts]) for u in users}
-        self.test_signals = pool_signals(test)  # computed once, for every ranking of test
+        self.test_parts = pool_parts(test)  # computed once, for every ranking of test
         self.results: dict[str, Any] = {"skipped": [], "seconds": {}}
         self.updates: list[Any] = []  # LearnReports of the shipped variant's curve runs
         # variant -> user -> seed -> picks, and variant -> seed -> picks of the pooled ranker
@@ -129,7 +129,7 @@ class Study:
     ) -> RunResult:
         """``run_user`` on this study's split, ranking the test prompts with their signals."""
         return run_user(
-            user, self.train, self.test, home, seed, sim, test_signals=self.test_signals, **kw
+            user, self.train, self.test, home, seed, sim, test_parts=self.test_parts, **kw
         )
 
     def _sim(self, variant: str, **changes: Any) -> SimConfig:
@@ -188,7 +188,7 @@ class Study:
             events = collect_events(homes, budget, sim.ranker_name)
             home = self.work / "server" / variant / f"seed{seed}" / f"b{budget}"
             pooled = train_global(events, home, sim)
-            picks[budget] = rank_pool(pooled.device, self.test, self.test_signals)
+            picks[budget] = rank_pool(pooled.device, self.test, self.test_parts)
             pooled.close()
         return picks
 
@@ -203,20 +203,23 @@ class Study:
         not (linearly) visible in the representation, and feedback will not teach it.
         """
         start = time.perf_counter()
-        train_signals, test_signals = pool_signals(self.train), pool_signals(self.test)
-        for variant, use_signals in VARIANTS.items():
-            config = taste_config(self._sim(variant))
+        train_parts = {"last": self.train.candidates, "mean": self.train.means,
+                       **pool_parts(self.train)}  # fmt: skip
+        test_parts = {"last": self.test.candidates, "mean": self.test.means, **self.test_parts}
+        for variant in VARIANTS:
+            sim = self._sim(variant)
+            config = taste_config(sim)
             blocks: tuple[Part, ...] = (
-                ("last", "mean", "signals") if use_signals else ("last", "mean")
+                "last",
+                "mean",
+                *(("signals",) if sim.use_signals else ()),
+                *(("lexicon",) if sim.use_lexicon else ()),
             )
             for user in self.users:
                 scores = np.stack([user.scores(t) for t in self.train.texts])
                 fit = TasteFit(part_layout(self.train.candidates.shape[2], blocks), config)
                 for i in np.flatnonzero(metrics.decisive(scores)):
-                    parts = {"last": self.train.candidates[i], "mean": self.train.means[i]}
-                    if use_signals:
-                        parts["signals"] = train_signals[i]
-                    fit.add_set(str(i), parts)
+                    fit.add_set(str(i), {b: train_parts[b][i] for b in blocks})
                     top = np.flatnonzero(scores[i] == scores[i].max())
                     rest = tuple(int(j) for j in np.flatnonzero(scores[i] < scores[i].max()))
                     fit.set_reactions(
@@ -228,9 +231,7 @@ class Study:
                 if fit.num_sets == 0:  # the judge ties every train prompt: nothing to learn
                     continue
                 fit.fit(self.config.ceiling_passes, refresh=1.0)
-                head = fit.head()
-                signals = test_signals if use_signals else None
-                picks = head.score(self.test.candidates, self.test.means, signals).argmax(1)
+                picks = fit.score({b: test_parts[b] for b in blocks}).argmax(1)
                 self._ceiling[variant][user.name] = picks
         self.results["seconds"]["ceiling"] = time.perf_counter() - start
 
@@ -491,12 +492,12 @@ class Study:
                     session.device.central, self._home("curves-signals", name, seed), name,
                     sim.ranker_name,
                 )  # fmt: skip
-                shared_picks = rank_pool(session.device, self.test, self.test_signals)
+                shared_picks = rank_pool(session.device, self.test, self.test_parts)
                 out[name] = {
                     "weights_equal": session.device.registry.load_weights(name, sim.ranker_name)
                     == alone.registry.load_weights(name, sim.ranker_name),
                     "picks_equal": bool(
-                        np.array_equal(shared_picks, rank_pool(alone, self.test, self.test_signals))
+                        np.array_equal(shared_picks, rank_pool(alone, self.test, self.test_parts))
                     ),
                     "store_users": session.device.store.users(),
                     "own_events": len(session.device.store.events(name)),

@@ -71,10 +71,7 @@ def copy_events(events: Sequence[FeedbackEvent], store: FeedbackStore, user: str
                 texts=shown.texts,
                 task=shown.task,
                 mean_candidates=shown.mean_candidates,
-                num_tokens=shown.num_tokens,
-                cumulative_logprobs=shown.cumulative_logprobs,
-                mean_entropies=shown.mean_entropies,
-                finish_reasons=shown.finish_reasons,
+                scalars=shown.scalars,
             )
             copied.add(set_id)
         if event.kind == "thumb":

@@ -135,6 +135,24 @@ def _summary_lines(results: dict[str, Any]) -> list[str]:
         f"**{_num(s['mean_top1_at_200'])}** | | |"
     )
 
+    content = s.get("content") or {}
+    if content.get("per_user"):
+        lines += [
+            "",
+            "Content users (issue 22; what an answer says, not its length or layout):",
+            "",
+            f"| content user | first sample | personal @{mid} | personal @{top} "
+            "| full-label ceiling |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {u['user']} | {_num(u['first'])} | {_num(u['at_50'])} | "
+                f"{_num(u['at_200'])} | {_num(u['ceiling'])} |"
+                for u in content["per_user"]
+            ),
+            f"| **mean** | | **{_num(content['mean_top1_at_50'])}** | "
+            f"**{_num(content['mean_top1_at_200'])}** | **{_num(content['mean_ceiling'])}** |",
+        ]
+
     def verdict(entry: dict[str, Any], unit: str = "") -> str:
         word = "met" if entry["met"] else "**missed**"
         return f"{entry['value']}{unit} against {entry['target']}{unit}: {word}"

@@ -17,7 +17,7 @@ from the first event to the last budget.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -27,7 +27,7 @@ import numpy as np
 from edge.app.learning import LearnReport
 from edge.app.personal import PersonalRanker, Shown
 from edge.app.taste import TasteConfig
-from edge.runtime.scoring import Ranker
+from edge.runtime.lexicon import lexicon_block
 from edge.runtime.signals import text_signals
 from edge.runtime.types import Candidate, Generation
 from ranker_personalize.pool import Pool
@@ -37,8 +37,9 @@ __all__ = [
     "RunResult",
     "Session",
     "SimConfig",
-    "current_ranker",
     "generation",
+    "pool_lexicon",
+    "pool_parts",
     "pool_signals",
     "rank_pool",
     "record",
@@ -57,12 +58,15 @@ class SimConfig:
     update_every: int = 1  # the app calls learn() every this many events (and at each budget)
     ranker_name: str = "chat"  # ranker / task name in the store and registry
     use_signals: bool = True  # the head reads the on-device signals block
+    use_lexicon: bool = True  # the head reads the on-device lexicon block
     history: int = 1000  # newest events the learner refits on (TasteConfig.history)
 
 
 def taste_config(config: SimConfig) -> TasteConfig:
-    """The torch-free learner's settings: edge defaults but for the two study knobs."""
-    return TasteConfig(use_signals=config.use_signals, history=config.history)
+    """The torch-free learner's settings: edge defaults but for the study's knobs."""
+    return TasteConfig(
+        use_signals=config.use_signals, use_lexicon=config.use_lexicon, history=config.history
+    )
 
 
 def generation(pool: Pool, i: int) -> Generation:
@@ -87,6 +91,12 @@ def generation(pool: Pool, i: int) -> Generation:
     return Generation(pool.prompts[i], pool.instructions[i], cands, pool.settings.layer)
 
 
+def pool_lexicon(pool: Pool) -> np.ndarray:
+    """(P, K, C) on-device lexicon block of every prompt's candidates, as the store
+    computes it."""
+    return np.stack([lexicon_block(texts) for texts in pool.texts])
+
+
 def pool_signals(pool: Pool) -> np.ndarray:
     """(P, K, S) on-device signals of every prompt's candidates, as the store computes them."""
     return np.stack(
@@ -103,27 +113,31 @@ def pool_signals(pool: Pool) -> np.ndarray:
     )
 
 
-def current_ranker(device: PersonalRanker) -> Ranker | None:
-    """What ``device.rank`` ranks with, opened from its registry: the user's current
-    version, else the global ranker of that name, else None (the first sample)."""
-    for user in (device.user, None):
-        if device.registry.has(user, device.name):
-            return device.registry.open(user, device.name, fallback=True)
-    return None
+def pool_parts(pool: Pool) -> dict[str, np.ndarray]:
+    """The on-device parts of every prompt's candidates (``signals``, ``lexicon``),
+    computed once for every ranking of the pool."""
+    return {"signals": pool_signals(pool), "lexicon": pool_lexicon(pool)}
 
 
-def rank_pool(device: PersonalRanker, pool: Pool, signals: np.ndarray | None = None) -> np.ndarray:
+def rank_pool(
+    device: PersonalRanker, pool: Pool, parts: Mapping[str, np.ndarray] | None = None
+) -> np.ndarray:
     """Top-1 pick of ``device``'s ranker for every prompt of ``pool`` (first sample: 0).
 
-    The same ranker ``device.rank`` uses, scored in one batch with the pool's
-    signals computed once (``pool_signals``) instead of once per prompt and call.
+    The ranker ``device.rank`` uses (``PersonalRanker.ranker``), scored in one batch
+    with the pool's on-device parts computed once (``pool_parts``) instead of once
+    per prompt and call.
     """
-    ranker = current_ranker(device)
+    ranker = device.ranker
     if ranker is None:
         return np.zeros(len(pool), dtype=np.int64)
-    signals = pool_signals(pool) if signals is None else signals
+    parts = pool_parts(pool) if parts is None else parts
     scores = ranker.score_batch(
-        pool.instructions, pool.candidates, mean_candidates=pool.means, signals=signals
+        pool.instructions,
+        pool.candidates,
+        mean_candidates=pool.means,
+        signals=parts["signals"],
+        lexicon=parts["lexicon"],
     )
     return np.argmax(scores, axis=1).astype(np.int64)  # ties: the lowest index, as rank()
 
@@ -200,17 +214,18 @@ def run_user(
     *,
     prelude: Callable[[PersonalRanker], None] | None = None,
     probe: Callable[[int, PersonalRanker], None] | None = None,
-    test_signals: np.ndarray | None = None,
+    test_parts: Mapping[str, np.ndarray] | None = None,
 ) -> RunResult:
     """Simulate ``max(budgets)`` feedback events; ``user`` may change with the event number.
 
     ``prelude`` runs on the device before the first event (e.g. a correctness
     task taught first); ``probe`` is called at every budget (e.g. a held-out
-    skill check). A global ranker saved in ``home``'s registry ranks until the
-    user's first update (the cold start).
+    skill check). A global ranker saved in ``home``'s registry is the offset of the
+    user's head from the first update on; before it the first sample is shown
+    (``PersonalRanker``'s cold start).
     """
     session = Session(user, train, home, seed, config)
-    signals = pool_signals(test) if test_signals is None else test_signals
+    signals = pool_parts(test) if test_parts is None else test_parts
     try:
         if prelude is not None:
             prelude(session.device)

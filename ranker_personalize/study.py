@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ranker_personalize.content_users import CONTENT_KINDS, make_content_users
 from ranker_personalize.correctness import CorrectnessSet, find_correctness, load_correctness
 from ranker_personalize.costs import measure_costs
 from ranker_personalize.experiments import Study, StudyConfig
@@ -77,19 +78,29 @@ def _at(curve: dict[Any, dict[str, float]], budget: int) -> float:
 
 
 def summarise(results: dict[str, Any], budgets: tuple[int, int]) -> dict[str, Any]:
-    """Issue 12's ``summary``: percent top-1 agreement per user and on average."""
+    """Issue 12's ``summary``: percent top-1 agreement per user and on average, over the
+    study's own users; the content users (``content_users``) apart, under ``content``
+    (issue 22), so the existing fields keep their meaning."""
     mid, top = budgets
-    per_user = []
+    per_user, content = [], []
     for name, sec in results["users"].items():
-        ceiling = sec.get("ceiling")
+        ceiling = _pct(sec["ceiling"]["mean"]) if sec.get("ceiling") else None
+        first, at_mid = _pct(sec["first"]["mean"]), _pct(_at(sec["personal"], mid))
+        at_top = _pct(_at(sec["personal"], top))
+        if name in CONTENT_KINDS:
+            content.append(
+                {"user": name, "first": first, "at_50": at_mid, "at_200": at_top,
+                 "ceiling": ceiling}
+            )  # fmt: skip
+            continue
         per_user.append(
             {
                 "user": name,
-                "first_sample": _pct(sec["first"]["mean"]),
-                "at_50": _pct(_at(sec["personal"], mid)),
-                "at_200": _pct(_at(sec["personal"], top)),
+                "first_sample": first,
+                "at_50": at_mid,
+                "at_200": at_top,
                 "global_at_200": _pct(_at(sec["global"], top)),
-                "ceiling": _pct(ceiling["mean"]) if ceiling else None,
+                "ceiling": ceiling,
             }
         )
     costs = results.get("costs", {}).get("torch_free", {})
@@ -101,6 +112,12 @@ def summarise(results: dict[str, Any], budgets: tuple[int, int]) -> dict[str, An
             round(costs["fit_ms"]["p50"], 2) if "fit_ms" in costs else None
         ),
         "per_user": per_user,
+        "content": {
+            "mean_top1_at_50": _mean([u["at_50"] for u in content]),
+            "mean_top1_at_200": _mean([u["at_200"] for u in content]),
+            "mean_ceiling": _mean([u["ceiling"] for u in content]),
+            "per_user": content,
+        },
     }
 
 
@@ -282,7 +299,10 @@ def run_study(
     config = config or StudyConfig()
     pool = load_pool(pool_dir)
     train, test = split_pool(pool)
-    users = [replace(u, noise=config.noise) for u in (users or make_users())]
+    # the study's users and the content users (issue 22), summarised apart
+    users = [
+        replace(u, noise=config.noise) for u in (users or [*make_users(), *make_content_users()])
+    ]
     with tempfile.TemporaryDirectory(prefix="personalize-", dir=_work_root()) as tmp:
         root = work or Path(tmp)
         study = Study(train, test, users, config, root, deadline)

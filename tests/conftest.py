@@ -4,6 +4,7 @@ loopback port that serves it."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,6 +77,35 @@ def build_tiny_checkpoint(directory: Path, *, eos_bias: float = 2.5, hidden_size
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+class _DeprecatedCacheNames(logging.Handler):
+    """Keeps transformers' log lines about a deprecated name of the KV cache.
+
+    Passing ``past_key_values`` warns through `warnings` (pyproject turns that
+    into an error); reading it back from an output warns through transformers'
+    logger, once a process, which only a handler sees.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "past_key_values" in message or "cache_params" in message:
+            self.seen.append(message)
+
+
+_DEPRECATED_CACHE_NAMES = _DeprecatedCacheNames()
+logging.getLogger("transformers").addHandler(_DEPRECATED_CACHE_NAMES)
+
+
+@pytest.fixture(autouse=True)
+def _no_deprecated_cache_names() -> Iterator[None]:
+    yield
+    seen, _DEPRECATED_CACHE_NAMES.seen[:] = list(_DEPRECATED_CACHE_NAMES.seen), []
+    assert not seen, f"transformers logged a deprecated KV-cache name: {seen[0]}"
 
 
 @pytest.fixture(scope="session")

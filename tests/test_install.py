@@ -99,7 +99,7 @@ def test_the_installed_clis_run_the_readme_loop_against_central(
     try:
         assert server.stdout is not None
         line = server.stdout.readline()
-        match = re.search(r"serving \S+ on (\S+)", line)
+        match = re.search(r"serving .+ on (\S+)", line)
         assert match, line
         address = match.group(1)
         outputs = []

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import ServiceError
-from .._signals import stop_requested
+from .._signals import stop_requested, wait_for_stop
 from .config import ScaleConfig, exposure_warning, validate_scale_config
 from .deployment import CentralReplica
 
@@ -213,5 +213,5 @@ def serve_forever(config: ScaleConfig) -> None:
         f"{running.port} (every node with a proxy)",
         flush=True,
     )
-    stopping.wait()
+    wait_for_stop(stopping)
     running.stop()

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from .._argparse import EXIT_ERROR, DefaultsFormatter, OneLineParser
 from .._errors import ServiceError
-from ..config import DTYPES, TOKEN_ENV, WEIGHTS, ServiceLimits
+from ..config import DTYPE_CHOICES, TOKEN_ENV, WEIGHTS, ServiceLimits
+from ..device import DEVICE_NAMES
 from ..model import DEFAULT_MODEL, EMBEDDED_MODELS
 from .config import PROXY_LOCATIONS, ScaleConfig, validate_scale_config
 
@@ -58,7 +59,18 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
         help=f"checkpoint directory or .gguf file at the same path on every machine, or an "
         f"embedded model ({embedded}; 'default' is {DEFAULT_MODEL})",
     )
-    group.add_argument("--dtype", default=ScaleConfig.dtype, choices=DTYPES, help="torch dtype")
+    group.add_argument(
+        "--device",
+        default=ScaleConfig.device,
+        help=f"where each replica runs its model: {DEVICE_NAMES}; auto is a GPU when "
+        "--gpus-per-replica reserves one, else the CPU",
+    )
+    group.add_argument(
+        "--dtype",
+        default=ScaleConfig.dtype,
+        choices=DTYPE_CHOICES,
+        help="torch dtype; auto is float32 on a CPU, bfloat16 on a GPU",
+    )
     group.add_argument(
         "--weights",
         default=ScaleConfig.weights,
@@ -117,7 +129,7 @@ def _replica_args(parser: argparse.ArgumentParser) -> None:
         "--gpus-per-replica",
         type=float,
         default=ScaleConfig.gpus_per_replica,
-        help="Ray GPUs each replica reserves",
+        help="Ray GPUs each replica reserves; its model then runs on one (see --device)",
     )
 
 
@@ -186,6 +198,7 @@ def _access_args(parser: argparse.ArgumentParser) -> None:
 def _config(args: argparse.Namespace) -> ScaleConfig:
     return ScaleConfig(
         model=args.model,
+        device=args.device,
         dtype=args.dtype,
         weights=args.weights,
         cache_dir=args.cache_dir,

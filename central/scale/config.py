@@ -20,14 +20,22 @@ itself, so a flag shared with ``ranker-central serve`` fails the same way.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._errors import ConfigError
 from ..config import TOKEN_ENV, EngineConfig, ServerConfig, ServiceLimits, validate_config
+from ..device import AUTO
 
-__all__ = ["PROXY_LOCATIONS", "ScaleConfig", "exposure_warning", "validate_scale_config"]
+__all__ = [
+    "PROXY_LOCATIONS",
+    "ScaleConfig",
+    "exposure_warning",
+    "replica_device",
+    "validate_scale_config",
+]
 
 PROXY_LOCATIONS = ("EveryNode", "HeadOnly")  # where Ray Serve runs its proxies
 
@@ -37,7 +45,10 @@ class ScaleConfig:
     """Everything `ranker-central-scale` can be told: the model, the replicas, the cluster."""
 
     model: str = "default"  # checkpoint directory, .gguf file or embedded name, on every node
-    dtype: str = "float32"  # torch dtype the model runs in
+    # Where each replica runs its model: auto (a GPU when gpus_per_replica reserves one,
+    # else the CPU), cpu, cuda or cuda:N (N counts the GPUs Ray gives the replica)
+    device: str = AUTO
+    dtype: str = AUTO  # torch dtype the model runs in; auto: float32 on a CPU, bfloat16 on a GPU
     weights: str = "auto"  # the linears' weight format (central.config.WEIGHTS)
     cache_dir: Path | None = (
         None  # converted GGUF weights; None: $LANGUAGE_RANKER_CACHE or ~/.cache
@@ -85,6 +96,7 @@ def validate_scale_config(
     server = validate_config(
         ServerConfig(
             model=config.model,
+            device=config.device,
             dtype=config.dtype,
             weights=config.weights,
             cache_dir=config.cache_dir,
@@ -98,6 +110,7 @@ def validate_scale_config(
     )
     resolved = dataclasses.replace(config, auth_token=server.auth_token, token_file=None)
     _check_replicas(resolved)
+    _check_device(resolved)
     _check_cluster(resolved)
     if resolved.public and resolved.auth_token is None and not resolved.insecure:
         raise ConfigError(
@@ -140,6 +153,43 @@ def _check_replicas(config: ScaleConfig) -> None:
             "--cpus-per-replica" if config.cpus_per_replica < 0 else "--gpus-per-replica",
             "must be at least 0",
         )
+
+
+def replica_device(config: ScaleConfig) -> str:
+    """The device a replica loads its model on.
+
+    Ray shows a replica only the GPUs it reserved (CUDA_VISIBLE_DEVICES), so
+    ``auto`` is decided here rather than by what the replica happens to see:
+    ``cuda`` when `gpus_per_replica` reserves one (a replica without a GPU
+    fails to start, naming it, instead of serving from the CPU unnoticed),
+    ``cpu`` when it reserves none.
+    """
+    if config.device == AUTO:
+        return "cuda" if config.gpus_per_replica > 0 else "cpu"
+    return config.device
+
+
+def _check_device(config: ScaleConfig) -> None:
+    """The device and the GPUs reserved must agree (the GPUs are checked in each replica)."""
+    device, gpus = config.device, config.gpus_per_replica
+    if device == "cpu" and gpus > 0:
+        raise ConfigError(
+            "--gpus-per-replica", f"reserves {gpus:g} GPU(s) a replica with --device cpu never uses"
+        )
+    if device.startswith("cuda"):
+        if gpus <= 0:
+            raise ConfigError(
+                "--device",
+                f"{device} needs --gpus-per-replica above 0: Ray shows a replica only the GPUs "
+                "it reserves",
+            )
+        index = int(device.partition(":")[2] or 0)
+        if index >= math.ceil(gpus):
+            raise ConfigError(
+                "--device",
+                f"{device}: a replica sees {math.ceil(gpus)} GPU(s) with --gpus-per-replica "
+                f"{gpus:g}, numbered from cuda:0",
+            )
 
 
 def _check_cluster(config: ScaleConfig) -> None:

@@ -33,7 +33,7 @@ from language_ranker.v1 import ranker_pb2 as pb
 
 from ..config import is_loopback
 from .bridge import run_stream, run_unary
-from .config import ScaleConfig
+from .config import ScaleConfig, replica_device
 from .context import RayContext, ReplicaCallContext
 
 __all__ = ["SERVICE_NAME", "CallGate", "CentralReplica", "peer_host"]
@@ -113,7 +113,11 @@ class CentralReplica:
         from ..service import CentralServicer
 
         loaded = load_model(
-            config.model, dtype=config.dtype, weights=config.weights, cache_dir=config.cache_dir
+            config.model,
+            dtype=config.dtype,
+            weights=config.weights,
+            cache_dir=config.cache_dir,
+            device=replica_device(config),
         )
         self._servicer = CentralServicer(loaded, config.limits, config.engine)
         self._gate = CallGate(config.auth_token, config.public)
@@ -123,7 +127,7 @@ class CentralReplica:
             max_workers=config.max_ongoing_requests + 4, thread_name_prefix="central"
         )
         self.name = _actor_name() or serve.get_replica_context().replica_id.to_full_id_str()
-        log.info("replica %s serving %s", self.name, loaded.name)
+        log.info("replica %s serving %s on %s", self.name, loaded.name, loaded.device)
 
     # language_ranker.v1.CentralService
 

@@ -69,6 +69,7 @@ if TYPE_CHECKING:
         PersonalRanker,
     )
     from edge.app.personal_base import (
+        ColdStart,
         PersonalBase,
         Shown,
     )
@@ -101,6 +102,7 @@ if TYPE_CHECKING:
 
 # public name -> the module that defines it (imported on first use)
 _EXPORTS: dict[str, str] = {
+    "ColdStart": "edge.app.personal_base",
     "Block": "edge.app.dataset",
     "BlockKind": "edge.app.dataset",
     "CURSOR_KEY": "edge.app.lineage",
@@ -154,6 +156,7 @@ __all__ = [
     "Block",
     "BlockKind",
     "Checkpoint",
+    "ColdStart",
     "EventRanges",
     "FeedbackEvent",
     "FeedbackKind",

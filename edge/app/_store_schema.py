@@ -1,9 +1,11 @@
 """The feedback store's SQLite schema, its migration, and how its rows read back.
 
-Schema versions: 1 (the first release: vectors and texts) and 2 (adds the mean
-vectors, scalars and signals). Opening a version-1 store migrates it in place,
-in one transaction; its old sets read with ``mean_candidates`` None and the
-scalars unknown. A store written by a newer release is refused before anything
+Schema versions: 1 (the first release: vectors and texts), 2 (adds the mean
+vectors, scalars and signals) and 3 (adds the lexicon block and its version).
+Opening an older store migrates it in place, in one transaction; its old sets
+read with what they lack as None (``mean_candidates`` None and the scalars
+unknown before 2; ``lexicon`` None before 3, which ``ShownSet.lexicon_block``
+recomputes from the stored texts). A store written by a newer release is refused before anything
 is written to it. Private to ``edge.app.store``, whose docstring says what a
 store keeps and how durably.
 """
@@ -52,6 +54,8 @@ CREATE TABLE IF NOT EXISTS shown (
     scalars TEXT,
     signals BLOB,
     signals_version INTEGER,
+    lexicon BLOB,
+    lexicon_version INTEGER,
     UNIQUE (user_id, set_id)
 );
 CREATE TABLE IF NOT EXISTS feedback (
@@ -67,7 +71,7 @@ CREATE TABLE IF NOT EXISTS feedback (
 );
 CREATE INDEX IF NOT EXISTS feedback_by_user ON feedback (user_id, event_id);
 """
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Columns each schema version added, applied in order to migrate an older store.
 _ADDED_COLUMNS: dict[int, list[tuple[str, str, str]]] = {
     2: [
@@ -76,6 +80,10 @@ _ADDED_COLUMNS: dict[int, list[tuple[str, str, str]]] = {
         ("shown", "signals", "BLOB"),
         ("shown", "signals_version", "INTEGER"),
         ("feedback", "signals_version", "INTEGER"),
+    ],
+    3: [
+        ("shown", "lexicon", "BLOB"),
+        ("shown", "lexicon_version", "INTEGER"),
     ],
 }
 _CORRUPTION_HINTS = ("malformed", "not a database", "encrypted", "disk image", "corrupt")
@@ -177,7 +185,7 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
 def decode_shown(row: Sequence[Any], path: Path) -> ShownSet:
     """A ``shown`` row (``SHOWN_FIELDS`` order; columns are SQLite values) as a set."""
     user, set_id, task, created, dtype, d, k, inst_b, cand_b, texts = row[:10]
-    mean_b, scalars, signals_b, signals_version = row[10:14]
+    mean_b, scalars, signals_b, signals_version, lexicon_b, lexicon_version = row[10:16]
     try:
         dt = np.dtype(str(dtype))
         inst = np.frombuffer(inst_b, dtype=dt).reshape(int(d))
@@ -188,6 +196,9 @@ def decode_shown(row: Sequence[Any], path: Path) -> ShownSet:
         signals = None
         if signals_b is not None:
             signals = np.frombuffer(signals_b, dtype=np.float32).reshape(int(k), -1)
+        lexicon = None
+        if lexicon_b is not None:
+            lexicon = np.frombuffer(lexicon_b, dtype=np.float32).reshape(int(k), -1)
         text_list = tuple(json.loads(texts)) if texts is not None else None
         per_candidate = Scalars.from_json(scalars)
     except (ValueError, TypeError, KeyError) as exc:
@@ -204,6 +215,8 @@ def decode_shown(row: Sequence[Any], path: Path) -> ShownSet:
         per_candidate,
         signals=signals,
         signals_version=None if signals_version is None else int(signals_version),
+        lexicon=lexicon,
+        lexicon_version=None if lexicon_version is None else int(lexicon_version),
     )
 
 
@@ -237,6 +250,8 @@ SHOWN_FIELDS = (
     "scalars",
     "signals",
     "signals_version",
+    "lexicon",
+    "lexicon_version",
 )
 SHOWN_COLUMNS = ", ".join(SHOWN_FIELDS)
 SHOWN_COLUMNS_S = ", ".join(f"s.{c}" for c in SHOWN_FIELDS)

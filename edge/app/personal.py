@@ -68,7 +68,7 @@ class PersonalRanker(PersonalBase["CentralClient"]):  # a string: no grpc at imp
 
     def show(self, generation: Generation) -> Shown:
         """Ranks a generation the app already has and records it as shown (its
-        signals computed once, for both)."""
+        on-device parts, the signals and the lexicon, computed once, for both)."""
         return self._show(generation)
 
     def thumbs(self, shown: Shown, candidate: int, *, up: bool) -> int:

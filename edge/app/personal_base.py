@@ -4,7 +4,8 @@ The two front ends differ only in how they wait: one blocks, the other awaits
 central and runs the store's writes and the fit in a worker thread. Everything
 else lives here, the way ``edge.runtime.client_base`` serves both clients:
 opening a user's store, registry and learner under ``home``, ranking with the
-user's version (or the global ranker of that name for a new user), recording a
+user's version (a new user: the first sample, or the global ranker of that
+name under ``cold_start="global"``), recording a
 shown set, feedback, learning with a hot swap, and rollback.
 
 Each method here does the work synchronously; a front end's public method of
@@ -17,21 +18,24 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
 
+from edge._errors import ConfigError
 from edge.app.learning import LearnerSpec, LearnReport, UserLearner
 from edge.app.registry import Registry
 from edge.app.store import FeedbackStore
 from edge.app.taste.config import TasteConfig
+from edge.runtime.lexicon import candidate_lexicon
 from edge.runtime.scoring import Ranker, Ranking
 from edge.runtime.signals import candidate_signals
 from edge.runtime.types import Candidate, FeatureIdentity, Generation
 
-__all__ = ["PersonalBase", "Shown"]
+__all__ = ["ColdStart", "PersonalBase", "Shown"]
 
 CentralT = TypeVar("CentralT")  # CentralClient or AsyncCentralClient
+ColdStart = Literal["first_sample", "global"]  # what a user without a version is shown
 
 STORE_FILE = "feedback.sqlite3"  # under home: every user's feedback
 REGISTRY_DIR = "rankers"  # under home: every user's versions
@@ -76,6 +80,7 @@ class PersonalBase(Generic[CentralT]):
         name: str = "chat",
         *,
         learner: LearnerSpec | None = None,
+        cold_start: ColdStart = "first_sample",
     ) -> None:
         """``central``: the client that samples candidates (a front end's own kind);
         feedback and rankers live under ``home``. ``learner``: the config of the
@@ -84,9 +89,21 @@ class PersonalBase(Generic[CentralT]):
         ``TasteConfig()``: a numpy head on top of the registry's global ranker of
         ``name`` (``edge.app.taste``); ``edge.training.LearnerConfig(...)`` trains
         a whole torch ranker per user, from ``LearnerConfig.base`` when given.
-        Either way a global ranker saved in the registry under ``name`` ranks for
-        a new user until their first update. A damaged current version is stepped
-        over for the newest intact one, with a ``CorruptVersionWarning``."""
+        A damaged current version is stepped over for the newest intact one, with
+        a ``CorruptVersionWarning``.
+
+        ``cold_start``: what a new user (no version of their own yet) is shown.
+        ``"first_sample"`` (default): candidate 0, the greedy answer, until their
+        first update, even when the registry holds a global ranker of ``name``;
+        the global enters from the first update on, as the offset the user's own
+        head is fitted on. So no user starts below the first sample, whatever the
+        population the global was fitted on (one opposed to theirs included).
+        ``"global"``: the global ranker ranks from the first answer (measured:
+        no better on average, and clearly worse for users whose taste opposes
+        the population's; docs/results/content-tastes.md)."""
+        if cold_start not in ("first_sample", "global"):
+            raise ConfigError(f"cold_start is 'first_sample' or 'global', got {cold_start!r}")
+        self.cold_start = cold_start
         self.central = central
         self.home = Path(home).expanduser()
         self.home.mkdir(parents=True, exist_ok=True)
@@ -102,11 +119,18 @@ class PersonalBase(Generic[CentralT]):
         self._identity: FeatureIdentity | None = None
         if self.registry.has(user, name):
             self._ranker = self.registry.open(user, name, fallback=True)
-        elif self.registry.has(None, name):
+        elif cold_start == "global" and self.registry.has(None, name):
             # A new user ranks with the shared (global) ranker of this name until
             # their own first update, instead of showing the first sample.
             self._ranker = self.registry.open(None, name, fallback=True)
             self._ranker_is_global = True
+
+    @property
+    def ranker(self) -> Ranker | None:
+        """What ``rank`` ranks with: the user's current version, the global ranker of
+        ``name`` under ``cold_start="global"`` before their first update, or None
+        (the first sample)."""
+        return self._ranker
 
     @property
     def version(self) -> int | None:
@@ -117,26 +141,36 @@ class PersonalBase(Generic[CentralT]):
         version = self._ranker.version
         return version if isinstance(version, int) else None
 
-    def rank(self, generation: Generation, *, signals: np.ndarray | None = None) -> Ranking:
+    def rank(
+        self,
+        generation: Generation,
+        *,
+        signals: np.ndarray | None = None,
+        lexicon: np.ndarray | None = None,
+    ) -> Ranking:
         """Orders a generation best first; index order while there is no ranker yet.
 
         The ranker is fed every input its graph declares: the candidates' vectors,
-        their mean vectors, and the on-device signals of their texts (``signals``
-        when the caller has computed them already). A generation from another
-        model or layer than the ranker recorded raises FeatureError."""
+        their mean vectors, and the on-device parts of their texts, the signals and
+        the lexicon (``signals``, ``lexicon`` when the caller has computed them
+        already). A generation from another model or layer than the ranker
+        recorded raises FeatureError."""
         if self._ranker is None:
             k = len(generation.candidates)
             return Ranking(order=np.arange(k), scores=np.zeros(k, np.float32))
-        return self._ranker.rank_generation(generation, signals=signals)
+        return self._ranker.rank_generation(generation, signals=signals, lexicon=lexicon)
 
     # -- the work each front end's method of the same name does -----------------------
     def _show(self, generation: Generation) -> Shown:
         signals = candidate_signals(generation.candidates)
-        ranking = self.rank(generation, signals=signals)
+        lexicon = candidate_lexicon(generation.candidates)
+        ranking = self.rank(generation, signals=signals, lexicon=lexicon)
         if generation.identity is not None:
             self._identity = generation.identity
         set_id = uuid.uuid4().hex
-        self.store.record_generation(self.user, set_id, generation, task=self.name, signals=signals)
+        self.store.record_generation(
+            self.user, set_id, generation, task=self.name, signals=signals, lexicon=lexicon
+        )
         return Shown(set_id, generation, tuple(int(i) for i in ranking.order), self.version)
 
     def _thumbs(self, shown: Shown, candidate: int, up: bool) -> int:

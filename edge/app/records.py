@@ -2,8 +2,8 @@
 
 A *shown set* is what a user was shown: the instruction feature, the K
 candidates' vectors (the last token's, and the mean over the response when
-central sent it), their texts, the model's scalars and the on-device signals
-with their version. A *feedback event* is one reaction to a set: a thumb on a
+central sent it), their texts, the model's scalars and the on-device parts
+(signals, lexicon) with their versions. A *feedback event* is one reaction to a set: a thumb on a
 candidate, a pick of one over others, or a score. Events keep a reference to
 their set, so the features training needs are stored once.
 """
@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from edge.runtime.lexicon import LEXICON_VERSION, lexicon_block
 from edge.runtime.scalars import Scalars
 from edge.runtime.signals import SIGNALS_VERSION, text_signals
 
@@ -43,6 +44,9 @@ class ShownSet:
     scalars: Scalars = field(default_factory=Scalars)
     signals: np.ndarray | None = field(default=None, repr=False)  # (K, S) as recorded
     signals_version: int | None = None  # SIGNALS_VERSION of ``signals``
+    # (K, C) the lexicon block as recorded; None for a set that predates schema 3
+    lexicon: np.ndarray | None = field(default=None, repr=False)
+    lexicon_version: int | None = None  # LEXICON_VERSION of ``lexicon``
 
     @property
     def k(self) -> int:
@@ -71,6 +75,18 @@ class ShownSet:
         if self.signals is not None and self.signals_version == SIGNALS_VERSION:
             return self.signals
         return text_signals(self.texts if self.texts is not None else [""] * self.k, self.scalars)
+
+    def lexicon_block(self) -> np.ndarray | None:
+        """(K, C) lexicon block of the current LEXICON_VERSION: as stored when it is of
+        this version, else recomputed from the stored texts (a set recorded before
+        schema 3, or under another version); None for a set recorded without texts,
+        which says nothing about what its answers say (the learner fits the block
+        on the sets that have it: zeros, no information, for the others)."""
+        if self.lexicon is not None and self.lexicon_version == LEXICON_VERSION:
+            return self.lexicon
+        if self.texts is None:
+            return None
+        return lexicon_block(self.texts)
 
 
 @dataclass(frozen=True)

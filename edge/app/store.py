@@ -8,10 +8,12 @@ reference to its set, so the features needed for training are stored once.
 A set keeps what retraining under any representation needs
 (``edge.app.records.ShownSet``): per candidate the last-token vector, the mean
 vector over the response when central sent one, the text, the model's scalars
-(``edge.runtime.scalars``) and the on-device signals with their
-``SIGNALS_VERSION``; every feedback row records the signals version too. Signals
-stored under another version are recomputed from the text and scalars on read
-(``ShownSet.signal_block``), so old events stay usable when the set changes.
+(``edge.runtime.scalars``), the on-device signals with their
+``SIGNALS_VERSION`` and the lexicon block with its ``LEXICON_VERSION``; every
+feedback row records the signals version too. A device part stored under
+another version (or, for the lexicon, not at all: a set recorded before schema
+3) is recomputed from the text on read (``ShownSet.signal_block``,
+``ShownSet.lexicon_block``), so old events stay usable when a part changes.
 This module records and queries; the schema, its migration from older releases
 and the row layout are ``edge.app._store_schema``'s, and turning events into
 training data is ``edge.app.training_data``'s.
@@ -56,6 +58,7 @@ from edge.app._store_schema import (
 from edge.app.ids import validate_id
 from edge.app.records import FeedbackEvent, FeedbackKind, ShownSet
 from edge.runtime.features import as_candidates, as_vector
+from edge.runtime.lexicon import LEXICON_VERSION, LEXICON_WIDTH, candidate_lexicon, lexicon_block
 from edge.runtime.scalars import Scalars
 from edge.runtime.signals import SIGNAL_NAMES, SIGNALS_VERSION, candidate_signals
 from edge.runtime.types import Generation
@@ -127,6 +130,7 @@ class FeedbackStore:
         mean_candidates: np.ndarray | None = None,
         scalars: Scalars | None = None,
         signals: np.ndarray | None = None,
+        lexicon: np.ndarray | None = None,
         num_tokens: Sequence[int] | None = None,
         cumulative_logprobs: Sequence[float] | None = None,
         mean_entropies: Sequence[float | None] | None = None,
@@ -135,11 +139,13 @@ class FeedbackStore:
         """Record that ``user`` was shown these K candidates; feedback may follow.
 
         Everything after ``task`` is optional, one entry per candidate: the mean
-        vectors (same shape as ``candidates``), the model's scalars and the
+        vectors (same shape as ``candidates``), the model's scalars, the
         on-device signals of the current version (computed here from the texts
-        and scalars when not given). ``record_generation`` fills all of it from
-        a Generation. The four scalar columns by keyword are the old spelling of
-        ``scalars=Scalars(...)`` (deprecated).
+        and scalars when not given) and the lexicon block of the current version
+        (computed here from the texts when not given; none without texts).
+        ``record_generation`` fills all of it from a Generation. The four scalar
+        columns by keyword are the old spelling of ``scalars=Scalars(...)``
+        (deprecated).
         """
         by_keyword = Scalars(num_tokens, cumulative_logprobs, mean_entropies, finish_reasons)
         if by_keyword.known:
@@ -188,12 +194,22 @@ class FeedbackStore:
                 f"signals have shape {np.shape(signals)}, expected ({k}, {len(SIGNAL_NAMES)})"
             )
         signals = np.asarray(signals, np.float32)
+        if lexicon is None and texts is not None:
+            lexicon = lexicon_block(list(texts))
+        if lexicon is not None:
+            if np.shape(lexicon) != (k, LEXICON_WIDTH):
+                raise StoreError(
+                    f"lexicon has shape {np.shape(lexicon)}, expected ({k}, {LEXICON_WIDTH})"
+                )
+            lexicon = np.asarray(lexicon, np.float32)
+        lexicon_version = LEXICON_VERSION if lexicon is not None else None
         with self._transaction() as conn:
             try:
                 conn.execute(
                     "INSERT INTO shown (user_id, set_id, task, created, dtype, feature_size, k,"
                     " instruction, candidates, texts, mean_candidates, scalars, signals,"
-                    " signals_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " signals_version, lexicon, lexicon_version)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         user,
                         set_id,
@@ -209,13 +225,21 @@ class FeedbackStore:
                         scalars.to_json(),
                         signals.tobytes(),
                         SIGNALS_VERSION,
+                        lexicon.tobytes() if lexicon is not None else None,
+                        lexicon_version,
                     ),
                 )
             except sqlite3.IntegrityError as exc:
                 raise StoreError(
                     f"candidate set {set_id!r} was already recorded for user {user!r}"
                 ) from exc
-        return dataclasses.replace(shown, signals=signals, signals_version=SIGNALS_VERSION)
+        return dataclasses.replace(
+            shown,
+            signals=signals,
+            signals_version=SIGNALS_VERSION,
+            lexicon=lexicon,
+            lexicon_version=lexicon_version,
+        )
 
     def record_generation(
         self,
@@ -225,10 +249,11 @@ class FeedbackStore:
         *,
         task: str = "default",
         signals: np.ndarray | None = None,
+        lexicon: np.ndarray | None = None,
     ) -> ShownSet:
         """Record a Generation as shown: vectors, mean vectors if every candidate has
-        one, texts, scalars and signals (``signals``: the candidates' own, when the
-        caller has already computed them to rank with)."""
+        one, texts, scalars, signals and lexicon (``signals``, ``lexicon``: the
+        candidates' own, when the caller has already computed them to rank with)."""
         cands = generation.candidates
         means = [c.mean_feature for c in cands if c.mean_feature is not None]
         return self.record_shown(
@@ -241,6 +266,7 @@ class FeedbackStore:
             mean_candidates=np.stack(means) if means and len(means) == len(cands) else None,
             scalars=Scalars.of(cands),
             signals=candidate_signals(cands) if signals is None else signals,
+            lexicon=candidate_lexicon(cands) if lexicon is None else lexicon,
         )
 
     def _shown_row(self, conn: sqlite3.Connection, user: str, set_id: str) -> tuple[int, int]:

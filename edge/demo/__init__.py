@@ -2,7 +2,8 @@
 
 - ``config``: the demo's sizes (``DemoConfig``), one per ``ranker-edge demo`` option;
 - ``correctness``: a user marks answers right or wrong; learned ranker vs free baselines;
-- ``personalization``: two users with opposite tastes, one personal ranker each;
+- ``personalization``: two users with opposite tastes, one personal ranker each, and a
+  user with a content taste (answers that hedge);
 - ``run``: starts central and runs both parts; ``report``: the printed tables.
 
 Exports load lazily, so ``ranker-edge --help`` reads only the config.

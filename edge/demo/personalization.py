@@ -11,7 +11,12 @@ ranker; and how often the two rankers' top answers differ. A single shared
 ranker could please at most one of them on every prompt where the answers
 differ in length; two personal rankers can please both.
 
-Phases, each timed: sample the prompts once (shared by both users), feed
+A third user, "hedged", likes answers that hedge: a taste about what an answer
+*says*, which no on-device signal computes (the lexicon part of the
+representation has a category for it). It learns on the same prompts and is
+scored on its own taste against the first sample and a random pick.
+
+Phases, each timed: sample the prompts once (shared by every user), feed
 each user's stream and learn, rank the held-out prompts.
 """
 
@@ -33,7 +38,14 @@ from edge.demo.users import JUDGES, Reaction, TasteUser, agreement, expected_ran
 from edge.runtime.client import CentralClient
 from edge.runtime.types import Generation
 
-__all__ = ["PersonalizationResult", "UserFigures", "demo_users", "run_personalization"]
+__all__ = [
+    "ContentFigures",
+    "PersonalizationResult",
+    "UserFigures",
+    "content_user",
+    "demo_users",
+    "run_personalization",
+]
 
 RANKER_NAME = "assistant"
 
@@ -70,6 +82,28 @@ class UserFigures:
 
 
 @dataclass
+class ContentFigures:
+    """The content user's held-out figures: agreement of each picker with their taste."""
+
+    user: str  # the user's id, also the name of their taste
+    events: int  # feedback events this user gave
+    ranker_versions: int  # versions their learner saved
+    update_ms_p50: float  # median wall time of one update (fit, compose, save, swap)
+    taste: dict[str, Accuracy]  # "first sample", "random pick", "personal ranker"
+    gain_over_first: dict[str, Any]  # personal minus first sample, paired
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "user": self.user,
+            "events": self.events,
+            "ranker_versions": self.ranker_versions,
+            "update_ms_p50": self.update_ms_p50,
+            "taste": {_key(name): acc.as_json() for name, acc in self.taste.items()},
+            "gain_over_first": self.gain_over_first,
+        }
+
+
+@dataclass
 class PersonalizationResult:
     """What the personalization part measured."""
 
@@ -78,6 +112,7 @@ class PersonalizationResult:
     max_new_tokens: int  # answer budget per candidate
     users: list[UserFigures]  # one per simulated user
     picks_differ: float  # share of held-out prompts where the users' rankers pick differently
+    content: ContentFigures  # the user with a content taste
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -86,6 +121,7 @@ class PersonalizationResult:
             "max_new_tokens": self.max_new_tokens,
             "users": [figures.as_json() for figures in self.users],
             "picks_differ": self.picks_differ,
+            "content": self.content.as_json(),
         }
 
 
@@ -97,6 +133,11 @@ def _key(name: str) -> str:
 def demo_users(noise: float) -> tuple[TasteUser, TasteUser]:
     """The two users with opposite tastes."""
     return TasteUser("concise", "concise", noise), TasteUser("detailed", "detailed", noise)
+
+
+def content_user(noise: float) -> TasteUser:
+    """The user with a content taste: answers that hedge."""
+    return TasteUser("hedged", "hedged", noise)
 
 
 def run_personalization(
@@ -121,11 +162,12 @@ def run_personalization(
         train = draw(train_prompts, 20_000)
         test = draw(test_prompts, 30_000)
     users = demo_users(config.taste_noise)
+    content = content_user(config.taste_noise)
     rankers: dict[str, PersonalRanker] = {}
     learn_ms: dict[str, list[float]] = {}
     try:
         with timer.phase("personalization: feedback + learning"):
-            for index, user in enumerate(users):
+            for index, user in enumerate((*users, content)):
                 ranker = PersonalRanker(central, home, user.name, RANKER_NAME)
                 rankers[user.name] = ranker
                 rng = np.random.default_rng([config.seed, index])
@@ -153,6 +195,7 @@ def run_personalization(
         max_new_tokens=config.taste_max_new_tokens,
         users=figures,
         picks_differ=differ,
+        content=_content_figures(content, picks, answer_sets, config, versions, learn_ms),
     )
 
 
@@ -180,6 +223,33 @@ def _record(ranker: PersonalRanker, shown: Shown, reaction: Reaction) -> None:
         ranker.pick(shown, reaction.candidate, reaction.rejected)
     else:
         ranker.thumbs(shown, reaction.candidate, up=reaction.up)
+
+
+def _content_figures(
+    user: TasteUser,
+    picks: dict[str, list[int]],
+    answer_sets: list[list[str]],
+    config: DemoConfig,
+    versions: dict[str, int],
+    learn_ms: dict[str, list[float]],
+) -> ContentFigures:
+    """Agreement of the first sample, a random pick and the user's ranker with their taste."""
+    judge = JUDGES[user.judge]
+    first = agreement([first_sampled(config.greedy_first)] * len(answer_sets), answer_sets, judge)
+    personal = agreement(picks[user.name], answer_sets, judge)
+    share = expected_random_agreement(answer_sets, judge)
+    return ContentFigures(
+        user=user.name,
+        events=config.taste_events,
+        ranker_versions=versions[user.name],
+        update_ms_p50=statistics.median(learn_ms[user.name]) if learn_ms[user.name] else 0.0,
+        taste={
+            "first sample": Accuracy.of(first),
+            "random pick": Accuracy(share * len(answer_sets), len(answer_sets)),
+            "personal ranker": Accuracy.of(personal),
+        },
+        gain_over_first=paired_gain(personal, first, seed=config.seed),
+    )
 
 
 def _figures(

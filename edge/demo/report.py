@@ -94,4 +94,12 @@ def _personalization(part: PersonalizationResult) -> list[str]:
         lines.append(_gain(f"{u.user}: own ranker - {u.other}'s ranker", u.gain_over_other_ranker))
     p50 = ", ".join(f"{u.user} {u.update_ms_p50:.0f} ms" for u in users)
     lines.append(f"one update (fit, compose ONNX, save, hot-swap), median: {p50}")
+    c = part.content
+    lines += [
+        "",
+        f"A content taste: user {c.user} likes answers that hedge (what an answer says, which "
+        f"no on-device signal computes; the lexicon part does), {c.events} feedback events:",
+        *(f"{name:28s}{acc.rate:19.1%}" for name, acc in c.taste.items()),
+        _gain(f"{c.user}: own ranker - first sample", c.gain_over_first),
+    ]
     return lines

@@ -9,8 +9,11 @@ The demo's two users have opposite tastes on the same prompts: "concise"
 likes the fewest words, "detailed" the most. One answer cannot please both,
 so a single ranker cannot serve them; two personal rankers can. Word count is
 among the on-device signals (``log_words``), so these tastes are the easy kind
-by construction; the personalization study (``ranker_personalize/``) also measures
-tastes no signal encodes.
+by construction. A third user, "hedged", has a *content* taste: answers that
+sound unsure (hedging words such as "may", "perhaps", "usually" per word),
+which no signal computes; the on-device lexicon (``edge.runtime.lexicon``) has
+a category of hedges, so the head can find it in tens of events. The
+personalization study (``ranker_personalize/``) measures many more.
 
 Users react the way an app collects feedback: a thumbs up or down on the
 answer shown first, or a pick among two or three shown answers, and with
@@ -31,6 +34,7 @@ __all__ = [
     "TasteUser",
     "agreement",
     "expected_random_agreement",
+    "hedge_rate",
     "preferred",
     "word_count",
 ]
@@ -45,9 +49,25 @@ def word_count(text: str) -> int:
     return len(_WORD.findall(text))
 
 
+# Words that soften a claim: the "hedged" user's taste (written for the demo; the
+# lexicon's own list of hedges is longer and not the same).
+_HEDGES = frozenset((
+    "may", "might", "could", "perhaps", "maybe", "possibly", "probably", "usually", "often",
+    "generally", "typically", "sometimes", "likely", "unlikely", "seems", "seem", "somewhat",
+    "depends", "depending",
+))  # fmt: skip
+
+
+def hedge_rate(text: str) -> float:
+    """Hedging words per word of an answer (0 for an empty one)."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    return sum(w in _HEDGES for w in words) / len(words) if words else 0.0
+
+
 JUDGES: dict[str, Judge] = {
     "concise": lambda text: -float(word_count(text)),  # the fewer words the better
     "detailed": lambda text: float(word_count(text)),  # the more words the better
+    "hedged": hedge_rate,  # a content taste: the more hedging per word the better
 }
 
 

@@ -9,11 +9,11 @@ ranks ships this room (and ``edge.app``) without torch:
 - ``session``, ``scoring``: a loaded ONNX ranker graph (``OnnxSession``, the
   base SWIFT's token session shares) and onnxruntime scoring with hot swap
   (``Ranker``, ``RankingSession``), feeding every input a graph declares;
-- ``parts``: the registry of a candidate's parts (last, mean, signals): each
+- ``parts``: the registry of a candidate's parts (last, mean, signals, lexicon): each
   part's graph input, width, source and version;
 - ``scalars``: the model's numbers per candidate as columns (``Scalars``), what
   the signals, the store and the datasets read;
-- ``signals``: the versioned on-device signals of a candidate's text and scalars;
+- ``signals``, ``lexicon``: the versioned on-device parts of a candidate's text (and scalars);
 - ``types``, ``features``, ``onnx_meta``: the values apps get, feature checks,
   and the metadata keys every exported ranker carries;
 - ``stamp``: what every writer of a ranker graph records in it (the exporters
@@ -49,11 +49,20 @@ if TYPE_CHECKING:
         as_vector,
         check_finite,
     )
+    from edge.runtime.lexicon import (
+        LEXICON_VERSION,
+        LEXICON_WIDTH,
+        candidate_lexicon,
+        category_counts,
+        category_names,
+        lexicon_block,
+    )
     from edge.runtime.onnx_meta import (
         FORMAT_VERSION,
         INPUT_CANDIDATES,
         INPUT_DESCRIPTIONS,
         INPUT_INSTRUCTION,
+        INPUT_LEXICON,
         INPUT_MASK,
         INPUT_MEAN_CANDIDATES,
         INPUT_SIGNALS,
@@ -64,6 +73,7 @@ if TYPE_CHECKING:
         META_INPUTS,
         META_KIND,
         META_LAYER,
+        META_LEXICON_VERSION,
         META_PREFIX,
         META_RELEVANCE,
         META_REPRESENTATION,
@@ -78,8 +88,10 @@ if TYPE_CHECKING:
         read_identity,
     )
     from edge.runtime.parts import (
+        DEVICE_PARTS,
         PARTS,
         VECTOR_PARTS,
+        DevicePart,
         Part,
         PartSpec,
         VectorPart,
@@ -130,6 +142,16 @@ if TYPE_CHECKING:
 
 # public name -> the module that defines it (imported on first use)
 _EXPORTS: dict[str, str] = {
+    "LEXICON_VERSION": "edge.runtime.lexicon",
+    "LEXICON_WIDTH": "edge.runtime.lexicon",
+    "candidate_lexicon": "edge.runtime.lexicon",
+    "category_counts": "edge.runtime.lexicon",
+    "category_names": "edge.runtime.lexicon",
+    "lexicon_block": "edge.runtime.lexicon",
+    "INPUT_LEXICON": "edge.runtime.onnx_meta",
+    "META_LEXICON_VERSION": "edge.runtime.onnx_meta",
+    "DEVICE_PARTS": "edge.runtime.parts",
+    "DevicePart": "edge.runtime.parts",
     "AsyncCentralClient": "edge.runtime.async_client",
     "Candidate": "edge.runtime.types",
     "CandidateTokens": "edge.runtime.token_wire",
@@ -205,21 +227,26 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "DEVICE_PARTS",
     "ENCODINGS",
     "FORMAT_VERSION",
     "INPUT_CANDIDATES",
     "INPUT_DESCRIPTIONS",
     "INPUT_INSTRUCTION",
+    "INPUT_LEXICON",
     "INPUT_MASK",
     "INPUT_MEAN_CANDIDATES",
     "INPUT_SIGNALS",
     "INPUT_TOKENS",
+    "LEXICON_VERSION",
+    "LEXICON_WIDTH",
     "META_CONFIG",
     "META_FEATURE_SIZE",
     "META_FORMAT",
     "META_INPUTS",
     "META_KIND",
     "META_LAYER",
+    "META_LEXICON_VERSION",
     "META_PREFIX",
     "META_RELEVANCE",
     "META_REPRESENTATION",
@@ -239,6 +266,7 @@ __all__ = [
     "CandidateTokens",
     "CentralClient",
     "ClientBase",
+    "DevicePart",
     "FeatureIdentity",
     "FeatureOptions",
     "FinishReason",
@@ -265,11 +293,15 @@ __all__ = [
     "VectorPart",
     "as_candidates",
     "as_vector",
+    "candidate_lexicon",
     "candidate_signals",
+    "category_counts",
+    "category_names",
     "check_finite",
     "decode_tensor",
     "identity_metadata",
     "input_doc",
+    "lexicon_block",
     "part_layout",
     "read_identity",
     "read_model",

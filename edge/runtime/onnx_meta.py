@@ -5,7 +5,7 @@ same constants the exporter wrote, without importing the exporter.
 
 A ranker describes itself in two places any ONNX runtime can read: metadata
 (``language_ranker.*``: its kind, feature size, the parts of a candidate it
-reads, the signals' version and, when the exporter was told, the source model's
+reads, the on-device parts' versions and, when the exporter was told, the source model's
 name, weights checksum and layer) and a doc string on each graph input (its
 name, float32 dtype, shape, what it holds and that fp16 wire features must be
 widened). ``identity_metadata`` and ``read_identity`` convert a
@@ -24,6 +24,7 @@ __all__ = [
     "INPUT_CANDIDATES",
     "INPUT_DESCRIPTIONS",
     "INPUT_INSTRUCTION",
+    "INPUT_LEXICON",
     "INPUT_MASK",
     "INPUT_MEAN_CANDIDATES",
     "INPUT_SIGNALS",
@@ -34,6 +35,7 @@ __all__ = [
     "META_INPUTS",
     "META_KIND",
     "META_LAYER",
+    "META_LEXICON_VERSION",
     "META_PREFIX",
     "META_RELEVANCE",
     "META_REPRESENTATION",
@@ -56,6 +58,7 @@ INPUT_MASK = "mask"  # (B, K, T) float32, 1 for a real token, 0 for padding (SWI
 # Representation v2, optional inputs a graph may declare:
 INPUT_MEAN_CANDIDATES = "mean_candidates"  # (B, K, d) float32, mean over response tokens
 INPUT_SIGNALS = "signals"  # (B, K, S) float32, edge.runtime.signals of each candidate
+INPUT_LEXICON = "lexicon"  # (B, K, C) float32, edge.runtime.lexicon of each candidate's text
 
 META_PREFIX = "language_ranker."
 META_FORMAT = META_PREFIX + "format_version"  # "1"
@@ -65,6 +68,7 @@ META_RELEVANCE = META_PREFIX + "relevance"  # "cosine" | "linear"
 META_CONFIG = META_PREFIX + "config"  # the ranker config as JSON
 META_SIGNALS_VERSION = META_PREFIX + "signals_version"  # SIGNALS_VERSION the graph reads
 META_SIGNAL_NAMES = META_PREFIX + "signal_names"  # JSON list, the signals input's columns
+META_LEXICON_VERSION = META_PREFIX + "lexicon_version"  # LEXICON_VERSION the graph reads
 META_REPRESENTATION = META_PREFIX + "representation"  # JSON list of input blocks, e.g.
 # ["last", "mean", "signals"]: which parts of a candidate the graph reads
 # The feature identity (see FeatureIdentity), each entry only when known:
@@ -84,6 +88,8 @@ INPUT_DESCRIPTIONS: dict[str, str] = {
     INPUT_MEAN_CANDIDATES: "each candidate's hidden state averaged over its response tokens",
     INPUT_SIGNALS: "each candidate's on-device signals (edge.runtime.signals), columns as in "
     f"{META_SIGNAL_NAMES}",
+    INPUT_LEXICON: "each candidate's word-category counts, log(1 + count), computed on the "
+    f"device (edge.runtime.lexicon, version in {META_LEXICON_VERSION})",
     INPUT_TOKENS: "each candidate's per-token features (SWIFT), zero-padded to the longest",
     INPUT_MASK: "1 for a real token of a candidate, 0 for padding",
 }

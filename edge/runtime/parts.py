@@ -12,6 +12,8 @@ mean       ``mean_candidates`` d           central   the hidden state averaged o
                                                      response's tokens
 signals    ``signals``        S (23)       device    ``edge.runtime.signals`` of the text
                                                      and the scalars, versioned
+lexicon    ``lexicon``        C (211)      device    ``edge.runtime.lexicon``: word-category
+                                                     counts of the text, versioned
 =========  =================  ===========  ========  ==================================
 
 ``PARTS`` is that table, in input order; every room reads it rather than
@@ -29,12 +31,30 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from edge.runtime.onnx_meta import INPUT_CANDIDATES, INPUT_MEAN_CANDIDATES, INPUT_SIGNALS
+from edge.runtime.lexicon import LEXICON_VERSION, LEXICON_WIDTH
+from edge.runtime.onnx_meta import (
+    INPUT_CANDIDATES,
+    INPUT_LEXICON,
+    INPUT_MEAN_CANDIDATES,
+    INPUT_SIGNALS,
+    META_LEXICON_VERSION,
+    META_SIGNALS_VERSION,
+)
 from edge.runtime.signals import SIGNAL_NAMES, SIGNALS_VERSION
 
-__all__ = ["PARTS", "VECTOR_PARTS", "Part", "PartSpec", "VectorPart", "part_layout"]
+__all__ = [
+    "DEVICE_PARTS",
+    "PARTS",
+    "VECTOR_PARTS",
+    "DevicePart",
+    "Part",
+    "PartSpec",
+    "VectorPart",
+    "part_layout",
+]
 
-Part = Literal["last", "mean", "signals"]  # a part of a candidate, by name
+Part = Literal["last", "mean", "signals", "lexicon"]  # a part of a candidate, by name
+DevicePart = Literal["signals", "lexicon"]  # the parts the device computes from the text
 VectorPart = Literal["last", "mean"]  # the hidden-state parts (central sends them)
 
 
@@ -48,6 +68,9 @@ class PartSpec:
     width: int | None  # values per candidate; None: the feature size d of the model
     version: int  # bumped whenever the part is computed another way
     provide: str  # how a caller provides it (for the message when it is missing)
+    # the metadata entry recording which version of a device part a graph reads (None:
+    # a vector from central, whose identity the feature identity checks)
+    version_key: str | None = None
 
     def size(self, feature_size: int) -> int:
         """Values per candidate for features of ``feature_size`` values."""
@@ -74,9 +97,20 @@ PARTS: dict[Part, PartSpec] = {
         len(SIGNAL_NAMES),
         SIGNALS_VERSION,
         "the on-device signals (edge.runtime.signals.candidate_signals)",
+        META_SIGNALS_VERSION,
+    ),
+    "lexicon": PartSpec(
+        "lexicon",
+        INPUT_LEXICON,
+        "device",
+        LEXICON_WIDTH,
+        LEXICON_VERSION,
+        "the on-device lexicon block (edge.runtime.lexicon.candidate_lexicon)",
+        META_LEXICON_VERSION,
     ),
 }
 VECTOR_PARTS: tuple[VectorPart, ...] = ("last", "mean")  # in input order
+DEVICE_PARTS: tuple[DevicePart, ...] = ("signals", "lexicon")  # in input order
 
 
 def part_layout(feature_size: int, parts: Iterable[str]) -> dict[str, int]:

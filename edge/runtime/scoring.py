@@ -2,13 +2,14 @@
 
 This is the part an app ships: numpy + onnxruntime. A graph always takes
 ``instruction`` (B, d) and ``candidates`` (B, K, d); it may also declare the
-representation v2 inputs ``mean_candidates`` (B, K, d), the mean over each
-response's tokens, and ``signals`` (B, K, S), the on-device signals of
-``edge.runtime.signals``. The session feeds exactly the inputs its graph
-declares: ``score_generation`` builds them from a ``Generation`` (computing
-the signals, and refusing a graph that was trained on another signals
-version), and ``score`` takes them as keyword arguments. A missing or
-mis-sized input raises FeatureError naming it.
+representation's other parts (``edge.runtime.parts``): ``mean_candidates``
+(B, K, d), the mean over each response's tokens, and the parts computed on the
+device from the text, ``signals`` (B, K, S, ``edge.runtime.signals``) and
+``lexicon`` (B, K, C, ``edge.runtime.lexicon``). The session feeds exactly
+the inputs its graph declares: ``score_generation`` builds them from a
+``Generation`` (computing the device parts, and refusing a graph that was
+built for another version of one), and ``score`` takes them as keyword
+arguments. A missing or mis-sized input raises FeatureError naming it.
 
 A graph may record the identity of the features it was trained on (source
 model, weights checksum, layer: ``edge.runtime.onnx_meta``). Then
@@ -31,29 +32,31 @@ Importing this module must never import torch (checked by the test suite).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from edge._errors import CorruptModelError, FeatureError, RankerError
 from edge.runtime.features import as_candidates, as_vector, check_finite
+from edge.runtime.lexicon import candidate_lexicon
 from edge.runtime.onnx_meta import (
     INPUT_CANDIDATES,
     INPUT_INSTRUCTION,
+    INPUT_LEXICON,
     INPUT_MEAN_CANDIDATES,
     INPUT_SIGNALS,
     INPUT_TOKENS,
     META_FEATURE_SIZE,
     META_KIND,
-    META_SIGNALS_VERSION,
     OUTPUT_SCORES,
     read_identity,
 )
-from edge.runtime.parts import PARTS
+from edge.runtime.parts import PARTS, DevicePart, PartSpec
 from edge.runtime.session import ModelSource, OnnxSession
-from edge.runtime.signals import SIGNAL_NAMES, SIGNALS_VERSION, candidate_signals
+from edge.runtime.signals import candidate_signals
 from edge.runtime.types import Candidate, FeatureIdentity, Generation
 
 __all__ = ["Ranker", "Ranking", "RankingSession"]
@@ -72,10 +75,14 @@ class Ranking:
         return int(self.order[0])
 
 
-# The optional inputs (every part but the last-token vector), each with how to provide
-# it, for error messages.
-_OPTIONAL_INPUTS: dict[str, str] = {
-    spec.input: spec.provide for spec in PARTS.values() if spec.input != INPUT_CANDIDATES
+# The optional inputs (every part but the last-token vector), by graph input name.
+_OPTIONAL_INPUTS: dict[str, PartSpec] = {
+    spec.input: spec for spec in PARTS.values() if spec.input != INPUT_CANDIDATES
+}
+# How the device computes each of its parts from the candidates.
+_COMPUTE: dict[DevicePart, Callable[[Sequence[Candidate]], np.ndarray]] = {
+    "signals": candidate_signals,
+    "lexicon": candidate_lexicon,
 }
 
 
@@ -113,9 +120,20 @@ class RankingSession(OnnxSession):
     @property
     def signals_version(self) -> int | None:
         """The SIGNALS_VERSION the graph was built for (None: it reads no signals)."""
-        if INPUT_SIGNALS not in self.extra_inputs:
+        return self.part_version("signals")
+
+    @property
+    def lexicon_version(self) -> int | None:
+        """The LEXICON_VERSION the graph was built for (None: it reads no lexicon)."""
+        return self.part_version("lexicon")
+
+    def part_version(self, part: DevicePart) -> int | None:
+        """The version of a device part the graph was built for, as its metadata records
+        it (None: the graph does not read the part, or records no version)."""
+        spec = PARTS[part]
+        if spec.input not in self.extra_inputs or spec.version_key is None:
             return None
-        value = self.metadata.get(META_SIGNALS_VERSION, "")
+        value = self.metadata.get(spec.version_key, "")
         return int(value) if value.isdigit() else None
 
     def _check_io(self) -> int | None:
@@ -150,11 +168,13 @@ class RankingSession(OnnxSession):
         *,
         mean_candidates: np.ndarray | None = None,
         signals: np.ndarray | None = None,
+        lexicon: np.ndarray | None = None,
     ) -> np.ndarray:
         """Score B groups at once: (B, d) and (B, K, d) -> (B, K) float32.
 
-        ``mean_candidates`` (B, K, d) and ``signals`` (B, K, S) are needed only
-        when the graph declares them (see ``extra_inputs``); otherwise ignored.
+        ``mean_candidates`` (B, K, d), ``signals`` (B, K, S) and ``lexicon``
+        (B, K, C) are needed only when the graph declares them (see
+        ``extra_inputs``); otherwise ignored.
         """
         inst = np.asarray(instructions)
         cand = np.asarray(candidates)
@@ -176,7 +196,7 @@ class RankingSession(OnnxSession):
                     f"{self.feature_size}"
                 )
             check_finite(arr, what)
-        extras = self._extras(cand.shape, mean_candidates, signals)
+        extras = self._extras(cand.shape, mean_candidates, signals, lexicon)
         return self._run({INPUT_INSTRUCTION: inst, INPUT_CANDIDATES: cand, **extras})
 
     def score(
@@ -186,10 +206,12 @@ class RankingSession(OnnxSession):
         *,
         mean_candidates: np.ndarray | None = None,
         signals: np.ndarray | None = None,
+        lexicon: np.ndarray | None = None,
     ) -> np.ndarray:
         """Score one group: instruction (d,), candidates (K, d) -> (K,) float32.
 
-        ``mean_candidates`` (K, d) and ``signals`` (K, S) as in ``score_batch``.
+        ``mean_candidates`` (K, d), ``signals`` (K, S) and ``lexicon`` (K, C) as in
+        ``score_batch``.
         """
         inst = as_vector(instruction, self.feature_size)
         cand = as_candidates(candidates, self.feature_size)
@@ -199,8 +221,10 @@ class RankingSession(OnnxSession):
             )
         extras = self._extras(
             cand[None].shape,
-            None if mean_candidates is None else np.asarray(mean_candidates)[None],
-            None if signals is None else np.asarray(signals)[None],
+            *(
+                None if x is None else np.asarray(x)[None]
+                for x in (mean_candidates, signals, lexicon)
+            ),
         )
         feeds = {INPUT_INSTRUCTION: inst[None], INPUT_CANDIDATES: cand[None], **extras}
         return self._run(feeds)[0]
@@ -212,23 +236,34 @@ class RankingSession(OnnxSession):
         *,
         mean_candidates: np.ndarray | None = None,
         signals: np.ndarray | None = None,
+        lexicon: np.ndarray | None = None,
     ) -> Ranking:
         """Order one group's candidates best first (stable for ties)."""
         scores = self.score(
-            instruction, candidates, mean_candidates=mean_candidates, signals=signals
+            instruction,
+            candidates,
+            mean_candidates=mean_candidates,
+            signals=signals,
+            lexicon=lexicon,
         )
         return Ranking(order=np.argsort(-scores, kind="stable"), scores=scores)
 
     def score_generation(
-        self, generation: Generation, *, signals: np.ndarray | None = None
+        self,
+        generation: Generation,
+        *,
+        signals: np.ndarray | None = None,
+        lexicon: np.ndarray | None = None,
     ) -> np.ndarray:
         """Score a generation's candidates, feeding every input the graph declares.
 
-        ``signals`` are the candidates' on-device signals when the caller has
-        already computed them (``candidate_signals(generation.candidates)``,
-        e.g. to store them too); otherwise they are computed here, when the
-        graph reads them. A generation from another model or layer than the
-        one the ranker recorded raises FeatureError (see `check_generation`)."""
+        ``signals`` and ``lexicon`` are the candidates' on-device parts when the
+        caller has already computed them (``candidate_signals(generation.candidates)``,
+        ``candidate_lexicon(...)``, e.g. to store them too); otherwise they are
+        computed here, when the graph reads them. A graph built for another
+        version of a device part raises FeatureError, as does a generation from
+        another model or layer than the one the ranker recorded (see
+        `check_generation`)."""
         self.check_generation(generation)
         cands = generation.candidates
         if not cands:
@@ -237,15 +272,20 @@ class RankingSession(OnnxSession):
             generation.instruction,
             generation.features,
             mean_candidates=self._mean_of(cands),
-            signals=self._signals_of(cands, signals),
+            signals=self._device_part(cands, "signals", signals),
+            lexicon=self._device_part(cands, "lexicon", lexicon),
         )
 
     def rank_generation(
-        self, generation: Generation, *, signals: np.ndarray | None = None
+        self,
+        generation: Generation,
+        *,
+        signals: np.ndarray | None = None,
+        lexicon: np.ndarray | None = None,
     ) -> Ranking:
-        """Order a generation's candidates best first (stable for ties); ``signals``
-        as in ``score_generation``."""
-        scores = self.score_generation(generation, signals=signals)
+        """Order a generation's candidates best first (stable for ties); ``signals`` and
+        ``lexicon`` as in ``score_generation``."""
+        scores = self.score_generation(generation, signals=signals, lexicon=lexicon)
         return Ranking(order=np.argsort(-scores, kind="stable"), scores=scores)
 
     def check_generation(self, generation: Generation) -> None:
@@ -254,7 +294,10 @@ class RankingSession(OnnxSession):
         vector part missing. Either side without an identity passes."""
         if self.identity is None or generation.identity is None:
             return
-        problem = self.identity.mismatch(generation.identity)
+        # The parts the device computes are checked by version where they are computed
+        # (_device_part), not asked of central.
+        central = tuple(p for p in self.identity.parts if p not in _COMPUTE)
+        problem = dataclasses.replace(self.identity, parts=central).mismatch(generation.identity)
         if problem is not None:
             where = f" ({self._where})" if self._where else ""
             raise FeatureError(f"{problem}{where}")
@@ -268,46 +311,52 @@ class RankingSession(OnnxSession):
                 raise FeatureError(
                     f"ranker input {INPUT_MEAN_CANDIDATES!r} is missing: candidate {c.index} "
                     f"has no mean_feature, and this ranker reads "
-                    f"{_OPTIONAL_INPUTS[INPUT_MEAN_CANDIDATES]}"
+                    f"{_OPTIONAL_INPUTS[INPUT_MEAN_CANDIDATES].provide}"
                 )
         return np.stack([np.asarray(c.mean_feature) for c in cands])
 
-    def _signals_of(
-        self, cands: Sequence[Candidate], computed: np.ndarray | None
+    def _device_part(
+        self, cands: Sequence[Candidate], part: DevicePart, computed: np.ndarray | None
     ) -> np.ndarray | None:
-        if INPUT_SIGNALS not in self.extra_inputs:
+        """A device part of the candidates when the graph reads it (``computed`` when
+        the caller gives it), after checking the graph was built for this version."""
+        spec = PARTS[part]
+        if spec.input not in self.extra_inputs:
             return None
-        wanted = self.signals_version
-        if wanted != SIGNALS_VERSION:
+        wanted = self.part_version(part)
+        if wanted != spec.version:
             raise FeatureError(
-                f"ranker input {INPUT_SIGNALS!r}: the ranker was built for signals version "
-                f"{wanted}, this runtime computes version {SIGNALS_VERSION}; retrain or "
-                "pass signals= computed the ranker's way"
+                f"ranker input {spec.input!r}: the ranker was built for {part} version "
+                f"{wanted}, this runtime computes version {spec.version}; retrain or "
+                f"pass {part}= computed the ranker's way"
             )
-        return candidate_signals(cands) if computed is None else computed
+        return _COMPUTE[part](cands) if computed is None else computed
 
     def _extras(
         self,
         shape: tuple[int, ...],
         mean_candidates: np.ndarray | None,
         signal_values: np.ndarray | None,
+        lexicon: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         """Validated arrays for the optional inputs the graph declares, by name."""
         b, k, d = shape
-        given = {INPUT_MEAN_CANDIDATES: mean_candidates, INPUT_SIGNALS: signal_values}
+        given = {
+            INPUT_MEAN_CANDIDATES: mean_candidates,
+            INPUT_SIGNALS: signal_values,
+            INPUT_LEXICON: lexicon,
+        }
         feeds: dict[str, np.ndarray] = {}
         for name, size in self.extra_inputs.items():
+            spec = _OPTIONAL_INPUTS[name]
             value = given[name]
             if value is None:
-                raise FeatureError(
-                    f"ranker input {name!r} is missing: this ranker reads {_OPTIONAL_INPUTS[name]}"
-                )
+                raise FeatureError(f"ranker input {name!r} is missing: this ranker reads "
+                                   f"{spec.provide}")  # fmt: skip
             arr = np.asarray(value)
             if arr.dtype.kind != "f":
                 raise FeatureError(f"ranker input {name!r} has dtype {arr.dtype}, expected float")
-            if name == INPUT_SIGNALS and size is None:
-                size = len(SIGNAL_NAMES)
-            last = d if name == INPUT_MEAN_CANDIDATES else size
+            last = spec.size(d) if size is None else size
             if arr.shape != (b, k, last):
                 got = arr.shape[1:] if arr.shape[:1] == (1,) and b == 1 else arr.shape
                 want = (k, last) if b == 1 else (b, k, last)
@@ -397,9 +446,14 @@ class Ranker:
         *,
         mean_candidates: np.ndarray | None = None,
         signals: np.ndarray | None = None,
+        lexicon: np.ndarray | None = None,
     ) -> np.ndarray:
         return self._active.session.score(
-            instruction, candidates, mean_candidates=mean_candidates, signals=signals
+            instruction,
+            candidates,
+            mean_candidates=mean_candidates,
+            signals=signals,
+            lexicon=lexicon,
         )
 
     def score_batch(
@@ -409,9 +463,14 @@ class Ranker:
         *,
         mean_candidates: np.ndarray | None = None,
         signals: np.ndarray | None = None,
+        lexicon: np.ndarray | None = None,
     ) -> np.ndarray:
         return self._active.session.score_batch(
-            instructions, candidates, mean_candidates=mean_candidates, signals=signals
+            instructions,
+            candidates,
+            mean_candidates=mean_candidates,
+            signals=signals,
+            lexicon=lexicon,
         )
 
     def rank(
@@ -421,20 +480,33 @@ class Ranker:
         *,
         mean_candidates: np.ndarray | None = None,
         signals: np.ndarray | None = None,
+        lexicon: np.ndarray | None = None,
     ) -> Ranking:
         return self._active.session.rank(
-            instruction, candidates, mean_candidates=mean_candidates, signals=signals
+            instruction,
+            candidates,
+            mean_candidates=mean_candidates,
+            signals=signals,
+            lexicon=lexicon,
         )
 
     def score_generation(
-        self, generation: Generation, *, signals: np.ndarray | None = None
+        self,
+        generation: Generation,
+        *,
+        signals: np.ndarray | None = None,
+        lexicon: np.ndarray | None = None,
     ) -> np.ndarray:
-        return self._active.session.score_generation(generation, signals=signals)
+        return self._active.session.score_generation(generation, signals=signals, lexicon=lexicon)
 
     def rank_generation(
-        self, generation: Generation, *, signals: np.ndarray | None = None
+        self,
+        generation: Generation,
+        *,
+        signals: np.ndarray | None = None,
+        lexicon: np.ndarray | None = None,
     ) -> Ranking:
-        return self._active.session.rank_generation(generation, signals=signals)
+        return self._active.session.rank_generation(generation, signals=signals, lexicon=lexicon)
 
     @property
     def identity(self) -> FeatureIdentity | None:

@@ -18,6 +18,12 @@
  * 4. Vectors a request may add (`--embedding-mean`: the embedding layer's mean
  *    over each response, `Candidate.embedding_mean_feature`) are decoded the
  *    same way when the server sent them, for a ranker that reads them.
+ * 5. A personal ranker (what `PersonalRanker.learn` saves: the global ranker plus
+ *    the user's head) also reads `mean_candidates` (B, K, d), which central sends
+ *    when asked, and the parts the device computes from the answers (recipe.mjs):
+ *    `signals` (B, K, 23, edge/runtime/signals.py) and `lexicon` (B, K, 211,
+ *    edge/runtime/lexicon.py, from the category files the Python package ships).
+ *    The client feeds exactly the inputs the graph declares.
  */
 
 import { readFileSync } from 'node:fs';
@@ -29,10 +35,13 @@ import grpc from '@grpc/grpc-js';
 import protoLoader from '@grpc/proto-loader';
 import ort from 'onnxruntime-node';
 
+import { LEXICON_WIDTH, lexiconBlock, loadLexicon, textSignals } from './recipe.mjs';
 import { featureVector } from './wire.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const DEFAULT_PROTO_ROOT = path.resolve(HERE, '../../protos'); // the repository's protos/
+// the lexicon's category files, as the Python package ships them
+const DEFAULT_LEXICON_DIR = path.resolve(HERE, '../../edge/runtime/lexicon_data');
 const PROTO_FILE = 'language_ranker/v1/ranker.proto';
 const TOKEN_ENV = 'RANKER_CENTRAL_TOKEN'; // the variable ranker-central and ranker-edge read
 
@@ -40,6 +49,11 @@ const TOKEN_ENV = 'RANKER_CENTRAL_TOKEN'; // the variable ranker-central and ran
 const INPUT_INSTRUCTION = 'instruction'; // (B, d) float32
 const INPUT_CANDIDATES = 'candidates'; // (B, K, d) float32
 const OUTPUT_SCORES = 'scores'; // (B, K) float32
+// Representation v2 and the device's parts, fed when the graph declares them.
+const INPUT_MEAN_CANDIDATES = 'mean_candidates'; // (B, K, d) float32, from central
+const INPUT_SIGNALS = 'signals'; // (B, K, 23) float32, recipe.mjs textSignals
+const INPUT_LEXICON = 'lexicon'; // (B, K, 211) float32, recipe.mjs lexiconBlock
+const OPTIONAL_INPUTS = [INPUT_MEAN_CANDIDATES, INPUT_SIGNALS, INPUT_LEXICON];
 
 const ENCODINGS = { fp16: 'ENCODING_FP16', fp32: 'ENCODING_FP32', int8: 'ENCODING_INT8' };
 
@@ -63,6 +77,8 @@ options:
   --tls               use TLS, trusting the system's root certificates
   --tls-ca FILE       use TLS, trusting this PEM CA (a private or self-signed one)
   --proto-root DIR    directory holding ${PROTO_FILE} (default: the repository's protos/)
+  --lexicon-dir DIR   the lexicon's category files, for a ranker that reads the
+                      lexicon (default: the repository's edge/runtime/lexicon_data)
   --timeout SECONDS   deadline of the call (default 300)
   --features          also print the decoded features
   --help              show this help
@@ -87,6 +103,7 @@ function parseOptions(argv) {
       tls: { type: 'boolean', default: false },
       'tls-ca': { type: 'string' },
       'proto-root': { type: 'string', default: DEFAULT_PROTO_ROOT },
+      'lexicon-dir': { type: 'string', default: DEFAULT_LEXICON_DIR },
       timeout: { type: 'string', default: '300' },
       features: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
@@ -114,6 +131,7 @@ function parseOptions(argv) {
     tls: values.tls || values['tls-ca'] !== undefined,
     tlsCa: values['tls-ca'],
     protoRoot: values['proto-root'],
+    lexiconDir: values['lexicon-dir'],
     timeoutSeconds: optionalNumber(values.timeout, '--timeout'),
     printFeatures: values.features,
   };
@@ -170,8 +188,12 @@ function authMetadata() {
   return metadata;
 }
 
-/** The GenerateRequest; unset sampling fields stay unset so the server's defaults apply. */
-function generateRequest(options) {
+/**
+ * The GenerateRequest; unset sampling fields stay unset so the server's defaults
+ * apply. `reads` are the optional inputs of the ranker: the mean vectors are asked
+ * for when it reads them, and the mean entropy (a signal) when it reads signals.
+ */
+function generateRequest(options, reads = []) {
   const sampling = {};
   if (options.temperature !== undefined) sampling.temperature = options.temperature;
   if (options.maxNewTokens !== undefined) sampling.max_new_tokens = options.maxNewTokens;
@@ -179,9 +201,11 @@ function generateRequest(options) {
   const features = { encoding: ENCODINGS[options.encoding] };
   if (options.layerIndex !== undefined) features.layer_index = options.layerIndex;
   // No vectors named is the last token's alone; naming any, the last token's must be named too.
-  if (options.embeddingMean) {
-    features.vectors = ['FEATURE_VECTOR_LAST', 'FEATURE_VECTOR_EMBEDDING_MEAN'];
-  }
+  const vectors = [];
+  if (reads.includes(INPUT_MEAN_CANDIDATES)) vectors.push('FEATURE_VECTOR_MEAN');
+  if (options.embeddingMean) vectors.push('FEATURE_VECTOR_EMBEDDING_MEAN');
+  if (vectors.length) features.vectors = ['FEATURE_VECTOR_LAST', ...vectors];
+  if (reads.includes(INPUT_SIGNALS)) features.mean_entropy = true;
   return { prompt: { text: options.prompt }, k: options.k, sampling, features };
 }
 
@@ -189,9 +213,9 @@ function generateRequest(options) {
  * Runs one Generate stream to its end: the instruction feature, then the K
  * candidates (sorted by index: they arrive in the order they finish).
  */
-async function generate(client, options) {
+async function generate(client, options, reads) {
   const deadline = new Date(Date.now() + options.timeoutSeconds * 1000);
-  const call = client.Generate(generateRequest(options), authMetadata(), { deadline });
+  const call = client.Generate(generateRequest(options, reads), authMetadata(), { deadline });
   let instruction = null;
   const candidates = [];
   for await (const response of call) {
@@ -222,12 +246,14 @@ async function loadRanker(file) {
     logSeverityLevel: 3, // errors only
   });
   const known = [INPUT_INSTRUCTION, INPUT_CANDIDATES];
-  const unknown = session.inputNames.filter((name) => !known.includes(name));
+  const unknown = session.inputNames.filter(
+    (name) => !known.includes(name) && !OPTIONAL_INPUTS.includes(name),
+  );
   if (unknown.length) {
     throw new Error(
       `${file}: the ranker graph has inputs this client does not know: ${unknown.join(', ')} ` +
-        `(it feeds only ${known.join(' and ')}, the last-token features; a ranker that also ` +
-        `reads per-token features, mean features or signals needs a client that computes them)`,
+        `(it feeds ${[...known, ...OPTIONAL_INPUTS].join(', ')}; a ranker that reads ` +
+        `per-token features (SWIFT) needs a client that streams them)`,
     );
   }
   const missing = known.filter((name) => !session.inputNames.includes(name));
@@ -239,19 +265,69 @@ async function loadRanker(file) {
   }
   const candidates = session.inputMetadata.find((input) => input.name === INPUT_CANDIDATES);
   const last = candidates?.isTensor ? candidates.shape[candidates.shape.length - 1] : undefined;
-  return { session, featureSize: typeof last === 'number' ? last : undefined };
+  return {
+    session,
+    featureSize: typeof last === 'number' ? last : undefined,
+    reads: OPTIONAL_INPUTS.filter((name) => session.inputNames.includes(name)),
+  };
 }
 
-/** Scores one group: d values for the instruction, K rows of d for the candidates. */
-async function score({ session }, instruction, candidates) {
+/** K rows of equal width as one (1, K, width) float32 tensor. */
+function batchOfOne(rows) {
+  const width = rows[0].length;
+  const flat = new Float32Array(rows.length * width);
+  rows.forEach((row, i) => flat.set(row, i * width));
+  return new ort.Tensor('float32', flat, [1, rows.length, width]);
+}
+
+/** What central sent about each answer besides its text (the signals read them). */
+function scalarsOf(candidate) {
+  const hasEntropy = candidate._mean_entropy === 'mean_entropy'; // proto3 optional: set or not
+  return {
+    numTokens: candidate.num_tokens,
+    cumulativeLogprob: candidate.cumulative_logprob,
+    meanEntropy: hasEntropy ? candidate.mean_entropy : null,
+    finishReason: candidate.finish_reason === 'FINISH_REASON_EOS' ? 'eos' : 'length',
+  };
+}
+
+/**
+ * The optional inputs the ranker reads, K rows each: the mean vectors central sent,
+ * and the signals and lexicon computed here from the answers (recipe.mjs).
+ */
+function deviceParts(ranker, candidates, d, lexiconDir) {
+  const parts = {};
+  if (ranker.reads.includes(INPUT_MEAN_CANDIDATES)) {
+    const means = candidates.map((c) => optionalVector(c, 'mean_feature', d));
+    if (means.includes(null)) {
+      throw new Error('the ranker reads mean_candidates, but central sent no mean vectors');
+    }
+    parts[INPUT_MEAN_CANDIDATES] = means;
+  }
+  const texts = candidates.map((c) => c.text);
+  if (ranker.reads.includes(INPUT_SIGNALS)) {
+    parts[INPUT_SIGNALS] = textSignals(texts, candidates.map(scalarsOf));
+  }
+  if (ranker.reads.includes(INPUT_LEXICON)) {
+    const block = lexiconBlock(texts, loadLexicon(lexiconDir));
+    if (block[0].length !== LEXICON_WIDTH) throw new Error('the lexicon has the wrong width');
+    parts[INPUT_LEXICON] = block;
+  }
+  return parts;
+}
+
+/**
+ * Scores one group: d values for the instruction, K rows of d for the candidates,
+ * and K rows of each optional input the graph reads (`parts`, by input name).
+ */
+async function score({ session }, instruction, candidates, parts = {}) {
   const d = instruction.length;
-  const flat = new Float32Array(candidates.length * d);
-  candidates.forEach((row, i) => flat.set(row, i * d));
   // A batch of one, as the Python Ranker feeds a single group: (1, d) and (1, K, d).
   const feeds = {
     [INPUT_INSTRUCTION]: new ort.Tensor('float32', instruction, [1, d]),
-    [INPUT_CANDIDATES]: new ort.Tensor('float32', flat, [1, candidates.length, d]),
+    [INPUT_CANDIDATES]: batchOfOne(candidates),
   };
+  for (const [name, rows] of Object.entries(parts)) feeds[name] = batchOfOne(rows);
   const outputs = await session.run(feeds, [OUTPUT_SCORES]);
   return Array.from(outputs[OUTPUT_SCORES].data); // (1, K) -> K numbers
 }
@@ -279,7 +355,7 @@ async function main(argv) {
   const ranker = await loadRanker(options.ranker); // before the call: a bad file fails fast
   const client = connect(options);
   try {
-    const { instruction, candidates } = await generate(client, options);
+    const { instruction, candidates } = await generate(client, options, ranker.reads);
     const d = ranker.featureSize;
     const inst = featureVector(instruction.feature, d, 'instruction feature');
     const rows = candidates.map((c) =>
@@ -292,7 +368,8 @@ async function main(argv) {
       // A server older than representation v2 ignores `vectors` and sends the last alone.
       throw new Error('central sent no embedding mean: it does not know FeatureSpec.vectors');
     }
-    const scores = await score(ranker, inst, rows);
+    const parts = deviceParts(ranker, candidates, inst.length, options.lexiconDir);
+    const scores = await score(ranker, inst, rows, parts);
     const order = bestFirst(scores);
     const result = {
       prompt: options.prompt,
@@ -307,6 +384,9 @@ async function main(argv) {
       result.features = rows.map((row) => Array.from(row));
       if (options.embeddingMean) {
         result.embedding_means = embeddingMeans.map((vector) => Array.from(vector));
+      }
+      for (const [name, rows] of Object.entries(parts)) {
+        result[name] = rows.map((row) => Array.from(row));
       }
     }
     console.log(JSON.stringify(result, null, options.printFeatures ? undefined : 2));

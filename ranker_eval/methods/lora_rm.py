@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from central.forward import cache_argument, returned_cache
 from ranker_eval.methods.base import MethodCost, PointwiseSelector
 from ranker_eval.methods.data import Pool
 from ranker_eval.tasks import Task
@@ -101,13 +102,15 @@ class LoraRewardModel(nn.Module):
     def forward(self, prompt: list[int], responses: list[list[int]]) -> torch.Tensor:
         """(len(responses),) scores; every response is read up to its appended EOS."""
         out = self.backbone(input_ids=torch.tensor([prompt]), use_cache=True)
-        cache = out.past_key_values
+        cache = returned_cache(out)
         cache.reorder_cache(torch.zeros(len(responses), dtype=torch.long))
         ended = [[*r, self.eos] for r in responses]
         longest = max(len(r) for r in ended)
         # Right padding after the EOS cannot change the positions before it (causal).
         batch = torch.tensor([r + [self.eos] * (longest - len(r)) for r in ended])
-        hidden = self.backbone(input_ids=batch, past_key_values=cache, use_cache=True)
+        hidden = self.backbone(
+            input_ids=batch, **{cache_argument(self.backbone): cache}, use_cache=True
+        )
         last = torch.tensor([len(r) - 1 for r in ended])
         final = hidden.last_hidden_state[torch.arange(len(ended)), last]
         return self.head(final).squeeze(-1)

@@ -10,6 +10,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from central.cpu_layers import fusable, fuse_llama_layers
 from central.decoding import new_cache
+from central.forward import cache_argument
 from central.model import load_model
 
 
@@ -29,8 +30,9 @@ def test_fused_layers_equal_hugging_faces_on_prefill_and_decode(tiny_checkpoint)
     with torch.inference_mode():
         for model in (stock.model, fused.model):
             cache = new_cache(model)
-            prefill = model(ids, past_key_values=cache)
-            outputs.append((prefill, model(step, past_key_values=cache, output_hidden_states=True)))
+            name = cache_argument(model)  # past_key_values or cache, per transformers version
+            prefill = model(ids, **{name: cache})
+            outputs.append((prefill, model(step, **{name: cache}, output_hidden_states=True)))
     (want_prefill, want), (got_prefill, got) = outputs
     torch.testing.assert_close(got_prefill.logits, want_prefill.logits, atol=1e-5, rtol=1e-4)
     for layer in range(len(want.hidden_states)):
@@ -44,13 +46,13 @@ def _padded_step(model, rows: list[list[int]], fed: list[int]) -> torch.Tensor:
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
     ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = new_cache(model)
-    model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache)
+    cache = {cache_argument(model): new_cache(model)}
+    model(input_ids=ids, attention_mask=mask, position_ids=positions, **cache)
     out = model(
         input_ids=torch.tensor([[t] for t in fed]),
         attention_mask=torch.cat([mask, torch.ones(len(rows), 1, dtype=torch.long)], 1),
         position_ids=torch.tensor([[len(r)] for r in rows]),
-        past_key_values=cache,
+        **cache,
     )
     return out.logits[:, -1]
 

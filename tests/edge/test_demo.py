@@ -28,6 +28,7 @@ from edge.demo.users import (
     TasteUser,
     agreement,
     expected_random_agreement,
+    hedge_rate,
     preferred,
     word_count,
 )
@@ -70,6 +71,14 @@ def test_the_two_judges_have_opposite_tastes() -> None:
     assert preferred(texts, JUDGES["concise"]) == {2}
     assert preferred(texts, JUDGES["detailed"]) == {1}
     assert preferred(["One two.", "Three four.", "Five six seven."], JUDGES["concise"]) == {0, 1}
+
+
+def test_the_content_judge_prefers_answers_that_hedge() -> None:
+    assert hedge_rate("It may rain; perhaps not.") == pytest.approx(2 / 5)
+    assert hedge_rate("") == 0.0
+    texts = ["It will rain.", "It might rain, usually in May.", "Rain may come."]
+    assert preferred(texts, JUDGES["hedged"]) == {1}  # 3 hedges in 6 words ("May" too)
+    assert preferred(["Sure.", "Yes."], JUDGES["hedged"]) == {0, 1}  # no hedge: a tie
 
 
 def test_taste_agreement_counts_a_pick_among_the_preferred_answers() -> None:
@@ -120,8 +129,10 @@ def test_free_baselines_pick_what_they_promise() -> None:
     assert with_greedy["greedy decoding"] == 0 and with_greedy["first sample"] == 1
 
 
-def _check_unit_interval(figures: dict) -> None:
-    for taste in ("own_taste", "other_taste"):
+def _check_unit_interval(
+    figures: dict, tastes: tuple[str, ...] = ("own_taste", "other_taste")
+) -> None:
+    for taste in tastes:
         for method in figures[taste].values():
             assert 0.0 <= method["accuracy"] <= 1.0
             assert method["ci95"][0] <= method["accuracy"] <= method["ci95"][1]
@@ -159,13 +170,19 @@ def test_demo_runs_both_parts_against_a_running_central(tiny_server, tmp_path: P
         assert set(figures["own_taste"]) == {
             "first_sample", "random_pick", "personal_ranker", "other_users_ranker",
         }  # fmt: skip
+    content = out["content"]  # the user with a content taste, learned beside them
+    assert content["user"] == "hedged" and content["events"] == 5
+    assert taste.content.ranker_versions == 3
+    assert set(content["taste"]) == {"first_sample", "random_pick", "personal_ranker"}
+    _check_unit_interval(content, ("taste",))
+    assert content["taste"]["first_sample"]["total"] == 4
     assert "correctness: feedback stream + learning" in result.phase_seconds
     assert "personalization: feedback + learning" in result.phase_seconds
 
     # The demo asks central for what the personal head reads: mean vectors and entropy,
     # and for the greedy answer as candidate 0.
     with FeedbackStore(tmp_path / STORE_FILE) as store:
-        for user in ("demo-user", "concise", "detailed"):
+        for user in ("demo-user", "concise", "detailed", "hedged"):
             shown = store.events(user)[0].shown
             assert shown.mean_candidates is not None and shown.mean_candidates.shape == (4, 64)
             entropies = shown.scalars.mean_entropies

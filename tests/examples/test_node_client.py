@@ -334,3 +334,103 @@ def test_wire_refuses_a_tensor_whose_bytes_do_not_match_its_shape() -> None:
     unscaled = pb.Tensor(dtype=pb.DTYPE_INT8, shape=[2, 3], data=b"\1" * 6, scales=[1.0])
     with pytest.raises(ValueError, match="int8 feature has 1 scales for 2 rows"):
         _decode_with_node(unscaled)
+
+
+RECIPE = NODE_DIR / "recipe.mjs"  # the device's parts in JS; no packages needed
+LEXICON_DIR = Path(__file__).resolve().parents[2] / "edge" / "runtime" / "lexicon_data"
+# Texts that exercise every rule of the two recipes: lists, code, line breaks of
+# several kinds, contractions with both apostrophes, accents, emoji, names after
+# a sentence end or not, plurals, numbers and a superscript digit, empty answers.
+RECIPE_TEXTS = [
+    "- Save money.\n- Don't spend it!\n1) Paris in May costs 300 euros?",
+    "",
+    "   ",
+    "Caf\u00e9 owners in M\u00fcnchen say: \u201cI'm sure you\u2019ll love it\u201d \U0001f600. "
+    "I think Berlin's parks are great.",
+    "```py\nprint(1)\n```\nThe children's libraries and companies... Perhaps, maybe.",
+    "Money money money.",
+    "A\r\nB\u2028C\fD",
+    "Dollars, pennies, and batteries; USA 2024 x\u00b2.",
+]
+
+
+def test_the_node_recipe_computes_signals_and_lexicon_as_python_does() -> None:
+    """recipe.mjs against edge.runtime.signals and edge.runtime.lexicon, value for value."""
+    from edge.runtime.lexicon import lexicon_block
+    from edge.runtime.scalars import Scalars
+    from edge.runtime.signals import text_signals
+
+    _require()
+    scalars = Scalars(
+        num_tokens=(10, 0, None, 5, 7, 3, 4, 9),
+        cumulative_logprobs=(-3.5, None, -1e6, -0.2, 0.0, -4.0, -2.0, -1.0),
+        mean_entropies=(1.5, None, 0.2, None, 0.3, 0.1, 2.0, 0.0),
+        finish_reasons=("eos", "length", None, "eos", "length", "eos", "eos", "eos"),
+    )
+    rows = [
+        {"numTokens": n, "cumulativeLogprob": c, "meanEntropy": e, "finishReason": f}
+        for n, c, e, f in zip(*scalars.columns().values(), strict=True)
+    ]
+    script = (
+        f"import {{ textSignals, lexiconBlock, loadLexicon }} from {json.dumps(RECIPE.as_uri())};\n"
+        "import { readFileSync } from 'node:fs';\n"
+        "const { texts, scalars, dir } = JSON.parse(readFileSync(0, 'utf8'));\n"
+        "const rows = (block) => block.map((row) => Array.from(row));\n"
+        "console.log(JSON.stringify({ signals: rows(textSignals(texts, scalars)),\n"
+        "  lexicon: rows(lexiconBlock(texts, loadLexicon(dir))) }));\n"
+    )
+    given = json.dumps({"texts": RECIPE_TEXTS, "scalars": rows, "dir": str(LEXICON_DIR)})
+    done = subprocess.run(
+        ["node", "--input-type=module", "-e", script],
+        input=given, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    node = json.loads(done.stdout)
+    np.testing.assert_allclose(
+        np.asarray(node["signals"], np.float32), text_signals(RECIPE_TEXTS, scalars), atol=1e-6
+    )
+    lexicon = lexicon_block(RECIPE_TEXTS)
+    assert lexicon.any()  # the texts do hit categories
+    np.testing.assert_allclose(np.asarray(node["lexicon"], np.float32), lexicon, atol=1e-6)
+
+
+def test_node_client_scores_a_personal_ranker_as_the_python_sdk(
+    node_client: Path, tiny_server: RunningServer, ranker_file: Path, tmp_path: Path
+) -> None:
+    """A ranker as PersonalRanker saves it (the global ranker plus a head over the
+    last and mean vectors, the signals and the lexicon): the Node client asks central
+    for the mean vectors and the mean entropy, computes the device's parts and gives
+    Python's scores."""
+    from edge.app.taste import TasteHead, compose_ranker
+    from edge.runtime.lexicon import LEXICON_WIDTH, candidate_lexicon
+    from edge.runtime.signals import SIGNAL_NAMES, candidate_signals
+
+    target = f"127.0.0.1:{tiny_server.port}"
+    with CentralClient(target, timeout=30) as client:
+        generation = client.generate(
+            PROMPT, K, seed=SEED, max_new_tokens=MAX_NEW_TOKENS,
+            vectors=("last", "mean"), mean_entropy=True,
+        )  # fmt: skip
+    hidden = generation.instruction.shape[0]
+    rng = np.random.default_rng(5)
+    widths = {
+        "last": hidden,
+        "mean": hidden,
+        "signals": len(SIGNAL_NAMES),
+        "lexicon": LEXICON_WIDTH,
+    }
+    weights = {p: rng.standard_normal(w).astype(np.float32) for p, w in widths.items()}
+    head = TasteHead(weights, global_weight=0.5)  # type: ignore[arg-type]
+    personal = tmp_path / "personal.onnx"
+    personal.write_bytes(compose_ranker(head, ranker_file.read_bytes()))
+    ranking = Ranker(personal).rank_generation(generation)
+
+    node = _rank_with_node(node_client, target, personal, "--features")
+    assert node["texts"] == generation.texts
+    np.testing.assert_allclose(node["signals"], candidate_signals(generation.candidates), atol=1e-6)
+    lexicon = candidate_lexicon(generation.candidates)
+    np.testing.assert_allclose(node["lexicon"], lexicon, atol=1e-6)
+    means = np.stack([c.mean_feature for c in generation.candidates])  # type: ignore[misc]
+    np.testing.assert_array_equal(np.asarray(node["mean_candidates"], np.float32), means)
+    np.testing.assert_allclose(node["scores"], ranking.scores, rtol=0, atol=1e-4)
+    assert node["order"] == ranking.order.tolist()

@@ -20,7 +20,13 @@ from ranker_personalize.content_users import (
     make_content_users,
 )
 from ranker_personalize.pool import Pool
-from ranker_personalize.simulate import SimConfig, pool_signals, run_user, taste_config
+from ranker_personalize.simulate import (
+    SimConfig,
+    pool_lexicon,
+    pool_signals,
+    run_user,
+    taste_config,
+)
 from ranker_personalize.users import make_users
 from ranker_personalize.words import content_block
 
@@ -66,7 +72,13 @@ def test_decisive_counts_count_prompts_where_the_judge_does_not_tie(pool: Pool) 
 
 
 def _blocks(pool: Pool) -> dict[str, np.ndarray]:
-    return {"last": pool.candidates, "mean": pool.means, "signals": pool_signals(pool)}
+    """The parts the shipped learner fits, as the store computes them."""
+    return {
+        "last": pool.candidates,
+        "mean": pool.means,
+        "signals": pool_signals(pool),
+        "lexicon": pool_lexicon(pool),
+    }
 
 
 def test_the_fit_scores_as_its_head_and_any_layout_order_gives_the_same_fit(pool: Pool) -> None:
@@ -75,7 +87,9 @@ def test_the_fit_scores_as_its_head_and_any_layout_order_gives_the_same_fit(pool
     config = TasteConfig()
     blocks = _blocks(pool)
     shipped = TasteFit(part_layout(pool.candidates.shape[2], blocks), config)
-    reordered = TasteFit({n: blocks[n].shape[2] for n in ("last", "signals", "mean")}, config)
+    reordered = TasteFit(
+        {n: blocks[n].shape[2] for n in ("last", "lexicon", "signals", "mean")}, config
+    )
     for i in range(12):
         reaction = [Reaction("pick", i % 4, None, tuple(j for j in range(4) if j != i % 4))]
         for fit in (shipped, reordered):
@@ -87,7 +101,9 @@ def test_the_fit_scores_as_its_head_and_any_layout_order_gives_the_same_fit(pool
     np.testing.assert_allclose(reordered.mix(), shipped.mix(), rtol=1e-4)
     head = shipped.head()
     np.testing.assert_allclose(
-        shipped.score(blocks), head.score(pool.candidates, pool.means, blocks["signals"]), rtol=1e-5
+        shipped.score(blocks),
+        head.score(pool.candidates, pool.means, blocks["signals"], lexicon=blocks["lexicon"]),
+        rtol=1e-5,
     )
 
 
@@ -168,22 +184,26 @@ def test_replay_with_a_global_ranker_picks_what_the_real_cold_start_picks(
 
     def global_scores(p: Pool) -> np.ndarray:
         return ranker.score_batch(
-            p.instructions, p.candidates, mean_candidates=p.means, signals=pool_signals(p)
-        )
+            p.instructions, p.candidates, mean_candidates=p.means, signals=pool_signals(p),
+            lexicon=pool_lexicon(p),
+        )  # fmt: skip
 
     np.testing.assert_allclose(fast_global.score(_blocks(test)), global_scores(test), atol=1e-4)
     real_global.publish(tmp_path / "new", sim.ranker_name)
     real_global.close()
     real = run_user(users[2], train, test, tmp_path / "new", 5, sim)
     prior = (global_scores(train), global_scores(test))
-    fast = replay(
-        users[2], _blocks(train), train.texts, _blocks(test), 5, config, sim.budgets, prior=prior
-    )
+    # PersonalRanker's default cold start: the first sample until the first update,
+    # the global as the head's offset from then on
+    fast = replay(users[2], _blocks(train), train.texts, _blocks(test), 5, config, sim.budgets,
+                  prior=prior, first_sample_until_update=True)  # fmt: skip
+    assert not real.picks[0].any()  # the first sample at 0 events
     for budget in sim.budgets:
         np.testing.assert_array_equal(fast.picks[budget], real.picks[budget])
-    first = replay(users[2], _blocks(train), train.texts, _blocks(test), 5, config, sim.budgets,
-                   prior=prior, first_sample_until_update=True)  # fmt: skip
-    assert not first.picks[0].any()  # the first sample until the first update
+    ranked = replay(
+        users[2], _blocks(train), train.texts, _blocks(test), 5, config, sim.budgets, prior=prior
+    )
+    np.testing.assert_array_equal(ranked.picks[0], global_scores(test).argmax(1))
 
 
 def _fake_bank() -> Bank:

@@ -64,8 +64,9 @@ def test_the_summary_has_exactly_the_issues_fields() -> None:
     summary = summarise(results, (50, 200))
     assert set(summary) == {
         "first_sample_mean", "mean_top1_at_50", "mean_top1_at_200",
-        "update_ms_p50_torch_free", "per_user",
+        "update_ms_p50_torch_free", "per_user", "content",
     }  # fmt: skip
+    assert summary["content"]["per_user"] == []  # no content user among a and b
     assert summary["first_sample_mean"] == 30.0 and summary["mean_top1_at_50"] == 60.0
     assert summary["mean_top1_at_200"] == 75.0 and summary["update_ms_p50_torch_free"] == 4.32
     assert summary["per_user"][0] == {

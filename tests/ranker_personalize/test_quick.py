@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from ranker_personalize.cli import main
+from ranker_personalize.content_users import ContentUser
 from ranker_personalize.pool import PoolSettings, generate_pool, load_pool
 from ranker_personalize.prompts import make_prompts, split_prompts
-from ranker_personalize.study import quick_config, run_study
+from ranker_personalize.study import quick_config, run_study, summarise
 from ranker_personalize.users import SimUser
 
 
@@ -70,6 +72,36 @@ def test_prompt_split_is_disjoint_by_topic() -> None:
     assert len(train) + len(test) == 320 and len(test) > 60
 
 
+def _section(first: float, at: dict[int, float], ceiling: float | None) -> dict[str, Any]:
+    curve = {str(b): {"mean": v} for b, v in at.items()}
+    return {"first": {"mean": first}, "personal": curve, "global": curve,
+            "ceiling": None if ceiling is None else {"mean": ceiling}}  # fmt: skip
+
+
+def test_the_summary_keeps_the_study_users_and_adds_the_content_users_apart() -> None:
+    results = {
+        "users": {
+            "concise": _section(0.2, {50: 0.6, 200: 0.8}, 0.9),
+            "money": _section(0.1, {50: 0.3, 200: 0.5}, 0.7),
+            "reader": _section(0.2, {50: 0.5, 200: 0.7}, None),
+        }
+    }
+    summary = summarise(results, (50, 200))
+    assert [u["user"] for u in summary["per_user"]] == ["concise"]
+    assert summary["mean_top1_at_50"] == 60.0 and summary["first_sample_mean"] == 20.0
+    content = summary["content"]
+    assert content["mean_top1_at_50"] == 40.0 and content["mean_top1_at_200"] == 60.0
+    assert content["mean_ceiling"] == 70.0  # over the users that have one
+    assert content["per_user"][0] == {
+        "user": "money",
+        "first": 10.0,
+        "at_50": 30.0,
+        "at_200": 50.0,
+        "ceiling": 70.0,
+    }
+    assert summarise({"users": {}}, (50, 200))["content"]["mean_top1_at_50"] is None
+
+
 @pytest.mark.slow  # tens of seconds (the torch learner's cost is measured too); CI runs it
 def test_quick_mode_writes_the_report(tiny_model, tmp_path: Path) -> None:
     pool_dir = tmp_path / "pool"
@@ -79,6 +111,7 @@ def test_quick_mode_writes_the_report(tiny_model, tmp_path: Path) -> None:
     _fake_harness_cache(harness, tiny_model.name, 2, tiny_model.hidden_size)
     out = tmp_path / "report"
     users = [SimUser(n, n) for n in ("concise", "verbose", "formal")]
+    users.append(ContentUser("reader", "reader"))  # a content user, summarised apart
     readme = run_study(pool_dir, out, config=quick_config(), users=users, correctness_root=harness)
     text = readme.read_text()
     results = json.loads((out / "results.json").read_text())
@@ -91,6 +124,8 @@ def test_quick_mode_writes_the_report(tiny_model, tmp_path: Path) -> None:
     assert results["pairs"]["concise/verbose"]["events"] == 6
     summary = results["summary"]
     assert [u["user"] for u in summary["per_user"]] == ["concise", "verbose", "formal"]
+    assert [u["user"] for u in summary["content"]["per_user"]] == ["reader"]
+    assert "| reader |" in text  # the content table
     free = results["costs"]["torch_free"]
     assert free["torch_importable"] is False and free["head_bytes"] <= 64 * 1024
     assert summary["update_ms_p50_torch_free"] == round(free["fit_ms"]["p50"], 2)

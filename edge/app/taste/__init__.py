@@ -6,6 +6,9 @@ The room, one concern per file, each usable and testable alone:
   within a shown set, and the Bradley-Terry loss on them;
 - ``rows``: one user's candidates as rows of their parts, stored as
   deviations from their set's mean, and the standardisation of the columns;
+- ``basis``: the low-rank basis a wide part (a 4096-d hidden state) is fitted
+  in, shipped with the global ranker (``basis.population_basis`` and
+  ``basis.attach_basis``, for whoever publishes it) or else a seeded random one;
 - ``heads``: several heads over the same rows, each trusting the parts
   differently, and their Hedge mix on prequential evidence;
 - ``optimiser``: sequential subspace steps (SESOP) with a kept gradient (SAGA),
@@ -20,9 +23,8 @@ The room, one concern per file, each usable and testable alone:
 The model, the objective, the derivations and the study figures behind each
 default are in ``docs/taste-learner.md``. A new part of the candidate
 (``edge.runtime.parts``) becomes one more group of columns in ``rows`` and one
-more input of the composed graph without a change here; a learner for wide
-features (a low-rank basis or a sketch of the history) is another
-``optimiser``/``rows`` pair behind the same ``TasteFit`` API.
+more input of the composed graph without a change here, and is fitted in a
+basis when it is wider than ``TasteConfig.reduce_above``.
 """
 
 from __future__ import annotations

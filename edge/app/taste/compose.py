@@ -221,8 +221,12 @@ def compose_ranker(
         **identity_metadata(identity),
         **(dict(metadata or {})),
     }
+    for part in parts:  # the version of each device part the graph reads
+        key = PARTS[part].version_key
+        if key is not None and part in head.parts:
+            meta[key] = str(head.version_of(part))
     if "signals" in parts:
-        meta[META_SIGNALS_VERSION] = str(head.signals_version)
+        meta.setdefault(META_SIGNALS_VERSION, str(head.signals_version))
         meta[META_SIGNAL_NAMES] = json.dumps(list(SIGNAL_NAMES))
     stamp_ranker(model, meta)
     try:

@@ -22,6 +22,7 @@ import numpy as np
 from edge._errors import FeatureError, TrainingError
 from edge.app.learning import FitReport
 from edge.app.taste import optimiser
+from edge.app.taste.basis import PartBasis, choose_bases
 from edge.app.taste.config import TasteConfig
 from edge.app.taste.head import TasteHead
 from edge.app.taste.heads import HeadState, hedge_mix, root_priors
@@ -53,10 +54,20 @@ class TasteFit:
     Any other names work for an offline study of new blocks (``weights`` and
     ``score`` read them; ``TasteConfig.extra_blocks`` lets its priors name them).
     The first block is required in every set.
+
+    A block wider than ``config.reduce_above`` is fitted in a basis
+    (``edge.app.taste.basis``): ``shipped`` (the global ranker's, by block name)
+    where it has one of the block's width, else the seeded random one. ``v`` and
+    the rows are then in the basis's coordinates for that block; ``weights``
+    folds them back into raw weights.
     """
 
     def __init__(
-        self, layout: Mapping[str, int], config: TasteConfig, has_global: bool = False
+        self,
+        layout: Mapping[str, int],
+        config: TasteConfig,
+        has_global: bool = False,
+        shipped: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         self.config = config
         self.rows = Rows(
@@ -65,6 +76,7 @@ class TasteFit:
             standardise_each=config.standardise_each,
             variance_prior=config.variance_prior,
             refresh_block=config.refresh_block,
+            bases=choose_bases(config, layout, shipped),
         )
         self.parts: tuple[str, ...] = self.rows.parts  # the blocks fitted, in layout order
         self.layout: dict[str, int] = self.rows.layout  # block name -> width
@@ -72,6 +84,7 @@ class TasteFit:
         roots = root_priors(config.head_priors, self.parts, self.rows.groups, self.width)
         # one head per distinct prior, in head_priors order
         self.heads = [HeadState.zeros(root, self.rows.capacity, config.memory) for root in roots]
+        self._base_roots = [root.copy() for root in roots]  # before any adaptive prior
         self._sets: dict[str, _Set] = {}
         self._pairs: Pairs | None = Pairs.empty()  # all sets' pairs; None when stale
 
@@ -90,6 +103,17 @@ class TasteFit:
 
     def has_set(self, set_id: str) -> bool:
         return set_id in self._sets
+
+    @property
+    def bases(self) -> dict[str, PartBasis]:
+        """The blocks fitted in a basis, and their bases (empty: every block whole)."""
+        return self.rows.bases
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held for this user: the rows and every head's state, capacity
+        included (not the bases, which every user of a width shares)."""
+        return self.rows.nbytes + sum(head.nbytes for head in self.heads)
 
     def add_set(
         self,
@@ -163,7 +187,9 @@ class TasteFit:
 
     @property
     def v(self) -> np.ndarray:
-        """The ranking head's weights in raw feature space: the heads' mix."""
+        """The ranking head's weights over the rows' columns, the heads' mix: raw
+        feature space but for a block fitted in a basis, in its coordinates there
+        (``weights`` folds them back)."""
         share = self.mix()
         return np.sum([a * head.v for a, head in zip(share, self.heads, strict=True)], axis=0)
 
@@ -174,9 +200,14 @@ class TasteFit:
         return 0.0 if column is None else float(self.v[column])
 
     def weights(self) -> dict[str, np.ndarray]:
-        """The ranking head (the heads' mix) per block, float32 in raw feature space."""
-        v = self.v
-        return {name: v[lo:hi].astype(np.float32) for name, (lo, hi) in self.rows.spans.items()}
+        """The ranking head (the heads' mix) per block, float32 in raw feature space: a
+        block fitted in a basis ``P`` folds in as ``P @ a``."""
+        v, out = self.v, {}
+        for name, (lo, hi) in self.rows.spans.items():
+            out[name] = v[lo:hi].astype(np.float32)
+            if name in self.bases:
+                out[name] = self.bases[name].matrix @ out[name]
+        return out
 
     def score(
         self, parts: Mapping[str, np.ndarray], global_scores: np.ndarray | None = None
@@ -201,8 +232,9 @@ class TasteFit:
         return TasteHead(self.weights(), global_weight=self.global_weight)
 
     def start_from(self, head: TasteHead | None, evidence: Sequence[float] | None = None) -> None:
-        """Give every head ``head``'s weights (None: zeros) for the parts both have,
-        and its u when this fit has one; forget memory. ``evidence`` (one value per
+        """Give every head ``head``'s weights (None: zeros) for the parts both have
+        (projected onto a part's basis: exact for a head this basis folded), and its
+        u when this fit has one; forget memory. ``evidence`` (one value per
         head, e.g. what a saved version recorded) restores the mix; else it restarts
         even. A part of another width (another model's features) raises FeatureError."""
         v = np.zeros(self.width)
@@ -210,12 +242,14 @@ class TasteFit:
             for part, (lo, hi) in self.rows.spans.items():
                 if part not in head.weights:
                     continue
-                if len(head.weights[part]) != hi - lo:
-                    size = len(head.weights[part])
+                given = head.weights[part]
+                if len(given) != self.layout[part]:
                     raise FeatureError(
-                        f"saved head's {part} part has {size} values, this fit's has {hi - lo}"
+                        f"saved head's {part} part has {len(given)} values, this fit's has "
+                        f"{self.layout[part]}"
                     )
-                v[lo:hi] = head.weights[part]
+                basis = self.bases.get(part)
+                v[lo:hi] = given if basis is None else basis.matrix.T @ given  # nearest in span
             if self.rows.global_column is not None:
                 v[self.rows.global_column] = head.global_weight
         restored = evidence is not None and len(evidence) == len(self.heads)
@@ -225,6 +259,27 @@ class TasteFit:
             state.h[: self.rows.count] = h
             state.filled = state.next = 0
             state.evidence = float(evidence[i]) if restored and evidence is not None else 0.0
+
+    def _adapt_priors(self) -> None:
+        """Sparse groups (``config.sparse_groups``): each coordinate's prior variance is
+        the group's times ``(|z_j| + e) / mean(|z| + e)`` (z: the head's standardised
+        weights so far, e: ``sparse_floor`` x their mean |z|), a reweighted L2 step
+        towards an L1 prior: the group's prior mass goes to the coordinates the
+        user's feedback has moved, the rest shrink."""
+        groups = [g for g in self.config.sparse_groups if g in self.rows.groups]
+        if not groups:
+            return
+        base_scale = self.rows.scale()
+        for head, base in zip(self.heads, self._base_roots, strict=True):
+            root = base.copy()
+            for group in groups:
+                lo, hi = self.rows.groups[group]
+                z = np.abs(head.v[lo:hi] / (base_scale[lo:hi] * base[lo:hi]))
+                level = float(z.mean())
+                if level > 0:
+                    weight = z + self.config.sparse_floor * level
+                    root[lo:hi] = base[lo:hi] * np.sqrt(weight / weight.mean())
+            head.root_prior = root
 
     # -- the objective and the fit -----------------------------------------------------
     def scale(self, head: HeadState | None = None) -> np.ndarray:
@@ -268,6 +323,7 @@ class TasteFit:
             return FitReport(0, float("nan"), 0.0, time.perf_counter() - started, 0.0)
         share = self.config.refresh if refresh is None else refresh
         limit = self.config.passes if max_passes is None else max_passes
+        self._adapt_priors()
         runs = [optimiser.Run(head, self.scale(head)) for head in self.heads]
         optimiser.iterate(self.rows, runs, pairs, self.config, limit, share)
         mix = self.mix()

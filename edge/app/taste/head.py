@@ -1,9 +1,10 @@
 """A user's taste head: per-part weights and a weight on the global score (numpy, no torch).
 
-A candidate's representation has up to three parts (``edge.runtime.parts``: the
-last token's hidden state, the mean hidden state over the response, the
-on-device signals). A user's head adds one linear term per part to whatever the
-global (or task) ranker of that name says, weighted by the user's own ``1 + u``::
+A candidate's representation has a few parts (``edge.runtime.parts``: the
+last token's hidden state, the mean hidden state over the response, and the
+on-device signals and lexicon of its text). A user's head adds one linear term
+per part to whatever the global (or task) ranker of that name says, weighted by
+the user's own ``1 + u``::
 
     score_k = (1 + u) * global_score_k + sum over parts p of  x_{k,p} . v_p
 
@@ -28,6 +29,7 @@ import numpy as np
 
 from edge._errors import CorruptModelError, FeatureError
 from edge.app.checkpoint import Checkpoint
+from edge.runtime.lexicon import LEXICON_VERSION
 from edge.runtime.parts import PARTS, Part
 from edge.runtime.signals import SIGNAL_NAMES, SIGNALS_VERSION
 
@@ -35,8 +37,9 @@ __all__ = ["HEAD_FORMAT", "HEAD_KIND", "TasteHead"]
 
 HEAD_KIND = "taste_head"  # Checkpoint.kind of a head's weights archive
 # Version of the head archive's config: 1 had no ``global_weight`` (read as u = 0),
-# 2 adds it. An archive of a newer version is refused rather than misread.
-HEAD_FORMAT = 2
+# 2 adds it, 3 the lexicon part and its ``lexicon_version``. An archive of a newer
+# version is refused rather than misread.
+HEAD_FORMAT = 3
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class TasteHead:
     weights: dict[str, np.ndarray] = field(repr=False)  # part name -> (width,) float32
     signals_version: int = SIGNALS_VERSION  # version of the signals part's columns
     global_weight: float = 0.0  # u: the global score counts (1 + u) times
+    lexicon_version: int = LEXICON_VERSION  # version of the lexicon part's columns
 
     def __post_init__(self) -> None:
         if "last" not in self.weights:
@@ -71,7 +75,9 @@ class TasteHead:
         return np.float32(1.0 + self.global_weight)
 
     @classmethod
-    def zeros(cls, feature_size: int, parts: Sequence[Part] = tuple(PARTS)) -> TasteHead:
+    def zeros(
+        cls, feature_size: int, parts: Sequence[Part] = ("last", "mean", "signals")
+    ) -> TasteHead:
         """The cold-start head: ranks exactly like the global ranker (u = 0)."""
         return cls({p: np.zeros(PARTS[p].size(feature_size), np.float32) for p in parts})
 
@@ -79,6 +85,11 @@ class TasteHead:
     def parts(self) -> tuple[Part, ...]:
         """The parts the head weighs, in input order."""
         return tuple(p for p in PARTS if p in self.weights)
+
+    def version_of(self, part: Part) -> int:
+        """The version of a part's columns the head's weights were fitted on."""
+        versions = {"signals": self.signals_version, "lexicon": self.lexicon_version}
+        return versions.get(part, PARTS[part].version)
 
     @property
     def feature_size(self) -> int:
@@ -96,11 +107,14 @@ class TasteHead:
         mean_candidates: np.ndarray | None = None,
         signals: np.ndarray | None = None,
         global_scores: np.ndarray | None = None,
+        *,
+        lexicon: np.ndarray | None = None,
     ) -> np.ndarray:
         """The user's score, (..., K) from (..., K, width) parts (numpy), as the composed
         graph computes it: ``(1 + u) * global_scores`` plus the head's terms. Without
         ``global_scores`` (no global ranker) the head's terms alone."""
-        given = {"last": candidates, "mean": mean_candidates, "signals": signals}
+        given = {"last": candidates, "mean": mean_candidates, "signals": signals,
+                 "lexicon": lexicon}  # fmt: skip
         total = np.zeros(np.shape(candidates)[:-1], np.float32)
         if global_scores is not None:
             total += self.global_scale * np.asarray(global_scores, np.float32)
@@ -118,6 +132,7 @@ class TasteHead:
             "blocks": list(self.parts),  # the archive's name for the parts
             "signals_version": self.signals_version,
             "signal_names": list(SIGNAL_NAMES),
+            "lexicon_version": self.lexicon_version,
             "head_format": HEAD_FORMAT,
             "global_weight": float(self.global_weight),
         }
@@ -134,7 +149,7 @@ class TasteHead:
         """Parse ``to_bytes`` output; anything else raises CorruptModelError.
 
         A head saved before u existed (format 1) loads with u = 0: it ranks as it
-        did."""
+        did; one saved before the lexicon part (format 2) has none."""
         ckpt = Checkpoint.from_bytes(data, source)
         if ckpt.kind != HEAD_KIND:
             raise CorruptModelError(f"{source} holds a {ckpt.kind!r} ranker, not a taste head")
@@ -149,6 +164,7 @@ class TasteHead:
                 if p in ckpt.config["blocks"]
             }
             u = float(ckpt.config.get("global_weight", 0.0))
-            return cls(weights, int(ckpt.config["signals_version"]), u)
+            lexicon = int(ckpt.config.get("lexicon_version", LEXICON_VERSION))
+            return cls(weights, int(ckpt.config["signals_version"]), u, lexicon)
         except (KeyError, TypeError, ValueError, FeatureError) as exc:
             raise CorruptModelError(f"{source} is not a valid taste head: {exc}") from exc

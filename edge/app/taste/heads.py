@@ -56,6 +56,12 @@ class HeadState:
             g_ref=np.zeros(width),
         )
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of its arrays (per-row ones at their capacity)."""
+        arrays = (self.root_prior, self.v, self.h, self.dirs, self.dir_rows, self.r_ref, self.g_ref)
+        return sum(a.nbytes for a in arrays)
+
     def grow(self, capacity: int, used: int) -> None:
         """Room for ``capacity`` rows in every per-row array, the first ``used`` kept."""
         for name in ("h", "dir_rows", "r_ref"):

@@ -8,7 +8,7 @@ after feedback:
    processes or two threads, take turns and neither loses the other's events),
    read the events newer than what this process already holds for the user;
 2. add their shown sets as rows (last-token vector, mean vector when present,
-   signals of the current version), scored once by the global ranker of that
+   signals and lexicon of the current versions), scored once by the global ranker of that
    name, if the registry has one (its score is the head's offset, weighted by
    the user's own ``1 + u``);
 3. fit the heads (``edge.app.taste.fit``: a few heads that trust the parts
@@ -39,6 +39,7 @@ ranking does. No torch anywhere: numpy, onnx and onnxruntime.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import OrderedDict
@@ -54,12 +55,14 @@ from edge.app.lineage import CURSOR_KEY, FORGOTTEN_KEY, EventRanges, learnable
 from edge.app.records import FeedbackEvent, ShownSet
 from edge.app.registry import Registry, VersionInfo
 from edge.app.store import FeedbackStore
+from edge.app.taste.basis import shipped_basis
 from edge.app.taste.config import TasteConfig
 from edge.app.taste.fit import TasteFit
 from edge.app.taste.head import TasteHead
 from edge.app.taste.pairs import Reaction
+from edge.runtime.lexicon import LEXICON_VERSION
 from edge.runtime.onnx_meta import META_PREFIX
-from edge.runtime.parts import Part, part_layout
+from edge.runtime.parts import PARTS, Part, part_layout
 from edge.runtime.scoring import RankingSession
 from edge.runtime.signals import SIGNALS_VERSION
 from edge.runtime.types import FeatureIdentity
@@ -72,11 +75,23 @@ _CACHE_CAPACITY = 8  # users whose rows a process keeps between updates
 
 @dataclass
 class _Global:
-    """The global ranker of a name as the learner uses it: bytes and a session."""
+    """The global ranker of a name as the learner uses it: bytes, a session, and the
+    basis its weights archive ships for the wide parts (empty without one)."""
 
     info: VersionInfo
     model: bytes = field(repr=False)
     session: RankingSession = field(repr=False)
+    basis: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def key(self) -> str:
+        return _global_key(self.info)
+
+
+def _global_key(info: VersionInfo) -> str:
+    """What a user's rows depend on in a global version: its model (the offsets)
+    and its weights archive (the basis it ships)."""
+    return f"{info.model_sha256}/{info.weights_sha256}"
 
 
 @dataclass
@@ -88,7 +103,7 @@ class _UserRows:
     event_ids: list[int] = field(default_factory=list)  # every event in the fit, ascending
     reactions: dict[str, list[Reaction]] = field(default_factory=dict)  # per set id
     weights_sha256: str | None = None  # the saved head the fit's v equals (None: unsaved)
-    global_sha256: str | None = None  # the global model the offsets came from
+    global_key: str | None = None  # the global ranker the offsets and basis came from
     forgotten: EventRanges = ()  # the events a rollback forgot, left out of the fit
 
 
@@ -116,20 +131,20 @@ _CACHE = _RowsCache(_CACHE_CAPACITY)
 
 
 class _GlobalsCache:
-    """Loaded global rankers by the sha256 of their (verified) ONNX bytes."""
+    """Loaded global rankers by the sha256 of their (verified) ONNX and weights bytes."""
 
     def __init__(self, capacity: int = 4) -> None:
         self._entries: OrderedDict[str, _Global] = OrderedDict()
         self._capacity = capacity
         self._lock = threading.Lock()
 
-    def get(self, sha256: str) -> _Global | None:
+    def get(self, key: str) -> _Global | None:
         with self._lock:
-            return self._entries.get(sha256)
+            return self._entries.get(key)
 
     def put(self, glob: _Global) -> _Global:
         with self._lock:
-            self._entries[glob.info.model_sha256] = glob
+            self._entries[glob.key] = glob
             while len(self._entries) > self._capacity:
                 self._entries.popitem(last=False)
         return glob
@@ -180,9 +195,9 @@ class TasteLearner:
         saved_cursor = int(current.metadata.get(CURSOR_KEY, 0)) if current else 0
         forgotten = self.registry.forgotten(user, name)
         glob = self._global(name)
-        glob_sha = glob.info.model_sha256 if glob else None
+        glob_key = glob.key if glob else None
         new = self._events(user, name, rows.cursor, forgotten) if rows is not None else []
-        if rows is not None and self._stale(rows, new, glob_sha, forgotten):
+        if rows is not None and self._stale(rows, new, glob_key, forgotten):
             rows = None
         if rows is None:
             every = self._events(user, name, 0, forgotten)
@@ -244,27 +259,34 @@ class TasteLearner:
             return []
 
     def _parts(self, events: Sequence[FeedbackEvent]) -> tuple[Part, ...]:
-        """The parts to fit: mean vectors only when the newest set carries them."""
+        """The parts to fit: mean vectors and the lexicon only when the newest set
+        carries them (the lexicon needs the texts); an older set that lacks one adds
+        zeros there, no information."""
         parts: list[Part] = ["last"]
-        if self.config.use_mean and events and events[-1].shown.mean_candidates is not None:
+        newest = events[-1].shown if events else None
+        if self.config.use_mean and newest is not None and newest.mean_candidates is not None:
             parts.append("mean")
         if self.config.use_signals:
             parts.append("signals")
+        if self.config.use_lexicon and newest is not None and _has_lexicon(newest):
+            parts.append("lexicon")
         return tuple(parts)
 
     def _stale(
         self,
         rows: _UserRows,
         new: Sequence[FeedbackEvent],
-        glob_sha: str | None,
+        glob_key: str | None,
         forgotten: EventRanges,
     ) -> bool:
-        """Whether held rows must be rebuilt from the store: the global ranker changed
-        (the offsets did), the parts or the feature size did (another model), a
-        rollback forgot events the rows hold, or the history outgrew twice its limit."""
+        """Whether held rows must be rebuilt from the store: another config, the global
+        ranker changed (the offsets did, and perhaps the basis), the parts or the
+        feature size did (another model), a rollback forgot events the rows hold, or
+        the history outgrew twice its limit."""
         d = rows.fit.layout["last"]
         return (
-            rows.global_sha256 != glob_sha
+            rows.fit.config != self.config
+            or rows.global_key != glob_key
             or rows.forgotten != forgotten
             or (bool(new) and self._parts(new) != rows.fit.parts)
             or any(e.shown.candidates.shape[1] != d for e in new)
@@ -276,9 +298,10 @@ class TasteLearner:
     ) -> _UserRows:
         d = int(events[-1].shown.candidates.shape[1])
         layout = part_layout(d, self._parts(events))
-        fit = TasteFit(layout, self.config, has_global=glob is not None)
-        glob_sha = glob.info.model_sha256 if glob else None
-        return _UserRows(fit, global_sha256=glob_sha, forgotten=forgotten)
+        shipped = glob.basis if glob else None
+        fit = TasteFit(layout, self.config, glob is not None, shipped)
+        glob_key = glob.key if glob else None
+        return _UserRows(fit, global_key=glob_key, forgotten=forgotten)
 
     def _ingest(
         self, rows: _UserRows, events: Sequence[FeedbackEvent], glob: _Global | None
@@ -298,9 +321,15 @@ class TasteLearner:
 
     def _add_set(self, fit: TasteFit, shown: ShownSet, glob: _Global | None) -> None:
         signals = shown.signal_block()
-        parts = {"last": shown.candidates, "mean": shown.mean_candidates, "signals": signals}
+        lexicon = shown.lexicon_block() if "lexicon" in fit.parts else None
+        parts = {
+            "last": shown.candidates,
+            "mean": shown.mean_candidates,
+            "signals": signals,
+            "lexicon": lexicon,
+        }
         fitted = {name: value for name, value in parts.items() if name in fit.parts}
-        fit.add_set(shown.set_id, fitted, _global_scores(glob, shown, signals))
+        fit.add_set(shown.set_id, fitted, _global_scores(glob, shown, signals, lexicon))
 
     # -- the global ranker and the warm start -------------------------------------------
     def _global(self, name: str) -> _Global | None:
@@ -313,7 +342,7 @@ class TasteLearner:
         for info in sorted(versions, key=lambda v: v.version, reverse=True):
             if info.version > current:
                 continue
-            held = _GLOBALS.get(info.model_sha256)
+            held = _GLOBALS.get(_global_key(info))
             if held is not None:
                 return held
             try:
@@ -321,14 +350,24 @@ class TasteLearner:
                 session = RankingSession(model, f"global/{name} v{info.version}")
             except CorruptModelError:
                 continue
-            return _GLOBALS.put(_Global(info, model, session))
+            return _GLOBALS.put(_Global(info, model, session, self._basis(name, info)))
         return None
+
+    def _basis(self, name: str, info: VersionInfo) -> dict[str, np.ndarray]:
+        """The basis a global version's weights archive ships; none when it ships none
+        or the archive is damaged (its model still ranks: the random basis stands in,
+        and the user's versions record which they used)."""
+        try:
+            weights = self.registry.load_weights(None, name, info.version)
+            return shipped_basis(weights, f"global/{name} v{info.version} weights")
+        except CorruptModelError:
+            return {}
 
     def _warm_start(
         self, user: str, name: str, rows: _UserRows, current: VersionInfo | None
     ) -> _Warm:
         """Make the fit's weights equal the newest saved head that verifies."""
-        origin: StartedFrom = "global" if rows.global_sha256 else "scratch"
+        origin: StartedFrom = "global" if rows.global_key else "scratch"
         if current is not None and current.weights_sha256 == rows.weights_sha256:
             return _Warm("user", current.version, memory_kept=True)
         if current is None and rows.weights_sha256 is None:  # nothing saved yet
@@ -344,6 +383,8 @@ class TasteLearner:
             len(w) != rows.fit.layout.get(p, len(w)) for p, w in head.weights.items()
         ):
             head = None  # another model's features (or a part computed another way)
+        if head is not None:
+            head = _current_parts(head)
         evidence = _evidence(good[0].metadata) if head is not None and good is not None else None
         rows.fit.start_from(head, evidence)
         if head is None or good is None:
@@ -388,12 +429,14 @@ class TasteLearner:
                 "pairs": len(rows.fit.pairs().weights),
                 "blocks": list(head.parts),
                 "signals_version": SIGNALS_VERSION,
+                "lexicon_version": LEXICON_VERSION if "lexicon" in head.parts else None,
                 "global_version": glob.info.version if glob else None,
                 "fit_passes": fit.passes,
                 "fit_loss": fit.loss,
                 "global_weight": head.global_weight,
                 "head_evidence": list(rows.fit.evidence),
                 "head_mix": [float(a) for a in rows.fit.mix()],
+                "basis": {p: b.describe() for p, b in rows.fit.bases.items()},
                 IDENTITY_KEY: identity.to_dict() if identity and identity.known else None,
             },
             expect_current=current.version if current else 0,
@@ -426,7 +469,27 @@ def _same_size_as_newest(events: list[FeedbackEvent]) -> list[FeedbackEvent]:
     return [e for e in events if e.shown.candidates.shape[1] == d]
 
 
-def _global_scores(glob: _Global | None, shown: ShownSet, signals: np.ndarray) -> np.ndarray:
+def _has_lexicon(shown: ShownSet) -> bool:
+    """Whether a set can give the lexicon block (stored, or texts to compute it from)."""
+    return shown.texts is not None or (
+        shown.lexicon is not None and shown.lexicon_version == LEXICON_VERSION
+    )
+
+
+def _current_parts(head: TasteHead) -> TasteHead:
+    """``head`` without the weights of a device part fitted on another version of its
+    columns (they would weigh columns that now mean something else): that part
+    starts afresh, the others continue."""
+    stale = [p for p in head.parts if p != "last" and head.version_of(p) != PARTS[p].version]
+    if not stale:
+        return head
+    weights = {p: w for p, w in head.weights.items() if p not in stale}
+    return dataclasses.replace(head, weights=weights)
+
+
+def _global_scores(
+    glob: _Global | None, shown: ShownSet, signals: np.ndarray, lexicon: np.ndarray | None
+) -> np.ndarray:
     """The global ranker's scores of a stored set; zeros without one, or when the set
     lacks an input the global graph reads (e.g. mean vectors on an old event)."""
     k = shown.k
@@ -438,6 +501,7 @@ def _global_scores(glob: _Global | None, shown: ShownSet, signals: np.ndarray) -
             shown.candidates.astype(np.float32),
             mean_candidates=shown.mean_candidates,
             signals=signals,
+            lexicon=lexicon if lexicon is not None else shown.lexicon_block(),
         ).astype(np.float64)
     except FeatureError:
         return np.zeros(k)

@@ -22,6 +22,12 @@ by coordinate for the groups of ``standardise_each`` (the signals, whose units
 differ, each shrunk towards its group's mean by ``variance_prior``
 pseudo-counts), as a whole for the others (a hidden-state part). See
 docs/taste-learner.md for why.
+
+A block with a basis (``edge.app.taste.basis``: the wide ones) is kept as its
+coordinates in that basis, ``P^T x``: the layout still gives the width a set
+brings, its group of columns is ``rank`` wide, and everything here (the
+products, the standardisation) is in those coordinates; ``TasteFit.weights``
+folds the weights back (``v = P a``).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge._errors import FeatureError, TrainingError
+from edge.app.taste.basis import PartBasis
 
 __all__ = ["Rows", "SetRows", "resized", "rows_times", "times_rows"]
 
@@ -56,6 +63,7 @@ class Rows:
         standardise_each: Sequence[str] = (),
         variance_prior: float = 0.0,
         refresh_block: int = 1,
+        bases: Mapping[str, PartBasis] | None = None,
     ) -> None:
         if not layout:
             raise TrainingError("rows need at least one block")
@@ -71,10 +79,19 @@ class Rows:
         self._standardise_each = tuple(standardise_each)
         self._variance_prior = variance_prior
         self._refresh_block = refresh_block
-        # Column spans: each block's, then u's column ("global") when it is fitted.
+        # The blocks kept in a basis (their coordinates in it), by name.
+        self.bases: dict[str, PartBasis] = {n: b for n, b in (bases or {}).items() if n in layout}
+        self._input_width = {**self.layout, "global": 1}  # values per candidate given
+        # Column spans: each block's (a basis's rank for a block kept in one), then
+        # u's column ("global") when it is fitted.
         self.spans: dict[str, tuple[int, int]] = {}
         width = 0
         for name, size in self.layout.items():
+            if name in self.bases:
+                if self.bases[name].width != size:
+                    raise FeatureError(f"a basis of width {self.bases[name].width} for the "
+                                       f"{name} block of {size} values")  # fmt: skip
+                size = self.bases[name].rank
             self.spans[name] = (width, width + size)
             width += size
         # groups of columns standardised together: the blocks, and u's column when fitted
@@ -123,6 +140,13 @@ class Rows:
         return self._stored
 
     @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays held for this user (capacity included; not the bases,
+        which every user of a width shares)."""
+        arrays = (self._x, self._row_of, self._first_of, self._set_of, self._g, self._ss)
+        return sum(a.nbytes for a in arrays) + 8 * 2 * len(self._block_starts)
+
+    @property
     def block_starts(self) -> np.ndarray:
         """(blocks, 2): the (row, stored row) where every ``refresh_block``-th set starts."""
         return np.asarray(self._block_starts, np.int64).reshape(-1, 2)
@@ -157,9 +181,12 @@ class Rows:
             if value is None:
                 continue
             arr = np.asarray(value, np.float64)
-            if arr.shape != (k, hi - lo):
+            if arr.shape != (k, self._input_width[group]):
                 raise FeatureError(f"set {set_id!r}: {group} part has shape {arr.shape}")
-            deviations = arr - arr.mean(0)
+            deviations = arr - arr.mean(0)  # before any projection: exact where all share an offset
+            basis = self.bases.get(group)
+            if basis is not None:
+                deviations = (deviations.astype(np.float32) @ basis.matrix).astype(np.float64)
             rows[:, lo:hi] = deviations
             squares[group] = (deviations**2).sum(0)
         return SetRows(rows, g, squares)

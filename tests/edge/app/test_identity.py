@@ -115,9 +115,17 @@ def test_a_later_update_without_an_identity_keeps_the_recorded_one(central, tmp_
 
 def test_a_new_user_on_a_global_ranker_of_another_model_is_refused(central, tmp_path: Path) -> None:
     Registry(tmp_path / "rankers").save_global("chat", _global_64(GEMMA))
-    user = PersonalRanker(central, tmp_path, "gina", "chat")
+    early = PersonalRanker(central, tmp_path, "gina", "chat", cold_start="global")
     with pytest.raises(FeatureError, match=r"gemma-3-270m \(sha 9f8e7d6c5b4a3921\) layer 11"):
-        user.generate("Write a poem", k=4, max_new_tokens=4)
+        early.generate("Write a poem", k=4, max_new_tokens=4)
+    # By default a new user sees the first sample, and the first update refuses to put
+    # a head on features of this model on top of the other model's global ranker.
+    user = PersonalRanker(central, tmp_path, "gina", "chat")
+    shown = user.generate("Write a poem", k=4, max_new_tokens=4)
+    assert shown.order == (0, 1, 2, 3)
+    user.pick(shown, 1)
+    with pytest.raises(FeatureError, match=r"gemma-3-270m \(sha 9f8e7d6c5b4a3921\) layer 11"):
+        user.learn()
 
 
 def _global_64(identity: FeatureIdentity) -> bytes:

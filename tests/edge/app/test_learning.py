@@ -103,11 +103,12 @@ def test_show_computes_the_signals_once_for_ranking_and_for_the_store(
 
 _LEARNERS = [
     TasteConfig(),
+    TasteConfig(reduce_above=24, basis_rank=8),  # the 32-d vector parts in a random basis
     LearnerConfig(kind="point", train=TrainConfig(min_steps=3), parity_ks=(2,)),
 ]
 
 
-@pytest.mark.parametrize("config", _LEARNERS, ids=["taste", "torch"])
+@pytest.mark.parametrize("config", _LEARNERS, ids=["taste", "taste-in-a-basis", "torch"])
 def test_after_a_rollback_the_rolled_back_feedback_is_not_learned_again(
     config: LearnerSpec, tmp_path: Path
 ) -> None:
@@ -129,6 +130,8 @@ def test_after_a_rollback_the_rolled_back_feedback_is_not_learned_again(
     assert report.saved is not None and report.saved.metadata["forgotten"] == [[3, 6]]
     if isinstance(me.learner, TasteLearner):  # the history holds v1's events, not 4..6
         assert report.replayed_events == 3
+        reduced = {"last", "mean"} if me.learner.config.reduce_above == 24 else set()
+        assert set(report.saved.metadata["basis"]) == reduced
     me.close()
     # Another PersonalRanker on the same home reads the same: 4..6 stay forgotten.
     again = PersonalRanker(None, tmp_path, "cal", "chat", learner=config)  # type: ignore[arg-type]

@@ -75,9 +75,11 @@ def test_users_learn_only_from_their_own_feedback(central, tmp_path: Path) -> No
     assert alice.learn().new_events == 12
 
 
-def test_a_new_user_ranks_with_the_global_ranker_until_their_first_update(
+def test_a_new_user_may_rank_with_the_global_ranker_until_their_first_update(
     central, tmp_path: Path
 ) -> None:
+    """``cold_start="global"``: the global ranks from the first answer (the default shows
+    the first sample, tests/edge/app/taste/test_learner.py)."""
     from edge.training.export import export_onnx
     from edge.training.rankers import build_ranker, make_config
 
@@ -86,7 +88,7 @@ def test_a_new_user_ranks_with_the_global_ranker_until_their_first_update(
         "chat", export_onnx(shared, exporter="torchscript"),
         weights=shared.to_checkpoint().to_bytes(),
     )  # fmt: skip
-    user = PersonalRanker(central, tmp_path, "dave", "chat", learner=_fast())
+    user = PersonalRanker(central, tmp_path, "dave", "chat", learner=_fast(), cold_start="global")
     shown = user.generate("Write a poem", k=4, max_new_tokens=4, seed=0)
     global_order = tuple(int(i) for i in np.argsort(-_global_scores(shared, shown), kind="stable"))
     assert shown.order == global_order and user.version is None

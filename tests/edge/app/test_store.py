@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 import subprocess
@@ -265,7 +266,7 @@ def test_a_schema_1_store_migrates_in_place_and_its_events_stay_usable(tmp_path:
     path = tmp_path / "old.db"
     inst, cand = _schema_1_store(path)
     with FeedbackStore(path) as store:
-        assert store.schema_version == 2
+        assert store.schema_version == 3
         old = store.events("u")
         assert [(e.kind, e.candidate, e.rejected) for e in old] == [
             ("thumb", 0, ()),
@@ -287,7 +288,68 @@ def test_a_schema_1_store_migrates_in_place_and_its_events_stay_usable(tmp_path:
         columns = {r[1] for r in conn.execute("PRAGMA table_info(shown)")}
         assert {"mean_candidates", "scalars", "signals", "signals_version"} <= columns
     with FeedbackStore(path) as again:  # opening a migrated store changes nothing
-        assert again.schema_version == 2 and len(again.events("u")) == 3
+        assert again.schema_version == 3 and len(again.events("u")) == 3
+
+
+def _schema_2_store(path: Path) -> None:
+    """A store as schema 2 wrote it: the schema-1 tables plus its columns, one set with
+    texts and one recorded without, an event on each."""
+    _schema_1_store(path)
+    inst, cand = _features(k=3, seed=6)
+    with sqlite3.connect(path) as conn:
+        for table, column, kind in (
+            ("shown", "mean_candidates", "BLOB"), ("shown", "scalars", "TEXT"),
+            ("shown", "signals", "BLOB"), ("shown", "signals_version", "INTEGER"),
+            ("feedback", "signals_version", "INTEGER"),
+        ):  # fmt: skip
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        conn.execute(
+            "INSERT INTO shown (user_id, set_id, task, created, dtype, feature_size, k,"
+            " instruction, candidates) VALUES ('u', 'no-texts', 'chat', 4.0, 'float32', ?, 3,"
+            " ?, ?)",
+            (D, inst.tobytes(), cand.tobytes()),
+        )
+        conn.execute(
+            "INSERT INTO feedback (user_id, shown_id, kind, candidate, value, rejected, created)"
+            " VALUES ('u', 2, 'thumb', 1, 1.0, NULL, 5.0)"
+        )
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+
+
+def test_a_schema_2_store_migrates_and_old_sets_say_explicitly_whether_they_have_a_lexicon(
+    tmp_path: Path,
+) -> None:
+    """Schema 3 adds the lexicon block; an old set's lexicon is recomputed from its texts,
+    and a set recorded without texts has none (None, never zeros passed off as counts)."""
+    from edge.runtime.lexicon import LEXICON_VERSION, LEXICON_WIDTH, lexicon_block
+
+    path = tmp_path / "v2.db"
+    _schema_2_store(path)
+    with FeedbackStore(path) as store:
+        assert store.schema_version == 3
+        with_texts, without = (e.shown for e in store.events("u")[1:])
+        assert with_texts.lexicon is None and with_texts.lexicon_version is None
+        np.testing.assert_array_equal(
+            with_texts.lexicon_block(), lexicon_block(["- a\n- b", "Plain.", "Yes!"])
+        )
+        assert without.texts is None and without.lexicon_block() is None
+        # A set recorded now keeps its lexicon, of the current version, and reads it back.
+        texts = ["You should budget your money.", "Rest.", "I think it may rain in Paris."]
+        inst, cand = _features(k=3, seed=7)
+        store.record_shown("u", "new", inst, cand, texts=texts, task="chat")
+        store.thumbs("u", "new", 0, up=True)
+        new = store.shown("u", "new")
+        assert new.lexicon is not None and new.lexicon_version == LEXICON_VERSION
+        assert new.lexicon.shape == (3, LEXICON_WIDTH)
+        np.testing.assert_array_equal(new.lexicon_block(), lexicon_block(texts))
+        # Stored under another version: recomputed from the texts, not read as is.
+        stale = dataclasses.replace(new, lexicon=new.lexicon + 1, lexicon_version=0)
+        np.testing.assert_array_equal(stale.lexicon_block(), lexicon_block(texts))
+        with pytest.raises(StoreError, match="lexicon has shape"):
+            store.record_shown("u", "bad", inst, cand, texts=texts, lexicon=np.zeros((3, 5)))
+    with sqlite3.connect(path) as conn:
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(shown)")}
+        assert {"lexicon", "lexicon_version"} <= columns
 
 
 def test_a_store_from_a_newer_release_is_refused_untouched(tmp_path: Path) -> None:

@@ -240,8 +240,8 @@ def test_u_round_trips_and_a_head_saved_before_u_existed_loads_with_u_zero(
     )
     scores = RankingSession(compose_ranker(old, global_model)).score_generation(g)
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
-    newer = Checkpoint(ckpt.kind, {**ckpt.config, "head_format": 3}, ckpt.weights).to_bytes()
-    with pytest.raises(CorruptModelError, match="format 3"):
+    newer = Checkpoint(ckpt.kind, {**ckpt.config, "head_format": 4}, ckpt.weights).to_bytes()
+    with pytest.raises(CorruptModelError, match="format 4"):
         TasteHead.from_bytes(newer)
     with pytest.raises(FeatureError, match="global weight is nan"):
         dataclasses.replace(_head(7), global_weight=float("nan"))

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import edge.app.taste.learner as taste_learner
+from edge import ConfigError
 from edge.app.personal import PersonalRanker
 from edge.app.registry import Registry
 from edge.app.store import FeedbackStore
@@ -67,7 +68,7 @@ def test_a_new_user_starts_at_the_first_sample_and_moves_from_the_first_event(
     assert _top1(me, held_out) >= 0.9 > first_sample + 0.3
     last = me.registry.current("alice", "chat")
     assert last.metadata["learner"] == "taste_head" and last.metadata["events"] == 15
-    assert last.metadata["blocks"] == ["last", "mean", "signals"]
+    assert last.metadata["blocks"] == ["last", "mean", "signals", "lexicon"]
     weights = me.registry.load_weights("alice", "chat")
     assert weights is not None and len(weights) < 64 * 1024
 
@@ -92,32 +93,45 @@ def test_each_update_reports_what_it_learned(tmp_path: Path) -> None:
     assert me.rollback() == 1 and me.version == 1
 
 
-def test_with_a_global_ranker_a_new_user_ranks_like_it_and_learns_on_top(
+def test_with_a_global_ranker_a_new_user_sees_the_first_sample_then_learns_on_top(
     tmp_path: Path, onnx_file: Path
 ) -> None:
+    """Cold start: the first sample until the first update (never below it at 0
+    events), then the global ranker as the offset of the user's head; the global
+    ranking from the first answer is an option."""
     global_model = onnx_file.read_bytes()
     Registry(tmp_path / "rankers").save_global("chat", global_model)
     base = RankingSession(global_model)
-    me = PersonalRanker(None, tmp_path, "carol", "chat")  # type: ignore[arg-type]
     g, liked = generation(7)
     expected = np.argsort(-base.score(g.instruction, g.features), kind="stable")
-    assert me.rank(g).order.tolist() == expected.tolist() and me.version is None
-    me.pick(me.show(g), liked[0])
+    assert expected.tolist() != list(range(K))  # the two rules differ on this generation
+    early = PersonalRanker(None, tmp_path, "erin", "chat", cold_start="global")  # type: ignore[arg-type]
+    assert early.rank(g).order.tolist() == expected.tolist() and early.version is None
+    with pytest.raises(ConfigError, match="cold_start"):
+        PersonalRanker(None, tmp_path, "erin", "chat", cold_start="best")  # type: ignore[arg-type]
+    me = PersonalRanker(None, tmp_path, "carol", "chat")  # type: ignore[arg-type]
+    assert me.rank(g).order.tolist() == list(range(K)) and me.version is None
+    shown = me.show(g)
+    assert shown.order == tuple(range(K)) and shown.best.index == 0
+    me.pick(shown, liked[0])
     report = me.learn()
     assert report.started_from == "global" and report.global_version == 1
     # The user's ranker is the global graph plus the saved head, in one file.
     head = TasteHead.from_bytes(me.registry.load_weights("carol", "chat") or b"")
     g2, _ = generation(8)
     means = np.stack([c.mean_feature for c in g2.candidates])  # type: ignore[misc]
+    from edge.runtime.lexicon import candidate_lexicon
     from edge.runtime.signals import candidate_signals
 
     # (1 + u) times the global score, plus the head's terms; the pick moved u.
+    assert head.parts == ("last", "mean", "signals", "lexicon")
     global_scores = base.score(g2.instruction, g2.features)
-    terms = head.score(g2.features, means, candidate_signals(g2.candidates))
+    signals, lexicon = candidate_signals(g2.candidates), candidate_lexicon(g2.candidates)
+    terms = head.score(g2.features, means, signals, lexicon=lexicon)
     want = (1 + head.global_weight) * global_scores + terms
     np.testing.assert_allclose(me.rank(g2).scores, want, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(
-        head.score(g2.features, means, candidate_signals(g2.candidates), global_scores), want,
+        head.score(g2.features, means, signals, global_scores, lexicon=lexicon), want,
         rtol=1e-5, atol=1e-5,
     )  # fmt: skip
     assert head.global_weight != 0.0
@@ -273,3 +287,28 @@ def test_a_restarted_learner_keeps_the_users_mix_of_heads(tmp_path: Path) -> Non
     assert np.argmax(report.fit.mix) == np.argmax(mix) and max(report.fit.mix) > 0.6
     after = me.registry.current("erin", "chat").metadata["head_evidence"]
     assert all(a >= b for a, b in zip(after, evidence, strict=True))
+
+
+def test_a_set_recorded_without_texts_adds_no_lexicon_information(tmp_path: Path) -> None:
+    """The lexicon is fitted when the newest set has texts; an older set without texts
+    (an app that stored none) gives zeros in the lexicon's columns, never counts of
+    empty answers mixed with real ones; a user whose sets all lack texts fits none."""
+    me = PersonalRanker(None, tmp_path, "dana", "chat")  # type: ignore[arg-type]
+    g, liked = generation(3)
+    me.store.record_shown("dana", "bare", g.instruction, g.features, task="chat")
+    me.store.pick("dana", "bare", liked[0])
+    assert me.learn().updated
+    head = TasteHead.from_bytes(me.registry.load_weights("dana", "chat") or b"")
+    assert "lexicon" not in head.parts
+    me.pick(me.show(generation(4)[0]), 0)
+    me.learn()
+    head = TasteHead.from_bytes(me.registry.load_weights("dana", "chat") or b"")
+    assert head.parts == ("last", "mean", "signals", "lexicon")
+    key = (str((tmp_path / "feedback.sqlite3").resolve()), "dana", "chat")
+    held = taste_learner._CACHE.take(key)
+    assert held is not None
+    lo, hi = held.fit.rows.spans["lexicon"]
+    rows = held.fit.rows.full()
+    first, second = held.fit.rows.firsts
+    assert not rows[first:second, lo:hi].any()  # the set without texts
+    assert rows[second:, lo:hi].any()  # the set with them
