@@ -142,6 +142,8 @@ def validate_config(config: ServerConfig, environ: Mapping[str, str] | None = No
     """
     check_model_options(config.model, config.dtype, config.cache_dir, config.weights)
     check_device_name(config.device)
+    if config.weights == "int8" and config.device.startswith("cuda"):
+        raise ConfigError("--weights", "int8 runs on the CPU; on a GPU use auto or dense")
     _check_address(config.host, config.port)
     _check_sizes(config)
     _check_tls(config)
