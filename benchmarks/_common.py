@@ -56,11 +56,14 @@ def set_threads(threads: int) -> int:
     return torch.get_num_threads()
 
 
-def load_default(no_eos: bool = True) -> Any:
-    """The real default model; with `no_eos` no response ends early, so lengths are fixed."""
+def load_default(no_eos: bool = True, weights: str = "auto") -> Any:
+    """The real default model; with `no_eos` no response ends early, so lengths are fixed.
+
+    `weights` as `ranker-central --weights` (auto: int8 on a CPU where it works).
+    """
     from central.model import load_model
 
-    loaded = load_model("default")
+    loaded = load_model("default", weights=weights)
     return dataclasses.replace(loaded, eos_token_ids=frozenset()) if no_eos else loaded
 
 

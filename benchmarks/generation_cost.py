@@ -8,8 +8,11 @@ load and at its peak (VmRSS / VmHWM of the server process), and the median
 wall time of K=8 x 128 new tokens (the README snippet's request, 128 being the
 server's default) and K=4 x 64, with generated tokens per second. The edge
 side (ranking, recording) is not in these figures: it costs milliseconds.
+`--weights` is passed to every server (auto: int8 linears for SmolLM2 on a
+CPU, dense for Gemma 3; the row names the format the server reported).
 
-    python benchmarks/generation_cost.py [--quick] [--models default,gemma3-270m] [--threads 1,2]
+    python benchmarks/generation_cost.py [--quick] [--models default,gemma3-270m]
+        [--engine-threads 1,2] [--weights auto|dense|int8]
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ from pathlib import Path
 
 from _common import ROOT, base_parser, emit, median
 
-SERVING_LINE = re.compile(r"serving (?P<name>\S+) on (?P<address>\S+)")
+# "serving NAME (DEVICE, FORMAT) on HOST:PORT"; FORMAT is int8 or the dense dtype
+SERVING_LINE = re.compile(
+    r"serving (?P<name>\S+) \((?P<device>[^,]+), (?P<format>[^)]+)\) on (?P<address>\S+)"
+)
 SNIPPET = "Which number is larger, 47 or 74? Reply with only the number."
 STORY = "Tell a long story about a lighthouse keeper and a storm."
 # name -> (prompt, K, max new tokens)
@@ -37,13 +43,13 @@ def _memory_mb(pid: int) -> tuple[float, float]:
     return tuple(int(fields[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM"))  # type: ignore[return-value]
 
 
-def measure(model: str, threads: int, reps: int) -> dict[str, float | str]:
+def measure(model: str, threads: int, reps: int, weights: str) -> dict[str, float | str]:
     from edge.runtime.client import CentralClient
 
     started = time.perf_counter()
     command = [sys.executable, "-m", "central.cli", "serve", "--port", "0", "--model", model]
     server = subprocess.Popen(
-        [*command, "--threads", str(threads)],
+        [*command, "--threads", str(threads), "--weights", weights],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     try:
@@ -54,7 +60,11 @@ def measure(model: str, threads: int, reps: int) -> dict[str, float | str]:
             if not line:
                 raise RuntimeError(f"ranker-central serve --model {model} exited")
             match = SERVING_LINE.search(line)
-        result: dict[str, float | str] = {"model": match["name"], "threads": threads}
+        result: dict[str, float | str] = {
+            "model": match["name"],
+            "threads": threads,
+            "weights_format": match["format"],
+        }
         result["start_s"] = time.perf_counter() - started
         result["rss_loaded_mb"] = _memory_mb(server.pid)[0]
         options = {"vectors": ("last", "mean"), "mean_entropy": True, "greedy_first": True}
@@ -82,12 +92,15 @@ def main() -> None:
     parser = base_parser(__doc__)
     parser.add_argument("--models", default="default,gemma3-270m", help="comma-separated")
     parser.add_argument("--engine-threads", default="1,2", help="server --threads, comma-separated")
+    parser.add_argument(
+        "--weights", default="auto", choices=("auto", "dense", "int8"), help="servers' --weights"
+    )
     args = parser.parse_args()
     reps = 1 if args.quick else 3
     rows = []
     for model in args.models.split(","):
         for threads in (int(t) for t in args.engine_threads.split(",")):
-            row = measure(model, threads, reps)
+            row = measure(model, threads, reps, args.weights)
             rows.append(row)
             timings = ", ".join(
                 f"{name} {row[f'{name}_s']:.1f} s ({row[f'{name}_tokens']:.0f} tokens, "
@@ -95,7 +108,8 @@ def main() -> None:
                 for name in REQUESTS
             )
             print(
-                f"{row['model']} x{threads} threads: start {row['start_s']:.1f} s, "
+                f"{row['model']} ({row['weights_format']}) x{threads} threads: "
+                f"start {row['start_s']:.1f} s, "
                 f"RSS {row['rss_loaded_mb']:.0f} MB loaded / {row['rss_peak_mb']:.0f} MB peak; "
                 f"{timings}",
                 flush=True,

@@ -78,10 +78,10 @@ class Tally:
 
 
 def start_server(
-    batch_requests: int | None, threads: int, flags: list[str]
+    batch_requests: int | None, threads: int, weights: str, flags: list[str]
 ) -> tuple[subprocess.Popen[str], int]:
     command = [sys.executable, "-m", "central.cli", "serve", "--model", "default", "--port", "0"]
-    command += ["--threads", str(threads), *flags]
+    command += ["--threads", str(threads), "--weights", weights, *flags]
     if batch_requests is not None:
         command += ["--max-batch-requests", str(batch_requests)]
     process = subprocess.Popen(
@@ -210,9 +210,14 @@ def _quantile(values: list[float], q: float) -> float | None:
 
 
 def serve_and_measure(
-    name: str, batch_requests: int | None, seconds: float, threads: int, flags: list[str]
+    name: str,
+    batch_requests: int | None,
+    seconds: float,
+    threads: int,
+    weights: str,
+    flags: list[str],
 ) -> list[dict[str, Any]]:
-    process, port = start_server(batch_requests, threads, flags)
+    process, port = start_server(batch_requests, threads, weights, flags)
     try:
         rows = []
         for load in LOADS:
@@ -253,6 +258,12 @@ def main() -> None:
         "--threads", type=int, default=0, help="the servers' torch threads (0: torch's choice)"
     )
     parser.add_argument(
+        "--weights",
+        default="auto",
+        choices=("auto", "dense", "int8"),
+        help="both servers' weight format (auto: int8 on a CPU)",
+    )
+    parser.add_argument(
         "--engine-flags",
         default="",
         help="more `ranker-central serve` flags for the engine's server (e.g. '--turn-tokens 128')",
@@ -260,8 +271,8 @@ def main() -> None:
     args = parser.parse_args()
     seconds = 15.0 if args.quick else args.seconds
     flags = args.engine_flags.split()
-    serial = serve_and_measure("serialised", 1, seconds, args.threads, [])
-    engine = serve_and_measure("engine", None, seconds, args.threads, flags)
+    serial = serve_and_measure("serialised", 1, seconds, args.threads, args.weights, [])
+    engine = serve_and_measure("engine", None, seconds, args.threads, args.weights, flags)
     ratios = {}
     for before, after in zip(serial, engine, strict=True):
         if before["p50_s"] and after["p50_s"] and before["tokens_per_s"]:
@@ -273,6 +284,7 @@ def main() -> None:
     emit(
         {
             "benchmark": "p7_concurrency",
+            "weights": args.weights,
             "seconds": seconds,
             "engine_flags": flags,
             "rows": serial + engine,

@@ -25,6 +25,7 @@ from ._errors import ConfigError, ServiceError, require_extra
 from .config import (
     DTYPE_CHOICES,
     TOKEN_ENV,
+    WEIGHTS,
     EngineConfig,
     ServerConfig,
     ServiceLimits,
@@ -82,6 +83,14 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
         default=ServerConfig.dtype,
         choices=DTYPE_CHOICES,
         help="torch dtype the model runs in; auto is float32 on a CPU, bfloat16 on a GPU",
+    )
+    parser.add_argument(
+        "--weights",
+        default="auto",
+        choices=WEIGHTS,
+        help="the linears' weights: int8 (2-3x faster on a CPU; features ~0.999 cosine to "
+        "fp32, and rankers check which they were trained on), dense (as --dtype), or auto: "
+        "int8 on a CPU where the kernel works, for Llama-family models; else dense",
     )
     parser.add_argument(
         "--cache-dir",
@@ -227,6 +236,7 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         port=args.port,
         device=args.device,
         dtype=args.dtype,
+        weights=args.weights,
         cache_dir=args.cache_dir,
         max_workers=args.max_workers,
         limits=ServiceLimits(
@@ -295,20 +305,21 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    check_model_options(args.model, args.dtype, args.cache_dir)
+    check_model_options(args.model, args.dtype, args.cache_dir, args.weights)
     require_extra(*MODEL_MODULES, what=f"{PROG} prepare")
     from .model import converted_dir, load_model, resolve_model_path
 
     started = time.perf_counter()
     path = resolve_model_path(args.model)
-    loaded = load_model(str(path), dtype=args.dtype, cache_dir=args.cache_dir)
+    loaded = load_model(str(path), dtype=args.dtype, weights=args.weights, cache_dir=args.cache_dir)
     if path.suffix == ".gguf":
         where = f"converted weights cached in {converted_dir(path, args.cache_dir)}"
     else:
         where = f"a checkpoint directory, used in place: {path}"
     print(
         f"{PROG}: {loaded.name} ready ({loaded.num_layers} layers, hidden size "
-        f"{loaded.hidden_size}) in {time.perf_counter() - started:.1f} s; {where}",
+        f"{loaded.hidden_size}, {loaded.weights_format} weights) in "
+        f"{time.perf_counter() - started:.1f} s; {where}",
         flush=True,
     )
     return 0

@@ -31,6 +31,7 @@ __all__ = [
     "DTYPES",
     "DTYPE_CHOICES",
     "TOKEN_ENV",
+    "WEIGHTS",
     "EngineConfig",
     "ServerConfig",
     "ServiceLimits",
@@ -43,6 +44,10 @@ __all__ = [
 
 TOKEN_ENV = "RANKER_CENTRAL_TOKEN"  # the bearer token, when no --token-file is given
 DTYPES = ("float32", "bfloat16", "float16")  # torch dtypes a model can run in
+# How the linears hold their weights (central.model.load_model): "auto" is int8 on a CPU
+# where the kernel works (float32 dtype, Llama-family models) and dense elsewhere; "dense"
+# keeps --dtype; "int8" insists (CPU, float32), and fails the start where it cannot run.
+WEIGHTS = ("auto", "dense", "int8")
 DTYPE_CHOICES = (AUTO, *DTYPES)  # what --dtype accepts: auto is float32 on a CPU, bfloat16 on a GPU
 MiB = 1 << 20
 
@@ -105,6 +110,7 @@ class ServerConfig:
     # Where the model runs: auto (the first CUDA device, else the CPU), cpu, cuda or cuda:N
     device: str = AUTO
     dtype: str = AUTO  # torch dtype the model runs in, one of DTYPES; auto: per device
+    weights: str = "auto"  # the linears' weight format, one of WEIGHTS (see there)
     cache_dir: Path | None = (
         None  # converted GGUF weights; None: $LANGUAGE_RANKER_CACHE or ~/.cache
     )
@@ -134,8 +140,10 @@ def validate_config(config: ServerConfig, environ: Mapping[str, str] | None = No
     (default ``os.environ``) supplies $RANKER_CENTRAL_TOKEN. Idempotent: the
     result has ``auth_token`` set and ``token_file`` cleared.
     """
-    check_model_options(config.model, config.dtype, config.cache_dir)
+    check_model_options(config.model, config.dtype, config.cache_dir, config.weights)
     check_device_name(config.device)
+    if config.weights == "int8" and config.device.startswith("cuda"):
+        raise ConfigError("--weights", "int8 runs on the CPU; on a GPU use auto or dense")
     _check_address(config.host, config.port)
     _check_sizes(config)
     _check_tls(config)
@@ -187,8 +195,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_model_options(model: str, dtype: str, cache_dir: Path | None) -> None:
-    """`ConfigError` unless ``--model``, ``--dtype`` and ``--cache-dir`` can work.
+def check_model_options(
+    model: str, dtype: str, cache_dir: Path | None, weights: str = "auto"
+) -> None:
+    """`ConfigError` unless ``--model``, ``--dtype``, ``--weights`` and ``--cache-dir`` can work.
 
     Embedded names are resolved when the model loads (locating their files can
     take a while); anything else must be a path that exists now.
@@ -209,6 +219,10 @@ def check_model_options(model: str, dtype: str, cache_dir: Path | None) -> None:
             )
     if dtype not in DTYPE_CHOICES:
         raise ConfigError("--dtype", f"must be one of {', '.join(DTYPE_CHOICES)}, got {dtype!r}")
+    if weights not in WEIGHTS:
+        raise ConfigError("--weights", f"must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+    if weights == "int8" and dtype not in (AUTO, "float32"):
+        raise ConfigError("--weights", f"int8 runs with --dtype float32, not {dtype}")
     if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
         raise ConfigError("--cache-dir", f"{cache_dir} exists and is not a directory")
 

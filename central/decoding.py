@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
+from .cpu_layers import fuse_llama_layers
 from .device import tensor_on
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ __all__ = [
     "full_cache",
     "new_cache",
     "onednn_linears",
+    "own_memory",
     "pack_linears",
     "select_rows",
 ]
@@ -172,11 +174,16 @@ def pack_linears(model: nn.Module) -> int:
     unpacked, since the other module reads it. Nothing changes when the
     packed kernel is unusable here, or when the weights are too large to
     pack (`PACK_LIMIT_BYTES`). The model can no longer be trained or have
-    its linears' weights read: load a separate copy for that.
+    its linears' weights read: load a separate copy for that. Llama layers
+    are fused first (`cpu_layers.fuse_llama_layers`: q/k/v and gate/up each
+    one packed linear, fewer small ops per layer).
     """
     linears = _fast_linears(model)
     if not linears or not _onednn_usable() or not _should_pack(linears):
         return 0  # nothing to pack (a GPU or half-precision model), or not packable here
+    if fuse_llama_layers(model):
+        _LINEARS.pop(model, None)
+        linears = _fast_linears(model)
     uses: dict[int, int] = {}
     for _, parameter in model.named_parameters(remove_duplicate=False):
         uses[id(parameter)] = uses.get(id(parameter), 0) + 1
@@ -192,11 +199,11 @@ def pack_linears(model: nn.Module) -> int:
         setattr(model.get_submodule(parent), attribute, PackedLinear(module))
         replaced += 1
     _LINEARS.pop(model, None)  # the cached list held the replaced modules (and their weights)
-    _own_memory(model)
+    own_memory(model)
     return replaced
 
 
-def _own_memory(model: nn.Module) -> None:
+def own_memory(model: nn.Module) -> None:
     """Copies the tensors still in the model out of whatever they view.
 
     Weights loaded from safetensors view one memory-mapped file: while any

@@ -8,23 +8,53 @@ converted weights are written once to a cache directory (`converted_dir`)
 and later starts load those. On a terminal the conversion shows which phase
 it is in and for how long; elsewhere it is silent.
 
+The cache is keyed by the GGUF's content (its sha256), not its path: a copy
+of the file, or the same file reached by another path, finds the conversion
+already made. Conversions not loaded for `STALE_AFTER_DAYS` are removed when
+another is made or loaded (`prune_conversions`). A conversion an older
+release made, keyed by the file's path, is adopted (renamed, not converted
+again) when its file is loaded, and pruned like the others otherwise.
+
 The weights' sha256 (`weights_sha256`) names the feature space together with
-the layer: Info reports it, and an exported ranker records it so that features
-of another model of the same width are refused. Hashing reads every weight
-byte once (measured on one busy core: 0.7 s for the 98 MB default model, 1.7 s
-for the 253 MB gemma3-270m); the digest is then cached under the cache
-directory, keyed by the files' paths, sizes and modification times, so later
-starts only stat the files (0.3 ms).
+the layer and the weight format: Info reports them, and an exported ranker
+records them so that features of another model of the same width are
+refused. Hashing reads every weight byte once (measured on one busy core: 0.7
+s for the 98 MB default model, 1.7 s for the 253 MB gemma3-270m); the digest
+is then cached under the cache directory, keyed by the files' paths, sizes
+and modification times, so later starts only stat the files (0.3 ms).
+
+A converted directory records where it came from (`ORIGIN_FILE`: the GGUF's
+name and sha256, and the sha256 of the weight files written), so serving the
+directory itself (from the cache, or copied anywhere) reports the GGUF's name
+and checksum, and rankers trained on either are accepted by the other. The
+record is believed only while the directory's weight files still hash to what
+was written: weights edited afterwards are a new model, named by their own
+checksum.
+
+The weight format (`LoadedModel.weights_format`) is chosen at load:
+``weights="auto"`` runs the linears in int8 on a CPU where the kernel works
+(`central.quantized`; 2-3x faster per linear) for Llama-family models (whose
+layers `central.cpu_layers` runs batch-invariant), and keeps them in
+``dtype`` elsewhere; ``"dense"`` always keeps ``dtype``; ``"int8"``
+insists. An int8 model is prepared for serving only (smoothed, Llama layers
+fused, linears quantised; cached under ``prepared/``): load another copy
+with ``weights="dense"`` to train on it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import importlib.util
+import json
+import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,13 +67,19 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "ORIGIN_FILE",
+    "STALE_AFTER_DAYS",
     "LoadedModel",
     "converted_dir",
     "default_cache_dir",
     "load_model",
+    "model_identity",
+    "prune_conversions",
     "resolve_model_path",
     "weights_sha256",
 ]
+
+log = logging.getLogger(__name__)
 
 # Never reach for a model hub: every model comes from local files.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -93,8 +129,14 @@ class LoadedModel:
     context_length: int  # longest prompt + response in tokens
     eos_token_ids: frozenset[int]  # tokens that end a response
     # sha256 hex of the weights as given (the GGUF file, or the checkpoint's weight
-    # files; see `weights_sha256`); "" when unknown (a model built in memory)
+    # files, or the GGUF a converted directory records; see `model_identity`); ""
+    # when unknown (a model built in memory)
     weights_sha256: str = ""
+    # how the linears' weights are held and computed: "int8" (central.quantized) or
+    # the torch dtype of dense weights ("float32", "bfloat16", "float16"); part of
+    # the feature identity, since int8 hidden states differ from fp32 ones (~0.999
+    # cosine). "" when unknown (a model built in memory)
+    weights_format: str = ""
 
     @property
     def has_chat_template(self) -> bool:
@@ -128,6 +170,7 @@ def load_model(
     name_or_path: str = "default",
     *,
     dtype: str = "auto",
+    weights: str = "auto",
     cache_dir: Path | None = None,
     device: str | torch.device = "cpu",
 ) -> LoadedModel:
@@ -137,7 +180,9 @@ def load_model(
     takes (``auto``, ``cpu``, ``cuda``, ``cuda:N``); ``dtype`` ``auto`` is
     float32 on the CPU and bfloat16 on a GPU. Both are checked before anything
     is read (`ConfigError` naming the flag); running out of memory while the
-    weights load is a `ModelLoadError` saying so.
+    weights load is a `ModelLoadError` saying so. ``weights`` is "auto",
+    "dense" or "int8" (see the module docstring); `LoadedModel.weights_format`
+    says what was chosen.
     """
     from .device import resolve_device, resolve_dtype
 
@@ -148,12 +193,13 @@ def load_model(
     cache = cache_dir or default_cache_dir()
     if path.is_file() and path.suffix == ".gguf":
         directory = _converted_gguf(path, cache)
-        name = path.stem
     elif path.is_dir():
-        directory, name = path, path.name
+        directory = path
     else:
         raise ModelLoadError(f"{path} is neither a checkpoint directory nor a .gguf file")
-    return _load_directory(directory, name, dtype, weights_sha256(path, cache), where)
+    name, sha256 = model_identity(path, cache)
+    loaded = _load_directory(directory, name, dtype, sha256, where)
+    return _in_format(loaded, weights, cache)
 
 
 def _load_directory(
@@ -190,7 +236,96 @@ def _load_directory(
         context_length=int(getattr(config, "max_position_embeddings", 0) or 2048),
         eos_token_ids=_eos_token_ids(model, tokenizer),
         weights_sha256=sha256,
+        weights_format=dtype,
     )
+
+
+def _in_format(loaded: LoadedModel, weights: str, cache_dir: Path) -> LoadedModel:
+    """`loaded` with its linears in the format `weights` asks for (see `load_model`).
+
+    ``auto`` picks int8 only for models whose layers `central.cpu_layers`
+    runs (Llama's): rounding each input to int8 amplifies the float-rounding
+    differences batched attention has, and only those layers attend without
+    them, so a seeded request keeps its tokens whatever shares the batch.
+    Others (Gemma 3) stay dense unless ``int8`` is asked for by name, which
+    gives up that guarantee (a warning says so).
+    """
+    from .cpu_layers import fusable
+    from .quantized import INT8, int8_usable
+
+    if weights not in ("auto", "dense", INT8):
+        raise ModelLoadError(f"weights must be auto, dense or int8, got {weights!r}")
+    dense = loaded.weights_format
+    if weights == "dense":
+        return loaded
+    on_cpu = all(p.device.type == "cpu" for p in loaded.model.parameters())
+    if weights == INT8:
+        if dense != "float32" or not on_cpu:
+            raise ModelLoadError(
+                f"int8 weights run on the CPU with dtype float32, not {dense} "
+                f"on {'the CPU' if on_cpu else 'another device'}"
+            )
+        if not int8_usable():
+            raise ModelLoadError(
+                "int8 weights need PyTorch's fbgemm int8 kernel, which is missing or wrong "
+                "here; use --weights dense"
+            )
+        if not fusable(loaded.model):
+            log.warning(
+                "%s in int8: its layers are not ones central runs batch-invariant, so a "
+                "seeded request may draw other tokens when it shares the batch",
+                loaded.name,
+            )
+    elif dense != "float32" or not on_cpu or not int8_usable() or not fusable(loaded.model):
+        return loaded  # auto: int8 only where it runs, and runs batch-invariant
+    _to_int8(loaded, cache_dir)
+    return dataclasses.replace(loaded, weights_format=INT8)
+
+
+def _to_int8(loaded: LoadedModel, cache_dir: Path) -> None:
+    """Smooths, fuses and quantises the model's linears in place (central.quantized).
+
+    The result is cached under ``<cache_dir>/prepared``, keyed by the weights'
+    sha256 and the preparation's version, so later starts only pack it.
+    """
+    from .cpu_layers import fuse_llama_layers
+    from .decoding import own_memory
+    from .quantized import (
+        CALIBRATION_TEXT,
+        load_int8,
+        quantize_linears,
+        save_int8,
+        smooth_activations,
+    )
+
+    model = loaded.model
+    fuse_llama_layers(model)
+    prepared = _prepared_file(cache_dir, loaded)
+    if prepared is not None and prepared.exists():
+        if load_int8(model, prepared):
+            own_memory(model)
+            _touch(prepared)
+            return
+        log.warning("ignoring %s: it does not fit %s; preparing again", prepared, loaded.name)
+    calibration = loaded.tokenizer(CALIBRATION_TEXT, add_special_tokens=False)["input_ids"]
+    smooth_activations(model, list(calibration)[: loaded.context_length])
+    quantize_linears(model)
+    own_memory(model)
+    if prepared is not None:
+        try:
+            save_int8(model, prepared)
+        except OSError as error:  # a read-only or full cache: prepare again next time
+            log.warning("cannot cache the int8 weights in %s: %s", prepared, error)
+
+
+def _prepared_file(cache_dir: Path, loaded: LoadedModel) -> Path | None:
+    """Where the int8 weights of `loaded` are cached; None when its checksum is unknown."""
+    from .quantized import INT8, PREPARED_VERSION
+
+    if not loaded.weights_sha256:
+        return None
+    name = f"{loaded.name}-{loaded.weights_sha256[:16]}-{INT8}-v{PREPARED_VERSION}.safetensors"
+    return cache_dir / "prepared" / name
 
 
 def _out_of_memory(error: BaseException) -> bool:
@@ -291,30 +426,88 @@ def _hash_files(path: Path, files: Sequence[Path]) -> str:
     return digest.hexdigest()
 
 
+# A converted directory's record of its source (see the module docstring).
+ORIGIN_FILE = "language-ranker-origin.json"
+STALE_AFTER_DAYS = 30  # a conversion not loaded for this long is removed (prune_conversions)
+_CONVERSION_NAME = re.compile(r"-[0-9a-f]{16}$")  # <stem>-<16 hex>: a conversion's directory name
+_DAY = 24 * 3600  # seconds
+
+
+def model_identity(path: Path, cache_dir: Path | None = None) -> tuple[str, str]:
+    """(name, weights sha256) Info reports for the model at `path`.
+
+    A GGUF file: its stem and its sha256. A checkpoint directory: its name and
+    the sha256 of its weight files, unless it records an origin (a directory
+    `converted_dir` made from a GGUF, wherever it is now) whose weight files
+    are unchanged: then the GGUF's name and sha256, so that the GGUF and the
+    directory prepared from it are one model to every ranker.
+    """
+    sha256 = weights_sha256(path, cache_dir)
+    if path.is_file():
+        return path.stem, sha256
+    origin = _read_origin(path)
+    if origin is not None and sha256 and origin.get("files_sha256") == sha256:
+        return str(origin["source_name"]), str(origin["source_sha256"])
+    if origin is not None:
+        log.warning(
+            "%s records that it was converted from %s, but its weight files changed since: "
+            "it is served as a model of its own (sha %s)",
+            path,
+            origin.get("source_name"),
+            sha256[:16],
+        )
+    return path.name, sha256
+
+
+def _read_origin(directory: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads((directory / ORIGIN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    keys = ("source_name", "source_sha256", "files_sha256")
+    if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in keys):
+        return None
+    return record
+
+
 def converted_dir(gguf: Path, cache_dir: Path | None = None) -> Path:
     """Where the converted copy of ``gguf`` lives (or will) under ``cache_dir``.
 
-    The key covers the file's resolved path, size and mtime, so a replaced
-    file is converted again. ``cache_dir`` None means `default_cache_dir()`.
+    Keyed by the file's content (its sha256, cached as `weights_sha256`
+    says), so copies and other paths of the same file share one conversion,
+    and a replaced file gets its own. ``cache_dir`` None means
+    `default_cache_dir()`.
     """
+    cache = cache_dir or default_cache_dir()
+    return cache / "models" / f"{gguf.stem}-{weights_sha256(gguf, cache)[:16]}"
+
+
+def _legacy_converted_dir(gguf: Path, cache_dir: Path) -> Path:
+    """Where releases before content keys put the conversion: keyed by path, size, mtime."""
     stat = gguf.stat()
     key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
-    return (cache_dir or default_cache_dir()) / "models" / f"{gguf.stem}-{key[:16]}"
+    return cache_dir / "models" / f"{gguf.stem}-{key[:16]}"
 
 
 def _converted_gguf(gguf: Path, cache_dir: Path) -> Path:
     """The cached HF-format copy of a GGUF file, converting it on first use.
 
     The copy is written to a temporary directory and renamed into place, so a
-    killed conversion leaves nothing that looks complete.
+    killed conversion leaves nothing that looks complete. A conversion an
+    older release made of this very file is adopted (renamed) instead.
     """
     target = converted_dir(gguf, cache_dir)
+    if not (target / "config.json").exists():
+        _adopt_legacy(gguf, target, cache_dir)
     if (target / "config.json").exists():
+        _touch(target / ORIGIN_FILE)
+        prune_conversions(cache_dir, keep=target)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
     try:
         _convert_gguf(gguf, staging)
+        _write_origin(staging, gguf, weights_sha256(gguf, cache_dir))
         try:
             staging.rename(target)
         except OSError:
@@ -322,7 +515,91 @@ def _converted_gguf(gguf: Path, cache_dir: Path) -> Path:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    prune_conversions(cache_dir, keep=target)
     return target
+
+
+def _write_origin(directory: Path, gguf: Path, source_sha256: str) -> None:
+    """Records in `directory` the GGUF it was converted from (see `model_identity`)."""
+    files = _weight_files(directory)
+    record = {
+        "source_name": gguf.stem,
+        "source_sha256": source_sha256,
+        "files_sha256": _hash_files(directory, files),
+        "converted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (directory / ORIGIN_FILE).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _adopt_legacy(gguf: Path, target: Path, cache_dir: Path) -> None:
+    """Renames an older release's conversion of `gguf` (keyed by path) to `target`."""
+    legacy = _legacy_converted_dir(gguf, cache_dir)
+    if legacy == target or not (legacy / "config.json").exists():
+        return
+    try:
+        _write_origin(legacy, gguf, weights_sha256(gguf, cache_dir))
+        legacy.rename(target)
+    except OSError:
+        return  # converted again instead; pruning removes the old one later
+    log.info("adopted the conversion of %s made by an older release: %s", gguf.name, target)
+
+
+def _touch(path: Path) -> None:
+    """Marks a cached file as used now (what `prune_conversions` reads)."""
+    with contextlib.suppress(OSError):  # a read-only cache: never pruned by us either
+        os.utime(path)
+
+
+def prune_conversions(cache_dir: Path | None = None, keep: Path | None = None) -> list[Path]:
+    """Removes stale conversions and prepared weights from the cache; returns what went.
+
+    Stale: a conversion (``models/``) or prepared int8 weights
+    (``prepared/``) not made or loaded for `STALE_AFTER_DAYS` (the origin
+    record's or the file's mtime; a conversion an older release keyed by
+    path has no record and is dated by when it was written: until then,
+    loading its file adopts it), or what a killed conversion or save left,
+    after a day. `keep` is never removed, nor anything this module did not
+    make. Errors (no permission, say) leave that entry in place.
+    """
+    cache = cache_dir or default_cache_dir()
+    now = time.time()
+    removed = []
+    for root in (cache / "models", cache / "prepared"):
+        try:
+            entries = list(root.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            if entry == keep or not _is_stale(entry, now):
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            if not entry.exists():
+                removed.append(entry)
+    if removed:
+        log.info("removed %d stale conversion(s) from %s", len(removed), cache)
+    return removed
+
+
+def _is_stale(entry: Path, now: float) -> bool:
+    try:
+        if entry.name.startswith("."):  # a killed conversion's or save's leftovers
+            temporary = entry.name.startswith(".converting-") or entry.name.endswith(".tmp")
+            return temporary and now - entry.stat().st_mtime > _DAY
+        if entry.is_file():
+            made_here = entry.suffix == ".safetensors" and entry.parent.name == "prepared"
+            return made_here and now - entry.stat().st_mtime > STALE_AFTER_DAYS * _DAY
+        if not _CONVERSION_NAME.search(entry.name) or not (entry / "config.json").exists():
+            return False  # not something this module made: leave it
+        # The origin record is touched at every load; an older release's conversion
+        # (keyed by path, no record) is dated by when it was written.
+        origin = entry / ORIGIN_FILE
+        stamp = origin if origin.exists() else entry / "config.json"
+        return now - stamp.stat().st_mtime > STALE_AFTER_DAYS * _DAY
+    except OSError:
+        return False
 
 
 _CONVERSION_PHASES = ("reading the tokenizer", "dequantising the weights", "saving")

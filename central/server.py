@@ -155,9 +155,13 @@ def start_server(config: ServerConfig, loaded: LoadedModel | None = None) -> Run
         log.warning("INSECURE (--insecure): %s", exposure)
     if loaded is None:  # ours alone: keep one (packed, on a CPU) copy of each weight
         loaded = load_model(
-            config.model, dtype=config.dtype, cache_dir=config.cache_dir, device=config.device
+            config.model,
+            dtype=config.dtype,
+            weights=config.weights,
+            cache_dir=config.cache_dir,
+            device=config.device,
         )
-        pack_linears(loaded.model)
+        pack_linears(loaded.model)  # dense fp32: oneDNN's packed copy (int8: none left)
     token = config.auth_token
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=server_threads(config), thread_name_prefix="rpc"),
@@ -184,9 +188,10 @@ def start_server(config: ServerConfig, loaded: LoadedModel | None = None) -> Run
 
 
 def _serving(loaded: LoadedModel) -> str:
-    """The model, its device and dtype, as the serving line names them."""
+    """The model, its device and weight format (int8, or the dense dtype), as the serving
+    line names them."""
     dtype = str(loaded.model.dtype).removeprefix("torch.")
-    return f"{loaded.name} ({loaded.device}, {dtype})"
+    return f"{loaded.name} ({loaded.device}, {loaded.weights_format or dtype})"
 
 
 def _report_health(health_servicer: health.HealthServicer, serving: bool) -> None:

@@ -90,6 +90,7 @@ class CentralServicer(pb_grpc.CentralServiceServicer):
             mean_entropy=True,
             model_sha256=m.weights_sha256,
             greedy_first=True,
+            weights_format=m.weights_format,
         )
 
     def Generate(

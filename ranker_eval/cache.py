@@ -35,11 +35,15 @@ class CacheKey:
     max_new_tokens: int  # token limit per response
     seed: int  # base seed
     layers: tuple[int, ...]  # hidden-state indices stored, in order
+    # central's weight format (LoadedModel.weights_format): int8 and fp32 features of the
+    # same weights differ, so their pools are kept apart; pools from before it are float32
+    weights: str = "float32"
 
     def directory(self, root: Path) -> Path:
+        suffix = "" if self.weights == "float32" else f"-{self.weights}"
         return (
             root
-            / _SLUG.sub("_", self.model)
+            / f"{_SLUG.sub('_', self.model)}{suffix}"
             / f"{self.task}-k{self.k}-t{self.temperature}-s{self.seed}"
         )
 
@@ -92,6 +96,7 @@ class CandidateCache:
             # Pools from before the token limit was recorded used the task's
             # default limit, which is what a key without a plan override holds.
             stored.setdefault("max_new_tokens", key.max_new_tokens)
+            stored.setdefault("weights", "float32")  # pools from before weight formats
             if stored != wanted:
                 raise ValueError(f"{self.path} holds candidates from other settings")
         else:

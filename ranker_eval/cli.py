@@ -56,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
         help="run generated code (HumanEval) unisolated where bubblewrap is unusable; "
         "only for trusted models on a throwaway machine",
     )
+    p.add_argument(
+        "--weights",
+        choices=("auto", "dense", "int8"),
+        help="the LLM's linear weights, as ranker-central --weights (default: auto, int8 on "
+        "a CPU); each format's pools are cached apart",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log every generated problem")
     return p
 
@@ -84,6 +90,8 @@ def _config(args: argparse.Namespace) -> RunConfig:
         config = dataclasses.replace(config, budget_minutes=args.budget_minutes)
     if args.unsafe_exec:
         config = dataclasses.replace(config, unsafe_exec=True)
+    if args.weights is not None:
+        config = dataclasses.replace(config, weights=args.weights)
     return config
 
 

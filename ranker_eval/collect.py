@@ -79,6 +79,7 @@ def cache_key(loaded: LoadedModel, task: Task, plan: TaskPlan, config: RunConfig
         max_new_tokens=task.max_new_tokens,
         seed=config.seed,
         layers=tuple(layer_indices(loaded, config.layer_fractions)),
+        weights=loaded.weights_format or "float32",
     )
 
 
@@ -91,7 +92,7 @@ def collect_model(
 ) -> tuple[LoadedModel, list[Split]]:
     """Generates what is missing for every task of `plan`; returns the cached splits."""
     torch.set_num_threads(config.threads)
-    loaded = loaded or load_model(plan.model)
+    loaded = loaded or load_model(plan.model, weights=config.weights)
     tasks = [(planned_task(p, config), p) for p in plan.tasks]
     total = sum(_weight(t, p) for t, p in tasks)
     splits = []

@@ -293,7 +293,7 @@ def _model_methods(plan: ModelPlan, config: RunConfig) -> tuple[ModelMethod, ...
     if config.swift:
         from ranker_eval.methods.swift import SwiftMethods
 
-        methods.append(SwiftMethods(plan.model))
+        methods.append(SwiftMethods(plan.model, config.weights))
     if config.lora_steps > 0:
         from ranker_eval.methods.lora_rm import LoraRewardConfig, LoraRewardMethod
 

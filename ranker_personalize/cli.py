@@ -43,8 +43,11 @@ def _cmd_pool(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)  # more threads spin against each other on a shared CPU
     model = load_model(args.model)
     layer = round(0.6 * model.num_layers)
-    settings = PoolSettings(model.name, args.k, args.max_new_tokens, args.temperature, layer, 0)
-    directory = _pool_dir(args.cache, model.name, args.k, args.max_new_tokens)
+    # int8 and fp32 candidates of the same weights differ: their pools are kept apart
+    fmt = model.weights_format
+    name = model.name if fmt == "float32" else f"{model.name}-{fmt}"
+    settings = PoolSettings(name, args.k, args.max_new_tokens, args.temperature, layer, 0)
+    directory = _pool_dir(args.cache, name, args.k, args.max_new_tokens)
     items = make_prompts(args.prompts, seed=0)
     start = time.perf_counter()
     made = generate_pool(model, items, directory, settings, budget_s=args.budget_minutes * 60)

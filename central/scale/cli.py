@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .._argparse import EXIT_ERROR, DefaultsFormatter, OneLineParser
 from .._errors import ServiceError
-from ..config import DTYPE_CHOICES, TOKEN_ENV, ServiceLimits
+from ..config import DTYPE_CHOICES, TOKEN_ENV, WEIGHTS, ServiceLimits
 from ..device import DEVICE_NAMES
 from ..model import DEFAULT_MODEL, EMBEDDED_MODELS
 from .config import PROXY_LOCATIONS, ScaleConfig, validate_scale_config
@@ -70,6 +70,12 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
         default=ScaleConfig.dtype,
         choices=DTYPE_CHOICES,
         help="torch dtype; auto is float32 on a CPU, bfloat16 on a GPU",
+    )
+    group.add_argument(
+        "--weights",
+        default=ScaleConfig.weights,
+        choices=WEIGHTS,
+        help="the linears' weights: int8, dense (as --dtype), or auto (int8 on a CPU)",
     )
     group.add_argument(
         "--cache-dir",
@@ -194,6 +200,7 @@ def _config(args: argparse.Namespace) -> ScaleConfig:
         model=args.model,
         device=args.device,
         dtype=args.dtype,
+        weights=args.weights,
         cache_dir=args.cache_dir,
         limits=ServiceLimits(max_k=args.max_k, max_new_tokens=args.max_new_tokens),
         replicas=args.replicas,

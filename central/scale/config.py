@@ -49,6 +49,7 @@ class ScaleConfig:
     # else the CPU), cpu, cuda or cuda:N (N counts the GPUs Ray gives the replica)
     device: str = AUTO
     dtype: str = AUTO  # torch dtype the model runs in; auto: float32 on a CPU, bfloat16 on a GPU
+    weights: str = "auto"  # the linears' weight format (central.config.WEIGHTS)
     cache_dir: Path | None = (
         None  # converted GGUF weights; None: $LANGUAGE_RANKER_CACHE or ~/.cache
     )
@@ -97,6 +98,7 @@ def validate_scale_config(
             model=config.model,
             device=config.device,
             dtype=config.dtype,
+            weights=config.weights,
             cache_dir=config.cache_dir,
             port=config.port,
             limits=config.limits,

@@ -115,6 +115,7 @@ class CentralReplica:
         loaded = load_model(
             config.model,
             dtype=config.dtype,
+            weights=config.weights,
             cache_dir=config.cache_dir,
             device=replica_device(config),
         )

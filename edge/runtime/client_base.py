@@ -82,6 +82,8 @@ class ModelInfo:
     # sha256 hex of the model's weights (64 digits); "" from a server that predates it
     model_sha256: str = ""
     greedy_first: bool = False  # whether the server honours `greedy_first` (older ones do not)
+    # how central computes the features: "int8" or a dense dtype; "" from an older server
+    weights_format: str = ""
     # the `vectors` a request may ask for ("last", "mean", "embedding_mean"); () from a
     # server older than representation v2 (it sends "last" only)
     feature_vectors: tuple[str, ...] = ()
@@ -263,6 +265,7 @@ class ClientBase:
             default_token_layers=tuple(reply.default_token_layers),
             model_sha256=reply.model_sha256,
             greedy_first=reply.greedy_first,
+            weights_format=reply.weights_format,
             feature_vectors=tuple(vectors[v] for v in reply.feature_vectors if v in vectors),
         )
         return self._info
@@ -417,6 +420,7 @@ def _identity_of(
         model_name=model.model_name if model else "",
         model_sha256=model.model_sha256 if model else "",
         layer_index=layer_index,
+        weights_format=model.weights_format if model else "",
         parts=parts,
     )
 

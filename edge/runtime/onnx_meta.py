@@ -41,6 +41,7 @@ __all__ = [
     "META_REPRESENTATION",
     "META_SIGNALS_VERSION",
     "META_SIGNAL_NAMES",
+    "META_SOURCE_FORMAT",
     "META_SOURCE_MODEL",
     "META_SOURCE_SHA256",
     "OUTPUT_SCORES",
@@ -74,6 +75,7 @@ META_REPRESENTATION = META_PREFIX + "representation"  # JSON list of input block
 META_SOURCE_MODEL = META_PREFIX + "source_model"  # central's Info.model_name
 META_SOURCE_SHA256 = META_PREFIX + "source_model_sha256"  # first 16 hex of the weights' sha256
 META_LAYER = META_PREFIX + "layer_index"  # hidden-state index as a decimal string
+META_SOURCE_FORMAT = META_PREFIX + "source_weights_format"  # central's Info.weights_format
 # JSON list of {"name", "dtype", "shape"} per graph input, shape entries a size or an axis
 # name ("batch", "k", "t"): the input doc strings' facts, for runtimes that cannot read those
 META_INPUTS = META_PREFIX + "inputs"
@@ -108,6 +110,7 @@ def identity_metadata(identity: FeatureIdentity | None) -> dict[str, str]:
         META_SOURCE_MODEL: identity.model_name,
         META_SOURCE_SHA256: identity.model_sha256,
         META_LAYER: "" if identity.layer_index is None else str(identity.layer_index),
+        META_SOURCE_FORMAT: identity.weights_format,
     }
     return {key: value for key, value in entries.items() if value}
 
@@ -120,6 +123,7 @@ def read_identity(metadata: Mapping[str, str]) -> FeatureIdentity | None:
         model_name=metadata.get(META_SOURCE_MODEL, ""),
         model_sha256=metadata.get(META_SOURCE_SHA256, ""),
         layer_index=int(layer) if layer.lstrip("-").isdigit() else None,
+        weights_format=metadata.get(META_SOURCE_FORMAT, ""),
         parts=_parts(metadata.get(META_REPRESENTATION, "")),
         signals_version=_int_or_none(metadata.get(META_SIGNALS_VERSION, "")),
     )

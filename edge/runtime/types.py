@@ -25,13 +25,15 @@ class FeatureIdentity:
     """Which feature space vectors live in: the model whose hidden states they are,
     the layer they were taken at, and the parts of a candidate at hand.
 
-    Two models of the same width (or two layers of one model) give vectors a
-    ranker cannot tell apart by shape, yet scoring one with a ranker trained on
-    the other is meaningless. So an exported ranker records the identity it was
-    trained on (``edge.runtime.onnx_meta``), a `Generation` from the client
-    carries the one central produced, and ranking a generation asks `mismatch`
-    first. A field left unknown ("" or None) is not compared: a ranker saved
-    before identities existed, or a generation built by hand, is accepted.
+    Two models of the same width (or two layers of one model, or one model run
+    with int8 and with fp32 linears) give vectors a ranker cannot tell apart
+    by shape, yet scoring one with a ranker trained on the other is
+    meaningless (across weight formats: quietly a little off). So an exported
+    ranker records the identity it was trained on (``edge.runtime.onnx_meta``),
+    a `Generation` from the client carries the one central produced, and
+    ranking a generation asks `mismatch` first. A field left unknown ("" or
+    None) is not compared: a ranker saved before identities (or weight
+    formats) were recorded, or a generation built by hand, is accepted.
     """
 
     model_name: str = ""  # central's Info.model_name, for messages only; "" unknown
@@ -42,6 +44,9 @@ class FeatureIdentity:
     # ("last", "mean", "embedding_mean", "signals"); () unknown
     parts: tuple[str, ...] = ()
     signals_version: int | None = None  # version of the "signals" part; None: none or unknown
+    # how central computed them: Info.weights_format ("int8", "float32", ...); "" unknown
+    # (a ranker exported, or a server running, before formats were recorded)
+    weights_format: str = ""
 
     def __post_init__(self) -> None:
         short = self.model_sha256.strip().lower()[:SHA_DIGITS]
@@ -49,8 +54,8 @@ class FeatureIdentity:
 
     @property
     def known(self) -> bool:
-        """Whether anything checkable is recorded (the model's checksum or the layer)."""
-        return bool(self.model_sha256) or self.layer_index is not None
+        """Whether anything checkable is recorded (checksum, layer or weight format)."""
+        return bool(self.model_sha256) or self.layer_index is not None or bool(self.weights_format)
 
     def to_dict(self) -> dict[str, object]:
         """The model and layer as JSON-ready values (e.g. for a registry version's metadata)."""
@@ -58,6 +63,7 @@ class FeatureIdentity:
             "model_name": self.model_name,
             "model_sha256": self.model_sha256,
             "layer_index": self.layer_index,
+            "weights_format": self.weights_format,
         }
 
     @classmethod
@@ -70,23 +76,26 @@ class FeatureIdentity:
             model_name=str(record.get("model_name") or ""),
             model_sha256=str(record.get("model_sha256") or ""),
             layer_index=layer if isinstance(layer, int) and not isinstance(layer, bool) else None,
+            weights_format=str(record.get("weights_format") or ""),
         )
         return identity if identity.known else None
 
     def describe(self) -> str:
-        """E.g. ``SmolLM2-135M-Instruct (sha 1a2b3c4d5e6f7a8b) layer 18``."""
+        """E.g. ``SmolLM2-135M-Instruct (sha 1a2b3c4d5e6f7a8b, int8 weights) layer 18``."""
         model = self.model_name or "an unknown model"
-        sha = f" (sha {self.model_sha256})" if self.model_sha256 else ""
+        facts = [f"sha {self.model_sha256}"] if self.model_sha256 else []
+        facts += [f"{self.weights_format} weights"] if self.weights_format else []
+        details = f" ({', '.join(facts)})" if facts else ""
         layer = f" layer {self.layer_index}" if self.layer_index is not None else ""
-        return f"{model}{sha}{layer}"
+        return f"{model}{details}{layer}"
 
     def mismatch(self, features: FeatureIdentity) -> str | None:
         """Why a ranker trained on this identity must not score `features`; None if it may.
 
-        Compares the weights' checksums and the layers where both sides know
-        them, and asks that the features carry every vector part the ranker
-        reads (signals are computed on the device, and checked by version
-        where they are computed).
+        Compares the weights' checksums, the layers and the weight formats
+        where both sides know them, and asks that the features carry every
+        vector part the ranker reads (signals are computed on the device, and
+        checked by version where they are computed).
         """
         both_sha = self.model_sha256 and features.model_sha256
         both_layer = self.layer_index is not None and features.layer_index is not None
@@ -97,6 +106,14 @@ class FeatureIdentity:
                 f"ranker was trained on features of {self.describe()}; "
                 f"these features come from {features.describe()}"
             )
+        both_format = self.weights_format and features.weights_format
+        if both_format and self.weights_format != features.weights_format:
+            return (
+                f"ranker was trained on features of {self.describe()}; these come from "
+                f"{features.weights_format} weights of the same model, whose hidden states "
+                f"differ: serve it with `ranker-central serve --weights "
+                f"{_weights_flag(self.weights_format)}`, or retrain on these features"
+            )
         vectors = [p for p in self.parts if p != "signals"]  # what central must send
         missing = [p for p in vectors if p not in features.parts]
         if features.parts and missing:
@@ -105,6 +122,11 @@ class FeatureIdentity:
                 f"carry only {list(features.parts)} (ask central for vectors={vectors})"
             )
         return None
+
+
+def _weights_flag(weights_format: str) -> str:
+    """The `ranker-central --weights` value that serves `weights_format`."""
+    return "int8" if weights_format == "int8" else f"dense --dtype {weights_format}"
 
 
 @dataclass(frozen=True)

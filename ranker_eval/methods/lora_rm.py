@@ -131,7 +131,8 @@ class LoraRewardMethod:
             return []
         from central.model import load_model
 
-        loaded = load_model(self.model)  # a private copy: the adapters rewrite its modules
+        # A private dense copy: the adapters wrap its linears and train through them.
+        loaded = load_model(self.model, weights="dense")
         torch.manual_seed(seed)
         rm = LoraRewardModel(loaded, self.config)
         total = sum(p.numel() for p in loaded.model.get_decoder().parameters())

@@ -52,16 +52,17 @@ TokenPool = list[list[np.ndarray]]
 class _Extractor:
     """Loads the model once and turns a pool into per-token features (both kinds)."""
 
-    def __init__(self, model: str, config: SwiftHarnessConfig) -> None:
+    def __init__(self, model: str, config: SwiftHarnessConfig, weights: str = "auto") -> None:
         self.model = model
         self.config = config
+        self.weights = weights  # as the pools were generated (RunConfig.weights)
         self._loaded: Any = None
 
     def loaded(self) -> Any:
         if self._loaded is None:
             from central.model import load_model
 
-            self._loaded = load_model(self.model)
+            self._loaded = load_model(self.model, weights=self.weights)
         return self._loaded
 
     @torch.inference_mode()
@@ -115,9 +116,11 @@ class _Extractor:
 class SwiftMethods:
     """Fits both SWIFT variants for one model; call it per (train, test) pair of pools."""
 
-    def __init__(self, model: str, config: SwiftHarnessConfig | None = None) -> None:
+    def __init__(
+        self, model: str, weights: str = "auto", config: SwiftHarnessConfig | None = None
+    ) -> None:
         self.config = config or SwiftHarnessConfig()
-        self.extractor = _Extractor(model, self.config)
+        self.extractor = _Extractor(model, self.config, weights)
 
     def __call__(
         self, train: Pool, test: Pool, task: Task, seed: int

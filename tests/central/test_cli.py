@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import pty
+import re
 import signal
 import struct
 import subprocess
@@ -137,6 +138,11 @@ def test_bad_serve_flags_end_in_one_line_before_anything_loads(
         (["prepare", "--model", "/no/such/model"], "ranker-central: --model '/no/such/model' is"),
         (["serve", "--port", "x"], "ranker-central serve: argument --port: invalid int value"),
         (["prepare", "--dtype", "float64"], "ranker-central prepare: argument --dtype: invalid"),
+        (["serve", "--weights", "int4"], "ranker-central serve: argument --weights: invalid"),
+        (
+            ["prepare", "--weights", "int8", "--dtype", "float16"],
+            "ranker-central: --weights int8 runs with --dtype float32, not float16",
+        ),
     ],
 )
 def test_argument_errors_are_one_line_too(args: list[str], expected: str) -> None:
@@ -335,6 +341,7 @@ def test_insecure_serve_warns_loudly_and_serves(tiny_checkpoint: Path) -> None:
             lines.append(process.stdout.readline())
         assert lines[-1].startswith(f"{SERVING} tiny-llama") and " on 0.0.0.0:" in lines[-1]
         assert sum("serving tiny-llama" in line for line in lines) == 1  # said once
+        assert re.search(r"\(cpu, (int8|float32)\) on ", lines[-1])  # device, weight format
         warning = next(line for line in lines if "INSECURE" in line)
         assert "without TLS" in warning and "client authentication" in warning
         port = int(lines[-1].rsplit(":", 1)[1])

@@ -124,7 +124,8 @@ def test_device_auto_serves_here_on_the_cpu_in_float32_with_packed_weights(
 ) -> None:
     from central.server import start_server
 
-    running = start_server(ServerConfig(model=str(tiny_checkpoint), port=0, device="auto"))
+    dense = ServerConfig(model=str(tiny_checkpoint), port=0, device="auto", weights="dense")
+    running = start_server(dense)
     try:
         loaded = running.servicer.loaded
         expected = "cuda" if HAS_CUDA else "cpu"
@@ -132,6 +133,22 @@ def test_device_auto_serves_here_on_the_cpu_in_float32_with_packed_weights(
         assert loaded.model.dtype == (torch.bfloat16 if HAS_CUDA else torch.float32)
         packed = [m for m in loaded.model.modules() if isinstance(m, PackedLinear)]
         assert bool(packed) == (not HAS_CUDA)  # the CPU path keeps its oneDNN packing
+    finally:
+        running.stop(grace=0)
+
+
+def test_device_auto_with_the_default_weights_is_int8_on_a_cpu_and_dense_on_a_gpu(
+    tiny_checkpoint: Path,
+) -> None:
+    from central.quantized import Int8Linear, int8_usable
+    from central.server import start_server
+
+    running = start_server(ServerConfig(model=str(tiny_checkpoint), port=0, device="auto"))
+    try:
+        loaded = running.servicer.loaded
+        int8 = not HAS_CUDA and int8_usable()  # --weights auto: int8 only on a CPU
+        assert loaded.weights_format == ("int8" if int8 else str(loaded.model.dtype)[6:])
+        assert any(isinstance(m, Int8Linear) for m in loaded.model.modules()) == int8
     finally:
         running.stop(grace=0)
 

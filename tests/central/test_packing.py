@@ -10,8 +10,9 @@ from central.forward import Forward
 from central.model import load_model
 
 
-def test_packed_linears_compute_what_the_dense_ones_did(tiny_checkpoint, tiny_model) -> None:
-    packed = load_model(str(tiny_checkpoint))  # a private copy: packing rewrites its modules
+def test_packed_linears_compute_what_the_dense_ones_did(tiny_checkpoint) -> None:
+    dense = load_model(str(tiny_checkpoint), weights="dense")
+    packed = load_model(str(tiny_checkpoint), weights="dense")  # packing rewrites its modules
     dense_bytes = sum(p.numel() * p.element_size() for p in packed.model.parameters())
     replaced = pack_linears(packed.model)
     linears = [m for m in packed.model.modules() if isinstance(m, nn.Linear)]
@@ -20,9 +21,9 @@ def test_packed_linears_compute_what_the_dense_ones_did(tiny_checkpoint, tiny_mo
     kept_bytes = sum(p.numel() * p.element_size() for p in packed.model.parameters())
     assert kept_bytes < dense_bytes / 2  # the dense weights are gone, not kept beside
 
-    ids = torch.tensor([tiny_model.tokenizer("one copy of the weights")["input_ids"]])
+    ids = torch.tensor([dense.tokenizer("one copy of the weights")["input_ids"]])
     with torch.inference_mode():
-        want = Forward(tiny_model, [2])(ids, None, logits="all")
+        want = Forward(dense, [2])(ids, None, logits="all")
         got = Forward(packed, [2])(ids, None, logits="all")
     torch.testing.assert_close(got.hidden[2], want.hidden[2], atol=1e-5, rtol=1e-4)
     assert want.logits is not None and got.logits is not None
@@ -30,7 +31,7 @@ def test_packed_linears_compute_what_the_dense_ones_did(tiny_checkpoint, tiny_mo
 
 
 def test_a_weight_shared_with_the_embeddings_stays_dense(tiny_checkpoint) -> None:
-    loaded = load_model(str(tiny_checkpoint))
+    loaded = load_model(str(tiny_checkpoint), weights="dense")
     model = loaded.model
     model.lm_head.weight = model.get_input_embeddings().weight  # tie them, as SmolLM2 does
     pack_linears(model)

@@ -258,8 +258,9 @@ def test_a_client_built_from_the_v1_contract_gets_exactly_the_v1_stream(
     assert seen["kinds"] == ["instruction"] + ["candidate"] * 6 + ["usage"]
     assert seen["unknown"] == [0] * 8  # not one field the v1 contract does not know
     assert seen["features_unknown"] == 0
-    # Info's new fields (vectors, entropy, weights checksum, greedy_first): skipped, harmless
-    assert seen["info_unknown"] == [12, 13, 14, 15]
+    # Info's new fields (vectors, entropy, weights checksum, greedy_first, weights format):
+    # skipped, harmless
+    assert seen["info_unknown"] == [12, 13, 14, 15, 16]
     # Byte for byte what a current client asking for nothing new receives (but the timing).
     now = _generate(central_stub)
     assert seen["events"][:-1] == [e.SerializeToString().hex() for e in now[:-1]]

@@ -30,6 +30,7 @@ def test_info_describes_the_model(central_stub, tiny_model) -> None:
     assert info.has_chat_template
     assert info.max_k == 64
     assert info.context_length == 256
+    assert info.weights_format == tiny_model.weights_format in ("int8", "float32")
 
 
 def test_generate_streams_instruction_then_candidates_then_usage(central_stub) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -82,3 +86,21 @@ def test_the_greedy_candidate_is_what_a_greedy_first_request_returns_and_is_cach
     assert loaded.greedy_candidate is not None
     np.testing.assert_array_equal(loaded.greedy_candidate.last, greedy.last)
     assert loaded.greedy_candidate.num_tokens == greedy.num_tokens
+
+
+def test_int8_and_fp32_pools_are_cached_apart(tmp_path: Path) -> None:
+    fp32 = CacheKey("SmolLM2", "math", 16, 1.0, 128, 0, (18,))
+    int8 = dataclasses.replace(fp32, weights="int8")
+    assert fp32.directory(tmp_path).parent.name == "SmolLM2"  # where pools always were
+    assert int8.directory(tmp_path).parent.name == "SmolLM2-int8"
+    CandidateCache(tmp_path, fp32)
+    settings = fp32.directory(tmp_path) / "settings.json"
+    stored = json.loads(settings.read_text())
+    assert stored.pop("weights") == "float32"
+    settings.write_text(json.dumps(stored))  # a pool made before formats were recorded
+    CandidateCache(tmp_path, fp32)  # is read as float32
+    int8_dir = int8.directory(tmp_path)
+    int8_dir.mkdir(parents=True)
+    (int8_dir / "settings.json").write_text(json.dumps(stored))  # fp32 settings, int8 place
+    with pytest.raises(ValueError, match="other settings"):
+        CandidateCache(tmp_path, int8)

@@ -33,7 +33,7 @@ def _pool(texts: list[str], labels: list[float], problems: int) -> Pool:
 
 
 def test_adapters_start_as_the_base_model_and_only_they_learn(tiny_checkpoint: Path) -> None:
-    loaded = load_model(str(tiny_checkpoint))
+    loaded = load_model(str(tiny_checkpoint), weights="dense")  # as the method loads it
     prompt, responses = [5, 6, 7], [[8, 9], [10]]
     with torch.no_grad():
         before = loaded.model.get_decoder()(input_ids=torch.tensor([prompt + responses[0]]))

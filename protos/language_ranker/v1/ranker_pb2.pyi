@@ -252,7 +252,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("model_name", "num_layers", "hidden_size", "encodings", "context_length", "max_k", "default_layer_index", "has_chat_template", "max_new_tokens_limit", "default_token_layers", "max_top_logprobs", "feature_vectors", "mean_entropy", "model_sha256", "greedy_first")
+    __slots__ = ("model_name", "num_layers", "hidden_size", "encodings", "context_length", "max_k", "default_layer_index", "has_chat_template", "max_new_tokens_limit", "default_token_layers", "max_top_logprobs", "feature_vectors", "mean_entropy", "model_sha256", "greedy_first", "weights_format")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     NUM_LAYERS_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -268,6 +268,7 @@ class InfoResponse(_message.Message):
     MEAN_ENTROPY_FIELD_NUMBER: _ClassVar[int]
     MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
     GREEDY_FIRST_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FORMAT_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     num_layers: int
     hidden_size: int
@@ -283,4 +284,5 @@ class InfoResponse(_message.Message):
     mean_entropy: bool
     model_sha256: str
     greedy_first: bool
-    def __init__(self, model_name: _Optional[str] = ..., num_layers: _Optional[int] = ..., hidden_size: _Optional[int] = ..., encodings: _Optional[_Iterable[_Union[Encoding, str]]] = ..., context_length: _Optional[int] = ..., max_k: _Optional[int] = ..., default_layer_index: _Optional[int] = ..., has_chat_template: _Optional[bool] = ..., max_new_tokens_limit: _Optional[int] = ..., default_token_layers: _Optional[_Iterable[int]] = ..., max_top_logprobs: _Optional[int] = ..., feature_vectors: _Optional[_Iterable[_Union[FeatureVector, str]]] = ..., mean_entropy: _Optional[bool] = ..., model_sha256: _Optional[str] = ..., greedy_first: _Optional[bool] = ...) -> None: ...
+    weights_format: str
+    def __init__(self, model_name: _Optional[str] = ..., num_layers: _Optional[int] = ..., hidden_size: _Optional[int] = ..., encodings: _Optional[_Iterable[_Union[Encoding, str]]] = ..., context_length: _Optional[int] = ..., max_k: _Optional[int] = ..., default_layer_index: _Optional[int] = ..., has_chat_template: _Optional[bool] = ..., max_new_tokens_limit: _Optional[int] = ..., default_token_layers: _Optional[_Iterable[int]] = ..., max_top_logprobs: _Optional[int] = ..., feature_vectors: _Optional[_Iterable[_Union[FeatureVector, str]]] = ..., mean_entropy: _Optional[bool] = ..., model_sha256: _Optional[str] = ..., greedy_first: _Optional[bool] = ..., weights_format: _Optional[str] = ...) -> None: ...

@@ -21,6 +21,7 @@ from edge.runtime.client import CentralClient
 from edge.runtime.onnx_meta import (
     META_INPUTS,
     META_LAYER,
+    META_SOURCE_FORMAT,
     META_SOURCE_MODEL,
     META_SOURCE_SHA256,
     identity_metadata,
@@ -70,6 +71,21 @@ def test_an_identity_keeps_sixteen_hex_digits_and_compares_only_what_both_know()
     assert FeatureIdentity.from_dict(None) is None
 
 
+def test_a_ranker_refuses_features_of_another_weight_format() -> None:
+    fp32 = FeatureIdentity("SmolLM2", "ab" * 8, 18, weights_format="float32")
+    int8 = dataclasses.replace(fp32, weights_format="int8")
+    assert fp32.describe() == "SmolLM2 (sha abababababababab, float32 weights) layer 18"
+    problem = fp32.mismatch(int8)
+    assert problem is not None and "int8 weights" in problem
+    assert "ranker-central serve --weights dense --dtype float32" in problem
+    assert "--weights int8" in (int8.mismatch(fp32) or "")
+    assert fp32.mismatch(dataclasses.replace(int8, weights_format="")) is None  # an old server
+    legacy = dataclasses.replace(fp32, weights_format="")  # exported before formats existed
+    assert legacy.mismatch(int8) is None and fp32.mismatch(fp32) is None
+    assert FeatureIdentity.from_dict(int8.to_dict()) == int8
+    assert read_identity(identity_metadata(int8)) == int8
+
+
 def test_metadata_entries_round_trip() -> None:
     ident = FeatureIdentity("gemma-3-270m", "0123456789abcdef", 11)
     meta = identity_metadata(ident)
@@ -81,6 +97,7 @@ def test_metadata_entries_round_trip() -> None:
     assert read_identity(meta) == ident
     assert identity_metadata(None) == {} and read_identity({}) is None
     assert read_identity({META_LAYER: "0"}) == FeatureIdentity(layer_index=0)
+    assert read_identity({META_SOURCE_FORMAT: "int8"}) == FeatureIdentity(weights_format="int8")
 
 
 # ------------------------------------------------------------------ what the client fills in
@@ -92,8 +109,10 @@ def test_central_reports_the_weights_checksum_and_a_generation_carries_it(
     info = client.info()
     assert info.model_sha256 == weights_sha256(tiny_checkpoint)
     assert len(info.model_sha256) == 64 and int(info.model_sha256, 16) >= 0
+    assert info.weights_format in ("int8", "float32")  # the tiny model's, per machine
+    format_ = info.weights_format
     assert generation.identity == FeatureIdentity(
-        info.model_name, info.model_sha256, TINY_LAYER, ("last",)
+        info.model_name, info.model_sha256, TINY_LAYER, ("last",), weights_format=format_
     )
     both = client.generate("Hi", k=2, max_new_tokens=4, layer=1, vectors=("last", "mean"))
     assert both.identity is not None
@@ -102,7 +121,11 @@ def test_central_reports_the_weights_checksum_and_a_generation_carries_it(
     assert every.identity is not None and every.identity.parts == ("mean", "embedding_mean")
     given = client.response_vectors("Hi", ["red", ""], vectors=("last", "embedding_mean"))
     assert given.identity == FeatureIdentity(
-        info.model_name, info.model_sha256, TINY_LAYER, ("last", "embedding_mean")
+        info.model_name,
+        info.model_sha256,
+        TINY_LAYER,
+        ("last", "embedding_mean"),
+        weights_format=format_,
     )
 
 
@@ -149,6 +172,17 @@ def test_a_ranker_trained_on_these_features_ranks_them(generation) -> None:
     assert sorted(ranking.order.tolist()) == [0, 1, 2]
     expected = session.score(generation.instruction, generation.features)
     np.testing.assert_array_equal(ranking.scores, expected)
+
+
+def test_a_ranker_exported_on_another_weight_format_is_refused(generation) -> None:
+    served = generation.identity.weights_format
+    other = "float32" if served == "int8" else "int8"
+    ranker = Ranker(_export(dataclasses.replace(generation.identity, weights_format=other)))
+    assert ranker.identity is not None and ranker.identity.weights_format == other
+    with pytest.raises(FeatureError) as raised:
+        ranker.rank_generation(generation)
+    assert f"these come from {served} weights of the same model" in str(raised.value)
+    assert "ranker-central serve --weights" in str(raised.value)
 
 
 def test_features_of_another_layer_are_refused_naming_both(client, generation) -> None:
