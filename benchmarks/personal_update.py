@@ -272,9 +272,8 @@ def fit_population_basis(dim: int, path: Path) -> float:
 
 def torch_free(spec: dict[str, Any], root: Path) -> dict[str, Any]:
     """One torch-free learner on the stream; meant to run where torch cannot be imported."""
-    import edge.app.taste.learner as learner_mod
     from edge.app.personal import PersonalRanker
-    from edge.app.taste import TasteConfig, TasteHead
+    from edge.app.taste import TasteConfig, TasteHead, memory
 
     dim, history, reps = spec["dim"], spec["history"], spec["reps"]
     learner = LEARNERS[spec["learner"]]
@@ -290,11 +289,11 @@ def torch_free(spec: dict[str, Any], root: Path) -> dict[str, Any]:
         ms, reports = timed_steps(me, feed, reps, seed=100)
     finally:
         undo()
-    (held,) = learner_mod._CACHE._entries.values()
+    (held,) = memory.ROWS.held()
     rows_bytes, bases = held.fit.nbytes, held.fit.bases
     update = np.sum([totals[label][-reps:] for label in UPDATE_STAGES], axis=0)
     update_cpu = np.sum([totals[label + CPU][-reps:] for label in UPDATE_STAGES], axis=0)
-    learner_mod._CACHE._entries.clear()  # a fresh process: rows rebuilt from the store
+    memory.ROWS.clear()  # a fresh process: rows rebuilt from the store
     step = Step(me, feed, np.random.default_rng(7))
     started = time.perf_counter()
     first = step()

@@ -80,6 +80,11 @@ class RowsCache:
         with self._lock:
             return self._entries.pop(key, None)
 
+    def held(self) -> list[UserRows]:
+        """Every user's rows held now, least recently used first."""
+        with self._lock:
+            return list(self._entries.values())
+
     def clear(self) -> None:
         """Forget every user's rows (the next update of each rebuilds them)."""
         with self._lock:
