@@ -213,7 +213,7 @@ def bench_dim(dim: int, reps: int, history: int, quality_sets: int, root: Path) 
             step()
             step.prepare()
     export_mod._TEMPLATES.clear()  # a fresh process: the first update traces the template
-    learner_mod._WARM._models.clear()
+    learner_mod._WARM.clear()
     step.prepare()
     started = time.perf_counter()
     step()

@@ -289,7 +289,7 @@ def torch_free(spec: dict[str, Any], root: Path) -> dict[str, Any]:
         ms, reports = timed_steps(me, feed, reps, seed=100)
     finally:
         undo()
-    (held,) = memory.ROWS.held()
+    (held,) = memory.ROWS.values()
     rows_bytes, bases = held.fit.nbytes, held.fit.bases
     update = np.sum([totals[label][-reps:] for label in UPDATE_STAGES], axis=0)
     update_cpu = np.sum([totals[label + CPU][-reps:] for label in UPDATE_STAGES], axis=0)

@@ -25,12 +25,11 @@ torch-free learner's) is refused with a TrainingError saying so.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from edge._cache import BoundedCache
 from edge._errors import ConfigError, TrainingError
 from edge.app.checkpoint import Checkpoint
 from edge.app.learning import IDENTITY_KEY, LearnReport, StartedFrom
@@ -117,39 +116,15 @@ class LearnerConfig:
         return cls(**fields)
 
 
-class _WarmModels:
-    """Recently saved models by the sha256 of their saved weights file.
-
-    Rebuilding a ranker from its checkpoint (fresh init, then load) costs
-    ~15 ms at 4096-d, a tenth of a per-event update budget. The weights are
-    content-addressed, so a model found under the current version's checksum
-    is exactly what loading would give, whichever registry or Learner saved
-    it; a rollback changes the checksum and falls back to loading. ``take``
-    removes the entry: training mutates the model, and an update that fails
-    half-way must not leave a mutated model behind under the old checksum.
-    """
-
-    def __init__(self, capacity: int = 4) -> None:
-        self._models: OrderedDict[str, VectorRanker] = OrderedDict()
-        self._capacity = capacity
-        self._lock = threading.Lock()
-
-    def take(self, sha256: str | None) -> VectorRanker | None:
-        if sha256 is None:
-            return None
-        with self._lock:
-            return self._models.pop(sha256, None)
-
-    def put(self, sha256: str | None, model: VectorRanker) -> None:
-        if sha256 is None:
-            return
-        with self._lock:
-            self._models[sha256] = model
-            while len(self._models) > self._capacity:
-                self._models.popitem(last=False)
-
-
-_WARM = _WarmModels()
+# Recently saved models by the sha256 of their saved weights file. Rebuilding a
+# ranker from its checkpoint (fresh init, then load) costs ~15 ms at 4096-d, a
+# tenth of a per-event update budget. The weights are content-addressed, so a
+# model found under the current version's checksum is exactly what loading would
+# give, whichever registry or Learner saved it; a rollback changes the checksum
+# and falls back to loading. The learner takes the model out: training mutates
+# it, and an update that fails half-way must not leave a mutated model behind
+# under the old checksum.
+_WARM: BoundedCache[str, VectorRanker] = BoundedCache(4)
 
 
 class Learner:
@@ -173,7 +148,8 @@ class Learner:
         self, user: str, name: str, current: VersionInfo | None, feature_size: int
     ) -> tuple[RankerModule, StartedFrom]:
         if current is not None:
-            warm = _WARM.take(current.weights_sha256)
+            sha256 = current.weights_sha256
+            warm = _WARM.take(sha256) if sha256 is not None else None
             if warm is not None:
                 return warm, "user"
             weights = self.registry.load_weights(user, name, current.version)
@@ -268,7 +244,8 @@ class Learner:
             },
             expect_current=current.version if current is not None else 0,
         )
-        _WARM.put(info.weights_sha256, model)
+        if info.weights_sha256 is not None:
+            _WARM.put(info.weights_sha256, model)
         return LearnReport(
             user=user,
             name=name,

@@ -6,7 +6,7 @@ function (a lazy import still is a dependency) and under ``TYPE_CHECKING``.
 The order, lowest first (``LAYERS``)::
 
     edge._errors                              the exception hierarchy (imports nothing)
-    edge._lazy, edge._atomic                  package infrastructure
+    edge._lazy, edge._atomic, edge._cache     package infrastructure
     edge.runtime, edge.eval                   rank and talk to central; statistics
     edge.app                                  store, registry, datasets, the learner seam
     edge.app.taste                            the torch-free taste learner
@@ -38,7 +38,7 @@ EDGE = Path(__file__).resolve().parents[2] / "edge"
 # Lowest first; a module belongs to the longest prefix listed.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("edge._errors",),
-    ("edge._lazy", "edge._atomic"),
+    ("edge._lazy", "edge._atomic", "edge._cache"),
     ("edge.runtime", "edge.eval"),
     ("edge.app",),
     ("edge.app.taste",),

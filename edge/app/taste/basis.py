@@ -30,15 +30,14 @@ docs/taste-learner.md ("Wide parts").
 
 from __future__ import annotations
 
-import threading
 import zlib
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from edge._cache import BoundedCache
 from edge._errors import ConfigError, CorruptModelError, FeatureError
 from edge.app.checkpoint import Checkpoint
 from edge.app.taste.head import HEAD_KIND
@@ -118,27 +117,8 @@ def _named_coordinates(block: str) -> bool:
     return spec is not None and spec.width is not None
 
 
-class _Cache:
-    """Random bases by (width, rank, seed, part): every user of a width shares one."""
-
-    def __init__(self, capacity: int = 8) -> None:
-        self._entries: OrderedDict[tuple[int, int, int, str], np.ndarray] = OrderedDict()
-        self._capacity = capacity
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[int, int, int, str]) -> np.ndarray | None:
-        with self._lock:
-            return self._entries.get(key)
-
-    def put(self, key: tuple[int, int, int, str], matrix: np.ndarray) -> np.ndarray:
-        with self._lock:
-            self._entries[key] = matrix
-            while len(self._entries) > self._capacity:
-                self._entries.popitem(last=False)
-        return matrix
-
-
-_RANDOM = _Cache()
+# Random bases by (width, rank, seed, part): every user of a width shares one.
+_RANDOM: BoundedCache[tuple[int, int, int, str], np.ndarray] = BoundedCache(8)
 
 
 def random_basis(width: int, rank: int, seed: int, part: str) -> np.ndarray:

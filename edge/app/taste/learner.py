@@ -268,7 +268,8 @@ class TasteLearner:
                 session = RankingSession(model, f"global/{name} v{info.version}")
             except CorruptModelError:
                 continue
-            return GLOBALS.put(GlobalRanker(info, model, session, self._basis(name, info)))
+            glob = GlobalRanker(info, model, session, self._basis(name, info))
+            return GLOBALS.put(glob.key, glob)
         return None
 
     def _basis(self, name: str, info: VersionInfo) -> dict[str, np.ndarray]:

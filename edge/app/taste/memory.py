@@ -7,12 +7,11 @@ user's rows once from the store.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from edge._cache import BoundedCache
 from edge.app.lineage import EventRanges
 from edge.app.registry import VersionInfo
 from edge.app.taste.fit import TasteFit
@@ -24,8 +23,6 @@ __all__ = [
     "ROWS",
     "ROWS_CAPACITY",
     "GlobalRanker",
-    "GlobalsCache",
-    "RowsCache",
     "UserRows",
     "global_key",
 ]
@@ -67,57 +64,10 @@ class UserRows:
     forgotten: EventRanges = ()  # the events a rollback forgot, left out of the fit
 
 
-class RowsCache:
-    """Recently used users' rows, least recently used dropped first."""
-
-    def __init__(self, capacity: int) -> None:
-        self._entries: OrderedDict[tuple[str, str, str], UserRows] = OrderedDict()
-        self._capacity = capacity
-        self._lock = threading.Lock()
-
-    def take(self, key: tuple[str, str, str]) -> UserRows | None:
-        """Remove and return the entry: an update that fails half-way leaves none."""
-        with self._lock:
-            return self._entries.pop(key, None)
-
-    def held(self) -> list[UserRows]:
-        """Every user's rows held now, least recently used first."""
-        with self._lock:
-            return list(self._entries.values())
-
-    def clear(self) -> None:
-        """Forget every user's rows (the next update of each rebuilds them)."""
-        with self._lock:
-            self._entries.clear()
-
-    def put(self, key: tuple[str, str, str], rows: UserRows) -> None:
-        with self._lock:
-            self._entries[key] = rows
-            while len(self._entries) > self._capacity:
-                self._entries.popitem(last=False)
+# Users' rows by (store, user, ranker). The learner takes a user's rows out for an
+# update and puts them back after: an update that fails half-way leaves none.
+ROWS: BoundedCache[tuple[str, str, str], UserRows] = BoundedCache(ROWS_CAPACITY)
 
 
-ROWS = RowsCache(ROWS_CAPACITY)
-
-
-class GlobalsCache:
-    """Loaded global rankers by the sha256 of their (verified) ONNX and weights bytes."""
-
-    def __init__(self, capacity: int = 4) -> None:
-        self._entries: OrderedDict[str, GlobalRanker] = OrderedDict()
-        self._capacity = capacity
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> GlobalRanker | None:
-        with self._lock:
-            return self._entries.get(key)
-
-    def put(self, glob: GlobalRanker) -> GlobalRanker:
-        with self._lock:
-            self._entries[glob.key] = glob
-            while len(self._entries) > self._capacity:
-                self._entries.popitem(last=False)
-        return glob
-
-
-GLOBALS = GlobalsCache()
+# Loaded global rankers by the sha256 of their (verified) ONNX and weights bytes.
+GLOBALS: BoundedCache[str, GlobalRanker] = BoundedCache(4)

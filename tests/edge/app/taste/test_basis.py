@@ -42,7 +42,7 @@ SMALL = TasteConfig(reduce_above=24, basis_rank=8)
 def _fresh_process_state() -> None:
     """Each test starts like a fresh process: no rows nor random bases held."""
     memory.ROWS.clear()
-    basis_module._RANDOM._entries.clear()
+    basis_module._RANDOM.clear()
 
 
 def _orthonormal(rng: np.random.Generator, width: int, rank: int) -> np.ndarray:
@@ -83,7 +83,7 @@ def test_a_random_basis_is_orthonormal_and_the_same_bytes_in_every_process() -> 
     basis = random_basis(64, 8, 0, "last")
     assert basis.shape == (64, 8) and basis.dtype == np.float32
     np.testing.assert_allclose(basis.T @ basis, np.eye(8), atol=1e-6)
-    basis_module._RANDOM._entries.clear()
+    basis_module._RANDOM.clear()
     assert np.array_equal(random_basis(64, 8, 0, "last"), basis)
     assert not np.allclose(random_basis(64, 8, 0, "mean"), basis)
     assert not np.allclose(random_basis(64, 8, 1, "last"), basis)
@@ -235,7 +235,7 @@ def test_a_restart_re_derives_the_basis_and_the_saved_head_lies_in_it(tmp_path: 
     random_8 = {"source": "random", "rank": 8, "seed": 0}
     assert meta["basis"] == {"last": random_8, "mean": random_8}
     saved = TasteHead.from_bytes(me.registry.load_weights("dana", "chat") or b"")
-    basis_module._RANDOM._entries.clear()  # a new process: nothing held
+    basis_module._RANDOM.clear()  # a new process: nothing held
     memory.ROWS.clear()
     again = TasteFit(LAYOUT, SMALL)
     again.start_from(saved)
