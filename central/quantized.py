@@ -107,7 +107,8 @@ _USABLE: bool | None = None  # probed once: does the int8 kernel exist and behav
 
 
 def int8_upper_format(boundary: int) -> str:
-    """The `INT8_UPPER` format with dense layers below hidden state `boundary`: "int8-upper@18"."""
+    """The `INT8_UPPER` format whose first `boundary` decoder layers, and so hidden states
+    0..`boundary`, are dense: "int8-upper@18"."""
     return f"{INT8_UPPER}@{boundary}"
 
 

@@ -190,12 +190,8 @@ def _states(loaded: Any, ids: list[int]) -> list[torch.Tensor]:
     """Every hidden state of a prompt pass, then of one decode step (a lone row) after it."""
     cache = new_cache(loaded.model)
     with torch.inference_mode():
-        prompt = loaded.model(
-            torch.tensor([ids[:-1]]), cache=cache, output_hidden_states=True
-        )
-        step = loaded.model(
-            torch.tensor([ids[-1:]]), cache=cache, output_hidden_states=True
-        )
+        prompt = loaded.model(torch.tensor([ids[:-1]]), cache=cache, output_hidden_states=True)
+        step = loaded.model(torch.tensor([ids[-1:]]), cache=cache, output_hidden_states=True)
     return [*prompt.hidden_states, *step.hidden_states]
 
 
