@@ -89,11 +89,13 @@ def measure(model: str, threads: int, reps: int, weights: str) -> dict[str, floa
 
 
 def main() -> None:
+    from central.model import WEIGHT_FORMATS
+
     parser = base_parser(__doc__)
     parser.add_argument("--models", default="default,gemma3-270m", help="comma-separated")
     parser.add_argument("--engine-threads", default="1,2", help="server --threads, comma-separated")
     parser.add_argument(
-        "--weights", default="auto", choices=("auto", "dense", "int8"), help="servers' --weights"
+        "--weights", default="auto", choices=WEIGHT_FORMATS, help="servers' --weights"
     )
     args = parser.parse_args()
     reps = 1 if args.quick else 3

@@ -81,24 +81,24 @@ def read_bandwidth(clock: Any, megabytes: int = 512, reps: int = 5) -> float:
     return buffer.numel() * 4 / best
 
 
-def matmul_peak(weights: str, clock: Any, rows: int = 256, reps: int = 5) -> float:
-    """FLOP/s of the format's linear kernel on a large batch (SmolLM2's widest layers).
+def matmul_peak(kind: str, clock: Any, rows: int = 256, reps: int = 5) -> float:
+    """FLOP/s of one kind of linear kernel ("int8" or "dense") on a large batch.
 
-    The best of `reps` passes over the model's own shapes (576 -> 3072 and
-    1536 -> 576) at `rows` rows, one thread: what the linears of a decode step
-    at large K could reach at most.
+    The best of `reps` passes over SmolLM2's widest shapes (576 -> 3072 and
+    1536 -> 576) at `rows` rows, one thread: what the linears of that kind
+    could reach at most in a decode step at large K.
     """
     import torch
     from torch import nn
 
     from central.decoding import PackedLinear
-    from central.quantized import INT8, Int8Linear
+    from central.quantized import Int8Linear
 
     torch.manual_seed(0)
     layers: list[nn.Module] = []
     for n_in, n_out in ((576, 3072), (1536, 576)):
         linear = nn.Linear(n_in, n_out, bias=False)
-        layers.append(Int8Linear.from_linear(linear) if weights == INT8 else PackedLinear(linear))
+        layers.append(Int8Linear.from_linear(linear) if kind == "int8" else PackedLinear(linear))
     inputs = [torch.randn(rows, m.in_features) for m in layers]  # type: ignore[arg-type]
     flops = sum(2 * rows * m.in_features * m.out_features for m in layers)  # type: ignore[operator]
     best = float("inf")
@@ -111,6 +111,24 @@ def matmul_peak(weights: str, clock: Any, rows: int = 256, reps: int = 5) -> flo
     return flops / best
 
 
+def parameters_by_kind(model: Any) -> dict[str, int]:
+    """The model's linear parameters, "int8" (`Int8Linear`) and "dense" (the others)."""
+    from torch import nn
+
+    from central.decoding import PackedLinear
+    from central.quantized import Int8Linear
+
+    counts = {"int8": 0, "dense": 0}
+    for module in model.modules():
+        if isinstance(module, Int8Linear | PackedLinear):
+            counts["int8" if isinstance(module, Int8Linear) else "dense"] += (
+                module.in_features * module.out_features
+            )
+        elif isinstance(module, nn.Linear):
+            counts["dense"] += module.weight.numel()
+    return {kind: count for kind, count in counts.items() if count}
+
+
 def load_ours(weights: str) -> Any:
     """The model as `ranker-central serve --weights <weights>` prepares it."""
     from central.decoding import pack_linears
@@ -121,13 +139,15 @@ def load_ours(weights: str) -> Any:
 
 
 def main() -> None:
+    from central.model import WEIGHT_FORMATS
+
     parser = base_parser(__doc__)
     parser.add_argument("--ks", default="1,16,64", help="comma-separated K values")
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--reps", type=int, default=3, help="repetitions (K >= 64: one)")
     parser.add_argument("--long-prompt", action="store_true", help="a ~150-token prompt")
     parser.add_argument(
-        "--weights", default="auto", choices=("auto", "dense", "int8"), help="ours: as --weights"
+        "--weights", default="auto", choices=WEIGHT_FORMATS, help="ours: as --weights"
     )
     parser.add_argument(
         "--clock",
@@ -146,11 +166,15 @@ def main() -> None:
     stock = load_default(no_eos=True, weights="dense")  # what transformers runs
     ids = prompt_ids(loaded, LONG_PROMPT) if args.long_prompt else prompt_ids(loaded)
     layer = round(0.6 * loaded.num_layers)
-    weight_bytes = linear_weight_bytes(loaded.model)
+    weight_bytes = linear_weight_bytes(loaded.model)  # each linear in its own format
     parameters = linear_weight_bytes(stock.model) // 4
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     bandwidth = read_bandwidth(clock)
-    peak = matmul_peak(loaded.weights_format, clock)
+    kinds = parameters_by_kind(loaded.model)
+    peaks = {kind: matmul_peak(kind, clock) for kind in kinds}
+    # a token's linears take 2 x parameters / peak seconds of each kind, one after another
+    seconds_per_token = sum(2 * count / peaks[kind] for kind, count in kinds.items())
+    peak = 2 * parameters / seconds_per_token  # the kernels' mix, as one FLOP/s figure
     read_limit = bandwidth / weight_bytes  # tok/s at K=1; K x this at K
     compute_limit = peak / (2 * parameters)  # tok/s whatever K
     print(f"model {loaded.name}, {loaded.weights_format} weights; HF generate: fp32 as loaded")
@@ -215,6 +239,8 @@ def main() -> None:
                 "weight_bytes": weight_bytes,
                 "read_limit_tok_s_per_row": round(read_limit, 1),
                 "matmul_peak_gflop_s": round(peak / 1e9, 1),
+                "matmul_peak_gflop_s_by_kind": {k: round(v / 1e9, 1) for k, v in peaks.items()},
+                "linear_parameters_by_kind": kinds,
                 "linear_parameters": parameters,
                 "matmul_limit_tok_s": round(compute_limit, 1),
             },

@@ -5,8 +5,8 @@ Three figures, each a fresh process launched by this script:
   cached:    `python -m central.cli serve --port 0` with the converted weights
              already in the cache (the normal restart), in the default weight
              format (int8 on a CPU: its int8 weights are cached too and only
-             packed at start); target <= 5 s. `cached_dense` is the same with
-             `--weights dense`, for comparison;
+             packed at start; `--weights` picks another); target <= 5 s.
+             `cached_dense` is the same with `--weights dense`, for comparison;
   uncached:  the same with LANGUAGE_RANKER_CACHE pointing at an empty
              temporary directory, so the GGUF is dequantised and written once;
   baseline:  loading the GGUF directly with transformers, as one would
@@ -16,7 +16,7 @@ Three figures, each a fresh process launched by this script:
 Also reported: bare interpreter start and `import central.cli`, to show
 where the cached start goes.
 
-    python benchmarks/p5_cold_start.py [--quick] [--reps 5]
+    python benchmarks/p5_cold_start.py [--quick] [--reps 5] [--weights auto]
 """
 
 from __future__ import annotations
@@ -113,13 +113,18 @@ def time_command(code: str, env: dict[str, str]) -> float:
 
 
 def main() -> None:
+    from central.model import WEIGHT_FORMATS
+
     parser = base_parser(__doc__)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument(
+        "--weights", default="auto", choices=WEIGHT_FORMATS, help="the cached start's --weights"
+    )
     args = parser.parse_args()
     reps = 3 if args.quick else args.reps
     env = dict(os.environ)
-    # Make sure the cache is warm (converts once if it is not).
-    time_command("from central.model import load_model; load_model('default')", env)
+    # Make sure the cache is warm (converts and prepares once if it is not).
+    time_command(f"from central.model import load_model; load_model(weights={args.weights!r})", env)
 
     figures: dict[str, list[float]] = {
         "python": [],
@@ -132,14 +137,14 @@ def main() -> None:
     for _ in range(reps):  # interleaved, as always on this noisy machine
         figures["python"].append(time_command("pass", env))
         figures["import_cli"].append(time_command("import central.cli", env))
-        wall, cpu = time_serve(env)
+        wall, cpu = time_serve(env, args.weights)
         figures["cached"].append(wall)
         figures["cached_cpu"].append(cpu)
         wall, cpu = time_serve(env, "dense")
         figures["cached_dense"].append(wall)
         figures["cached_dense_cpu"].append(cpu)
     with tempfile.TemporaryDirectory(prefix="lr-cold-") as empty:
-        wall, cpu = time_serve({**env, "LANGUAGE_RANKER_CACHE": empty})
+        wall, cpu = time_serve({**env, "LANGUAGE_RANKER_CACHE": empty}, args.weights)
         figures["uncached"], figures["uncached_cpu"] = [wall], [cpu]
         converted = sum(f.stat().st_size for f in Path(empty).rglob("*") if f.is_file())
     figures["baseline_gguf"] = [time_command(BASELINE, env) for _ in range(1 if args.quick else 2)]
@@ -158,6 +163,7 @@ def main() -> None:
     emit(
         {
             "benchmark": "p5_cold_start",
+            "weights": args.weights,
             "seconds_median": {n: round(v, 3) for n, v in med.items()},
             "baseline_over_cached": round(med["baseline_gguf"] / med["cached"], 2),
             "met": med["cached"] <= 5.0,

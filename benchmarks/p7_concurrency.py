@@ -251,6 +251,8 @@ def _line(row: dict[str, Any]) -> str:
 def main() -> None:
     import argparse
 
+    from central.model import WEIGHT_FORMATS
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each load")
     parser.add_argument("--quick", action="store_true", help="15 s per load")
@@ -260,8 +262,8 @@ def main() -> None:
     parser.add_argument(
         "--weights",
         default="auto",
-        choices=("auto", "dense", "int8"),
-        help="both servers' weight format (auto: int8 on a CPU)",
+        choices=WEIGHT_FORMATS,
+        help="both servers' weight format (auto: as central picks on this machine)",
     )
     parser.add_argument(
         "--engine-flags",

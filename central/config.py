@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ._errors import ConfigError
 from .device import AUTO, check_device_name
-from .model import DEFAULT_MODEL, EMBEDDED_MODELS
+from .model import DEFAULT_MODEL, EMBEDDED_MODELS, WEIGHT_FORMATS
 
 __all__ = [
     "DTYPES",
@@ -44,10 +44,13 @@ __all__ = [
 
 TOKEN_ENV = "RANKER_CENTRAL_TOKEN"  # the bearer token, when no --token-file is given
 DTYPES = ("float32", "bfloat16", "float16")  # torch dtypes a model can run in
-# How the linears hold their weights (central.model.load_model): "auto" is int8 on a CPU
-# where the kernel works (float32 dtype, Llama-family models) and dense elsewhere; "dense"
-# keeps --dtype; "int8" insists (CPU, float32), and fails the start where it cannot run.
-WEIGHTS = ("auto", "dense", "int8")
+# How the linears hold their weights (central.model.load_model): "auto" is int8
+# (central.model.AUTO_CPU_FORMAT) on a CPU where the kernel works (float32 dtype,
+# Llama-family models) and dense elsewhere; "dense" keeps --dtype; "int8" (every linear)
+# and "int8-upper" (the layers above the feature layer, and the LM head) insist (CPU,
+# float32), and fail the start where they cannot run.
+WEIGHTS = WEIGHT_FORMATS
+_INT8_FORMATS = ("int8", "int8-upper")  # the formats that need the CPU and float32
 DTYPE_CHOICES = (AUTO, *DTYPES)  # what --dtype accepts: auto is float32 on a CPU, bfloat16 on a GPU
 MiB = 1 << 20
 
@@ -142,8 +145,10 @@ def validate_config(config: ServerConfig, environ: Mapping[str, str] | None = No
     """
     check_model_options(config.model, config.dtype, config.cache_dir, config.weights)
     check_device_name(config.device)
-    if config.weights == "int8" and config.device.startswith("cuda"):
-        raise ConfigError("--weights", "int8 runs on the CPU; on a GPU use auto or dense")
+    if config.weights in _INT8_FORMATS and config.device.startswith("cuda"):
+        raise ConfigError(
+            "--weights", f"{config.weights} runs on the CPU; on a GPU use auto or dense"
+        )
     _check_address(config.host, config.port)
     _check_sizes(config)
     _check_tls(config)
@@ -221,8 +226,8 @@ def check_model_options(
         raise ConfigError("--dtype", f"must be one of {', '.join(DTYPE_CHOICES)}, got {dtype!r}")
     if weights not in WEIGHTS:
         raise ConfigError("--weights", f"must be one of {', '.join(WEIGHTS)}, got {weights!r}")
-    if weights == "int8" and dtype not in (AUTO, "float32"):
-        raise ConfigError("--weights", f"int8 runs with --dtype float32, not {dtype}")
+    if weights in _INT8_FORMATS and dtype not in (AUTO, "float32"):
+        raise ConfigError("--weights", f"{weights} runs with --dtype float32, not {dtype}")
     if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
         raise ConfigError("--cache-dir", f"{cache_dir} exists and is not a directory")
 

@@ -100,10 +100,53 @@ def _fast_linears(model: nn.Module) -> list[nn.Linear]:
 
 
 def _onednn_forward(module: nn.Linear, weight: Any) -> Any:
+    # only packed weights: on a dense one (a tied LM head) padding costs ~2.5 ms a K=1 step
+    packed = weight is not module.weight
+    pad = packed and _pads_single_rows(module.in_features, module.out_features)
+
     def forward(x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._linear_pointwise(x, weight, module.bias, "none", [], "")
+        return _onednn_linear(x, weight, module.bias, pad)
 
     return forward
+
+
+def _onednn_linear(x: torch.Tensor, weight: Any, bias: Any, pad_single_row: bool) -> torch.Tensor:
+    """oneDNN's linear; a lone row goes in beside a copy of itself when `pad_single_row`."""
+    if pad_single_row and x.numel() == x.shape[-1]:
+        pair = x.reshape(1, -1).expand(2, -1)
+        out = torch.ops.mkldnn._linear_pointwise(pair, weight, bias, "none", [], "")
+        return out[:1].reshape(*x.shape[:-1], -1)
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+# Per (in, out): whether oneDNN computes a lone row of a packed weight by another kernel
+# than a batch's rows (its gemv path), which rounds differently; see `_pads_single_rows`.
+_SINGLE_ROW_DIFFERS: dict[tuple[int, int], bool] = {}
+
+
+def _pads_single_rows(in_features: int, out_features: int) -> bool:
+    """Whether a lone row must be computed as one of two to round as it does in a batch.
+
+    For some shapes (SmolLM2's down projection, 1536 -> 576) oneDNN runs a
+    single row through a gemv kernel that sums in another order than its
+    batched kernel (which gives every row the same bits from 2 rows up): a
+    K=1 request alone would then differ, by float rounding, from the same
+    request in a batch, and int8 layers above amplify that into other
+    tokens. Probed once per shape on random data, for packed weights;
+    padding costs ~15 us a call (0.3 ms a K=1 step of SmolLM2), where it is
+    needed.
+    """
+    key = (in_features, out_features)
+    if key not in _SINGLE_ROW_DIFFERS:
+        generator = torch.Generator().manual_seed(0)
+        with torch.inference_mode():
+            weight = torch.randn(out_features, in_features, generator=generator)
+            weight = torch.ops.mkldnn._reorder_linear_weight(weight, _PACK_BATCH_HINT)
+            rows = torch.randn(3, in_features, generator=generator)
+            alone = torch.ops.mkldnn._linear_pointwise(rows[:1], weight, None, "none", [], "")
+            batched = torch.ops.mkldnn._linear_pointwise(rows, weight, None, "none", [], "")
+            _SINGLE_ROW_DIFFERS[key] = not torch.equal(alone[0], batched[0])
+    return _SINGLE_ROW_DIFFERS[key]
 
 
 # Weights are also reordered once into oneDNN's blocked layout (what
@@ -156,9 +199,10 @@ class PackedLinear(nn.Module):
         weight = linear.weight.detach()
         self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, _PACK_BATCH_HINT)
         self.bias = linear.bias
+        self.pad_single_row = _pads_single_rows(self.in_features, self.out_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        return _onednn_linear(x, self.packed, self.bias, self.pad_single_row)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, packed"

@@ -32,13 +32,18 @@ was written: weights edited afterwards are a new model, named by their own
 checksum.
 
 The weight format (`LoadedModel.weights_format`) is chosen at load:
-``weights="auto"`` runs the linears in int8 on a CPU where the kernel works
-(`central.quantized`; 2-3x faster per linear) for Llama-family models (whose
-layers `central.cpu_layers` runs batch-invariant), and keeps them in
-``dtype`` elsewhere; ``"dense"`` always keeps ``dtype``; ``"int8"``
-insists. An int8 model is prepared for serving only (smoothed, Llama layers
-fused, linears quantised; cached under ``prepared/``): load another copy
-with ``weights="dense"`` to train on it.
+``"dense"`` keeps ``dtype``; ``"int8"`` runs every linear in int8
+(`central.quantized`; 2-3x faster per linear on a CPU); ``"int8-upper"``
+keeps the decoder layers up to the default feature layer B in fp32 and runs
+the layers above it and the LM head in int8, so the hidden states 0..B
+(every feature at the default layer) are the dense model's bit for bit and
+only the sampling distribution moves; it is reported as ``int8-upper@B``.
+``weights="auto"`` picks `AUTO_CPU_FORMAT` on a CPU where the int8 kernel
+works, for Llama-family models (whose layers `central.cpu_layers` runs
+batch-invariant), and ``dtype`` elsewhere. An int8 model is prepared for
+serving only (smoothed, Llama layers fused, linears quantised; cached under
+``prepared/``, keyed by the weights' checksum and the format): load another
+copy with ``weights="dense"`` to train on it.
 """
 
 from __future__ import annotations
@@ -67,11 +72,14 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "AUTO_CPU_FORMAT",
     "ORIGIN_FILE",
     "STALE_AFTER_DAYS",
+    "WEIGHT_FORMATS",
     "LoadedModel",
     "converted_dir",
     "default_cache_dir",
+    "dense_layers",
     "load_model",
     "model_identity",
     "prune_conversions",
@@ -116,6 +124,15 @@ EMBEDDED_MODELS: dict[str, Callable[[], Path]] = {
 }
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
+# What `load_model(weights=...)` accepts (see the module docstring); the int8 formats'
+# names are central.quantized's INT8 and INT8_UPPER, written out so that this list
+# imports without torch.
+WEIGHT_FORMATS = ("auto", "dense", "int8", "int8-upper")
+# What "auto" picks on a CPU where the int8 kernel works, for Llama-family models: the
+# fastest format. int8-upper keeps the features dense but misses issue 26's K=1 target
+# (50% of its weight-read limit: 38% on this machine; docs/results/weights-int8.md).
+AUTO_CPU_FORMAT = "int8"
+
 
 @dataclass(frozen=True)
 class LoadedModel:
@@ -132,10 +149,11 @@ class LoadedModel:
     # files, or the GGUF a converted directory records; see `model_identity`); ""
     # when unknown (a model built in memory)
     weights_sha256: str = ""
-    # how the linears' weights are held and computed: "int8" (central.quantized) or
-    # the torch dtype of dense weights ("float32", "bfloat16", "float16"); part of
-    # the feature identity, since int8 hidden states differ from fp32 ones (~0.999
-    # cosine). "" when unknown (a model built in memory)
+    # how the linears' weights are held and computed: "int8", "int8-upper@B" (int8
+    # above hidden state B; central.quantized) or the torch dtype of dense weights
+    # ("float32", "bfloat16", "float16"); part of the feature identity, since int8
+    # hidden states differ from fp32 ones (~0.999 cosine). "" when unknown (a model
+    # built in memory)
     weights_format: str = ""
 
     @property
@@ -180,8 +198,8 @@ def load_model(
     takes (``auto``, ``cpu``, ``cuda``, ``cuda:N``); ``dtype`` ``auto`` is
     float32 on the CPU and bfloat16 on a GPU. Both are checked before anything
     is read (`ConfigError` naming the flag); running out of memory while the
-    weights load is a `ModelLoadError` saying so. ``weights`` is "auto",
-    "dense" or "int8" (see the module docstring); `LoadedModel.weights_format`
+    weights load is a `ModelLoadError` saying so. ``weights`` is one of
+    `WEIGHT_FORMATS` (see the module docstring); `LoadedModel.weights_format`
     says what was chosen.
     """
     from .device import resolve_device, resolve_dtype
@@ -243,55 +261,71 @@ def _load_directory(
 def _in_format(loaded: LoadedModel, weights: str, cache_dir: Path) -> LoadedModel:
     """`loaded` with its linears in the format `weights` asks for (see `load_model`).
 
-    ``auto`` picks int8 only for models whose layers `central.cpu_layers`
-    runs (Llama's): rounding each input to int8 amplifies the float-rounding
-    differences batched attention has, and only those layers attend without
-    them, so a seeded request keeps its tokens whatever shares the batch.
-    Others (Gemma 3) stay dense unless ``int8`` is asked for by name, which
-    gives up that guarantee (a warning says so).
+    ``auto`` picks `AUTO_CPU_FORMAT` only for models whose layers
+    `central.cpu_layers` runs (Llama's): rounding each input to int8
+    amplifies the float-rounding differences batched attention has, and only
+    those layers attend without them, so a seeded request keeps its tokens
+    whatever shares the batch. Others (Gemma 3) stay dense unless an int8
+    format is asked for by name, which gives up that guarantee (a warning
+    says so).
     """
     from .cpu_layers import fusable
-    from .quantized import INT8, int8_usable
+    from .quantized import INT8, INT8_UPPER, int8_usable
 
-    if weights not in ("auto", "dense", INT8):
-        raise ModelLoadError(f"weights must be auto, dense or int8, got {weights!r}")
+    if weights not in WEIGHT_FORMATS:
+        raise ModelLoadError(f"weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
     dense = loaded.weights_format
     if weights == "dense":
         return loaded
     on_cpu = all(p.device.type == "cpu" for p in loaded.model.parameters())
-    if weights == INT8:
+    if weights in (INT8, INT8_UPPER):
         if dense != "float32" or not on_cpu:
             raise ModelLoadError(
-                f"int8 weights run on the CPU with dtype float32, not {dense} "
+                f"{weights} weights run on the CPU with dtype float32, not {dense} "
                 f"on {'the CPU' if on_cpu else 'another device'}"
             )
         if not int8_usable():
             raise ModelLoadError(
-                "int8 weights need PyTorch's fbgemm int8 kernel, which is missing or wrong "
-                "here; use --weights dense"
+                f"{weights} weights need PyTorch's fbgemm int8 kernel, which is missing or "
+                "wrong here; use --weights dense"
             )
         if not fusable(loaded.model):
             log.warning(
-                "%s in int8: its layers are not ones central runs batch-invariant, so a "
+                "%s in %s: its layers are not ones central runs batch-invariant, so a "
                 "seeded request may draw other tokens when it shares the batch",
                 loaded.name,
+                weights,
             )
     elif dense != "float32" or not on_cpu or not int8_usable() or not fusable(loaded.model):
         return loaded  # auto: int8 only where it runs, and runs batch-invariant
-    _to_int8(loaded, cache_dir)
-    return dataclasses.replace(loaded, weights_format=INT8)
+    else:
+        weights = AUTO_CPU_FORMAT
+    from_layer = dense_layers(loaded) if weights == INT8_UPPER else 0
+    return _to_int8(loaded, cache_dir, from_layer)
 
 
-def _to_int8(loaded: LoadedModel, cache_dir: Path) -> None:
-    """Smooths, fuses and quantises the model's linears in place (central.quantized).
+def dense_layers(loaded: LoadedModel) -> int:
+    """How many decoder layers the int8-upper format keeps dense: those up to the default
+    feature layer (`central.features.DEFAULT_LAYER_FRACTION`), so its hidden state and
+    every one below are the dense model's."""
+    from .features import DEFAULT_LAYER_FRACTION
+
+    return round(DEFAULT_LAYER_FRACTION * loaded.num_layers)
+
+
+def _to_int8(loaded: LoadedModel, cache_dir: Path, from_layer: int) -> LoadedModel:
+    """`loaded` smoothed, fused and quantised in place from decoder layer `from_layer` up
+    (central.quantized): int8 when 0, int8-upper@`from_layer` otherwise.
 
     The result is cached under ``<cache_dir>/prepared``, keyed by the weights'
-    sha256 and the preparation's version, so later starts only pack it.
+    sha256, the format and the preparation's version, so later starts only pack it.
     """
     from .cpu_layers import fuse_llama_layers
     from .decoding import own_memory
     from .quantized import (
         CALIBRATION_TEXT,
+        INT8,
+        int8_upper_format,
         load_int8,
         quantize_linears,
         save_int8,
@@ -299,33 +333,36 @@ def _to_int8(loaded: LoadedModel, cache_dir: Path) -> None:
     )
 
     model = loaded.model
+    weights_format = int8_upper_format(from_layer) if from_layer else INT8
     fuse_llama_layers(model)
-    prepared = _prepared_file(cache_dir, loaded)
+    prepared = _prepared_file(cache_dir, loaded, weights_format)
     if prepared is not None and prepared.exists():
-        if load_int8(model, prepared):
+        if load_int8(model, prepared, from_layer):
             own_memory(model)
             _touch(prepared)
-            return
+            return dataclasses.replace(loaded, weights_format=weights_format)
         log.warning("ignoring %s: it does not fit %s; preparing again", prepared, loaded.name)
     calibration = loaded.tokenizer(CALIBRATION_TEXT, add_special_tokens=False)["input_ids"]
-    smooth_activations(model, list(calibration)[: loaded.context_length])
-    quantize_linears(model)
+    smooth_activations(model, list(calibration)[: loaded.context_length], from_layer)
+    quantize_linears(model, from_layer)
     own_memory(model)
     if prepared is not None:
         try:
-            save_int8(model, prepared)
+            save_int8(model, prepared, from_layer)
         except OSError as error:  # a read-only or full cache: prepare again next time
             log.warning("cannot cache the int8 weights in %s: %s", prepared, error)
+    return dataclasses.replace(loaded, weights_format=weights_format)
 
 
-def _prepared_file(cache_dir: Path, loaded: LoadedModel) -> Path | None:
-    """Where the int8 weights of `loaded` are cached; None when its checksum is unknown."""
-    from .quantized import INT8, PREPARED_VERSION
+def _prepared_file(cache_dir: Path, loaded: LoadedModel, weights_format: str) -> Path | None:
+    """Where `loaded`'s weights in `weights_format` are cached; None when its checksum is
+    unknown."""
+    from .quantized import PREPARED_VERSION
 
     if not loaded.weights_sha256:
         return None
-    name = f"{loaded.name}-{loaded.weights_sha256[:16]}-{INT8}-v{PREPARED_VERSION}.safetensors"
-    return cache_dir / "prepared" / name
+    name = f"{loaded.name}-{loaded.weights_sha256[:16]}-{weights_format}-v{PREPARED_VERSION}"
+    return cache_dir / "prepared" / f"{name}.safetensors"
 
 
 def _out_of_memory(error: BaseException) -> bool:

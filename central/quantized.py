@@ -45,6 +45,12 @@ all of it in bf16: 0.99994, 0.001). The scales are rounded to powers of two,
 so the fold is exact and a slightly different calibration pass (another
 thread count, another CPU) rarely changes one.
 
+The ``int8-upper`` format (`INT8_UPPER`) quantises only the decoder layers
+from the feature layer B up and the LM head: the layers below are the dense
+format's (fused, oneDNN-packed fp32, not smoothed), so every hidden state a
+ranker reads at layer B or below is the dense one bit for bit, and a step
+reads 326 MB of SmolLM2's weights (255 fp32 + 71 int8) instead of 538 or 135.
+
 The kernel comes from ``torch.ao`` quantisation, which PyTorch has marked for
 removal in favour of torchao (whose CPU wheel has no such kernel yet);
 `int8_usable` probes it, and ``--weights auto`` falls back to dense weights,
@@ -70,8 +76,10 @@ from .decoding import PackedLinear
 __all__ = [
     "CALIBRATION_TEXT",
     "INT8",
+    "INT8_UPPER",
     "PREPARED_VERSION",
     "Int8Linear",
+    "int8_upper_format",
     "int8_usable",
     "linear_weight_bytes",
     "load_int8",
@@ -83,6 +91,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 INT8 = "int8"  # the format's name, as Info reports it (central.model.LoadedModel.weights_format)
+# Int8 only above the feature layer: layers 0..B-1 (and so the hidden states 0..B rankers
+# read) stay dense fp32, the layers from B up and the LM head are int8. Reported with its
+# boundary B (`int8_upper_format`), since a deeper layer's features are partly int8.
+INT8_UPPER = "int8-upper"
 # Version of what `save_int8` writes: bump it when the calibration text, the smoothing or
 # the quantisation changes, so that int8 weights prepared before are not reused.
 PREPARED_VERSION = 1
@@ -92,6 +104,12 @@ _ZERO_POINT = 128  # fbgemm's inputs are uint8: a scaled row's 0 is 128, its -12
 _TINY = 1e-30  # floor of a row's absmax, so an all-zero row divides by something
 
 _USABLE: bool | None = None  # probed once: does the int8 kernel exist and behave here?
+
+
+def int8_upper_format(boundary: int) -> str:
+    """The `INT8_UPPER` format whose first `boundary` decoder layers, and so hidden states
+    0..`boundary`, are dense: "int8-upper@18"."""
+    return f"{INT8_UPPER}@{boundary}"
 
 
 @contextmanager
@@ -211,21 +229,24 @@ def _probe() -> bool:
         return False
 
 
-def quantize_linears(model: nn.Module) -> int:
+def quantize_linears(model: nn.Module, from_layer: int = 0) -> int:
     """Replaces each fp32 CPU `nn.Linear` of `model` by an `Int8Linear`; returns how many.
 
-    A weight shared with an embedding (an LM head tied to the input
-    embeddings) is quantised into the head's own int8 copy and the embedding
-    keeps its fp32 table: the head is read whole every step (113 MB of
-    SmolLM2's 538 in fp32), the embedding only one row per token. The model
-    is then for inference only (see `Int8Linear`). Subclasses of `nn.Linear`
-    (adapters, say) are left alone.
+    The linears of decoder layers below `from_layer` stay dense (the
+    `INT8_UPPER` format); those of the layers above, the LM head and any
+    other linear are quantised. A weight shared with an embedding (an LM head
+    tied to the input embeddings) is quantised into the head's own int8 copy
+    and the embedding keeps its fp32 table: the head is read whole every step
+    (113 MB of SmolLM2's 538 in fp32), the embedding only one row per token.
+    The model is then for inference only (see `Int8Linear`). Subclasses of
+    `nn.Linear` (adapters, say) are left alone.
     """
+    dense = _lower_layer_modules(model, from_layer)
     replaced = 0
     for name, module in list(model.named_modules()):
         if type(module) is not nn.Linear or module.weight.device.type != "cpu":
             continue
-        if module.weight.dtype != torch.float32:
+        if module.weight.dtype != torch.float32 or id(module) in dense:
             continue
         parent, _, attribute = name.rpartition(".")
         setattr(model.get_submodule(parent), attribute, Int8Linear.from_linear(module))
@@ -233,6 +254,11 @@ def quantize_linears(model: nn.Module) -> int:
     if replaced:
         _untie(model)
     return replaced
+
+
+def _lower_layer_modules(model: nn.Module, from_layer: int) -> set[int]:
+    """The ids of every module inside the decoder layers below `from_layer`."""
+    return {id(m) for layer in decoder_layers(model)[:from_layer] for m in layer.modules()}
 
 
 def _untie(model: Any) -> None:
@@ -284,18 +310,22 @@ CALIBRATION_TEXT = (
 _SMOOTHING_ALPHA = 0.5  # SmoothQuant's migration strength: half the range moves to the weights
 
 
-def smooth_activations(model: Any, calibration_ids: list[int]) -> int:
+def smooth_activations(model: Any, calibration_ids: list[int], from_layer: int = 0) -> int:
     """Folds SmoothQuant scales into a fused Llama model's weights; returns the layers smoothed.
 
     Runs `calibration_ids` through the model once (fp32) to find each
     linear's largest input per channel, then rescales as the module
-    docstring says. The model computes the same function afterwards (up to
-    float rounding); only its int8 rounding improves. The layers must have
-    been fused (`cpu_layers.fuse_llama_layers`); other models are left alone
-    (0).
+    docstring says, in the decoder layers from `from_layer` up (those
+    below keep their weights bit for bit). The model computes the same
+    function afterwards (up to float rounding); only its int8 rounding
+    improves. The layers must have been fused (`cpu_layers.fuse_llama_layers`);
+    other models are left alone (0).
     """
     layers = [layer for layer in decoder_layers(model) if is_fused(layer)]
     if not layers or len(layers) != len(decoder_layers(model)):
+        return 0
+    layers = layers[from_layer:]
+    if not layers:
         return 0
     ranges = _input_ranges(model, layers, calibration_ids)
     with torch.no_grad():
@@ -398,13 +428,18 @@ def _fold_rows(linear: Any, divisor: torch.Tensor, rows: slice) -> None:
         _set(linear, "bias", bias)
 
 
-def save_int8(model: Any, path: Path) -> None:
+def _format_name(from_layer: int) -> str:
+    return INT8 if from_layer == 0 else int8_upper_format(from_layer)
+
+
+def save_int8(model: Any, path: Path, from_layer: int = 0) -> None:
     """Writes what `load_int8` needs to rebuild the prepared int8 `model` (safetensors).
 
     Each `Int8Linear`'s int8 weight, scales and bias, and every other
-    parameter but the input embedding (which preparing never changes and the
-    dense checkpoint already holds): 135 MB for SmolLM2-135M. Written to a
-    temporary file and renamed, so a reader never sees half of it.
+    parameter but the input embedding and the decoder layers below
+    `from_layer` (which preparing never changes and the dense checkpoint
+    already holds): 135 MB for SmolLM2-135M in int8, 71 MB in int8-upper@18.
+    Written to a temporary file and renamed, so a reader never sees half of it.
     """
     from safetensors.torch import save_file
 
@@ -413,28 +448,29 @@ def save_int8(model: Any, path: Path) -> None:
         if isinstance(module, Int8Linear):
             weight, scales = module.int8_weight()
             tensors[f"{name}.int8_weight"], tensors[f"{name}.int8_scales"] = weight, scales
-    embedding = model.get_input_embeddings().weight
+    kept = _kept_parameters(model, from_layer)
     for name, parameter in model.named_parameters():
-        if parameter is not embedding:
+        if id(parameter) not in kept:
             tensors[name] = parameter.detach().contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        metadata = {"format": INT8, "version": str(PREPARED_VERSION)}
+        metadata = {"format": _format_name(from_layer), "version": str(PREPARED_VERSION)}
         save_file(tensors, str(staging), metadata=metadata)
         staging.replace(path)
     finally:
         staging.unlink(missing_ok=True)
 
 
-def load_int8(model: Any, path: Path) -> bool:
+def load_int8(model: Any, path: Path, from_layer: int = 0) -> bool:
     """Turns dense `model` into the int8 model `save_int8` wrote to `path`; False if it cannot.
 
     `model` must be the dense model, fused as it was when saved
     (`cpu_layers.fuse_llama_layers`). Nothing is changed unless the file is
-    readable, of this version, and names exactly the model's linears and
-    parameters with their shapes; then each linear becomes an `Int8Linear`
-    (packing ~1 s for SmolLM2, against ~4 s to calibrate and quantise again).
+    readable, of this version and format (`from_layer` as saved), and names
+    exactly the model's linears and parameters with their shapes; then each
+    linear from `from_layer` up becomes an `Int8Linear` (packing ~1 s for
+    SmolLM2, against ~4 s to calibrate and quantise again).
     """
     from safetensors import SafetensorError
     from safetensors.torch import safe_open
@@ -444,10 +480,12 @@ def load_int8(model: Any, path: Path) -> bool:
             metadata = handle.metadata() or {}
             if metadata.get("version") != str(PREPARED_VERSION):
                 return False
+            if metadata.get("format", INT8) != _format_name(from_layer):
+                return False
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
     except (OSError, SafetensorError, ValueError, RuntimeError):
         return False
-    plan = _plan_int8(model, tensors)
+    plan = _plan_int8(model, tensors, from_layer)
     if plan is None:
         return False
     linears, parameters = plan
@@ -466,13 +504,22 @@ def load_int8(model: Any, path: Path) -> bool:
 _Int8Parts = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
 
 
+def _kept_parameters(model: Any, from_layer: int) -> set[int]:
+    """Ids of the parameters a prepared file leaves to the dense checkpoint: the input
+    embedding and those of the decoder layers below `from_layer`."""
+    kept = {id(model.get_input_embeddings().weight)}
+    kept.update(id(p) for layer in decoder_layers(model)[:from_layer] for p in layer.parameters())
+    return kept
+
+
 def _plan_int8(
-    model: Any, tensors: dict[str, torch.Tensor]
+    model: Any, tensors: dict[str, torch.Tensor], from_layer: int = 0
 ) -> tuple[dict[str, _Int8Parts], dict[str, torch.Tensor]] | None:
     """What `load_int8` would set, or None when `tensors` do not fit `model` exactly."""
+    dense = _lower_layer_modules(model, from_layer)
     linears: dict[str, _Int8Parts] = {}
     for name, module in model.named_modules():
-        if type(module) is not nn.Linear:
+        if type(module) is not nn.Linear or id(module) in dense:
             continue
         weight, scales = tensors.get(f"{name}.int8_weight"), tensors.get(f"{name}.int8_scales")
         bias = tensors.get(f"{name}.bias")
@@ -481,11 +528,11 @@ def _plan_int8(
         if (bias is None) != (module.bias is None):
             return None
         linears[name] = (weight, scales, bias)
-    embedding = model.get_input_embeddings().weight
+    kept = _kept_parameters(model, from_layer)
     parameters: dict[str, torch.Tensor] = {}
     for name, parameter in model.named_parameters():
         owner = name.rpartition(".")[0]
-        if owner in linears or parameter is embedding:
+        if owner in linears or id(parameter) in kept:
             continue
         saved = tensors.get(name)
         if saved is None or saved.shape != parameter.shape or saved.dtype != parameter.dtype:

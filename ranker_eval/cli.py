@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from central.model import WEIGHT_FORMATS
 from ranker_eval.config import PRESETS, RunConfig, quick
 
 
@@ -58,9 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--weights",
-        choices=("auto", "dense", "int8"),
-        help="the LLM's linear weights, as ranker-central --weights (default: auto, int8 on "
-        "a CPU); each format's pools are cached apart",
+        choices=WEIGHT_FORMATS,
+        help="the LLM's linear weights, as ranker-central --weights (default: auto, as "
+        "central picks on this machine); each format's pools are cached apart",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log every generated problem")
     return p

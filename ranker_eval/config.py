@@ -48,7 +48,7 @@ class RunConfig:
     swift: bool = True  # fit SWIFT too (re-extracts per-token features with the model)
     lora_steps: int = 120  # LoRA-on-base reward model optimizer steps; 0 skips it
     unsafe_exec: bool = False  # run generated code unisolated where bubblewrap is unusable
-    # the LLM's linear weights (central's --weights: auto, dense or int8); the pools of
+    # the LLM's linear weights (central's --weights: auto, dense, int8, int8-upper); the pools of
     # each format are cached apart (ranker_eval.cache.CacheKey.weights)
     weights: str = "auto"
 

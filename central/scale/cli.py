@@ -75,7 +75,8 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
         "--weights",
         default=ScaleConfig.weights,
         choices=WEIGHTS,
-        help="the linears' weights: int8, dense (as --dtype), or auto (int8 on a CPU)",
+        help="the linears' weights: int8, int8-upper (fp32 features, int8 above them), "
+        "dense (as --dtype), or auto (int8 on a CPU)",
     )
     group.add_argument(
         "--cache-dir",

@@ -44,7 +44,8 @@ class FeatureIdentity:
     # ("last", "mean", "embedding_mean", "signals"); () unknown
     parts: tuple[str, ...] = ()
     signals_version: int | None = None  # version of the "signals" part; None: none or unknown
-    # how central computed them: Info.weights_format ("int8", "float32", ...); "" unknown
+    # how central computed them: Info.weights_format ("int8", "int8-upper@18", "float32",
+    # ...); "" unknown
     # (a ranker exported, or a server running, before formats were recorded)
     weights_format: str = ""
 
@@ -125,8 +126,11 @@ class FeatureIdentity:
 
 
 def _weights_flag(weights_format: str) -> str:
-    """The `ranker-central --weights` value that serves `weights_format`."""
-    return "int8" if weights_format == "int8" else f"dense --dtype {weights_format}"
+    """The `ranker-central --weights` value that serves `weights_format` ("int8",
+    "int8-upper@18": int8 above a boundary layer, which is central's default feature layer,
+    or a dense dtype)."""
+    name = weights_format.partition("@")[0]
+    return name if name in ("int8", "int8-upper") else f"dense --dtype {weights_format}"
 
 
 @dataclass(frozen=True)

@@ -143,6 +143,10 @@ def test_bad_serve_flags_end_in_one_line_before_anything_loads(
             ["prepare", "--weights", "int8", "--dtype", "float16"],
             "ranker-central: --weights int8 runs with --dtype float32, not float16",
         ),
+        (
+            ["serve", "--weights", "int8-upper", "--device", "cuda"],
+            "ranker-central: --weights int8-upper runs on the CPU; on a GPU use auto or dense",
+        ),
     ],
 )
 def test_argument_errors_are_one_line_too(args: list[str], expected: str) -> None:

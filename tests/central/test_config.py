@@ -168,6 +168,8 @@ def test_tls_files_must_be_readable_pem_that_match(tls: dict[str, Path], tmp_pat
         ({"weights": "int4"}, "--weights"),
         ({"weights": "int8", "dtype": "bfloat16"}, "--weights"),
         ({"weights": "int8", "device": "cuda"}, "--weights"),
+        ({"weights": "int8-upper", "dtype": "float16"}, "--weights"),
+        ({"weights": "int8-upper", "device": "cuda"}, "--weights"),
         ({"model": ""}, "--model"),
         ({"model": "/no/such/model"}, "--model"),
     ],

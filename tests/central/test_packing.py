@@ -37,3 +37,16 @@ def test_a_weight_shared_with_the_embeddings_stays_dense(tiny_checkpoint) -> Non
     pack_linears(model)
     assert type(model.lm_head) is nn.Linear
     assert model.lm_head.weight is model.get_input_embeddings().weight
+
+
+def test_a_lone_row_gets_the_bits_it_gets_in_a_batch() -> None:
+    # oneDNN computes a single row of some shapes (SmolLM2's down projection, 1536 -> 576)
+    # by a gemv kernel that rounds otherwise than its batched one; int8 layers above would
+    # turn that into other tokens for a K=1 request alone and batched.
+    torch.manual_seed(3)
+    linear = PackedLinear(nn.Linear(1536, 576))
+    rows = torch.randn(5, 1, 1536)
+    with torch.inference_mode():
+        batched = linear(rows)
+        for i in range(len(rows)):
+            assert torch.equal(linear(rows[i : i + 1]), batched[i : i + 1])

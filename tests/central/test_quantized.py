@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -12,9 +13,11 @@ from torch import nn
 
 from central._errors import ModelLoadError
 from central.cpu_layers import fuse_llama_layers
-from central.model import load_model
+from central.decoding import PackedLinear, new_cache, pack_linears
+from central.model import AUTO_CPU_FORMAT, load_model
 from central.quantized import (
     INT8,
+    INT8_UPPER,
     Int8Linear,
     int8_usable,
     linear_weight_bytes,
@@ -146,10 +149,11 @@ def test_a_tied_lm_head_gets_its_own_int8_copy(tiny_checkpoint) -> None:
 
 
 def test_unknown_or_impossible_formats_are_refused(tiny_checkpoint) -> None:
-    with pytest.raises(ModelLoadError, match="auto, dense or int8"):
+    with pytest.raises(ModelLoadError, match="auto, dense, int8, int8-upper"):
         load_model(str(tiny_checkpoint), weights="int4")
-    with pytest.raises(ModelLoadError, match="float32"):
-        load_model(str(tiny_checkpoint), weights="int8", dtype="bfloat16")
+    for weights in (INT8, INT8_UPPER):
+        with pytest.raises(ModelLoadError, match="float32"):
+            load_model(str(tiny_checkpoint), weights=weights, dtype="bfloat16")
     assert load_model(str(tiny_checkpoint), dtype="bfloat16").weights_format == "bfloat16"
 
 
@@ -173,3 +177,71 @@ def test_auto_keeps_other_architectures_dense(tiny_checkpoint, tmp_path: Path, c
     assert load_model(str(directory), cache_dir=tmp_path / "cache").weights_format == "float32"
     forced = load_model(str(directory), weights="int8", cache_dir=tmp_path / "cache")
     assert forced.weights_format == INT8 and "batch-invariant" in caplog.text
+
+
+def _served(tiny_checkpoint: Path, weights: str, cache: Path) -> Any:
+    """The tiny model as `ranker-central serve --weights <weights>` prepares it."""
+    loaded = load_model(str(tiny_checkpoint), weights=weights, cache_dir=cache)
+    pack_linears(loaded.model)
+    return loaded
+
+
+def _states(loaded: Any, ids: list[int]) -> list[torch.Tensor]:
+    """Every hidden state of a prompt pass, then of one decode step (a lone row) after it."""
+    cache = new_cache(loaded.model)
+    with torch.inference_mode():
+        prompt = loaded.model(torch.tensor([ids[:-1]]), cache=cache, output_hidden_states=True)
+        step = loaded.model(torch.tensor([ids[-1:]]), cache=cache, output_hidden_states=True)
+    return [*prompt.hidden_states, *step.hidden_states]
+
+
+def test_int8_upper_keeps_the_dense_features_bit_for_bit(tiny_checkpoint, tmp_path: Path) -> None:
+    # Below the boundary nothing is smoothed or quantised: the same fused layers run the
+    # same packed fp32 kernels on the same weights in the same order, so the hidden states
+    # rankers read are equal exactly, not merely close; only the layers above (and so the
+    # sampling distribution) move.
+    dense = _served(tiny_checkpoint, "dense", tmp_path)
+    upper = _served(tiny_checkpoint, INT8_UPPER, tmp_path)
+    boundary = round(0.6 * upper.num_layers)  # the default feature layer: 2 of 4
+    assert upper.weights_format == f"int8-upper@{boundary}" == "int8-upper@2"
+    assert upper.weights_sha256 == dense.weights_sha256
+    layers = upper.model.model.layers
+    below = [m for layer in layers[:boundary] for m in layer.modules()]
+    above = [m for layer in layers[boundary:] for m in layer.modules()]
+    assert sum(isinstance(m, PackedLinear) for m in below) == 4 * boundary
+    assert not any(isinstance(m, Int8Linear) for m in below)
+    assert sum(isinstance(m, Int8Linear) for m in above) == 4 * (4 - boundary)
+    assert isinstance(upper.model.lm_head, Int8Linear)
+    ids = dense.tokenizer("The features below the boundary are the dense ones.")["input_ids"]
+    want, got = _states(dense, ids), _states(upper, ids)
+    per_pass = upper.num_layers + 1
+    for index, (a, b) in enumerate(zip(want, got, strict=True)):
+        layer = index % per_pass
+        assert torch.equal(a, b) == (layer <= boundary), layer
+    assert linear_weight_bytes(upper.model) < linear_weight_bytes(dense.model)
+
+
+def test_each_format_has_its_own_prepared_file(tiny_checkpoint, tmp_path: Path) -> None:
+    upper = load_model(str(tiny_checkpoint), weights=INT8_UPPER, cache_dir=tmp_path)
+    int8 = load_model(str(tiny_checkpoint), weights=INT8, cache_dir=tmp_path)
+    names = sorted(p.name for p in (tmp_path / "prepared").iterdir())
+    stem = f"{upper.name}-{upper.weights_sha256[:16]}"  # keyed on the weights and the format
+    assert names == [f"{stem}-int8-upper@2-v1.safetensors", f"{stem}-int8-v1.safetensors"]
+    upper_file, int8_file = (tmp_path / "prepared" / name for name in names)
+    # the dense layers are left to the checkpoint: the file holds less than the int8 one
+    assert upper_file.stat().st_size < int8_file.stat().st_size
+    again = load_model(str(tiny_checkpoint), weights=INT8_UPPER, cache_dir=tmp_path)
+    ids = torch.tensor([upper.tokenizer("read back from the cache")["input_ids"]])
+    with torch.inference_mode():
+        assert torch.equal(again.model(ids).logits, upper.model(ids).logits)
+        assert not torch.equal(again.model(ids).logits, int8.model(ids).logits)
+    other = load_model(str(tiny_checkpoint), weights="dense")
+    fuse_llama_layers(other.model)
+    assert not load_int8(other.model, upper_file)  # an int8-upper file is not int8 weights
+    assert load_int8(other.model, upper_file, from_layer=2)
+
+
+def test_auto_picks_the_cpu_format(tiny_checkpoint, tmp_path: Path) -> None:
+    loaded = load_model(str(tiny_checkpoint), cache_dir=tmp_path)
+    want = INT8 if AUTO_CPU_FORMAT == INT8 else f"{AUTO_CPU_FORMAT}@2"
+    assert loaded.weights_format == want

@@ -84,6 +84,9 @@ def test_a_ranker_refuses_features_of_another_weight_format() -> None:
     assert legacy.mismatch(int8) is None and fp32.mismatch(fp32) is None
     assert FeatureIdentity.from_dict(int8.to_dict()) == int8
     assert read_identity(identity_metadata(int8)) == int8
+    upper = dataclasses.replace(fp32, weights_format="int8-upper@18")
+    assert "serve --weights int8-upper`" in (upper.mismatch(int8) or "")  # the flag, no "@18"
+    assert "--weights int8`" in (int8.mismatch(upper) or "")
 
 
 def test_metadata_entries_round_trip() -> None:
