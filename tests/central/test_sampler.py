@@ -425,6 +425,7 @@ def test_the_nucleus_is_the_top_p_prefix_of_a_full_sort_ties_included_alone_or_b
         kept = _nucleus(probs, top_p)
         assert torch.equal(kept, probs >= least_kept)
         assert kept.any(dim=-1).all() and kept[torch.arange(6), probs.argmax(dim=-1)].all()
+        assert kept[5].sum() > (before[5] < top_p).sum()  # the ties a sort would have split
         for row in range(6):  # a row keeps the same tokens whatever shares its batch
             assert torch.equal(_nucleus(probs[row : row + 1], top_p), kept[row : row + 1])
     assert _nucleus(probs, 0.999).sum(dim=-1).max() > 256  # the search widened
