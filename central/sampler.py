@@ -514,14 +514,46 @@ def _pick_tokens(
         kth = torch.topk(scores, config.top_k, dim=-1).values[:, -1:]
         scores = scores.masked_fill(scores < kth, float("-inf"))
     if config.top_p < 1.0:
-        sorted_scores, order = torch.sort(scores, dim=-1, descending=True)
-        sorted_probs = torch.softmax(sorted_scores, dim=-1)
-        # Drop a token once the mass before it already reaches top_p; the most
-        # likely token always stays.
-        drop_sorted = (sorted_probs.cumsum(dim=-1) - sorted_probs) >= config.top_p
-        drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
-        scores = scores.masked_fill(drop, float("-inf"))
+        scores = scores.masked_fill(
+            ~_nucleus(torch.softmax(scores, dim=-1), config.top_p), float("-inf")
+        )
     return _draw(torch.softmax(scores, dim=-1), generator)
+
+
+def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """(rows, vocab) bool: the tokens top-p sampling keeps, for each row of `probs`.
+
+    A token is kept while the mass of the tokens before it (most likely
+    first) is below `top_p`, so the most likely token always stays. The
+    nucleus is nearly always a few dozen tokens, so it is looked for among
+    the `_NUCLEUS_FIRST` most likely ones first, widening only while some
+    row's nucleus runs past them (a partial sort: a K=1 draw takes ~0.5 ms,
+    where sorting a 49k vocabulary made it ~4.5 ms, a fifth of a K=1 int8
+    step on one CPU thread). What is kept is every token at least as likely
+    as the least likely one in the nucleus: tokens tied with it stay too, so
+    the set depends on the probabilities alone, never on how a sort ordered
+    ties, and a row keeps the same tokens whatever else is in its batch.
+    """
+    vocab = probs.shape[-1]
+    # On a GPU, where a full sort is cheap and asking whether to widen would wait for it,
+    # the search starts (and ends) with the whole vocabulary.
+    width = min(_NUCLEUS_FIRST, vocab) if probs.device.type == "cpu" else vocab
+    while True:
+        likeliest = torch.topk(probs, width, dim=-1).values  # (rows, width), descending
+        # The mass up to each: a running sum, so it never decreases, and a token past
+        # the candidates has at least the mass of all of them ahead of it.
+        mass = likeliest.cumsum(dim=-1)
+        if width == vocab or bool((mass[:, -1] >= top_p).all()):
+            break
+        width = min(width * 8, vocab)
+    before = torch.nn.functional.pad(mass[:, :-1], (1, 0))  # the mass ahead of each
+    # The least likely kept probability; +inf keeps nothing (a broken row, NaN:
+    # its draw then fails as a `SamplingError`).
+    kept = torch.where(before < top_p, likeliest, torch.inf)
+    return probs >= kept.amin(dim=-1, keepdim=True)
+
+
+_NUCLEUS_FIRST = 256  # candidates `_nucleus` looks among first; 8x more each time they fall short
 
 
 def _tempered(logits: torch.Tensor, temperature: float) -> torch.Tensor:

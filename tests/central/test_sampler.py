@@ -409,3 +409,23 @@ def test_logits_that_are_not_finite_raise_a_sampling_error_not_an_index_error() 
             draw(config)
     with pytest.raises(SamplingError, match="not finite"):  # greedy draws, but its log p is NaN
         draw(SamplingConfig(k=3, temperature=0.0))
+
+
+def test_the_nucleus_is_the_top_p_prefix_of_a_full_sort_ties_included_alone_or_batched() -> None:
+    from central.sampler import _nucleus
+
+    torch.manual_seed(0)
+    logits = torch.randn(6, 5000) * torch.tensor([[0.5], [1.0], [3.0], [6.0], [9.0], [2.0]])
+    logits[5] = logits[5].round()  # many exact ties, one of them at the boundary
+    probs = torch.softmax(logits, dim=-1)
+    for top_p in (1e-9, 0.3, 0.9, 0.999):  # nuclei from one token to past the first search
+        ordered = torch.sort(probs, dim=-1, descending=True).values
+        before = torch.nn.functional.pad(ordered.cumsum(dim=-1)[:, :-1], (1, 0))  # mass ahead
+        least_kept = torch.where(before < top_p, ordered, torch.inf).amin(dim=-1, keepdim=True)
+        kept = _nucleus(probs, top_p)
+        assert torch.equal(kept, probs >= least_kept)
+        assert kept.any(dim=-1).all() and kept[torch.arange(6), probs.argmax(dim=-1)].all()
+        assert kept[5].sum() > (before[5] < top_p).sum()  # the ties a sort would have split
+        for row in range(6):  # a row keeps the same tokens whatever shares its batch
+            assert torch.equal(_nucleus(probs[row : row + 1], top_p), kept[row : row + 1])
+    assert _nucleus(probs, 0.999).sum(dim=-1).max() > 256  # the search widened
