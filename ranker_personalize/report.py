@@ -606,8 +606,10 @@ def _render(results: dict[str, Any], budgets: list[int]) -> str:
         "Percent top-1 agreement, seeds "
         f"{cold_seeds[0] if cold_seeds else []}. The global "
         f"ranker is fitted on the *other* users' feedback ({budgets[-1]} events each) and "
-        "published in the new user's registry: it ranks until their first update, and their "
-        "head is fitted on top of its scores (from scratch: the first sample, a zero head).",
+        'published in the new user\'s registry. As the SDK ships (`cold_start="first_sample"`), '
+        "the new user sees the first sample until their first update; from then on their "
+        "head is fitted on top of the global's scores, `(1 + u) * global + x.v` (from "
+        "scratch: no global, a zero head).",
         "",
         *_cold_lines(results, list(meta["cold_budgets"])),
         "",
