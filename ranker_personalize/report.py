@@ -257,7 +257,8 @@ def _slow_learner_lines(results: dict[str, Any]) -> list[str]:
         else:
             why = (
                 f"the representation holds it (full-label ceiling {100 * ceiling:.0f}), but "
-                "the feedback seldom carries it"
+                "reactions to one to three shown answers teach it slowly "
+                f"({_pct(_key(sec['personal'], top))} at {top} events)"
             )
         if share < 0.6:
             why += (
