@@ -334,8 +334,9 @@ class Study:
     # -- cold start ---------------------------------------------------------------------------
     def cold_start(self) -> None:
         """A new user whose registry holds a global ranker fitted on the *other* users'
-        feedback (200 events each): it ranks until their first update, and their head
-        is fitted on top of its scores. Compared with starting from scratch."""
+        feedback (200 events each): the first sample until their first update (the SDK's
+        default cold start), then their head fitted on top of its scores. Compared with
+        starting from scratch."""
         if not self._time_left("cold start"):
             return
         start = time.perf_counter()

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ranker_personalize.content_users import CONTENT_DESCRIPTIONS, CONTENT_KINDS
 from ranker_personalize.users import DESCRIPTIONS, KINDS, MIRRORS
 
 __all__ = ["write_report"]
@@ -201,7 +202,7 @@ def _closing_table(results: dict[str, Any], budgets: list[int]) -> list[str]:
             else "n/a"
         )
         lines.append(
-            f"| {name} | {KINDS.get(sec['judge'], '')} | {sec['decisive_prompts']} | "
+            f"| {name} | {_kind(sec['judge'])} | {sec['decisive_prompts']} | "
             f"{_pct(sec['first'])} | {_pct(sec['random'])} | {cells} | "
             f"{_pct(_key(sec['global'], top))} | {bare_cells} | "
             f"{_pct(sec.get('ceiling'))} ({_pct(sec.get('ceiling_no_signals'))}) | "
@@ -209,6 +210,64 @@ def _closing_table(results: dict[str, Any], budgets: list[int]) -> list[str]:
             f"{_when(sec['beat_first'], top)} | {_when(sec['beat_global'], top)} |"
         )
     return lines
+
+
+def _description(judge: str) -> str:
+    return DESCRIPTIONS.get(judge) or CONTENT_DESCRIPTIONS.get(judge, judge)
+
+
+def _kind(judge: str) -> str:
+    return KINDS.get(judge) or CONTENT_KINDS.get(judge, "")
+
+
+# A user "learns" when it beats its first sample by this much at the summary's
+# first budget (50 events), with the paired interval above 0 (issue 22's bar).
+LEARNS_BY = 0.15
+
+
+def _slow_learner_lines(results: dict[str, Any]) -> list[str]:
+    """The users below the bar, each with the reason its figures give: little room
+    above the first sample, a representation that cannot separate the taste (a low
+    full-label ceiling), or feedback that seldom carries it."""
+    mid, top = results["meta"]["summary_budgets"]
+    lines = []
+    for name, sec in results["users"].items():
+        gain = _key(sec["gain_vs_first"], mid)
+        if gain["mean"] >= LEARNS_BY and gain["low"] > 0:
+            continue
+        first, ceiling = sec["first"]["mean"], (sec.get("ceiling") or {}).get("mean")
+        share = sec["decisive_prompts"] / max(1, sec["test_prompts"])
+        head = (
+            f"**{name}** ({_kind(sec['judge'])}): {_pct(sec['first'])} -> "
+            f"{_pct(_key(sec['personal'], mid))} at {mid} events (gain {_ci(gain)}), "
+            f"{_pct(_key(sec['personal'], top))} at {top}"
+        )
+        if ceiling is None:
+            why = "no full-label ceiling was measured"
+        elif ceiling - first < 0.2:
+            why = (
+                f"little room: the first sample already reaches {_pct(sec['first'])} of a "
+                f"full-label ceiling of {100 * ceiling:.0f}"
+            )
+        elif ceiling < 0.7:
+            why = (
+                "the representation separates this taste poorly: fitted on every train "
+                f"prompt's exact preferences, the same learner reaches {100 * ceiling:.0f}"
+            )
+        else:
+            why = (
+                f"the representation holds it (full-label ceiling {100 * ceiling:.0f}), but "
+                "reactions to one to three shown answers teach it slowly "
+                f"({_pct(_key(sec['personal'], top))} at {top} events)"
+            )
+        if share < 0.6:
+            why += (
+                f"; the judge prefers some answers over others on only {100 * share:.0f}% "
+                "of the test prompts (on the others every answer ties, so a reaction there "
+                "is a coin flip that teaches noise)"
+            )
+        lines.append(f"- {head}: {why}.")
+    return lines or [f"- Every user beats its first sample by this much at {mid} events."]
 
 
 def _pairs_lines(results: dict[str, Any]) -> list[str]:
@@ -247,7 +306,7 @@ def _user_tables(results: dict[str, Any], budgets: list[int]) -> list[str]:
     for name, sec in results["users"].items():
         mirrors = MIRRORS.get(sec["judge"], ())
         lines += [
-            f"#### {name}: {DESCRIPTIONS.get(sec['judge'], sec['judge'])}",
+            f"#### {name}: {_description(sec['judge'])}",
             "",
             f"{sec['decisive_prompts']} of {sec['test_prompts']} test prompts are decisive for "
             f"this judge; first sample {_ci(sec['first'])}, random {_ci(sec['random'])}, "
@@ -493,11 +552,14 @@ def _render(results: dict[str, Any], budgets: list[int]) -> str:
         f"{pool['max_new_tokens']} new tokens from `{pool['model']}` at temperature "
         f"{pool['temperature']}; representation v2 at layer {pool['layer']}: last-token and "
         "mean vectors, and the on-device signals of each text and its scalars.",
-        f"- Users: {len(results['users'])} simulated tastes (`ranker_personalize/users.py`), "
-        "two conflicting pairs (concise/verbose, lists/prose), two that no signal encodes "
-        "(no_you: lexical, social: topical). Feedback as the demo simulates it: half thumbs "
-        f"on the answer shown first, half picks among 2-3 shown; noise {meta['noise']} (a "
-        f"reaction is random with this probability). Seeds {meta['seeds']}.",
+        f"- Users: {len(results['users'])} simulated tastes: the study's own "
+        "(`ranker_personalize/users.py`: two conflicting pairs, concise/verbose and "
+        "lists/prose, and two that no signal encodes, no_you: lexical, social: topical) and "
+        "the content users (`ranker_personalize/content_users.py`: a topic, a lexical field, "
+        "certainty, tone, specificity, how the answer treats its reader). Feedback as the "
+        "demo simulates it: half thumbs on the answer shown first, half picks among 2-3 "
+        f"shown; noise {meta['noise']} (a reaction is random with this probability). "
+        f"Seeds {meta['seeds']}.",
         f"- Learner: what ships, torch-free (`PersonalRanker.learn()` -> `LearnReport`; "
         f"TasteConfig {meta['learner']}), after every event: one head per entry of "
         "`head_priors` (each multiplies some blocks' prior variance), fitted over the same "
@@ -525,6 +587,14 @@ def _render(results: dict[str, Any], budgets: list[int]) -> str:
         "",
         "![learning curves](learning_curves.png)",
         "",
+        "## Users who do not learn, and why",
+        "",
+        f"Below the bar: a gain over the first sample under {100 * LEARNS_BY:.0f} points at "
+        f"{meta['summary_budgets'][0]} events, or an interval reaching 0. The reason is read "
+        "from each user's figures (ceiling, first sample, how often the judge is decisive).",
+        "",
+        *_slow_learner_lines(results),
+        "",
         "## Conflicting pairs: personal vs one pooled ranker",
         "",
         *_pairs_lines(results),
@@ -537,8 +607,10 @@ def _render(results: dict[str, Any], budgets: list[int]) -> str:
         "Percent top-1 agreement, seeds "
         f"{cold_seeds[0] if cold_seeds else []}. The global "
         f"ranker is fitted on the *other* users' feedback ({budgets[-1]} events each) and "
-        "published in the new user's registry: it ranks until their first update, and their "
-        "head is fitted on top of its scores (from scratch: the first sample, a zero head).",
+        'published in the new user\'s registry. As the SDK ships (`cold_start="first_sample"`), '
+        "the new user sees the first sample until their first update; from then on their "
+        "head is fitted on top of the global's scores, `(1 + u) * global + x.v` (from "
+        "scratch: no global, a zero head).",
         "",
         *_cold_lines(results, list(meta["cold_budgets"])),
         "",
