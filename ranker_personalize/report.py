@@ -257,8 +257,7 @@ def _slow_learner_lines(results: dict[str, Any]) -> list[str]:
         else:
             why = (
                 f"the representation holds it (full-label ceiling {100 * ceiling:.0f}), but "
-                "reactions to one to three shown answers teach it slowly "
-                f"({_pct(_key(sec['personal'], top))} at {top} events)"
+                "reactions to one to three shown answers teach it slowly"
             )
         if share < 0.6:
             why += (
@@ -540,8 +539,10 @@ def _render(results: dict[str, Any], budgets: list[int]) -> str:
         f"2. `{meta['command']}` runs every phase through the real edge SDK and rewrites this "
         "directory. `--budget-minutes` is the time budget: once spent, the remaining optional "
         "phases are skipped and listed under Notes.",
-        "3. The forgetting check reads the quality harness's arithmetic cache "
-        "(`ranker-eval --phase generate --model default --cache .cache/ranker-eval`).",
+        "3. The forgetting check reads the quality harness's cache of its arithmetic task "
+        "(`math`) for the pool's model, in the pool's weight format (`ranker-eval --preset "
+        "representation --phase generate --weights dense --cache .cache/ranker-eval` writes "
+        "one; `--correctness-cache` points elsewhere); without it the check is skipped.",
         "4. CI quick mode: `pytest tests/ranker_personalize` runs the same `run_study` with "
         "`quick_config()` on a tiny-model pool.",
         "",
