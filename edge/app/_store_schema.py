@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,25 @@ def sqlite_failure(exc: sqlite3.DatabaseError, path: Path) -> RankerError | None
     return None
 
 
+def _write_ahead(conn: sqlite3.Connection, timeout: float) -> None:
+    """Puts the file in WAL mode, waiting up to `timeout` for another opener.
+
+    Two processes opening a new store at once both ask to switch its journal;
+    SQLite answers one of them "database is locked" at once, without waiting
+    (waiting could deadlock the two upgrades). The mode is kept in the file,
+    so once the other opener has switched it, asking again succeeds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
+
+
 def connect(path: Path, timeout: float) -> sqlite3.Connection:
     """Connect, check integrity *before* writing anything, then ensure the schema."""
     if path.is_dir():
@@ -125,7 +145,7 @@ def connect(path: Path, timeout: float) -> sqlite3.Connection:
         if status != "ok":
             raise CorruptStoreError(path, f"integrity check says {status!r}")
         _refuse_newer(conn, path)
-        conn.execute("PRAGMA journal_mode=WAL")
+        _write_ahead(conn, timeout)
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.executescript(_SCHEMA)
