@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from ranker_personalize.users import SimUser
+from ranker_personalize.users import DESCRIPTIONS, KINDS, SimUser
 
 __all__ = [
     "CONTENT_DESCRIPTIONS",
@@ -42,6 +42,8 @@ __all__ = [
     "HELD_OUT",
     "LEXICONS",
     "ContentUser",
+    "judge_description",
+    "judge_kind",
     "make_content_users",
 ]
 
@@ -234,3 +236,14 @@ def make_content_users(
 ) -> list[ContentUser]:
     """One user per content judge named (default: all twelve)."""
     return [ContentUser(name, name, noise) for name in names]
+
+
+def judge_kind(judge: str) -> str:
+    """What kind of taste any study judge is, the study's own (``users.KINDS``) or a
+    content one (``CONTENT_KINDS``); "" for an unknown name."""
+    return KINDS.get(judge) or CONTENT_KINDS.get(judge, "")
+
+
+def judge_description(judge: str) -> str:
+    """What any study judge prefers, in words; the name itself for an unknown one."""
+    return DESCRIPTIONS.get(judge) or CONTENT_DESCRIPTIONS.get(judge, judge)

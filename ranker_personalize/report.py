@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ranker_personalize.content_users import CONTENT_DESCRIPTIONS, CONTENT_KINDS
-from ranker_personalize.users import DESCRIPTIONS, KINDS, MIRRORS
+from ranker_personalize.content_users import judge_description, judge_kind
+from ranker_personalize.users import MIRRORS
 
 __all__ = ["write_report"]
 
@@ -74,7 +74,7 @@ def _plot_curves(results: dict[str, Any], budgets: list[int], path: Path) -> Non
         ax.set_xticklabels([str(b) for b in budgets])
         ax.set_xlim(0, budgets[-1] * 1.1)
         ax.set_ylim(0, 1.05)
-        ax.set_title(f"{name} ({KINDS.get(sec['judge'], '')}, {sec['decisive_prompts']} prompts)",
+        ax.set_title(f"{name} ({judge_kind(sec['judge'])}, {sec['decisive_prompts']} prompts)",
                      fontsize=9)  # fmt: skip
         ax.set_xlabel("feedback events")
         ax.set_ylabel("top-1 = user's preferred")
@@ -202,7 +202,7 @@ def _closing_table(results: dict[str, Any], budgets: list[int]) -> list[str]:
             else "n/a"
         )
         lines.append(
-            f"| {name} | {_kind(sec['judge'])} | {sec['decisive_prompts']} | "
+            f"| {name} | {judge_kind(sec['judge'])} | {sec['decisive_prompts']} | "
             f"{_pct(sec['first'])} | {_pct(sec['random'])} | {cells} | "
             f"{_pct(_key(sec['global'], top))} | {bare_cells} | "
             f"{_pct(sec.get('ceiling'))} ({_pct(sec.get('ceiling_no_signals'))}) | "
@@ -210,14 +210,6 @@ def _closing_table(results: dict[str, Any], budgets: list[int]) -> list[str]:
             f"{_when(sec['beat_first'], top)} | {_when(sec['beat_global'], top)} |"
         )
     return lines
-
-
-def _description(judge: str) -> str:
-    return DESCRIPTIONS.get(judge) or CONTENT_DESCRIPTIONS.get(judge, judge)
-
-
-def _kind(judge: str) -> str:
-    return KINDS.get(judge) or CONTENT_KINDS.get(judge, "")
 
 
 # A user "learns" when it beats its first sample by this much at the summary's
@@ -228,7 +220,8 @@ LEARNS_BY = 0.15
 def _slow_learner_lines(results: dict[str, Any]) -> list[str]:
     """The users below the bar, each with the reason its figures give: little room
     above the first sample, a representation that cannot separate the taste (a low
-    full-label ceiling), or feedback that seldom carries it."""
+    full-label ceiling), or slow learning from one-bit feedback; and whether the judge
+    is seldom decisive."""
     mid, top = results["meta"]["summary_budgets"]
     lines = []
     for name, sec in results["users"].items():
@@ -238,7 +231,7 @@ def _slow_learner_lines(results: dict[str, Any]) -> list[str]:
         first, ceiling = sec["first"]["mean"], (sec.get("ceiling") or {}).get("mean")
         share = sec["decisive_prompts"] / max(1, sec["test_prompts"])
         head = (
-            f"**{name}** ({_kind(sec['judge'])}): {_pct(sec['first'])} -> "
+            f"**{name}** ({judge_kind(sec['judge'])}): {_pct(sec['first'])} -> "
             f"{_pct(_key(sec['personal'], mid))} at {mid} events (gain {_ci(gain)}), "
             f"{_pct(_key(sec['personal'], top))} at {top}"
         )
@@ -305,7 +298,7 @@ def _user_tables(results: dict[str, Any], budgets: list[int]) -> list[str]:
     for name, sec in results["users"].items():
         mirrors = MIRRORS.get(sec["judge"], ())
         lines += [
-            f"#### {name}: {_description(sec['judge'])}",
+            f"#### {name}: {judge_description(sec['judge'])}",
             "",
             f"{sec['decisive_prompts']} of {sec['test_prompts']} test prompts are decisive for "
             f"this judge; first sample {_ci(sec['first'])}, random {_ci(sec['random'])}, "

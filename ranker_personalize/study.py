@@ -18,14 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from ranker_personalize.content_users import CONTENT_KINDS, make_content_users
+from ranker_personalize.content_users import CONTENT_KINDS, judge_kind, make_content_users
 from ranker_personalize.correctness import CorrectnessSet, find_correctness, load_correctness
 from ranker_personalize.costs import measure_costs
 from ranker_personalize.experiments import Study, StudyConfig
 from ranker_personalize.pool import Pool, load_pool
 from ranker_personalize.prompts import PromptItem, split_prompts
 from ranker_personalize.simulate import SimConfig, taste_config
-from ranker_personalize.users import KINDS, MIRRORS, SimUser, make_users
+from ranker_personalize.users import MIRRORS, SimUser, make_users
 
 __all__ = [
     "TARGETS",
@@ -159,7 +159,7 @@ def _targets(results: dict[str, Any]) -> dict[str, Any]:
 
 def interpret(name: str, section: dict[str, Any], top: int) -> str:
     """A data-driven sentence on whether and why a user's ranker learned their taste."""
-    first, kind = section["first"]["mean"], KINDS.get(section["judge"], "")
+    first, kind = section["first"]["mean"], judge_kind(section["judge"])
     ceiling = section.get("ceiling")
     head = f"`{name}` ({kind}) "
     if section["beat_first"] is not None:

@@ -47,3 +47,12 @@ def test_a_gain_whose_interval_reaches_zero_is_below_the_bar() -> None:
     assert len(_slow_learner_lines(results)) == 1
     results["users"]["noisy"]["gain_vs_first"]["50"]["low"] = 0.01
     assert _slow_learner_lines(results)[0].startswith("- Every user")
+
+
+def test_every_judge_has_a_kind_and_description_the_study_s_own_and_the_content_ones() -> None:
+    from ranker_personalize.content_users import CONTENT_KINDS, judge_description, judge_kind
+    from ranker_personalize.users import KINDS
+
+    for judge in (*KINDS, *CONTENT_KINDS):
+        assert judge_kind(judge) and judge_description(judge) != judge
+    assert judge_kind("outdoors") == "topic" and judge_kind("social") == "topical"
