@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ._errors import ConfigError
 from .device import AUTO, check_device_name
-from .model import DEFAULT_MODEL, EMBEDDED_MODELS, WEIGHT_FORMATS
+from .model import DEFAULT_MODEL, EMBEDDED_MODELS, INT8_FORMATS, WEIGHT_FORMATS
 
 __all__ = [
     "DTYPES",
@@ -50,7 +50,6 @@ DTYPES = ("float32", "bfloat16", "float16")  # torch dtypes a model can run in
 # and "int8-upper" (the layers above the feature layer, and the LM head) insist (CPU,
 # float32), and fail the start where they cannot run.
 WEIGHTS = WEIGHT_FORMATS
-_INT8_FORMATS = ("int8", "int8-upper")  # the formats that need the CPU and float32
 DTYPE_CHOICES = (AUTO, *DTYPES)  # what --dtype accepts: auto is float32 on a CPU, bfloat16 on a GPU
 MiB = 1 << 20
 
@@ -145,7 +144,7 @@ def validate_config(config: ServerConfig, environ: Mapping[str, str] | None = No
     """
     check_model_options(config.model, config.dtype, config.cache_dir, config.weights)
     check_device_name(config.device)
-    if config.weights in _INT8_FORMATS and config.device.startswith("cuda"):
+    if config.weights in INT8_FORMATS and config.device.startswith("cuda"):
         raise ConfigError(
             "--weights", f"{config.weights} runs on the CPU; on a GPU use auto or dense"
         )
@@ -226,7 +225,7 @@ def check_model_options(
         raise ConfigError("--dtype", f"must be one of {', '.join(DTYPE_CHOICES)}, got {dtype!r}")
     if weights not in WEIGHTS:
         raise ConfigError("--weights", f"must be one of {', '.join(WEIGHTS)}, got {weights!r}")
-    if weights in _INT8_FORMATS and dtype not in (AUTO, "float32"):
+    if weights in INT8_FORMATS and dtype not in (AUTO, "float32"):
         raise ConfigError("--weights", f"{weights} runs with --dtype float32, not {dtype}")
     if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
         raise ConfigError("--cache-dir", f"{cache_dir} exists and is not a directory")

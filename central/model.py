@@ -73,6 +73,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUTO_CPU_FORMAT",
+    "INT8_FORMATS",
     "ORIGIN_FILE",
     "STALE_AFTER_DAYS",
     "WEIGHT_FORMATS",
@@ -124,10 +125,11 @@ EMBEDDED_MODELS: dict[str, Callable[[], Path]] = {
 }
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
-# What `load_model(weights=...)` accepts (see the module docstring); the int8 formats'
-# names are central.quantized's INT8 and INT8_UPPER, written out so that this list
-# imports without torch.
-WEIGHT_FORMATS = ("auto", "dense", "int8", "int8-upper")
+# The int8 formats (they need the CPU and float32): central.quantized's INT8 and
+# INT8_UPPER, written out so that these lists import without torch.
+INT8_FORMATS = ("int8", "int8-upper")
+# What `load_model(weights=...)` accepts (see the module docstring).
+WEIGHT_FORMATS = ("auto", "dense", *INT8_FORMATS)
 # What "auto" picks on a CPU where the int8 kernel works, for Llama-family models: the
 # fastest format. int8-upper keeps the features dense but misses issue 26's K=1 target
 # (50% of its weight-read limit: 38% on this machine; docs/results/weights-int8.md).

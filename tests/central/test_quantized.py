@@ -14,7 +14,7 @@ from torch import nn
 from central._errors import ModelLoadError
 from central.cpu_layers import fuse_llama_layers
 from central.decoding import PackedLinear, new_cache, pack_linears
-from central.model import AUTO_CPU_FORMAT, load_model
+from central.model import AUTO_CPU_FORMAT, INT8_FORMATS, WEIGHT_FORMATS, load_model
 from central.quantized import (
     INT8,
     INT8_UPPER,
@@ -239,6 +239,11 @@ def test_each_format_has_its_own_prepared_file(tiny_checkpoint, tmp_path: Path) 
     fuse_llama_layers(other.model)
     assert not load_int8(other.model, upper_file)  # an int8-upper file is not int8 weights
     assert load_int8(other.model, upper_file, from_layer=2)
+
+
+def test_the_torch_free_format_lists_spell_the_quantised_formats() -> None:
+    assert INT8_FORMATS == (INT8, INT8_UPPER)
+    assert set(INT8_FORMATS) < set(WEIGHT_FORMATS) and AUTO_CPU_FORMAT in INT8_FORMATS
 
 
 def test_auto_picks_the_cpu_format(tiny_checkpoint, tmp_path: Path) -> None:
