@@ -111,24 +111,6 @@ def matmul_peak(kind: str, clock: Any, rows: int = 256, reps: int = 5) -> float:
     return flops / best
 
 
-def parameters_by_kind(model: Any) -> dict[str, int]:
-    """The model's linear parameters, "int8" (`Int8Linear`) and "dense" (the others)."""
-    from torch import nn
-
-    from central.decoding import PackedLinear
-    from central.quantized import Int8Linear
-
-    counts = {"int8": 0, "dense": 0}
-    for module in model.modules():
-        if isinstance(module, Int8Linear | PackedLinear):
-            counts["int8" if isinstance(module, Int8Linear) else "dense"] += (
-                module.in_features * module.out_features
-            )
-        elif isinstance(module, nn.Linear):
-            counts["dense"] += module.weight.numel()
-    return {kind: count for kind, count in counts.items() if count}
-
-
 def load_ours(weights: str) -> Any:
     """The model as `ranker-central serve --weights <weights>` prepares it."""
     from central.decoding import pack_linears
@@ -160,7 +142,7 @@ def main() -> None:
     threads = set_threads(args.threads)
     ks = [int(k) for k in args.ks.split(",")]
 
-    from central.quantized import linear_weight_bytes
+    from central.quantized import linear_parameters_by_kind, linear_weight_bytes
 
     loaded = load_ours(args.weights)
     stock = load_default(no_eos=True, weights="dense")  # what transformers runs
@@ -170,7 +152,7 @@ def main() -> None:
     parameters = linear_weight_bytes(stock.model) // 4
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     bandwidth = read_bandwidth(clock)
-    kinds = parameters_by_kind(loaded.model)
+    kinds = linear_parameters_by_kind(loaded.model)
     peaks = {kind: matmul_peak(kind, clock) for kind in kinds}
     # a token's linears take 2 x parameters / peak seconds of each kind, one after another
     seconds_per_token = sum(2 * count / peaks[kind] for kind, count in kinds.items())

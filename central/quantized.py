@@ -81,7 +81,9 @@ __all__ = [
     "Int8Linear",
     "int8_upper_format",
     "int8_usable",
+    "linear_parameters_by_kind",
     "linear_weight_bytes",
+    "linear_weights",
     "load_int8",
     "quantize_linears",
     "save_int8",
@@ -272,22 +274,34 @@ def _untie(model: Any) -> None:
         config.tie_word_embeddings = False
 
 
-def linear_weight_bytes(model: nn.Module) -> int:
-    """Bytes of linear weights one decode step reads: each linear once, in its format.
+def linear_weights(model: nn.Module) -> Iterator[tuple[str, int, int]]:
+    """(kind, weights, bytes per weight) of each linear of `model`, as a decode step reads it.
 
-    An `Int8Linear` counts one byte per weight (its scales and range columns
-    are under 2% more); dense linears their element size, a packed fp32
-    linear (`central.decoding.PackedLinear`) 4 bytes per weight.
+    The kind is "int8" for an `Int8Linear` (one byte a weight; its scales and
+    range columns are under 2% more) and "dense" for the others: a packed fp32
+    linear (`central.decoding.PackedLinear`) 4 bytes a weight, a plain one its
+    element size.
     """
-    total = 0
     for module in model.modules():
         if isinstance(module, Int8Linear):
-            total += module.in_features * module.out_features
+            yield "int8", module.in_features * module.out_features, 1
         elif isinstance(module, PackedLinear):
-            total += module.in_features * module.out_features * 4
+            yield "dense", module.in_features * module.out_features, 4
         elif isinstance(module, nn.Linear):
-            total += module.weight.numel() * module.weight.element_size()
-    return total
+            yield "dense", module.weight.numel(), module.weight.element_size()
+
+
+def linear_weight_bytes(model: nn.Module) -> int:
+    """Bytes of linear weights one decode step reads: each linear once, in its format."""
+    return sum(weights * size for _, weights, size in linear_weights(model))
+
+
+def linear_parameters_by_kind(model: nn.Module) -> dict[str, int]:
+    """The linears' weights by kind ("int8", "dense"), kinds the model has only."""
+    counts: dict[str, int] = {}
+    for kind, weights, _ in linear_weights(model):
+        counts[kind] = counts.get(kind, 0) + weights
+    return counts
 
 
 # What `smooth_activations` runs through the model to find each channel's range: a

@@ -20,6 +20,7 @@ from central.quantized import (
     INT8_UPPER,
     Int8Linear,
     int8_usable,
+    linear_parameters_by_kind,
     linear_weight_bytes,
     load_int8,
     save_int8,
@@ -219,6 +220,9 @@ def test_int8_upper_keeps_the_dense_features_bit_for_bit(tiny_checkpoint, tmp_pa
         layer = index % per_pass
         assert torch.equal(a, b) == (layer <= boundary), layer
     assert linear_weight_bytes(upper.model) < linear_weight_bytes(dense.model)
+    kinds, total = linear_parameters_by_kind(upper.model), linear_weight_bytes(dense.model) // 4
+    assert set(kinds) == {"int8", "dense"} and sum(kinds.values()) == total
+    assert linear_weight_bytes(upper.model) == 4 * kinds["dense"] + kinds["int8"]
 
 
 def test_each_format_has_its_own_prepared_file(tiny_checkpoint, tmp_path: Path) -> None:
