@@ -208,9 +208,12 @@ def _parser() -> argparse.ArgumentParser:
     content.add_argument("--out", type=Path, default=DEFAULT_CONTENT_OUT, help="results directory")
     content.add_argument(
         "--phase", default="final",
-        choices=("choose", "lexicon", "lexicon2", "lexicon3", "final", "cold", "diagnose"),
+        choices=(
+            "choose", "lexicon", "lexicon2", "lexicon3", "final", "pull", "cold", "diagnose"
+        ),
         help="choose: every candidate on the development users; final: the chosen few on all; "
         "lexicon: the lexicon block's transforms and priors (development users); "
+        "pull: the learner's l2 pull towards the global ranker (all users); "
         "cold: a new user with the global ranker (the default candidate); diagnose: why "
         "content tastes learn slowly (development users)",
     )  # fmt: skip

@@ -7,6 +7,8 @@
   development tables only.
 - ``final``: the baseline, the chosen candidate and the alternatives worth
   reporting, on every user, the *held-out* content half included.
+- ``pull``: the learner's pull towards the global ranker (``TasteConfig.l2``)
+  on every user, with the shipped blocks and heads (the third round).
 - ``cold``: a new user and the global ranker; ``diagnose``: why content tastes
   learn slowly.
 
@@ -28,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.app.taste import TasteConfig
 from ranker_personalize import metrics
 from ranker_personalize.blockfit import pooled, replay
 from ranker_personalize.content_diagnose import diagnose
@@ -54,6 +57,7 @@ __all__ = [
     "EARLIER_DEFAULT",
     "FINAL",
     "LEXICON",
+    "PULL",
     "cold_start",
     "cold_tables",
     "diagnose_tables",
@@ -200,6 +204,17 @@ FINAL: tuple[Candidate, ...] = (
 )  # fmt: skip
 
 
+# The pull of each head's weights towards the global ranker (TasteConfig.l2), on
+# the shipped blocks and heads: the third round (docs/results/content-tastes.md).
+_SHIPPED_HEADS = TasteConfig().head_priors
+PULL: tuple[Candidate, ...] = tuple(
+    Candidate(
+        f"l2 {l2:g}", (*_V2, "lexicon"), head_priors=_SHIPPED_HEADS, sparse_groups=_SPARSE,
+        learner=(("l2", l2),), note="the shipped learner with this l2",
+    )
+    for l2 in (1.0, 3.0, 5.0, 10.0, 15.0, 30.0)
+)  # fmt: skip
+
 COLD_BUDGETS: tuple[int, ...] = (0, 10, 25, 50, 100)
 
 
@@ -295,7 +310,10 @@ def run_content_study(
             c.name: {"cold_start": cold_start(bank, c, users, tuple(range(seeds)))} for c in chosen
         }
     else:
-        phases = {"choose": CHOOSE, "lexicon": LEXICON, "lexicon2": LEXICON2, "lexicon3": LEXICON3}
+        phases = {
+            "choose": CHOOSE, "lexicon": LEXICON, "lexicon2": LEXICON2, "lexicon3": LEXICON3,
+            "pull": PULL,
+        }  # fmt: skip
         chosen = list(candidates or phases.get(phase, FINAL))
         results = compare(bank, chosen, users, seeds=tuple(range(seeds)), budgets=BUDGETS)
     meta = {

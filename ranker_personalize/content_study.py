@@ -70,6 +70,8 @@ class Candidate:
     # TasteConfig adapts the lexicon's)
     sparse_groups: tuple[str, ...] = ()
     sparse_floor: float = 0.5  # TasteConfig.sparse_floor
+    # Other TasteConfig fields set for this candidate (name, value), e.g. (("l2", 10.0),)
+    learner: tuple[tuple[str, float], ...] = ()
 
     def config(self, base: TasteConfig | None = None) -> TasteConfig:
         return block_config(
@@ -78,6 +80,7 @@ class Candidate:
             standardise_each=self.standardise_each,
             sparse_groups=self.sparse_groups,
             sparse_floor=self.sparse_floor,
+            **dict(self.learner),
         )
 
 

@@ -39,7 +39,16 @@ def _default_heads() -> tuple[dict[str, float], ...]:
 class TasteConfig:
     """How the torch-free learner fits each user's taste head (``PersonalRanker``'s default)."""
 
-    l2: float = 1.0  # pull towards the global ranker (v = 0), in standardised units
+    # Pull towards the global ranker (v = 0), in standardised units. 10, not 1: feedback
+    # is noisy (a reaction to answers that tie on the user's taste is a coin flip), and
+    # the stronger pull fits less of that noise: content users 46 -> 49 % top-1 at 50
+    # events and 54 -> 61 at 200, the study's users 67 / 73 -> 67 / 74
+    # (docs/results/content-tastes.md, third round).
+    l2: float = 10.0
+    # Pull of u (the user's weight on the global ranker) towards 0: a user whose taste
+    # opposes the population's turns the global down within a few events. At 1 the
+    # pull is worth about two pairs (docs/taste-learner.md).
+    global_l2: float = 1.0
     implicit_weight: float = 1.0  # total weight of a lone thumb vs its set's unrated answers
     use_mean: bool = True  # read the mean vectors when the events carry them
     use_signals: bool = True  # read the on-device signals part
@@ -90,8 +99,8 @@ class TasteConfig:
     sparse_floor: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.l2 <= 0:
-            raise ConfigError(f"l2 must be positive, got {self.l2}")
+        if self.l2 <= 0 or self.global_l2 <= 0:
+            raise ConfigError(f"l2 and global_l2 must be positive, got {self.l2}, {self.global_l2}")
         if self.memory < 0 or self.passes < 1 or self.cold_passes < 1 or self.history < 1:
             raise ConfigError("memory >= 0, passes >= 1, cold_passes >= 1, history >= 1")
         if not 0 < self.refresh <= 1:

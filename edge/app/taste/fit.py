@@ -82,6 +82,9 @@ class TasteFit:
         self.layout: dict[str, int] = self.rows.layout  # block name -> width
         self.width = self.rows.width  # D: the length of a row and of v
         roots = root_priors(config.head_priors, self.parts, self.rows.groups, self.width)
+        if self.rows.global_column is not None:  # u's own pull: global_l2, not l2
+            for root in roots:
+                root[self.rows.global_column] *= np.sqrt(config.l2 / config.global_l2)
         # one head per distinct prior, in head_priors order
         self.heads = [HeadState.zeros(root, self.rows.capacity, config.memory) for root in roots]
         self._base_roots = [root.copy() for root in roots]  # before any adaptive prior
