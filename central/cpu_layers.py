@@ -14,9 +14,9 @@ linears themselves. `fuse_llama_layers` rewrites each `LlamaDecoderLayer`:
 - a single query token attends per key-value head (queries of a group packed
   as rows, as Hugging Face's own `pack_gqa`), with no copy of the keys;
 - in a decode step of rows of different lengths (`central.batch`), each run
-  of rows sharing a history attends to exactly its own columns, so a row's
-  result is bit for bit what it is alone (`_LeanLayer._one_token` says why
-  int8 needs this).
+  of rows sharing a history attends to exactly its own columns, on one
+  thread, so a row's result is bit for bit what it is alone whatever the
+  thread count (`_LeanLayer._one_token` says why int8 needs this).
 
 The layer computes the same function as Hugging Face's (each output equal up
 to float rounding; `tests/central/test_cpu_layers.py`), reads and writes the
@@ -31,6 +31,8 @@ applies it to models on the CPU.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -282,8 +284,20 @@ class _LeanLayer:
         draws the tokens it draws alone (21 of 48 candidates differed in 48
         tokens, before this). So each run of rows with the same history
         attends, unmasked, to exactly its own columns: bit for bit what it
-        computes alone, whatever shares the batch.
+        computes alone, whatever shares the batch, and on one thread
+        (`_one_thread` says why).
         """
+        with _one_thread():
+            return self._by_history(query, key, value, mask)
+
+    def _by_history(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """`_one_token`'s attention: each run of rows sharing a history on its own columns."""
         groups = None if mask is None else self.shared.row_groups(mask)
         if mask is None or groups is None or (len(groups) == 1 and groups[0][2] == 0):
             return F.scaled_dot_product_attention(
@@ -298,6 +312,37 @@ class _LeanLayer:
                 scale=self.scaling,
             )
         return out
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Within the block, torch computes on one thread (the caller's), then as before.
+
+    PyTorch's CPU attention kernel (``_scaled_dot_product_flash_attention_for_cpu``)
+    hands the (row, head) pairs of a call to its threads in contiguous shares
+    and gives each thread its own slice of one scratch buffer; a slice's
+    alignment depends on the thread (on the number of keys, too), and MKL's
+    sgemm, which the kernel calls on those slices, sums in another order when
+    its operands are aligned otherwise. So with two threads or more a row's
+    attention depended on which thread took it, that is on how many rows
+    shared the call: a seeded request drew other tokens beside others than
+    alone (SmolLM2-135M, int8, two threads: 5-9 of 160 candidates differed).
+    On one thread every pair is computed in the first slice. The cost is the
+    attention's parallel speed-up, small in a decode step, whose time goes
+    to reading the weights (CHANGELOG.md has the measurement); switching
+    costs well under a microsecond. The switch is torch's: it also sets the
+    count a thread that starts meanwhile takes, harmless where, as in
+    central, one thread runs the model.
+    """
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _rms_norm(x: torch.Tensor, norm: Any) -> torch.Tensor:

@@ -40,7 +40,7 @@ the layers above it and the LM head in int8, so the hidden states 0..B
 only the sampling distribution moves; it is reported as ``int8-upper@B``.
 ``weights="auto"`` picks `AUTO_CPU_FORMAT` on a CPU where the int8 kernel
 works, for Llama-family models (whose layers `central.cpu_layers` runs
-batch-invariant), and ``dtype`` elsewhere. An int8 model is prepared for
+batch-invariant on any number of threads), and ``dtype`` elsewhere. An int8 model is prepared for
 serving only (smoothed, Llama layers fused, linears quantised; cached under
 ``prepared/``, keyed by the weights' checksum and the format): load another
 copy with ``weights="dense"`` to train on it.

@@ -26,9 +26,9 @@ AVX-512), per linear of SmolLM2's shapes:
   row is scaled to [-127, 127] by its own absmax and handed to fbgemm's
   linear with a fixed input scale (1) and zero point: every row is quantised
   alone, and the integer products are exact, so a row's output is
-  bit-identical alone or batched (`Int8Linear` checks this once per process
-  before it is used). It is also 10-30% faster than the dynamic linear, which
-  spends a pass finding the range.
+  bit-identical alone or batched, on any number of threads (`Int8Linear`
+  checks this once per process before it is used). It is also 10-30%
+  faster than the dynamic linear, which spends a pass finding the range.
 
 Quantising activations costs more accuracy than quantising weights, because a
 few hidden channels carry values ~100x the others and set each row's scale.

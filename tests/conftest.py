@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -118,6 +119,37 @@ def tiny_model(tiny_checkpoint: Path):
     from central.model import load_model
 
     return load_model(str(tiny_checkpoint))
+
+
+@pytest.fixture(scope="session")
+def served_tiny(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The tiny model in a weight format (`--weights`), prepared as `ranker-central serve`
+    prepares it (linears packed or int8), loaded once per format."""
+    from central.decoding import pack_linears
+    from central.model import load_model
+
+    cache = tmp_path_factory.mktemp("tiny-served")
+    loaded: dict[str, Any] = {}
+
+    def served(weights: str) -> Any:
+        if weights not in loaded:
+            loaded[weights] = load_model(str(tiny_checkpoint), weights=weights, cache_dir=cache)
+            pack_linears(loaded[weights].model)
+        return loaded[weights]
+
+    return served
+
+
+@pytest.fixture()
+def two_torch_threads() -> Iterator[None]:
+    """torch computes on two threads during the test, whatever the machine, then as before
+    (threads started meanwhile, an engine's, take two as well)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

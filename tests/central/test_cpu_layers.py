@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from central.batch import DecodeBatch, Joining
 from central.cpu_layers import fusable, fuse_llama_layers
-from central.decoding import new_cache
-from central.forward import cache_argument
-from central.model import load_model
+from central.decoding import full_cache, new_cache
+from central.forward import Forward, cache_argument
+from central.model import INT8_FORMATS, load_model
 
 
 def _pair(tiny_checkpoint):
@@ -69,6 +71,55 @@ def test_a_decode_step_is_the_same_alone_and_beside_longer_rows(tiny_checkpoint)
             longer = ours + list(range(20, 20 + extra))
             beside = _padded_step(loaded.model, [longer, ours, ours, ours[:3]], [4, 9, 9, 8])
             assert torch.equal(beside[1], alone[0]) and torch.equal(beside[2], alone[1]), extra
+
+
+def _joined_step(loaded, requests: list[tuple[list[int], int]]) -> list[torch.Tensor]:
+    """As the engine runs them: each request (prompt, rows) prefilled alone, then all join
+    one `DecodeBatch` and take a step (each row fed token 9). Returns what each layer's
+    attention computed in that step (the input of its output projection), then the logits,
+    each by row: int8 linears round small differences in the attention away, mostly."""
+    forward, batch, joining = Forward(loaded), DecodeBatch(loaded), []
+    for prompt, rows in requests:
+        cache = full_cache(loaded.model)
+        forward(torch.tensor([prompt]), cache)
+        joining.append(Joining(cache, len(prompt), rows, [9] * rows))
+    batch.join(joining)
+    attended: list[torch.Tensor] = []
+    hooks = [
+        layer.self_attn.o_proj.register_forward_pre_hook(
+            lambda _, args: attended.append(args[0][:, -1].clone())
+        )
+        for layer in loaded.model.model.layers
+    ]
+    try:
+        out, _ = batch.step(forward)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert out.logits is not None
+    return [*attended, out.logits]
+
+
+@pytest.mark.parametrize("weights", ["dense", *INT8_FORMATS])
+def test_rows_sharing_an_attention_call_are_the_same_alone_on_two_threads(
+    served_tiny, two_torch_threads, weights
+) -> None:
+    # Our rows and another request's, histories of one length, attend in one call. PyTorch's
+    # CPU attention gives each thread a scratch slice whose alignment MKL rounds by, so on
+    # two threads a row's bits depended on how many rows shared its call (and which thread
+    # took it); odd history lengths misalign the slices at the tiny model's shapes.
+    loaded = served_tiny(weights)
+    ours = loaded.tokenizer("a short prompt")["input_ids"]
+    with torch.inference_mode():
+        for extra in range(1, 16, 2):
+            mine = ours + list(range(20, 20 + extra))
+            theirs = [(t + 7) % 300 + 3 for t in mine]  # another request, as long as ours
+            longer = [*theirs, 5, 6, 7]  # starts earlier: ours is not the batch's first column
+            for k in (1, 3):
+                alone = _joined_step(loaded, [(mine, k)])
+                beside = _joined_step(loaded, [(longer, 1), (mine, k), (theirs, 2)])
+                for layer, (got, want) in enumerate(zip(beside, alone, strict=True)):
+                    assert torch.equal(got[1 : 1 + k], want), (weights, extra, k, layer)
 
 
 def test_a_fused_model_can_be_copied(tiny_checkpoint) -> None:

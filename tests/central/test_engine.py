@@ -21,6 +21,7 @@ import pytest
 from central.config import EngineConfig, ServiceLimits
 from central.engine import Done, Engine, FeaturesDone, InstructionReady, Overloaded, Ticket
 from central.features import FeatureRequest
+from central.model import INT8_FORMATS
 from central.outbox import StreamEnd
 from central.pooling import pool_responses
 from central.sampler import SampledCandidate, SamplingConfig, sample
@@ -130,6 +131,47 @@ def test_seeded_requests_are_the_same_alone_and_in_a_busy_batch(engine, tiny_mod
     for i, expected in enumerate(alone):
         assert isinstance(results[i][2], Done), results[i][2]
         _assert_same(expected, results[i][1])
+
+
+@pytest.mark.parametrize("weights", ["dense", *INT8_FORMATS])
+def test_requests_joining_together_are_the_same_alone_on_two_threads(
+    served_tiny, two_torch_threads, weights
+) -> None:
+    # Prompts of one length that join in one turn start in one column, so their rows attend
+    # in one call (`central.cpu_layers`); on two threads the CPU attention kernel used to
+    # give a row other bits when more rows shared its call.
+    loaded = served_tiny(weights)
+    prompt = loaded.tokenizer("tell me something new")["input_ids"]
+    jobs = [
+        dataclasses.replace(
+            _job(loaded, "", k=2, tokens=16, seed=seed),
+            prompt_ids=[(t + 7 * seed) % 300 + 3 for t in prompt],  # as long as the others
+        )
+        for seed in range(3)
+    ]
+    engine = Engine(loaded)
+    try:
+        alone = [_collect(engine.submit_generate(job))[1] for job in jobs]
+        # 64 rows decoding: newcomers of 2 rows wait (two steps) for others to join with them.
+        busy = engine.submit_generate(_job(loaded, "keep busy", k=64, tokens=40, seed=9))
+        events = busy.events()
+        assert isinstance(next(events), InstructionReady)  # prefilled: now decoding
+        together = [engine.submit_generate(job) for job in jobs]
+        results = [_collect(ticket) for ticket in together]
+        for _ in events:
+            pass
+        busy.release()
+    finally:
+        engine.close()
+    for expected, (_, got, last) in zip(alone, results, strict=True):
+        assert isinstance(last, Done), last
+        assert sorted(got) == sorted(expected)
+        for index, want in expected.items():  # bit for bit: the tiny model's tokens rarely move
+            assert got[index].token_ids == want.token_ids
+            assert got[index].cumulative_logprob == want.cumulative_logprob
+            assert got[index].mean_entropy == want.mean_entropy
+            np.testing.assert_array_equal(got[index].feature, want.feature)
+            np.testing.assert_array_equal(got[index].mean_feature, want.mean_feature)
 
 
 @pytest.mark.parametrize("ends", ["model", "often"])
