@@ -23,16 +23,27 @@ def _default_heads() -> tuple[dict[str, float], ...]:
     """One head trusting the signals (a taste that a statistic of the text shows),
     one trusting the mean vector over the last token's (a taste of the whole
     answer, where the last token of an answer cut at its length limit is
-    mid-sentence). The balanced head sits between the two, which a mix of them
-    can approach: as a third head it added a fit's cost for -4 / +1 points of
-    mean top-1 at 50 / 200 events on the study's pool (docs/taste-learner.md).
+    mid-sentence), and the same mean-vector head with every prior variance x10,
+    that is a tenth of the pull ``l2``. The balanced head sits between the first
+    two, which a mix of them can approach: as a further head it added a fit's
+    cost for -4 / +1 points of mean top-1 at 50 / 200 events on the study's pool
+    (docs/taste-learner.md).
 
     The signals head keeps the lexicon out (x0.01): with its 211 columns beside
     the signals' few, a length taste learned slower (verbose 59 -> 40 % top-1 at
     50 events); kept out, the study's users gain 2.6 points at 50 events and the
     content users, whom the mean-vector head's lexicon still serves, lose 2.6
-    (docs/results/content-tastes.md)."""
-    return ({"signals": 100.0, "lexicon": 0.01}, {"last": 0.01})
+    (docs/results/content-tastes.md).
+
+    The weakly pulled head is for clean feedback. ``l2`` is 10 because most
+    reactions to a content taste are coin flips (content users 54 -> 61 % top-1
+    at 200 events with two heads), but dense, clean feedback (a user marking all
+    K answers right or wrong) then underfits: the demo's correctness task fell
+    from 47 to 41 % (4 seeds). With this head the mix picks the pull by
+    evidence: correctness 45 %, content users 60 % at 200 events
+    (docs/results/content-tastes.md, third round)."""
+    weak = {"last": 0.1, "mean": 10.0, "signals": 10.0, "lexicon": 10.0}
+    return ({"signals": 100.0, "lexicon": 0.01}, {"last": 0.01}, weak)
 
 
 @dataclass(frozen=True)
@@ -41,9 +52,8 @@ class TasteConfig:
 
     # Pull towards the global ranker (v = 0), in standardised units. 10, not 1: feedback
     # is noisy (a reaction to answers that tie on the user's taste is a coin flip), and
-    # the stronger pull fits less of that noise: content users 46 -> 49 % top-1 at 50
-    # events and 54 -> 61 at 200, the study's users 67 / 73 -> 67 / 74
-    # (docs/results/content-tastes.md, third round).
+    # the stronger pull fits less of that noise (docs/results/content-tastes.md, third
+    # round); the default heads include one at a tenth of it, for clean feedback.
     l2: float = 10.0
     # Pull of u (the user's weight on the global ranker) towards 0: a user whose taste
     # opposes the population's turns the global down within a few events. At 1 the
@@ -70,8 +80,8 @@ class TasteConfig:
     min_new_events: int = 1  # skip an update until this many events are new
     # One head per entry, each with its own prior: a group's prior variance is
     # multiplied by the factor given (absent: 1, every part equally trusted).
-    # Default: signals x100 with the lexicon x0.01, and the last-token vector x0.01
-    # (see _default_heads).
+    # Default: signals x100 with the lexicon x0.01; the last-token vector x0.01; and
+    # that head again at a tenth of the pull (see _default_heads).
     # Each head adds about one fit's cost: ({},) is the single balanced head.
     head_priors: tuple[dict[str, float], ...] = field(default_factory=_default_heads)
     mix_rate: float = 1.0  # Hedge rate on the heads' prequential pair log-loss (inf: best only)

@@ -161,7 +161,9 @@ def test_a_fit_in_a_basis_is_the_whole_fit_of_the_projected_parts_folded_back() 
     for part in ("last", "mean"):
         np.testing.assert_allclose(head.weights[part], project[part] @ small.weights[part],
                                    rtol=1e-4, atol=1e-6)  # fmt: skip
-    np.testing.assert_allclose(head.weights["signals"], small.weights["signals"], rtol=1e-4)
+    np.testing.assert_allclose(
+        head.weights["signals"], small.weights["signals"], rtol=1e-4, atol=1e-6
+    )
     last, mean, sig, _ = sets[0]
     np.testing.assert_allclose(
         head.score(last, mean, sig),

@@ -274,7 +274,7 @@ def test_a_restarted_learner_keeps_the_users_mix_of_heads(tmp_path: Path) -> Non
     _teach(me, range(12))
     saved = me.registry.current("erin", "chat").metadata
     evidence, mix = saved["head_evidence"], saved["head_mix"]
-    assert len(evidence) == len(mix) == 2 and sum(mix) == pytest.approx(1.0)
+    assert len(evidence) == len(mix) == 3 and sum(mix) == pytest.approx(1.0)
     assert max(mix) > 0.6  # 12 events already tell the heads apart
     memory.ROWS.clear()  # a new process
     g, liked = generation(12)
