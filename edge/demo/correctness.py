@@ -132,8 +132,11 @@ def run_correctness(
     config: DemoConfig,
     timer: PhaseTimer,
     log: Callable[[str], None],
+    learner: Any = None,
 ) -> CorrectnessResult:
-    """Runs the correctness part's phases against `central`; feedback and rankers go to `home`."""
+    """Runs the correctness part's phases against `central`; feedback and rankers go to `home`.
+    ``learner``: the user's learner settings (default: ``config.kind``'s, the SDK's
+    ``TasteConfig()`` for the taste head)."""
     train_set, test_set = split_problems(config.train_prompts, config.test_prompts, config.seed)
     with timer.phase("correctness: sample held-out"):
         test = sample_many(
@@ -147,7 +150,8 @@ def run_correctness(
     hits = _free_hits(test, labels, config.greedy_first)
     log(f"first-sample accuracy on {len(test)} held-out prompts: {_rate(hits['first sample']):.1%}")
 
-    user = PersonalRanker(central, home, USER, RANKER_NAME, learner=_learner_config(config))
+    learner = _learner_config(config) if learner is None else learner
+    user = PersonalRanker(central, home, USER, RANKER_NAME, learner=learner)
     try:
         with timer.phase("correctness: feedback stream + learning"):
             events, learn_seconds = _feedback_stream(user, train_set, config, log)
