@@ -205,14 +205,23 @@ FINAL: tuple[Candidate, ...] = (
 
 
 # The pull of each head's weights towards the global ranker (TasteConfig.l2), on
-# the shipped blocks and heads: the third round (docs/results/content-tastes.md).
-_SHIPPED_HEADS = TasteConfig().head_priors
-PULL: tuple[Candidate, ...] = tuple(
+# the shipped blocks, with the two heads shipped before it changed; then what
+# ships (l2 10 and a third head at a tenth of the pull): the third round
+# (docs/results/content-tastes.md).
+_TWO_HEADS: tuple[dict[str, float], ...] = ({"signals": 100.0, "lexicon": 0.01}, {"last": 0.01})
+PULL: tuple[Candidate, ...] = (
+    *(
+        Candidate(
+            f"l2 {l2:g}", (*_V2, "lexicon"), head_priors=_TWO_HEADS, sparse_groups=_SPARSE,
+            learner=(("l2", l2),), note="the two heads shipped before, with this l2",
+        )
+        for l2 in (1.0, 3.0, 5.0, 10.0, 15.0, 30.0)
+    ),
     Candidate(
-        f"l2 {l2:g}", (*_V2, "lexicon"), head_priors=_SHIPPED_HEADS, sparse_groups=_SPARSE,
-        learner=(("l2", l2),), note="the shipped learner with this l2",
-    )
-    for l2 in (1.0, 3.0, 5.0, 10.0, 15.0, 30.0)
+        "l2 10, three heads", (*_V2, "lexicon"), head_priors=TasteConfig().head_priors,
+        sparse_groups=_SPARSE, learner=(("l2", 10.0),),
+        note="what ships: the two heads and the mean-vector one at a tenth of the pull",
+    ),
 )  # fmt: skip
 
 COLD_BUDGETS: tuple[int, ...] = (0, 10, 25, 50, 100)
