@@ -123,6 +123,7 @@ def test_every_config_is_frozen_and_refuses_bad_values_with_one_error_type() -> 
         assert dataclasses.is_dataclass(config) and config.__dataclass_params__.frozen, config
     bad = [
         lambda: edge.TasteConfig(l2=0),
+        lambda: edge.TasteConfig(global_l2=-1.0),
         lambda: edge.LearnerConfig(kind="swift"),
         lambda: edge.LearnerConfig(replay_size=-1),
         lambda: edge.TrainConfig(optimizer="adam"),  # type: ignore[arg-type]
