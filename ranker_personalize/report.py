@@ -366,19 +366,40 @@ def _cold_lines(results: dict[str, Any], budgets: list[int]) -> list[str]:
         f"ranker are behind where they would be from scratch (mean {100 * mean_global:.0f} "
         f"against {100 * mean_scratch:.0f}). The head is fitted on top of the global scores "
         "and its L2 penalty pulls it towards the global ranker (v = 0, u = 0); its weight u "
-        "on the global score ((1 + u) g, row 'u') lets a user whose taste opposes the prior "
-        "turn it down (u near -1) or reverse it (u < -1) in a few events, where the wide "
-        "blocks alone would have to unlearn it direction by direction.",
+        "on the global score ((1 + u) g, row 'u', pulled by its own `global_l2`) lets a user "
+        "whose taste opposes the prior turn it down (u near -1) or reverse it (u < -1) in a "
+        "few events, where the wide blocks alone would have to unlearn it direction by "
+        "direction.",
+        *_behind_at(cold, 50, budgets),
         "",
-        "At 0 events the new user is ranked by the global ranker alone. "
+        'At 0 events the new user sees the first sample (`cold_start="first_sample"`, what '
+        "ships) until their first update. "
         + (
             f"It is clearly below the first sample for {', '.join(below)}: a prior fitted on "
             "other tastes can be worse than no ranker for a user whose taste opposes theirs."
             if below
-            else "It is never clearly below the first sample."
+            else "No user is clearly below the first sample there."
         ),
     ]
     return lines
+
+
+def _behind_at(cold: dict[str, Any], budget: int, budgets: list[int]) -> list[str]:
+    """A line naming the users whose start from the global ranker is 5 points or more
+    behind scratch at ``budget`` events (issue 22: an opposed user beats scratch by 50)."""
+    if budget not in budgets:
+        return []
+    gap = {
+        name: _key(sec["from_global"], budget)["mean"] - _key(sec["from_scratch"], budget)["mean"]
+        for name, sec in cold.items()
+    }
+    mean_gap = 100 * sum(gap.values()) / len(gap)
+    behind = [f"{name} ({100 * g:+.0f})" for name, g in gap.items() if g <= -0.05]
+    return [
+        "",
+        f"At {budget} events the global start is {mean_gap:+.1f} points from scratch on "
+        "average; 5 points or more behind: " + (", ".join(behind) if behind else "no user") + ".",
+    ]
 
 
 def _drift_lines(results: dict[str, Any], budgets: list[int]) -> list[str]:
