@@ -8,7 +8,8 @@
 - ``final``: the baseline, the chosen candidate and the alternatives worth
   reporting, on every user, the *held-out* content half included.
 - ``pull``: the learner's pull towards the global ranker (``TasteConfig.l2``)
-  on every user, with the shipped blocks and heads (the third round).
+  on every user, with the shipped blocks and the two heads shipped before,
+  then what ships (the third round).
 - ``cold``: a new user and the global ranker; ``diagnose``: why content tastes
   learn slowly.
 

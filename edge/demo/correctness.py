@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.app.learning import LearnerSpec
 from edge.app.personal import PersonalRanker
 from edge.demo.common import (
     Accuracy,
@@ -132,7 +133,7 @@ def run_correctness(
     config: DemoConfig,
     timer: PhaseTimer,
     log: Callable[[str], None],
-    learner: Any = None,
+    learner: LearnerSpec | None = None,
 ) -> CorrectnessResult:
     """Runs the correctness part's phases against `central`; feedback and rankers go to `home`.
     ``learner``: the user's learner settings (default: ``config.kind``'s, the SDK's
