@@ -20,8 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -30,6 +29,7 @@ from _common import ROOT  # noqa: F401  (importing it makes the repository impor
 
 from edge import CentralClient
 from edge.app.taste import TasteConfig
+from edge.demo.common import PhaseTimer
 from edge.demo.config import DemoConfig
 from edge.demo.correctness import FREE_BASELINES, LEARNED, run_correctness
 from edge.demo.launch import local_central
@@ -58,17 +58,11 @@ class RememberingCentral:
         return self.seen[key]
 
 
-class _NoTimer:
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        yield
-
-
 def _scores(central: RememberingCentral, seed: int, setting: TasteConfig) -> tuple[float, float]:
     """Learned and best free accuracy on the seed's held-out prompts."""
     with tempfile.TemporaryDirectory() as home:
         result = run_correctness(
-            cast(CentralClient, central), Path(home), DemoConfig(seed=seed), cast(Any, _NoTimer()),
+            cast(CentralClient, central), Path(home), DemoConfig(seed=seed), PhaseTimer(),
             lambda _line: None, learner=setting,
         )  # fmt: skip
     free = max(result.methods[name].rate for name in FREE_BASELINES if name in result.methods)

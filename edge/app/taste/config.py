@@ -42,8 +42,9 @@ def _default_heads() -> tuple[dict[str, float], ...]:
     from 47 to 41 % (4 seeds). With this head the mix picks the pull by
     evidence: correctness 45 %, content users 60 % at 200 events
     (docs/results/content-tastes.md, third round)."""
-    weak = {"last": 0.1, "mean": 10.0, "signals": 10.0, "lexicon": 10.0}
-    return ({"signals": 100.0, "lexicon": 0.01}, {"last": 0.01}, weak)
+    mean_head = {"last": 0.01}
+    weak: dict[str, float] = {part: 10.0 * mean_head.get(part, 1.0) for part in PARTS}
+    return ({"signals": 100.0, "lexicon": 0.01}, mean_head, weak)
 
 
 @dataclass(frozen=True)
